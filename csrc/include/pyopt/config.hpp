@@ -1,0 +1,21 @@
+#pragma once
+// Kernel code (rules and driver) is compiled once per ISA. Every entity those headers define
+// lives in an inline namespace named after the ISA, so the copies compiled with different
+// -m flags never share a symbol (and the linker can never hand an AVX-512 body to a CPU
+// without AVX-512). Code that is not a kernel sees the `generic` copy.
+#ifndef PYOPT_ISA_TAG
+#define PYOPT_ISA_TAG generic
+#endif
+
+#define PYOPT_KERNEL_NAMESPACE_BEGIN \
+  namespace pyopt {                  \
+  inline namespace PYOPT_ISA_TAG {
+#define PYOPT_KERNEL_NAMESPACE_END \
+  }                                \
+  }
+
+#if defined(__GNUC__) || defined(__clang__)
+#define PYOPT_INLINE inline __attribute__((always_inline))
+#else
+#define PYOPT_INLINE inline
+#endif

@@ -1,0 +1,69 @@
+#pragma once
+// pyopt::Optimizer — a C++ optimizer that owns its state and steps over caller-owned buffers.
+//
+//   std::vector<float> w(1000), g(1000);
+//   pyopt::Optimizer opt("adamw", {{"lr", 1e-3}, {"weight_decay", 1e-2}});
+//   opt.add_param(w.data(), w.size());
+//   for (...) { compute(g); opt.step({g.data()}); }
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "pyopt/registry.hpp"
+#include "pyopt/types.hpp"
+
+namespace pyopt {
+
+// A gradient buffer of either dtype; converts implicitly from float* and double*.
+struct GradRef {
+  GradRef(const float* p) : data(p), dtype(DType::Float32) {}
+  GradRef(const double* p) : data(p), dtype(DType::Float64) {}
+  GradRef(std::nullptr_t) : data(nullptr), dtype(DType::Float32) {}  // skip this param this step
+  const void* data;
+  DType dtype;
+};
+
+class Optimizer {
+ public:
+  // name: one of optimizers(); hyper: any of its hyperparameters (bools as 0/1). Throws
+  // std::invalid_argument for unknown names, pinned or out-of-range hyperparameters.
+  explicit Optimizer(const std::string& name, const std::map<std::string, double>& hyper = {});
+
+  // Registers a caller-owned buffer; its state is allocated here. Returns the param's index.
+  std::size_t add_param(float* data, std::size_t size);
+  std::size_t add_param(double* data, std::size_t size);
+
+  // One step: a gradient per registered param, in registration order (nullptr skips a param).
+  // Everything is checked before any buffer is written.
+  void step(const std::vector<GradRef>& grads);
+
+  double get(const std::string& hyper_name) const;
+  void set(const std::string& hyper_name, double value);  // validated; takes effect at the next step
+  std::map<std::string, double> hyperparameters() const;
+
+  const std::string& name() const { return spec_->name; }
+  std::size_t num_params() const { return params_.size(); }
+  int64_t step_count(std::size_t param) const { return params_.at(param).step; }
+  // The state array `slot` (e.g. "exp_avg") of a param; empty when this configuration has no such slot.
+  std::vector<double> state(std::size_t param, const std::string& slot) const;
+
+ private:
+  struct Param {
+    void* data;
+    std::size_t size;
+    DType dtype;
+    std::vector<char> slots[kMaxSlots];  // raw storage in the param's dtype
+    double scalars[kMaxScalars];
+    int64_t step;
+  };
+  std::size_t add(void* data, std::size_t size, DType dtype);
+  void ensure_slots(Param& p);
+
+  const OptimizerSpec* spec_;
+  std::vector<double> hyper_;
+  std::vector<Param> params_;
+};
+
+}  // namespace pyopt

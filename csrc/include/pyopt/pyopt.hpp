@@ -1,0 +1,6 @@
+#pragma once
+// The single include for C++ users of pyopt.
+#include "pyopt/optimizer.hpp"
+#include "pyopt/registry.hpp"
+#include "pyopt/types.hpp"
+#include "pyopt/version.hpp"

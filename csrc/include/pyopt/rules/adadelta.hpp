@@ -1,0 +1,58 @@
+#pragma once
+// Adadelta (Zeiler, 2012, arXiv:1212.5701). Reference: torch.optim.Adadelta 2.13, single-tensor path.
+//
+//   g ← −g if maximize;  g ← g + wd·p;  v ← ρ·v + (1 − ρ)·g²
+//   δ = √(u + ε) / √(v + ε) · g   (old u);  u ← ρ·u + (1 − ρ)·δ²;  p ← p − lr·δ
+#include "pyopt/rules/base.hpp"
+
+PYOPT_KERNEL_NAMESPACE_BEGIN
+namespace rules {
+
+struct Adadelta : RuleBase {
+  static constexpr const char* name = "adadelta";
+
+  enum Hyper { lr, rho, eps, weight_decay, maximize, kNumHyper };
+  static constexpr HyperSpec hyper[kNumHyper] = {
+      {"lr", 1.0, HyperKind::Real},  {"rho", 0.9, HyperKind::Real},         {"eps", 1e-6, HyperKind::Real},
+      {"weight_decay", 0.0, HyperKind::Real}, {"maximize", 0.0, HyperKind::Bool},
+  };
+  static constexpr const char* slot_names[] = {"square_avg", "acc_delta"};
+
+  enum Variant { kDecay = 1 };
+  static constexpr int num_variants = 2;
+  static int variant(const double* h) { return h[weight_decay] != 0.0 ? kDecay : 0; }
+  static constexpr unsigned slot_mask(int) { return 0b11u; }
+
+  static void validate(const double* h) {
+    require_nonnegative("lr", h[lr]);
+    require_closed_unit("rho", h[rho]);
+    require_nonnegative("eps", h[eps]);
+    require_nonnegative("weight_decay", h[weight_decay]);
+  }
+
+  template <class T>
+  struct Coeffs {
+    T grad_sign, weight_decay, rho, one_minus_rho, eps, neg_lr;
+  };
+  template <class T>
+  static Coeffs<T> prepare(const double* h, int64_t, double*) {
+    return {T(h[maximize] != 0.0 ? -1.0 : 1.0), T(h[weight_decay]), T(h[rho]), T(1.0 - h[rho]), T(h[eps]),
+            T(-h[lr])};
+  }
+
+  template <int V, class T>
+  static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
+    T& square_avg = s[0];
+    T& acc_delta = s[1];
+    g = g * k.grad_sign;
+    if constexpr (V & kDecay) g = g + k.weight_decay * p;
+    square_avg = square_avg * k.rho + k.one_minus_rho * g * g;
+    const T std_ = std::sqrt(square_avg + k.eps);
+    const T delta = std::sqrt(acc_delta + k.eps) / std_ * g;
+    acc_delta = acc_delta * k.rho + k.one_minus_rho * delta * delta;
+    p = p + k.neg_lr * delta;
+  }
+};
+
+}  // namespace rules
+PYOPT_KERNEL_NAMESPACE_END

@@ -1,0 +1,58 @@
+#pragma once
+// Adagrad (Duchi et al., 2011, JMLR 12). Reference: torch.optim.Adagrad 2.13, single-tensor path.
+//
+//   g ← −g if maximize;  g ← g + wd·p;  clr = lr / (1 + (t − 1)·lr_decay)
+//   s ← s + g²;  p ← p − clr · g / (√s + ε)
+#include "pyopt/rules/base.hpp"
+
+PYOPT_KERNEL_NAMESPACE_BEGIN
+namespace rules {
+
+struct Adagrad : RuleBase {
+  static constexpr const char* name = "adagrad";
+
+  enum Hyper { lr, lr_decay, weight_decay, initial_accumulator_value, eps, maximize, kNumHyper };
+  static constexpr HyperSpec hyper[kNumHyper] = {
+      {"lr", 1e-2, HyperKind::Real},           {"lr_decay", 0.0, HyperKind::Real},
+      {"weight_decay", 0.0, HyperKind::Real},  {"initial_accumulator_value", 0.0, HyperKind::Real},
+      {"eps", 1e-10, HyperKind::Real},         {"maximize", 0.0, HyperKind::Bool},
+  };
+  static constexpr const char* slot_names[] = {"sum"};
+  static double initial_state(int, const double* h) { return h[initial_accumulator_value]; }
+
+  enum Variant { kDecay = 1 };
+  static constexpr int num_variants = 2;
+  static int variant(const double* h) { return h[weight_decay] != 0.0 ? kDecay : 0; }
+  static constexpr unsigned slot_mask(int) { return 0b1u; }
+
+  static void validate(const double* h) {
+    require_nonnegative("lr", h[lr]);
+    require_nonnegative("lr_decay", h[lr_decay]);
+    require_nonnegative("weight_decay", h[weight_decay]);
+    require_nonnegative("initial_accumulator_value", h[initial_accumulator_value]);
+    require_nonnegative("eps", h[eps]);
+  }
+
+  template <class T>
+  struct Coeffs {
+    T grad_sign, weight_decay, eps, neg_clr;
+  };
+  template <class T>
+  static Coeffs<T> prepare(const double* h, int64_t t, double*) {
+    const double clr = h[lr] / (1.0 + double(t - 1) * h[lr_decay]);
+    return {T(h[maximize] != 0.0 ? -1.0 : 1.0), T(h[weight_decay]), T(h[eps]), T(-clr)};
+  }
+
+  template <int V, class T>
+  static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
+    T& sum = s[0];
+    g = g * k.grad_sign;
+    if constexpr (V & kDecay) g = g + k.weight_decay * p;
+    sum = sum + g * g;
+    const T std_ = std::sqrt(sum) + k.eps;
+    p = p + k.neg_clr * (g / std_);
+  }
+};
+
+}  // namespace rules
+PYOPT_KERNEL_NAMESPACE_END

@@ -1,0 +1,83 @@
+#pragma once
+// Adam (Kingma & Ba, 2015, arXiv:1412.6980), AdamW (Loshchilov & Hutter, 2019, arXiv:1711.05101)
+// and AMSGrad (Reddi et al., 2018). Reference: torch.optim.Adam / AdamW 2.13, single-tensor path.
+//
+//   g ← −g if maximize;  g ← g + wd·p (coupled)  or  p ← p·(1 − lr·wd) (decoupled, AdamW)
+//   m ← lerp(m, g, 1 − β1);  v ← β2·v + (1 − β2)·g²;  v̂max ← max(v̂max, v) (amsgrad)
+//   p ← p − (lr / (1 − β1^t)) · m / (√v / √(1 − β2^t) + ε)
+#include "pyopt/rules/base.hpp"
+
+PYOPT_KERNEL_NAMESPACE_BEGIN
+namespace rules {
+
+struct Adam : RuleBase {
+  static constexpr const char* name = "adam";
+
+  enum Hyper { lr, beta1, beta2, eps, weight_decay, amsgrad, decoupled_weight_decay, maximize, kNumHyper };
+  static constexpr HyperSpec hyper[kNumHyper] = {
+      {"lr", 1e-3, HyperKind::Real},           {"beta1", 0.9, HyperKind::Real},
+      {"beta2", 0.999, HyperKind::Real},       {"eps", 1e-8, HyperKind::Real},
+      {"weight_decay", 0.0, HyperKind::Real},  {"amsgrad", 0.0, HyperKind::Bool},
+      {"decoupled_weight_decay", 0.0, HyperKind::Bool}, {"maximize", 0.0, HyperKind::Bool},
+  };
+  static constexpr const char* slot_names[] = {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"};
+
+  // Weight decay is a variant, not a multiply by 0 or 1: with wd = 0 torch never touches p·wd,
+  // so an infinite p must not turn into NaN here either.
+  enum Variant { kAmsgrad = 1, kCoupledDecay = 2, kDecoupledDecay = 4 };
+  static constexpr int num_variants = 8;
+  static int variant(const double* h) {
+    int v = h[amsgrad] != 0.0 ? kAmsgrad : 0;
+    if (h[weight_decay] != 0.0) v |= h[decoupled_weight_decay] != 0.0 ? kDecoupledDecay : kCoupledDecay;
+    return v;
+  }
+  static constexpr unsigned slot_mask(int v) { return (v & kAmsgrad) ? 0b111u : 0b011u; }
+
+  static void validate(const double* h) {
+    require_nonnegative("lr", h[lr]);
+    require_nonnegative("eps", h[eps]);
+    require_beta("beta1", h[beta1]);
+    require_beta("beta2", h[beta2]);
+    require_nonnegative("weight_decay", h[weight_decay]);
+  }
+
+  template <class T>
+  struct Coeffs {
+    T grad_sign, weight_decay, decay, one_minus_beta1, beta2, one_minus_beta2, bc2_sqrt, eps, neg_step_size;
+  };
+  template <class T>
+  static Coeffs<T> prepare(const double* h, int64_t t, double*) {
+    const double bc1 = 1.0 - std::pow(h[beta1], double(t));
+    const double bc2 = 1.0 - std::pow(h[beta2], double(t));
+    return {T(h[maximize] != 0.0 ? -1.0 : 1.0),
+            T(h[weight_decay]),
+            T(1.0 - h[lr] * h[weight_decay]),
+            T(1.0 - h[beta1]),
+            T(h[beta2]),
+            T(1.0 - h[beta2]),
+            T(std::sqrt(bc2)),
+            T(h[eps]),
+            T(-(h[lr] / bc1))};
+  }
+
+  template <int V, class T>
+  static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
+    T& m = s[0];
+    T& v = s[1];
+    g = g * k.grad_sign;
+    if constexpr (V & kDecoupledDecay) p = p * k.decay;
+    if constexpr (V & kCoupledDecay) g = g + k.weight_decay * p;
+    m = lerp(m, g, k.one_minus_beta1);
+    v = v * k.beta2 + k.one_minus_beta2 * g * g;
+    T second = v;
+    if constexpr (V & kAmsgrad) {
+      s[2] = nan_max(s[2], v);
+      second = s[2];
+    }
+    const T denom = std::sqrt(second) / k.bc2_sqrt + k.eps;
+    p = p + k.neg_step_size * (m / denom);
+  }
+};
+
+}  // namespace rules
+PYOPT_KERNEL_NAMESPACE_END

@@ -1,0 +1,59 @@
+#pragma once
+// Adamax, the infinity-norm variant of Adam (Kingma & Ba, 2015, §7). Reference: torch.optim.Adamax 2.13.
+//
+//   g ← −g if maximize;  g ← g + wd·p;  m ← lerp(m, g, 1 − β1);  u ← max(β2·u, |g| + ε)
+//   p ← p − (lr / (1 − β1^t)) · m / u
+#include "pyopt/rules/base.hpp"
+
+PYOPT_KERNEL_NAMESPACE_BEGIN
+namespace rules {
+
+struct Adamax : RuleBase {
+  static constexpr const char* name = "adamax";
+
+  enum Hyper { lr, beta1, beta2, eps, weight_decay, maximize, kNumHyper };
+  static constexpr HyperSpec hyper[kNumHyper] = {
+      {"lr", 2e-3, HyperKind::Real},          {"beta1", 0.9, HyperKind::Real},
+      {"beta2", 0.999, HyperKind::Real},      {"eps", 1e-8, HyperKind::Real},
+      {"weight_decay", 0.0, HyperKind::Real}, {"maximize", 0.0, HyperKind::Bool},
+  };
+  static constexpr const char* slot_names[] = {"exp_avg", "exp_inf"};
+
+  enum Variant { kDecay = 1 };
+  static constexpr int num_variants = 2;
+  static int variant(const double* h) { return h[weight_decay] != 0.0 ? kDecay : 0; }
+  static constexpr unsigned slot_mask(int) { return 0b11u; }
+
+  static void validate(const double* h) {
+    require_nonnegative("lr", h[lr]);
+    require_nonnegative("eps", h[eps]);
+    require_beta("beta1", h[beta1]);
+    require_beta("beta2", h[beta2]);
+    require_nonnegative("weight_decay", h[weight_decay]);
+  }
+
+  template <class T>
+  struct Coeffs {
+    T grad_sign, weight_decay, one_minus_beta1, beta2, eps, neg_clr;
+  };
+  template <class T>
+  static Coeffs<T> prepare(const double* h, int64_t t, double*) {
+    const double bc1 = 1.0 - std::pow(h[beta1], double(t));
+    return {T(h[maximize] != 0.0 ? -1.0 : 1.0), T(h[weight_decay]), T(1.0 - h[beta1]), T(h[beta2]),
+            T(h[eps]), T(-(h[lr] / bc1))};
+  }
+
+  template <int V, class T>
+  static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
+    T& m = s[0];
+    T& u = s[1];
+    g = g * k.grad_sign;
+    if constexpr (V & kDecay) g = g + k.weight_decay * p;
+    m = lerp(m, g, k.one_minus_beta1);
+    u = nan_max(u * k.beta2, std::fabs(g) + k.eps);
+    p = p + k.neg_clr * (m / u);
+  }
+};
+
+}  // namespace rules
+PYOPT_KERNEL_NAMESPACE_END

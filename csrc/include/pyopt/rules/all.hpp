@@ -1,0 +1,22 @@
+#pragma once
+// Every rule pyopt compiles. To add an optimizer: write rules/<name>.hpp, list it here, give it a
+// public name in src/registry.cpp, and add its reference test under tests/python/.
+#include "pyopt/rules/adadelta.hpp"
+#include "pyopt/rules/adagrad.hpp"
+#include "pyopt/rules/adam.hpp"
+#include "pyopt/rules/adamax.hpp"
+#include "pyopt/rules/nadam.hpp"
+#include "pyopt/rules/radam.hpp"
+#include "pyopt/rules/rmsprop.hpp"
+#include "pyopt/rules/sgd.hpp"
+
+// X(RuleType) for each rule, in a fixed order: the index is the rule's slot in every kernel table.
+#define PYOPT_FOR_EACH_RULE(X) \
+  X(Sgd)                       \
+  X(Adagrad)                   \
+  X(Rmsprop)                   \
+  X(Adadelta)                  \
+  X(Adamax)                    \
+  X(Adam)                      \
+  X(Nadam)                     \
+  X(Radam)

@@ -1,0 +1,92 @@
+#pragma once
+// NAdam, Adam with Nesterov momentum (Dozat, 2016, ICLR workshop). Reference: torch.optim.NAdam 2.13.
+//
+//   μ_t = β1·(1 − ½·0.96^(t·ψ));  Π_t = Π_{t−1}·μ_t  (torch keeps Π in float32 for float32 params)
+//   m ← lerp(m, g, 1 − β1);  v ← β2·v + (1 − β2)·g²;  d = √(v / (1 − β2^t)) + ε
+//   p ← p − lr·(1 − μ_t)/(1 − Π_t) · g/d − lr·μ_{t+1}/(1 − Π_t·μ_{t+1}) · m/d
+#include <type_traits>
+
+#include "pyopt/rules/base.hpp"
+
+PYOPT_KERNEL_NAMESPACE_BEGIN
+namespace rules {
+
+struct Nadam : RuleBase {
+  static constexpr const char* name = "nadam";
+
+  enum Hyper { lr, beta1, beta2, eps, weight_decay, momentum_decay, decoupled_weight_decay, maximize, kNumHyper };
+  static constexpr HyperSpec hyper[kNumHyper] = {
+      {"lr", 2e-3, HyperKind::Real},          {"beta1", 0.9, HyperKind::Real},
+      {"beta2", 0.999, HyperKind::Real},      {"eps", 1e-8, HyperKind::Real},
+      {"weight_decay", 0.0, HyperKind::Real}, {"momentum_decay", 4e-3, HyperKind::Real},
+      {"decoupled_weight_decay", 0.0, HyperKind::Bool}, {"maximize", 0.0, HyperKind::Bool},
+  };
+  static constexpr const char* slot_names[] = {"exp_avg", "exp_avg_sq"};
+  static constexpr int num_scalars = 1;
+  static constexpr const char* scalar_name_list[] = {"mu_product"};
+  static constexpr const char* const* scalar_names = scalar_name_list;
+  static double initial_scalar(int) { return 1.0; }
+
+  enum Variant { kCoupledDecay = 1, kDecoupledDecay = 2 };
+  static constexpr int num_variants = 4;
+  static int variant(const double* h) {
+    if (h[weight_decay] == 0.0) return 0;
+    return h[decoupled_weight_decay] != 0.0 ? kDecoupledDecay : kCoupledDecay;
+  }
+  static constexpr unsigned slot_mask(int) { return 0b11u; }
+
+  static void validate(const double* h) {
+    require_nonnegative("lr", h[lr]);
+    require_nonnegative("eps", h[eps]);
+    require_beta("beta1", h[beta1]);
+    require_beta("beta2", h[beta2]);
+    require_nonnegative("weight_decay", h[weight_decay]);
+    require_nonnegative("momentum_decay", h[momentum_decay]);
+  }
+
+  template <class T>
+  struct Coeffs {
+    T grad_sign, weight_decay, decay, one_minus_beta1, beta2, one_minus_beta2, bc2, eps, neg_grad_step,
+        neg_momentum_step;
+  };
+  template <class T>
+  static Coeffs<T> prepare(const double* h, int64_t t, double* scalars) {
+    const double b1 = h[beta1], psi = h[momentum_decay];
+    const double mu = b1 * (1.0 - 0.5 * std::pow(0.96, double(t) * psi));
+    const double mu_next = b1 * (1.0 - 0.5 * std::pow(0.96, double(t + 1) * psi));
+    double mu_product = scalars[0];
+    if constexpr (std::is_same_v<T, float>)
+      mu_product = double(float(mu_product) * float(mu));
+    else
+      mu_product = mu_product * mu;
+    scalars[0] = mu_product;
+    const double mu_product_next = mu_product * mu_next;
+    return {T(h[maximize] != 0.0 ? -1.0 : 1.0),
+            T(h[weight_decay]),
+            T(1.0 - h[lr] * h[weight_decay]),
+            T(1.0 - b1),
+            T(h[beta2]),
+            T(1.0 - h[beta2]),
+            T(1.0 - std::pow(h[beta2], double(t))),
+            T(h[eps]),
+            T(-h[lr] * (1.0 - mu) / (1.0 - mu_product)),
+            T((-h[lr] * mu_next) / (1.0 - mu_product_next))};
+  }
+
+  template <int V, class T>
+  static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
+    T& m = s[0];
+    T& v = s[1];
+    g = g * k.grad_sign;
+    if constexpr (V & kDecoupledDecay) p = p * k.decay;
+    if constexpr (V & kCoupledDecay) g = g + k.weight_decay * p;
+    m = lerp(m, g, k.one_minus_beta1);
+    v = v * k.beta2 + k.one_minus_beta2 * g * g;
+    const T denom = std::sqrt(v / k.bc2) + k.eps;
+    p = p + k.neg_grad_step * (g / denom);
+    p = p + k.neg_momentum_step * (m / denom);
+  }
+};
+
+}  // namespace rules
+PYOPT_KERNEL_NAMESPACE_END

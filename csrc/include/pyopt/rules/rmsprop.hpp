@@ -1,0 +1,79 @@
+#pragma once
+// RMSprop (Hinton, Coursera lecture 6e, 2012; centered form from Graves, 2013, arXiv:1308.0850).
+// Reference: torch.optim.RMSprop 2.13, single-tensor path. No bias correction.
+//
+//   g ← −g if maximize;  g ← g + wd·p;  v ← α·v + (1 − α)·g²
+//   centered: ḡ ← lerp(ḡ, g, 1 − α), a = √(v − ḡ²) + ε;  else a = √v + ε
+//   momentum: b ← μ·b + g/a, p ← p − lr·b;  else p ← p − lr·g/a
+#include "pyopt/rules/base.hpp"
+
+PYOPT_KERNEL_NAMESPACE_BEGIN
+namespace rules {
+
+struct Rmsprop : RuleBase {
+  static constexpr const char* name = "rmsprop";
+
+  enum Hyper { lr, alpha, eps, weight_decay, momentum, centered, maximize, kNumHyper };
+  static constexpr HyperSpec hyper[kNumHyper] = {
+      {"lr", 1e-2, HyperKind::Real},          {"alpha", 0.99, HyperKind::Real},
+      {"eps", 1e-8, HyperKind::Real},         {"weight_decay", 0.0, HyperKind::Real},
+      {"momentum", 0.0, HyperKind::Real},     {"centered", 0.0, HyperKind::Bool},
+      {"maximize", 0.0, HyperKind::Bool},
+  };
+  static constexpr const char* slot_names[] = {"square_avg", "momentum_buffer", "grad_avg"};
+
+  enum Variant { kMomentum = 1, kCentered = 2, kDecay = 4 };
+  static constexpr int num_variants = 8;
+  static int variant(const double* h) {
+    return (h[momentum] > 0.0 ? kMomentum : 0) | (h[centered] != 0.0 ? kCentered : 0) |
+           (h[weight_decay] != 0.0 ? kDecay : 0);
+  }
+  static constexpr unsigned slot_mask(int v) {
+    return 0b001u | ((v & kMomentum) ? 0b010u : 0u) | ((v & kCentered) ? 0b100u : 0u);
+  }
+
+  static void validate(const double* h) {
+    require_nonnegative("lr", h[lr]);
+    require_nonnegative("alpha", h[alpha]);
+    require_nonnegative("eps", h[eps]);
+    require_nonnegative("weight_decay", h[weight_decay]);
+    require_nonnegative("momentum", h[momentum]);
+  }
+
+  template <class T>
+  struct Coeffs {
+    T grad_sign, weight_decay, alpha, one_minus_alpha, eps, momentum, neg_lr;
+  };
+  template <class T>
+  static Coeffs<T> prepare(const double* h, int64_t, double*) {
+    return {T(h[maximize] != 0.0 ? -1.0 : 1.0), T(h[weight_decay]), T(h[alpha]), T(1.0 - h[alpha]),
+            T(h[eps]), T(h[momentum]), T(-h[lr])};
+  }
+
+  template <int V, class T>
+  static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
+    T& square_avg = s[0];
+    g = g * k.grad_sign;
+    if constexpr (V & kDecay) g = g + k.weight_decay * p;
+    square_avg = square_avg * k.alpha + k.one_minus_alpha * g * g;
+    T avg;
+    if constexpr (V & kCentered) {
+      T& grad_avg = s[2];
+      grad_avg = lerp(grad_avg, g, k.one_minus_alpha);
+      avg = std::sqrt(square_avg - grad_avg * grad_avg);
+    } else {
+      avg = std::sqrt(square_avg);
+    }
+    avg = avg + k.eps;
+    if constexpr (V & kMomentum) {
+      T& buf = s[1];
+      buf = buf * k.momentum + g / avg;
+      p = p + k.neg_lr * buf;
+    } else {
+      p = p + k.neg_lr * (g / avg);
+    }
+  }
+};
+
+}  // namespace rules
+PYOPT_KERNEL_NAMESPACE_END

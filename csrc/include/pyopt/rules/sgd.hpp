@@ -1,0 +1,72 @@
+#pragma once
+// Stochastic gradient descent with optional (heavy-ball or Nesterov) momentum, dampening and
+// coupled L2 weight decay (Sutskever et al., 2013). Reference: torch.optim.SGD 2.13, single-tensor.
+//
+//   g ← −g if maximize;  g ← g + wd·p
+//   b ← g at the first step, else μ·b + (1 − τ)·g;   g ← g + μ·b (nesterov) or b
+//   p ← p − lr·g
+#include "pyopt/rules/base.hpp"
+
+PYOPT_KERNEL_NAMESPACE_BEGIN
+namespace rules {
+
+struct Sgd : RuleBase {
+  static constexpr const char* name = "sgd";
+
+  enum Hyper { lr, momentum, dampening, weight_decay, nesterov, maximize, kNumHyper };
+  static constexpr HyperSpec hyper[kNumHyper] = {
+      {"lr", 1e-3, HyperKind::Real},       {"momentum", 0.0, HyperKind::Real},
+      {"dampening", 0.0, HyperKind::Real}, {"weight_decay", 0.0, HyperKind::Real},
+      {"nesterov", 0.0, HyperKind::Bool},  {"maximize", 0.0, HyperKind::Bool},
+  };
+  static constexpr const char* slot_names[] = {"momentum_buffer"};
+
+  enum Variant { kMomentum = 1, kNesterov = 2, kDecay = 4 };
+  static constexpr int num_variants = 8;
+  static int variant(const double* h) {
+    int v = 0;
+    if (h[momentum] != 0.0) v |= kMomentum | (h[nesterov] != 0.0 ? kNesterov : 0);
+    if (h[weight_decay] != 0.0) v |= kDecay;
+    return v;
+  }
+  static constexpr unsigned slot_mask(int v) { return (v & kMomentum) ? 0b1u : 0u; }
+
+  static void validate(const double* h) {
+    require_nonnegative("lr", h[lr]);
+    require_nonnegative("momentum", h[momentum]);
+    require_finite("dampening", h[dampening]);
+    require_nonnegative("weight_decay", h[weight_decay]);
+    if (h[nesterov] != 0.0 && (h[momentum] <= 0.0 || h[dampening] != 0.0))
+      throw std::invalid_argument("nesterov momentum requires momentum > 0 and dampening = 0");
+  }
+
+  template <class T>
+  struct Coeffs {
+    T grad_sign, weight_decay, momentum, buffer_keep, grad_gain, neg_lr;
+  };
+  // The buffer starts as a copy of the first gradient: b = 0·b + 1·g on a zeroed buffer.
+  template <class T>
+  static Coeffs<T> prepare(const double* h, int64_t t, double*) {
+    const bool first = t == 1;
+    return {T(h[maximize] != 0.0 ? -1.0 : 1.0), T(h[weight_decay]), T(h[momentum]),
+            T(first ? 0.0 : h[momentum]),       T(first ? 1.0 : 1.0 - h[dampening]), T(-h[lr])};
+  }
+
+  template <int V, class T>
+  static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
+    g = g * k.grad_sign;
+    if constexpr (V & kDecay) g = g + k.weight_decay * p;
+    if constexpr (V & kMomentum) {
+      T& b = s[0];
+      b = b * k.buffer_keep + k.grad_gain * g;
+      if constexpr (V & kNesterov)
+        g = g + k.momentum * b;
+      else
+        g = b;
+    }
+    p = p + k.neg_lr * g;
+  }
+};
+
+}  // namespace rules
+PYOPT_KERNEL_NAMESPACE_END

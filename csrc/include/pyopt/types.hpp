@@ -1,0 +1,41 @@
+#pragma once
+// Plain types shared by the rules, the driver and the public API. No code lives here, so this
+// header may be included from every per-ISA translation unit.
+#include <cstdint>
+
+namespace pyopt {
+
+enum class HyperKind { Real, Bool };
+
+// One hyperparameter of a rule: its public name, default and kind (bools travel as 0.0 / 1.0).
+struct HyperSpec {
+  const char* name;
+  double default_value;
+  HyperKind kind;
+};
+
+constexpr int kMaxSlots = 4;    // state arrays per tensor (exp_avg, exp_avg_sq, ...)
+constexpr int kMaxScalars = 2;  // scalar state per tensor besides the step (e.g. NAdam's mu_product)
+
+enum class DType : int { Float32 = 0, Float64 = 1 };
+constexpr int kNumDTypes = 2;
+
+// One tensor of a step, as the driver sees it: caller-owned buffers, nothing copied.
+struct TensorArgs {
+  void* param;
+  const void* grad;
+  void* slots[kMaxSlots];  // state arrays in the rule's slot order; unused slots are null
+  int64_t size;            // elements
+  int64_t step;            // t of this step (1 for the first step)
+  const double* hyper;     // the tensor's group hyperparameters, in the rule's order
+  double* scalars;         // the tensor's scalar state (kMaxScalars doubles)
+};
+
+// A compiled kernel: all tensors of one step of one rule in one dtype, in one parallel region.
+using KernelFn = void (*)(const TensorArgs* tensors, int64_t count, int num_threads);
+
+struct RuleKernels {
+  KernelFn by_dtype[kNumDTypes];
+};
+
+}  // namespace pyopt

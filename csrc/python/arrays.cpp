@@ -1,0 +1,90 @@
+#include "arrays.hpp"
+
+namespace pyopt::python {
+namespace {
+
+std::string shape_str(const py::array& a) {  // numpy's spelling: (), (3,), (2, 3)
+  std::string s = "(";
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
+  return s + (a.ndim() == 1 ? ",)" : ")");
+}
+
+std::string dtype_str(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
+
+bool same_shape(const py::array& a, const py::array& b) {
+  if (a.ndim() != b.ndim()) return false;
+  for (py::ssize_t i = 0; i < a.ndim(); ++i)
+    if (a.shape(i) != b.shape(i)) return false;
+  return true;
+}
+
+}  // namespace
+
+DType param_dtype(const py::array& param, const std::string& label) {
+  const py::dtype dt = param.dtype();
+  if (dt.kind() == 'f' && dt.itemsize() == 4) return DType::Float32;
+  if (dt.kind() == 'f' && dt.itemsize() == 8) return DType::Float64;
+  throw py::type_error(label + ": dtype " + dtype_str(param) + " is not supported; use float32 or float64");
+}
+
+void check_param(py::handle obj, const std::string& label) {
+  if (!py::isinstance<py::array>(obj))
+    throw py::type_error(label + ": expected a numpy.ndarray (updated in place), got " +
+                         py::str(py::type::of(obj).attr("__name__")).cast<std::string>());
+  const auto param = py::reinterpret_borrow<py::array>(obj);
+  param_dtype(param, label);
+  if (!(param.flags() & py::array::c_style))
+    throw py::value_error(label + ": array is not C-contiguous; pass np.ascontiguousarray(x) and keep that array");
+  if (!param.writeable()) throw py::value_error(label + ": array is read-only");
+}
+
+bool overlaps(const py::array& a, const py::array& b) {
+  const char* pa = static_cast<const char*>(a.data());
+  const char* pb = static_cast<const char*>(b.data());
+  const py::ssize_t na = a.nbytes(), nb = b.nbytes();
+  return na > 0 && nb > 0 && pa < pb + nb && pb < pa + na;
+}
+
+py::array grad_for(py::handle obj, const py::array& param, const std::string& label) {
+  py::array grad;
+  if (py::isinstance<py::array>(obj)) {
+    grad = py::reinterpret_borrow<py::array>(obj);
+  } else {
+    grad = py::array::ensure(obj);
+    if (!grad) {
+      PyErr_Clear();
+      throw py::type_error(label + ": cannot convert " +
+                           py::str(py::type::of(obj).attr("__name__")).cast<std::string>() + " to an array");
+    }
+  }
+  const char kind = grad.dtype().kind();
+  if (kind != 'f' && kind != 'i' && kind != 'u')
+    throw py::type_error(label + ": gradient dtype " + dtype_str(grad) + " is not a real number type");
+  if (!same_shape(grad, param))
+    throw py::value_error(label + ": gradient shape " + shape_str(grad) + " does not match param shape " +
+                          shape_str(param));
+  const bool exact = grad.dtype().is(param.dtype()) || grad.dtype().equal(param.dtype());
+  if (!exact || !(grad.flags() & py::array::c_style)) {
+    grad = param.dtype().itemsize() == 4
+               ? py::array(py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(grad))
+               : py::array(py::array_t<double, py::array::c_style | py::array::forcecast>::ensure(grad));
+    if (!grad) throw py::error_already_set();
+  } else if (overlaps(grad, param)) {
+    throw py::value_error(label + ": gradient shares memory with its param");
+  }
+  return grad;
+}
+
+void check_state(py::handle obj, const py::array& param, const std::string& label) {
+  if (!py::isinstance<py::array>(obj)) throw py::type_error(label + ": expected a numpy.ndarray");
+  const auto state = py::reinterpret_borrow<py::array>(obj);
+  if (!state.dtype().equal(param.dtype()))
+    throw py::type_error(label + ": dtype " + dtype_str(state) + " does not match its param's " + dtype_str(param));
+  if (!same_shape(state, param))
+    throw py::value_error(label + ": shape " + shape_str(state) + " does not match its param's " + shape_str(param));
+  if (!(state.flags() & py::array::c_style)) throw py::value_error(label + ": array is not C-contiguous");
+  if (!state.writeable()) throw py::value_error(label + ": array is read-only");
+  if (overlaps(state, param)) throw py::value_error(label + ": shares memory with its param");
+}
+
+}  // namespace pyopt::python

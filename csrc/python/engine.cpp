@@ -1,0 +1,126 @@
+// The stateful fast path behind pyopt.Optimizer.step: the Python layer builds an Engine when its
+// param groups or hyperparameters change; each step is then one call that checks every gradient,
+// and only then bumps the step counters and runs the kernels with the GIL released.
+#include "engine.hpp"
+
+#include <stdexcept>
+
+#include "arrays.hpp"
+
+namespace pyopt::python {
+
+Engine::Engine(const std::string& name, std::vector<std::vector<double>> group_hyper, py::list tensors,
+               py::array_t<int64_t> steps, py::array_t<double> scalars)
+    : spec_(&find_optimizer(name)), group_hyper_(std::move(group_hyper)), steps_(steps), scalars_(scalars) {
+  const RuleInfo& rule = *spec_->rule;
+  for (std::size_t g = 0; g < group_hyper_.size(); ++g) {
+    if (int(group_hyper_[g].size()) != rule.num_hyper)
+      throw std::invalid_argument("group " + std::to_string(g) + ": expected " + std::to_string(rule.num_hyper) +
+                                  " hyperparameters");
+    rule.validate(group_hyper_[g].data());
+  }
+  const py::ssize_t n = py::ssize_t(tensors.size());
+  if (steps_.ndim() != 1 || steps_.shape(0) != n || !steps_.writeable())
+    throw std::invalid_argument("steps must be a writeable int64 array with one entry per param");
+  if (scalars_.ndim() != 2 || scalars_.shape(0) != n || scalars_.shape(1) != kMaxScalars || !scalars_.writeable())
+    throw std::invalid_argument("scalars must be a writeable float64 array of shape (n, kMaxScalars)");
+
+  for (py::handle item : tensors) {
+    auto t = item.cast<py::tuple>();  // (label, group, param, [slot arrays or None])
+    Tensor tensor;
+    tensor.label = t[0].cast<std::string>();
+    tensor.group = t[1].cast<int>();
+    if (tensor.group < 0 || std::size_t(tensor.group) >= group_hyper_.size())
+      throw std::invalid_argument(tensor.label + ": bad group index");
+    check_param(t[2], tensor.label);
+    tensor.param = t[2].cast<py::array>();
+    tensor.dtype = param_dtype(tensor.param, tensor.label);
+    auto slots = t[3].cast<py::list>();
+    const unsigned needed = rule.slots_needed(group_hyper_[tensor.group].data());
+    for (int j = 0; j < rule.num_slots; ++j) {
+      if (j < int(slots.size()) && !slots[j].is_none()) {
+        const std::string label = tensor.label + " state '" + rule.slot_names[j] + "'";
+        check_state(slots[j], tensor.param, label);
+        tensor.slots[j] = slots[j].cast<py::array>();
+      } else if (needed & (1u << j)) {
+        throw std::invalid_argument(tensor.label + ": missing state '" + rule.slot_names[j] + "'");
+      }
+    }
+    tensors_.push_back(std::move(tensor));
+  }
+}
+
+void Engine::step(py::sequence grads) {
+  const std::size_t n = tensors_.size();
+  if (std::size_t(py::len(grads)) != n)
+    throw std::invalid_argument("expected " + std::to_string(n) + " gradients (one per param), got " +
+                                std::to_string(py::len(grads)));
+
+  // 1. Check (and convert where needed) every gradient; nothing is written yet.
+  std::vector<py::array> held(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    const Tensor& t = tensors_[i];
+    py::handle g = grads[i];
+    if (g.is_none()) continue;
+    if (!t.param.writeable()) throw py::value_error(t.label + ": array became read-only");
+    held[i] = grad_for(g, t.param, t.label);
+  }
+
+  // 2. Bump step counters and run one kernel per dtype, without the GIL.
+  int64_t* steps = steps_.mutable_data();
+  double* scalars = scalars_.mutable_data();
+  std::vector<TensorArgs> by_dtype[kNumDTypes];
+  for (std::size_t i = 0; i < n; ++i) {
+    if (!held[i]) continue;
+    Tensor& t = tensors_[i];
+    TensorArgs a{t.param.mutable_data(), held[i].data(), {}, int64_t(t.param.size()), ++steps[i],
+                 group_hyper_[t.group].data(), scalars + i * kMaxScalars};
+    for (int j = 0; j < kMaxSlots; ++j) a.slots[j] = t.slots[j] ? t.slots[j].mutable_data() : nullptr;
+    if (a.size > 0) by_dtype[int(t.dtype)].push_back(a);
+  }
+  py::gil_scoped_release release;
+  for (int d = 0; d < kNumDTypes; ++d)
+    if (!by_dtype[d].empty()) run_kernel(*spec_->rule, DType(d), by_dtype[d].data(), int64_t(by_dtype[d].size()));
+}
+
+void apply(const std::string& name, py::handle param_obj, py::handle grad_obj, py::list slot_objs, int64_t step,
+           std::vector<double> hyper, py::array_t<double> scalars) {
+  const OptimizerSpec& spec = find_optimizer(name);
+  const RuleInfo& rule = *spec.rule;
+  if (int(hyper.size()) != rule.num_hyper)
+    throw std::invalid_argument(name + ": expected " + std::to_string(rule.num_hyper) + " hyperparameters");
+  rule.validate(hyper.data());
+  if (step < 1) throw std::invalid_argument("step must be >= 1 (the count of this step), got " + std::to_string(step));
+  check_param(param_obj, "param");
+  auto param = py::reinterpret_borrow<py::array>(param_obj);
+  const DType dtype = param_dtype(param, "param");
+  py::array grad = grad_for(grad_obj, param, "grad");
+
+  const unsigned needed = rule.slots_needed(hyper.data());
+  int expected = 0;
+  for (int j = 0; j < rule.num_slots; ++j) expected += (needed >> j) & 1u;
+  if (int(slot_objs.size()) != expected) {
+    std::string names;
+    for (int j = 0; j < rule.num_slots; ++j)
+      if (needed & (1u << j)) names += (names.empty() ? "" : ", ") + std::string(rule.slot_names[j]);
+    throw std::invalid_argument(name + " with these hyperparameters takes " + std::to_string(expected) +
+                                " state arrays (" + names + "), got " + std::to_string(slot_objs.size()));
+  }
+  TensorArgs a{param.mutable_data(), grad.data(), {}, int64_t(param.size()), step, hyper.data(), nullptr};
+  std::vector<py::array> held;
+  int k = 0;
+  for (int j = 0; j < rule.num_slots; ++j) {
+    if (!(needed & (1u << j))) continue;
+    check_state(slot_objs[k], param, std::string("state '") + rule.slot_names[j] + "'");
+    held.push_back(slot_objs[k++].cast<py::array>());
+    a.slots[j] = held.back().mutable_data();
+  }
+  if (scalars.ndim() != 1 || scalars.shape(0) != kMaxScalars || !scalars.writeable())
+    throw std::invalid_argument("scalars must be a writeable float64 array of length " + std::to_string(kMaxScalars));
+  a.scalars = scalars.mutable_data();
+  if (a.size == 0) return;
+  py::gil_scoped_release release;
+  run_kernel(rule, dtype, &a, 1);
+}
+
+}  // namespace pyopt::python

@@ -1,0 +1,43 @@
+#pragma once
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <string>
+#include <vector>
+
+#include "pyopt/registry.hpp"
+
+namespace pyopt::python {
+
+namespace py = pybind11;
+
+class Engine {
+ public:
+  // tensors: a list of (label, group index, param array, [state array or None per slot]).
+  // steps (int64, n) and scalars (float64, n × kMaxScalars) are the Python layer's arrays, updated in place.
+  Engine(const std::string& name, std::vector<std::vector<double>> group_hyper, py::list tensors,
+         py::array_t<int64_t> steps, py::array_t<double> scalars);
+  // One step; grads: one per param in order, None skips a param.
+  void step(py::sequence grads);
+
+ private:
+  struct Tensor {
+    std::string label;
+    int group = 0;
+    py::array param;
+    DType dtype = DType::Float32;
+    py::array slots[kMaxSlots];
+  };
+  const OptimizerSpec* spec_;
+  std::vector<std::vector<double>> group_hyper_;
+  std::vector<Tensor> tensors_;
+  py::array_t<int64_t> steps_;
+  py::array_t<double> scalars_;
+};
+
+// The stateless layer under pyopt.functional: one param, its state arrays, this step's t.
+void apply(const std::string& name, py::handle param, py::handle grad, py::list slots, int64_t step,
+           std::vector<double> hyper, py::array_t<double> scalars);
+
+}  // namespace pyopt::python

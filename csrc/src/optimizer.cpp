@@ -1,0 +1,124 @@
+#include "pyopt/optimizer.hpp"
+
+#include <cstring>
+#include <stdexcept>
+
+namespace pyopt {
+namespace {
+
+std::size_t dtype_size(DType d) { return d == DType::Float32 ? sizeof(float) : sizeof(double); }
+const char* dtype_name(DType d) { return d == DType::Float32 ? "float32" : "float64"; }
+
+template <class T>
+void fill(std::vector<char>& buffer, std::size_t size, double value) {
+  buffer.assign(size * sizeof(T), 0);
+  T* p = reinterpret_cast<T*>(buffer.data());
+  for (std::size_t i = 0; i < size; ++i) p[i] = T(value);
+}
+
+}  // namespace
+
+Optimizer::Optimizer(const std::string& name, const std::map<std::string, double>& hyper)
+    : spec_(&find_optimizer(name)), hyper_(spec_->defaults) {
+  for (const auto& [key, value] : hyper) {
+    const int i = spec_->rule->hyper_index(key);
+    if (i < 0) throw std::invalid_argument(name + ": unknown hyperparameter '" + key + "'");
+    if (spec_->is_fixed(key)) throw std::invalid_argument(name + ": hyperparameter '" + key + "' is fixed");
+    hyper_[i] = value;
+  }
+  spec_->rule->validate(hyper_.data());
+}
+
+std::size_t Optimizer::add_param(float* data, std::size_t size) { return add(data, size, DType::Float32); }
+std::size_t Optimizer::add_param(double* data, std::size_t size) { return add(data, size, DType::Float64); }
+
+std::size_t Optimizer::add(void* data, std::size_t size, DType dtype) {
+  if (!data && size) throw std::invalid_argument("add_param: null buffer");
+  Param p{data, size, dtype, {}, {}, 0};
+  for (int j = 0; j < spec_->rule->num_scalars; ++j) p.scalars[j] = spec_->rule->initial_scalar(j);
+  ensure_slots(p);
+  params_.push_back(std::move(p));
+  return params_.size() - 1;
+}
+
+void Optimizer::ensure_slots(Param& p) {
+  const unsigned mask = spec_->rule->slots_needed(hyper_.data());
+  for (int j = 0; j < spec_->rule->num_slots; ++j) {
+    if (!(mask & (1u << j)) || !p.slots[j].empty() || p.size == 0) continue;
+    const double init = spec_->rule->initial_state(j, hyper_.data());
+    if (p.dtype == DType::Float32)
+      fill<float>(p.slots[j], p.size, init);
+    else
+      fill<double>(p.slots[j], p.size, init);
+  }
+}
+
+void Optimizer::step(const std::vector<GradRef>& grads) {
+  if (grads.size() != params_.size())
+    throw std::invalid_argument("step: expected " + std::to_string(params_.size()) + " gradients, got " +
+                                std::to_string(grads.size()));
+  for (std::size_t i = 0; i < grads.size(); ++i) {
+    const Param& p = params_[i];
+    if (!grads[i].data) continue;
+    if (grads[i].dtype != p.dtype)
+      throw std::invalid_argument("step: gradient " + std::to_string(i) + " is " + dtype_name(grads[i].dtype) +
+                                  " but its param is " + dtype_name(p.dtype));
+    const char* g = static_cast<const char*>(grads[i].data);
+    const char* d = static_cast<const char*>(p.data);
+    const std::size_t bytes = p.size * dtype_size(p.dtype);
+    if (bytes && g < d + bytes && d < g + bytes)
+      throw std::invalid_argument("step: gradient " + std::to_string(i) + " overlaps its param");
+  }
+  for (Param& p : params_) ensure_slots(p);
+
+  std::vector<TensorArgs> by_dtype[kNumDTypes];
+  for (std::size_t i = 0; i < grads.size(); ++i) {
+    if (!grads[i].data) continue;
+    Param& p = params_[i];
+    ++p.step;
+    TensorArgs a{p.data, grads[i].data, {}, int64_t(p.size), p.step, hyper_.data(), p.scalars};
+    for (int j = 0; j < kMaxSlots; ++j) a.slots[j] = p.slots[j].empty() ? nullptr : p.slots[j].data();
+    by_dtype[int(p.dtype)].push_back(a);
+  }
+  for (int d = 0; d < kNumDTypes; ++d)
+    if (!by_dtype[d].empty())
+      run_kernel(*spec_->rule, DType(d), by_dtype[d].data(), int64_t(by_dtype[d].size()));
+}
+
+double Optimizer::get(const std::string& key) const {
+  const int i = spec_->rule->hyper_index(key);
+  if (i < 0) throw std::invalid_argument(spec_->name + ": unknown hyperparameter '" + key + "'");
+  return hyper_[i];
+}
+
+void Optimizer::set(const std::string& key, double value) {
+  const int i = spec_->rule->hyper_index(key);
+  if (i < 0) throw std::invalid_argument(spec_->name + ": unknown hyperparameter '" + key + "'");
+  if (spec_->is_fixed(key)) throw std::invalid_argument(spec_->name + ": hyperparameter '" + key + "' is fixed");
+  std::vector<double> next = hyper_;
+  next[i] = value;
+  spec_->rule->validate(next.data());
+  hyper_ = std::move(next);
+}
+
+std::map<std::string, double> Optimizer::hyperparameters() const {
+  std::map<std::string, double> out;
+  for (int i = 0; i < spec_->rule->num_hyper; ++i) out[spec_->rule->hyper[i].name] = hyper_[i];
+  return out;
+}
+
+std::vector<double> Optimizer::state(std::size_t param, const std::string& slot) const {
+  const Param& p = params_.at(param);
+  for (int j = 0; j < spec_->rule->num_slots; ++j) {
+    if (slot != spec_->rule->slot_names[j]) continue;
+    if (p.slots[j].empty()) return {};
+    std::vector<double> out(p.size);
+    for (std::size_t i = 0; i < p.size; ++i)
+      out[i] = p.dtype == DType::Float32 ? double(reinterpret_cast<const float*>(p.slots[j].data())[i])
+                                         : reinterpret_cast<const double*>(p.slots[j].data())[i];
+    return out;
+  }
+  throw std::invalid_argument(spec_->name + ": no state slot '" + slot + "'");
+}
+
+}  // namespace pyopt

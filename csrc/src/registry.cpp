@@ -1,0 +1,121 @@
+// The public optimizer names and the rules they run. Hyperparameter names, defaults and kinds
+// come from the rule headers; a public name only overrides defaults or pins flags.
+#include "pyopt/registry.hpp"
+
+#include <stdexcept>
+
+#include "pyopt/rules/all.hpp"
+
+namespace pyopt {
+namespace {
+
+template <class Rule>
+RuleInfo make_rule_info(int index) {
+  return RuleInfo{Rule::name,
+                  index,
+                  Rule::hyper,
+                  int(Rule::kNumHyper),
+                  Rule::slot_names,
+                  int(sizeof(Rule::slot_names) / sizeof(Rule::slot_names[0])),
+                  Rule::scalar_names,
+                  Rule::num_scalars,
+                  &Rule::variant,
+                  +[](int v) { return Rule::slot_mask(v); },
+                  &Rule::validate,
+                  &Rule::initial_state,
+                  &Rule::initial_scalar};
+}
+
+std::vector<RuleInfo> build_rules() {
+  std::vector<RuleInfo> out;
+#define PYOPT_RULE_INFO(Rule) out.push_back(make_rule_info<rules::Rule>(int(out.size())));
+  PYOPT_FOR_EACH_RULE(PYOPT_RULE_INFO)
+#undef PYOPT_RULE_INFO
+  return out;
+}
+
+const RuleInfo& rule_named(const char* name) {
+  for (const RuleInfo& r : all_rules())
+    if (std::string(r.name) == name) return r;
+  throw std::logic_error(std::string("pyopt: no rule named ") + name);
+}
+
+struct Entry {
+  const char* name;
+  const char* rule;
+  std::vector<std::pair<const char*, double>> defaults;
+  std::vector<const char*> fixed;
+  const char* summary;
+  const char* reference;
+};
+
+OptimizerSpec make_spec(const Entry& e) {
+  const RuleInfo& rule = rule_named(e.rule);
+  OptimizerSpec spec{e.name, &rule, {}, {}, e.summary, e.reference};
+  for (int i = 0; i < rule.num_hyper; ++i) spec.defaults.push_back(rule.hyper[i].default_value);
+  for (auto& [key, value] : e.defaults) {
+    const int i = rule.hyper_index(key);
+    if (i < 0) throw std::logic_error(std::string("pyopt: rule ") + e.rule + " has no " + key);
+    spec.defaults[i] = value;
+  }
+  for (const char* key : e.fixed) spec.fixed.emplace_back(key);
+  return spec;
+}
+
+std::vector<OptimizerSpec> build_optimizers() {
+  const std::vector<Entry> entries = {
+      {"sgd", "sgd", {}, {}, "Stochastic gradient descent, optional momentum / Nesterov", "torch.optim.SGD"},
+      {"momentum", "sgd", {{"momentum", 0.9}}, {}, "SGD with heavy-ball momentum (momentum=0.9)",
+       "torch.optim.SGD(momentum=0.9)"},
+      {"nag", "sgd", {{"momentum", 0.9}, {"nesterov", 1.0}}, {}, "SGD with Nesterov momentum",
+       "torch.optim.SGD(momentum=0.9, nesterov=True)"},
+      {"adagrad", "adagrad", {}, {}, "Adagrad (Duchi et al., 2011)", "torch.optim.Adagrad"},
+      {"rmsprop", "rmsprop", {}, {}, "RMSprop, optional centering and momentum", "torch.optim.RMSprop"},
+      {"adadelta", "adadelta", {}, {}, "Adadelta (Zeiler, 2012)", "torch.optim.Adadelta"},
+      {"adamax", "adamax", {}, {}, "Adamax, Adam with the infinity norm", "torch.optim.Adamax"},
+      {"adam", "adam", {}, {}, "Adam (Kingma & Ba, 2015), coupled L2 weight decay", "torch.optim.Adam"},
+      {"adamw", "adam", {{"weight_decay", 1e-2}, {"decoupled_weight_decay", 1.0}}, {"decoupled_weight_decay"},
+       "AdamW, Adam with decoupled weight decay (Loshchilov & Hutter, 2019)", "torch.optim.AdamW"},
+      {"amsgrad", "adam", {{"amsgrad", 1.0}}, {"amsgrad"}, "AMSGrad (Reddi et al., 2018)",
+       "torch.optim.Adam(amsgrad=True)"},
+      {"nadam", "nadam", {}, {}, "NAdam, Adam with Nesterov momentum (Dozat, 2016)", "torch.optim.NAdam"},
+      {"radam", "radam", {}, {}, "RAdam, rectified Adam (Liu et al., 2020)", "torch.optim.RAdam"},
+  };
+  std::vector<OptimizerSpec> out;
+  for (const Entry& e : entries) out.push_back(make_spec(e));
+  return out;
+}
+
+}  // namespace
+
+int RuleInfo::hyper_index(const std::string& key) const {
+  for (int i = 0; i < num_hyper; ++i)
+    if (key == hyper[i].name) return i;
+  return -1;
+}
+
+bool OptimizerSpec::is_fixed(const std::string& key) const {
+  for (const std::string& f : fixed)
+    if (f == key) return true;
+  return false;
+}
+
+const std::vector<RuleInfo>& all_rules() {
+  static const std::vector<RuleInfo> all = build_rules();
+  return all;
+}
+
+const std::vector<OptimizerSpec>& optimizers() {
+  static const std::vector<OptimizerSpec> all = build_optimizers();
+  return all;
+}
+
+const OptimizerSpec& find_optimizer(const std::string& name) {
+  for (const OptimizerSpec& s : optimizers())
+    if (s.name == name) return s;
+  std::string valid;
+  for (const OptimizerSpec& s : optimizers()) valid += (valid.empty() ? "" : ", ") + s.name;
+  throw std::invalid_argument("unknown optimizer '" + name + "'; available: " + valid);
+}
+
+}  // namespace pyopt

@@ -1,0 +1,64 @@
+"""pyopt: deep-learning optimizers for CPU arrays, in SIMD C++ with runtime ISA dispatch.
+
+    import numpy as np, pyopt
+    W = np.random.randn(64, 10).astype(np.float32)
+    opt = pyopt.AdamW([W], lr=1e-3)
+    opt.step([grad_W])          # W changes in place
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from . import _core, functional
+from ._spec import available
+from .io import load, load_state_dict, save
+from .optimizer import Optimizer, ParamGroup
+from .optimizers import (
+    NAG,
+    SGD,
+    AMSGrad,
+    Adadelta,
+    Adagrad,
+    Adam,
+    Adamax,
+    AdamW,
+    Momentum,
+    NAdam,
+    RAdam,
+    RMSprop,
+    create,
+)
+
+__version__: str = _core.__version__
+
+__all__ = [
+    "NAG", "SGD", "AMSGrad", "Adadelta", "Adagrad", "Adam", "Adamax", "AdamW", "Momentum", "NAdam", "RAdam",
+    "RMSprop", "Optimizer", "ParamGroup", "available", "create", "functional", "info", "load",
+    "load_state_dict", "save", "set_isa", "set_num_threads",
+]
+
+
+def info() -> dict[str, Any]:
+    """Build and runtime facts: version, compiler, the ISA in use and those available, threads."""
+    return {
+        "version": __version__,
+        "isa": _core.isa(),
+        "isa_available": _core.isa_available(),
+        "isa_compiled": _core.isa_compiled(),
+        "num_threads": _core.num_threads(),
+        "compiler": _core.compiler(),
+        "openmp": True,
+    }
+
+
+def set_num_threads(n: int) -> None:
+    """Threads the kernels may use (default: OMP_NUM_THREADS, else every core)."""
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"set_num_threads: n must be an int, got {n!r}")
+    _core.set_num_threads(n)
+
+
+def set_isa(name: str) -> None:
+    """Cap the instruction set the kernels use (like the PYOPT_ISA environment variable):
+    the best path up to ``name`` that this CPU supports. Names: ``info()["isa_compiled"]``."""
+    _core.set_isa(name)

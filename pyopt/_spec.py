@@ -1,0 +1,107 @@
+"""The optimizer catalogue as the C++ core declares it, seen from Python.
+
+The C++ rules are the one source of truth for hyperparameter names, defaults and kinds. Python
+shows them torch-style: ``beta1``/``beta2`` travel together as ``betas``, and names an optimizer
+pins (``adamw``'s ``decoupled_weight_decay``) are not user-settable.
+"""
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Mapping
+
+from . import _core
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    rule: str
+    hyper: tuple[tuple[str, float, str], ...]  # rule order: (name, default, "real" | "bool")
+    fixed: frozenset[str]
+    slots: tuple[str, ...]
+    scalars: tuple[tuple[str, float], ...]
+    summary: str
+    reference: str
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """Public hyperparameters with their defaults, in torch's spelling."""
+        out: dict[str, Any] = {}
+        for key, default, kind in self.hyper:
+            if key in self.fixed:
+                continue
+            if key == "beta1":
+                out["betas"] = (default, dict((k, d) for k, d, _ in self.hyper)["beta2"])
+            elif key == "beta2":
+                continue
+            else:
+                out[key] = bool(default) if kind == "bool" else default
+        return out
+
+    def flat(self, group: Mapping[str, Any], where: str) -> list[float]:
+        """The group's hyperparameters as the C++ rule's flat vector; TypeError on bad types."""
+        out = []
+        for key, default, kind in self.hyper:
+            if key in self.fixed:
+                out.append(default)
+                continue
+            if key in ("beta1", "beta2"):
+                betas = group["betas"]
+                if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+                    raise TypeError(f"{where}: betas must be a pair of floats, got {betas!r}")
+                value = betas[0 if key == "beta1" else 1]
+                label = f"betas[{0 if key == 'beta1' else 1}]"
+            else:
+                value = group[key]
+                label = key
+            if kind == "bool":
+                if not isinstance(value, (bool, _np_bool)):
+                    raise TypeError(f"{where}: {label} must be a bool, got {value!r}")
+            elif isinstance(value, (bool, _np_bool)) or not isinstance(value, numbers.Real):
+                raise TypeError(f"{where}: {label} must be a real number, got {value!r}")
+            out.append(float(value))
+        return out
+
+    def validate(self, flat: list[float], where: str) -> None:
+        try:
+            _core.validate(self.name, flat)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+
+
+try:
+    import numpy as _np
+
+    _np_bool: type = _np.bool_
+except ImportError:  # pragma: no cover
+    _np_bool = bool
+
+
+@lru_cache(maxsize=None)
+def _catalogue() -> dict[str, Spec]:
+    out = {}
+    for name, d in _core.optimizers().items():
+        out[name] = Spec(
+            name=name,
+            rule=d["rule"],
+            hyper=tuple(tuple(h) for h in d["hyper"]),
+            fixed=frozenset(d["fixed"]),
+            slots=tuple(d["slots"]),
+            scalars=tuple(tuple(s) for s in d["scalars"]),
+            summary=d["summary"],
+            reference=d["reference"],
+        )
+    return out
+
+
+def spec(name: str) -> Spec:
+    catalogue = _catalogue()
+    if not isinstance(name, str) or name not in catalogue:
+        raise ValueError(f"unknown optimizer {name!r}; available: {', '.join(catalogue)}")
+    return catalogue[name]
+
+
+def available() -> list[str]:
+    return list(_catalogue())

@@ -1,0 +1,42 @@
+"""The ``pyopt`` command. Each subcommand's module is imported only when it runs."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pyopt", description="pyopt: SIMD optimizers for CPU arrays")
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="train a small classifier on the bundled digits data and print the loss")
+    demo.add_argument("--optimizer", default="adamw", help="optimizer name (see `pyopt list`)")
+    demo.add_argument("--epochs", type=int, default=30)
+    demo.add_argument("--lr", type=float, default=None, help="learning rate (default: the optimizer's demo default)")
+    demo.add_argument("--seed", type=int, default=0)
+    sub.add_parser("info", help="version, compiler, ISA and threads as JSON")
+    sub.add_parser("list", help="the optimizers and their default hyperparameters")
+    args = parser.parse_args(argv)
+
+    if args.command == "demo":
+        from .demo import run
+
+        return run(optimizer=args.optimizer, epochs=args.epochs, lr=args.lr, seed=args.seed)
+    if args.command == "info":
+        import pyopt
+
+        print(json.dumps(pyopt.info(), indent=2))
+        return 0
+    if args.command == "list":
+        from ._spec import available, spec
+
+        for name in available():
+            s = spec(name)
+            print(f"{name:10s} {s.summary}  [matches {s.reference}]")
+            print(f"{'':10s} {s.defaults}")
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""Checkpoints: ``pyopt.save(opt, path)`` / ``pyopt.load(path, params)`` as ``.npz``, no pickle."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any
+
+import numpy as np
+
+from .optimizer import Optimizer, ParamsLike, _as_param_list
+
+_META = "__pyopt_meta__"
+
+
+def save(opt: Optimizer, path: str | os.PathLike[str]) -> None:
+    """Write the optimizer's state_dict to ``path`` (.npz). The file is replaced atomically, so an
+    interrupted save never leaves a truncated checkpoint behind."""
+    sd = opt.state_dict()
+    arrays: dict[str, np.ndarray] = {}
+    state_meta: dict[str, dict[str, Any]] = {}
+    for i, entry in sd["state"].items():
+        plain = {}
+        for key, value in entry.items():
+            if isinstance(value, np.ndarray):
+                arrays[f"state/{i}/{key}"] = value
+            else:
+                plain[key] = value
+        state_meta[str(i)] = plain
+    meta = {**sd, "state": state_meta}
+    arrays[_META] = np.array(json.dumps(meta))
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".pyopt-", suffix=".npz.tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def load_state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a checkpoint written by ``save`` back into a state_dict."""
+    with np.load(os.fspath(path), allow_pickle=False) as data:
+        if _META not in data.files:
+            raise ValueError(f"{os.fspath(path)}: not a pyopt checkpoint (no {_META} entry)")
+        meta = json.loads(str(data[_META]))
+        state: dict[int, dict[str, Any]] = {int(i): dict(entry) for i, entry in meta["state"].items()}
+        for key in data.files:
+            if key == _META:
+                continue
+            _, i, slot = key.split("/", 2)
+            state.setdefault(int(i), {})[slot] = data[key]
+    return {**meta, "state": state}
+
+
+def load(path: str | os.PathLike[str], params: ParamsLike) -> Optimizer:
+    """Rebuild the optimizer saved at ``path`` over ``params`` and restore its state.
+
+    ``params`` may be the same list / dict / param groups the optimizer was built with, or a flat
+    list (or dict) of all params: they are split into the saved param groups in order.
+    """
+    from .optimizers import create
+
+    sd = load_state_dict(path)
+    groups_meta = sd["param_groups"]
+    if isinstance(params, (list, tuple)) and params and all(isinstance(g, dict) and "params" in g for g in params):
+        groups = [dict(g) for g in params]
+    else:
+        plist, names = _as_param_list(params, "pyopt.load")
+        if names is not None and any("param_names" in g for g in groups_meta):
+            saved_names = [n for g in groups_meta for n in g.get("param_names", [])]
+            if sorted(saved_names) != sorted(names):
+                raise ValueError(f"pyopt.load: params are named {names}, the checkpoint has {saved_names}")
+            by_name = dict(zip(names, plist))
+            groups = [{"params": {n: by_name[n] for n in g["param_names"]}} for g in groups_meta]
+        else:
+            total = sum(len(g["params"]) for g in groups_meta)
+            if len(plist) != total:
+                raise ValueError(f"pyopt.load: the checkpoint holds {total} params, got {len(plist)}")
+            groups, start = [], 0
+            for g in groups_meta:
+                groups.append({"params": plist[start : start + len(g["params"])]})
+                start += len(g["params"])
+    for group, saved in zip(groups, groups_meta):
+        for key, value in saved.items():
+            if key not in ("params", "param_names"):
+                group.setdefault(key, tuple(value) if key == "betas" else value)
+    opt = create(sd["optimizer"], groups)
+    opt.load_state_dict(sd)
+    return opt

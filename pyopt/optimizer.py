@@ -1,0 +1,354 @@
+"""The stateful optimizer: param groups, state, checkpoints. Each step is one call into C++."""
+from __future__ import annotations
+
+from typing import Any, ClassVar, Iterable, Mapping, Sequence, Union
+
+import numpy as np
+
+from . import _core
+from ._spec import Spec, spec
+
+ParamsLike = Union[np.ndarray, Sequence[np.ndarray], Mapping[str, np.ndarray], Sequence[Mapping[str, Any]]]
+GradsLike = Union[np.ndarray, Sequence[Any], Mapping[str, Any]]
+
+STATE_DICT_FORMAT = 1
+
+
+class ParamGroup(dict):
+    """A param group: ``params`` plus hyperparameters, editable between steps.
+
+    Any edit (``group["lr"] = 1e-4``) is seen by the next ``step``; to add parameters use
+    ``Optimizer.add_param_group`` rather than editing ``group["params"]`` in place.
+    """
+
+    __slots__ = ("_owner",)
+
+    def __init__(self, owner: "Optimizer", *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._owner = owner
+
+    def _changed(self) -> None:
+        self._owner._engine = None
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, value)
+        self._changed()
+
+    def __delitem__(self, key: str) -> None:
+        super().__delitem__(key)
+        self._changed()
+
+    def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        super().update(*args, **kwargs)
+        self._changed()
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        value = super().setdefault(key, default)
+        self._changed()
+        return value
+
+    def pop(self, key: str, *default: Any) -> Any:  # type: ignore[override]
+        value = super().pop(key, *default)
+        self._changed()
+        return value
+
+
+class Optimizer:
+    """Base class of every pyopt optimizer.
+
+    ``params`` is an array, a list of arrays, a dict name → array, or a list of param-group
+    dicts (``{"params": [...], "lr": 1e-4}``) as in torch. Arrays must be C-contiguous,
+    writeable float32/float64 ndarrays; they are updated in place by ``step``.
+    """
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, params: ParamsLike, **hyper: Any) -> None:
+        self._spec: Spec = spec(self.name)
+        self._owner_label = type(self).__name__
+        defaults = self._spec.defaults
+        unknown = sorted(set(hyper) - set(defaults))
+        if unknown:
+            raise TypeError(
+                f"{self._owner_label}: unknown hyperparameter {', '.join(map(repr, unknown))}; "
+                f"valid: {', '.join(defaults)}"
+            )
+        self.defaults: dict[str, Any] = {**defaults, **hyper}
+        self.param_groups: list[ParamGroup] = []
+        self._params: list[np.ndarray] = []
+        self._labels: list[str] = []
+        self._names: list[str] | None = None  # set when params came with names
+        self._slots: list[dict[str, np.ndarray]] = []
+        self._steps = np.zeros(0, np.int64)
+        self._scalars = np.zeros((0, _core.MAX_SCALARS), np.float64)
+        self._engine: Any = None
+
+        groups = _as_groups(params, self._owner_label)
+        for group in groups:
+            self.add_param_group(group)
+        # Fail at construction, not at the first step, on out-of-range hyperparameters.
+        self._flat_hypers()
+
+    # ----- params and groups ---------------------------------------------------------------
+    def add_param_group(self, param_group: Mapping[str, Any]) -> None:
+        """Add a group of params with its own hyperparameters (defaults fill the rest)."""
+        if not isinstance(param_group, Mapping) or "params" not in param_group:
+            raise TypeError(f"{self._owner_label}: a param group is a dict with a 'params' entry")
+        params, names = _as_param_list(param_group["params"], self._owner_label)
+        if not params:
+            raise ValueError(f"{self._owner_label}: a param group has no params")
+        unknown = sorted(set(param_group) - set(self.defaults) - {"params"})
+        if unknown:
+            raise TypeError(
+                f"{self._owner_label}: unknown hyperparameter {', '.join(map(repr, unknown))} in a param group; "
+                f"valid: {', '.join(self.defaults)}"
+            )
+        has_names = names is not None
+        if self._params and has_names != (self._names is not None):
+            raise ValueError(f"{self._owner_label}: either every param group names its params (dict) or none does")
+        start = len(self._params)
+        labels = []
+        for k, p in enumerate(params):
+            label = f"params[{names[k]!r}]" if has_names else f"params[{start + k}]"
+            _core.check_param(p, f"{self._owner_label}: {label}")
+            labels.append(label)
+        known = {id(p) for p in self._params}
+        seen: set[int] = set()
+        for p, label in zip(params, labels):
+            if id(p) in known or id(p) in seen:
+                raise ValueError(f"{self._owner_label}: {label} appears in more than one place")
+            seen.add(id(p))
+        if has_names:
+            taken = set(self._names or [])
+            clash = [n for n in names if n in taken]
+            if clash:
+                raise ValueError(f"{self._owner_label}: param names used twice: {clash}")
+
+        group = ParamGroup(self, {k: v for k, v in param_group.items() if k != "params"})
+        for key, value in self.defaults.items():
+            if key not in group:
+                dict.__setitem__(group, key, value)
+        dict.__setitem__(group, "params", list(params))
+        where = f"{self._owner_label} (param group {len(self.param_groups)})"
+        self._spec.validate(self._spec.flat(group, where), where)
+
+        self.param_groups.append(group)
+        self._params.extend(params)
+        self._labels.extend(labels)
+        if has_names:
+            self._names = (self._names or []) + list(names)
+        self._slots.extend({} for _ in params)
+        self._steps = np.concatenate([self._steps, np.zeros(len(params), np.int64)])
+        fresh = np.zeros((len(params), _core.MAX_SCALARS), np.float64)
+        for j, (_, initial) in enumerate(self._spec.scalars):
+            fresh[:, j] = initial
+        self._scalars = np.concatenate([self._scalars, fresh])
+        self._engine = None
+
+    # ----- stepping ------------------------------------------------------------------------
+    def step(self, grads: GradsLike) -> None:
+        """Update every param in place from its gradient.
+
+        ``grads``: one gradient per param, as a list in the order of the params (``None`` skips
+        a param this step), a dict keyed like the params, or a lone array for a lone param.
+        Every gradient is checked before any array changes. Gradients holding NaN or Inf are
+        not masked: they propagate into params and state exactly as in torch.optim.
+        """
+        if self._engine is None:
+            self._rebuild()
+        self._engine.step(self._grad_list(grads))
+
+    def _grad_list(self, grads: GradsLike) -> Sequence[Any]:
+        if isinstance(grads, Mapping):
+            if self._names is None:
+                raise TypeError(f"{self._owner_label}: grads given as a dict, but the params were not named")
+            if len(grads) != len(self._names) or any(n not in grads for n in self._names):
+                missing = [n for n in self._names if n not in grads]
+                extra = [n for n in grads if n not in set(self._names)]
+                raise ValueError(f"{self._owner_label}: grads do not match the params: missing {missing}, unexpected {extra}")
+            return [grads[n] for n in self._names]
+        if isinstance(grads, np.ndarray):
+            if len(self._params) != 1:
+                raise ValueError(f"{self._owner_label}: a single gradient array given for {len(self._params)} params")
+            return (grads,)
+        if isinstance(grads, (list, tuple)):
+            return grads
+        raise TypeError(f"{self._owner_label}: grads must be a list, tuple, dict or array, got {type(grads).__name__}")
+
+    def _flat_hypers(self) -> list[list[float]]:
+        out = []
+        for i, group in enumerate(self.param_groups):
+            where = f"{self._owner_label} (param group {i})"
+            missing = [k for k in self.defaults if k not in group]
+            if missing:
+                raise ValueError(f"{where}: missing hyperparameter(s) {missing}")
+            flat = self._spec.flat(group, where)
+            self._spec.validate(flat, where)
+            out.append(flat)
+        return out
+
+    def _rebuild(self) -> None:
+        """Rebuild the C++ engine after groups or hyperparameters changed; allocate new state slots."""
+        flats = self._flat_hypers()
+        tensors = []
+        index = 0
+        for g, group in enumerate(self.param_groups):
+            count = len(group["params"])
+            if index + count > len(self._params) or any(
+                p is not q for p, q in zip(group["params"], self._params[index : index + count])
+            ):
+                raise ValueError(
+                    f"{self._owner_label}: param group {g}'s 'params' list was edited; use add_param_group instead"
+                )
+            needed = _core.slots_needed(self.name, flats[g])
+            for p in group["params"]:
+                slots = self._slots[index]
+                for slot, initial in needed:
+                    if slot not in slots:
+                        slots[slot] = np.full_like(p, initial) if initial else np.zeros_like(p)
+                tensors.append((self._labels[index], g, p, [slots.get(s) for s in self._spec.slots]))
+                index += 1
+        if index != len(self._params):
+            raise ValueError(f"{self._owner_label}: param groups were edited; use add_param_group instead")
+        self._engine = _core.Engine(self.name, flats, tensors, self._steps, self._scalars)
+
+    # ----- state ---------------------------------------------------------------------------
+    @property
+    def state(self) -> dict[int, dict[str, Any]]:
+        """Per-param state by param index (live arrays; ``state_dict`` returns copies)."""
+        out: dict[int, dict[str, Any]] = {}
+        for i, slots in enumerate(self._slots):
+            if self._steps[i] == 0 and not slots:
+                continue
+            entry: dict[str, Any] = {"step": int(self._steps[i])}
+            entry.update(slots)
+            for j, (name, _) in enumerate(self._spec.scalars):
+                entry[name] = float(self._scalars[i, j])
+            out[i] = entry
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        """A checkpoint: arrays (copies) and plain JSON-able values only."""
+        state = {
+            i: {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in entry.items()}
+            for i, entry in self.state.items()
+        }
+        groups = []
+        index = 0
+        for group in self.param_groups:
+            g = {k: (list(v) if k == "betas" else v) for k, v in group.items() if k != "params"}
+            count = len(group["params"])
+            g["params"] = list(range(index, index + count))
+            if self._names is not None:
+                g["param_names"] = self._names[index : index + count]
+            index += count
+            groups.append(g)
+        return {"format": STATE_DICT_FORMAT, "optimizer": self.name, "state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore a ``state_dict``: hyperparameters, steps and state. Checked whole before anything changes."""
+        who = self._owner_label
+        if not isinstance(state_dict, Mapping) or "param_groups" not in state_dict or "state" not in state_dict:
+            raise ValueError(f"{who}: not a pyopt state_dict (needs 'state' and 'param_groups')")
+        saved_name = state_dict.get("optimizer", self.name)
+        if saved_name != self.name:
+            raise ValueError(f"{who}: state_dict is for optimizer {saved_name!r}, not {self.name!r}")
+        saved_groups = state_dict["param_groups"]
+        if len(saved_groups) != len(self.param_groups):
+            raise ValueError(f"{who}: state_dict has {len(saved_groups)} param groups, optimizer has {len(self.param_groups)}")
+        new_values = []
+        for i, (saved, group) in enumerate(zip(saved_groups, self.param_groups)):
+            if len(saved["params"]) != len(group["params"]):
+                raise ValueError(
+                    f"{who}: param group {i} has {len(group['params'])} params, state_dict has {len(saved['params'])}"
+                )
+            values = {k: (tuple(v) if k == "betas" else v) for k, v in saved.items() if k in self.defaults}
+            candidate = {**{k: v for k, v in group.items() if k != "params"}, **values}
+            where = f"{who}: state_dict param group {i}"
+            self._spec.validate(self._spec.flat(candidate, where), where)
+            new_values.append(values)
+
+        slot_names = set(self._spec.slots)
+        scalar_names = [name for name, _ in self._spec.scalars]
+        new_slots: dict[int, dict[str, np.ndarray]] = {}
+        new_steps = np.zeros_like(self._steps)
+        new_scalars = self._scalars.copy()
+        for j, (_, initial) in enumerate(self._spec.scalars):
+            new_scalars[:, j] = initial
+        for key, entry in state_dict["state"].items():
+            try:
+                i = int(key)
+            except (TypeError, ValueError):
+                raise ValueError(f"{who}: state_dict state key {key!r} is not a param index") from None
+            if not 0 <= i < len(self._params):
+                raise ValueError(f"{who}: state_dict has state for param {i}, optimizer has {len(self._params)} params")
+            p = self._params[i]
+            slots = {}
+            for name, value in entry.items():
+                if name == "step":
+                    step = int(value)
+                    if step < 0:
+                        raise ValueError(f"{who}: state_dict param {i}: negative step {step}")
+                    new_steps[i] = step
+                elif name in scalar_names:
+                    new_scalars[i, scalar_names.index(name)] = float(value)
+                elif name in slot_names:
+                    arr = np.asarray(value)
+                    if arr.shape != p.shape:
+                        raise ValueError(
+                            f"{who}: state_dict param {i} state {name!r} has shape {arr.shape}, param has {p.shape}"
+                        )
+                    if arr.dtype.kind != "f":
+                        raise TypeError(f"{who}: state_dict param {i} state {name!r} has dtype {arr.dtype}")
+                    slots[name] = np.array(arr, dtype=p.dtype, order="C", copy=True)
+                else:
+                    raise ValueError(f"{who}: state_dict param {i} has unknown state {name!r} for {self.name}")
+            new_slots[i] = slots
+
+        for group, values in zip(self.param_groups, new_values):
+            dict.update(group, values)
+        self._slots = [new_slots.get(i, {}) for i in range(len(self._params))]
+        self._steps = new_steps
+        self._scalars = new_scalars
+        self._engine = None
+
+    def zero_state(self) -> None:
+        """Forget all state (steps restart at 1); hyperparameters are kept."""
+        self._slots = [{} for _ in self._params]
+        self._steps = np.zeros_like(self._steps)
+        self._scalars = np.zeros_like(self._scalars)
+        for j, (_, initial) in enumerate(self._spec.scalars):
+            self._scalars[:, j] = initial
+        self._engine = None
+
+    def __repr__(self) -> str:
+        lines = [f"{type(self).__name__} ("]
+        for i, group in enumerate(self.param_groups):
+            lines.append(f"Parameter Group {i}")
+            for key in sorted(k for k in group if k != "params"):
+                lines.append(f"    {key}: {group[key]}")
+        lines.append(")")
+        return "\n".join(lines)
+
+
+def _as_param_list(params: Any, who: str) -> tuple[list[Any], list[str] | None]:
+    if isinstance(params, np.ndarray):
+        return [params], None
+    if isinstance(params, Mapping):
+        names = list(params)
+        bad = [n for n in names if not isinstance(n, str)]
+        if bad:
+            raise TypeError(f"{who}: param names must be strings, got {bad[0]!r}")
+        return [params[n] for n in names], names
+    if isinstance(params, Iterable) and not isinstance(params, (str, bytes)):
+        return list(params), None
+    raise TypeError(f"{who}: params must be an array, a list of arrays, a dict name -> array or a list of groups")
+
+
+def _as_groups(params: Any, who: str) -> list[Mapping[str, Any]]:
+    if isinstance(params, (list, tuple)) and params and all(isinstance(g, Mapping) for g in params):
+        return list(params)
+    plist, names = _as_param_list(params, who)
+    if not plist:
+        raise ValueError(f"{who}: optimizer got an empty parameter list")
+    return [{"params": dict(zip(names, plist)) if names is not None else plist}]

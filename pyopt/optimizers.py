@@ -1,0 +1,193 @@
+"""Every optimizer as a class. Names and defaults follow torch.optim; the update rules live in
+csrc/include/pyopt/rules/<rule>.hpp and are checked against torch in tests/python/test_reference.py."""
+from __future__ import annotations
+
+from typing import Any
+
+from ._spec import spec
+from .optimizer import Optimizer, ParamsLike
+
+Betas = tuple[float, float]
+
+
+class SGD(Optimizer):
+    r"""Stochastic gradient descent with optional momentum and Nesterov momentum (torch.optim.SGD).
+
+    .. math:: g \leftarrow g + \lambda p;\quad b \leftarrow \mu b + (1-\tau) g;\quad
+              p \leftarrow p - \eta\,(g + \mu b \text{ if nesterov else } b)
+    """
+
+    name = "sgd"
+
+    def __init__(self, params: ParamsLike, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
+                 weight_decay: float = 0.0, nesterov: bool = False, *, maximize: bool = False) -> None:
+        super().__init__(params, lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+                         nesterov=nesterov, maximize=maximize)
+
+
+class Momentum(Optimizer):
+    """SGD with heavy-ball momentum; ``pyopt.SGD(momentum=0.9)`` under its own name."""
+
+    name = "momentum"
+
+    def __init__(self, params: ParamsLike, lr: float = 1e-3, momentum: float = 0.9, dampening: float = 0.0,
+                 weight_decay: float = 0.0, nesterov: bool = False, *, maximize: bool = False) -> None:
+        super().__init__(params, lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+                         nesterov=nesterov, maximize=maximize)
+
+
+class NAG(Optimizer):
+    """SGD with Nesterov momentum; ``pyopt.SGD(momentum=0.9, nesterov=True)`` under its own name."""
+
+    name = "nag"
+
+    def __init__(self, params: ParamsLike, lr: float = 1e-3, momentum: float = 0.9, dampening: float = 0.0,
+                 weight_decay: float = 0.0, nesterov: bool = True, *, maximize: bool = False) -> None:
+        super().__init__(params, lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+                         nesterov=nesterov, maximize=maximize)
+
+
+class Adagrad(Optimizer):
+    r"""Adagrad (Duchi et al., 2011; torch.optim.Adagrad).
+
+    .. math:: s \leftarrow s + g^2;\quad p \leftarrow p - \frac{\eta}{1+(t-1)\delta}\,\frac{g}{\sqrt{s}+\epsilon}
+    """
+
+    name = "adagrad"
+
+    def __init__(self, params: ParamsLike, lr: float = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
+                 initial_accumulator_value: float = 0.0, eps: float = 1e-10, *, maximize: bool = False) -> None:
+        super().__init__(params, lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
+                         initial_accumulator_value=initial_accumulator_value, eps=eps, maximize=maximize)
+
+
+class RMSprop(Optimizer):
+    r"""RMSprop, optionally centered and with momentum (torch.optim.RMSprop). No bias correction.
+
+    .. math:: v \leftarrow \alpha v + (1-\alpha) g^2;\quad p \leftarrow p - \eta\,\frac{g}{\sqrt{v}+\epsilon}
+    """
+
+    name = "rmsprop"
+
+    def __init__(self, params: ParamsLike, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
+                 weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False, *,
+                 maximize: bool = False) -> None:
+        super().__init__(params, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
+                         centered=centered, maximize=maximize)
+
+
+class Adadelta(Optimizer):
+    r"""Adadelta (Zeiler, 2012; torch.optim.Adadelta).
+
+    .. math:: v \leftarrow \rho v + (1-\rho) g^2;\quad \delta = \frac{\sqrt{u+\epsilon}}{\sqrt{v+\epsilon}} g;\quad
+              u \leftarrow \rho u + (1-\rho)\delta^2;\quad p \leftarrow p - \eta\delta
+    """
+
+    name = "adadelta"
+
+    def __init__(self, params: ParamsLike, lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6,
+                 weight_decay: float = 0.0, *, maximize: bool = False) -> None:
+        super().__init__(params, lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize)
+
+
+class Adamax(Optimizer):
+    r"""Adamax, Adam with the infinity norm (Kingma & Ba, 2015; torch.optim.Adamax).
+
+    .. math:: m \leftarrow \beta_1 m + (1-\beta_1) g;\quad u \leftarrow \max(\beta_2 u, |g|+\epsilon);\quad
+              p \leftarrow p - \frac{\eta}{1-\beta_1^t}\,\frac{m}{u}
+    """
+
+    name = "adamax"
+
+    def __init__(self, params: ParamsLike, lr: float = 2e-3, betas: Betas = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, *, maximize: bool = False) -> None:
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize)
+
+
+class Adam(Optimizer):
+    r"""Adam (Kingma & Ba, 2015; torch.optim.Adam), coupled L2 weight decay unless
+    ``decoupled_weight_decay=True``.
+
+    .. math:: m \leftarrow \beta_1 m + (1-\beta_1) g;\quad v \leftarrow \beta_2 v + (1-\beta_2) g^2;\quad
+              p \leftarrow p - \frac{\eta}{1-\beta_1^t}\,\frac{m}{\sqrt{v}/\sqrt{1-\beta_2^t}+\epsilon}
+    """
+
+    name = "adam"
+
+    def __init__(self, params: ParamsLike, lr: float = 1e-3, betas: Betas = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, amsgrad: bool = False, *, maximize: bool = False,
+                 decoupled_weight_decay: bool = False) -> None:
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+                         maximize=maximize, decoupled_weight_decay=decoupled_weight_decay)
+
+
+class AdamW(Optimizer):
+    r"""AdamW, Adam with decoupled weight decay (Loshchilov & Hutter, 2019; torch.optim.AdamW).
+
+    .. math:: p \leftarrow p\,(1-\eta\lambda), \text{ then the Adam step}
+    """
+
+    name = "adamw"
+
+    def __init__(self, params: ParamsLike, lr: float = 1e-3, betas: Betas = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False) -> None:
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+                         maximize=maximize)
+
+
+class AMSGrad(Optimizer):
+    r"""AMSGrad (Reddi et al., 2018): Adam with :math:`\hat v_{max} = \max(\hat v_{max}, v)` in the
+    denominator; ``torch.optim.Adam(amsgrad=True)``."""
+
+    name = "amsgrad"
+
+    def __init__(self, params: ParamsLike, lr: float = 1e-3, betas: Betas = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, *, maximize: bool = False, decoupled_weight_decay: bool = False) -> None:
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize,
+                         decoupled_weight_decay=decoupled_weight_decay)
+
+
+class NAdam(Optimizer):
+    r"""NAdam, Adam with Nesterov momentum (Dozat, 2016; torch.optim.NAdam).
+
+    .. math:: \mu_t = \beta_1(1 - \tfrac12 0.96^{t\psi});\quad
+              p \leftarrow p - \eta\frac{1-\mu_t}{1-\prod\mu}\frac{g}{d} - \eta\frac{\mu_{t+1}}{1-\prod\mu\,\mu_{t+1}}\frac{m}{d}
+    """
+
+    name = "nadam"
+
+    def __init__(self, params: ParamsLike, lr: float = 2e-3, betas: Betas = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, momentum_decay: float = 4e-3, decoupled_weight_decay: bool = False, *,
+                 maximize: bool = False) -> None:
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                         momentum_decay=momentum_decay, decoupled_weight_decay=decoupled_weight_decay,
+                         maximize=maximize)
+
+
+class RAdam(Optimizer):
+    r"""RAdam, Adam with a rectified adaptive learning rate (Liu et al., 2020; torch.optim.RAdam).
+    Plain momentum SGD steps until the variance of the adaptive rate is tractable (:math:`\rho_t > 5`)."""
+
+    name = "radam"
+
+    def __init__(self, params: ParamsLike, lr: float = 1e-3, betas: Betas = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, decoupled_weight_decay: bool = False, *, maximize: bool = False) -> None:
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                         decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
+
+
+CLASSES: dict[str, type[Optimizer]] = {
+    cls.name: cls
+    for cls in (SGD, Momentum, NAG, Adagrad, RMSprop, Adadelta, Adamax, Adam, AdamW, AMSGrad, NAdam, RAdam)
+}
+
+
+def create(name: str, params: ParamsLike, **hyper: Any) -> Optimizer:
+    """Build an optimizer by name: ``pyopt.create("adamw", params, lr=3e-4)``."""
+    if name not in CLASSES:
+        raise ValueError(f"unknown optimizer {name!r}; available: {', '.join(CLASSES)}")
+    valid = spec(name).defaults
+    unknown = sorted(set(hyper) - set(valid))
+    if unknown:
+        raise TypeError(f"{name}: unknown hyperparameter {', '.join(map(repr, unknown))}; valid: {', '.join(valid)}")
+    return CLASSES[name](params, **hyper)
