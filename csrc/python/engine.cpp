@@ -58,10 +58,14 @@ void Engine::step(py::sequence grads) {
 
   // 1. Check (and convert where needed) every gradient; nothing is written yet.
   std::vector<py::array> held(n);
+  std::vector<bool> skipped(n, false);
   for (std::size_t i = 0; i < n; ++i) {
     const Tensor& t = tensors_[i];
     py::handle g = grads[i];
-    if (g.is_none()) continue;
+    if (g.is_none()) {
+      skipped[i] = true;
+      continue;
+    }
     if (!t.param.writeable()) throw py::value_error(t.label + ": array became read-only");
     held[i] = grad_for(g, t.param, t.label);
   }
@@ -71,7 +75,7 @@ void Engine::step(py::sequence grads) {
   double* scalars = scalars_.mutable_data();
   std::vector<TensorArgs> by_dtype[kNumDTypes];
   for (std::size_t i = 0; i < n; ++i) {
-    if (!held[i]) continue;
+    if (skipped[i]) continue;
     Tensor& t = tensors_[i];
     TensorArgs a{t.param.mutable_data(), held[i].data(), {}, int64_t(t.param.size()), ++steps[i],
                  group_hyper_[t.group].data(), scalars + i * kMaxScalars};
