@@ -29,7 +29,7 @@ void update_range(const TensorArgs& a, const typename Rule::template Coeffs<T>& 
   T* __restrict s1 = static_cast<T*>(a.slots[1]);
   T* __restrict s2 = static_cast<T*>(a.slots[2]);
   T* __restrict s3 = static_cast<T*>(a.slots[3]);
-#pragma omp simd
+  PYOPT_VECTORIZE_LOOP
   for (int64_t i = begin; i < end; ++i) {
     T s[kMaxSlots] = {};
     if constexpr (mask & 1u) s[0] = s0[i];
