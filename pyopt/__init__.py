@@ -31,6 +31,9 @@ from .optimizers import (
 
 __version__: str = _core.__version__
 
+# Pick the kernels' instruction set now, so a bad PYOPT_ISA fails loudly at import.
+_core.isa()
+
 __all__ = [
     "NAG", "SGD", "AMSGrad", "Adadelta", "Adagrad", "Adam", "Adamax", "AdamW", "Momentum", "NAdam", "RAdam",
     "RMSprop", "Optimizer", "ParamGroup", "available", "create", "functional", "info", "load",
