@@ -26,7 +26,7 @@ def state_slots(name: str, **hyper: Any) -> list[tuple[str, float]]:
     """The state arrays optimizer ``name`` needs with these hyperparameters: (slot, initial value)."""
     s = spec(name)
     group = {**s.defaults, **hyper}
-    return [tuple(x) for x in _core.slots_needed(name, s.flat(group, name))]
+    return [(str(slot), float(initial)) for slot, initial in _core.slots_needed(name, s.flat(group, name))]
 
 
 def _make(name: str) -> Callable[..., Any]:

@@ -34,7 +34,7 @@ def save(opt: Optimizer, path: str | os.PathLike[str]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=".pyopt-", suffix=".npz.tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            np.savez(f, **arrays)  # type: ignore[arg-type]
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

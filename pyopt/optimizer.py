@@ -107,18 +107,12 @@ class Optimizer:
         if self._params and has_names != (self._names is not None):
             raise ValueError(f"{self._owner_label}: either every param group names its params (dict) or none does")
         start = len(self._params)
-        labels = []
-        for k, p in enumerate(params):
-            label = f"params[{names[k]!r}]" if has_names else f"params[{start + k}]"
-            _core.check_param(p, f"{self._owner_label}: {label}")
-            labels.append(label)
-        known = {id(p) for p in self._params}
-        seen: set[int] = set()
+        labels = [f"params[{n!r}]" for n in names] if names is not None else [
+            f"params[{start + k}]" for k in range(len(params))]
         for p, label in zip(params, labels):
-            if id(p) in known or id(p) in seen:
-                raise ValueError(f"{self._owner_label}: {label} appears in more than one place")
-            seen.add(id(p))
-        if has_names:
+            _core.check_param(p, f"{self._owner_label}: {label}")
+        _check_no_overlap(self._params + params, self._labels + labels, self._owner_label)
+        if names is not None:
             taken = set(self._names or [])
             clash = [n for n in names if n in taken]
             if clash:
@@ -135,7 +129,7 @@ class Optimizer:
         self.param_groups.append(group)
         self._params.extend(params)
         self._labels.extend(labels)
-        if has_names:
+        if names is not None:
             self._names = (self._names or []) + list(names)
         self._slots.extend({} for _ in params)
         self._steps = np.concatenate([self._steps, np.zeros(len(params), np.int64)])
@@ -329,6 +323,16 @@ class Optimizer:
                 lines.append(f"    {key}: {group[key]}")
         lines.append(")")
         return "\n".join(lines)
+
+
+def _check_no_overlap(params: list[np.ndarray], labels: list[str], who: str) -> None:
+    """No two params may share memory (the same array twice, or two views of one buffer)."""
+    spans = sorted(
+        (p.__array_interface__["data"][0], p.nbytes, label) for p, label in zip(params, labels) if p.nbytes
+    )
+    for (start, size, label), (next_start, _, next_label) in zip(spans, spans[1:]):
+        if next_start < start + size:
+            raise ValueError(f"{who}: {label} and {next_label} share memory (a param appears in more than one place)")
 
 
 def _as_param_list(params: Any, who: str) -> tuple[list[Any], list[str] | None]:

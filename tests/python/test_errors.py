@@ -52,6 +52,10 @@ def test_empty_and_duplicate_params():
     w = np.zeros(3)
     with pytest.raises(ValueError, match="more than one place"):
         pyopt.Adam([{"params": [w]}, {"params": [w], "lr": 0.1}])
+    with pytest.raises(ValueError, match=r"params\[0\] and params\[1\] share memory"):
+        pyopt.Adam([w, w[:]])  # two views of one buffer
+    big = np.zeros(10)
+    pyopt.Adam([big[:5], big[5:]])  # adjacent, not overlapping: fine
 
 
 def test_unknown_optimizer_lists_valid_names():
