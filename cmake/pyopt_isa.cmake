@@ -5,11 +5,13 @@ include(CheckCXXCompilerFlag)
 
 if(CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
   set(PYOPT_WARNINGS -Wall -Wextra)
-  # Kernel flags: no -ffast-math, so NaN and Inf propagate exactly as in the references.
-  set(PYOPT_KERNEL_FLAGS -O3 -fno-math-errno)
+  # Kernel flags: no -ffast-math, so NaN and Inf propagate exactly as in the references; no FMA
+  # contraction, so an element's result never depends on whether it falls in the vector body or
+  # the tail of a chunk (and so on the thread count), and every ISA path gives the same bits.
+  set(PYOPT_KERNEL_FLAGS -O3 -fno-math-errno -ffp-contract=off)
 else()
   set(PYOPT_WARNINGS /W3)
-  set(PYOPT_KERNEL_FLAGS /O2)
+  set(PYOPT_KERNEL_FLAGS /O2 /fp:precise)
 endif()
 
 function(_pyopt_isa_object name flags)
@@ -18,7 +20,8 @@ function(_pyopt_isa_object name flags)
   target_compile_definitions(pyopt_kernels_${name} PRIVATE PYOPT_ISA_TAG=${name})
   target_compile_options(pyopt_kernels_${name} PRIVATE ${PYOPT_KERNEL_FLAGS} ${flags} ${PYOPT_WARNINGS})
   target_link_libraries(pyopt_kernels_${name} PRIVATE pyopt_headers OpenMP::OpenMP_CXX)
-  message(STATUS "pyopt: kernels for ${name}: ${PYOPT_KERNEL_FLAGS} ${flags}")
+  string(JOIN " " _shown ${PYOPT_KERNEL_FLAGS} ${flags})
+  message(STATUS "pyopt: kernels for ${name}: ${_shown}")
 endfunction()
 
 function(pyopt_add_isa_kernels out_var)

@@ -279,3 +279,30 @@ def test_functional_matches_the_class():
     np.testing.assert_array_equal(opt.state[0]["exp_avg"], m)
     assert pyopt.functional.state_slots("adam", amsgrad=True) == [
         ("exp_avg", 0.0), ("exp_avg_sq", 0.0), ("max_exp_avg_sq", 0.0)]
+
+
+@pytest.mark.parametrize("name, extra", [("adamw", {"amsgrad": True}), ("nadam", {"decoupled_weight_decay": True,
+                                                                                 "weight_decay": 0.1}),
+                                         ("rmsprop", {"centered": True, "momentum": 0.5}), ("radam", {})])
+def test_every_isa_and_thread_count_gives_the_same_bits(name, extra):
+    """No FMA contraction in the kernels: vector body, tail, ISA and chunking all round alike."""
+    sizes = [1, 7, 17, 1023, 100003, 33]
+    original_isa = pyopt.info()["isa"]
+    results = {}
+    try:
+        for isa in pyopt.info()["isa_available"]:
+            for threads in (1, 2):
+                pyopt.set_isa(isa)
+                pyopt.set_num_threads(threads)
+                rng = np.random.default_rng(42)
+                params = [rng.standard_normal(n).astype(np.float32) for n in sizes]
+                opt = pyopt.create(name, params, lr=1e-2, **extra)
+                for _ in range(5):
+                    opt.step([rng.standard_normal(n).astype(np.float32) for n in sizes])
+                results[(isa, threads)] = np.concatenate(params)
+    finally:
+        pyopt.set_isa(original_isa)
+        pyopt.set_num_threads(os.cpu_count() or 1)
+    first = next(iter(results.values()))
+    for key, value in results.items():
+        np.testing.assert_array_equal(value, first, err_msg=str(key))
