@@ -2,8 +2,6 @@
 import inspect
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -226,18 +224,18 @@ def test_threads_give_identical_results():
     np.testing.assert_array_equal(results[0], results[1])
 
 
-def test_info_and_env_controls():
+def test_info_and_env_controls(python_child):
     info = pyopt.info()
     assert {"version", "isa", "isa_available", "num_threads", "compiler"} <= set(info)
     assert info["version"] == pyopt.__version__
     assert info["isa"] in info["isa_available"] and info["isa_available"][0] == "baseline"
     code = "import json, pyopt; print(json.dumps(pyopt.info()))"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYOPT_ISA": "baseline"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    out = python_child("-c", code, env=env, check=True)
     child = json.loads(out.stdout.strip().splitlines()[-1])
     assert child["num_threads"] == 1 and child["isa"] == "baseline"
     env["PYOPT_ISA"] = "sse9"
-    bad = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    bad = python_child("-c", code, env=env)
     assert bad.returncode != 0 and "unknown ISA 'sse9'" in bad.stderr
 
 
@@ -253,9 +251,9 @@ def test_set_isa_caps_the_choice():
         pyopt.set_isa(original)
 
 
-def test_import_does_not_load_optional_modules():
+def test_import_does_not_load_optional_modules(python_child):
     code = "import sys, pyopt; print(sorted(m for m in ('torch', 'optuna', 'pyopt.demo') if m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = python_child("-c", code, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 

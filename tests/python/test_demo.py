@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -51,12 +49,8 @@ def test_train_rejects_bad_arguments():
         demo.train("adam", lr=-1.0)
 
 
-def _pyopt(*args):
-    return subprocess.run([sys.executable, "-m", "pyopt", *args], capture_output=True, text=True, timeout=300)
-
-
-def test_cli_demo():
-    proc = _pyopt("demo", "--epochs", "2")
+def test_cli_demo(python_child):
+    proc = python_child("-m", "pyopt", "demo", "--epochs", "2")
     assert proc.returncode == 0, proc.stderr
     epochs = re.findall(r"^\s*(\d+)\s+\d+\.\d+\s+\d+\.\d+\s+[01]\.\d+$", proc.stdout, flags=re.M)
     assert epochs == ["0", "1", "2"]
@@ -64,8 +58,8 @@ def test_cli_demo():
     assert re.search(r"^done: 2 epochs, 48 steps in .* steps/s", proc.stdout, flags=re.M)
 
 
-def test_cli_demo_unknown_optimizer():
-    proc = _pyopt("demo", "--optimizer", "nope")
+def test_cli_demo_unknown_optimizer(python_child):
+    proc = python_child("-m", "pyopt", "demo", "--optimizer", "nope")
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "unknown optimizer 'nope'" in proc.stderr

@@ -20,8 +20,6 @@ from __future__ import annotations
 import collections
 import json
 import os
-import subprocess
-import sys
 import textwrap
 from typing import Any
 
@@ -511,9 +509,9 @@ _CHILD = textwrap.dedent(
 
 
 @pytest.mark.parametrize("isa_name", ISAS)
-def test_pyopt_isa_env_in_subprocess(isa_name: str) -> None:
+def test_pyopt_isa_env_in_subprocess(isa_name: str, python_child) -> None:
     env = {**os.environ, "PYOPT_ISA": isa_name}
-    proc = subprocess.run([sys.executable, "-c", _CHILD], env=env, capture_output=True, text=True, timeout=300)
+    proc = python_child("-c", _CHILD, env=env)
     assert proc.returncode == 0, proc.stderr[-4000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["isa"] == isa_name, result

@@ -1,0 +1,21 @@
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.fixture
+def python_child(tmp_path):
+    """Run `python ARGS...` in a child process, outside the source tree.
+
+    From the repository root, `python -c`/`-m` would put the source folder `pyopt/` (which has no
+    compiled `_core`) ahead of the installed package on sys.path.
+    """
+
+    def run(*args, **kwargs):
+        kwargs.setdefault("capture_output", True)
+        kwargs.setdefault("text", True)
+        kwargs.setdefault("timeout", 300)
+        return subprocess.run([sys.executable, *args], cwd=tmp_path, **kwargs)
+
+    return run
