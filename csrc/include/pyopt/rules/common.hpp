@@ -42,9 +42,12 @@ inline void require_finite(const char* name, double v) {
 }
 
 // max that returns NaN when either side is NaN, as torch.maximum does (std::max does not).
+// Both comparisons are always evaluated (`|`, not `||`): a comparison that only runs when the
+// other is false may trap on NaN, so GCC would not if-convert it and the loop would not vectorize
+// on AVX2 or SSE.
 template <class T>
 PYOPT_INLINE T nan_max(T a, T b) {
-  return a != a ? a : (a > b ? a : b);
+  return ((a != a) | (a > b)) ? a : b;
 }
 
 // a + w·(b − a), the form torch's lerp uses for weights below 0.5.
