@@ -45,12 +45,12 @@ struct Adadelta : RuleBase {
     T& square_avg = s[0];
     T& acc_delta = s[1];
     g = g * k.grad_sign;
-    if constexpr (V & kDecay) g = g + k.weight_decay * p;
-    square_avg = square_avg * k.rho + k.one_minus_rho * g * g;
+    if constexpr (V & kDecay) g = fmadd(k.weight_decay, p, g);
+    square_avg = fmadd(k.one_minus_rho * g, g, square_avg * k.rho);  // .mul_(ρ).addcmul_(g, g, value=1 − ρ)
     const T std_ = std::sqrt(square_avg + k.eps);
     const T delta = std::sqrt(acc_delta + k.eps) / std_ * g;
-    acc_delta = acc_delta * k.rho + k.one_minus_rho * delta * delta;
-    p = p + k.neg_lr * delta;
+    acc_delta = fmadd(k.one_minus_rho * delta, delta, acc_delta * k.rho);
+    p = fmadd(k.neg_lr, delta, p);  // param.add_(delta, alpha=−lr)
   }
 };
 

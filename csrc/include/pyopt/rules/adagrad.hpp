@@ -47,10 +47,10 @@ struct Adagrad : RuleBase {
   static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
     T& sum = s[0];
     g = g * k.grad_sign;
-    if constexpr (V & kDecay) g = g + k.weight_decay * p;
-    sum = sum + g * g;
+    if constexpr (V & kDecay) g = fmadd(k.weight_decay, p, g);
+    sum = fmadd(g, g, sum);  // state_sum.addcmul_(grad, grad, value=1)
     const T std_ = std::sqrt(sum) + k.eps;
-    p = p + k.neg_clr * (g / std_);
+    p = p + (k.neg_clr * g) / std_;  // param.addcdiv_(grad, std, value=−clr)
   }
 };
 

@@ -24,11 +24,12 @@ struct Adam : RuleBase {
 
   // Weight decay is a variant, not a multiply by 0 or 1: with wd = 0 torch never touches p·wd,
   // so an infinite p must not turn into NaN here either.
-  enum Variant { kAmsgrad = 1, kCoupledDecay = 2, kDecoupledDecay = 4 };
-  static constexpr int num_variants = 8;
+  enum Variant { kAmsgrad = 1, kCoupledDecay = 2, kDecoupledDecay = 4, kLerpFromEnd = 8 };
+  static constexpr int num_variants = 16;
   static int variant(const double* h) {
     int v = h[amsgrad] != 0.0 ? kAmsgrad : 0;
     if (h[weight_decay] != 0.0) v |= h[decoupled_weight_decay] != 0.0 ? kDecoupledDecay : kCoupledDecay;
+    if (lerp_from_end(1.0 - h[beta1])) v |= kLerpFromEnd;  // the form of torch's lerp (common.hpp)
     return v;
   }
   static constexpr unsigned slot_mask(int v) { return (v & kAmsgrad) ? 0b111u : 0b011u; }
@@ -43,7 +44,7 @@ struct Adam : RuleBase {
 
   template <class T>
   struct Coeffs {
-    T grad_sign, weight_decay, decay, one_minus_beta1, beta2, one_minus_beta2, bc2_sqrt, eps, neg_step_size;
+    T grad_sign, weight_decay, decay, beta1_weight, beta2, one_minus_beta2, bc2_sqrt, eps, neg_step_size;
   };
   template <class T>
   static Coeffs<T> prepare(const double* h, int64_t t, double*) {
@@ -52,10 +53,10 @@ struct Adam : RuleBase {
     return {T(h[maximize] != 0.0 ? -1.0 : 1.0),
             T(h[weight_decay]),
             T(1.0 - h[lr] * h[weight_decay]),
-            T(1.0 - h[beta1]),
+            lerp_coeff<T>(1.0 - h[beta1]),
             T(h[beta2]),
             T(1.0 - h[beta2]),
-            T(std::sqrt(bc2)),
+            T(std::pow(bc2, 0.5)),  // Python's bias_correction2**0.5
             T(h[eps]),
             T(-(h[lr] / bc1))};
   }
@@ -66,16 +67,16 @@ struct Adam : RuleBase {
     T& v = s[1];
     g = g * k.grad_sign;
     if constexpr (V & kDecoupledDecay) p = p * k.decay;
-    if constexpr (V & kCoupledDecay) g = g + k.weight_decay * p;
-    m = lerp(m, g, k.one_minus_beta1);
-    v = v * k.beta2 + k.one_minus_beta2 * g * g;
+    if constexpr (V & kCoupledDecay) g = fmadd(k.weight_decay, p, g);
+    m = lerp<(V & kLerpFromEnd) != 0>(m, g, k.beta1_weight);
+    v = fmadd(k.one_minus_beta2 * g, g, v * k.beta2);  // .mul_(β2).addcmul_(g, g, value=1 − β2)
     T second = v;
     if constexpr (V & kAmsgrad) {
       s[2] = nan_max(s[2], v);
       second = s[2];
     }
     const T denom = std::sqrt(second) / k.bc2_sqrt + k.eps;
-    p = p + k.neg_step_size * (m / denom);
+    p = p + (k.neg_step_size * m) / denom;  // param.addcdiv_(exp_avg, denom, value=−step_size)
   }
 };
 

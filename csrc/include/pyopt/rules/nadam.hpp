@@ -27,11 +27,12 @@ struct Nadam : RuleBase {
   static constexpr const char* const* scalar_names = scalar_name_list;
   static double initial_scalar(int) { return 1.0; }
 
-  enum Variant { kCoupledDecay = 1, kDecoupledDecay = 2 };
-  static constexpr int num_variants = 4;
+  enum Variant { kCoupledDecay = 1, kDecoupledDecay = 2, kLerpFromEnd = 4 };
+  static constexpr int num_variants = 8;
   static int variant(const double* h) {
-    if (h[weight_decay] == 0.0) return 0;
-    return h[decoupled_weight_decay] != 0.0 ? kDecoupledDecay : kCoupledDecay;
+    int v = lerp_from_end(1.0 - h[beta1]) ? kLerpFromEnd : 0;
+    if (h[weight_decay] != 0.0) v |= h[decoupled_weight_decay] != 0.0 ? kDecoupledDecay : kCoupledDecay;
+    return v;
   }
   static constexpr unsigned slot_mask(int) { return 0b11u; }
 
@@ -46,7 +47,7 @@ struct Nadam : RuleBase {
 
   template <class T>
   struct Coeffs {
-    T grad_sign, weight_decay, decay, one_minus_beta1, beta2, one_minus_beta2, bc2, eps, neg_grad_step,
+    T grad_sign, weight_decay, decay, beta1_weight, beta2, one_minus_beta2, bc2, eps, neg_grad_step,
         neg_momentum_step;
   };
   template <class T>
@@ -64,7 +65,7 @@ struct Nadam : RuleBase {
     return {T(h[maximize] != 0.0 ? -1.0 : 1.0),
             T(h[weight_decay]),
             T(1.0 - h[lr] * h[weight_decay]),
-            T(1.0 - b1),
+            lerp_coeff<T>(1.0 - b1),
             T(h[beta2]),
             T(1.0 - h[beta2]),
             T(1.0 - std::pow(h[beta2], double(t))),
@@ -79,12 +80,12 @@ struct Nadam : RuleBase {
     T& v = s[1];
     g = g * k.grad_sign;
     if constexpr (V & kDecoupledDecay) p = p * k.decay;
-    if constexpr (V & kCoupledDecay) g = g + k.weight_decay * p;
-    m = lerp(m, g, k.one_minus_beta1);
-    v = v * k.beta2 + k.one_minus_beta2 * g * g;
+    if constexpr (V & kCoupledDecay) g = fmadd(k.weight_decay, p, g);
+    m = lerp<(V & kLerpFromEnd) != 0>(m, g, k.beta1_weight);
+    v = fmadd(k.one_minus_beta2 * g, g, v * k.beta2);
     const T denom = std::sqrt(v / k.bc2) + k.eps;
-    p = p + k.neg_grad_step * (g / denom);
-    p = p + k.neg_momentum_step * (m / denom);
+    p = p + (k.neg_grad_step * g) / denom;  // two addcdiv_ calls
+    p = p + (k.neg_momentum_step * m) / denom;
   }
 };
 

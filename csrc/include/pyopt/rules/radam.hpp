@@ -23,11 +23,12 @@ struct Radam : RuleBase {
   };
   static constexpr const char* slot_names[] = {"exp_avg", "exp_avg_sq"};
 
-  enum Variant { kCoupledDecay = 1, kDecoupledDecay = 2 };
-  static constexpr int num_variants = 4;
+  enum Variant { kCoupledDecay = 1, kDecoupledDecay = 2, kLerpFromEnd = 4 };
+  static constexpr int num_variants = 8;
   static int variant(const double* h) {
-    if (h[weight_decay] == 0.0) return 0;
-    return h[decoupled_weight_decay] != 0.0 ? kDecoupledDecay : kCoupledDecay;
+    int v = lerp_from_end(1.0 - h[beta1]) ? kLerpFromEnd : 0;
+    if (h[weight_decay] != 0.0) v |= h[decoupled_weight_decay] != 0.0 ? kDecoupledDecay : kCoupledDecay;
+    return v;
   }
   static constexpr unsigned slot_mask(int) { return 0b11u; }
 
@@ -41,8 +42,9 @@ struct Radam : RuleBase {
 
   template <class T>
   struct Coeffs {
-    T grad_sign, weight_decay, decay, one_minus_beta1, beta2, one_minus_beta2, bc1, lr, bc2_sqrt, eps, rect;
-    bool rectified;
+    T grad_sign, weight_decay, decay, beta1_weight, beta2, one_minus_beta2, bc1, lr, bc2_sqrt, eps, rect;
+    T rectified;   // 1 if ρ_t > 5, else 0 (a T: GCC vectorizes a select on a T compare, not on a bool)
+    T v_stand_in;  // 1, read instead of v in unrectified steps
   };
   template <class T>
   static Coeffs<T> prepare(const double* h, int64_t t, double*) {
@@ -52,21 +54,24 @@ struct Radam : RuleBase {
     const double rho_inf = 2.0 / (1.0 - b2) - 1.0;
     const double rho_t = rho_inf - 2.0 * double(t) * std::pow(b2, double(t)) / bc2;
     const bool rectified = rho_t > 5.0;
+    // `**0.5` in torch's Python, so pow rather than sqrt (they can differ in the last bit).
+    // Unrectified steps run the same loop with neutral scalars (see update()).
     const double rect =
-        rectified ? std::sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t))
+        rectified ? std::pow((rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t), 0.5)
                   : 1.0;
     return {T(h[maximize] != 0.0 ? -1.0 : 1.0),
             T(h[weight_decay]),
             T(1.0 - h[lr] * h[weight_decay]),
-            T(1.0 - h[beta1]),
+            lerp_coeff<T>(1.0 - h[beta1]),
             T(b2),
             T(1.0 - b2),
             T(bc1),
             T(h[lr]),
-            T(std::sqrt(bc2)),
-            T(h[eps]),
+            T(rectified ? std::pow(bc2, 0.5) : 1.0),
+            T(rectified ? h[eps] : 0.0),
             T(rect),
-            rectified};
+            T(rectified ? 1.0 : 0.0),
+            T(1.0)};
   }
 
   template <int V, class T>
@@ -75,16 +80,18 @@ struct Radam : RuleBase {
     T& v = s[1];
     g = g * k.grad_sign;
     if constexpr (V & kDecoupledDecay) p = p * k.decay;
-    if constexpr (V & kCoupledDecay) g = g + k.weight_decay * p;
-    m = lerp(m, g, k.one_minus_beta1);
-    v = v * k.beta2 + k.one_minus_beta2 * g * g;
-    const T step = m / k.bc1 * k.lr;
-    if (k.rectified) {
-      const T adaptive_lr = k.bc2_sqrt / (std::sqrt(v) + k.eps);
-      p = p - step * adaptive_lr * k.rect;
-    } else {
-      p = p - step;
-    }
+    if constexpr (V & kCoupledDecay) g = fmadd(k.weight_decay, p, g);
+    m = lerp<(V & kLerpFromEnd) != 0>(m, g, k.beta1_weight);
+    v = fmadd(k.one_minus_beta2 * g, g, v * k.beta2);
+    const T step = m / k.bc1 * k.lr;  // bias_corrected_exp_avg * lr
+    // ρ_t > 5: torch's bias_correction2**0.5 / (√v + ε) is a Python float over a tensor, which
+    // is reciprocal() * c. ρ_t ≤ 5 (the first few steps): torch takes p − m̂·lr. A branch would
+    // block vectorization (GCC moves the sqrt into it, then cannot if-convert), so those steps
+    // take √1 + 0 with c = r = 1: both multipliers are exactly 1, and v, which torch does not
+    // read then, cannot leak a NaN in. (The 1 is a coefficient: a literal lets GCC fold √1 and
+    // put the sqrt back under a branch.)
+    const T adaptive_lr = T(1) / (std::sqrt(k.rectified != T(0) ? v : k.v_stand_in) + k.eps) * k.bc2_sqrt;
+    p = p - step * adaptive_lr * k.rect;  // param.add_(…, alpha=−1) is exactly p − …
   }
 };
 

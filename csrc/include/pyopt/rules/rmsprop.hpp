@@ -22,11 +22,12 @@ struct Rmsprop : RuleBase {
   };
   static constexpr const char* slot_names[] = {"square_avg", "momentum_buffer", "grad_avg"};
 
-  enum Variant { kMomentum = 1, kCentered = 2, kDecay = 4 };
-  static constexpr int num_variants = 8;
+  enum Variant { kMomentum = 1, kCentered = 2, kDecay = 4, kLerpFromEnd = 8 };  // the last: centered only
+  static constexpr int num_variants = 16;
   static int variant(const double* h) {
-    return (h[momentum] > 0.0 ? kMomentum : 0) | (h[centered] != 0.0 ? kCentered : 0) |
-           (h[weight_decay] != 0.0 ? kDecay : 0);
+    int v = (h[momentum] > 0.0 ? kMomentum : 0) | (h[weight_decay] != 0.0 ? kDecay : 0);
+    if (h[centered] != 0.0) v |= kCentered | (lerp_from_end(1.0 - h[alpha]) ? kLerpFromEnd : 0);
+    return v;
   }
   static constexpr unsigned slot_mask(int v) {
     return 0b001u | ((v & kMomentum) ? 0b010u : 0u) | ((v & kCentered) ? 0b100u : 0u);
@@ -42,35 +43,35 @@ struct Rmsprop : RuleBase {
 
   template <class T>
   struct Coeffs {
-    T grad_sign, weight_decay, alpha, one_minus_alpha, eps, momentum, neg_lr;
+    T grad_sign, weight_decay, alpha, one_minus_alpha, grad_avg_weight, eps, momentum, neg_lr;
   };
   template <class T>
   static Coeffs<T> prepare(const double* h, int64_t, double*) {
     return {T(h[maximize] != 0.0 ? -1.0 : 1.0), T(h[weight_decay]), T(h[alpha]), T(1.0 - h[alpha]),
-            T(h[eps]), T(h[momentum]), T(-h[lr])};
+            lerp_coeff<T>(1.0 - h[alpha]), T(h[eps]), T(h[momentum]), T(-h[lr])};
   }
 
   template <int V, class T>
   static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
     T& square_avg = s[0];
     g = g * k.grad_sign;
-    if constexpr (V & kDecay) g = g + k.weight_decay * p;
-    square_avg = square_avg * k.alpha + k.one_minus_alpha * g * g;
+    if constexpr (V & kDecay) g = fmadd(k.weight_decay, p, g);
+    square_avg = fmadd(k.one_minus_alpha * g, g, square_avg * k.alpha);  // .mul_(α).addcmul_(g, g, value=1 − α)
     T avg;
     if constexpr (V & kCentered) {
       T& grad_avg = s[2];
-      grad_avg = lerp(grad_avg, g, k.one_minus_alpha);
-      avg = std::sqrt(square_avg - grad_avg * grad_avg);
+      grad_avg = lerp<(V & kLerpFromEnd) != 0>(grad_avg, g, k.grad_avg_weight);
+      avg = std::sqrt(fmadd(-grad_avg, grad_avg, square_avg));  // square_avg.addcmul(ḡ, ḡ, value=−1)
     } else {
       avg = std::sqrt(square_avg);
     }
     avg = avg + k.eps;
     if constexpr (V & kMomentum) {
       T& buf = s[1];
-      buf = buf * k.momentum + g / avg;
-      p = p + k.neg_lr * buf;
+      buf = buf * k.momentum + g / avg;  // buf.mul_(μ).addcdiv_(grad, avg)
+      p = fmadd(k.neg_lr, buf, p);
     } else {
-      p = p + k.neg_lr * (g / avg);
+      p = p + (k.neg_lr * g) / avg;  // param.addcdiv_(grad, avg, value=−lr)
     }
   }
 };

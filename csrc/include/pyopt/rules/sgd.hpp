@@ -55,16 +55,16 @@ struct Sgd : RuleBase {
   template <int V, class T>
   static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
     g = g * k.grad_sign;
-    if constexpr (V & kDecay) g = g + k.weight_decay * p;
+    if constexpr (V & kDecay) g = fmadd(k.weight_decay, p, g);  // grad.add(param, alpha=wd)
     if constexpr (V & kMomentum) {
       T& b = s[0];
-      b = b * k.buffer_keep + k.grad_gain * g;
+      b = fmadd(k.grad_gain, g, b * k.buffer_keep);  // buf.mul_(μ).add_(grad, alpha=1 − τ)
       if constexpr (V & kNesterov)
-        g = g + k.momentum * b;
+        g = fmadd(k.momentum, b, g);  // grad.add(buf, alpha=μ)
       else
         g = b;
     }
-    p = p + k.neg_lr * g;
+    p = fmadd(k.neg_lr, g, p);  // param.add_(grad, alpha=−lr)
   }
 };
 
