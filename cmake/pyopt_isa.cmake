@@ -6,8 +6,10 @@ include(CheckCXXCompilerFlag)
 if(CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
   set(PYOPT_WARNINGS -Wall -Wextra)
   # Kernel flags: no -ffast-math, so NaN and Inf propagate exactly as in the references; no FMA
-  # contraction, so an element's result never depends on whether it falls in the vector body or
-  # the tail of a chunk (and so on the thread count), and every ISA path gives the same bits.
+  # contraction by the compiler, so an element's result never depends on whether it falls in the
+  # vector body or the tail of a chunk (and so on the thread count). Rules fuse deliberately
+  # (fmadd() in rules/common.hpp) where torch does: avx2 and avx512 give the same bits, the
+  # baseline build (no FMA) differs from them by ulps, as torch itself does on such a CPU.
   set(PYOPT_KERNEL_FLAGS -O3 -fno-math-errno -ffp-contract=off)
 else()
   set(PYOPT_WARNINGS /W3)
