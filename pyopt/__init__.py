@@ -22,6 +22,7 @@ from .optimizers import (
     Adam,
     Adamax,
     AdamW,
+    Lion,
     Momentum,
     NAdam,
     RAdam,
@@ -36,7 +37,7 @@ _core.isa()
 
 __all__ = [
     "NAG", "SGD", "AMSGrad", "Adadelta", "Adagrad", "Adam", "Adamax", "AdamW", "Momentum", "NAdam", "RAdam",
-    "RMSprop", "Optimizer", "ParamGroup", "available", "create", "functional", "info", "load",
+    "RMSprop", "Lion", "Optimizer", "ParamGroup", "available", "create", "functional", "info", "load",
     "load_state_dict", "save", "set_isa", "set_num_threads",
 ]
 

@@ -176,9 +176,24 @@ class RAdam(Optimizer):
                          decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
 
 
+class Lion(Optimizer):
+    r"""Lion, EvoLved Sign Momentum (Chen et al., 2023; lion-pytorch 0.2.5). Decoupled weight decay.
+
+    .. math:: p \leftarrow p(1-\eta\lambda);\quad p \leftarrow p - \eta\,\mathrm{sign}(\beta_1 m + (1-\beta_1) g);\quad
+              m \leftarrow \beta_2 m + (1-\beta_2) g
+    """
+
+    name = "lion"
+
+    def __init__(self, params: ParamsLike, lr: float = 1e-4, betas: Betas = (0.9, 0.99), weight_decay: float = 0.0,
+                 *, maximize: bool = False) -> None:
+        super().__init__(params, lr=lr, betas=betas, weight_decay=weight_decay, maximize=maximize)
+
+
 CLASSES: dict[str, type[Optimizer]] = {
     cls.name: cls
-    for cls in (SGD, Momentum, NAG, Adagrad, RMSprop, Adadelta, Adamax, Adam, AdamW, AMSGrad, NAdam, RAdam)
+    for cls in (SGD, Momentum, NAG, Adagrad, RMSprop, Adadelta, Adamax, Adam, AdamW, AMSGrad, NAdam, RAdam,
+                Lion)
 }
 
 

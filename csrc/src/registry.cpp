@@ -80,6 +80,7 @@ std::vector<OptimizerSpec> build_optimizers() {
        "torch.optim.Adam(amsgrad=True)"},
       {"nadam", "nadam", {}, {}, "NAdam, Adam with Nesterov momentum (Dozat, 2016)", "torch.optim.NAdam"},
       {"radam", "radam", {}, {}, "RAdam, rectified Adam (Liu et al., 2020)", "torch.optim.RAdam"},
+      {"lion", "lion", {}, {}, "Lion, sign of interpolated momentum (Chen et al., 2023)", "lion-pytorch 0.2.5 Lion"},
   };
   std::vector<OptimizerSpec> out;
   for (const Entry& e : entries) out.push_back(make_spec(e));

@@ -44,7 +44,10 @@ from pyopt import functional  # noqa: E402
 from pyopt._spec import spec  # noqa: E402
 from pyopt.optimizers import CLASSES  # noqa: E402
 
-NAMES = list(pyopt.available())
+# torch.optim's optimizers; the others are checked in test_reference_modern.py.
+TORCH_NAMES = ("sgd", "momentum", "nag", "adagrad", "rmsprop", "adadelta", "adamax", "adam", "adamw", "amsgrad",
+               "nadam", "radam")
+NAMES = [n for n in pyopt.available() if n in TORCH_NAMES]
 ISAS = list(pyopt.info()["isa_available"])
 DTYPES = {"float32": np.float32, "float64": np.float64}
 # Sizes 1, 7, 17, 1023, 100003; two of them 2-D.
@@ -441,7 +444,7 @@ def test_fma_paths_match_torch_with_ieee_sqrt_bit_for_bit(name: str, dtype_name:
 
 
 def test_every_optimizer_is_covered() -> None:
-    assert sorted(NAMES) == sorted(CLASSES) == sorted(TORCH_CLASS)
+    assert sorted(NAMES) == sorted(TORCH_CLASS) and set(NAMES) <= set(CLASSES)
     for name in NAMES:
         flags = {k for k, v in spec(name).defaults.items() if isinstance(v, bool)}
         drawn = [draw_hyper(name, s) for s in SEEDS]

@@ -5,6 +5,7 @@
 #include "pyopt/rules/adagrad.hpp"
 #include "pyopt/rules/adam.hpp"
 #include "pyopt/rules/adamax.hpp"
+#include "pyopt/rules/lion.hpp"
 #include "pyopt/rules/nadam.hpp"
 #include "pyopt/rules/radam.hpp"
 #include "pyopt/rules/rmsprop.hpp"
@@ -19,4 +20,5 @@
   X(Adamax)                    \
   X(Adam)                      \
   X(Nadam)                     \
-  X(Radam)
+  X(Radam)                     \
+  X(Lion)

@@ -1,0 +1,70 @@
+#pragma once
+// Lion, EvoLved Sign Momentum (Chen et al., 2023, arXiv:2302.06675). Reference: lucidrains
+// lion-pytorch 0.2.5 (lion_pytorch.py update_fn; pytorch-optimizer's Lion matches it bit for bit).
+//
+//   g ← −g if maximize;  p ← p·(1 − lr·wd)
+//   c ← β1·m + (1 − β1)·g;   p ← p − lr·sign(c)   (sign(0) = 0, sign(NaN) = 0 as torch's sgn)
+//   m ← β2·m + (1 − β2)·g
+//
+// Operation order as lion-pytorch's torch calls: exp_avg.clone().mul_(β1).add(g, alpha=1 − β1).sgn_(),
+// p.add_(update, alpha=−lr), exp_avg.mul_(β2).add_(g, alpha=1 − β2). No sqrt, so the FMA paths
+// match it bit for bit. lion-pytorch's decoupled_weight_decay (wd divided by the initial lr) is not
+// offered: pass weight_decay/lr instead.
+#include "pyopt/rules/base.hpp"
+#include "pyopt/rules/sign.hpp"
+
+PYOPT_KERNEL_NAMESPACE_BEGIN
+namespace rules {
+
+struct Lion : RuleBase {
+  static constexpr const char* name = "lion";
+
+  enum Hyper { lr, beta1, beta2, weight_decay, maximize, kNumHyper };
+  static constexpr HyperSpec hyper[kNumHyper] = {
+      {"lr", 1e-4, HyperKind::Real},          {"beta1", 0.9, HyperKind::Real},
+      {"beta2", 0.99, HyperKind::Real},       {"weight_decay", 0.0, HyperKind::Real},
+      {"maximize", 0.0, HyperKind::Bool},
+  };
+  static constexpr const char* slot_names[] = {"exp_avg"};
+
+  // lion-pytorch multiplies by 1 − lr·wd even when wd = 0; p·1 = p exactly, so skipping it is the same.
+  enum Variant { kDecay = 1 };
+  static constexpr int num_variants = 2;
+  static int variant(const double* h) { return h[weight_decay] != 0.0 ? kDecay : 0; }
+  static constexpr unsigned slot_mask(int) { return 0b1u; }
+
+  static void validate(const double* h) {
+    require_nonnegative("lr", h[lr]);
+    require_closed_unit("beta1", h[beta1]);
+    require_closed_unit("beta2", h[beta2]);
+    require_nonnegative("weight_decay", h[weight_decay]);
+  }
+
+  template <class T>
+  struct Coeffs {
+    T grad_sign, decay, beta1, one_minus_beta1, beta2, one_minus_beta2, neg_lr;
+  };
+  template <class T>
+  static Coeffs<T> prepare(const double* h, int64_t, double*) {
+    return {T(h[maximize] != 0.0 ? -1.0 : 1.0),
+            T(1.0 - h[lr] * h[weight_decay]),
+            T(h[beta1]),
+            T(1.0 - h[beta1]),
+            T(h[beta2]),
+            T(1.0 - h[beta2]),
+            T(-h[lr])};
+  }
+
+  template <int V, class T>
+  static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
+    T& m = s[0];
+    g = g * k.grad_sign;
+    if constexpr (V & kDecay) p = p * k.decay;                    // p.data.mul_(1 − lr·wd)
+    const T c = fmadd(k.one_minus_beta1, g, m * k.beta1);        // exp_avg·β1, .add(g, alpha=1 − β1)
+    p = fmadd(k.neg_lr, sign(c), p);                              // p.add_(update.sgn_(), alpha=−lr)
+    m = fmadd(k.one_minus_beta2, g, m * k.beta2);                // exp_avg.mul_(β2).add_(g, alpha=1 − β2)
+  }
+};
+
+}  // namespace rules
+PYOPT_KERNEL_NAMESPACE_END
