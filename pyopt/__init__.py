@@ -30,12 +30,20 @@ from .optimizers import (
     create,
 )
 
+# Training utilities (schedules, param groups, clipping).
+from . import schedules
+from .clip import clip_grad_norm_, clip_grad_value_
+from .groups import param_groups
+
 __version__: str = _core.__version__
 
 # Pick the kernels' instruction set now, so a bad PYOPT_ISA fails loudly at import.
 _core.isa()
 
 __all__ = [
+    "clip_grad_norm_", "clip_grad_value_", "param_groups", "schedules",
+]
+__all__ += [
     "NAG", "SGD", "AMSGrad", "Adadelta", "Adagrad", "Adam", "Adamax", "AdamW", "Momentum", "NAdam", "RAdam",
     "RMSprop", "Lion", "Optimizer", "ParamGroup", "available", "create", "functional", "info", "load",
     "load_state_dict", "save", "set_isa", "set_num_threads",

@@ -82,6 +82,8 @@ class Optimizer:
         self._steps = np.zeros(0, np.int64)
         self._scalars = np.zeros((0, _core.MAX_SCALARS), np.float64)
         self._engine: Any = None
+        self._schedules: list[Any] = []  # attached lr schedules (pyopt.schedules), run before each step
+        self._pending_schedules: list[dict[str, Any]] = []  # loaded schedule states not yet claimed
 
         groups = _as_groups(params, self._owner_label)
         for group in groups:
@@ -148,9 +150,24 @@ class Optimizer:
         Every gradient is checked before any array changes. Gradients holding NaN or Inf are
         not masked: they propagate into params and state exactly as in torch.optim.
         """
+        if self._schedules:
+            for schedule in self._schedules:
+                schedule._before_step(self)
         if self._engine is None:
             self._rebuild()
         self._engine.step(self._grad_list(grads))
+
+    # ----- schedules -----------------------------------------------------------------------
+    @property
+    def schedules(self) -> tuple[Any, ...]:
+        """The lr schedules attached with ``sched.attach(opt)``, in the order they run."""
+        return tuple(self._schedules)
+
+    def _attach_schedule(self, schedule: Any) -> None:
+        if self._pending_schedules:
+            schedule.load_state_dict(self._pending_schedules[0])
+            del self._pending_schedules[0]
+        self._schedules.append(schedule)
 
     def _grad_list(self, grads: GradsLike) -> Sequence[Any]:
         if isinstance(grads, Mapping):
@@ -237,7 +254,10 @@ class Optimizer:
                 g["param_names"] = self._names[index : index + count]
             index += count
             groups.append(g)
-        return {"format": STATE_DICT_FORMAT, "optimizer": self.name, "state": state, "param_groups": groups}
+        out = {"format": STATE_DICT_FORMAT, "optimizer": self.name, "state": state, "param_groups": groups}
+        if self._schedules or self._pending_schedules:
+            out["schedules"] = [s.state_dict() for s in self._schedules] + [dict(s) for s in self._pending_schedules]
+        return out
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore a ``state_dict``: hyperparameters, steps and state. Checked whole before anything changes."""
@@ -261,6 +281,11 @@ class Optimizer:
             where = f"{who}: state_dict param group {i}"
             self._spec.validate(self._spec.flat(candidate, where), where)
             new_values.append(values)
+        saved_schedules = state_dict.get("schedules", [])
+        if not isinstance(saved_schedules, (list, tuple)) or not all(isinstance(s, Mapping) for s in saved_schedules):
+            raise ValueError(f"{who}: state_dict 'schedules' must be a list of schedule states")
+        for schedule, saved in zip(self._schedules, saved_schedules):
+            schedule._check_state(saved)
 
         slot_names = set(self._spec.slots)
         scalar_names = [name for name, _ in self._spec.scalars]
@@ -305,6 +330,9 @@ class Optimizer:
         self._steps = new_steps
         self._scalars = new_scalars
         self._engine = None
+        for schedule, saved in zip(self._schedules, saved_schedules):
+            schedule.load_state_dict(saved)
+        self._pending_schedules = [dict(s) for s in saved_schedules[len(self._schedules):]]
 
     def zero_state(self) -> None:
         """Forget all state (steps restart at 1); hyperparameters are kept."""
