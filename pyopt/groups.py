@@ -48,7 +48,8 @@ def param_groups(params: Union[Mapping[str, np.ndarray], Sequence[np.ndarray]], 
         raise TypeError(f"{who}: params must be a dict name -> array or a list of arrays, got {type(params).__name__}")
     if not items:
         raise ValueError(f"{who}: params is empty")
-    decay, rest = [], []
+    decay: list[tuple[str | None, np.ndarray]] = []
+    rest: list[tuple[str | None, np.ndarray]] = []
     for i, (name, p) in enumerate(items):
         if not isinstance(p, np.ndarray):
             label = f"params[{name!r}]" if name is not None else f"params[{i}]"

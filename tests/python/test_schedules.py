@@ -344,3 +344,25 @@ def test_plateau_checkpoint_and_load_state_dict(tmp_path):
         S.cosine(10).attach(opt4)
     s4 = make().attach(opt4)
     assert s4.best == s.best and s4.lr == s.lr
+
+
+def test_fresh_plateau_state_with_infinite_best_round_trips(tmp_path):
+    for mode in ("min", "max"):
+        opt = pyopt.SGD([np.zeros(2)], lr=0.1)
+        S.reduce_on_plateau(mode=mode).attach(opt)
+        pyopt.save(opt, tmp_path / "p.npz")
+        opt2 = pyopt.load(tmp_path / "p.npz", [np.zeros(2)])
+        s2 = S.reduce_on_plateau(mode=mode).attach(opt2)
+        assert s2.best == (math.inf if mode == "min" else -math.inf)
+
+
+def test_schedule_counts_from_attach_and_ignores_plateau_in_join():
+    opt = pyopt.SGD([np.zeros(1)], lr=1.0)
+    opt.step([np.zeros(1)])
+    s = S.exponential(0.5).attach(opt)
+    opt.step([np.zeros(1)])
+    assert opt.param_groups[0]["lr"] == 1.0 and s.count == 1
+    opt.step([np.zeros(1)])
+    assert opt.param_groups[0]["lr"] == 0.5
+    with pytest.raises(TypeError, match="step schedules"):
+        S.join([S.constant(), S.reduce_on_plateau()], [3])
