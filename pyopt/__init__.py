@@ -21,7 +21,9 @@ from .optimizers import (
     Adagrad,
     Adam,
     Adamax,
+    Adan,
     AdamW,
+    Grams,
     Lion,
     Momentum,
     NAdam,
@@ -45,7 +47,7 @@ __all__ = [
 ]
 __all__ += [
     "NAG", "SGD", "AMSGrad", "Adadelta", "Adagrad", "Adam", "Adamax", "AdamW", "Momentum", "NAdam", "RAdam",
-    "RMSprop", "Lion", "Optimizer", "ParamGroup", "available", "create", "functional", "info", "load",
+    "RMSprop", "Lion", "Grams", "Adan", "Optimizer", "ParamGroup", "available", "create", "functional", "info", "load",
     "load_state_dict", "save", "set_isa", "set_num_threads",
 ]
 

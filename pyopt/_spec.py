@@ -1,7 +1,7 @@
 """The optimizer catalogue as the C++ core declares it, seen from Python.
 
 The C++ rules are the one source of truth for hyperparameter names, defaults and kinds. Python
-shows them torch-style: ``beta1``/``beta2`` travel together as ``betas``, and names an optimizer
+shows them torch-style: ``beta1``/``beta2`` (/``beta3``) travel together as ``betas``, and names an optimizer
 pins (``adamw``'s ``decoupled_weight_decay``) are not user-settable.
 """
 from __future__ import annotations
@@ -33,12 +33,18 @@ class Spec:
             if key in self.fixed:
                 continue
             if key == "beta1":
-                out["betas"] = (default, dict((k, d) for k, d, _ in self.hyper)["beta2"])
-            elif key == "beta2":
+                given = dict((k, d) for k, d, _ in self.hyper)
+                out["betas"] = tuple(given[b] for b in self._betas)
+            elif key in ("beta2", "beta3"):
                 continue
             else:
                 out[key] = bool(default) if kind == "bool" else default
         return out
+
+    @property
+    def _betas(self) -> tuple[str, ...]:
+        """beta1, beta2 (and beta3, as Adan has) travel together as ``betas``."""
+        return tuple(k for k in ("beta1", "beta2", "beta3") if any(k == h[0] for h in self.hyper))
 
     def flat(self, group: Mapping[str, Any], where: str) -> list[float]:
         """The group's hyperparameters as the C++ rule's flat vector; TypeError on bad types."""
@@ -47,12 +53,15 @@ class Spec:
             if key in self.fixed:
                 out.append(default)
                 continue
-            if key in ("beta1", "beta2"):
+            if key in ("beta1", "beta2", "beta3"):
                 betas = group["betas"]
-                if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-                    raise TypeError(f"{where}: betas must be a pair of floats, got {betas!r}")
-                value = betas[0 if key == "beta1" else 1]
-                label = f"betas[{0 if key == 'beta1' else 1}]"
+                n = len(self._betas)
+                if not isinstance(betas, (tuple, list)) or len(betas) != n:
+                    kind = "a pair" if n == 2 else f"a tuple of {n}"
+                    raise TypeError(f"{where}: betas must be {kind} of floats, got {betas!r}")
+                index = int(key[-1]) - 1
+                value = betas[index]
+                label = f"betas[{index}]"
             else:
                 value = group[key]
                 label = key

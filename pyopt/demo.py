@@ -34,6 +34,9 @@ DEFAULT_LR: dict[str, float] = {
     "amsgrad": 3e-3,
     "nadam": 3e-3,
     "radam": 1e-2,
+    "lion": 1e-3,
+    "grams": 1e-2,
+    "adan": 1e-2,
 }
 
 N_SAMPLES = 1797

@@ -190,10 +190,45 @@ class Lion(Optimizer):
         super().__init__(params, lr=lr, betas=betas, weight_decay=weight_decay, maximize=maximize)
 
 
+class Grams(Optimizer):
+    r"""Grams, Gradient Descent with Adaptive Momentum Scaling (Cao, Li & Song, 2024; the official
+    Gunale0926/Grams code): the direction of the gradient, the magnitude of Adam's step.
+
+    .. math:: p \leftarrow p - \eta\lambda p;\quad
+              p \leftarrow p - \eta\frac{\sqrt{1-\beta_2^t}}{1-\beta_1^t}\,\frac{\mathrm{sign}(g)\,|m|}{\sqrt{v}+\epsilon}
+    """
+
+    name = "grams"
+
+    def __init__(self, params: ParamsLike, lr: float = 1e-3, betas: Betas = (0.9, 0.999), eps: float = 1e-6,
+                 weight_decay: float = 0.0, *, maximize: bool = False) -> None:
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize)
+
+
+class Adan(Optimizer):
+    r"""Adan, Adaptive Nesterov momentum (Xie et al., 2022; the official sail-sg/Adan code).
+    ``betas`` follow the code's convention (1 − β of the paper); the previous gradient is kept as
+    the state ``pre_grad``. ``no_prox=False`` divides by :math:`1+\eta\lambda` after the step,
+    ``no_prox=True`` multiplies by :math:`1-\eta\lambda` before it.
+
+    .. math:: \Delta = g - g_{prev};\quad m \leftarrow \beta_1 m + (1-\beta_1) g;\quad
+              d \leftarrow \beta_2 d + (1-\beta_2)\Delta;\quad n \leftarrow \beta_3 n + (1-\beta_3)(g + \beta_2\Delta)^2;\quad
+              p \leftarrow p - \frac{\eta}{1-\beta_1^t}\frac{m}{\hat n} - \frac{\eta\beta_2}{1-\beta_2^t}\frac{d}{\hat n}
+    """
+
+    name = "adan"
+
+    def __init__(self, params: ParamsLike, lr: float = 1e-3, betas: tuple[float, float, float] = (0.98, 0.92, 0.99),
+                 eps: float = 1e-8, weight_decay: float = 0.0, no_prox: bool = False, *,
+                 maximize: bool = False) -> None:
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, no_prox=no_prox,
+                         maximize=maximize)
+
+
 CLASSES: dict[str, type[Optimizer]] = {
     cls.name: cls
     for cls in (SGD, Momentum, NAG, Adagrad, RMSprop, Adadelta, Adamax, Adam, AdamW, AMSGrad, NAdam, RAdam,
-                Lion)
+                Lion, Grams, Adan)
 }
 
 

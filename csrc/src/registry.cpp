@@ -81,6 +81,9 @@ std::vector<OptimizerSpec> build_optimizers() {
       {"nadam", "nadam", {}, {}, "NAdam, Adam with Nesterov momentum (Dozat, 2016)", "torch.optim.NAdam"},
       {"radam", "radam", {}, {}, "RAdam, rectified Adam (Liu et al., 2020)", "torch.optim.RAdam"},
       {"lion", "lion", {}, {}, "Lion, sign of interpolated momentum (Chen et al., 2023)", "lion-pytorch 0.2.5 Lion"},
+      {"grams", "grams", {}, {}, "Grams, sign of the gradient with Adam's magnitude (Cao et al., 2024)",
+       "Gunale0926/Grams grams.py (grams-pytorch 0.0.2)"},
+      {"adan", "adan", {}, {}, "Adan, adaptive Nesterov momentum (Xie et al., 2022)", "sail-sg/Adan adan.py"},
   };
   std::vector<OptimizerSpec> out;
   for (const Entry& e : entries) out.push_back(make_spec(e));

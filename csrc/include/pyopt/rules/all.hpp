@@ -5,6 +5,8 @@
 #include "pyopt/rules/adagrad.hpp"
 #include "pyopt/rules/adam.hpp"
 #include "pyopt/rules/adamax.hpp"
+#include "pyopt/rules/adan.hpp"
+#include "pyopt/rules/grams.hpp"
 #include "pyopt/rules/lion.hpp"
 #include "pyopt/rules/nadam.hpp"
 #include "pyopt/rules/radam.hpp"
@@ -21,4 +23,6 @@
   X(Adam)                      \
   X(Nadam)                     \
   X(Radam)                     \
-  X(Lion)
+  X(Lion)                      \
+  X(Grams)                     \
+  X(Adan)
