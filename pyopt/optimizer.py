@@ -27,29 +27,35 @@ class ParamGroup(dict):
         super().__init__(*args, **kwargs)
         self._owner = owner
 
-    def _changed(self) -> None:
-        self._owner._engine = None
+    def _changed(self, keys: Iterable[Any]) -> None:
+        # A new hyperparameter value only needs the engine's copy refreshed; a new params list
+        # needs the engine rebuilt.
+        if "params" in keys:
+            self._owner._engine = None
+        else:
+            self._owner._hyper_changed = True
 
     def __setitem__(self, key: str, value: Any) -> None:
         super().__setitem__(key, value)
-        self._changed()
+        self._changed((key,))
 
     def __delitem__(self, key: str) -> None:
         super().__delitem__(key)
-        self._changed()
+        self._changed((key,))
 
     def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
-        super().update(*args, **kwargs)
-        self._changed()
+        changes = dict(*args, **kwargs)
+        super().update(changes)
+        self._changed(changes)
 
     def setdefault(self, key: str, default: Any = None) -> Any:
         value = super().setdefault(key, default)
-        self._changed()
+        self._changed((key,))
         return value
 
     def pop(self, key: str, *default: Any) -> Any:  # type: ignore[override]
         value = super().pop(key, *default)
-        self._changed()
+        self._changed((key,))
         return value
 
 
@@ -82,6 +88,7 @@ class Optimizer:
         self._steps = np.zeros(0, np.int64)
         self._scalars = np.zeros((0, _core.MAX_SCALARS), np.float64)
         self._engine: Any = None
+        self._hyper_changed = False  # a group's hyperparameters were edited since the engine saw them
         self._schedules: list[Any] = []  # attached lr schedules (pyopt.schedules), run before each step
         self._pending_schedules: list[dict[str, Any]] = []  # loaded schedule states not yet claimed
 
@@ -155,6 +162,8 @@ class Optimizer:
                 schedule._before_step(self)
         if self._engine is None:
             self._rebuild()
+        elif self._hyper_changed:
+            self._refresh_hypers()
         self._engine.step(self._grad_list(grads))
 
     # ----- schedules -----------------------------------------------------------------------
@@ -198,6 +207,15 @@ class Optimizer:
             out.append(flat)
         return out
 
+    def _refresh_hypers(self) -> None:
+        """Hand edited hyperparameters to the engine; rebuild only if they need new state slots."""
+        flats = self._flat_hypers()
+        for g, flat in enumerate(flats):
+            if not self._engine.set_hyper(g, flat):
+                self._rebuild()
+                return
+        self._hyper_changed = False
+
     def _rebuild(self) -> None:
         """Rebuild the C++ engine after groups or hyperparameters changed; allocate new state slots."""
         flats = self._flat_hypers()
@@ -222,6 +240,7 @@ class Optimizer:
         if index != len(self._params):
             raise ValueError(f"{self._owner_label}: param groups were edited; use add_param_group instead")
         self._engine = _core.Engine(self.name, flats, tensors, self._steps, self._scalars)
+        self._hyper_changed = False
 
     # ----- state ---------------------------------------------------------------------------
     @property

@@ -79,12 +79,28 @@ void Engine::step(py::sequence grads) {
     Tensor& t = tensors_[i];
     TensorArgs a{t.param.mutable_data(), held[i].data(), {}, int64_t(t.param.size()), ++steps[i],
                  group_hyper_[t.group].data(), scalars + i * kMaxScalars};
-    for (int j = 0; j < kMaxSlots; ++j) a.slots[j] = t.slots[j] ? t.slots[j].mutable_data() : nullptr;
+    for (int j = 0; j < kMaxSlots; ++j) a.slots[j] = t.slots[j] ? t.slots[j]->mutable_data() : nullptr;
     if (a.size > 0) by_dtype[int(t.dtype)].push_back(a);
   }
   py::gil_scoped_release release;
   for (int d = 0; d < kNumDTypes; ++d)
     if (!by_dtype[d].empty()) run_kernel(*spec_->rule, DType(d), by_dtype[d].data(), int64_t(by_dtype[d].size()));
+}
+
+bool Engine::set_hyper(std::size_t group, std::vector<double> hyper) {
+  const RuleInfo& rule = *spec_->rule;
+  if (group >= group_hyper_.size()) throw std::invalid_argument("no param group " + std::to_string(group));
+  if (int(hyper.size()) != rule.num_hyper)
+    throw std::invalid_argument("expected " + std::to_string(rule.num_hyper) + " hyperparameters");
+  rule.validate(hyper.data());
+  const unsigned needed = rule.slots_needed(hyper.data());
+  for (const Tensor& t : tensors_) {
+    if (t.group != int(group)) continue;
+    for (int j = 0; j < rule.num_slots; ++j)
+      if ((needed & (1u << j)) && !t.slots[j]) return false;
+  }
+  group_hyper_[group] = std::move(hyper);
+  return true;
 }
 
 void apply(const std::string& name, py::handle param_obj, py::handle grad_obj, py::list slot_objs, int64_t step,

@@ -3,6 +3,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -20,6 +21,9 @@ class Engine {
          py::array_t<int64_t> steps, py::array_t<double> scalars);
   // One step; grads: one per param in order, None skips a param.
   void step(py::sequence grads);
+  // New hyperparameters for a group (validated). Returns false, changing nothing, when they need
+  // a state slot its tensors do not have (e.g. amsgrad switched on): the caller rebuilds then.
+  bool set_hyper(std::size_t group, std::vector<double> hyper);
 
  private:
   struct Tensor {
@@ -27,7 +31,7 @@ class Engine {
     int group = 0;
     py::array param;
     DType dtype = DType::Float32;
-    py::array slots[kMaxSlots];
+    std::optional<py::array> slots[kMaxSlots];  // absent when these hyperparameters do not use the slot
   };
   const OptimizerSpec* spec_;
   std::vector<std::vector<double>> group_hyper_;

@@ -312,3 +312,18 @@ def test_every_isa_and_thread_count_gives_the_same_bits(name, extra):
         np.testing.assert_array_equal(results[(isa, 1)], results[(fma[0], 1)], err_msg=f"{isa} vs {fma[0]}")
     for isa in isas:  # the paths differ in rounding only
         np.testing.assert_allclose(results[(isa, 1)], results[(isas[0], 1)], rtol=1e-5, atol=1e-5, err_msg=isa)
+
+
+def test_hyperparameter_edits_refresh_the_engine_without_rebuilding_it():
+    w = np.ones(4)
+    opt = pyopt.Adam([w], lr=0.1)
+    opt.step([np.ones(4)])
+    engine = opt._engine
+    opt.param_groups[0]["lr"] = 0.0
+    before = w.copy()
+    opt.step([np.ones(4)])
+    assert opt._engine is engine  # same engine, new lr
+    np.testing.assert_array_equal(w, before)  # lr = 0 took effect
+    opt.param_groups[0].update(amsgrad=True)  # needs a new state slot: rebuilt
+    opt.step([np.ones(4)])
+    assert opt._engine is not engine and "max_exp_avg_sq" in opt.state[0]
