@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any, Mapping
 
 from . import _core
@@ -41,34 +41,47 @@ class Spec:
                 out[key] = bool(default) if kind == "bool" else default
         return out
 
-    @property
+    @cached_property
     def _betas(self) -> tuple[str, ...]:
         """beta1, beta2 (and beta3, as Adan has) travel together as ``betas``."""
         return tuple(k for k in ("beta1", "beta2", "beta3") if any(k == h[0] for h in self.hyper))
 
-    def flat(self, group: Mapping[str, Any], where: str) -> list[float]:
-        """The group's hyperparameters as the C++ rule's flat vector; TypeError on bad types."""
-        out = []
+    @cached_property
+    def _plan(self) -> tuple[tuple[str, str, int, str, float], ...]:
+        """How to read each C++ hyperparameter from a group: (label, group key, index into betas
+        or -1, kind, fixed value). Computed once; flat() runs before steps whose group changed."""
+        plan = []
         for key, default, kind in self.hyper:
             if key in self.fixed:
-                out.append(default)
-                continue
-            if key in ("beta1", "beta2", "beta3"):
-                betas = group["betas"]
-                n = len(self._betas)
-                if not isinstance(betas, (tuple, list)) or len(betas) != n:
-                    kind = "a pair" if n == 2 else f"a tuple of {n}"
-                    raise TypeError(f"{where}: betas must be {kind} of floats, got {betas!r}")
+                plan.append((key, "", -1, "fixed", default))
+            elif key in ("beta1", "beta2", "beta3"):
                 index = int(key[-1]) - 1
-                value = betas[index]
-                label = f"betas[{index}]"
+                plan.append((f"betas[{index}]", "betas", index, kind, 0.0))
             else:
-                value = group[key]
-                label = key
+                plan.append((key, key, -1, kind, 0.0))
+        return tuple(plan)
+
+    def flat(self, group: Mapping[str, Any], where: str) -> list[float]:
+        """The group's hyperparameters as the C++ rule's flat vector; TypeError on bad types."""
+        if self._betas:
+            betas = group["betas"]
+            n = len(self._betas)
+            if not isinstance(betas, (tuple, list)) or len(betas) != n:
+                shape = "a pair" if n == 2 else f"a tuple of {n}"
+                raise TypeError(f"{where}: betas must be {shape} of floats, got {betas!r}")
+        out = []
+        for label, key, index, kind, fixed in self._plan:
+            if kind == "fixed":
+                out.append(fixed)
+                continue
+            value = group[key] if index < 0 else group[key][index]
+            cls = type(value)
             if kind == "bool":
-                if not isinstance(value, (bool, _np_bool)):
+                if cls is not bool and not isinstance(value, _np_bool):
                     raise TypeError(f"{where}: {label} must be a bool, got {value!r}")
-            elif isinstance(value, (bool, _np_bool)) or not isinstance(value, numbers.Real):
+            elif cls is not float and cls is not int and (
+                isinstance(value, (bool, _np_bool)) or not isinstance(value, numbers.Real)
+            ):
                 raise TypeError(f"{where}: {label} must be a real number, got {value!r}")
             out.append(float(value))
         return out
