@@ -14,6 +14,7 @@ from ._spec import available
 from .io import load, load_state_dict, save
 from .optimizer import Optimizer, ParamGroup
 from .optimizers import (
+    ADOPT,
     NAG,
     SGD,
     AMSGrad,
@@ -29,6 +30,9 @@ from .optimizers import (
     NAdam,
     RAdam,
     RMSprop,
+    SignSGD,
+    Signum,
+    Yogi,
     create,
 )
 
@@ -47,7 +51,8 @@ __all__ = [
 ]
 __all__ += [
     "NAG", "SGD", "AMSGrad", "Adadelta", "Adagrad", "Adam", "Adamax", "AdamW", "Momentum", "NAdam", "RAdam",
-    "RMSprop", "Lion", "Grams", "Adan", "Optimizer", "ParamGroup", "available", "create", "functional", "info", "load",
+    "RMSprop", "Lion", "Grams", "Adan", "SignSGD", "Signum", "Yogi",
+    "ADOPT", "Optimizer", "ParamGroup", "available", "create", "functional", "info", "load",
     "load_state_dict", "save", "set_isa", "set_num_threads",
 ]
 

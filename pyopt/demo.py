@@ -37,6 +37,10 @@ DEFAULT_LR: dict[str, float] = {
     "lion": 1e-3,
     "grams": 1e-2,
     "adan": 1e-2,
+    "signsgd": 1e-3,
+    "signum": 1e-3,
+    "yogi": 1e-2,
+    "adopt": 3e-3,
 }
 
 N_SAMPLES = 1797

@@ -225,10 +225,75 @@ class Adan(Optimizer):
                          maximize=maximize)
 
 
+class SignSGD(Optimizer):
+    r"""signSGD (Bernstein et al., 2018; pytorch-optimizer 4.1.0 SignSGD with momentum=0): the sign of
+    the gradient. With ``momentum`` > 0 it is Signum. Decoupled weight decay unless
+    ``weight_decouple=False``.
+
+    .. math:: b \leftarrow b + (1-\mu)(g - b);\quad p \leftarrow p - \eta\,\mathrm{sign}(b \text{ if } \mu > 0 \text{ else } g)
+    """
+
+    name = "signsgd"
+
+    def __init__(self, params: ParamsLike, lr: float = 1e-3, momentum: float = 0.0, weight_decay: float = 0.0,
+                 weight_decouple: bool = True, *, maximize: bool = False) -> None:
+        super().__init__(params, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                         weight_decouple=weight_decouple, maximize=maximize)
+
+
+class Signum(Optimizer):
+    """Signum, the sign of the gradient's momentum; ``pyopt.SignSGD(momentum=0.9)`` under its own
+    name, and pytorch-optimizer 4.1.0's ``SignSGD`` with its defaults."""
+
+    name = "signum"
+
+    def __init__(self, params: ParamsLike, lr: float = 1e-3, momentum: float = 0.9, weight_decay: float = 0.0,
+                 weight_decouple: bool = True, *, maximize: bool = False) -> None:
+        super().__init__(params, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                         weight_decouple=weight_decouple, maximize=maximize)
+
+
+class Yogi(Optimizer):
+    r"""Yogi (Zaheer et al., 2018; pytorch-optimizer 4.1.0 Yogi): Adam with an additive second-moment
+    update. Both moments start at ``initial_accumulator``; ``eps`` (1e-3) is added outside the root.
+
+    .. math:: v \leftarrow v - (1-\beta_2)\,\mathrm{sign}(v - g^2)\,g^2;\quad
+              p \leftarrow p - \frac{\eta}{1-\beta_1^t}\,\frac{m}{\sqrt{v}/\sqrt{1-\beta_2^t}+\epsilon}
+    """
+
+    name = "yogi"
+
+    def __init__(self, params: ParamsLike, lr: float = 1e-2, betas: Betas = (0.9, 0.999),
+                 initial_accumulator: float = 1e-6, weight_decay: float = 0.0, weight_decouple: bool = True,
+                 fixed_decay: bool = False, eps: float = 1e-3, *, maximize: bool = False) -> None:
+        super().__init__(params, lr=lr, betas=betas, initial_accumulator=initial_accumulator,
+                         weight_decay=weight_decay, weight_decouple=weight_decouple, fixed_decay=fixed_decay,
+                         eps=eps, maximize=maximize)
+
+
+class ADOPT(Optimizer):
+    r"""ADOPT (Taniguchi et al., 2024; pytorch-optimizer 4.1.0 ADOPT): the first step only sets
+    :math:`v = g^2`; then the gradient is normalised by the previous :math:`\sqrt v`, clipped to
+    :math:`\pm t^{1/4}`, and averaged into the momentum.
+
+    .. math:: \hat g = \mathrm{clip}\!\left(\frac{g}{\max(\sqrt v, \epsilon)}, t^{1/4}\right);\quad
+              m \leftarrow \beta_1 m + (1-\beta_1)\hat g;\quad p \leftarrow p - \eta m;\quad
+              v \leftarrow \beta_2 v + (1-\beta_2) g^2
+    """
+
+    name = "adopt"
+
+    def __init__(self, params: ParamsLike, lr: float = 1e-3, betas: Betas = (0.9, 0.9999), weight_decay: float = 0.0,
+                 weight_decouple: bool = False, fixed_decay: bool = False, eps: float = 1e-6, *,
+                 maximize: bool = False) -> None:
+        super().__init__(params, lr=lr, betas=betas, weight_decay=weight_decay, weight_decouple=weight_decouple,
+                         fixed_decay=fixed_decay, eps=eps, maximize=maximize)
+
+
 CLASSES: dict[str, type[Optimizer]] = {
     cls.name: cls
     for cls in (SGD, Momentum, NAG, Adagrad, RMSprop, Adadelta, Adamax, Adam, AdamW, AMSGrad, NAdam, RAdam,
-                Lion, Grams, Adan)
+                Lion, Grams, Adan, SignSGD, Signum, Yogi, ADOPT)
 }
 
 

@@ -84,6 +84,14 @@ std::vector<OptimizerSpec> build_optimizers() {
       {"grams", "grams", {}, {}, "Grams, sign of the gradient with Adam's magnitude (Cao et al., 2024)",
        "Gunale0926/Grams grams.py (grams-pytorch 0.0.2)"},
       {"adan", "adan", {}, {}, "Adan, adaptive Nesterov momentum (Xie et al., 2022)", "sail-sg/Adan adan.py"},
+      {"signsgd", "signsgd", {}, {}, "signSGD, the sign of the gradient (Bernstein et al., 2018)",
+       "pytorch-optimizer 4.1.0 SignSGD(momentum=0)"},
+      {"signum", "signsgd", {{"momentum", 0.9}}, {}, "Signum, the sign of the gradient's momentum (momentum=0.9)",
+       "pytorch-optimizer 4.1.0 SignSGD"},
+      {"yogi", "yogi", {}, {}, "Yogi, additive second-moment updates (Zaheer et al., 2018)",
+       "pytorch-optimizer 4.1.0 Yogi"},
+      {"adopt", "adopt", {}, {}, "ADOPT, momentum of the gradient normalised by past moments (Taniguchi et al., 2024)",
+       "pytorch-optimizer 4.1.0 ADOPT"},
   };
   std::vector<OptimizerSpec> out;
   for (const Entry& e : entries) out.push_back(make_spec(e));

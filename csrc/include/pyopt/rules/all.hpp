@@ -6,12 +6,15 @@
 #include "pyopt/rules/adam.hpp"
 #include "pyopt/rules/adamax.hpp"
 #include "pyopt/rules/adan.hpp"
+#include "pyopt/rules/adopt.hpp"
 #include "pyopt/rules/grams.hpp"
 #include "pyopt/rules/lion.hpp"
 #include "pyopt/rules/nadam.hpp"
 #include "pyopt/rules/radam.hpp"
 #include "pyopt/rules/rmsprop.hpp"
 #include "pyopt/rules/sgd.hpp"
+#include "pyopt/rules/signsgd.hpp"
+#include "pyopt/rules/yogi.hpp"
 
 // X(RuleType) for each rule, in a fixed order: the index is the rule's slot in every kernel table.
 #define PYOPT_FOR_EACH_RULE(X) \
@@ -25,4 +28,7 @@
   X(Radam)                     \
   X(Lion)                      \
   X(Grams)                     \
-  X(Adan)
+  X(Adan)                      \
+  X(SignSgd)                   \
+  X(Yogi)                      \
+  X(Adopt)

@@ -1,0 +1,89 @@
+#pragma once
+// ADOPT (Taniguchi et al., NeurIPS 2024, arXiv:2411.02853): normalise the gradient by the second
+// moment of the *previous* steps, then take momentum. Reference: pytorch-optimizer 4.1.0 ADOPT
+// (optimizer/adopt.py, per-param path, default clip_lambda = step^0.25).
+//
+//   g ← −g if maximize
+//   wd ≠ 0: weight_decouple ? p ← p·(1 − wd·(fixed_decay ? 1 : lr)) : g ← g + wd·p   (at t = 1 too)
+//   t = 1:  v ← v + g²  (v starts at 0), nothing else
+//   t > 1:  ĝ = clamp(g / max(√v, ε), −t^¼, t^¼);  m ← lerp(m, ĝ, 1 − β1);  p ← p − lr·m;
+//           v ← β2·v + (1 − β2)·g²
+//
+// The first step is one loop with per-step coefficients from prepare(), not a branch: at t = 1 the
+// v update's β2 and 1 − β2 are 1 and 1, and m is multiplied by a gate 0 (m is 0 then, so m and p
+// stay put). Differs from the reference only for a non-finite g at t = 1 (m turns NaN there).
+#include "pyopt/rules/base.hpp"
+
+PYOPT_KERNEL_NAMESPACE_BEGIN
+namespace rules {
+
+struct Adopt : RuleBase {
+  static constexpr const char* name = "adopt";
+
+  enum Hyper { lr, beta1, beta2, weight_decay, weight_decouple, fixed_decay, eps, maximize, kNumHyper };
+  static constexpr HyperSpec hyper[kNumHyper] = {
+      {"lr", 1e-3, HyperKind::Real},           {"beta1", 0.9, HyperKind::Real},
+      {"beta2", 0.9999, HyperKind::Real},      {"weight_decay", 0.0, HyperKind::Real},
+      {"weight_decouple", 0.0, HyperKind::Bool}, {"fixed_decay", 0.0, HyperKind::Bool},
+      {"eps", 1e-6, HyperKind::Real},          {"maximize", 0.0, HyperKind::Bool},
+  };
+  static constexpr const char* slot_names[] = {"exp_avg", "exp_avg_sq"};
+
+  enum Variant { kCoupledDecay = 1, kDecoupledDecay = 2, kLerpFromEnd = 4 };
+  static constexpr int num_variants = 8;
+  static int variant(const double* h) {
+    int v = 0;
+    if (h[weight_decay] != 0.0) v |= h[weight_decouple] != 0.0 ? kDecoupledDecay : kCoupledDecay;
+    if (lerp_from_end(1.0 - h[beta1])) v |= kLerpFromEnd;
+    return v;
+  }
+  static constexpr unsigned slot_mask(int) { return 0b11u; }
+
+  static void validate(const double* h) {
+    require_nonnegative("lr", h[lr]);
+    require_beta("beta1", h[beta1]);
+    require_beta("beta2", h[beta2]);
+    require_nonnegative("weight_decay", h[weight_decay]);
+    require_nonnegative("eps", h[eps]);
+  }
+
+  template <class T>
+  struct Coeffs {
+    T grad_sign, decay, weight_decay, eps, clip, neg_clip, beta1_weight, first_gate, beta2, one_minus_beta2, neg_lr;
+  };
+  template <class T>
+  static Coeffs<T> prepare(const double* h, int64_t t, double*) {
+    const bool first = t == 1;
+    const double clip = std::pow(double(t), 0.25);  // math.pow(step, 0.25)
+    return {T(h[maximize] != 0.0 ? -1.0 : 1.0),
+            T(1.0 - h[weight_decay] * (h[fixed_decay] != 0.0 ? 1.0 : h[lr])),
+            T(h[weight_decay]),
+            T(h[eps]),
+            T(clip),
+            T(-clip),
+            lerp_coeff<T>(1.0 - h[beta1]),
+            T(first ? 0.0 : 1.0),
+            T(first ? 1.0 : h[beta2]),
+            T(first ? 1.0 : 1.0 - h[beta2]),
+            T(-h[lr])};
+  }
+
+  template <int V, class T>
+  static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
+    T& m = s[0];
+    T& v = s[1];
+    g = g * k.grad_sign;
+    if constexpr (V & kDecoupledDecay) p = p * k.decay;
+    if constexpr (V & kCoupledDecay) g = fmadd(k.weight_decay, p, g);
+    const T denom = nan_max(std::sqrt(v), k.eps);                 // sqrt().clamp_(min=eps)
+    T ng = g / denom;
+    ng = ng < k.neg_clip ? k.neg_clip : ng;                        // clamp_(−clip, clip), NaN stays NaN
+    ng = ng > k.clip ? k.clip : ng;
+    m = lerp<(V & kLerpFromEnd) != 0>(m, ng, k.beta1_weight) * k.first_gate;  // exp_avg.lerp_(ĝ, 1 − β1)
+    p = fmadd(k.neg_lr, m, p);                                     // p.add_(exp_avg, alpha=−lr)
+    v = fmadd(k.one_minus_beta2 * g, g, v * k.beta2);              // v.mul_(β2).addcmul_(g, g, 1 − β2)
+  }
+};
+
+}  // namespace rules
+PYOPT_KERNEL_NAMESPACE_END

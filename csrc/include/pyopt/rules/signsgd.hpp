@@ -1,0 +1,76 @@
+#pragma once
+// signSGD and Signum (Bernstein et al., 2018, arXiv:1802.04434): the sign of the gradient, or of
+// its momentum. Reference: pytorch-optimizer 4.1.0 SignSGD (optimizer/sgd.py, per-param path).
+//
+//   g ← −g if maximize
+//   weight_decouple: p ← p·(1 − lr·wd)   else  g ← g + wd·p      (only when wd ≠ 0)
+//   momentum μ > 0: b ← lerp(b, g, 1 − μ), u = b   else u = g     (b starts at 0, no special first step)
+//   p ← p − lr·sign(u)                                            (sign(0) = sign(NaN) = 0, as torch.sign)
+//
+// pytorch-optimizer's SignSGD defaults to momentum=0.9 (Signum): pyopt's `signum` is that, `signsgd`
+// has momentum=0. No sqrt: bit for bit against it on the FMA paths.
+#include "pyopt/rules/base.hpp"
+#include "pyopt/rules/sign.hpp"
+
+PYOPT_KERNEL_NAMESPACE_BEGIN
+namespace rules {
+
+struct SignSgd : RuleBase {
+  static constexpr const char* name = "signsgd";
+
+  enum Hyper { lr, momentum, weight_decay, weight_decouple, maximize, kNumHyper };
+  static constexpr HyperSpec hyper[kNumHyper] = {
+      {"lr", 1e-3, HyperKind::Real},          {"momentum", 0.0, HyperKind::Real},
+      {"weight_decay", 0.0, HyperKind::Real}, {"weight_decouple", 1.0, HyperKind::Bool},
+      {"maximize", 0.0, HyperKind::Bool},
+  };
+  static constexpr const char* slot_names[] = {"momentum_buffer"};
+
+  enum Variant { kMomentum = 1, kCoupledDecay = 2, kDecoupledDecay = 4, kLerpFromEnd = 8 };
+  static constexpr int num_variants = 16;
+  static int variant(const double* h) {
+    int v = 0;
+    if (h[momentum] > 0.0) {
+      v |= kMomentum;
+      if (lerp_from_end(1.0 - h[momentum])) v |= kLerpFromEnd;
+    }
+    if (h[weight_decay] != 0.0) v |= h[weight_decouple] != 0.0 ? kDecoupledDecay : kCoupledDecay;
+    return v;
+  }
+  static constexpr unsigned slot_mask(int v) { return (v & kMomentum) ? 0b1u : 0u; }
+
+  static void validate(const double* h) {
+    require_nonnegative("lr", h[lr]);
+    require_closed_unit("momentum", h[momentum]);
+    require_nonnegative("weight_decay", h[weight_decay]);
+  }
+
+  template <class T>
+  struct Coeffs {
+    T grad_sign, decay, weight_decay, momentum_weight, neg_lr;
+  };
+  template <class T>
+  static Coeffs<T> prepare(const double* h, int64_t, double*) {
+    return {T(h[maximize] != 0.0 ? -1.0 : 1.0),
+            T(1.0 - h[weight_decay] * h[lr]),  // p.mul_(1 − wd·lr)
+            T(h[weight_decay]),
+            lerp_coeff<T>(1.0 - h[momentum]),
+            T(-h[lr])};
+  }
+
+  template <int V, class T>
+  static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
+    g = g * k.grad_sign;
+    if constexpr (V & kDecoupledDecay) p = p * k.decay;
+    if constexpr (V & kCoupledDecay) g = fmadd(k.weight_decay, p, g);  // grad.add_(p, alpha=wd)
+    T u = g;
+    if constexpr (V & kMomentum) {
+      s[0] = lerp<(V & kLerpFromEnd) != 0>(s[0], g, k.momentum_weight);  // buf.lerp_(grad, 1 − μ)
+      u = s[0];
+    }
+    p = fmadd(k.neg_lr, sign(u), p);  // p.add_(torch.sign(buf), alpha=−lr)
+  }
+};
+
+}  // namespace rules
+PYOPT_KERNEL_NAMESPACE_END

@@ -1,0 +1,89 @@
+#pragma once
+// Yogi (Zaheer et al., NeurIPS 2018): Adam whose second moment moves additively toward g²,
+// v ← v − (1 − β2)·sign(v − g²)·g². Reference: pytorch-optimizer 4.1.0 Yogi (optimizer/yogi.py,
+// per-param path, adam_debias=False).
+//
+//   g ← −g if maximize
+//   wd ≠ 0: weight_decouple ? p ← p·(1 − wd·(fixed_decay ? 1 : lr)) : g ← g + wd·p
+//   m ← lerp(m, g, 1 − β1);  v ← v − (1 − β2)·sign(v − g²)·g²      (m, v start at initial_accumulator)
+//   p ← p − (lr/(1 − β1^t)) · m / (√v / √(1 − β2^t) + ε)             (ε = 1e-3 by default, outside)
+#include "pyopt/rules/base.hpp"
+#include "pyopt/rules/sign.hpp"
+
+PYOPT_KERNEL_NAMESPACE_BEGIN
+namespace rules {
+
+struct Yogi : RuleBase {
+  static constexpr const char* name = "yogi";
+
+  enum Hyper {
+    lr, beta1, beta2, initial_accumulator, weight_decay, weight_decouple, fixed_decay, eps, maximize, kNumHyper
+  };
+  static constexpr HyperSpec hyper[kNumHyper] = {
+      {"lr", 1e-2, HyperKind::Real},
+      {"beta1", 0.9, HyperKind::Real},
+      {"beta2", 0.999, HyperKind::Real},
+      {"initial_accumulator", 1e-6, HyperKind::Real},
+      {"weight_decay", 0.0, HyperKind::Real},
+      {"weight_decouple", 1.0, HyperKind::Bool},
+      {"fixed_decay", 0.0, HyperKind::Bool},
+      {"eps", 1e-3, HyperKind::Real},
+      {"maximize", 0.0, HyperKind::Bool},
+  };
+  static constexpr const char* slot_names[] = {"exp_avg", "exp_avg_sq"};
+  static double initial_state(int, const double* h) { return h[initial_accumulator]; }
+
+  enum Variant { kCoupledDecay = 1, kDecoupledDecay = 2, kLerpFromEnd = 4 };
+  static constexpr int num_variants = 8;
+  static int variant(const double* h) {
+    int v = 0;
+    if (h[weight_decay] != 0.0) v |= h[weight_decouple] != 0.0 ? kDecoupledDecay : kCoupledDecay;
+    if (lerp_from_end(1.0 - h[beta1])) v |= kLerpFromEnd;
+    return v;
+  }
+  static constexpr unsigned slot_mask(int) { return 0b11u; }
+
+  static void validate(const double* h) {
+    require_nonnegative("lr", h[lr]);
+    require_beta("beta1", h[beta1]);
+    require_beta("beta2", h[beta2]);
+    require_nonnegative("weight_decay", h[weight_decay]);
+    require_nonnegative("eps", h[eps]);
+    require_finite("initial_accumulator", h[initial_accumulator]);
+  }
+
+  template <class T>
+  struct Coeffs {
+    T grad_sign, decay, weight_decay, beta1_weight, neg_one_minus_beta2, bc2_sqrt, eps, neg_step_size;
+  };
+  template <class T>
+  static Coeffs<T> prepare(const double* h, int64_t t, double*) {
+    const double bc1 = 1.0 - std::pow(h[beta1], double(t));
+    const double bc2 = 1.0 - std::pow(h[beta2], double(t));
+    return {T(h[maximize] != 0.0 ? -1.0 : 1.0),
+            T(1.0 - h[weight_decay] * (h[fixed_decay] != 0.0 ? 1.0 : h[lr])),
+            T(h[weight_decay]),
+            lerp_coeff<T>(1.0 - h[beta1]),
+            T(-(1.0 - h[beta2])),
+            T(std::sqrt(bc2)),
+            T(h[eps]),
+            T(-(h[lr] / bc1))};
+  }
+
+  template <int V, class T>
+  static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
+    T& m = s[0];
+    T& v = s[1];
+    g = g * k.grad_sign;
+    if constexpr (V & kDecoupledDecay) p = p * k.decay;
+    if constexpr (V & kCoupledDecay) g = fmadd(k.weight_decay, p, g);
+    const T g2 = g * g;                                          // grad.mul(grad)
+    m = lerp<(V & kLerpFromEnd) != 0>(m, g, k.beta1_weight);     // exp_avg.lerp_(grad, 1 − β1)
+    v = fmadd(k.neg_one_minus_beta2 * sign(v - g2), g2, v);     // addcmul_((v − g²).sign_(), g², −(1 − β2))
+    const T denom = std::sqrt(v) / k.bc2_sqrt + k.eps;          // sqrt().div_(bc2_sq).add_(eps)
+    p = p + (k.neg_step_size * m) / denom;                      // p.addcdiv_(exp_avg, de_nom, −step_size)
+  }
+};
+
+}  // namespace rules
+PYOPT_KERNEL_NAMESPACE_END
