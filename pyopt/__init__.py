@@ -25,6 +25,7 @@ from .optimizers import (
     Adan,
     AdamW,
     Grams,
+    LaProp,
     Lion,
     Momentum,
     NAdam,
@@ -52,7 +53,7 @@ __all__ = [
 __all__ += [
     "NAG", "SGD", "AMSGrad", "Adadelta", "Adagrad", "Adam", "Adamax", "AdamW", "Momentum", "NAdam", "RAdam",
     "RMSprop", "Lion", "Grams", "Adan", "SignSGD", "Signum", "Yogi",
-    "ADOPT", "Optimizer", "ParamGroup", "available", "create", "functional", "info", "load",
+    "ADOPT", "LaProp", "Optimizer", "ParamGroup", "available", "create", "functional", "info", "load",
     "load_state_dict", "save", "set_isa", "set_num_threads",
 ]
 

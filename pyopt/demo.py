@@ -41,6 +41,7 @@ DEFAULT_LR: dict[str, float] = {
     "signum": 1e-3,
     "yogi": 1e-2,
     "adopt": 3e-3,
+    "laprop": 3e-3,
 }
 
 N_SAMPLES = 1797

@@ -290,10 +290,33 @@ class ADOPT(Optimizer):
                          fixed_decay=fixed_decay, eps=eps, maximize=maximize)
 
 
+class LaProp(Optimizer):
+    r"""LaProp (Ziyin et al., 2020; pytorch-optimizer 4.1.0 LaProp): momentum of the RMS-normalised
+    gradient, optionally centered (after ``steps_before_using_centered`` steps) and with AMSBound.
+    Decoupled weight decay is applied after the step; with ``weight_decouple=False`` the reference's
+    coupled decay comes after the gradient was used, so it has no effect (kept for parity).
+
+    .. math:: v \leftarrow \beta_2 v + (1-\beta_2) g^2;\quad
+              m \leftarrow \beta_1 m + (1-\beta_1)\eta\,\frac{g}{\sqrt{v/(1-\beta_2^t)}+\epsilon};\quad
+              p \leftarrow p - \frac{\eta}{\eta_1} m
+    """
+
+    name = "laprop"
+
+    def __init__(self, params: ParamsLike, lr: float = 4e-4, betas: Betas = (0.9, 0.999), centered: bool = False,
+                 steps_before_using_centered: float = 10.0, weight_decay: float = 0.0, weight_decouple: bool = True,
+                 fixed_decay: bool = False, ams_bound: bool = False, eps: float = 1e-15, *,
+                 maximize: bool = False) -> None:
+        super().__init__(params, lr=lr, betas=betas, centered=centered,
+                         steps_before_using_centered=steps_before_using_centered, weight_decay=weight_decay,
+                         weight_decouple=weight_decouple, fixed_decay=fixed_decay, ams_bound=ams_bound, eps=eps,
+                         maximize=maximize)
+
+
 CLASSES: dict[str, type[Optimizer]] = {
     cls.name: cls
     for cls in (SGD, Momentum, NAG, Adagrad, RMSprop, Adadelta, Adamax, Adam, AdamW, AMSGrad, NAdam, RAdam,
-                Lion, Grams, Adan, SignSGD, Signum, Yogi, ADOPT)
+                Lion, Grams, Adan, SignSGD, Signum, Yogi, ADOPT, LaProp)
 }
 
 

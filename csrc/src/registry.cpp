@@ -92,6 +92,8 @@ std::vector<OptimizerSpec> build_optimizers() {
        "pytorch-optimizer 4.1.0 Yogi"},
       {"adopt", "adopt", {}, {}, "ADOPT, momentum of the gradient normalised by past moments (Taniguchi et al., 2024)",
        "pytorch-optimizer 4.1.0 ADOPT"},
+      {"laprop", "laprop", {}, {}, "LaProp, momentum of the RMS-normalised gradient (Ziyin et al., 2020)",
+       "pytorch-optimizer 4.1.0 LaProp"},
   };
   std::vector<OptimizerSpec> out;
   for (const Entry& e : entries) out.push_back(make_spec(e));

@@ -16,9 +16,9 @@ References (RULES.md, "Modern"):
     (grams-pytorch 0.0.2, same dtype): bit for bit on the FMA paths once torch's sqrt is
     correctly rounded, to its sqrt's ulp otherwise.
   - adan: a float64 numpy model of the official sail-sg/Adan adan.py (_single_tensor_adan).
-  - signsgd / signum, yogi, adopt: pytorch-optimizer 4.1.0 (SignSGD, Yogi, ADOPT; per-param path,
+  - signsgd / signum, yogi, adopt, laprop: pytorch-optimizer 4.1.0 (SignSGD, Yogi, ADOPT, LaProp; per-param path,
     foreach=False), in the same dtype. signSGD/Signum have no sqrt: bit for bit on the FMA paths.
-    Yogi and ADOPT match to torch's sqrt rounding there, and bit for bit once torch's sqrt is
+    Yogi, ADOPT and LaProp match to torch's sqrt rounding there, and bit for bit once torch's sqrt is
     correctly rounded (test_fma_paths_bit_for_bit_with_ieee_sqrt).
 On paths without FMA, a sign taken of a value within an ulp of 0 may flip (see sign_flips).
 Against a float64 numpy model, pyopt's float64 run is held to ~1e-12 relative and its float32 run
@@ -98,6 +98,12 @@ def draw_hyper(name: str, seed: int) -> dict[str, Any]:
              "betas": (float(rng.uniform(0.3, 0.95)), float(rng.uniform(0.95, 0.99995))),
              "eps": _loguniform(rng, 1e-8, 1e-4),
              "weight_decay": optional(1e-3, 1e-1), "weight_decouple": flag(), "fixed_decay": flag()}
+    elif name == "laprop":
+        h = {"lr": _loguniform(rng, 1e-3, 3e-2),
+             "betas": (float(rng.uniform(0.3, 0.95)), float(rng.uniform(0.95, 0.9995))),
+             "centered": flag(), "steps_before_using_centered": float(rng.integers(0, 20)),
+             "eps": _loguniform(rng, 1e-15, 1e-6), "ams_bound": flag(),
+             "weight_decay": optional(1e-3, 1e-1), "weight_decouple": flag(), "fixed_decay": flag()}
     else:  # pragma: no cover
         raise AssertionError(f"no hyperparameter sampler for {name!r}")
     h["maximize"] = flag()
@@ -169,6 +175,13 @@ def _pytorch_optimizer(cls_name: str, **fixed: Any) -> Callable[[list, dict], An
     return make
 
 
+def _laprop_package(tparams: list, hyper: dict[str, Any]):
+    """LaProp takes steps_before_using_centered as an int constructor argument."""
+    hyper = dict(hyper)
+    steps = int(hyper.pop("steps_before_using_centered"))
+    return _pytorch_optimizer("LaProp", steps_before_using_centered=steps)(tparams, hyper)
+
+
 def _numpy_model(init: Callable[[np.ndarray, dict], dict], step: Callable[..., None]):
     """A reference run through a float64 numpy model: ``step(h, t, p, g, state)`` in place."""
 
@@ -238,6 +251,8 @@ MODERN: dict[str, tuple[Callable, str]] = {
     "signum": (_torch_package(_pytorch_optimizer("SignSGD"), {"momentum_buffer": "momentum_buffer"}), "package"),
     "yogi": (_torch_package(_pytorch_optimizer("Yogi"), {"exp_avg": "exp_avg", "exp_avg_sq": "exp_avg_sq"}), "package"),
     "adopt": (_torch_package(_pytorch_optimizer("ADOPT"), {"exp_avg": "exp_avg", "exp_avg_sq": "exp_avg_sq"}), "package"),
+    "laprop": (_torch_package(_laprop_package, {k: k for k in ("exp_avg", "exp_avg_sq", "exp_mean_avg_beta2",
+                                                               "max_exp_avg_sq")}), "package"),
 }
 NAMES = [n for n in pyopt.available() if n in MODERN]
 # Matches the reference bit for bit on the FMA paths (no sqrt, same operation order).
@@ -249,11 +264,15 @@ def sign_flips(name: str, hyper: dict[str, Any]) -> tuple[float, float]:
     """Where a path rounds differently from the reference (no FMA), a sign taken of a value within
     an ulp of 0 can flip: Lion's sign(c), signSGD's sign(b), Yogi's sign(v − g²). A few elements
     (≤ 1e-4 of an array) may then differ by up to (params, state) these bounds; everything else is
-    held to the usual tolerance. Lion and signSGD's state never sees the sign (0: no allowance);
-    Yogi's v jumps by 2(1 − β2)g² at a flip, and its param follows by a fraction of a step."""
+    held to the usual tolerance. Lion's state never sees the sign (no allowance), signSGD's only
+    through coupled weight decay (wd times the param's deviation); Yogi's v jumps by 2(1 − β2)g² at
+    a flip, and its param follows by a fraction of a step."""
+    flips = 6 * hyper["lr"]
     if name == "yogi":
-        return 6 * hyper["lr"], float("inf")
-    return 6 * hyper["lr"], 0.0  # params may differ by 2·lr where a sign flips (no-FMA paths)
+        return flips, float("inf")
+    if name in ("signsgd", "signum") and not hyper["weight_decouple"]:
+        return flips, hyper["weight_decay"] * flips
+    return flips, 0.0  # params may differ by 2·lr where a sign flips (no-FMA paths)
 
 TOL = {  # against a float64 model, or a package on a path that rounds differently
     "float64": dict(rtol=1e-12, atol_scale=1e-13, update=1e-11),
@@ -351,6 +370,7 @@ def run_pyopt(name: str, hyper: dict[str, Any], params0: list[np.ndarray], grads
         for i, rstate in enumerate(ref["state"]):
             assert opt.state[i]["step"] == t
             for key, value in rstate.items():
+                assert key in opt.state[i], f"{where}: params[{i}] lacks state {key!r} the reference keeps"
                 _merge(seen, assert_close(opt.state[i][key], value, tol, f"{where}: state[{i}][{key!r}] after step {t}",
                                           state_flips))
     return seen
@@ -430,7 +450,8 @@ def test_wrong_hyperparameter_fails(name: str, dtype_name: str, seed: int, threa
     for key, value in hyper.items():
         if isinstance(value, bool) and (seed == 1 or key == "maximize"):
             wrongs.append((f"{key}={not value}", {**hyper, key: not value}))
-    if hyper.get("weight_decay"):
+    # LaProp's coupled decay comes after the gradient was used: inert in the reference, and in pyopt.
+    if hyper.get("weight_decay") and not (name == "laprop" and not hyper["weight_decouple"]):
         wrongs.append(("weight_decay * 2", {**hyper, "weight_decay": 2 * hyper["weight_decay"]}))
     for label, wrong in wrongs:
         with pytest.raises(AssertionError):
@@ -461,7 +482,8 @@ def test_grams_matches_grams_pytorch(dtype_name: str, seed: int, isa: str, threa
 
 
 GRAMS_PACKAGE = _torch_package(_grams_package, {"exp_avg": "exp_avg", "exp_avg_sq": "exp_avg_sq"})
-IEEE_SQRT_REFERENCES = {"grams": GRAMS_PACKAGE, "yogi": MODERN["yogi"][0], "adopt": MODERN["adopt"][0]}
+IEEE_SQRT_REFERENCES = {"grams": GRAMS_PACKAGE, "yogi": MODERN["yogi"][0], "adopt": MODERN["adopt"][0],
+                        "laprop": MODERN["laprop"][0]}
 
 
 @pytest.mark.skipif(not FMA_ISAS, reason="no FMA path on this machine, or torch does not fuse")
@@ -481,8 +503,12 @@ def test_fma_paths_bit_for_bit_with_ieee_sqrt(name: str, dtype_name: str, seed: 
 
     hyper = draw_hyper(name, seed)
     params0, grads = make_data(seed * 37 + 2000, DTYPES[dtype_name])
+    def sqrt_(t: "torch.Tensor") -> "torch.Tensor":
+        return t.copy_(sqrt(t))
+
     with monkeypatch.context() as m:
         m.setattr(torch.Tensor, "sqrt", sqrt)
+        m.setattr(torch.Tensor, "sqrt_", sqrt_)
         trajectory = IEEE_SQRT_REFERENCES[name](name, hyper, params0, grads)
     saved = pyopt.info()["isa"]
     try:

@@ -8,6 +8,7 @@
 #include "pyopt/rules/adan.hpp"
 #include "pyopt/rules/adopt.hpp"
 #include "pyopt/rules/grams.hpp"
+#include "pyopt/rules/laprop.hpp"
 #include "pyopt/rules/lion.hpp"
 #include "pyopt/rules/nadam.hpp"
 #include "pyopt/rules/radam.hpp"
@@ -31,4 +32,5 @@
   X(Adan)                      \
   X(SignSgd)                   \
   X(Yogi)                      \
-  X(Adopt)
+  X(Adopt)                     \
+  X(Laprop)

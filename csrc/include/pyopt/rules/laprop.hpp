@@ -1,0 +1,118 @@
+#pragma once
+// LaProp (Ziyin et al., 2020, arXiv:2002.04839): RMSprop-normalise the gradient first, then take its
+// momentum. Reference: pytorch-optimizer 4.1.0 LaProp (optimizer/laprop.py, per-param path).
+//
+//   g ← −g if maximize;  v ← β2·v + (1 − β2)·g²
+//   lr₁ ← β1·lr₁ + (1 − β1)·lr (a per-tensor scalar, float64, so lr schedules debias correctly);
+//   lr₂ ← β2·lr₂ + (1 − β2) (kept for parity, unused);  step = lr / lr₁ (1 if lr = 0)
+//   centered: μ ← lerp(μ, g, 1 − β2), and after `steps_before_using_centered` steps s = v − μ² else s = v
+//   ams_bound: ŝ ← max(ŝ, s), s = ŝ
+//   denom = (√(s + 1e-15) + ε) / √(1 − β2^t);   m ← β1·m + ((1 − β1)·lr)·g / denom;   p ← p − step·m
+//   then (after the step) weight decay: weight_decouple ? p ← p·(1 − wd·(fixed_decay ? 1 : lr)) : —
+//
+// Coupled decay (weight_decouple=False) adds wd·p to the gradient *after* the gradient was used, so
+// in the reference it changes nothing; pyopt reproduces that (weight_decay is then inert).
+// The centering switch is a per-step gate from prepare(), not a per-element branch.
+#include "pyopt/rules/base.hpp"
+
+PYOPT_KERNEL_NAMESPACE_BEGIN
+namespace rules {
+
+struct Laprop : RuleBase {
+  static constexpr const char* name = "laprop";
+
+  enum Hyper {
+    lr, beta1, beta2, centered, steps_before_using_centered, weight_decay, weight_decouple, fixed_decay, ams_bound,
+    eps, maximize, kNumHyper
+  };
+  static constexpr HyperSpec hyper[kNumHyper] = {
+      {"lr", 4e-4, HyperKind::Real},
+      {"beta1", 0.9, HyperKind::Real},
+      {"beta2", 0.999, HyperKind::Real},
+      {"centered", 0.0, HyperKind::Bool},
+      {"steps_before_using_centered", 10.0, HyperKind::Real},
+      {"weight_decay", 0.0, HyperKind::Real},
+      {"weight_decouple", 1.0, HyperKind::Bool},
+      {"fixed_decay", 0.0, HyperKind::Bool},
+      {"ams_bound", 0.0, HyperKind::Bool},
+      {"eps", 1e-15, HyperKind::Real},
+      {"maximize", 0.0, HyperKind::Bool},
+  };
+  static constexpr const char* slot_names[] = {"exp_avg", "exp_avg_sq", "exp_mean_avg_beta2", "max_exp_avg_sq"};
+  static constexpr int num_scalars = 2;
+  static constexpr const char* scalar_name_list[] = {"exp_avg_lr_1", "exp_avg_lr_2"};
+  static constexpr const char* const* scalar_names = scalar_name_list;
+
+  enum Variant { kCentered = 1, kAmsBound = 2, kDecoupledDecay = 4, kLerpFromEnd = 8 };
+  static constexpr int num_variants = 16;
+  static int variant(const double* h) {
+    int v = 0;
+    if (h[centered] != 0.0) v |= kCentered | (lerp_from_end(1.0 - h[beta2]) ? kLerpFromEnd : 0);
+    if (h[ams_bound] != 0.0) v |= kAmsBound;
+    if (h[weight_decay] != 0.0 && h[weight_decouple] != 0.0) v |= kDecoupledDecay;
+    return v;
+  }
+  static constexpr unsigned slot_mask(int v) {
+    return 0b0011u | ((v & kCentered) ? 0b0100u : 0u) | ((v & kAmsBound) ? 0b1000u : 0u);
+  }
+
+  static void validate(const double* h) {
+    require_nonnegative("lr", h[lr]);
+    require_beta("beta1", h[beta1]);
+    require_beta("beta2", h[beta2]);
+    require_nonnegative("steps_before_using_centered", h[steps_before_using_centered]);
+    require_nonnegative("weight_decay", h[weight_decay]);
+    require_nonnegative("eps", h[eps]);
+  }
+
+  template <class T>
+  struct Coeffs {
+    T grad_sign, beta2, one_minus_beta2, mean_weight, center_gate, ams_eps, eps, bc2_sqrt, beta1, grad_coeff,
+        neg_step_size, decay;
+  };
+  template <class T>
+  static Coeffs<T> prepare(const double* h, int64_t t, double* scalars) {
+    const double b1 = h[beta1], b2 = h[beta2];
+    scalars[0] = scalars[0] * b1 + (1.0 - b1) * h[lr];  // state['exp_avg_lr_1']
+    scalars[1] = scalars[1] * b2 + (1.0 - b2);          // state['exp_avg_lr_2']
+    const double bc1 = h[lr] != 0.0 ? scalars[0] / h[lr] : 1.0;
+    const double step_size = 1.0 / bc1;
+    return {T(h[maximize] != 0.0 ? -1.0 : 1.0),
+            T(b2),
+            T(1.0 - b2),
+            lerp_coeff<T>(1.0 - b2),
+            T(double(t) > h[steps_before_using_centered] ? 1.0 : 0.0),
+            T(1e-15),  // apply_ams_bound's exp_avg_sq_eps
+            T(h[eps]),
+            T(std::sqrt(1.0 - std::pow(b2, double(t)))),
+            T(b1),
+            T((1.0 - b1) * h[lr]),
+            T(-step_size),
+            T(1.0 - h[weight_decay] * (h[fixed_decay] != 0.0 ? 1.0 : h[lr]))};
+  }
+
+  template <int V, class T>
+  static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
+    T& m = s[0];
+    T& v = s[1];
+    g = g * k.grad_sign;
+    v = fmadd(k.one_minus_beta2 * g, g, v * k.beta2);  // exp_avg_sq.mul_(β2).addcmul_(g, g, 1 − β2)
+    T second = v;
+    if constexpr (V & kCentered) {
+      T& mean = s[2];
+      mean = lerp<(V & kLerpFromEnd) != 0>(mean, g, k.mean_weight);  // exp_mean_avg_beta2.lerp_(g, 1 − β2)
+      second = v - (mean * mean) * k.center_gate;                     // exp_avg_sq − mean.pow(2)
+    }
+    if constexpr (V & kAmsBound) {
+      s[3] = nan_max(s[3], second);  // torch.maximum(max_exp_avg_sq, s, out=max_exp_avg_sq)
+      second = s[3];
+    }
+    const T denom = (std::sqrt(second + k.ams_eps) + k.eps) / k.bc2_sqrt;  // .add(1e-15).sqrt_().add_(eps).div_(bc2_sq)
+    m = m * k.beta1 + (k.grad_coeff * g) / denom;  // exp_avg.mul_(β1).addcdiv_(g, de_nom, value=(1 − β1)·lr)
+    p = fmadd(k.neg_step_size, m, p);              // p.add_(exp_avg, alpha=−step_size)
+    if constexpr (V & kDecoupledDecay) p = p * k.decay;
+  }
+};
+
+}  // namespace rules
+PYOPT_KERNEL_NAMESPACE_END
