@@ -41,6 +41,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import pyopt  # noqa: E402
+from pyopt import functional  # noqa: E402
 from pyopt._spec import spec  # noqa: E402
 from pyopt.optimizers import CLASSES  # noqa: E402
 
@@ -457,6 +458,62 @@ def test_wrong_hyperparameter_fails(name: str, dtype_name: str, seed: int, threa
         with pytest.raises(AssertionError):
             run_pyopt(name, wrong, params0, grads, trajectory, dtype_name, f"{name} deliberately wrong: {label}")
     run_pyopt(name, hyper, params0, grads, trajectory, dtype_name, f"{name} control")
+
+
+# ----- the functional layer and threads -------------------------------------------------------
+@pytest.mark.parametrize("seed", (0, 1, 2))
+@pytest.mark.parametrize("dtype_name", list(DTYPES))
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("isa", ISAS, indirect=True)
+def test_functional_matches_class(name: str, dtype_name: str, seed: int, isa: str) -> None:
+    """pyopt.functional.<name>_ reproduces the class bit for bit, per-tensor scalars (LaProp's lr
+    averages) threaded through."""
+    steps = 20
+    hyper = draw_hyper(name, seed)
+    rng = np.random.default_rng([seed, sorted(MODERN).index(name), 11])
+    dtype = DTYPES[dtype_name]
+    shapes = [(1,), (7,), (1, 17), (31, 33), (10007,)]
+    params = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    fparams = [p.copy() for p in params]
+    slots = functional.state_slots(name, **hyper)
+    fstate = [[np.full_like(p, init) for _, init in slots] for p in fparams]
+    scalars = [{n: init for n, init in spec(name).scalars} for _ in fparams]
+    fn = getattr(functional, f"{name}_")
+    opt = CLASSES[name](params, **hyper)
+    for t in range(1, steps + 1):
+        grads = [rng.standard_normal(s).astype(dtype) for s in shapes]
+        opt.step(grads)
+        for i, (p, g) in enumerate(zip(fparams, grads)):
+            scalars[i] = fn(p, g, *fstate[i], step=t, **hyper, **scalars[i]) or {}
+    for i, (p, fp) in enumerate(zip(params, fparams)):
+        np.testing.assert_array_equal(fp, p, err_msg=f"{name} params[{i}]")
+        for (slot, _), arr in zip(slots, fstate[i]):
+            np.testing.assert_array_equal(arr, opt.state[i][slot], err_msg=f"{name} state[{i}][{slot!r}]")
+        for key, value in scalars[i].items():
+            assert value == opt.state[i][key], (name, key, value, opt.state[i][key])
+
+
+@pytest.mark.parametrize("dtype_name", list(DTYPES))
+@pytest.mark.parametrize("name", NAMES)
+def test_thread_count_does_not_change_results(name: str, dtype_name: str) -> None:
+    hyper = draw_hyper(name, 1)
+    params0, grads = make_data(sorted(MODERN).index(name), DTYPES[dtype_name], 5)
+    results = []
+    saved = pyopt.info()["num_threads"]
+    try:
+        for n in (1, 3):
+            pyopt.set_num_threads(n)
+            params = [p.copy() for p in params0]
+            opt = CLASSES[name](params, **hyper)
+            for gs in grads:
+                opt.step(gs)
+            results.append((params, opt.state))
+    finally:
+        pyopt.set_num_threads(saved)
+    for i, (p, q) in enumerate(zip(results[0][0], results[1][0])):
+        np.testing.assert_array_equal(p, q, err_msg=f"{name}: params[{i}], 3 threads vs 1")
+        for key, value in results[0][1][i].items():
+            np.testing.assert_array_equal(results[1][1][i][key], value, err_msg=f"{name}: state[{i}][{key!r}]")
 
 
 # ----- grams against the official package ------------------------------------------------------
