@@ -28,7 +28,6 @@ Set PYOPT_REFERENCE_REPORT=<path> to dump the largest observed errors as JSON.
 from __future__ import annotations
 
 import collections
-import contextlib
 import json
 import os
 import textwrap
@@ -43,19 +42,15 @@ import pyopt  # noqa: E402
 from pyopt import functional  # noqa: E402
 from pyopt._spec import spec  # noqa: E402
 from pyopt.optimizers import CLASSES  # noqa: E402
+from refcheck import (  # noqa: E402
+    DTYPES, ISAS, SEEDS, SHAPES, STEPS, RecentCache, fma_isas, ieee_sqrt, isa_path, loguniform, merge_errors,
+    num_threads, update_error, write_report)
 
 # torch.optim's optimizers; the others are checked in test_reference_modern.py.
 TORCH_NAMES = ("sgd", "momentum", "nag", "adagrad", "rmsprop", "adadelta", "adamax", "adam", "adamw", "amsgrad",
                "nadam", "radam")
 NAMES = [n for n in pyopt.available() if n in TORCH_NAMES]
-ISAS = list(pyopt.info()["isa_available"])
-DTYPES = {"float32": np.float32, "float64": np.float64}
-# Sizes 1, 7, 17, 1023, 100003; two of them 2-D.
-SHAPES = [(1,), (7,), (1, 17), (31, 33), (100003,)]
-STEPS = 100
 CHECKPOINTS = (1, 6, STEPS)  # 6: RAdam's rho_t crosses 5 around here for beta2 ~ 0.999
-# Seed 0: every optional feature off; 1: every feature on; 2, 3: everything drawn at random.
-SEEDS = (0, 1, 2, 3)
 
 # Tolerances: elementwise rtol with an atol relative to the array's largest magnitude, and a
 # normwise bound on the total update ||Δp_pyopt − Δp_torch|| / ||Δp_torch||.
@@ -70,10 +65,8 @@ TOL_FMA = {  # FMA paths, rules with a sqrt: only torch's sqrt differs
 TOL_FMA_ADADELTA_F32 = dict(rtol=1e-4, atol_scale=1e-7, update=5e-6)
 # Rules without a sqrt: bit for bit on the FMA paths.
 EXACT_ON_FMA = ("sgd", "momentum", "nag", "adamax")
-# pyopt's ISA paths with hardware FMA. torch fuses only when its own kernels run with AVX2 or
-# AVX-512 (ATEN_CPU_CAPABILITY=default would turn that off): otherwise keep the loose tolerances.
-FMA_ISAS = tuple(i for i in ("avx2", "avx512") if i in ISAS) \
-    if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512") else ()
+# pyopt's ISA paths with hardware FMA where torch fuses too; elsewhere the loose tolerances.
+FMA_ISAS = fma_isas()
 
 
 def tolerance(name: str, dtype_name: str, isa: str) -> dict[str, float] | None:
@@ -99,10 +92,6 @@ OBSERVED: dict[tuple[str, str, str], dict[str, float]] = collections.defaultdict
 
 
 # ----- hyperparameters --------------------------------------------------------------------------
-def _loguniform(rng: np.random.Generator, lo: float, hi: float) -> float:
-    return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
-
-
 def draw_hyper(name: str, seed: int) -> dict[str, Any]:
     """Random hyperparameters for ``name``. seed 0: optional features off, 1: all on, else random."""
     rng = np.random.default_rng([seed, NAMES.index(name), 7919])
@@ -113,7 +102,7 @@ def draw_hyper(name: str, seed: int) -> dict[str, Any]:
 
     def optional(lo: float, hi: float, log: bool = True) -> float:
         """A value that is 0 when the feature is off."""
-        value = _loguniform(rng, lo, hi) if log else float(rng.uniform(lo, hi))
+        value = loguniform(rng, lo, hi) if log else float(rng.uniform(lo, hi))
         return value if flag() else 0.0
 
     def betas(b1: tuple[float, float] = (0.3, 0.95), b2: tuple[float, float] = (0.95, 0.9995)) -> tuple[float, float]:
@@ -121,7 +110,7 @@ def draw_hyper(name: str, seed: int) -> dict[str, Any]:
 
     h: dict[str, Any]
     if name in ("sgd", "momentum", "nag"):
-        h = {"lr": _loguniform(rng, 3e-3, 1e-1), "weight_decay": optional(1e-4, 1e-1)}
+        h = {"lr": loguniform(rng, 3e-3, 1e-1), "weight_decay": optional(1e-4, 1e-1)}
         if name == "sgd":
             h["momentum"] = optional(0.5, 0.95, log=False)
         else:
@@ -131,35 +120,35 @@ def draw_hyper(name: str, seed: int) -> dict[str, Any]:
         h["nesterov"] = nesterov
         h["dampening"] = 0.0 if nesterov else optional(0.05, 0.5, log=False)
     elif name == "adagrad":
-        h = {"lr": _loguniform(rng, 3e-3, 1e-1), "lr_decay": optional(1e-3, 1e-1),
+        h = {"lr": loguniform(rng, 3e-3, 1e-1), "lr_decay": optional(1e-3, 1e-1),
              "weight_decay": optional(1e-4, 1e-1), "initial_accumulator_value": optional(1e-2, 1.0),
-             "eps": _loguniform(rng, 1e-10, 1e-6)}
+             "eps": loguniform(rng, 1e-10, 1e-6)}
     elif name == "rmsprop":
-        h = {"lr": _loguniform(rng, 1e-3, 1e-2), "alpha": float(rng.uniform(0.8, 0.999)),
-             "eps": _loguniform(rng, 1e-8, 1e-4), "weight_decay": optional(1e-4, 1e-1),
+        h = {"lr": loguniform(rng, 1e-3, 1e-2), "alpha": float(rng.uniform(0.8, 0.999)),
+             "eps": loguniform(rng, 1e-8, 1e-4), "weight_decay": optional(1e-4, 1e-1),
              "momentum": optional(0.5, 0.95, log=False), "centered": flag()}
     elif name == "adadelta":
         h = {"lr": float(rng.uniform(0.3, 2.0)), "rho": float(rng.uniform(0.8, 0.99)),
-             "eps": _loguniform(rng, 1e-6, 1e-3), "weight_decay": optional(1e-4, 1e-1)}
+             "eps": loguniform(rng, 1e-6, 1e-3), "weight_decay": optional(1e-4, 1e-1)}
     elif name == "adamax":
-        h = {"lr": _loguniform(rng, 1e-3, 3e-2), "betas": betas(), "eps": _loguniform(rng, 1e-8, 1e-4),
+        h = {"lr": loguniform(rng, 1e-3, 3e-2), "betas": betas(), "eps": loguniform(rng, 1e-8, 1e-4),
              "weight_decay": optional(1e-4, 1e-1)}
     elif name in ("adam", "adamw", "amsgrad"):
-        h = {"lr": _loguniform(rng, 1e-3, 3e-2), "betas": betas(), "eps": _loguniform(rng, 1e-8, 1e-4)}
+        h = {"lr": loguniform(rng, 1e-3, 3e-2), "betas": betas(), "eps": loguniform(rng, 1e-8, 1e-4)}
         if name == "adamw":
-            h["weight_decay"] = _loguniform(rng, 1e-4, 1e-1) if mode != "off" else 0.0
+            h["weight_decay"] = loguniform(rng, 1e-4, 1e-1) if mode != "off" else 0.0
         else:
             h["weight_decay"] = optional(1e-4, 1e-1)
             h["decoupled_weight_decay"] = flag()
         if name != "amsgrad":
             h["amsgrad"] = flag()
     elif name == "nadam":
-        h = {"lr": _loguniform(rng, 1e-3, 3e-2), "betas": betas(), "eps": _loguniform(rng, 1e-8, 1e-4),
-             "weight_decay": optional(1e-4, 1e-1), "momentum_decay": _loguniform(rng, 1e-3, 3e-2),
+        h = {"lr": loguniform(rng, 1e-3, 3e-2), "betas": betas(), "eps": loguniform(rng, 1e-8, 1e-4),
+             "weight_decay": optional(1e-4, 1e-1), "momentum_decay": loguniform(rng, 1e-3, 3e-2),
              "decoupled_weight_decay": flag()}
     elif name == "radam":
-        h = {"lr": _loguniform(rng, 1e-3, 3e-2), "betas": betas(b2=(0.9, 0.9995)),
-             "eps": _loguniform(rng, 1e-8, 1e-4), "weight_decay": optional(1e-4, 1e-1),
+        h = {"lr": loguniform(rng, 1e-3, 3e-2), "betas": betas(b2=(0.9, 0.9995)),
+             "eps": loguniform(rng, 1e-8, 1e-4), "weight_decay": optional(1e-4, 1e-1),
              "decoupled_weight_decay": flag()}
     else:  # pragma: no cover - a new optimizer needs a sampler and a torch mapping
         raise AssertionError(f"no hyperparameter sampler for {name!r}")
@@ -234,19 +223,18 @@ def run_torch(name: str, hyper: dict[str, Any], params: list[np.ndarray], grads:
     return out
 
 
-_CACHE: collections.OrderedDict = collections.OrderedDict()
+_CACHE = RecentCache(keep=2)
 
 
 def reference(name: str, dtype_name: str, seed: int) -> tuple[dict, list[np.ndarray], list, dict]:
     """(hyper, initial params, grads, torch trajectory), computed once and reused across ISAs."""
-    key = (name, dtype_name, seed)
-    if key not in _CACHE:
+
+    def compute() -> tuple[dict, list[np.ndarray], list, dict]:
         hyper = draw_hyper(name, seed)
         params, grads = make_data(seed * 31 + NAMES.index(name), DTYPES[dtype_name])
-        _CACHE[key] = (hyper, params, grads, run_torch(name, hyper, params, grads))
-        while len(_CACHE) > 2:  # the ISA loop is innermost: keep memory flat
-            _CACHE.popitem(last=False)
-    return _CACHE[key]
+        return hyper, params, grads, run_torch(name, hyper, params, grads)
+
+    return _CACHE.get((name, dtype_name, seed), compute)
 
 
 # ----- comparison -------------------------------------------------------------------------------
@@ -280,12 +268,9 @@ def compare(opt: pyopt.Optimizer, params: list[np.ndarray], initial: list[np.nda
             t: int, tol: dict[str, float] | None, where: str) -> dict[str, float]:
     """Assert pyopt's params and state equal torch's checkpoint ``ref``; return the errors seen."""
     seen: dict[str, float] = {}
-    num = den = 0.0
-    for i, (p, p0, tp) in enumerate(zip(params, initial, ref["params"])):
-        _merge(seen, assert_close(p, tp, tol, f"{where}: params[{i}] after step {t}"))
-        num += float(np.sum((p.astype(np.float64) - tp) ** 2))
-        den += float(np.sum((tp.astype(np.float64) - p0) ** 2))
-    update = (num / den) ** 0.5 if den > 0 else float(num > 0)
+    for i, (p, tp) in enumerate(zip(params, ref["params"])):
+        merge_errors(seen, assert_close(p, tp, tol, f"{where}: params[{i}] after step {t}"))
+    update, _ = update_error(params, initial, ref["params"])
     bound = 0.0 if tol is None else tol["update"]
     assert update <= bound, (
         f"{where}: after step {t}, ||Δp − Δp_torch|| / ||Δp_torch|| = {update:.3g} > {bound:.0e}")
@@ -300,7 +285,8 @@ def compare(opt: pyopt.Optimizer, params: list[np.ndarray], initial: list[np.nda
         tarrays = {k for k, v in tstate.items() if isinstance(v, np.ndarray)}
         assert tarrays <= arrays, f"{where}: params[{i}] lacks state {sorted(tarrays - arrays)} torch keeps"
         for key in sorted(tarrays):
-            _merge(seen, assert_close(mine[key], tstate[key], tol, f"{where}: state[{i}][{key!r}] after step {t}"))
+            merge_errors(seen, assert_close(mine[key], tstate[key], tol,
+                                            f"{where}: state[{i}][{key!r}] after step {t}"))
         for key in sorted(arrays - tarrays):
             # Slots torch does not keep for these hyperparameters must at least be untouched.
             assert not np.any(mine[key]), f"{where}: state[{i}][{key!r}] changed but torch has no such state"
@@ -308,13 +294,8 @@ def compare(opt: pyopt.Optimizer, params: list[np.ndarray], initial: list[np.nda
             # Same float operations on both sides: to the last bit in float64, and float32 keeps
             # the product rounded to float32 each step as torch does.
             assert mine["mu_product"] == tstate["mu_product"], (where, i, mine["mu_product"], tstate["mu_product"])
-    _merge(seen, {"update": update})
+    merge_errors(seen, {"update": update})
     return seen
-
-
-def _merge(into: dict[str, float], errors: dict[str, float]) -> None:
-    for k, v in errors.items():
-        into[k] = max(into.get(k, 0.0), v)
 
 
 def run_pyopt(name: str, hyper: dict[str, Any], params0: list[np.ndarray], grads: list[list[np.ndarray]],
@@ -333,7 +314,7 @@ def run_pyopt(name: str, hyper: dict[str, Any], params0: list[np.ndarray], grads
             for g, g0 in zip(gs, first):
                 np.testing.assert_array_equal(g, g0, err_msg=f"{where}: step modified a gradient")
         if t in trajectory:
-            _merge(seen, compare(opt, params, params0, trajectory[t], t, tol, where))
+            merge_errors(seen, compare(opt, params, params0, trajectory[t], t, tol, where))
     return seen
 
 
@@ -341,13 +322,8 @@ def run_pyopt(name: str, hyper: dict[str, Any], params0: list[np.ndarray], grads
 @pytest.fixture
 def isa(request: pytest.FixtureRequest):
     """Switch the kernels to ISA path ``request.param`` for one test; restore the previous path."""
-    saved = pyopt.info()["isa"]
-    pyopt.set_isa(request.param)
-    try:
-        assert pyopt.info()["isa"] == request.param
-        yield request.param
-    finally:
-        pyopt.set_isa(saved)
+    with isa_path(request.param) as name:
+        yield name
 
 
 @pytest.fixture
@@ -357,21 +333,15 @@ def threads(request: pytest.FixtureRequest):
     The torch comparisons run single-threaded: the rules are elementwise, and
     ``test_thread_count_does_not_change_results`` checks that more threads give the same bits.
     Several OpenMP threads on a busy 2-core machine wait milliseconds per step at the barrier."""
-    saved = pyopt.info()["num_threads"]
-    pyopt.set_num_threads(getattr(request, "param", 1))
-    try:
-        yield pyopt.info()["num_threads"]
-    finally:
-        pyopt.set_num_threads(saved)
+    with num_threads(getattr(request, "param", 1)) as n:
+        yield n
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _report():
+    """Set PYOPT_REFERENCE_REPORT=<path> to dump OBSERVED as JSON after this module."""
     yield
-    path = os.environ.get("PYOPT_REFERENCE_REPORT")
-    if path:
-        with open(path, "w") as f:
-            json.dump({"/".join(k): v for k, v in sorted(OBSERVED.items())}, f, indent=1)
+    write_report(OBSERVED)
 
 
 # ----- the matrix -------------------------------------------------------------------------------
@@ -387,31 +357,7 @@ def test_matches_torch(case: tuple[str, str, int], isa: str, threads: int) -> No
     name, dtype_name, seed = case
     hyper, params0, grads, trajectory = reference(name, dtype_name, seed)
     errs = run_pyopt(name, hyper, params0, grads, trajectory, dtype_name, f"{name} {dtype_name} {isa} {hyper}")
-    _merge(OBSERVED[(name, dtype_name, isa)], errs)
-
-
-@contextlib.contextmanager
-def ieee_sqrt():
-    """torch with a correctly rounded sqrt: Tensor.sqrt and Tensor.sqrt_ (all the single-tensor
-    paths call) through numpy. float32 goes through float64, which rounds correctly for sqrt."""
-
-    def sqrt(t: torch.Tensor) -> torch.Tensor:
-        a = t.numpy()
-        return torch.from_numpy(np.sqrt(a.astype(np.float64)).astype(a.dtype))
-
-    def sqrt_(t: torch.Tensor) -> torch.Tensor:
-        return t.copy_(sqrt(t))
-
-    saved = {k: torch.Tensor.__dict__[k] for k in ("sqrt", "sqrt_") if k in torch.Tensor.__dict__}
-    torch.Tensor.sqrt, torch.Tensor.sqrt_ = sqrt, sqrt_
-    try:
-        yield
-    finally:
-        for k in ("sqrt", "sqrt_"):
-            if k in saved:
-                setattr(torch.Tensor, k, saved[k])
-            else:
-                delattr(torch.Tensor, k)
+    merge_errors(OBSERVED[(name, dtype_name, isa)], errs)
 
 
 # The lerp weight (1 − β1, or 1 − α for centered RMSprop) ≥ 0.5 takes torch's other lerp form.

@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import collections
 import importlib.metadata
-import json
-import os
 from typing import Any, Callable
 
 import numpy as np
@@ -44,21 +42,14 @@ import pyopt  # noqa: E402
 from pyopt import functional  # noqa: E402
 from pyopt._spec import spec  # noqa: E402
 from pyopt.optimizers import CLASSES  # noqa: E402
+from refcheck import (  # noqa: E402
+    DTYPES, ISAS, SEEDS, SHAPES, STEPS, RecentCache, fma_isas, ieee_sqrt, isa_path, loguniform, merge_errors,
+    num_threads, update_error, write_report)
 
-ISAS = list(pyopt.info()["isa_available"])
-DTYPES = {"float32": np.float32, "float64": np.float64}
-SHAPES = [(1,), (7,), (1, 17), (31, 33), (100003,)]
-STEPS = 100
 CHECKPOINTS = (1, 2, 10, STEPS)
-SEEDS = (0, 1, 2, 3)
-FMA_ISAS = tuple(i for i in ("avx2", "avx512") if i in ISAS) \
-    if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512") else ()
+FMA_ISAS = fma_isas()
 
 OBSERVED: dict[tuple[str, str, str], dict[str, float]] = collections.defaultdict(dict)
-
-
-def _loguniform(rng: np.random.Generator, lo: float, hi: float) -> float:
-    return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
 
 
 # ----- hyperparameters --------------------------------------------------------------------------
@@ -70,40 +61,40 @@ def draw_hyper(name: str, seed: int) -> dict[str, Any]:
         return {"off": False, "on": True}.get(mode, bool(rng.integers(2)))
 
     def optional(lo: float, hi: float) -> float:
-        value = _loguniform(rng, lo, hi)
+        value = loguniform(rng, lo, hi)
         return value if flag() else 0.0
 
     if name == "lion":
-        h = {"lr": _loguniform(rng, 1e-4, 1e-2),
+        h = {"lr": loguniform(rng, 1e-4, 1e-2),
              "betas": (float(rng.uniform(0.5, 0.99)), float(rng.uniform(0.9, 0.999))),
              "weight_decay": optional(1e-2, 1.0)}
     elif name == "grams":
-        h = {"lr": _loguniform(rng, 1e-3, 3e-2),
+        h = {"lr": loguniform(rng, 1e-3, 3e-2),
              "betas": (float(rng.uniform(0.3, 0.95)), float(rng.uniform(0.95, 0.9995))),
-             "eps": _loguniform(rng, 1e-8, 1e-4), "weight_decay": optional(1e-3, 1e-1)}
+             "eps": loguniform(rng, 1e-8, 1e-4), "weight_decay": optional(1e-3, 1e-1)}
     elif name == "adan":
-        h = {"lr": _loguniform(rng, 1e-3, 3e-2),
+        h = {"lr": loguniform(rng, 1e-3, 3e-2),
              "betas": (float(rng.uniform(0.5, 0.99)), float(rng.uniform(0.5, 0.99)), float(rng.uniform(0.9, 0.999))),
-             "eps": _loguniform(rng, 1e-8, 1e-4), "weight_decay": optional(1e-3, 1e-1), "no_prox": flag()}
+             "eps": loguniform(rng, 1e-8, 1e-4), "weight_decay": optional(1e-3, 1e-1), "no_prox": flag()}
     elif name in ("signsgd", "signum"):
-        h = {"lr": _loguniform(rng, 1e-4, 1e-2),
+        h = {"lr": loguniform(rng, 1e-4, 1e-2),
              "momentum": float(rng.uniform(0.5, 0.99)) if name == "signum" or flag() else 0.0,
              "weight_decay": optional(1e-2, 1.0), "weight_decouple": flag()}
     elif name == "yogi":
-        h = {"lr": _loguniform(rng, 1e-3, 3e-2),
+        h = {"lr": loguniform(rng, 1e-3, 3e-2),
              "betas": (float(rng.uniform(0.3, 0.95)), float(rng.uniform(0.95, 0.9995))),
-             "initial_accumulator": _loguniform(rng, 1e-7, 1e-2), "eps": _loguniform(rng, 1e-5, 1e-2),
+             "initial_accumulator": loguniform(rng, 1e-7, 1e-2), "eps": loguniform(rng, 1e-5, 1e-2),
              "weight_decay": optional(1e-3, 1e-1), "weight_decouple": flag(), "fixed_decay": flag()}
     elif name == "adopt":
-        h = {"lr": _loguniform(rng, 1e-3, 3e-2),
+        h = {"lr": loguniform(rng, 1e-3, 3e-2),
              "betas": (float(rng.uniform(0.3, 0.95)), float(rng.uniform(0.95, 0.99995))),
-             "eps": _loguniform(rng, 1e-8, 1e-4),
+             "eps": loguniform(rng, 1e-8, 1e-4),
              "weight_decay": optional(1e-3, 1e-1), "weight_decouple": flag(), "fixed_decay": flag()}
     elif name == "laprop":
-        h = {"lr": _loguniform(rng, 1e-3, 3e-2),
+        h = {"lr": loguniform(rng, 1e-3, 3e-2),
              "betas": (float(rng.uniform(0.3, 0.95)), float(rng.uniform(0.95, 0.9995))),
              "centered": flag(), "steps_before_using_centered": float(rng.integers(0, 20)),
-             "eps": _loguniform(rng, 1e-15, 1e-6), "ams_bound": flag(),
+             "eps": loguniform(rng, 1e-15, 1e-6), "ams_bound": flag(),
              "weight_decay": optional(1e-3, 1e-1), "weight_decouple": flag(), "fixed_decay": flag()}
     else:  # pragma: no cover
         raise AssertionError(f"no hyperparameter sampler for {name!r}")
@@ -292,26 +283,19 @@ def tolerance(name: str, dtype_name: str, isa: str) -> dict[str, float] | None:
     return TOL[dtype_name]
 
 
-_CACHE: collections.OrderedDict = collections.OrderedDict()
+_CACHE = RecentCache(keep=2)
 
 
 def reference(name: str, dtype_name: str, seed: int):
-    key = (name, dtype_name, seed)
-    if key not in _CACHE:
+    def compute():
         hyper = draw_hyper(name, seed)
         params, grads = make_data(seed * 37 + sorted(MODERN).index(name), DTYPES[dtype_name])
-        _CACHE[key] = (hyper, params, grads, MODERN[name][0](name, hyper, params, grads))
-        while len(_CACHE) > 2:
-            _CACHE.popitem(last=False)
-    return _CACHE[key]
+        return hyper, params, grads, MODERN[name][0](name, hyper, params, grads)
+
+    return _CACHE.get((name, dtype_name, seed), compute)
 
 
 # ----- comparison -------------------------------------------------------------------------------
-def _merge(into: dict[str, float], errors: dict[str, float]) -> None:
-    for k, v in errors.items():
-        into[k] = max(into.get(k, 0.0), v)
-
-
 def assert_close(actual: np.ndarray, desired: np.ndarray, tol: dict[str, float] | None, what: str,
                  flips: float = 0.0, initial: np.ndarray | None = None) -> dict[str, float]:
     """Elementwise: bit for bit if ``tol`` is None, else rtol plus an atol relative to the largest
@@ -358,54 +342,39 @@ def run_pyopt(name: str, hyper: dict[str, Any], params0: list[np.ndarray], grads
         if t not in trajectory:
             continue
         ref = trajectory[t]
-        num = den = 0.0
         for i, (p, p0, rp) in enumerate(zip(params, params0, ref["params"])):
-            _merge(seen, assert_close(p, rp, tol, f"{where}: params[{i}] after step {t}", flips, p0))
-            num += float(np.sum((p.astype(np.float64) - rp) ** 2))
-            den += float(np.sum((rp.astype(np.float64) - p0) ** 2))
-        update = (num / den) ** 0.5 if den > 0 else float(num > 0)
+            merge_errors(seen, assert_close(p, rp, tol, f"{where}: params[{i}] after step {t}", flips, p0))
+        update, den = update_error(params, params0, ref["params"])
         # A handful (≤ 9) of sign-flipped elements, each off by ≤ flips, add ≤ 3·flips to the norm.
         bound = 0.0 if tol is None else tol["update"] + (3 * flips / den ** 0.5 if flips and den > 0 else 0.0)
         assert update <= bound, f"{where}: after step {t}, ||Δp − Δp_ref|| / ||Δp_ref|| = {update:.3g} > {bound:.0e}"
-        _merge(seen, {"update": update})
+        merge_errors(seen, {"update": update})
         for i, rstate in enumerate(ref["state"]):
             assert opt.state[i]["step"] == t
             for key, value in rstate.items():
                 assert key in opt.state[i], f"{where}: params[{i}] lacks state {key!r} the reference keeps"
-                _merge(seen, assert_close(opt.state[i][key], value, tol, f"{where}: state[{i}][{key!r}] after step {t}",
-                                          state_flips))
+                merge_errors(seen, assert_close(opt.state[i][key], value, tol,
+                                                f"{where}: state[{i}][{key!r}] after step {t}", state_flips))
     return seen
 
 
 # ----- fixtures ---------------------------------------------------------------------------------
 @pytest.fixture
 def isa(request: pytest.FixtureRequest):
-    saved = pyopt.info()["isa"]
-    pyopt.set_isa(request.param)
-    try:
-        assert pyopt.info()["isa"] == request.param
-        yield request.param
-    finally:
-        pyopt.set_isa(saved)
+    with isa_path(request.param) as name:
+        yield name
 
 
 @pytest.fixture
 def threads():
-    saved = pyopt.info()["num_threads"]
-    pyopt.set_num_threads(1)
-    try:
+    with num_threads(1):
         yield
-    finally:
-        pyopt.set_num_threads(saved)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _report():
     yield
-    path = os.environ.get("PYOPT_REFERENCE_REPORT")
-    if path:
-        with open(path, "w") as f:
-            json.dump({"/".join(k): v for k, v in sorted(OBSERVED.items())}, f, indent=1)
+    write_report(OBSERVED)
 
 
 # ----- the matrix -------------------------------------------------------------------------------
@@ -421,7 +390,7 @@ def test_matches_reference(case: tuple[str, str, int], isa: str, threads: None) 
     name, dtype_name, seed = case
     hyper, params0, grads, trajectory = reference(name, dtype_name, seed)
     errs = run_pyopt(name, hyper, params0, grads, trajectory, dtype_name, f"{name} {dtype_name} {isa} {hyper}")
-    _merge(OBSERVED[(name, dtype_name, isa)], errs)
+    merge_errors(OBSERVED[(name, dtype_name, isa)], errs)
 
 
 def test_every_modern_optimizer_is_covered() -> None:
@@ -534,8 +503,8 @@ def test_grams_matches_grams_pytorch(dtype_name: str, seed: int, isa: str, threa
     params0, grads = make_data(seed * 37 + 1000, DTYPES[dtype_name])
     trajectory = GRAMS_PACKAGE("grams", hyper, params0, grads)
     tol = TOL_SQRT_ULP[dtype_name] if isa in FMA_ISAS else TOL[dtype_name]
-    _merge(OBSERVED[("grams-pytorch", dtype_name, isa)],
-           run_pyopt("grams", hyper, params0, grads, trajectory, dtype_name, f"grams vs grams-pytorch {isa}", tol=tol))
+    errs = run_pyopt("grams", hyper, params0, grads, trajectory, dtype_name, f"grams vs grams-pytorch {isa}", tol=tol)
+    merge_errors(OBSERVED[("grams-pytorch", dtype_name, isa)], errs)
 
 
 GRAMS_PACKAGE = _torch_package(_grams_package, {"exp_avg": "exp_avg", "exp_avg_sq": "exp_avg_sq"})
@@ -547,25 +516,14 @@ IEEE_SQRT_REFERENCES = {"grams": GRAMS_PACKAGE, "yogi": MODERN["yogi"][0], "adop
 @pytest.mark.parametrize("seed", (1, 2))
 @pytest.mark.parametrize("dtype_name", list(DTYPES))
 @pytest.mark.parametrize("name", [n for n in IEEE_SQRT_REFERENCES if n in NAMES])
-def test_fma_paths_bit_for_bit_with_ieee_sqrt(name: str, dtype_name: str, seed: int, threads: None,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fma_paths_bit_for_bit_with_ieee_sqrt(name: str, dtype_name: str, seed: int, threads: None) -> None:
     """With a correctly rounded sqrt swapped into torch, the FMA paths match the reference package
     (grams-pytorch, pytorch-optimizer's Yogi and ADOPT) bit for bit, params and state."""
     if name == "grams":
         pytest.importorskip("grams")
-
-    def sqrt(t: "torch.Tensor") -> "torch.Tensor":
-        a = t.numpy()
-        return torch.from_numpy(np.sqrt(a.astype(np.float64)).astype(a.dtype))
-
     hyper = draw_hyper(name, seed)
     params0, grads = make_data(seed * 37 + 2000, DTYPES[dtype_name])
-    def sqrt_(t: "torch.Tensor") -> "torch.Tensor":
-        return t.copy_(sqrt(t))
-
-    with monkeypatch.context() as m:
-        m.setattr(torch.Tensor, "sqrt", sqrt)
-        m.setattr(torch.Tensor, "sqrt_", sqrt_)
+    with ieee_sqrt():
         trajectory = IEEE_SQRT_REFERENCES[name](name, hyper, params0, grads)
     saved = pyopt.info()["isa"]
     try:
