@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import _core, functional
+try:
+    from . import _core
+except ImportError as exc:  # pragma: no cover - only in an unbuilt source tree
+    raise ImportError(
+        f"pyopt's compiled core (pyopt._core) is missing from {__path__[0]}: this is the source folder, "
+        "not an installed pyopt. Install it (pip install .) and run from another directory, or use the "
+        "`pyopt` command; for development: pip install --no-build-isolation -e . "
+        "-Ceditable.rebuild=true -Cbuild-dir=build/editable"
+    ) from exc
+from . import functional
 from ._spec import available
 from .io import load, load_state_dict, save
 from .optimizer import Optimizer, ParamGroup
