@@ -24,6 +24,7 @@ from .io import load, load_state_dict, save
 from .optimizer import Optimizer, ParamGroup
 from .optimizers import (
     ADOPT,
+    ASGD,
     NAG,
     SGD,
     AMSGrad,
@@ -40,6 +41,7 @@ from .optimizers import (
     NAdam,
     RAdam,
     RMSprop,
+    Rprop,
     SignSGD,
     Signum,
     Yogi,
@@ -62,7 +64,7 @@ __all__ = [
 __all__ += [
     "NAG", "SGD", "AMSGrad", "Adadelta", "Adagrad", "Adam", "Adamax", "AdamW", "Momentum", "NAdam", "RAdam",
     "RMSprop", "Lion", "Grams", "Adan", "SignSGD", "Signum", "Yogi",
-    "ADOPT", "LaProp", "Optimizer", "ParamGroup", "available", "create", "functional", "info", "load",
+    "ADOPT", "LaProp", "ASGD", "Rprop", "Optimizer", "ParamGroup", "available", "create", "functional", "info", "load",
     "load_state_dict", "save", "set_isa", "set_num_threads",
 ]
 

@@ -1,8 +1,9 @@
 """The optimizer catalogue as the C++ core declares it, seen from Python.
 
 The C++ rules are the one source of truth for hyperparameter names, defaults and kinds. Python
-shows them torch-style: ``beta1``/``beta2`` (/``beta3``) travel together as ``betas``, and names an optimizer
-pins (``adamw``'s ``decoupled_weight_decay``) are not user-settable.
+shows them torch-style: ``beta1``/``beta2`` (/``beta3``) travel together as ``betas`` (and Rprop's
+``etaminus``/``etaplus`` as ``etas``, ``step_size_min``/``step_size_max`` as ``step_sizes``), and
+names an optimizer pins (``adamw``'s ``decoupled_weight_decay``) are not user-settable.
 """
 from __future__ import annotations
 
@@ -12,6 +13,15 @@ from functools import cached_property, lru_cache
 from typing import Any, Mapping
 
 from . import _core
+
+# Hyperparameters the C++ rules keep flat and Python shows as one tuple, torch-style:
+# tuple name -> its members, in order (a rule has a prefix of them, or none).
+TUPLES: dict[str, tuple[str, ...]] = {
+    "betas": ("beta1", "beta2", "beta3"),
+    "etas": ("etaminus", "etaplus"),
+    "step_sizes": ("step_size_min", "step_size_max"),
+}
+_MEMBER = {m: (t, i) for t, ms in TUPLES.items() for i, m in enumerate(ms)}
 
 
 @dataclass(frozen=True)
@@ -32,19 +42,22 @@ class Spec:
         for key, default, kind in self.hyper:
             if key in self.fixed:
                 continue
-            if key == "beta1":
-                given = dict((k, d) for k, d, _ in self.hyper)
-                out["betas"] = tuple(given[b] for b in self._betas)
-            elif key in ("beta2", "beta3"):
-                continue
+            if key in _MEMBER:
+                tup, index = _MEMBER[key]
+                if index == 0:
+                    given = dict((k, d) for k, d, _ in self.hyper)
+                    out[tup] = tuple(given[m] for m in self._tuples[tup])
             else:
                 out[key] = bool(default) if kind == "bool" else default
         return out
 
     @cached_property
-    def _betas(self) -> tuple[str, ...]:
-        """beta1, beta2 (and beta3, as Adan has) travel together as ``betas``."""
-        return tuple(k for k in ("beta1", "beta2", "beta3") if any(k == h[0] for h in self.hyper))
+    def _tuples(self) -> dict[str, tuple[str, ...]]:
+        """The tuples this rule has (see TUPLES), with the members it has: beta1, beta2 (and beta3,
+        as Adan has) travel together as ``betas``."""
+        names = {h[0] for h in self.hyper}
+        out = {t: tuple(m for m in ms if m in names) for t, ms in TUPLES.items()}
+        return {t: ms for t, ms in out.items() if ms}
 
     @cached_property
     def _plan(self) -> tuple[tuple[str, str, int, str, float], ...]:
@@ -54,21 +67,21 @@ class Spec:
         for key, default, kind in self.hyper:
             if key in self.fixed:
                 plan.append((key, "", -1, "fixed", default))
-            elif key in ("beta1", "beta2", "beta3"):
-                index = int(key[-1]) - 1
-                plan.append((f"betas[{index}]", "betas", index, kind, 0.0))
+            elif key in _MEMBER:
+                tup, index = _MEMBER[key]
+                plan.append((f"{tup}[{index}]", tup, index, kind, 0.0))
             else:
                 plan.append((key, key, -1, kind, 0.0))
         return tuple(plan)
 
     def flat(self, group: Mapping[str, Any], where: str) -> list[float]:
         """The group's hyperparameters as the C++ rule's flat vector; TypeError on bad types."""
-        if self._betas:
-            betas = group["betas"]
-            n = len(self._betas)
-            if not isinstance(betas, (tuple, list)) or len(betas) != n:
+        for tup, members in self._tuples.items():
+            value = group[tup]
+            n = len(members)
+            if not isinstance(value, (tuple, list)) or len(value) != n:
                 shape = "a pair" if n == 2 else f"a tuple of {n}"
-                raise TypeError(f"{where}: betas must be {shape} of floats, got {betas!r}")
+                raise TypeError(f"{where}: {tup} must be {shape} of floats, got {value!r}")
         out = []
         for label, key, index, kind, fixed in self._plan:
             if kind == "fixed":

@@ -42,6 +42,8 @@ DEFAULT_LR: dict[str, float] = {
     "yogi": 1e-2,
     "adopt": 3e-3,
     "laprop": 3e-3,
+    "asgd": 0.1,
+    "rprop": 1e-3,
 }
 
 N_SAMPLES = 1797

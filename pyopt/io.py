@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ._spec import TUPLES
 from .optimizer import Optimizer, ParamsLike, _as_param_list
 
 _META = "__pyopt_meta__"
@@ -87,7 +88,7 @@ def load(path: str | os.PathLike[str], params: ParamsLike) -> Optimizer:
     for group, saved in zip(groups, groups_meta):
         for key, value in saved.items():
             if key not in ("params", "param_names"):
-                group.setdefault(key, tuple(value) if key == "betas" else value)
+                group.setdefault(key, tuple(value) if key in TUPLES else value)
     opt = create(sd["optimizer"], groups)
     opt.load_state_dict(sd)
     return opt

@@ -6,7 +6,7 @@ from typing import Any, ClassVar, Iterable, Mapping, Sequence, Union
 import numpy as np
 
 from . import _core
-from ._spec import Spec, spec
+from ._spec import TUPLES, Spec, spec
 
 ParamsLike = Union[np.ndarray, Sequence[np.ndarray], Mapping[str, np.ndarray], Sequence[Mapping[str, Any]]]
 GradsLike = Union[np.ndarray, Sequence[Any], Mapping[str, Any]]
@@ -266,7 +266,7 @@ class Optimizer:
         groups = []
         index = 0
         for group in self.param_groups:
-            g = {k: (list(v) if k == "betas" else v) for k, v in group.items() if k != "params"}
+            g = {k: (list(v) if k in TUPLES else v) for k, v in group.items() if k != "params"}
             count = len(group["params"])
             g["params"] = list(range(index, index + count))
             if self._names is not None:
@@ -295,7 +295,7 @@ class Optimizer:
                 raise ValueError(
                     f"{who}: param group {i} has {len(group['params'])} params, state_dict has {len(saved['params'])}"
                 )
-            values = {k: (tuple(v) if k == "betas" else v) for k, v in saved.items() if k in self.defaults}
+            values = {k: (tuple(v) if k in TUPLES else v) for k, v in saved.items() if k in self.defaults}
             candidate = {**{k: v for k, v in group.items() if k != "params"}, **values}
             where = f"{who}: state_dict param group {i}"
             self._spec.validate(self._spec.flat(candidate, where), where)

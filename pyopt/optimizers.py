@@ -313,10 +313,42 @@ class LaProp(Optimizer):
                          maximize=maximize)
 
 
+class ASGD(Optimizer):
+    r"""ASGD, averaged stochastic gradient descent (Polyak & Juditsky, 1992; torch.optim.ASGD).
+    The per-tensor scalars ``eta`` and ``mu`` are state, as in torch; ``ax`` is the running average
+    of the params (from step ``t0`` on; before that, a copy of them).
+
+    .. math:: p \leftarrow p(1 - \lambda\eta) - \eta g;\quad ax \leftarrow ax + \mu(p - ax);\quad
+              \eta \leftarrow \frac{lr}{(1 + \lambda\,lr\,t)^\alpha};\quad \mu \leftarrow \frac{1}{\max(1, t - t_0)}
+    """
+
+    name = "asgd"
+
+    def __init__(self, params: ParamsLike, lr: float = 1e-2, lambd: float = 1e-4, alpha: float = 0.75,
+                 t0: float = 1e6, weight_decay: float = 0.0, *, maximize: bool = False) -> None:
+        super().__init__(params, lr=lr, lambd=lambd, alpha=alpha, t0=t0, weight_decay=weight_decay,
+                         maximize=maximize)
+
+
+class Rprop(Optimizer):
+    r"""Rprop, resilient backpropagation (Riedmiller & Braun, 1993; torch.optim.Rprop). Each element's
+    step size grows by ``etas[1]`` while its gradient keeps its sign and shrinks by ``etas[0]`` when
+    the sign flips (that step is then skipped), within ``step_sizes``; it starts at ``lr``.
+
+    .. math:: s \leftarrow \mathrm{clip}(s\cdot\eta_\pm, s_{min}, s_{max});\quad p \leftarrow p - \mathrm{sign}(g)\,s
+    """
+
+    name = "rprop"
+
+    def __init__(self, params: ParamsLike, lr: float = 1e-2, etas: tuple[float, float] = (0.5, 1.2),
+                 step_sizes: tuple[float, float] = (1e-6, 50.0), *, maximize: bool = False) -> None:
+        super().__init__(params, lr=lr, etas=etas, step_sizes=step_sizes, maximize=maximize)
+
+
 CLASSES: dict[str, type[Optimizer]] = {
     cls.name: cls
     for cls in (SGD, Momentum, NAG, Adagrad, RMSprop, Adadelta, Adamax, Adam, AdamW, AMSGrad, NAdam, RAdam,
-                Lion, Grams, Adan, SignSGD, Signum, Yogi, ADOPT, LaProp)
+                Lion, Grams, Adan, SignSGD, Signum, Yogi, ADOPT, LaProp, ASGD, Rprop)
 }
 
 

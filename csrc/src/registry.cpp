@@ -94,6 +94,9 @@ std::vector<OptimizerSpec> build_optimizers() {
        "pytorch-optimizer 4.1.0 ADOPT"},
       {"laprop", "laprop", {}, {}, "LaProp, momentum of the RMS-normalised gradient (Ziyin et al., 2020)",
        "pytorch-optimizer 4.1.0 LaProp"},
+      {"asgd", "asgd", {}, {}, "ASGD, averaged stochastic gradient descent (Polyak & Juditsky, 1992)",
+       "torch.optim.ASGD"},
+      {"rprop", "rprop", {}, {}, "Rprop, resilient backpropagation (Riedmiller & Braun, 1993)", "torch.optim.Rprop"},
   };
   std::vector<OptimizerSpec> out;
   for (const Entry& e : entries) out.push_back(make_spec(e));

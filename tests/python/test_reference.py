@@ -4,13 +4,15 @@ For each (optimizer, dtype, seed) case: random hyperparameters (boolean flags in
 tensors of sizes {1, 7, 17, 1023, 100003} (some 2-D) stepped together in one ``opt.step`` call,
 ``STEPS`` steps of fresh random gradients. torch runs once per case (its trajectory is cached)
 and pyopt is compared against it on every ISA path this machine has, at a few checkpoints:
-params, every state array, the step count and NAdam's ``mu_product``.
+params, every state array, the step count and the per-tensor scalars (NAdam's ``mu_product``,
+ASGD's ``eta`` and ``mu``).
 
 Tolerances (see RULES.md "How to match a reference"). On the FMA paths (avx2, avx512) pyopt fuses
 exactly the multiply-adds torch's CPU kernels fuse and rounds every other operation as torch does
 (rules/common.hpp), so what is left is torch's sqrt, which is not correctly rounded (MKL: ~17% of
 float32 and ~1% of float64 results are 1 ulp off IEEE sqrt):
-  - rules without a sqrt (sgd, momentum, nag, adamax) match bit for bit, float32 and float64;
+  - rules without a sqrt (sgd, momentum, nag, adamax, asgd, rprop) match bit for bit, float32 and
+    float64;
   - the others are held to rtol 1e-6 with an atol of 1e-7 × the array's largest magnitude in
     float32 (observed: rtol 1.5e-7; adadelta, whose two sqrts per step compound through its
     state, rtol 1e-4, observed 1.7e-5), and to rtol 3e-15 with an atol of 1e-15 × the largest
@@ -48,7 +50,7 @@ from refcheck import (  # noqa: E402
 
 # torch.optim's optimizers; the others are checked in test_reference_modern.py.
 TORCH_NAMES = ("sgd", "momentum", "nag", "adagrad", "rmsprop", "adadelta", "adamax", "adam", "adamw", "amsgrad",
-               "nadam", "radam")
+               "nadam", "radam", "asgd", "rprop")
 NAMES = [n for n in pyopt.available() if n in TORCH_NAMES]
 CHECKPOINTS = (1, 6, STEPS)  # 6: RAdam's rho_t crosses 5 around here for beta2 ~ 0.999
 
@@ -64,7 +66,7 @@ TOL_FMA = {  # FMA paths, rules with a sqrt: only torch's sqrt differs
 }
 TOL_FMA_ADADELTA_F32 = dict(rtol=1e-4, atol_scale=1e-7, update=5e-6)
 # Rules without a sqrt: bit for bit on the FMA paths.
-EXACT_ON_FMA = ("sgd", "momentum", "nag", "adamax")
+EXACT_ON_FMA = ("sgd", "momentum", "nag", "adamax", "asgd", "rprop")
 # pyopt's ISA paths with hardware FMA where torch fuses too; elsewhere the loose tolerances.
 FMA_ISAS = fma_isas()
 
@@ -83,7 +85,7 @@ def tolerance(name: str, dtype_name: str, isa: str) -> dict[str, float] | None:
 TORCH_CLASS = {
     "sgd": "SGD", "momentum": "SGD", "nag": "SGD", "adagrad": "Adagrad", "rmsprop": "RMSprop",
     "adadelta": "Adadelta", "adamax": "Adamax", "adam": "Adam", "adamw": "AdamW", "amsgrad": "Adam",
-    "nadam": "NAdam", "radam": "RAdam",
+    "nadam": "NAdam", "radam": "RAdam", "asgd": "ASGD", "rprop": "Rprop",
 }
 
 # Largest observed errors, per (name, dtype, isa): "scaled" max |a − d| / max |d| and "rtol" (the
@@ -150,6 +152,17 @@ def draw_hyper(name: str, seed: int) -> dict[str, Any]:
         h = {"lr": loguniform(rng, 1e-3, 3e-2), "betas": betas(b2=(0.9, 0.9995)),
              "eps": loguniform(rng, 1e-8, 1e-4), "weight_decay": optional(1e-4, 1e-1),
              "decoupled_weight_decay": flag()}
+    elif name == "asgd":
+        # t0 within the 100 steps when on, so the averaging (mu < 1) runs; non-integer t0 gives
+        # mu = 1 / (t - t0) values that round.
+        h = {"lr": loguniform(rng, 1e-3, 1e-1), "lambd": loguniform(rng, 1e-4, 1e-1),
+             "alpha": float(rng.uniform(0.5, 1.0)), "t0": float(rng.uniform(0.0, 60.0)) if flag() else 1e6,
+             "weight_decay": optional(1e-4, 1e-1)}
+    elif name == "rprop":
+        # Narrow step-size bounds when on, so the clamp binds on both sides.
+        h = {"lr": loguniform(rng, 1e-4, 1e-2), "etas": (float(rng.uniform(0.3, 0.7)), float(rng.uniform(1.05, 1.5))),
+             "step_sizes": (loguniform(rng, 1e-4, 3e-3) if flag() else 1e-6,
+                            loguniform(rng, 1e-2, 3e-2) if flag() else 50.0)}
     else:  # pragma: no cover - a new optimizer needs a sampler and a torch mapping
         raise AssertionError(f"no hyperparameter sampler for {name!r}")
     h["maximize"] = flag()
@@ -178,7 +191,7 @@ def make_data(seed: int, dtype: type, steps: int = STEPS) -> tuple[list[np.ndarr
 
 
 class _torch_settings:
-    """torch keeps NAdam's mu_product (and step) in the default dtype: match it to the params.
+    """torch keeps NAdam's mu_product, ASGD's eta and mu (and step) in the default dtype: match it to the params.
     One intra-op thread: the update is elementwise (same result), and torch's OpenMP threads
     spinning against pyopt's on a small machine make it 10-50x slower."""
 
@@ -193,6 +206,10 @@ class _torch_settings:
     def __exit__(self, *exc: Any) -> None:
         torch.set_default_dtype(self.saved[0])
         torch.set_num_threads(self.saved[1])
+
+
+# Per-tensor scalar state torch keeps as 0-d tensors (NAdam's mu_product, ASGD's eta and mu).
+SCALAR_STATE = ("mu_product", "eta", "mu")
 
 
 def run_torch(name: str, hyper: dict[str, Any], params: list[np.ndarray], grads: list[list[np.ndarray]],
@@ -214,7 +231,7 @@ def run_torch(name: str, hyper: dict[str, Any], params: list[np.ndarray], grads:
                     for key, value in opt.state[tp].items():
                         if value is None:
                             continue
-                        if key in ("step", "mu_product"):
+                        if key in SCALAR_STATE or key == "step":
                             entry[key] = float(value)
                         else:
                             entry[key] = value.numpy().copy()
@@ -290,10 +307,11 @@ def compare(opt: pyopt.Optimizer, params: list[np.ndarray], initial: list[np.nda
         for key in sorted(arrays - tarrays):
             # Slots torch does not keep for these hyperparameters must at least be untouched.
             assert not np.any(mine[key]), f"{where}: state[{i}][{key!r}] changed but torch has no such state"
-        if "mu_product" in tstate:
-            # Same float operations on both sides: to the last bit in float64, and float32 keeps
-            # the product rounded to float32 each step as torch does.
-            assert mine["mu_product"] == tstate["mu_product"], (where, i, mine["mu_product"], tstate["mu_product"])
+        for key in SCALAR_STATE:
+            if key in tstate:
+                # Same float operations on both sides: to the last bit in float64, and float32 keeps
+                # the scalar rounded to float32 each step as torch does.
+                assert mine[key] == tstate[key], (where, i, key, mine[key], tstate[key])
     merge_errors(seen, {"update": update})
     return seen
 

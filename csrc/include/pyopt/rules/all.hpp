@@ -6,6 +6,7 @@
 #include "pyopt/rules/adam.hpp"
 #include "pyopt/rules/adamax.hpp"
 #include "pyopt/rules/adan.hpp"
+#include "pyopt/rules/asgd.hpp"
 #include "pyopt/rules/adopt.hpp"
 #include "pyopt/rules/grams.hpp"
 #include "pyopt/rules/laprop.hpp"
@@ -13,6 +14,7 @@
 #include "pyopt/rules/nadam.hpp"
 #include "pyopt/rules/radam.hpp"
 #include "pyopt/rules/rmsprop.hpp"
+#include "pyopt/rules/rprop.hpp"
 #include "pyopt/rules/sgd.hpp"
 #include "pyopt/rules/signsgd.hpp"
 #include "pyopt/rules/yogi.hpp"
@@ -33,4 +35,6 @@
   X(SignSgd)                   \
   X(Yogi)                      \
   X(Adopt)                     \
-  X(Laprop)
+  X(Laprop)                    \
+  X(Asgd)                      \
+  X(Rprop)

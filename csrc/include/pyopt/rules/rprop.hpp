@@ -1,0 +1,72 @@
+#pragma once
+// Rprop, resilient backpropagation (Riedmiller & Braun, 1993). Reference: torch.optim.Rprop 2.13,
+// single-tensor path (capturable=False).
+//
+//   f = η+ if g·prev > 0, η− if g·prev < 0, else 1   (sign of the rounded product: an underflow
+//                                                      or a NaN gives 1, as torch.sign does)
+//   step_size ← clamp(step_size·f, step_size_min, step_size_max)
+//   g ← 0 where f = η−;  p ← p − sign(g)·step_size;  prev ← g
+// step_size starts at lr (so later lr changes do nothing, as in torch). Branch-free selects on
+// the rule's sign() (rules/sign.hpp), so the loop vectorizes.
+#include "pyopt/rules/base.hpp"
+#include "pyopt/rules/sign.hpp"
+
+PYOPT_KERNEL_NAMESPACE_BEGIN
+namespace rules {
+
+struct Rprop : RuleBase {
+  static constexpr const char* name = "rprop";
+
+  enum Hyper { lr, etaminus, etaplus, step_size_min, step_size_max, maximize, kNumHyper };
+  static constexpr HyperSpec hyper[kNumHyper] = {
+      {"lr", 1e-2, HyperKind::Real},           {"etaminus", 0.5, HyperKind::Real},
+      {"etaplus", 1.2, HyperKind::Real},       {"step_size_min", 1e-6, HyperKind::Real},
+      {"step_size_max", 50.0, HyperKind::Real}, {"maximize", 0.0, HyperKind::Bool},
+  };
+  static constexpr const char* slot_names[] = {"prev", "step_size"};
+  static double initial_state(int slot, const double* h) { return slot == 1 ? h[lr] : 0.0; }
+
+  static constexpr int num_variants = 1;
+  static int variant(const double*) { return 0; }
+  static constexpr unsigned slot_mask(int) { return 0b11u; }
+
+  static void validate(const double* h) {
+    require_nonnegative("lr", h[lr]);
+    if (!(h[etaminus] > 0.0 && h[etaminus] < 1.0))
+      throw std::invalid_argument("invalid etaminus: " + format_value(h[etaminus]) + " (must be in (0, 1))");
+    if (!(h[etaplus] > 1.0))
+      throw std::invalid_argument("invalid etaplus: " + format_value(h[etaplus]) + " (must be > 1)");
+  }
+
+  template <class T>
+  struct Coeffs {
+    T grad_sign, etaminus, etaplus, lo, hi;
+  };
+  template <class T>
+  static Coeffs<T> prepare(const double* h, int64_t, double*) {
+    return {T(h[maximize] != 0.0 ? -1.0 : 1.0), T(h[etaminus]), T(h[etaplus]), T(h[step_size_min]),
+            T(h[step_size_max])};
+  }
+
+  template <int V, class T>
+  static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
+    T& prev = s[0];
+    T& step_size = s[1];
+    g = g * k.grad_sign;
+    // torch: sign = (g·prev).sign(); sign[sign > 0] = η+; sign[sign < 0] = η−; sign[sign == 0] = 1
+    T f = sign(g * prev);
+    f = f > T(0) ? k.etaplus : f;
+    f = f < T(0) ? k.etaminus : f;
+    f = f == T(0) ? T(1) : f;
+    T x = step_size * f;  // clamp_(min, max): NaN stays NaN; min > max gives max
+    x = x < k.lo ? k.lo : x;
+    x = x > k.hi ? k.hi : x;
+    step_size = x;
+    g = f == k.etaminus ? T(0) : g;
+    p = fmadd(-sign(g), step_size, p);  // addcmul_(sign(g), step_size, value=-1)
+    prev = g;
+  }
+};
+
+}  // namespace rules
+PYOPT_KERNEL_NAMESPACE_END
