@@ -27,6 +27,7 @@ from .optimizers import (
     ASGD,
     NAG,
     SGD,
+    AdaBelief,
     AMSGrad,
     Adadelta,
     Adagrad,
@@ -64,8 +65,8 @@ __all__ = [
 __all__ += [
     "NAG", "SGD", "AMSGrad", "Adadelta", "Adagrad", "Adam", "Adamax", "AdamW", "Momentum", "NAdam", "RAdam",
     "RMSprop", "Lion", "Grams", "Adan", "SignSGD", "Signum", "Yogi",
-    "ADOPT", "LaProp", "ASGD", "Rprop", "Optimizer", "ParamGroup", "available", "create", "functional", "info", "load",
-    "load_state_dict", "save", "set_isa", "set_num_threads",
+    "ADOPT", "LaProp", "ASGD", "Rprop", "AdaBelief", "Optimizer", "ParamGroup", "available", "create", "functional",
+    "info", "load", "load_state_dict", "save", "set_isa", "set_num_threads",
 ]
 
 

@@ -44,6 +44,7 @@ DEFAULT_LR: dict[str, float] = {
     "laprop": 3e-3,
     "asgd": 0.1,
     "rprop": 1e-3,
+    "adabelief": 3e-3,
 }
 
 N_SAMPLES = 1797

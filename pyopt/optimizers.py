@@ -345,10 +345,33 @@ class Rprop(Optimizer):
         super().__init__(params, lr=lr, etas=etas, step_sizes=step_sizes, maximize=maximize)
 
 
+class AdaBelief(Optimizer):
+    r"""AdaBelief (Zhuang et al., 2020; juntang-zhuang's adabelief-pytorch 0.2.0): Adam whose second
+    moment tracks the squared deviation of the gradient from its momentum. ``eps`` is added into the
+    state ``exp_avg_var`` every step and again outside the root. ``rectify`` (default on) takes
+    RAdam's rectified step once :math:`\rho_t \ge 5`, plain momentum SGD steps before that (no step
+    if ``degenerated_to_sgd=False``); ``amsgrad`` only changes the unrectified update, as in the
+    reference. Decoupled weight decay unless ``weight_decouple=False``.
+
+    .. math:: m \leftarrow \beta_1 m + (1-\beta_1) g;\quad s \leftarrow \beta_2 s + (1-\beta_2)(g-m)^2 + \epsilon;\quad
+              p \leftarrow p - \frac{\eta}{1-\beta_1^t}\,\frac{m}{\sqrt{s}/\sqrt{1-\beta_2^t}+\epsilon}
+    """
+
+    name = "adabelief"
+
+    def __init__(self, params: ParamsLike, lr: float = 1e-3, betas: Betas = (0.9, 0.999), eps: float = 1e-16,
+                 weight_decay: float = 0.0, amsgrad: bool = False, weight_decouple: bool = True,
+                 fixed_decay: bool = False, rectify: bool = True, degenerated_to_sgd: bool = True, *,
+                 maximize: bool = False) -> None:
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+                         weight_decouple=weight_decouple, fixed_decay=fixed_decay, rectify=rectify,
+                         degenerated_to_sgd=degenerated_to_sgd, maximize=maximize)
+
+
 CLASSES: dict[str, type[Optimizer]] = {
     cls.name: cls
     for cls in (SGD, Momentum, NAG, Adagrad, RMSprop, Adadelta, Adamax, Adam, AdamW, AMSGrad, NAdam, RAdam,
-                Lion, Grams, Adan, SignSGD, Signum, Yogi, ADOPT, LaProp, ASGD, Rprop)
+                Lion, Grams, Adan, SignSGD, Signum, Yogi, ADOPT, LaProp, ASGD, Rprop, AdaBelief)
 }
 
 

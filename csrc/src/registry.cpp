@@ -97,6 +97,8 @@ std::vector<OptimizerSpec> build_optimizers() {
       {"asgd", "asgd", {}, {}, "ASGD, averaged stochastic gradient descent (Polyak & Juditsky, 1992)",
        "torch.optim.ASGD"},
       {"rprop", "rprop", {}, {}, "Rprop, resilient backpropagation (Riedmiller & Braun, 1993)", "torch.optim.Rprop"},
+      {"adabelief", "adabelief", {}, {}, "AdaBelief, Adam with the belief in observed gradients (Zhuang et al., 2020)",
+       "adabelief-pytorch 0.2.0 AdaBelief"},
   };
   std::vector<OptimizerSpec> out;
   for (const Entry& e : entries) out.push_back(make_spec(e));

@@ -16,6 +16,8 @@ References (RULES.md, "Modern"):
     (grams-pytorch 0.0.2, same dtype): bit for bit on the FMA paths once torch's sqrt is
     correctly rounded, to its sqrt's ulp otherwise.
   - adan: a float64 numpy model of the official sail-sg/Adan adan.py (_single_tensor_adan).
+  - adabelief: adabelief-pytorch 0.2.0 (the package, same dtype): to torch's sqrt rounding on the
+    FMA paths, bit for bit once torch's sqrt is correctly rounded.
   - signsgd / signum, yogi, adopt, laprop: pytorch-optimizer 4.1.0 (SignSGD, Yogi, ADOPT, LaProp; per-param path,
     foreach=False), in the same dtype. signSGD/Signum have no sqrt: bit for bit on the FMA paths.
     Yogi, ADOPT and LaProp match to torch's sqrt rounding there, and bit for bit once torch's sqrt is
@@ -30,7 +32,9 @@ Set PYOPT_REFERENCE_REPORT=<path> to dump the largest observed errors as JSON.
 from __future__ import annotations
 
 import collections
+import contextlib
 import importlib.metadata
+import io
 from typing import Any, Callable
 
 import numpy as np
@@ -96,6 +100,11 @@ def draw_hyper(name: str, seed: int) -> dict[str, Any]:
              "centered": flag(), "steps_before_using_centered": float(rng.integers(0, 20)),
              "eps": loguniform(rng, 1e-15, 1e-6), "ams_bound": flag(),
              "weight_decay": optional(1e-3, 1e-1), "weight_decouple": flag(), "fixed_decay": flag()}
+    elif name == "adabelief":
+        h = {"lr": loguniform(rng, 1e-3, 3e-2),
+             "betas": (float(rng.uniform(0.3, 0.95)), float(rng.uniform(0.95, 0.9995))),
+             "eps": loguniform(rng, 1e-16, 1e-8), "weight_decay": optional(1e-3, 1e-1), "amsgrad": flag(),
+             "weight_decouple": flag(), "fixed_decay": flag(), "rectify": flag(), "degenerated_to_sgd": flag()}
     else:  # pragma: no cover
         raise AssertionError(f"no hyperparameter sampler for {name!r}")
     h["maximize"] = flag()
@@ -174,6 +183,15 @@ def _laprop_package(tparams: list, hyper: dict[str, Any]):
     return _pytorch_optimizer("LaProp", steps_before_using_centered=steps)(tparams, hyper)
 
 
+def _adabelief_package(tparams: list, hyper: dict[str, Any]):
+    """adabelief-pytorch 0.2.0, its change log and flag announcements silenced."""
+    adabelief_pytorch = pytest.importorskip("adabelief_pytorch")
+    version = importlib.metadata.version("adabelief-pytorch")
+    assert version == "0.2.0", f"the reference is adabelief-pytorch 0.2.0, found {version}"
+    with contextlib.redirect_stdout(io.StringIO()):
+        return adabelief_pytorch.AdaBelief(tparams, print_change_log=False, **hyper)
+
+
 def _numpy_model(init: Callable[[np.ndarray, dict], dict], step: Callable[..., None]):
     """A reference run through a float64 numpy model: ``step(h, t, p, g, state)`` in place."""
 
@@ -245,6 +263,8 @@ MODERN: dict[str, tuple[Callable, str]] = {
     "adopt": (_torch_package(_pytorch_optimizer("ADOPT"), {"exp_avg": "exp_avg", "exp_avg_sq": "exp_avg_sq"}), "package"),
     "laprop": (_torch_package(_laprop_package, {k: k for k in ("exp_avg", "exp_avg_sq", "exp_mean_avg_beta2",
                                                                "max_exp_avg_sq")}), "package"),
+    "adabelief": (_torch_package(_adabelief_package, {k: k for k in ("exp_avg", "exp_avg_var", "max_exp_avg_var")}),
+                  "package"),
 }
 NAMES = [n for n in pyopt.available() if n in MODERN]
 # Matches the reference bit for bit on the FMA paths (no sqrt, same operation order).
@@ -509,7 +529,7 @@ def test_grams_matches_grams_pytorch(dtype_name: str, seed: int, isa: str, threa
 
 GRAMS_PACKAGE = _torch_package(_grams_package, {"exp_avg": "exp_avg", "exp_avg_sq": "exp_avg_sq"})
 IEEE_SQRT_REFERENCES = {"grams": GRAMS_PACKAGE, "yogi": MODERN["yogi"][0], "adopt": MODERN["adopt"][0],
-                        "laprop": MODERN["laprop"][0]}
+                        "laprop": MODERN["laprop"][0], "adabelief": MODERN["adabelief"][0]}
 
 
 @pytest.mark.skipif(not FMA_ISAS, reason="no FMA path on this machine, or torch does not fuse")
@@ -565,3 +585,26 @@ def test_lion_sign_elementwise(dtype_name: str, isa: str, threads: None) -> None
         if step == 1:  # m = 0: p moves by exactly lr·sign(g), 0 where g is ±0 or NaN
             expected = p0 - dtype(0.01) * np.nan_to_num(np.sign(g)).astype(dtype)
             np.testing.assert_array_equal(p, expected)
+
+
+# ----- adabelief flag combinations the seeded draws miss ----------------------------------------
+ADABELIEF_COMBOS = [
+    dict(amsgrad=True, rectify=False, weight_decouple=False, fixed_decay=False, degenerated_to_sgd=True),
+    dict(amsgrad=True, rectify=False, weight_decouple=True, fixed_decay=False, degenerated_to_sgd=False),
+    dict(amsgrad=False, rectify=True, weight_decouple=False, fixed_decay=False, degenerated_to_sgd=False),
+    dict(amsgrad=True, rectify=True, weight_decouple=True, fixed_decay=False, degenerated_to_sgd=False),
+]
+
+
+@pytest.mark.parametrize("dtype_name", list(DTYPES))
+@pytest.mark.parametrize("combo", range(len(ADABELIEF_COMBOS)))
+@pytest.mark.parametrize("isa", ISAS, indirect=True)
+def test_adabelief_flag_combinations(combo: int, dtype_name: str, isa: str, threads: None) -> None:
+    """amsgrad without rectification, coupled L2 decay, and rectification without the SGD warm-up
+    steps, against adabelief-pytorch 0.2.0 (tolerances as in the matrix)."""
+    hyper = {**draw_hyper("adabelief", 2), **ADABELIEF_COMBOS[combo], "weight_decay": 0.02, "maximize": combo % 2 == 1}
+    params0, grads = make_data(combo * 37 + 3000, DTYPES[dtype_name])
+    key = ("adabelief-combo", dtype_name, combo)
+    trajectory = _CACHE.get(key, lambda: MODERN["adabelief"][0]("adabelief", hyper, params0, grads))
+    errs = run_pyopt("adabelief", hyper, params0, grads, trajectory, dtype_name, f"adabelief {isa} {hyper}")
+    merge_errors(OBSERVED[("adabelief-combos", dtype_name, isa)], errs)

@@ -1,6 +1,7 @@
 #pragma once
 // Every rule pyopt compiles. To add an optimizer: write rules/<name>.hpp, list it here, give it a
 // public name in src/registry.cpp, and add its reference test under tests/python/.
+#include "pyopt/rules/adabelief.hpp"
 #include "pyopt/rules/adadelta.hpp"
 #include "pyopt/rules/adagrad.hpp"
 #include "pyopt/rules/adam.hpp"
@@ -37,4 +38,5 @@
   X(Adopt)                     \
   X(Laprop)                    \
   X(Asgd)                      \
-  X(Rprop)
+  X(Rprop)                     \
+  X(AdaBelief)
