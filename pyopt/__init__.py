@@ -36,6 +36,8 @@ from .optimizers import (
     Adan,
     AdamW,
     Grams,
+    LAMB,
+    LARS,
     LaProp,
     Lion,
     Momentum,
@@ -65,7 +67,7 @@ __all__ = [
 __all__ += [
     "NAG", "SGD", "AMSGrad", "Adadelta", "Adagrad", "Adam", "Adamax", "AdamW", "Momentum", "NAdam", "RAdam",
     "RMSprop", "Lion", "Grams", "Adan", "SignSGD", "Signum", "Yogi",
-    "ADOPT", "LaProp", "ASGD", "Rprop", "AdaBelief", "Optimizer", "ParamGroup", "available", "create", "functional",
+    "ADOPT", "LaProp", "ASGD", "Rprop", "AdaBelief", "LAMB", "LARS", "Optimizer", "ParamGroup", "available", "create", "functional",
     "info", "load", "load_state_dict", "save", "set_isa", "set_num_threads",
 ]
 

@@ -368,10 +368,42 @@ class AdaBelief(Optimizer):
                          degenerated_to_sgd=degenerated_to_sgd, maximize=maximize)
 
 
+class LAMB(Optimizer):
+    r"""LAMB, layer-wise adaptive moments (You et al., 2020, Algorithm 2; optax.lamb): Adam's
+    direction plus decoupled weight decay, rescaled per tensor by the trust ratio ‖p‖/‖u‖.
+
+    .. math:: u = \frac{\hat m}{\sqrt{\hat v}+\epsilon} + \lambda p;\quad
+              p \leftarrow p - \eta\,\frac{\|p\|}{\|u\|}\,u
+    """
+
+    name = "lamb"
+
+    def __init__(self, params: ParamsLike, lr: float = 1e-3, betas: Betas = (0.9, 0.999), eps: float = 1e-6,
+                 weight_decay: float = 0.0, *, maximize: bool = False) -> None:
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize)
+
+
+class LARS(Optimizer):
+    r"""LARS, layer-wise adaptive rate scaling (You, Gitman & Ginsburg, 2017; optax.lars): momentum
+    SGD whose step is rescaled per tensor by the trust ratio η‖p‖/(‖g + λp‖ + ε).
+
+    .. math:: u = -\eta_{lr}\,\frac{\eta\|p\|}{\|g+\lambda p\|+\epsilon}(g+\lambda p);\quad
+              b \leftarrow u + \mu b;\quad p \leftarrow p + b
+    """
+
+    name = "lars"
+
+    def __init__(self, params: ParamsLike, lr: float = 1.0, momentum: float = 0.9, weight_decay: float = 0.0,
+                 trust_coefficient: float = 1e-3, eps: float = 0.0, nesterov: bool = False, *,
+                 maximize: bool = False) -> None:
+        super().__init__(params, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                         trust_coefficient=trust_coefficient, eps=eps, nesterov=nesterov, maximize=maximize)
+
+
 CLASSES: dict[str, type[Optimizer]] = {
     cls.name: cls
     for cls in (SGD, Momentum, NAG, Adagrad, RMSprop, Adadelta, Adamax, Adam, AdamW, AMSGrad, NAdam, RAdam,
-                Lion, Grams, Adan, SignSGD, Signum, Yogi, ADOPT, LaProp, ASGD, Rprop, AdaBelief)
+                Lion, Grams, Adan, SignSGD, Signum, Yogi, ADOPT, LaProp, ASGD, Rprop, AdaBelief, LAMB, LARS)
 }
 
 

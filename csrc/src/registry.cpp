@@ -99,6 +99,8 @@ std::vector<OptimizerSpec> build_optimizers() {
       {"rprop", "rprop", {}, {}, "Rprop, resilient backpropagation (Riedmiller & Braun, 1993)", "torch.optim.Rprop"},
       {"adabelief", "adabelief", {}, {}, "AdaBelief, Adam with the belief in observed gradients (Zhuang et al., 2020)",
        "adabelief-pytorch 0.2.0 AdaBelief"},
+      {"lamb", "lamb", {}, {}, "LAMB, Adam with a per-tensor trust ratio (You et al., 2020)", "optax.lamb (paper, Alg. 2)"},
+      {"lars", "lars", {}, {}, "LARS, momentum SGD with a per-tensor trust ratio (You et al., 2017)", "optax.lars"},
   };
   std::vector<OptimizerSpec> out;
   for (const Entry& e : entries) out.push_back(make_spec(e));

@@ -105,6 +105,14 @@ def draw_hyper(name: str, seed: int) -> dict[str, Any]:
              "betas": (float(rng.uniform(0.3, 0.95)), float(rng.uniform(0.95, 0.9995))),
              "eps": loguniform(rng, 1e-16, 1e-8), "weight_decay": optional(1e-3, 1e-1), "amsgrad": flag(),
              "weight_decouple": flag(), "fixed_decay": flag(), "rectify": flag(), "degenerated_to_sgd": flag()}
+    elif name == "lamb":
+        h = {"lr": loguniform(rng, 1e-3, 3e-2),
+             "betas": (float(rng.uniform(0.3, 0.95)), float(rng.uniform(0.95, 0.9995))),
+             "eps": loguniform(rng, 1e-8, 1e-4), "weight_decay": optional(1e-3, 1e-1)}
+    elif name == "lars":
+        h = {"lr": loguniform(rng, 0.1, 3.0), "momentum": float(rng.uniform(0.5, 0.99)) if flag() else 0.0,
+             "weight_decay": optional(1e-4, 1e-2), "trust_coefficient": loguniform(rng, 1e-4, 1e-2),
+             "eps": optional(1e-9, 1e-3), "nesterov": flag()}
     else:  # pragma: no cover
         raise AssertionError(f"no hyperparameter sampler for {name!r}")
     h["maximize"] = flag()
@@ -252,6 +260,40 @@ def _adan_step(h: dict, t: int, p: np.ndarray, g: np.ndarray, st: dict) -> None:
     st["pre_grad"][...] = g
 
 
+def _lamb_init(p: np.ndarray, h: dict) -> dict:
+    return {"exp_avg": np.zeros_like(p), "exp_avg_sq": np.zeros_like(p)}
+
+
+def _lamb_step(h: dict, t: int, p: np.ndarray, g: np.ndarray, st: dict) -> None:
+    """optax.lamb: scale_by_adam, add_decayed_weights, scale_by_trust_ratio, scale_by_learning_rate."""
+    lr, (b1, b2), eps, wd = h["lr"], h["betas"], h["eps"], h["weight_decay"]
+    m, v = st["exp_avg"], st["exp_avg_sq"]
+    m[...] = (1 - b1) * g + b1 * m
+    v[...] = (1 - b2) * g * g + b2 * v
+    u = (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps) + wd * p
+    param_norm, update_norm = np.linalg.norm(p), np.linalg.norm(u)
+    trust = 1.0 if param_norm == 0 or update_norm == 0 else param_norm / update_norm
+    p -= lr * trust * u
+
+
+def _lars_init(p: np.ndarray, h: dict) -> dict:
+    return {"momentum_buffer": np.zeros_like(p)} if h["momentum"] else {}
+
+
+def _lars_step(h: dict, t: int, p: np.ndarray, g: np.ndarray, st: dict) -> None:
+    """optax.lars: add_decayed_weights, scale_by_trust_ratio(η, ε), scale_by_learning_rate, trace(μ)."""
+    u = g + h["weight_decay"] * p
+    param_norm, update_norm = np.linalg.norm(p), np.linalg.norm(u)
+    trust = 1.0 if param_norm == 0 or update_norm == 0 else h["trust_coefficient"] * param_norm / (update_norm + h["eps"])
+    u = -h["lr"] * trust * u
+    if not h["momentum"]:
+        p += u
+        return
+    b = st["momentum_buffer"]
+    b[...] = u + h["momentum"] * b
+    p += u + h["momentum"] * b if h["nesterov"] else b
+
+
 # name -> (reference runner, kind): "package" runs in the params' dtype, "model" in float64.
 MODERN: dict[str, tuple[Callable, str]] = {
     "lion": (_torch_package(_lion_package, {"exp_avg": "exp_avg"}), "package"),
@@ -265,6 +307,8 @@ MODERN: dict[str, tuple[Callable, str]] = {
                                                                "max_exp_avg_sq")}), "package"),
     "adabelief": (_torch_package(_adabelief_package, {k: k for k in ("exp_avg", "exp_avg_var", "max_exp_avg_var")}),
                   "package"),
+    "lamb": (_numpy_model(_lamb_init, _lamb_step), "model"),
+    "lars": (_numpy_model(_lars_init, _lars_step), "model"),
 }
 NAMES = [n for n in pyopt.available() if n in MODERN]
 # Matches the reference bit for bit on the FMA paths (no sqrt, same operation order).
@@ -608,3 +652,32 @@ def test_adabelief_flag_combinations(combo: int, dtype_name: str, isa: str, thre
     trajectory = _CACHE.get(key, lambda: MODERN["adabelief"][0]("adabelief", hyper, params0, grads))
     errs = run_pyopt("adabelief", hyper, params0, grads, trajectory, dtype_name, f"adabelief {isa} {hyper}")
     merge_errors(OBSERVED[("adabelief-combos", dtype_name, isa)], errs)
+
+
+# ----- per-tensor reductions (LAMB, LARS) -----------------------------------------------------
+@pytest.mark.parametrize("name", ["lamb", "lars"])
+def test_reductions_same_bits_on_every_fma_path(name: str) -> None:
+    """Norms are summed in fixed lanes and blocks, so the vector width cannot change the result:
+    the FMA paths (avx2, avx512) agree bit for bit, with 1 or 3 threads."""
+    if len(FMA_ISAS) < 2:
+        pytest.skip("needs two FMA paths")
+    hyper = draw_hyper(name, 1)
+    params0, grads = make_data(7, np.float32, 5)
+    results = []
+    saved = pyopt.info()["num_threads"]
+    try:
+        for isa_name in FMA_ISAS:
+            for n in (1, 3):
+                pyopt.set_num_threads(n)
+                with isa_path(isa_name):
+                    params = [p.copy() for p in params0]
+                    opt = CLASSES[name](params, **hyper)
+                    for gs in grads:
+                        opt.step(gs)
+                results.append((f"{isa_name}/{n} threads", params))
+    finally:
+        pyopt.set_num_threads(saved)
+    first_label, first = results[0]
+    for label, params in results[1:]:
+        for i, (p, q) in enumerate(zip(first, params)):
+            np.testing.assert_array_equal(p, q, err_msg=f"{name}: params[{i}], {label} vs {first_label}")

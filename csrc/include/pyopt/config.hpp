@@ -16,8 +16,10 @@
 
 #if defined(__GNUC__) || defined(__clang__)
 #define PYOPT_INLINE inline __attribute__((always_inline))
+#define PYOPT_LAMBDA_INLINE __attribute__((always_inline))
 #else
 #define PYOPT_INLINE inline
+#define PYOPT_LAMBDA_INLINE
 #endif
 
 // The element loop has no loop-carried dependences (params, grads and state never alias: the

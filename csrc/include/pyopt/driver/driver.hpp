@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <utility>
+#include <vector>
 
 #include "pyopt/config.hpp"
 #include "pyopt/types.hpp"
@@ -19,6 +20,11 @@ namespace driver {
 constexpr int64_t kSerialThreshold = int64_t(1) << 15;
 // Chunk boundaries are multiples of 16 elements (64 bytes of float32): threads do not share lines.
 constexpr int64_t kChunkAlign = 16;
+// Rules with per-tensor reductions (norms) sum each block of this many elements in kReduceLanes
+// fixed lanes, then the blocks of a tensor in order: a sum never depends on the thread count, the
+// chunking or the vector width, so every ISA path and thread count gives the same bits.
+constexpr int64_t kReduceBlock = 4096;
+constexpr int kReduceLanes = 16;
 
 template <class Rule, int V, class T>
 void update_range(const TensorArgs& a, const typename Rule::template Coeffs<T>& k, int64_t begin, int64_t end) {
@@ -52,11 +58,143 @@ PYOPT_INLINE void update_variant(int variant, const TensorArgs& a, const typenam
   ((variant == Vs ? (update_range<Rule, Vs, T>(a, k, begin, end), 0) : 0), ...);
 }
 
+// The reduction pass of a rule with num_reductions > 0: Rule::reduce<V> sees each element once
+// (it may update the state slots, not the param) and yields num_reductions values to be summed in
+// double. Elements [begin, end) lie in one block; the block's sums go to out[0..R).
+template <class Rule, int V, class T>
+void reduce_block(const TensorArgs& a, const typename Rule::template Coeffs<T>& k, int64_t begin, int64_t end,
+                  double* out) {
+  constexpr int R = Rule::num_reductions;
+  constexpr unsigned mask = Rule::slot_mask(V);
+  const T* __restrict p = static_cast<const T*>(a.param);
+  const T* __restrict g = static_cast<const T*>(a.grad);
+  T* __restrict s0 = static_cast<T*>(a.slots[0]);
+  T* __restrict s1 = static_cast<T*>(a.slots[1]);
+  T* __restrict s2 = static_cast<T*>(a.slots[2]);
+  T* __restrict s3 = static_cast<T*>(a.slots[3]);
+  double lanes[R][kReduceLanes] = {};
+  auto one = [&](int64_t i, int lane) PYOPT_LAMBDA_INLINE {
+    T s[kMaxSlots] = {};
+    if constexpr (mask & 1u) s[0] = s0[i];
+    if constexpr (mask & 2u) s[1] = s1[i];
+    if constexpr (mask & 4u) s[2] = s2[i];
+    if constexpr (mask & 8u) s[3] = s3[i];
+    T r[R];
+    Rule::template reduce<V>(k, p[i], g[i], s, r);
+    if constexpr (mask & 1u) s0[i] = s[0];
+    if constexpr (mask & 2u) s1[i] = s[1];
+    if constexpr (mask & 4u) s2[i] = s[2];
+    if constexpr (mask & 8u) s3[i] = s[3];
+    for (int q = 0; q < R; ++q) lanes[q][lane] += double(r[q]);
+  };
+  int64_t i = begin;
+  for (; i + kReduceLanes <= end; i += kReduceLanes) {
+    PYOPT_VECTORIZE_LOOP
+    for (int lane = 0; lane < kReduceLanes; ++lane) one(i + lane, lane);
+  }
+  for (int lane = 0; i + lane < end; ++lane) one(i + lane, lane);
+  for (int q = 0; q < R; ++q) {
+    // Pairwise over the lanes, in a fixed order.
+    double l[kReduceLanes];
+    for (int j = 0; j < kReduceLanes; ++j) l[j] = lanes[q][j];
+    for (int width = kReduceLanes / 2; width >= 1; width /= 2)
+      for (int j = 0; j < width; ++j) l[j] = l[j] + l[j + width];
+    out[q] = l[0];
+  }
+}
+
+template <class Rule, class T, int... Vs>
+PYOPT_INLINE void reduce_variant(int variant, const TensorArgs& a, const typename Rule::template Coeffs<T>& k,
+                                 int64_t begin, int64_t end, double* out, std::integer_sequence<int, Vs...>) {
+  ((variant == Vs ? (reduce_block<Rule, Vs, T>(a, k, begin, end, out), 0) : 0), ...);
+}
+
 template <class Rule, class T>
 struct Prepared {
   typename Rule::template Coeffs<T> coeffs;
   int variant;
 };
+
+inline int team_size(int64_t total, int num_threads) {
+  const int64_t max_useful = (total + kSerialThreshold - 1) / kSerialThreshold;
+  return int(num_threads < max_useful ? num_threads : max_useful);
+}
+
+// Inside a parallel region: thread r updates the r-th contiguous slice of the concatenation of all
+// tensors, so many small tensors and one large tensor balance the same way.
+template <class Rule, class T>
+void update_my_chunk(const TensorArgs* tensors, int64_t count, const Prepared<Rule, T>* prepared, int64_t total) {
+  using Variants = std::make_integer_sequence<int, Rule::num_variants>;
+  const int64_t nthreads = omp_get_num_threads();
+  const int64_t rank = omp_get_thread_num();
+  int64_t per_thread = (total + nthreads - 1) / nthreads;
+  per_thread = (per_thread + kChunkAlign - 1) / kChunkAlign * kChunkAlign;
+  const int64_t lo = rank * per_thread < total ? rank * per_thread : total;
+  const int64_t hi = lo + per_thread < total ? lo + per_thread : total;
+  int64_t offset = 0;
+  for (int64_t i = 0; i < count && offset < hi; ++i) {
+    const int64_t size = tensors[i].size;
+    const int64_t begin = lo > offset ? lo - offset : 0;
+    const int64_t end = hi < offset + size ? hi - offset : size;
+    if (begin < end)
+      update_variant<Rule, T>(prepared[i].variant, tensors[i], prepared[i].coeffs, begin, end, Variants{});
+    offset += size;
+  }
+}
+
+// Rules with per-tensor reductions (LAMB's and LARS's norms): a reduction pass over fixed blocks,
+// Rule::finish turning each tensor's sums into its coefficients, then the update pass, all in one
+// parallel region (two barriers).
+template <class Rule, class T>
+void run_reduced(const TensorArgs* tensors, int64_t count, Prepared<Rule, T>* prepared, int64_t total,
+                 int num_threads) {
+  using Variants = std::make_integer_sequence<int, Rule::num_variants>;
+  constexpr int R = Rule::num_reductions;
+  std::vector<int64_t> first_block(size_t(count) + 1, 0);  // tensor i owns blocks [first_block[i], first_block[i+1])
+  for (int64_t i = 0; i < count; ++i)
+    first_block[i + 1] = first_block[i] + (tensors[i].size + kReduceBlock - 1) / kReduceBlock;
+  const int64_t num_blocks = first_block[count];
+  std::vector<double> block_sums(size_t(num_blocks * R));
+
+  auto reduce_blocks = [&](int64_t b_lo, int64_t b_hi) {
+    int64_t i = 0;
+    for (int64_t b = b_lo; b < b_hi; ++b) {
+      while (first_block[i + 1] <= b) ++i;
+      const int64_t begin = (b - first_block[i]) * kReduceBlock;
+      const int64_t end = begin + kReduceBlock < tensors[i].size ? begin + kReduceBlock : tensors[i].size;
+      reduce_variant<Rule, T>(prepared[i].variant, tensors[i], prepared[i].coeffs, begin, end, &block_sums[b * R],
+                              Variants{});
+    }
+  };
+  auto finish_all = [&] {
+    for (int64_t i = 0; i < count; ++i) {
+      double sums[R] = {};
+      for (int64_t b = first_block[i]; b < first_block[i + 1]; ++b)
+        for (int q = 0; q < R; ++q) sums[q] += block_sums[b * R + q];
+      Rule::template finish<T>(prepared[i].coeffs, tensors[i].hyper, sums);
+    }
+  };
+
+  if (num_threads <= 1 || total < kSerialThreshold || omp_in_parallel()) {
+    reduce_blocks(0, num_blocks);
+    finish_all();
+    for (int64_t i = 0; i < count; ++i)
+      update_variant<Rule, T>(prepared[i].variant, tensors[i], prepared[i].coeffs, 0, tensors[i].size, Variants{});
+    return;
+  }
+#pragma omp parallel num_threads(team_size(total, num_threads))
+  {
+    const int64_t nthreads = omp_get_num_threads();
+    const int64_t rank = omp_get_thread_num();
+    const int64_t per_thread = (num_blocks + nthreads - 1) / nthreads;
+    const int64_t b_lo = rank * per_thread < num_blocks ? rank * per_thread : num_blocks;
+    reduce_blocks(b_lo, b_lo + per_thread < num_blocks ? b_lo + per_thread : num_blocks);
+#pragma omp barrier
+#pragma omp single
+    finish_all();  // implicit barrier after single
+    update_my_chunk<Rule, T>(tensors, count, prepared, total);
+  }
+}
 
 template <class Rule, class T>
 void run(const TensorArgs* tensors, int64_t count, int num_threads) {
@@ -82,34 +220,18 @@ void run(const TensorArgs* tensors, int64_t count, int num_threads) {
     total += a.size;
   }
 
-  if (num_threads <= 1 || total < kSerialThreshold || omp_in_parallel()) {
+  if constexpr (Rule::num_reductions > 0) {
+    run_reduced<Rule, T>(tensors, count, prepared, total, num_threads);
+    return;
+  }
+  const bool serial = num_threads <= 1 || total < kSerialThreshold || omp_in_parallel();
+  if (serial) {
     for (int64_t i = 0; i < count; ++i)
       update_variant<Rule, T>(prepared[i].variant, tensors[i], prepared[i].coeffs, 0, tensors[i].size, Variants{});
     return;
   }
-
-  // One region for the whole step: thread r takes the r-th contiguous slice of the concatenation
-  // of all tensors, so many small tensors and one large tensor balance the same way.
-  const int64_t max_useful = (total + kSerialThreshold - 1) / kSerialThreshold;
-  const int team = int(num_threads < max_useful ? num_threads : max_useful);
-#pragma omp parallel num_threads(team)
-  {
-    const int64_t nthreads = omp_get_num_threads();
-    const int64_t rank = omp_get_thread_num();
-    int64_t per_thread = (total + nthreads - 1) / nthreads;
-    per_thread = (per_thread + kChunkAlign - 1) / kChunkAlign * kChunkAlign;
-    const int64_t lo = rank * per_thread < total ? rank * per_thread : total;
-    const int64_t hi = lo + per_thread < total ? lo + per_thread : total;
-    int64_t offset = 0;
-    for (int64_t i = 0; i < count && offset < hi; ++i) {
-      const int64_t size = tensors[i].size;
-      const int64_t begin = lo > offset ? lo - offset : 0;
-      const int64_t end = hi < offset + size ? hi - offset : size;
-      if (begin < end)
-        update_variant<Rule, T>(prepared[i].variant, tensors[i], prepared[i].coeffs, begin, end, Variants{});
-      offset += size;
-    }
-  }
+#pragma omp parallel num_threads(team_size(total, num_threads))
+  update_my_chunk<Rule, T>(tensors, count, prepared, total);
 }
 
 }  // namespace driver

@@ -10,7 +10,9 @@
 #include "pyopt/rules/asgd.hpp"
 #include "pyopt/rules/adopt.hpp"
 #include "pyopt/rules/grams.hpp"
+#include "pyopt/rules/lamb.hpp"
 #include "pyopt/rules/laprop.hpp"
+#include "pyopt/rules/lars.hpp"
 #include "pyopt/rules/lion.hpp"
 #include "pyopt/rules/nadam.hpp"
 #include "pyopt/rules/radam.hpp"
@@ -39,4 +41,6 @@
   X(Laprop)                    \
   X(Asgd)                      \
   X(Rprop)                     \
-  X(AdaBelief)
+  X(AdaBelief)                 \
+  X(Lamb)                      \
+  X(Lars)

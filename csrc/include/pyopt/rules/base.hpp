@@ -15,6 +15,11 @@
 //     template <int V, class T> static void update(const Coeffs<T>&, T& p, T g, T* s);  // one element
 //   };
 //
+// A rule that needs per-tensor sums (a norm) also declares num_reductions = R and
+//     template <int V, class T> static void reduce(const Coeffs<T>&, T p, T g, T* s, T* r);  // r[0..R)
+//     template <class T> static void finish(Coeffs<T>&, const double* h, const double* sums);
+// The driver runs reduce over every element, sums r per tensor in double, calls finish, then update.
+//
 // The driver (driver/driver.hpp) does everything else: tiling, threads, tails, dtypes, dispatch.
 #include "pyopt/rules/common.hpp"
 
@@ -23,6 +28,7 @@ namespace rules {
 
 struct RuleBase {
   static constexpr int num_scalars = 0;                 // per-tensor scalar state (beyond the step)
+  static constexpr int num_reductions = 0;              // per-tensor sums: see rules/lamb.hpp
   static constexpr const char* const* scalar_names = nullptr;
   static double initial_state(int /*slot*/, const double* /*h*/) { return 0.0; }
   static double initial_scalar(int /*index*/) { return 0.0; }
