@@ -46,6 +46,8 @@ from .optimizers import (
     RMSprop,
     Rprop,
     SignSGD,
+    Sophia,
+    SophiaG,
     Signum,
     Yogi,
     create,
@@ -67,7 +69,7 @@ __all__ = [
 __all__ += [
     "NAG", "SGD", "AMSGrad", "Adadelta", "Adagrad", "Adam", "Adamax", "AdamW", "Momentum", "NAdam", "RAdam",
     "RMSprop", "Lion", "Grams", "Adan", "SignSGD", "Signum", "Yogi",
-    "ADOPT", "LaProp", "ASGD", "Rprop", "AdaBelief", "LAMB", "LARS", "Optimizer", "ParamGroup", "available", "create", "functional",
+    "ADOPT", "LaProp", "ASGD", "Rprop", "AdaBelief", "LAMB", "LARS", "Sophia", "SophiaG", "Optimizer", "ParamGroup", "available", "create", "functional",
     "info", "load", "load_state_dict", "save", "set_isa", "set_num_threads",
 ]
 

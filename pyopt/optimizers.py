@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
+from . import _core
 from ._spec import spec
-from .optimizer import Optimizer, ParamsLike
+from .optimizer import GradsLike, Optimizer, ParamsLike
 
 Betas = tuple[float, float]
 
@@ -400,10 +403,56 @@ class LARS(Optimizer):
                          trust_coefficient=trust_coefficient, eps=eps, nesterov=nesterov, maximize=maximize)
 
 
+class SophiaG(Optimizer):
+    r"""SophiaG (Liu et al., 2023; the official Liuhong99/Sophia code): momentum divided by a
+    diagonal Hessian EMA, clipped elementwise to ±lr. Call ``update_hessian`` every k steps
+    (k = 10 in the paper) with a diagonal Hessian estimate per param (``pyopt.hessian`` has the
+    Gauss-Newton-Bartlett and Hutchinson estimators).
+
+    .. math:: p \leftarrow p(1-\eta\lambda);\quad m \leftarrow \beta_1 m + (1-\beta_1) g;\quad
+              p \leftarrow p - \eta\,\mathrm{sign}(m)\min\Big(\frac{|m|}{\rho\,bs\,h + 10^{-15}}, 1\Big);
+              \quad h \leftarrow \beta_2 h + (1-\beta_2)\hat h \text{ (update\_hessian)}
+    """
+
+    name = "sophia"
+
+    def __init__(self, params: ParamsLike, lr: float = 1e-4, betas: Betas = (0.965, 0.99), rho: float = 0.04,
+                 weight_decay: float = 1e-1, bs: float = 5120, *, maximize: bool = False) -> None:
+        super().__init__(params, lr=lr, betas=betas, rho=rho, weight_decay=weight_decay, bs=bs, maximize=maximize)
+
+    def update_hessian(self, estimates: GradsLike) -> None:
+        """Fold a diagonal Hessian estimate into each param's ``hessian`` state:
+        ``h = beta2·h + (1 − beta2)·estimate`` (one fused pass over all params).
+
+        ``estimates`` is given like ``step``'s grads (a list in param order with ``None`` to skip,
+        a dict by name, or a lone array); each has its param's shape. The official code does this
+        every 10 steps with the Gauss-Newton-Bartlett estimate, the square of the gradient of the
+        loss on labels sampled from the model (``pyopt.hessian.gnb_estimate``)."""
+        if self._engine is None:
+            self._rebuild()  # allocates the state (h starts at 0)
+        elif self._hyper_changed:
+            self._refresh_hypers()
+        flats, tensors = [], []
+        index = 0
+        for g, group in enumerate(self.param_groups):
+            flats.append([float(group["betas"][1])])
+            for _ in group["params"]:
+                tensors.append((f"{self._owner_label}: {self._labels[index]} (hessian estimate)", g,
+                                self._slots[index]["hessian"], []))
+                index += 1
+        n = len(tensors)
+        engine = _core.Engine("sophia_hessian", flats, tensors, np.zeros(n, np.int64),
+                              np.zeros((n, _core.MAX_SCALARS), np.float64))
+        engine.step(self._grad_list(estimates))
+
+
+Sophia = SophiaG
+
+
 CLASSES: dict[str, type[Optimizer]] = {
     cls.name: cls
     for cls in (SGD, Momentum, NAG, Adagrad, RMSprop, Adadelta, Adamax, Adam, AdamW, AMSGrad, NAdam, RAdam,
-                Lion, Grams, Adan, SignSGD, Signum, Yogi, ADOPT, LaProp, ASGD, Rprop, AdaBelief, LAMB, LARS)
+                Lion, Grams, Adan, SignSGD, Signum, Yogi, ADOPT, LaProp, ASGD, Rprop, AdaBelief, LAMB, LARS, SophiaG)
 }
 
 

@@ -101,6 +101,19 @@ std::vector<OptimizerSpec> build_optimizers() {
        "adabelief-pytorch 0.2.0 AdaBelief"},
       {"lamb", "lamb", {}, {}, "LAMB, Adam with a per-tensor trust ratio (You et al., 2020)", "optax.lamb (paper, Alg. 2)"},
       {"lars", "lars", {}, {}, "LARS, momentum SGD with a per-tensor trust ratio (You et al., 2017)", "optax.lars"},
+      {"sophia", "sophia", {}, {}, "SophiaG, clipped steps preconditioned by a diagonal Hessian EMA (Liu et al., 2023)",
+       "Liuhong99/Sophia sophia.py SophiaG"},
+  };
+  std::vector<OptimizerSpec> out;
+  for (const Entry& e : entries) out.push_back(make_spec(e));
+  return out;
+}
+
+// Kernels an optimizer runs besides its step (not listed by optimizers()).
+std::vector<OptimizerSpec> build_internal() {
+  const std::vector<Entry> entries = {
+      {"sophia_hessian", "sophia_hessian", {}, {}, "SophiaG's Hessian EMA: h = beta2*h + (1 - beta2)*estimate",
+       "Liuhong99/Sophia (hessian update in the training loop)"},
   };
   std::vector<OptimizerSpec> out;
   for (const Entry& e : entries) out.push_back(make_spec(e));
@@ -133,6 +146,9 @@ const std::vector<OptimizerSpec>& optimizers() {
 
 const OptimizerSpec& find_optimizer(const std::string& name) {
   for (const OptimizerSpec& s : optimizers())
+    if (s.name == name) return s;
+  static const std::vector<OptimizerSpec> internal = build_internal();
+  for (const OptimizerSpec& s : internal)
     if (s.name == name) return s;
   std::string valid;
   for (const OptimizerSpec& s : optimizers()) valid += (valid.empty() ? "" : ", ") + s.name;

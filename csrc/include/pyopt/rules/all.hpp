@@ -20,6 +20,7 @@
 #include "pyopt/rules/rprop.hpp"
 #include "pyopt/rules/sgd.hpp"
 #include "pyopt/rules/signsgd.hpp"
+#include "pyopt/rules/sophia.hpp"
 #include "pyopt/rules/yogi.hpp"
 
 // X(RuleType) for each rule, in a fixed order: the index is the rule's slot in every kernel table.
@@ -43,4 +44,6 @@
   X(Rprop)                     \
   X(AdaBelief)                 \
   X(Lamb)                      \
-  X(Lars)
+  X(Lars)                      \
+  X(Sophia)                    \
+  X(SophiaHessian)
