@@ -44,6 +44,8 @@ from .optimizers import (
     NAdam,
     RAdam,
     RMSprop,
+    ScheduleFreeAdamW,
+    ScheduleFreeSGD,
     Rprop,
     SignSGD,
     Sophia,
@@ -69,7 +71,7 @@ __all__ = [
 __all__ += [
     "NAG", "SGD", "AMSGrad", "Adadelta", "Adagrad", "Adam", "Adamax", "AdamW", "Momentum", "NAdam", "RAdam",
     "RMSprop", "Lion", "Grams", "Adan", "SignSGD", "Signum", "Yogi",
-    "ADOPT", "LaProp", "ASGD", "Rprop", "AdaBelief", "LAMB", "LARS", "Sophia", "SophiaG", "Optimizer", "ParamGroup", "available", "create", "functional",
+    "ADOPT", "LaProp", "ASGD", "Rprop", "AdaBelief", "LAMB", "LARS", "Sophia", "SophiaG", "ScheduleFreeAdamW", "ScheduleFreeSGD", "Optimizer", "ParamGroup", "available", "create", "functional",
     "info", "load", "load_state_dict", "save", "set_isa", "set_num_threads",
 ]
 

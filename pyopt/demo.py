@@ -45,6 +45,11 @@ DEFAULT_LR: dict[str, float] = {
     "asgd": 0.1,
     "rprop": 1e-3,
     "adabelief": 3e-3,
+    "lamb": 1e-2,
+    "lars": 3.0,
+    "sophia": 1e-3,  # the demo never calls update_hessian: h = 0, so steps are ±lr (sign momentum)
+    "schedulefree_adamw": 1e-2,
+    "schedulefree_sgd": 1.0,
 }
 
 N_SAMPLES = 1797
@@ -174,7 +179,12 @@ def train(optimizer: str = "adamw", epochs: int = 30, lr: float | None = None, s
             batch = order[i:i + BATCH_SIZE]
             opt.step(_grads(params, x_train[batch], y_train[batch]))  # updates params in place
             result.steps += 1
+        evaluate_mode = getattr(opt, "eval", None)  # schedule-free: evaluate the averaged params
+        if evaluate_mode:
+            evaluate_mode()
         result.history.append(_evaluate(params, epoch, data))
+        if evaluate_mode:
+            opt.train()  # type: ignore[attr-defined]
         if on_epoch:
             on_epoch(result.history[-1])
     result.seconds = time.perf_counter() - start

@@ -2,7 +2,7 @@
 csrc/include/pyopt/rules/<rule>.hpp and are checked against torch in tests/python/test_reference.py."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -449,10 +449,118 @@ class SophiaG(Optimizer):
 Sophia = SophiaG
 
 
+class _ScheduleFree(Optimizer):
+    """Schedule-free optimizers keep two iterates: the param array holds y (where gradients are
+    taken) while training, and ``eval()`` swaps in the average x = lerp(y, z, 1 − 1/β), in place,
+    until ``train()`` swaps y back. Unlike the reference, a new optimizer starts in train mode;
+    ``step`` in eval mode raises. The mode is part of ``state_dict``."""
+
+    def __init__(self, params: ParamsLike, **hyper: Any) -> None:
+        super().__init__(params, **hyper)
+        self._train_mode = True
+
+    @property
+    def train_mode(self) -> bool:
+        """True while the params hold y (training), False after ``eval()`` (they hold x)."""
+        return self._train_mode
+
+    def _beta(self, group: Mapping[str, Any]) -> float:
+        raise NotImplementedError
+
+    def train(self) -> None:
+        """Put y back into the params (no-op in train mode): ``p = lerp(p, z, 1 − β)``."""
+        self._swap(True)
+
+    def eval(self) -> None:
+        """Put the averaged x into the params for evaluation or saving (no-op in eval mode):
+        ``p = lerp(p, z, 1 − 1/β)``."""
+        self._swap(False)
+
+    def _swap(self, to_train: bool) -> None:
+        if self._train_mode == to_train:
+            return
+        flats, tensors, ends = [], [], []
+        index = 0
+        for g, group in enumerate(self.param_groups):
+            beta = float(self._beta(group))
+            if not to_train and beta == 0.0:
+                raise ValueError(f"{self._owner_label}: eval() needs a momentum / beta1 > 0 (x = lerp(y, z, 1 - 1/beta))")
+            flats.append([1.0 - beta if to_train else 1.0 - 1.0 / beta])
+            for p in group["params"]:
+                z = self._slots[index].get("z")
+                if z is not None and self._steps[index] > 0:
+                    tensors.append((self._labels[index], g, p, []))
+                    ends.append(z)
+                index += 1
+        if tensors:
+            n = len(tensors)
+            _core.Engine("lerp", flats, tensors, np.zeros(n, np.int64),
+                         np.zeros((n, _core.MAX_SCALARS), np.float64)).step(ends)
+        self._train_mode = to_train
+
+    def step(self, grads: GradsLike) -> None:
+        if not self._train_mode:
+            raise RuntimeError(f"{self._owner_label}: step() in eval mode (the params hold the average x); "
+                               "call opt.train() first")
+        super().step(grads)
+
+    def state_dict(self) -> dict[str, Any]:
+        out = super().state_dict()
+        out["train_mode"] = self._train_mode
+        return out
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        mode = state_dict.get("train_mode", True) if isinstance(state_dict, Mapping) else True
+        if not isinstance(mode, (bool, np.bool_)):
+            raise ValueError(f"{self._owner_label}: state_dict 'train_mode' must be a bool, got {mode!r}")
+        super().load_state_dict(state_dict)
+        self._train_mode = bool(mode)
+
+
+class ScheduleFreeAdamW(_ScheduleFree):
+    r"""Schedule-free AdamW (Defazio et al., 2024; facebookresearch ``schedulefree`` 1.4.1
+    AdamWScheduleFree): no learning-rate schedule to tune; call ``eval()`` before evaluating or
+    saving the params and ``train()`` before training again.
+
+    .. math:: \hat g = \frac{g}{\sqrt{v/(1-\beta_2^t)}+\epsilon} + \lambda y;\quad
+              y \leftarrow (1-c)\,y + c\,z + \eta(\beta_1(1-c)-1)\hat g;\quad z \leftarrow z - \eta\hat g
+    """
+
+    name = "schedulefree_adamw"
+
+    def __init__(self, params: ParamsLike, lr: float = 0.0025, betas: Betas = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, warmup_steps: int = 0, r: float = 0.0,
+                 weight_lr_power: float = 2.0) -> None:
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, warmup_steps=warmup_steps,
+                         r=r, weight_lr_power=weight_lr_power)
+
+    def _beta(self, group: Mapping[str, Any]) -> float:
+        return float(group["betas"][0])
+
+
+class ScheduleFreeSGD(_ScheduleFree):
+    r"""Schedule-free SGD (Defazio et al., 2024; facebookresearch ``schedulefree`` 1.4.1
+    SGDScheduleFree). ``eval()`` / ``train()`` as for ScheduleFreeAdamW.
+
+    .. math:: y \leftarrow (1-c)\,y + c\,z + \eta(\mu(1-c)-1)(g+\lambda y);\quad z \leftarrow z - \eta(g+\lambda y)
+    """
+
+    name = "schedulefree_sgd"
+
+    def __init__(self, params: ParamsLike, lr: float = 1.0, momentum: float = 0.9, weight_decay: float = 0.0,
+                 warmup_steps: int = 0, r: float = 0.0, weight_lr_power: float = 2.0) -> None:
+        super().__init__(params, lr=lr, momentum=momentum, weight_decay=weight_decay, warmup_steps=warmup_steps,
+                         r=r, weight_lr_power=weight_lr_power)
+
+    def _beta(self, group: Mapping[str, Any]) -> float:
+        return float(group["momentum"])
+
+
 CLASSES: dict[str, type[Optimizer]] = {
     cls.name: cls
     for cls in (SGD, Momentum, NAG, Adagrad, RMSprop, Adadelta, Adamax, Adam, AdamW, AMSGrad, NAdam, RAdam,
-                Lion, Grams, Adan, SignSGD, Signum, Yogi, ADOPT, LaProp, ASGD, Rprop, AdaBelief, LAMB, LARS, SophiaG)
+                Lion, Grams, Adan, SignSGD, Signum, Yogi, ADOPT, LaProp, ASGD, Rprop, AdaBelief, LAMB, LARS, SophiaG,
+                ScheduleFreeAdamW, ScheduleFreeSGD)
 }
 
 

@@ -103,6 +103,11 @@ std::vector<OptimizerSpec> build_optimizers() {
       {"lars", "lars", {}, {}, "LARS, momentum SGD with a per-tensor trust ratio (You et al., 2017)", "optax.lars"},
       {"sophia", "sophia", {}, {}, "SophiaG, clipped steps preconditioned by a diagonal Hessian EMA (Liu et al., 2023)",
        "Liuhong99/Sophia sophia.py SophiaG"},
+      {"schedulefree_adamw", "schedulefree_adamw", {}, {},
+       "Schedule-free AdamW: no lr schedule needed, eval() swaps in the average (Defazio et al., 2024)",
+       "facebookresearch schedulefree 1.4.1 AdamWScheduleFree"},
+      {"schedulefree_sgd", "schedulefree_sgd", {}, {}, "Schedule-free SGD with momentum (Defazio et al., 2024)",
+       "facebookresearch schedulefree 1.4.1 SGDScheduleFree"},
   };
   std::vector<OptimizerSpec> out;
   for (const Entry& e : entries) out.push_back(make_spec(e));
@@ -114,6 +119,7 @@ std::vector<OptimizerSpec> build_internal() {
   const std::vector<Entry> entries = {
       {"sophia_hessian", "sophia_hessian", {}, {}, "SophiaG's Hessian EMA: h = beta2*h + (1 - beta2)*estimate",
        "Liuhong99/Sophia (hessian update in the training loop)"},
+      {"lerp", "lerp", {}, {}, "p = lerp(p, end, weight) as torch.lerp_ (schedule-free train/eval)", "torch.Tensor.lerp_"},
   };
   std::vector<OptimizerSpec> out;
   for (const Entry& e : entries) out.push_back(make_spec(e));

@@ -113,9 +113,19 @@ def draw_hyper(name: str, seed: int) -> dict[str, Any]:
         h = {"lr": loguniform(rng, 0.1, 3.0), "momentum": float(rng.uniform(0.5, 0.99)) if flag() else 0.0,
              "weight_decay": optional(1e-4, 1e-2), "trust_coefficient": loguniform(rng, 1e-4, 1e-2),
              "eps": optional(1e-9, 1e-3), "nesterov": flag()}
+    elif name in ("schedulefree_adamw", "schedulefree_sgd"):
+        h = {"lr": loguniform(rng, 1e-3, 3e-2) * (1 if name == "schedulefree_adamw" else 10),
+             "weight_decay": optional(1e-3, 1e-1), "warmup_steps": int(rng.integers(0, 30)) if flag() else 0,
+             "r": float(rng.uniform(0.0, 1.0)) if flag() else 0.0, "weight_lr_power": float(rng.uniform(0.0, 3.0))}
+        if name == "schedulefree_adamw":
+            h["betas"] = (float(rng.uniform(0.5, 0.95)), float(rng.uniform(0.95, 0.9995)))
+            h["eps"] = loguniform(rng, 1e-8, 1e-4)
+        else:
+            h["momentum"] = float(rng.uniform(0.5, 0.95))
     else:  # pragma: no cover
         raise AssertionError(f"no hyperparameter sampler for {name!r}")
-    h["maximize"] = flag()
+    if "maximize" in spec(name).defaults:
+        h["maximize"] = flag()
     assert set(h) == set(spec(name).defaults), (name, sorted(set(spec(name).defaults) ^ set(h)))
     return h
 
@@ -151,7 +161,7 @@ def _torch_package(make: Callable[[list, dict], Any], slots: dict[str, str]):
             with torch.no_grad():
                 tparams = [torch.from_numpy(p.copy()) for p in params]
                 opt = make(tparams, {k: v for k, v in hyper.items() if k != "maximize"})
-                sign = -1.0 if hyper["maximize"] else 1.0
+                sign = -1.0 if hyper.get("maximize") else 1.0
                 for t, gs in enumerate(grads, start=1):
                     for tp, g in zip(tparams, gs):
                         tp.grad = torch.from_numpy((g * g.dtype.type(sign)).astype(g.dtype))
@@ -200,6 +210,20 @@ def _adabelief_package(tparams: list, hyper: dict[str, Any]):
         return adabelief_pytorch.AdaBelief(tparams, print_change_log=False, **hyper)
 
 
+def _schedulefree_package(cls_name: str) -> Callable[[list, dict], Any]:
+    """facebookresearch schedulefree 1.4.1 (per-param path, foreach=False), put in train mode."""
+
+    def make(tparams: list, hyper: dict[str, Any]):
+        schedulefree = pytest.importorskip("schedulefree")
+        version = importlib.metadata.version("schedulefree")
+        assert version == "1.4.1", f"the reference is schedulefree 1.4.1, found {version}"
+        opt = getattr(schedulefree, cls_name)(tparams, foreach=False, **hyper)
+        opt.train()
+        return opt
+
+    return make
+
+
 def _numpy_model(init: Callable[[np.ndarray, dict], dict], step: Callable[..., None]):
     """A reference run through a float64 numpy model: ``step(h, t, p, g, state)`` in place."""
 
@@ -210,7 +234,7 @@ def _numpy_model(init: Callable[[np.ndarray, dict], dict], step: Callable[..., N
         for t, gs in enumerate(grads, start=1):
             for p, g, st in zip(ps, gs, states):
                 g = g.astype(np.float64)
-                step(hyper, t, p, -g if hyper["maximize"] else g, st)
+                step(hyper, t, p, -g if hyper.get("maximize") else g, st)
             if t in CHECKPOINTS:
                 out[t] = {"params": [p.copy() for p in ps], "state": [{k: v.copy() for k, v in st.items()} for st in states]}
         return out
@@ -307,12 +331,15 @@ MODERN: dict[str, tuple[Callable, str]] = {
                                                                "max_exp_avg_sq")}), "package"),
     "adabelief": (_torch_package(_adabelief_package, {k: k for k in ("exp_avg", "exp_avg_var", "max_exp_avg_var")}),
                   "package"),
+    "schedulefree_adamw": (_torch_package(_schedulefree_package("AdamWScheduleFree"),
+                                          {"exp_avg_sq": "exp_avg_sq", "z": "z"}), "package"),
+    "schedulefree_sgd": (_torch_package(_schedulefree_package("SGDScheduleFree"), {"z": "z"}), "package"),
     "lamb": (_numpy_model(_lamb_init, _lamb_step), "model"),
     "lars": (_numpy_model(_lars_init, _lars_step), "model"),
 }
 NAMES = [n for n in pyopt.available() if n in MODERN]
 # Matches the reference bit for bit on the FMA paths (no sqrt, same operation order).
-EXACT_ON_FMA = ("lion", "signsgd", "signum")
+EXACT_ON_FMA = ("lion", "signsgd", "signum", "schedulefree_sgd")
 SIGN_OF_INTERPOLATION = ("lion", "signsgd", "signum", "yogi")  # see sign_flips()
 
 
@@ -460,7 +487,8 @@ def test_matches_reference(case: tuple[str, str, int], isa: str, threads: None) 
 def test_every_modern_optimizer_is_covered() -> None:
     from test_reference import TORCH_NAMES  # the torch.optim ones, checked there
 
-    assert set(pyopt.available()) - set(TORCH_NAMES) <= set(NAMES)
+    elsewhere = {"sophia"}  # test_sophia.py: its reference also needs update_hessian calls
+    assert set(pyopt.available()) - set(TORCH_NAMES) - elsewhere <= set(NAMES)
     for name in NAMES:
         assert name in CLASSES
         flags = {k for k, v in spec(name).defaults.items() if isinstance(v, bool)}
@@ -573,7 +601,8 @@ def test_grams_matches_grams_pytorch(dtype_name: str, seed: int, isa: str, threa
 
 GRAMS_PACKAGE = _torch_package(_grams_package, {"exp_avg": "exp_avg", "exp_avg_sq": "exp_avg_sq"})
 IEEE_SQRT_REFERENCES = {"grams": GRAMS_PACKAGE, "yogi": MODERN["yogi"][0], "adopt": MODERN["adopt"][0],
-                        "laprop": MODERN["laprop"][0], "adabelief": MODERN["adabelief"][0]}
+                        "laprop": MODERN["laprop"][0], "adabelief": MODERN["adabelief"][0],
+                        "schedulefree_adamw": MODERN["schedulefree_adamw"][0]}
 
 
 @pytest.mark.skipif(not FMA_ISAS, reason="no FMA path on this machine, or torch does not fuse")

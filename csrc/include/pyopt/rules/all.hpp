@@ -19,6 +19,7 @@
 #include "pyopt/rules/rmsprop.hpp"
 #include "pyopt/rules/rprop.hpp"
 #include "pyopt/rules/sgd.hpp"
+#include "pyopt/rules/schedulefree.hpp"
 #include "pyopt/rules/signsgd.hpp"
 #include "pyopt/rules/sophia.hpp"
 #include "pyopt/rules/yogi.hpp"
@@ -46,4 +47,7 @@
   X(Lamb)                      \
   X(Lars)                      \
   X(Sophia)                    \
-  X(SophiaHessian)
+  X(SophiaHessian)              \
+  X(ScheduleFreeAdamW)          \
+  X(ScheduleFreeSgd)            \
+  X(Lerp)

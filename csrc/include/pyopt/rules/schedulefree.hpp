@@ -1,0 +1,186 @@
+#pragma once
+// Schedule-free AdamW and SGD (Defazio et al., 2024, arXiv:2405.15682). Reference: facebookresearch
+// `schedulefree` 1.4.1, AdamWScheduleFree / SGDScheduleFree, foreach=False.
+//
+// The param array holds y (where gradients are taken) while training; z is the base iterate and
+// x = lerp(y, z, 1 − 1/β) the average that Python's eval() swaps into the array. With k = t − 1:
+//   lr_k = lr·min(1, (k + 1)/warmup);  lr_max = max(lr_max, lr_k);  w = (k + 1)^r·lr_max^power
+//   Σw += w;  c = w/Σw  (0 if Σw = 0)
+//   AdamW: v ← β2·v + (1 − β2)·g²;  ĝ = g/(√(v/(1 − β2^(k+1))) + ε) + wd·y
+//   SGD:   ĝ = g + wd·y
+//   y ← lerp(y, z, c);  y ← y + lr_k(β(1 − c) − 1)·ĝ;  z ← z − lr_k·ĝ
+// z starts as a copy of y at the first step. lr_max and Σw are per-tensor scalar state (the
+// reference keeps them per group; the same while every param gets a gradient every step).
+#include "pyopt/rules/base.hpp"
+
+PYOPT_KERNEL_NAMESPACE_BEGIN
+namespace rules {
+
+// The per-step schedule both rules share; scalars = {lr_max, weight_sum}.
+struct ScheduleFreeStep {
+  double lr, ckp1;
+  static ScheduleFreeStep advance(double base_lr, double warmup_steps, double r, double weight_lr_power, int64_t t,
+                                  double* scalars) {
+    const double k = double(t - 1);
+    const double sched = k < warmup_steps ? (k + 1.0) / warmup_steps : 1.0;
+    const double lr = base_lr * sched;
+    const double lr_max = scalars[0] = lr > scalars[0] ? lr : scalars[0];
+    const double weight = std::pow(k + 1.0, r) * std::pow(lr_max, weight_lr_power);
+    const double weight_sum = scalars[1] = scalars[1] + weight;
+    return {lr, weight_sum != 0.0 ? weight / weight_sum : 0.0};
+  }
+};
+
+template <class T>
+struct ScheduleFreeCoeffs {
+  T beta2, one_minus_beta2, bc2, eps, weight_decay;
+  T ckp1_coeff, y_coeff, neg_lr;
+  bool ckp1_from_end, first_step;
+};
+
+// y ← lerp(y, z, c); y ← y + y_coeff·ĝ; z ← z − lr·ĝ. z is s[z_slot], initialised from y at step 1.
+template <class T>
+PYOPT_INLINE void schedulefree_move(const ScheduleFreeCoeffs<T>& k, T& y, T update, T& z) {
+  const T z_now = k.first_step ? y : z;  // state['z'] = torch.clone(p) on the first step
+  y = fmadd(k.ckp1_coeff, z_now - y, k.ckp1_from_end ? z_now : y);  // y.lerp_(end=z, weight=ckp1)
+  y = fmadd(k.y_coeff, update, y);                                   // y.add_(ĝ, alpha=lr·(β(1 − c) − 1))
+  z = fmadd(k.neg_lr, update, z_now);                                // z.sub_(ĝ, alpha=lr)
+}
+
+struct ScheduleFreeAdamW : RuleBase {
+  static constexpr const char* name = "schedulefree_adamw";
+
+  enum Hyper { lr, beta1, beta2, eps, weight_decay, warmup_steps, r, weight_lr_power, kNumHyper };
+  static constexpr HyperSpec hyper[kNumHyper] = {
+      {"lr", 0.0025, HyperKind::Real},         {"beta1", 0.9, HyperKind::Real},
+      {"beta2", 0.999, HyperKind::Real},       {"eps", 1e-8, HyperKind::Real},
+      {"weight_decay", 0.0, HyperKind::Real},  {"warmup_steps", 0.0, HyperKind::Real},
+      {"r", 0.0, HyperKind::Real},             {"weight_lr_power", 2.0, HyperKind::Real},
+  };
+  static constexpr const char* slot_names[] = {"exp_avg_sq", "z"};
+  static constexpr int num_scalars = 2;
+  static constexpr const char* scalar_name_list[] = {"lr_max", "weight_sum"};
+  static constexpr const char* const* scalar_names = scalar_name_list;
+  static double initial_scalar(int index) { return index == 0 ? -1.0 : 0.0; }
+
+  enum Variant { kDecay = 1 };
+  static constexpr int num_variants = 2;
+  static int variant(const double* h) { return h[weight_decay] != 0.0 ? kDecay : 0; }
+  static constexpr unsigned slot_mask(int) { return 0b11u; }
+
+  static void validate(const double* h) {
+    require_nonnegative("lr", h[lr]);
+    require_beta("beta1", h[beta1]);
+    require_beta("beta2", h[beta2]);
+    require_nonnegative("eps", h[eps]);
+    require_nonnegative("weight_decay", h[weight_decay]);
+    require_nonnegative("warmup_steps", h[warmup_steps]);
+    require_finite("r", h[r]);
+    require_finite("weight_lr_power", h[weight_lr_power]);
+  }
+
+  template <class T>
+  using Coeffs = ScheduleFreeCoeffs<T>;
+  template <class T>
+  static Coeffs<T> prepare(const double* h, int64_t t, double* scalars) {
+    const auto s = ScheduleFreeStep::advance(h[lr], h[warmup_steps], h[r], h[weight_lr_power], t, scalars);
+    const double bc2 = 1.0 - std::pow(h[beta2], double(t));
+    return {T(h[beta2]),
+            T(1.0 - h[beta2]),
+            T(bc2),
+            T(h[eps]),
+            T(h[weight_decay]),
+            lerp_coeff<T>(s.ckp1),
+            T(s.lr * (h[beta1] * (1.0 - s.ckp1) - 1.0)),
+            T(-s.lr),
+            lerp_from_end(s.ckp1),
+            t == 1};
+  }
+
+  template <int V, class T>
+  static PYOPT_INLINE void update(const Coeffs<T>& k, T& y, T g, T* s) {
+    T& v = s[0];
+    v = fmadd(k.one_minus_beta2 * g, g, v * k.beta2);  // exp_avg_sq.mul_(β2).addcmul_(g, g, value=1 − β2)
+    T update = g / (std::sqrt(v / k.bc2) + k.eps);      // grad.div_(exp_avg_sq.div(bc2).sqrt_().add_(eps))
+    if constexpr (V & kDecay) update = fmadd(k.weight_decay, y, update);  // .add_(y, alpha=wd)
+    schedulefree_move(k, y, update, s[1]);
+  }
+};
+
+struct ScheduleFreeSgd : RuleBase {
+  static constexpr const char* name = "schedulefree_sgd";
+
+  enum Hyper { lr, momentum, weight_decay, warmup_steps, r, weight_lr_power, kNumHyper };
+  static constexpr HyperSpec hyper[kNumHyper] = {
+      {"lr", 1.0, HyperKind::Real},           {"momentum", 0.9, HyperKind::Real},
+      {"weight_decay", 0.0, HyperKind::Real}, {"warmup_steps", 0.0, HyperKind::Real},
+      {"r", 0.0, HyperKind::Real},            {"weight_lr_power", 2.0, HyperKind::Real},
+  };
+  static constexpr const char* slot_names[] = {"z"};
+  static constexpr int num_scalars = 2;
+  static constexpr const char* scalar_name_list[] = {"lr_max", "weight_sum"};
+  static constexpr const char* const* scalar_names = scalar_name_list;
+  static double initial_scalar(int index) { return index == 0 ? -1.0 : 0.0; }
+
+  enum Variant { kDecay = 1 };
+  static constexpr int num_variants = 2;
+  static int variant(const double* h) { return h[weight_decay] != 0.0 ? kDecay : 0; }
+  static constexpr unsigned slot_mask(int) { return 0b1u; }
+
+  static void validate(const double* h) {
+    require_nonnegative("lr", h[lr]);
+    if (!(h[momentum] > 0.0 && h[momentum] < 1.0))
+      throw std::invalid_argument("invalid momentum: " + format_value(h[momentum]) + " (must be in (0, 1))");
+    require_nonnegative("weight_decay", h[weight_decay]);
+    require_nonnegative("warmup_steps", h[warmup_steps]);
+    require_finite("r", h[r]);
+    require_finite("weight_lr_power", h[weight_lr_power]);
+  }
+
+  template <class T>
+  using Coeffs = ScheduleFreeCoeffs<T>;
+  template <class T>
+  static Coeffs<T> prepare(const double* h, int64_t t, double* scalars) {
+    const auto s = ScheduleFreeStep::advance(h[lr], h[warmup_steps], h[r], h[weight_lr_power], t, scalars);
+    return {T(0), T(0), T(1), T(0), T(h[weight_decay]),
+            lerp_coeff<T>(s.ckp1), T(s.lr * (h[momentum] * (1.0 - s.ckp1) - 1.0)), T(-s.lr),
+            lerp_from_end(s.ckp1), t == 1};
+  }
+
+  template <int V, class T>
+  static PYOPT_INLINE void update(const Coeffs<T>& k, T& y, T g, T* s) {
+    if constexpr (V & kDecay) g = fmadd(k.weight_decay, y, g);  // grad.add_(y, alpha=wd)
+    schedulefree_move(k, y, g, s[0]);
+  }
+};
+
+// p ← lerp(p, end, weight) as torch's p.lerp_(end, weight): schedule-free's train()/eval() swap
+// (the "param" is the param array, the "grad" is z).
+struct Lerp : RuleBase {
+  static constexpr const char* name = "lerp";
+
+  enum Hyper { weight, kNumHyper };
+  static constexpr HyperSpec hyper[kNumHyper] = {{"weight", 0.5, HyperKind::Real}};
+  static constexpr const char* slot_names[] = {"unused"};
+  enum Variant { kFromEnd = 1 };
+  static constexpr int num_variants = 2;
+  static int variant(const double* h) { return lerp_from_end(h[weight]) ? kFromEnd : 0; }
+  static constexpr unsigned slot_mask(int) { return 0u; }
+  static void validate(const double* h) { require_finite("weight", h[weight]); }
+
+  template <class T>
+  struct Coeffs {
+    T coeff;
+  };
+  template <class T>
+  static Coeffs<T> prepare(const double* h, int64_t, double*) {
+    return {lerp_coeff<T>(h[weight])};
+  }
+  template <int V, class T>
+  static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T end, T*) {
+    p = lerp<(V & kFromEnd) != 0>(p, end, k.coeff);
+  }
+};
+
+}  // namespace rules
+PYOPT_KERNEL_NAMESPACE_END
