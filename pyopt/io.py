@@ -63,6 +63,7 @@ def load(path: str | os.PathLike[str], params: ParamsLike) -> Optimizer:
     ``params`` may be the same list / dict / param groups the optimizer was built with, or a flat
     list (or dict) of all params: they are split into the saved param groups in order.
     """
+    from ._pybase import python_optimizer
     from .optimizers import create
 
     sd = load_state_dict(path)
@@ -89,6 +90,10 @@ def load(path: str | os.PathLike[str], params: ParamsLike) -> Optimizer:
         for key, value in saved.items():
             if key not in ("params", "param_names"):
                 group.setdefault(key, tuple(value) if key in TUPLES else value)
-    opt = create(sd["optimizer"], groups)
+    py_class = python_optimizer(sd["optimizer"])  # an optimizer written in Python (Muon)
+    if py_class is not None:
+        opt: Any = py_class(groups)
+    else:
+        opt = create(sd["optimizer"], groups)
     opt.load_state_dict(sd)
     return opt
