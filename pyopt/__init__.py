@@ -21,6 +21,7 @@ except ImportError as exc:  # pragma: no cover - only in an unbuilt source tree
 from . import functional
 from ._spec import available
 from .io import load, load_state_dict, save
+from .muon import Muon
 from .optimizer import Optimizer, ParamGroup
 from .optimizers import (
     ADOPT,
@@ -71,7 +72,7 @@ __all__ = [
 __all__ += [
     "NAG", "SGD", "AMSGrad", "Adadelta", "Adagrad", "Adam", "Adamax", "AdamW", "Momentum", "NAdam", "RAdam",
     "RMSprop", "Lion", "Grams", "Adan", "SignSGD", "Signum", "Yogi",
-    "ADOPT", "LaProp", "ASGD", "Rprop", "AdaBelief", "LAMB", "LARS", "Sophia", "SophiaG", "ScheduleFreeAdamW", "ScheduleFreeSGD", "Optimizer", "ParamGroup", "available", "create", "functional",
+    "ADOPT", "LaProp", "ASGD", "Rprop", "AdaBelief", "LAMB", "LARS", "Muon", "Sophia", "SophiaG", "ScheduleFreeAdamW", "ScheduleFreeSGD", "Optimizer", "ParamGroup", "available", "create", "functional",
     "info", "load", "load_state_dict", "save", "set_isa", "set_num_threads",
 ]
 
