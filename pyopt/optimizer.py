@@ -1,6 +1,9 @@
 """The stateful optimizer: param groups, state, checkpoints. Each step is one call into C++."""
 from __future__ import annotations
 
+import math
+import numbers
+import warnings
 from typing import Any, ClassVar, Iterable, Mapping, Sequence, Union
 
 import numpy as np
@@ -91,6 +94,8 @@ class Optimizer:
         self._hyper_changed = False  # a group's hyperparameters were edited since the engine saw them
         self._schedules: list[Any] = []  # attached lr schedules (pyopt.schedules), run before each step
         self._pending_schedules: list[dict[str, Any]] = []  # loaded schedule states not yet claimed
+        self.last_grad_norm: float | None = None  # global grad norm of the last clipped / checked step
+        self.skipped_steps = 0  # steps skipped by skip_nonfinite
 
         groups = _as_groups(params, self._owner_label)
         for group in groups:
@@ -149,14 +154,26 @@ class Optimizer:
         self._engine = None
 
     # ----- stepping ------------------------------------------------------------------------
-    def step(self, grads: GradsLike) -> None:
-        """Update every param in place from its gradient.
+    def step(self, grads: GradsLike, *, clip_norm: float | None = None, clip_value: float | None = None,
+             skip_nonfinite: bool = False) -> bool:
+        """Update every param in place from its gradient. Returns True, or False for a skipped step.
 
         ``grads``: one gradient per param, as a list in the order of the params (``None`` skips
         a param this step), a dict keyed like the params, or a lone array for a lone param.
-        Every gradient is checked before any array changes. Gradients holding NaN or Inf are
-        not masked: they propagate into params and state exactly as in torch.optim.
+        Every gradient is checked before any array changes; gradients are never modified.
+
+        Clipping happens inside the step, on the fly (the caller's arrays are not written):
+        ``clip_value`` clamps every element to ``[-clip_value, clip_value]``; ``clip_norm`` then
+        scales all gradients by ``clip_norm / (N + 1e-6)`` when that is below 1, N being the
+        global L2 norm over every gradient of this step (torch.nn.utils.clip_grad_norm_). N is
+        kept in ``last_grad_norm``. ``skip_nonfinite=True``: if any gradient holds NaN or Inf,
+        nothing changes (params, state, step counts, schedules), a RuntimeWarning names the
+        params, ``skipped_steps`` counts it, and False is returned. Otherwise NaN and Inf
+        propagate into params and state exactly as in torch.optim.
         """
+        clip_norm_arg = -1.0 if clip_norm is None else _nonnegative(clip_norm, "clip_norm", self._owner_label)
+        clip_value_arg = math.inf if clip_value is None else _nonnegative(clip_value, "clip_value", self._owner_label)
+        counts = [s.count for s in self._schedules]
         if self._schedules:
             for schedule in self._schedules:
                 schedule._before_step(self)
@@ -164,7 +181,20 @@ class Optimizer:
             self._rebuild()
         elif self._hyper_changed:
             self._refresh_hypers()
-        self._engine.step(self._grad_list(grads))
+        grad_list = self._grad_list(grads)
+        if clip_norm is None and clip_value is None and not skip_nonfinite:
+            self._engine.step(grad_list)
+            return True
+        applied, norm, nonfinite = self._engine.step(grad_list, clip_norm_arg, clip_value_arg, bool(skip_nonfinite))
+        self.last_grad_norm = None if math.isnan(norm) and nonfinite == [] else float(norm)
+        if not applied:
+            for schedule, count in zip(self._schedules, counts):
+                schedule.count = count
+            self.skipped_steps += 1
+            names = ", ".join(self._labels[i] for i in nonfinite[:5]) + (" ..." if len(nonfinite) > 5 else "")
+            warnings.warn(f"{self._owner_label}: step skipped, non-finite gradient in {names}", RuntimeWarning,
+                          stacklevel=2)
+        return bool(applied)
 
     # ----- schedules -----------------------------------------------------------------------
     @property
@@ -370,6 +400,15 @@ class Optimizer:
                 lines.append(f"    {key}: {group[key]}")
         lines.append(")")
         return "\n".join(lines)
+
+
+def _nonnegative(value: Any, what: str, who: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{who}: {what} must be a number, got {value!r}")
+    v = float(value)
+    if not v >= 0.0:
+        raise ValueError(f"{who}: {what} must be >= 0, got {v}")
+    return v
 
 
 def _check_no_overlap(params: list[np.ndarray], labels: list[str], who: str) -> None:

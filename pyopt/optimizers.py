@@ -498,11 +498,12 @@ class _ScheduleFree(Optimizer):
                          np.zeros((n, _core.MAX_SCALARS), np.float64)).step(ends)
         self._train_mode = to_train
 
-    def step(self, grads: GradsLike) -> None:
+    def step(self, grads: GradsLike, **options: Any) -> bool:
+        """As ``Optimizer.step``; raises RuntimeError in eval mode."""
         if not self._train_mode:
             raise RuntimeError(f"{self._owner_label}: step() in eval mode (the params hold the average x); "
                                "call opt.train() first")
-        super().step(grads)
+        return super().step(grads, **options)
 
     def state_dict(self) -> dict[str, Any]:
         out = super().state_dict()

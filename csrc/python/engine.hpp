@@ -3,6 +3,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cmath>
 #include <optional>
 #include <string>
 #include <vector>
@@ -19,8 +20,14 @@ class Engine {
   // steps (int64, n) and scalars (float64, n × kMaxScalars) are the Python layer's arrays, updated in place.
   Engine(const std::string& name, std::vector<std::vector<double>> group_hyper, py::list tensors,
          py::array_t<int64_t> steps, py::array_t<double> scalars);
-  // One step; grads: one per param in order, None skips a param.
-  void step(py::sequence grads);
+  // One step; grads: one per param in order, None skips a param. clip_value (>= 0, inf: off)
+  // clamps every gradient element; clip_norm (>= 0, negative: off) then scales all gradients so
+  // their global L2 norm is at most clip_norm, as torch.nn.utils.clip_grad_norm_ does. The norm
+  // is computed when clip_norm >= 0 or skip_nonfinite; with skip_nonfinite, a NaN/Inf in any
+  // gradient skips the step, touching nothing. Returns (applied, total norm or NaN if not
+  // computed, indices of the params whose gradient is not finite).
+  py::tuple step(py::sequence grads, double clip_norm = -1.0, double clip_value = INFINITY,
+                 bool skip_nonfinite = false);
   // New hyperparameters for a group (validated). Returns false, changing nothing, when they need
   // a state slot its tensors do not have (e.g. amsgrad switched on): the caller rebuilds then.
   bool set_hyper(std::size_t group, std::vector<double> hyper);

@@ -1,4 +1,6 @@
 // pyopt._core: a thin layer over the C++ library. The Python API lives in pyopt/.
+#include <cmath>
+
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -73,7 +75,8 @@ PYBIND11_MODULE(_core, m) {
       .def(py::init<const std::string&, std::vector<std::vector<double>>, py::list, py::array_t<int64_t>,
                     py::array_t<double>>(),
            py::arg("name"), py::arg("group_hyper"), py::arg("tensors"), py::arg("steps"), py::arg("scalars"))
-      .def("step", &python::Engine::step, py::arg("grads"))
+      .def("step", &python::Engine::step, py::arg("grads"), py::arg("clip_norm") = -1.0,
+           py::arg("clip_value") = INFINITY, py::arg("skip_nonfinite") = false)
       .def("set_hyper", &python::Engine::set_hyper, py::arg("group"), py::arg("hyper"));
   m.def("apply", &python::apply, py::arg("name"), py::arg("param"), py::arg("grad"), py::arg("slots"),
         py::arg("step"), py::arg("hyper"), py::arg("scalars"));

@@ -308,3 +308,39 @@ PYOPT_TEST(runtime_settings) {
   pyopt::set_num_threads(n);
   CHECK(std::string(pyopt::version()) == PYOPT_VERSION);
 }
+
+PYOPT_TEST(step_options_clip_and_skip) {
+  // clip_norm: the same as a plain step on g·c, c = clip_norm/(N + 1e-6).
+  std::vector<double> a = ramp(37, 0.5, 0.1), b = a;
+  const std::vector<double> g = ramp(37, 0.3, 0.2);
+  double n2 = 0.0;
+  for (double x : g) n2 += x * x;
+  const double coef = 1.0 / (std::sqrt(n2) + 1e-6);
+  std::vector<double> scaled(g);
+  for (double& x : scaled) x *= coef;
+  pyopt::Optimizer clipped("sgd", {{"lr", 0.1}}), plain("sgd", {{"lr", 0.1}});
+  clipped.add_param(a.data(), a.size());
+  plain.add_param(b.data(), b.size());
+  pyopt::StepOptions options;
+  options.clip_norm = 1.0;
+  CHECK(clipped.step({g.data()}, options));
+  plain.step({scaled.data()});
+  CHECK(bitwise_equal(a, b));
+  CHECK(near(clipped.last_grad_norm(), std::sqrt(n2), 1e-14));
+
+  // skip_nonfinite: a NaN anywhere skips the step and touches nothing.
+  std::vector<double> bad(g);
+  bad[5] = std::numeric_limits<double>::quiet_NaN();
+  const std::vector<double> before = a;
+  options.skip_nonfinite = true;
+  CHECK(!clipped.step({bad.data()}, options));
+  CHECK(bitwise_equal(a, before));
+  CHECK(clipped.step_count(0) == 1);
+  CHECK(std::isnan(clipped.last_grad_norm()));
+
+  // clip_value clamps; bad options throw before anything changes.
+  options = pyopt::StepOptions{};
+  options.clip_value = -1.0;
+  CHECK_THROWS(std::invalid_argument, clipped.step({g.data()}, options));
+  CHECK(clipped.step_count(0) == 1);
+}

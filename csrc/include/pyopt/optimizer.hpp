@@ -7,6 +7,7 @@
 //   for (...) { compute(g); opt.step({g.data()}); }
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <string>
 #include <vector>
@@ -25,6 +26,17 @@ struct GradRef {
   DType dtype;
 };
 
+// Options of one step (all off by default): clip_value clamps every gradient element to
+// [-clip_value, clip_value]; clip_norm (>= 0) then scales the gradients by clip_norm/(N + 1e-6)
+// when that is below 1, N being the global L2 norm of all gradients of the step (torch's
+// clip_grad_norm_); skip_nonfinite skips the whole step, touching nothing, when a gradient holds
+// NaN or Inf. The caller's gradient buffers are never written.
+struct StepOptions {
+  double clip_norm = -1.0;
+  double clip_value = std::numeric_limits<double>::infinity();
+  bool skip_nonfinite = false;
+};
+
 class Optimizer {
  public:
   // name: one of optimizers(); hyper: any of its hyperparameters (bools as 0/1). Throws
@@ -38,6 +50,10 @@ class Optimizer {
   // One step: a gradient per registered param, in registration order (nullptr skips a param).
   // Everything is checked before any buffer is written.
   void step(const std::vector<GradRef>& grads);
+  // The same with clipping / skipping; returns false when skip_nonfinite skipped the step.
+  bool step(const std::vector<GradRef>& grads, const StepOptions& options);
+  // N of the last step that computed it (clip_norm or skip_nonfinite), else NaN.
+  double last_grad_norm() const { return last_grad_norm_; }
 
   double get(const std::string& hyper_name) const;
   void set(const std::string& hyper_name, double value);  // validated; takes effect at the next step
@@ -64,6 +80,7 @@ class Optimizer {
   const OptimizerSpec* spec_;
   std::vector<double> hyper_;
   std::vector<Param> params_;
+  double last_grad_norm_ = std::numeric_limits<double>::quiet_NaN();
 };
 
 }  // namespace pyopt

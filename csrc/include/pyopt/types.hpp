@@ -2,6 +2,7 @@
 // Plain types shared by the rules, the driver and the public API. No code lives here, so this
 // header may be included from every per-ISA translation unit.
 #include <cstdint>
+#include <limits>
 
 namespace pyopt {
 
@@ -29,6 +30,10 @@ struct TensorArgs {
   int64_t step;            // t of this step (1 for the first step)
   const double* hyper;     // the tensor's group hyperparameters, in the rule's order
   double* scalars;         // the tensor's scalar state (kMaxScalars doubles)
+  // What the rule sees as the gradient: clamp(grad, ±grad_clip) · grad_scale (clipping by value,
+  // then by global norm). The defaults change nothing, bit for bit (g·1 = g, NaN stays NaN).
+  double grad_scale = 1.0;
+  double grad_clip = std::numeric_limits<double>::infinity();
 };
 
 // A compiled kernel: all tensors of one step of one rule in one dtype, in one parallel region.

@@ -26,6 +26,14 @@ constexpr int64_t kChunkAlign = 16;
 constexpr int64_t kReduceBlock = 4096;
 constexpr int kReduceLanes = 16;
 
+// The gradient as the rule sees it: clipped by value, then scaled (see TensorArgs).
+template <class T>
+PYOPT_INLINE T clipped_grad(T g, T clip, T scale) {
+  g = g < -clip ? -clip : g;  // NaN compares false: it stays NaN, as torch.clamp keeps it
+  g = g > clip ? clip : g;
+  return g * scale;
+}
+
 template <class Rule, int V, class T>
 void update_range(const TensorArgs& a, const typename Rule::template Coeffs<T>& k, int64_t begin, int64_t end) {
   constexpr unsigned mask = Rule::slot_mask(V);
@@ -35,6 +43,7 @@ void update_range(const TensorArgs& a, const typename Rule::template Coeffs<T>& 
   T* __restrict s1 = static_cast<T*>(a.slots[1]);
   T* __restrict s2 = static_cast<T*>(a.slots[2]);
   T* __restrict s3 = static_cast<T*>(a.slots[3]);
+  const T clip = T(a.grad_clip), scale = T(a.grad_scale);
   PYOPT_VECTORIZE_LOOP
   for (int64_t i = begin; i < end; ++i) {
     T s[kMaxSlots] = {};
@@ -43,7 +52,7 @@ void update_range(const TensorArgs& a, const typename Rule::template Coeffs<T>& 
     if constexpr (mask & 4u) s[2] = s2[i];
     if constexpr (mask & 8u) s[3] = s3[i];
     T param = p[i];
-    Rule::template update<V>(k, param, g[i], s);
+    Rule::template update<V>(k, param, clipped_grad(g[i], clip, scale), s);
     p[i] = param;
     if constexpr (mask & 1u) s0[i] = s[0];
     if constexpr (mask & 2u) s1[i] = s[1];
@@ -72,6 +81,7 @@ void reduce_block(const TensorArgs& a, const typename Rule::template Coeffs<T>& 
   T* __restrict s1 = static_cast<T*>(a.slots[1]);
   T* __restrict s2 = static_cast<T*>(a.slots[2]);
   T* __restrict s3 = static_cast<T*>(a.slots[3]);
+  const T clip = T(a.grad_clip), scale = T(a.grad_scale);
   double lanes[R][kReduceLanes] = {};
   auto one = [&](int64_t i, int lane) PYOPT_LAMBDA_INLINE {
     T s[kMaxSlots] = {};
@@ -80,7 +90,7 @@ void reduce_block(const TensorArgs& a, const typename Rule::template Coeffs<T>& 
     if constexpr (mask & 4u) s[2] = s2[i];
     if constexpr (mask & 8u) s[3] = s3[i];
     T r[R];
-    Rule::template reduce<V>(k, p[i], g[i], s, r);
+    Rule::template reduce<V>(k, p[i], clipped_grad(g[i], clip, scale), s, r);
     if constexpr (mask & 1u) s0[i] = s[0];
     if constexpr (mask & 2u) s1[i] = s[1];
     if constexpr (mask & 4u) s2[i] = s[2];
