@@ -9,16 +9,23 @@ from typing import Any
 import numpy as np
 
 from ._spec import TUPLES
-from .optimizer import Optimizer, ParamsLike, _as_param_list
+from .optimizer import ParamsLike, _as_param_list
 
 _META = "__pyopt_meta__"
+_LOOKAHEAD = "lookahead_slow"
 
 
-def save(opt: Optimizer, path: str | os.PathLike[str]) -> None:
+def save(opt: Any, path: str | os.PathLike[str]) -> None:
     """Write the optimizer's state_dict to ``path`` (.npz). The file is replaced atomically, so an
-    interrupted save never leaves a truncated checkpoint behind."""
+    interrupted save never leaves a truncated checkpoint behind. ``opt`` is a pyopt optimizer or a
+    ``Lookahead`` around one (its slow weights are saved too)."""
     sd = opt.state_dict()
     arrays: dict[str, np.ndarray] = {}
+    if "lookahead" in sd:
+        lookahead = dict(sd["lookahead"])
+        for i, value in lookahead.pop("slow").items():
+            arrays[f"{_LOOKAHEAD}/{i}"] = value
+        sd = {**sd, "lookahead": lookahead}
     state_meta: dict[str, dict[str, Any]] = {}
     for i, entry in sd["state"].items():
         plain = {}
@@ -49,16 +56,24 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
             raise ValueError(f"{os.fspath(path)}: not a pyopt checkpoint (no {_META} entry)")
         meta = json.loads(str(data[_META]))
         state: dict[int, dict[str, Any]] = {int(i): dict(entry) for i, entry in meta["state"].items()}
+        slow: dict[int, np.ndarray] = {}
         for key in data.files:
             if key == _META:
                 continue
+            if key.startswith(_LOOKAHEAD + "/"):
+                slow[int(key.split("/", 1)[1])] = data[key]
+                continue
             _, i, slot = key.split("/", 2)
             state.setdefault(int(i), {})[slot] = data[key]
-    return {**meta, "state": state}
+    out = {**meta, "state": state}
+    if "lookahead" in meta:
+        out["lookahead"] = {**meta["lookahead"], "slow": slow}
+    return out
 
 
-def load(path: str | os.PathLike[str], params: ParamsLike) -> Optimizer:
-    """Rebuild the optimizer saved at ``path`` over ``params`` and restore its state.
+def load(path: str | os.PathLike[str], params: ParamsLike) -> Any:
+    """Rebuild the optimizer saved at ``path`` over ``params`` and restore its state (a
+    ``Lookahead`` around it, with its k, alpha, counters and slow weights, if one was saved).
 
     ``params`` may be the same list / dict / param groups the optimizer was built with, or a flat
     list (or dict) of all params: they are split into the saved param groups in order.
@@ -95,5 +110,11 @@ def load(path: str | os.PathLike[str], params: ParamsLike) -> Optimizer:
         opt: Any = py_class(groups)
     else:
         opt = create(sd["optimizer"], groups)
+    if "lookahead" in sd:
+        from .lookahead import Lookahead
+
+        wrapped = Lookahead(opt, k=sd["lookahead"]["k"], alpha=sd["lookahead"]["alpha"])
+        wrapped.load_state_dict(sd)
+        return wrapped
     opt.load_state_dict(sd)
     return opt

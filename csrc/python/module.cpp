@@ -6,6 +6,7 @@
 
 #include "arrays.hpp"
 #include "engine.hpp"
+#include "utilities.hpp"
 #include "pyopt/registry.hpp"
 #include "pyopt/version.hpp"
 
@@ -80,4 +81,5 @@ PYBIND11_MODULE(_core, m) {
       .def("set_hyper", &python::Engine::set_hyper, py::arg("group"), py::arg("hyper"));
   m.def("apply", &python::apply, py::arg("name"), py::arg("param"), py::arg("grad"), py::arg("slots"),
         py::arg("step"), py::arg("hyper"), py::arg("scalars"));
+  python::register_utilities(m);
 }
