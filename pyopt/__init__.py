@@ -22,6 +22,7 @@ from . import functional
 from ._spec import available
 from .io import load, load_state_dict, save
 from .muon import Muon
+from .adafactor import Adafactor
 from .ema import EMA
 from .lookahead import Lookahead
 from . import hessian
@@ -75,7 +76,7 @@ __all__ = [
 __all__ += [
     "NAG", "SGD", "AMSGrad", "Adadelta", "Adagrad", "Adam", "Adamax", "AdamW", "Momentum", "NAdam", "RAdam",
     "RMSprop", "Lion", "Grams", "Adan", "SignSGD", "Signum", "Yogi",
-    "ADOPT", "LaProp", "ASGD", "Rprop", "AdaBelief", "LAMB", "LARS", "Muon", "EMA", "Lookahead", "hessian", "Sophia", "SophiaG", "ScheduleFreeAdamW", "ScheduleFreeSGD", "Optimizer", "ParamGroup", "available", "create", "functional",
+    "ADOPT", "LaProp", "ASGD", "Rprop", "AdaBelief", "LAMB", "LARS", "Muon", "Adafactor", "EMA", "Lookahead", "hessian", "Sophia", "SophiaG", "ScheduleFreeAdamW", "ScheduleFreeSGD", "Optimizer", "ParamGroup", "available", "create", "functional",
     "info", "load", "load_state_dict", "save", "set_isa", "set_num_threads",
 ]
 

@@ -33,7 +33,7 @@ from .optimizer import (
 
 # Optimizers implemented in Python, by state_dict name -> module defining them (``pyopt.load``
 # looks here before the C++ catalogue).
-_MODULES = {"muon": ".muon"}
+_MODULES = {"muon": ".muon", "adafactor": ".adafactor"}
 
 
 def python_optimizer(name: str) -> type["PyOptimizer"] | None:
@@ -75,6 +75,10 @@ class PyOptimizer:
         """Check a group's hyperparameters (TypeError / ValueError naming ``where``); return them
         normalized (e.g. tuples as tuples)."""
         raise NotImplementedError
+
+    def _state_shape(self, name: str, p: np.ndarray) -> tuple[int, ...] | None:
+        """The shape of state array ``name`` of param ``p`` (None: this param has no such state)."""
+        return p.shape
 
     def _check_param_extra(self, p: np.ndarray, label: str) -> None:
         """Rules on a param beyond pyopt's usual ones (float32/float64, C-contiguous, writeable)."""
@@ -256,9 +260,10 @@ class PyOptimizer:
                     restored["step"] = int(value)
                 elif name in self.slots:
                     arr = np.asarray(value)
-                    if arr.shape != p.shape:
+                    expected = self._state_shape(name, p)
+                    if arr.shape != expected:
                         raise ValueError(
-                            f"{who}: state_dict param {i} state {name!r} has shape {arr.shape}, param has {p.shape}"
+                            f"{who}: state_dict param {i} state {name!r} has shape {arr.shape}, expected {expected}"
                         )
                     if arr.dtype.kind != "f":
                         raise TypeError(f"{who}: state_dict param {i} state {name!r} has dtype {arr.dtype}")

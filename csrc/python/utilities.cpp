@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "arrays.hpp"
+#include "pyopt/adafactor.hpp"
 #include "pyopt/registry.hpp"
 
 namespace py = pybind11;
@@ -122,9 +123,64 @@ void ema_update(const py::sequence& averages, const py::sequence& params, double
   run_pairs(pairs, 1.0 - decay);
 }
 
+void adafactor_step(py::handle param_obj, py::handle grad_obj, py::object row_obj, py::object col_obj,
+                    py::object variance_obj, int64_t step, double lr, double beta2_decay, py::object eps1, double eps2,
+                    double d, double weight_decay, bool maximize, const std::string& label) {
+  AdafactorHyper h;
+  h.lr = lr;
+  h.beta2_decay = beta2_decay;
+  h.eps1 = eps1.is_none() ? -1.0 : eps1.cast<double>();
+  h.eps2 = eps2;
+  h.d = d;
+  h.weight_decay = weight_decay;
+  h.maximize = maximize;
+  validate_adafactor(h);
+  if (step < 1) throw std::invalid_argument("step must be >= 1");
+  check_param(param_obj, label);
+  auto param = py::reinterpret_borrow<py::array>(param_obj);
+  const DType dtype = param_dtype(param, label);
+  py::array grad = grad_for(grad_obj, param, label);
+  const bool factored = param.ndim() > 1;
+  int64_t rows = 0, cols = 0, batch = 0;
+  auto state = [&](py::object obj, int64_t size, const char* name) -> void* {
+    const std::string what = label + " state '" + name + "'";
+    if (obj.is_none()) throw std::invalid_argument(what + " is missing");
+    check_param(obj, what);
+    auto arr = obj.cast<py::array>();
+    if (param_dtype(arr, what) != dtype) throw py::type_error(what + ": dtype differs from the param's");
+    if (int64_t(arr.size()) != size)
+      throw std::invalid_argument(what + ": " + std::to_string(arr.size()) + " elements, expected " + std::to_string(size));
+    return arr.mutable_data();
+  };
+  void *row = nullptr, *col = nullptr, *var = nullptr;
+  if (factored) {
+    rows = param.shape(param.ndim() - 2);
+    cols = param.shape(param.ndim() - 1);
+    batch = rows * cols == 0 ? 0 : int64_t(param.size()) / (rows * cols);
+    row = state(row_obj, batch * rows, "row_var");
+    col = state(col_obj, batch * cols, "col_var");
+  } else {
+    var = state(variance_obj, int64_t(param.size()), "variance");
+  }
+  const int64_t n = int64_t(param.size());
+  void* p = param.mutable_data();
+  const void* g = grad.data();
+  py::gil_scoped_release release;
+  if (dtype == DType::Float32)
+    pyopt::adafactor_step<float>(static_cast<float*>(p), static_cast<const float*>(g), static_cast<float*>(row),
+                                 static_cast<float*>(col), static_cast<float*>(var), batch, rows, cols, n, step, h);
+  else
+    pyopt::adafactor_step<double>(static_cast<double*>(p), static_cast<const double*>(g), static_cast<double*>(row),
+                                  static_cast<double*>(col), static_cast<double*>(var), batch, rows, cols, n, step, h);
+}
+
 }  // namespace
 
 void register_utilities(py::module_& m) {
+  m.def("adafactor_step", &adafactor_step, py::arg("param"), py::arg("grad"), py::arg("row_var"), py::arg("col_var"),
+        py::arg("variance"), py::arg("step"), py::arg("lr"), py::arg("beta2_decay"), py::arg("eps1"), py::arg("eps2"),
+        py::arg("d"), py::arg("weight_decay"), py::arg("maximize"), py::arg("label") = "param",
+        "One Adafactor step of one param (torch.optim.Adafactor 2.13); see pyopt/adafactor.hpp.");
   m.def("ema_update", &ema_update, py::arg("averages"), py::arg("params"), py::arg("decay"),
         "averages[i] <- averages[i] + (1 - decay) * (params[i] - averages[i]) for every i, in place, in torch.lerp's "
         "rounding (weight 1 - decay). Every array is checked before any is written.");

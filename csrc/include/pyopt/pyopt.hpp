@@ -1,5 +1,6 @@
 #pragma once
 // The single include for C++ users of pyopt.
+#include "pyopt/adafactor.hpp"
 #include "pyopt/grad_norm.hpp"
 #include "pyopt/optimizer.hpp"
 #include "pyopt/registry.hpp"
