@@ -15,7 +15,8 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--lr", type=float, default=None, help="learning rate (default: the optimizer's demo default)")
     demo.add_argument("--seed", type=int, default=0)
     sub.add_parser("info", help="version, compiler, ISA and threads as JSON")
-    sub.add_parser("list", help="the optimizers and their default hyperparameters")
+    listing = sub.add_parser("list", help="the optimizers and their default hyperparameters")
+    listing.add_argument("--markdown", action="store_true", help="print docs/optimizers.md (a table of all optimizers)")
     args = parser.parse_args(argv)
 
     if args.command == "demo":
@@ -30,6 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "list":
         from ._spec import available, spec
 
+        if args.markdown:
+            from .catalog import markdown
+
+            sys.stdout.write(markdown())
+            return 0
         for name in available():
             s = spec(name)
             print(f"{name:10s} {s.summary}  [matches {s.reference}]")
