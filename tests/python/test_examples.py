@@ -4,6 +4,8 @@ from __future__ import annotations
 import importlib.util
 import pathlib
 
+import pyopt  # noqa: F401  (imported before capsys: an editable build may print while importing)
+
 EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
 
 
