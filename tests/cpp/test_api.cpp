@@ -344,3 +344,28 @@ PYOPT_TEST(step_options_clip_and_skip) {
   CHECK_THROWS(std::invalid_argument, clipped.step({g.data()}, options));
   CHECK(clipped.step_count(0) == 1);
 }
+
+PYOPT_TEST(ema_averages) {
+  // avg_t = lerp(avg_{t-1}, p_t, 1 − decay), starting from a copy of p; float and double.
+  std::vector<float> w(19, 1.0f);
+  std::vector<double> b = ramp(5, -1.0, 0.5);
+  pyopt::Ema ema(0.9);
+  CHECK(ema.add_param(w.data(), w.size()) == 0);
+  CHECK(ema.add_param(b.data(), b.size()) == 1);
+  std::vector<double> ref_w(w.begin(), w.end()), ref_b(b);
+  for (int t = 1; t <= 20; ++t) {
+    for (float& x : w) x += 0.5f;
+    for (double& x : b) x *= 1.1;
+    ema.update();
+    for (std::size_t i = 0; i < w.size(); ++i) ref_w[i] += 0.1 * (double(w[i]) - ref_w[i]);
+    for (std::size_t i = 0; i < b.size(); ++i) ref_b[i] += 0.1 * (b[i] - ref_b[i]);
+  }
+  const std::vector<double> aw = ema.average(0), ab = ema.average(1);
+  for (std::size_t i = 0; i < w.size(); ++i) CHECK(near(aw[i], ref_w[i], 1e-5));
+  for (std::size_t i = 0; i < b.size(); ++i) CHECK(near(ab[i], ref_b[i], 1e-13));
+  CHECK(!near(aw[0], double(w[0]), 1e-3));  // the average lags the param
+  ema.copy_to_params();
+  CHECK(double(w[3]) == aw[3] && b[2] == ab[2]);
+  CHECK_THROWS(std::invalid_argument, pyopt::Ema(1.5));
+  CHECK_THROWS(std::invalid_argument, ema.set_decay(-0.1));
+}
