@@ -42,6 +42,7 @@ from .optimizers import (
     Lion,
     Momentum,
     NAdam,
+    QHAdam,
     RAdam,
     RMSprop,
     ScheduleFreeAdamW,
@@ -71,7 +72,8 @@ __all__ = [
 __all__ += [
     "NAG", "SGD", "AMSGrad", "Adadelta", "Adagrad", "Adam", "Adamax", "AdamW", "Momentum", "NAdam", "RAdam",
     "RMSprop", "Lion", "Grams", "Adan", "SignSGD", "Signum", "Yogi",
-    "ADOPT", "LaProp", "ASGD", "Rprop", "AdaBelief", "LAMB", "LARS", "Sophia", "SophiaG", "ScheduleFreeAdamW", "ScheduleFreeSGD", "Optimizer", "ParamGroup", "available", "create", "functional",
+    "ADOPT", "LaProp", "ASGD", "Rprop", "AdaBelief", "LAMB", "LARS", "Sophia", "SophiaG", "ScheduleFreeAdamW", "ScheduleFreeSGD",
+    "QHAdam", "Optimizer", "ParamGroup", "available", "create", "functional",
     "info", "load", "load_state_dict", "save", "set_isa", "set_num_threads",
 ]
 

@@ -556,11 +556,30 @@ class ScheduleFreeSGD(_ScheduleFree):
         return float(group["momentum"])
 
 
+class QHAdam(Optimizer):
+    r"""QHAdam, quasi-hyperbolic Adam (Ma & Yarats, 2019; pytorch-optimizer 4.1.0 QHAdam): the step
+    mixes the (bias-corrected) moments with the current gradient, by ``nus``. With ``nus=(1, 1)``
+    (the default) it is Adam without the bias correction's ε placement.
+
+    .. math:: m \leftarrow \mathrm{lerp}(m, g, 1/\textstyle\sum_{i<t}\beta_1^i);\quad
+              v \leftarrow \mathrm{lerp}(v, g^2, 1/\textstyle\sum_{i<t}\beta_2^i);\quad
+              p \leftarrow p - \eta\,\frac{\nu_1 m + (1-\nu_1) g}{\sqrt{\nu_2 v + (1-\nu_2) g^2}+\epsilon}
+    """
+
+    name = "qhadam"
+
+    def __init__(self, params: ParamsLike, lr: float = 1e-3, betas: Betas = (0.9, 0.999),
+                 nus: tuple[float, float] = (1.0, 1.0), weight_decay: float = 0.0, weight_decouple: bool = False,
+                 fixed_decay: bool = False, eps: float = 1e-8, *, maximize: bool = False) -> None:
+        super().__init__(params, lr=lr, betas=betas, nus=nus, weight_decay=weight_decay,
+                         weight_decouple=weight_decouple, fixed_decay=fixed_decay, eps=eps, maximize=maximize)
+
+
 CLASSES: dict[str, type[Optimizer]] = {
     cls.name: cls
     for cls in (SGD, Momentum, NAG, Adagrad, RMSprop, Adadelta, Adamax, Adam, AdamW, AMSGrad, NAdam, RAdam,
                 Lion, Grams, Adan, SignSGD, Signum, Yogi, ADOPT, LaProp, ASGD, Rprop, AdaBelief, LAMB, LARS, SophiaG,
-                ScheduleFreeAdamW, ScheduleFreeSGD)
+                ScheduleFreeAdamW, ScheduleFreeSGD, QHAdam)
 }
 
 

@@ -108,6 +108,8 @@ std::vector<OptimizerSpec> build_optimizers() {
        "facebookresearch schedulefree 1.4.1 AdamWScheduleFree"},
       {"schedulefree_sgd", "schedulefree_sgd", {}, {}, "Schedule-free SGD with momentum (Defazio et al., 2024)",
        "facebookresearch schedulefree 1.4.1 SGDScheduleFree"},
+      {"qhadam", "qhadam", {}, {}, "QHAdam, Adam with quasi-hyperbolic momentum (Ma & Yarats, 2019)",
+       "pytorch-optimizer 4.1.0 QHAdam"},
   };
   std::vector<OptimizerSpec> out;
   for (const Entry& e : entries) out.push_back(make_spec(e));

@@ -23,6 +23,7 @@
 #include "pyopt/rules/signsgd.hpp"
 #include "pyopt/rules/sophia.hpp"
 #include "pyopt/rules/yogi.hpp"
+#include "pyopt/rules/qhadam.hpp"
 
 // X(RuleType) for each rule, in a fixed order: the index is the rule's slot in every kernel table.
 #define PYOPT_FOR_EACH_RULE(X) \
@@ -50,4 +51,5 @@
   X(SophiaHessian)              \
   X(ScheduleFreeAdamW)          \
   X(ScheduleFreeSgd)            \
-  X(Lerp)
+  X(Lerp)                      \
+  X(QHAdam)
