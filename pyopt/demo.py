@@ -51,6 +51,7 @@ DEFAULT_LR: dict[str, float] = {
     "schedulefree_adamw": 1e-2,
     "schedulefree_sgd": 1.0,
     "qhadam": 3e-2,
+    "tiger": 1e-3,
 }
 
 N_SAMPLES = 1797

@@ -575,11 +575,26 @@ class QHAdam(Optimizer):
                          weight_decouple=weight_decouple, fixed_decay=fixed_decay, eps=eps, maximize=maximize)
 
 
+class Tiger(Optimizer):
+    r"""Tiger (Su, 2023; pytorch-optimizer 4.1.0 Tiger): the sign of an EMA of the gradient (Lion with
+    one beta). Decoupled weight decay 0.01 by default, as the reference.
+
+    .. math:: m \leftarrow \beta m + (1-\beta) g;\quad p \leftarrow p - \eta\,\mathrm{sign}(m)
+    """
+
+    name = "tiger"
+
+    def __init__(self, params: ParamsLike, lr: float = 1e-3, beta: float = 0.965, weight_decay: float = 0.01,
+                 weight_decouple: bool = True, fixed_decay: bool = False, *, maximize: bool = False) -> None:
+        super().__init__(params, lr=lr, beta=beta, weight_decay=weight_decay, weight_decouple=weight_decouple,
+                         fixed_decay=fixed_decay, maximize=maximize)
+
+
 CLASSES: dict[str, type[Optimizer]] = {
     cls.name: cls
     for cls in (SGD, Momentum, NAG, Adagrad, RMSprop, Adadelta, Adamax, Adam, AdamW, AMSGrad, NAdam, RAdam,
                 Lion, Grams, Adan, SignSGD, Signum, Yogi, ADOPT, LaProp, ASGD, Rprop, AdaBelief, LAMB, LARS, SophiaG,
-                ScheduleFreeAdamW, ScheduleFreeSGD, QHAdam)
+                ScheduleFreeAdamW, ScheduleFreeSGD, QHAdam, Tiger)
 }
 
 

@@ -110,6 +110,7 @@ std::vector<OptimizerSpec> build_optimizers() {
        "facebookresearch schedulefree 1.4.1 SGDScheduleFree"},
       {"qhadam", "qhadam", {}, {}, "QHAdam, Adam with quasi-hyperbolic momentum (Ma & Yarats, 2019)",
        "pytorch-optimizer 4.1.0 QHAdam"},
+      {"tiger", "tiger", {}, {}, "Tiger, the sign of the gradient's EMA (Su, 2023)", "pytorch-optimizer 4.1.0 Tiger"},
   };
   std::vector<OptimizerSpec> out;
   for (const Entry& e : entries) out.push_back(make_spec(e));

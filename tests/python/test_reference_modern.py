@@ -139,6 +139,9 @@ def draw_hyper(name: str, seed: int) -> dict[str, Any]:
              "nus": (float(rng.uniform(0.5, 1.0)) if flag() else 1.0, float(rng.uniform(0.5, 1.0)) if flag() else 1.0),
              "eps": loguniform(rng, 1e-8, 1e-4),
              "weight_decay": optional(1e-3, 1e-1), "weight_decouple": flag(), "fixed_decay": flag()}
+    elif name == "tiger":
+        h = {"lr": loguniform(rng, 1e-4, 1e-2), "beta": float(rng.uniform(0.3, 0.99)),
+             "weight_decay": optional(1e-2, 1.0), "weight_decouple": flag(), "fixed_decay": flag()}
     else:  # pragma: no cover
         raise AssertionError(f"no hyperparameter sampler for {name!r}")
     if "maximize" in spec(name).defaults:
@@ -355,11 +358,12 @@ MODERN: dict[str, tuple[Callable, str]] = {
     "lars": (_numpy_model(_lars_init, _lars_step), "model"),
     "qhadam": (_torch_package(_pytorch_optimizer("QHAdam"), {"exp_avg": "exp_avg", "exp_avg_sq": "exp_avg_sq"}),
                "package"),
+    "tiger": (_torch_package(_pytorch_optimizer("Tiger"), {"exp_avg": "exp_avg"}), "package"),
 }
 NAMES = [n for n in pyopt.available() if n in MODERN]
 # Matches the reference bit for bit on the FMA paths (no sqrt, same operation order).
-EXACT_ON_FMA = ("lion", "signsgd", "signum", "schedulefree_sgd")
-SIGN_OF_INTERPOLATION = ("lion", "signsgd", "signum", "yogi")  # see sign_flips()
+EXACT_ON_FMA = ("lion", "signsgd", "signum", "schedulefree_sgd", "tiger")
+SIGN_OF_INTERPOLATION = ("lion", "signsgd", "signum", "yogi", "tiger")  # see sign_flips()
 
 
 def sign_flips(name: str, hyper: dict[str, Any]) -> tuple[float, float]:
@@ -372,7 +376,7 @@ def sign_flips(name: str, hyper: dict[str, Any]) -> tuple[float, float]:
     flips = 6 * hyper["lr"]
     if name == "yogi":
         return flips, float("inf")
-    if name in ("signsgd", "signum") and not hyper["weight_decouple"]:
+    if name in ("signsgd", "signum", "tiger") and not hyper["weight_decouple"]:
         return flips, hyper["weight_decay"] * flips
     return flips, 0.0  # params may differ by 2·lr where a sign flips (no-FMA paths)
 

@@ -24,6 +24,7 @@
 #include "pyopt/rules/sophia.hpp"
 #include "pyopt/rules/yogi.hpp"
 #include "pyopt/rules/qhadam.hpp"
+#include "pyopt/rules/tiger.hpp"
 
 // X(RuleType) for each rule, in a fixed order: the index is the rule's slot in every kernel table.
 #define PYOPT_FOR_EACH_RULE(X) \
@@ -52,4 +53,5 @@
   X(ScheduleFreeAdamW)          \
   X(ScheduleFreeSgd)            \
   X(Lerp)                      \
-  X(QHAdam)
+  X(QHAdam)                    \
+  X(Tiger)
