@@ -28,6 +28,7 @@ from .optimizers import (
     NAG,
     SGD,
     AdaBelief,
+    AdEMAMix,
     AMSGrad,
     Adadelta,
     Adagrad,
@@ -74,7 +75,7 @@ __all__ += [
     "NAG", "SGD", "AMSGrad", "Adadelta", "Adagrad", "Adam", "Adamax", "AdamW", "Momentum", "NAdam", "RAdam",
     "RMSprop", "Lion", "Grams", "Adan", "SignSGD", "Signum", "Yogi",
     "ADOPT", "LaProp", "ASGD", "Rprop", "AdaBelief", "LAMB", "LARS", "Sophia", "SophiaG", "ScheduleFreeAdamW", "ScheduleFreeSGD",
-    "QHAdam", "Tiger", "Optimizer", "ParamGroup", "available", "create", "functional",
+    "QHAdam", "Tiger", "AdEMAMix", "Optimizer", "ParamGroup", "available", "create", "functional",
     "info", "load", "load_state_dict", "save", "set_isa", "set_num_threads",
 ]
 

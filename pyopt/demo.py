@@ -52,6 +52,7 @@ DEFAULT_LR: dict[str, float] = {
     "schedulefree_sgd": 1.0,
     "qhadam": 3e-2,
     "tiger": 1e-3,
+    "ademamix": 3e-2,
 }
 
 N_SAMPLES = 1797

@@ -590,11 +590,33 @@ class Tiger(Optimizer):
                          fixed_decay=fixed_decay, maximize=maximize)
 
 
+class AdEMAMix(Optimizer):
+    r"""AdEMAMix (Pagliardini et al., 2024; pytorch-optimizer 4.1.0 AdEMAMix): Adam plus a slow EMA of
+    the gradient (``betas[2]``) weighted by ``alpha``. ``t_alpha_beta3`` (None: off) warms alpha and
+    beta3 up over that many steps, as the paper's schedulers; 0 (or None, the reference's default)
+    turns the warmup off.
+
+    .. math:: m_2 \leftarrow \beta_3 m_2 + (1-\beta_3) g;\quad
+              p \leftarrow p - \eta\,\frac{\hat m_1 + \alpha m_2}{\sqrt{\hat v}+\epsilon}
+    """
+
+    name = "ademamix"
+
+    def __init__(self, params: ParamsLike, lr: float = 1e-3, betas: tuple[float, float, float] = (0.9, 0.999, 0.9999),
+                 weight_decay: float = 0.0, weight_decouple: bool = False, fixed_decay: bool = False,
+                 alpha: float = 5.0, t_alpha_beta3: float | None = 0.0, eps: float = 1e-8, *,
+                 maximize: bool = False) -> None:
+        # 0 is "no warmup" (the reference's None; 0 would divide by zero there).
+        super().__init__(params, lr=lr, betas=betas, weight_decay=weight_decay, weight_decouple=weight_decouple,
+                         fixed_decay=fixed_decay, alpha=alpha,
+                         t_alpha_beta3=0.0 if t_alpha_beta3 is None else t_alpha_beta3, eps=eps, maximize=maximize)
+
+
 CLASSES: dict[str, type[Optimizer]] = {
     cls.name: cls
     for cls in (SGD, Momentum, NAG, Adagrad, RMSprop, Adadelta, Adamax, Adam, AdamW, AMSGrad, NAdam, RAdam,
                 Lion, Grams, Adan, SignSGD, Signum, Yogi, ADOPT, LaProp, ASGD, Rprop, AdaBelief, LAMB, LARS, SophiaG,
-                ScheduleFreeAdamW, ScheduleFreeSGD, QHAdam, Tiger)
+                ScheduleFreeAdamW, ScheduleFreeSGD, QHAdam, Tiger, AdEMAMix)
 }
 
 

@@ -111,6 +111,8 @@ std::vector<OptimizerSpec> build_optimizers() {
       {"qhadam", "qhadam", {}, {}, "QHAdam, Adam with quasi-hyperbolic momentum (Ma & Yarats, 2019)",
        "pytorch-optimizer 4.1.0 QHAdam"},
       {"tiger", "tiger", {}, {}, "Tiger, the sign of the gradient's EMA (Su, 2023)", "pytorch-optimizer 4.1.0 Tiger"},
+      {"ademamix", "ademamix", {}, {}, "AdEMAMix, Adam with a mix of fast and slow EMAs (Pagliardini et al., 2024)",
+       "pytorch-optimizer 4.1.0 AdEMAMix"},
   };
   std::vector<OptimizerSpec> out;
   for (const Entry& e : entries) out.push_back(make_spec(e));

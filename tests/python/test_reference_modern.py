@@ -142,6 +142,12 @@ def draw_hyper(name: str, seed: int) -> dict[str, Any]:
     elif name == "tiger":
         h = {"lr": loguniform(rng, 1e-4, 1e-2), "beta": float(rng.uniform(0.3, 0.99)),
              "weight_decay": optional(1e-2, 1.0), "weight_decouple": flag(), "fixed_decay": flag()}
+    elif name == "ademamix":
+        h = {"lr": loguniform(rng, 1e-3, 3e-2),
+             "betas": (float(rng.uniform(0.3, 0.95)), float(rng.uniform(0.95, 0.9995)), float(rng.uniform(0.9, 0.9999))),
+             "alpha": float(rng.uniform(0.0, 8.0)), "t_alpha_beta3": float(rng.integers(1, 150)) if flag() else 0.0,
+             "eps": loguniform(rng, 1e-8, 1e-4),
+             "weight_decay": optional(1e-3, 1e-1), "weight_decouple": flag(), "fixed_decay": flag()}
     else:  # pragma: no cover
         raise AssertionError(f"no hyperparameter sampler for {name!r}")
     if "maximize" in spec(name).defaults:
@@ -219,6 +225,13 @@ def _laprop_package(tparams: list, hyper: dict[str, Any]):
     hyper = dict(hyper)
     steps = int(hyper.pop("steps_before_using_centered"))
     return _pytorch_optimizer("LaProp", steps_before_using_centered=steps)(tparams, hyper)
+
+
+def _ademamix_package(tparams: list, hyper: dict[str, Any]):
+    """AdEMAMix: pyopt's t_alpha_beta3 = 0 (no warmup) is the reference's None."""
+    hyper = dict(hyper)
+    hyper["t_alpha_beta3"] = hyper["t_alpha_beta3"] or None
+    return _pytorch_optimizer("AdEMAMix")(tparams, hyper)
 
 
 def _adabelief_package(tparams: list, hyper: dict[str, Any]):
@@ -359,6 +372,8 @@ MODERN: dict[str, tuple[Callable, str]] = {
     "qhadam": (_torch_package(_pytorch_optimizer("QHAdam"), {"exp_avg": "exp_avg", "exp_avg_sq": "exp_avg_sq"}),
                "package"),
     "tiger": (_torch_package(_pytorch_optimizer("Tiger"), {"exp_avg": "exp_avg"}), "package"),
+    "ademamix": (_torch_package(_ademamix_package, {k: k for k in ("exp_avg", "exp_avg_sq", "exp_avg_slow")}),
+                 "package"),
 }
 NAMES = [n for n in pyopt.available() if n in MODERN]
 # Matches the reference bit for bit on the FMA paths (no sqrt, same operation order).
@@ -625,7 +640,8 @@ def test_grams_matches_grams_pytorch(dtype_name: str, seed: int, isa: str, threa
 GRAMS_PACKAGE = _torch_package(_grams_package, {"exp_avg": "exp_avg", "exp_avg_sq": "exp_avg_sq"})
 IEEE_SQRT_REFERENCES = {"grams": GRAMS_PACKAGE, "yogi": MODERN["yogi"][0], "adopt": MODERN["adopt"][0],
                         "laprop": MODERN["laprop"][0], "adabelief": MODERN["adabelief"][0],
-                        "schedulefree_adamw": MODERN["schedulefree_adamw"][0], "qhadam": MODERN["qhadam"][0]}
+                        "schedulefree_adamw": MODERN["schedulefree_adamw"][0], "qhadam": MODERN["qhadam"][0],
+                        "ademamix": MODERN["ademamix"][0]}
 
 
 @pytest.mark.skipif(not FMA_ISAS, reason="no FMA path on this machine, or torch does not fuse")

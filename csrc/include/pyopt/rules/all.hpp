@@ -25,6 +25,7 @@
 #include "pyopt/rules/yogi.hpp"
 #include "pyopt/rules/qhadam.hpp"
 #include "pyopt/rules/tiger.hpp"
+#include "pyopt/rules/ademamix.hpp"
 
 // X(RuleType) for each rule, in a fixed order: the index is the rule's slot in every kernel table.
 #define PYOPT_FOR_EACH_RULE(X) \
@@ -54,4 +55,5 @@
   X(ScheduleFreeSgd)            \
   X(Lerp)                      \
   X(QHAdam)                    \
-  X(Tiger)
+  X(Tiger)                     \
+  X(AdEMAMix)
