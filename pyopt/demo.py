@@ -53,6 +53,7 @@ DEFAULT_LR: dict[str, float] = {
     "qhadam": 3e-2,
     "tiger": 1e-3,
     "ademamix": 3e-2,
+    "stableadamw": 3e-2,
 }
 
 N_SAMPLES = 1797

@@ -612,11 +612,28 @@ class AdEMAMix(Optimizer):
                          t_alpha_beta3=0.0 if t_alpha_beta3 is None else t_alpha_beta3, eps=eps, maximize=maximize)
 
 
+class StableAdamW(Optimizer):
+    r"""StableAdamW (Wortsman et al., 2023; pytorch-optimizer 4.1.0 StableAdamW): AdamW with debiased
+    betas whose step is divided, per tensor, by :math:`\max(1, \mathrm{RMS}(g/\sqrt{v}))`
+    (the decoupled decay too). No bias correction: the betas are debiased instead.
+
+    .. math:: \eta_t = \frac{\eta}{\max(1, \sqrt{\mathrm{mean}(g^2/\max(v, \epsilon^2))})};\quad
+              p \leftarrow p(1 - \lambda\eta_t) - \eta_t\,\frac{m}{\sqrt{v}+\epsilon}
+    """
+
+    name = "stableadamw"
+
+    def __init__(self, params: ParamsLike, lr: float = 1e-3, betas: Betas = (0.9, 0.99), weight_decay: float = 1e-2,
+                 weight_decouple: bool = True, eps: float = 1e-8, *, maximize: bool = False) -> None:
+        super().__init__(params, lr=lr, betas=betas, weight_decay=weight_decay, weight_decouple=weight_decouple,
+                         eps=eps, maximize=maximize)
+
+
 CLASSES: dict[str, type[Optimizer]] = {
     cls.name: cls
     for cls in (SGD, Momentum, NAG, Adagrad, RMSprop, Adadelta, Adamax, Adam, AdamW, AMSGrad, NAdam, RAdam,
                 Lion, Grams, Adan, SignSGD, Signum, Yogi, ADOPT, LaProp, ASGD, Rprop, AdaBelief, LAMB, LARS, SophiaG,
-                ScheduleFreeAdamW, ScheduleFreeSGD, QHAdam, Tiger, AdEMAMix)
+                ScheduleFreeAdamW, ScheduleFreeSGD, QHAdam, Tiger, AdEMAMix, StableAdamW)
 }
 
 

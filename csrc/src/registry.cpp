@@ -113,6 +113,9 @@ std::vector<OptimizerSpec> build_optimizers() {
       {"tiger", "tiger", {}, {}, "Tiger, the sign of the gradient's EMA (Su, 2023)", "pytorch-optimizer 4.1.0 Tiger"},
       {"ademamix", "ademamix", {}, {}, "AdEMAMix, Adam with a mix of fast and slow EMAs (Pagliardini et al., 2024)",
        "pytorch-optimizer 4.1.0 AdEMAMix"},
+      {"stableadamw", "stableadamw", {}, {},
+       "StableAdamW, AdamW with debiased betas and per-tensor RMS update clipping (Wortsman et al., 2023)",
+       "pytorch-optimizer 4.1.0 StableAdamW"},
   };
   std::vector<OptimizerSpec> out;
   for (const Entry& e : entries) out.push_back(make_spec(e));

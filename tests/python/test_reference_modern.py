@@ -148,6 +148,10 @@ def draw_hyper(name: str, seed: int) -> dict[str, Any]:
              "alpha": float(rng.uniform(0.0, 8.0)), "t_alpha_beta3": float(rng.integers(1, 150)) if flag() else 0.0,
              "eps": loguniform(rng, 1e-8, 1e-4),
              "weight_decay": optional(1e-3, 1e-1), "weight_decouple": flag(), "fixed_decay": flag()}
+    elif name == "stableadamw":
+        h = {"lr": loguniform(rng, 1e-3, 3e-2),
+             "betas": (float(rng.uniform(0.3, 0.95)), float(rng.uniform(0.9, 0.9995))),
+             "eps": loguniform(rng, 1e-8, 1e-4), "weight_decay": optional(1e-3, 1e-1), "weight_decouple": flag()}
     else:  # pragma: no cover
         raise AssertionError(f"no hyperparameter sampler for {name!r}")
     if "maximize" in spec(name).defaults:
@@ -374,6 +378,8 @@ MODERN: dict[str, tuple[Callable, str]] = {
     "tiger": (_torch_package(_pytorch_optimizer("Tiger"), {"exp_avg": "exp_avg"}), "package"),
     "ademamix": (_torch_package(_ademamix_package, {k: k for k in ("exp_avg", "exp_avg_sq", "exp_avg_slow")}),
                  "package"),
+    "stableadamw": (_torch_package(_pytorch_optimizer("StableAdamW"), {"exp_avg": "exp_avg", "exp_avg_sq": "exp_avg_sq"}),
+                    "package"),
 }
 NAMES = [n for n in pyopt.available() if n in MODERN]
 # Matches the reference bit for bit on the FMA paths (no sqrt, same operation order).

@@ -26,6 +26,7 @@
 #include "pyopt/rules/qhadam.hpp"
 #include "pyopt/rules/tiger.hpp"
 #include "pyopt/rules/ademamix.hpp"
+#include "pyopt/rules/stableadamw.hpp"
 
 // X(RuleType) for each rule, in a fixed order: the index is the rule's slot in every kernel table.
 #define PYOPT_FOR_EACH_RULE(X) \
@@ -56,4 +57,5 @@
   X(Lerp)                      \
   X(QHAdam)                    \
   X(Tiger)                     \
-  X(AdEMAMix)
+  X(AdEMAMix)                  \
+  X(StableAdamW)
