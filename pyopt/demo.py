@@ -54,6 +54,7 @@ DEFAULT_LR: dict[str, float] = {
     "tiger": 1e-3,
     "ademamix": 3e-2,
     "stableadamw": 3e-2,
+    "madgrad": 3e-2,
 }
 
 N_SAMPLES = 1797

@@ -629,11 +629,28 @@ class StableAdamW(Optimizer):
                          eps=eps, maximize=maximize)
 
 
+class MADGRAD(Optimizer):
+    r"""MADGRAD (Defazio & Jelassi, 2021; pytorch-optimizer 4.1.0 MADGRAD): dual averaging with a
+    cube-root adaptive denominator and momentum by interpolation toward the dual-averaged point.
+    As the reference, the step uses ``lr + eps`` and :math:`\lambda_t = (\eta+\epsilon)\sqrt{t}`.
+
+    .. math:: \nu \leftarrow \nu + \lambda_t g^2;\quad s \leftarrow s + \lambda_t g;\quad
+              p \leftarrow (1-c)\,p + c\left(x_0 - \frac{s}{\sqrt[3]{\nu}+\epsilon}\right),\ c = 1-\mathrm{momentum}
+    """
+
+    name = "madgrad"
+
+    def __init__(self, params: ParamsLike, lr: float = 1e-3, momentum: float = 0.9, weight_decay: float = 0.0,
+                 weight_decouple: bool = False, eps: float = 1e-6, *, maximize: bool = False) -> None:
+        super().__init__(params, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                         weight_decouple=weight_decouple, eps=eps, maximize=maximize)
+
+
 CLASSES: dict[str, type[Optimizer]] = {
     cls.name: cls
     for cls in (SGD, Momentum, NAG, Adagrad, RMSprop, Adadelta, Adamax, Adam, AdamW, AMSGrad, NAdam, RAdam,
                 Lion, Grams, Adan, SignSGD, Signum, Yogi, ADOPT, LaProp, ASGD, Rprop, AdaBelief, LAMB, LARS, SophiaG,
-                ScheduleFreeAdamW, ScheduleFreeSGD, QHAdam, Tiger, AdEMAMix, StableAdamW)
+                ScheduleFreeAdamW, ScheduleFreeSGD, QHAdam, Tiger, AdEMAMix, StableAdamW, MADGRAD)
 }
 
 

@@ -116,6 +116,8 @@ std::vector<OptimizerSpec> build_optimizers() {
       {"stableadamw", "stableadamw", {}, {},
        "StableAdamW, AdamW with debiased betas and per-tensor RMS update clipping (Wortsman et al., 2023)",
        "pytorch-optimizer 4.1.0 StableAdamW"},
+      {"madgrad", "madgrad", {}, {}, "MADGRAD, momentumized dual-averaged adaptive gradient (Defazio & Jelassi, 2021)",
+       "pytorch-optimizer 4.1.0 MADGRAD"},
   };
   std::vector<OptimizerSpec> out;
   for (const Entry& e : entries) out.push_back(make_spec(e));

@@ -152,6 +152,10 @@ def draw_hyper(name: str, seed: int) -> dict[str, Any]:
         h = {"lr": loguniform(rng, 1e-3, 3e-2),
              "betas": (float(rng.uniform(0.3, 0.95)), float(rng.uniform(0.9, 0.9995))),
              "eps": loguniform(rng, 1e-8, 1e-4), "weight_decay": optional(1e-3, 1e-1), "weight_decouple": flag()}
+    elif name == "madgrad":
+        h = {"lr": loguniform(rng, 1e-3, 3e-2), "momentum": float(rng.uniform(0.3, 0.95)) if flag() else 0.0,
+             "eps": loguniform(rng, 1e-8, 1e-4) if mode != "off" else 1e-6,
+             "weight_decay": optional(1e-3, 1e-1), "weight_decouple": flag()}
     else:  # pragma: no cover
         raise AssertionError(f"no hyperparameter sampler for {name!r}")
     if "maximize" in spec(name).defaults:
@@ -380,6 +384,7 @@ MODERN: dict[str, tuple[Callable, str]] = {
                  "package"),
     "stableadamw": (_torch_package(_pytorch_optimizer("StableAdamW"), {"exp_avg": "exp_avg", "exp_avg_sq": "exp_avg_sq"}),
                     "package"),
+    "madgrad": (_torch_package(_pytorch_optimizer("MADGRAD"), {k: k for k in ("grad_sum_sq", "s", "x0")}), "package"),
 }
 NAMES = [n for n in pyopt.available() if n in MODERN]
 # Matches the reference bit for bit on the FMA paths (no sqrt, same operation order).

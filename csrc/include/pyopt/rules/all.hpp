@@ -27,6 +27,7 @@
 #include "pyopt/rules/tiger.hpp"
 #include "pyopt/rules/ademamix.hpp"
 #include "pyopt/rules/stableadamw.hpp"
+#include "pyopt/rules/madgrad.hpp"
 
 // X(RuleType) for each rule, in a fixed order: the index is the rule's slot in every kernel table.
 #define PYOPT_FOR_EACH_RULE(X) \
@@ -58,4 +59,5 @@
   X(QHAdam)                    \
   X(Tiger)                     \
   X(AdEMAMix)                  \
-  X(StableAdamW)
+  X(StableAdamW)               \
+  X(Madgrad)
