@@ -44,6 +44,7 @@ from .optimizers import (
     Lion,
     Momentum,
     NAdam,
+    NovoGrad,
     QHAdam,
     RAdam,
     RMSprop,
@@ -77,7 +78,7 @@ __all__ += [
     "NAG", "SGD", "AMSGrad", "Adadelta", "Adagrad", "Adam", "Adamax", "AdamW", "Momentum", "NAdam", "RAdam",
     "RMSprop", "Lion", "Grams", "Adan", "SignSGD", "Signum", "Yogi",
     "ADOPT", "LaProp", "ASGD", "Rprop", "AdaBelief", "LAMB", "LARS", "Sophia", "SophiaG", "ScheduleFreeAdamW", "ScheduleFreeSGD",
-    "QHAdam", "Tiger", "AdEMAMix", "StableAdamW", "MADGRAD", "Optimizer", "ParamGroup", "available", "create", "functional",
+    "QHAdam", "Tiger", "AdEMAMix", "StableAdamW", "MADGRAD", "NovoGrad", "Optimizer", "ParamGroup", "available", "create", "functional",
     "info", "load", "load_state_dict", "save", "set_isa", "set_num_threads",
 ]
 

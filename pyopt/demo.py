@@ -55,6 +55,7 @@ DEFAULT_LR: dict[str, float] = {
     "ademamix": 3e-2,
     "stableadamw": 3e-2,
     "madgrad": 3e-2,
+    "novograd": 3e-2,
 }
 
 N_SAMPLES = 1797

@@ -646,11 +646,28 @@ class MADGRAD(Optimizer):
                          weight_decouple=weight_decouple, eps=eps, maximize=maximize)
 
 
+class NovoGrad(Optimizer):
+    r"""NovoGrad (Ginsburg et al., 2019; pytorch-optimizer 4.1.0 NovoGrad): momentum of the gradient
+    normalised per tensor by an EMA of its squared norm (the per-tensor scalar ``grads_ema``).
+
+    .. math:: v \leftarrow \beta_2 v + (1-\beta_2)\|g\|^2;\quad
+              m \leftarrow \beta_1 m + \frac{g}{\sqrt{v}+\epsilon} + \lambda p;\quad p \leftarrow p - \eta m
+    """
+
+    name = "novograd"
+
+    def __init__(self, params: ParamsLike, lr: float = 1e-3, betas: Betas = (0.95, 0.98), weight_decay: float = 0.0,
+                 weight_decouple: bool = False, fixed_decay: bool = False, grad_averaging: bool = False,
+                 eps: float = 1e-8, *, maximize: bool = False) -> None:
+        super().__init__(params, lr=lr, betas=betas, weight_decay=weight_decay, weight_decouple=weight_decouple,
+                         fixed_decay=fixed_decay, grad_averaging=grad_averaging, eps=eps, maximize=maximize)
+
+
 CLASSES: dict[str, type[Optimizer]] = {
     cls.name: cls
     for cls in (SGD, Momentum, NAG, Adagrad, RMSprop, Adadelta, Adamax, Adam, AdamW, AMSGrad, NAdam, RAdam,
                 Lion, Grams, Adan, SignSGD, Signum, Yogi, ADOPT, LaProp, ASGD, Rprop, AdaBelief, LAMB, LARS, SophiaG,
-                ScheduleFreeAdamW, ScheduleFreeSGD, QHAdam, Tiger, AdEMAMix, StableAdamW, MADGRAD)
+                ScheduleFreeAdamW, ScheduleFreeSGD, QHAdam, Tiger, AdEMAMix, StableAdamW, MADGRAD, NovoGrad)
 }
 
 

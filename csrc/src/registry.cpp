@@ -118,6 +118,8 @@ std::vector<OptimizerSpec> build_optimizers() {
        "pytorch-optimizer 4.1.0 StableAdamW"},
       {"madgrad", "madgrad", {}, {}, "MADGRAD, momentumized dual-averaged adaptive gradient (Defazio & Jelassi, 2021)",
        "pytorch-optimizer 4.1.0 MADGRAD"},
+      {"novograd", "novograd", {}, {}, "NovoGrad, layer-wise normalised gradient momentum (Ginsburg et al., 2019)",
+       "pytorch-optimizer 4.1.0 NovoGrad"},
   };
   std::vector<OptimizerSpec> out;
   for (const Entry& e : entries) out.push_back(make_spec(e));

@@ -28,6 +28,7 @@
 #include "pyopt/rules/ademamix.hpp"
 #include "pyopt/rules/stableadamw.hpp"
 #include "pyopt/rules/madgrad.hpp"
+#include "pyopt/rules/novograd.hpp"
 
 // X(RuleType) for each rule, in a fixed order: the index is the rule's slot in every kernel table.
 #define PYOPT_FOR_EACH_RULE(X) \
@@ -60,4 +61,5 @@
   X(Tiger)                     \
   X(AdEMAMix)                  \
   X(StableAdamW)               \
-  X(Madgrad)
+  X(Madgrad)                   \
+  X(NovoGrad)
