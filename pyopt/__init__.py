@@ -33,6 +33,7 @@ from .optimizers import (
     NAG,
     SGD,
     AdaBelief,
+    AdEMAMix,
     AMSGrad,
     Adadelta,
     Adagrad,
@@ -44,9 +45,12 @@ from .optimizers import (
     LAMB,
     LARS,
     LaProp,
+    MADGRAD,
     Lion,
     Momentum,
     NAdam,
+    NovoGrad,
+    QHAdam,
     RAdam,
     RMSprop,
     ScheduleFreeAdamW,
@@ -55,7 +59,9 @@ from .optimizers import (
     SignSGD,
     Sophia,
     SophiaG,
+    StableAdamW,
     Signum,
+    Tiger,
     Yogi,
     create,
 )
@@ -76,7 +82,9 @@ __all__ = [
 __all__ += [
     "NAG", "SGD", "AMSGrad", "Adadelta", "Adagrad", "Adam", "Adamax", "AdamW", "Momentum", "NAdam", "RAdam",
     "RMSprop", "Lion", "Grams", "Adan", "SignSGD", "Signum", "Yogi",
-    "ADOPT", "LaProp", "ASGD", "Rprop", "AdaBelief", "LAMB", "LARS", "Muon", "Adafactor", "EMA", "Lookahead", "hessian", "Sophia", "SophiaG", "ScheduleFreeAdamW", "ScheduleFreeSGD", "Optimizer", "ParamGroup", "available", "create", "functional",
+    "ADOPT", "LaProp", "ASGD", "Rprop", "AdaBelief", "LAMB", "LARS", "Sophia", "SophiaG", "ScheduleFreeAdamW",
+    "ScheduleFreeSGD", "QHAdam", "Tiger", "AdEMAMix", "StableAdamW", "MADGRAD", "NovoGrad",
+    "Muon", "Adafactor", "EMA", "Lookahead", "hessian", "Optimizer", "ParamGroup", "available", "create", "functional",
     "info", "load", "load_state_dict", "save", "set_isa", "set_num_threads",
 ]
 

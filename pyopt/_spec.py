@@ -2,7 +2,8 @@
 
 The C++ rules are the one source of truth for hyperparameter names, defaults and kinds. Python
 shows them torch-style: ``beta1``/``beta2`` (/``beta3``) travel together as ``betas`` (and Rprop's
-``etaminus``/``etaplus`` as ``etas``, ``step_size_min``/``step_size_max`` as ``step_sizes``), and
+``etaminus``/``etaplus`` as ``etas``, ``step_size_min``/``step_size_max`` as ``step_sizes``,
+QHAdam's ``nu1``/``nu2`` as ``nus``), and
 names an optimizer pins (``adamw``'s ``decoupled_weight_decay``) are not user-settable.
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ TUPLES: dict[str, tuple[str, ...]] = {
     "betas": ("beta1", "beta2", "beta3"),
     "etas": ("etaminus", "etaplus"),
     "step_sizes": ("step_size_min", "step_size_max"),
+    "nus": ("nu1", "nu2"),
 }
 _MEMBER = {m: (t, i) for t, ms in TUPLES.items() for i, m in enumerate(ms)}
 

@@ -50,6 +50,12 @@ DEFAULT_LR: dict[str, float] = {
     "sophia": 1e-3,  # the demo never calls update_hessian: h = 0, so steps are ±lr (sign momentum)
     "schedulefree_adamw": 1e-2,
     "schedulefree_sgd": 1.0,
+    "qhadam": 3e-2,
+    "tiger": 1e-3,
+    "ademamix": 3e-2,
+    "stableadamw": 3e-2,
+    "madgrad": 3e-2,
+    "novograd": 3e-2,
 }
 
 N_SAMPLES = 1797

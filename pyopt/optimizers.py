@@ -557,11 +557,118 @@ class ScheduleFreeSGD(_ScheduleFree):
         return float(group["momentum"])
 
 
+class QHAdam(Optimizer):
+    r"""QHAdam, quasi-hyperbolic Adam (Ma & Yarats, 2019; pytorch-optimizer 4.1.0 QHAdam): the step
+    mixes the (bias-corrected) moments with the current gradient, by ``nus``. With ``nus=(1, 1)``
+    (the default) it is Adam without the bias correction's ε placement.
+
+    .. math:: m \leftarrow \mathrm{lerp}(m, g, 1/\textstyle\sum_{i<t}\beta_1^i);\quad
+              v \leftarrow \mathrm{lerp}(v, g^2, 1/\textstyle\sum_{i<t}\beta_2^i);\quad
+              p \leftarrow p - \eta\,\frac{\nu_1 m + (1-\nu_1) g}{\sqrt{\nu_2 v + (1-\nu_2) g^2}+\epsilon}
+    """
+
+    name = "qhadam"
+
+    def __init__(self, params: ParamsLike, lr: float = 1e-3, betas: Betas = (0.9, 0.999),
+                 nus: tuple[float, float] = (1.0, 1.0), weight_decay: float = 0.0, weight_decouple: bool = False,
+                 fixed_decay: bool = False, eps: float = 1e-8, *, maximize: bool = False) -> None:
+        super().__init__(params, lr=lr, betas=betas, nus=nus, weight_decay=weight_decay,
+                         weight_decouple=weight_decouple, fixed_decay=fixed_decay, eps=eps, maximize=maximize)
+
+
+class Tiger(Optimizer):
+    r"""Tiger (Su, 2023; pytorch-optimizer 4.1.0 Tiger): the sign of an EMA of the gradient (Lion with
+    one beta). Decoupled weight decay 0.01 by default, as the reference.
+
+    .. math:: m \leftarrow \beta m + (1-\beta) g;\quad p \leftarrow p - \eta\,\mathrm{sign}(m)
+    """
+
+    name = "tiger"
+
+    def __init__(self, params: ParamsLike, lr: float = 1e-3, beta: float = 0.965, weight_decay: float = 0.01,
+                 weight_decouple: bool = True, fixed_decay: bool = False, *, maximize: bool = False) -> None:
+        super().__init__(params, lr=lr, beta=beta, weight_decay=weight_decay, weight_decouple=weight_decouple,
+                         fixed_decay=fixed_decay, maximize=maximize)
+
+
+class AdEMAMix(Optimizer):
+    r"""AdEMAMix (Pagliardini et al., 2024; pytorch-optimizer 4.1.0 AdEMAMix): Adam plus a slow EMA of
+    the gradient (``betas[2]``) weighted by ``alpha``. ``t_alpha_beta3`` (None: off) warms alpha and
+    beta3 up over that many steps, as the paper's schedulers; 0 (or None, the reference's default)
+    turns the warmup off.
+
+    .. math:: m_2 \leftarrow \beta_3 m_2 + (1-\beta_3) g;\quad
+              p \leftarrow p - \eta\,\frac{\hat m_1 + \alpha m_2}{\sqrt{\hat v}+\epsilon}
+    """
+
+    name = "ademamix"
+
+    def __init__(self, params: ParamsLike, lr: float = 1e-3, betas: tuple[float, float, float] = (0.9, 0.999, 0.9999),
+                 weight_decay: float = 0.0, weight_decouple: bool = False, fixed_decay: bool = False,
+                 alpha: float = 5.0, t_alpha_beta3: float | None = 0.0, eps: float = 1e-8, *,
+                 maximize: bool = False) -> None:
+        # 0 is "no warmup" (the reference's None; 0 would divide by zero there).
+        super().__init__(params, lr=lr, betas=betas, weight_decay=weight_decay, weight_decouple=weight_decouple,
+                         fixed_decay=fixed_decay, alpha=alpha,
+                         t_alpha_beta3=0.0 if t_alpha_beta3 is None else t_alpha_beta3, eps=eps, maximize=maximize)
+
+
+class StableAdamW(Optimizer):
+    r"""StableAdamW (Wortsman et al., 2023; pytorch-optimizer 4.1.0 StableAdamW): AdamW with debiased
+    betas whose step is divided, per tensor, by :math:`\max(1, \mathrm{RMS}(g/\sqrt{v}))`
+    (the decoupled decay too). No bias correction: the betas are debiased instead.
+
+    .. math:: \eta_t = \frac{\eta}{\max(1, \sqrt{\mathrm{mean}(g^2/\max(v, \epsilon^2))})};\quad
+              p \leftarrow p(1 - \lambda\eta_t) - \eta_t\,\frac{m}{\sqrt{v}+\epsilon}
+    """
+
+    name = "stableadamw"
+
+    def __init__(self, params: ParamsLike, lr: float = 1e-3, betas: Betas = (0.9, 0.99), weight_decay: float = 1e-2,
+                 weight_decouple: bool = True, eps: float = 1e-8, *, maximize: bool = False) -> None:
+        super().__init__(params, lr=lr, betas=betas, weight_decay=weight_decay, weight_decouple=weight_decouple,
+                         eps=eps, maximize=maximize)
+
+
+class MADGRAD(Optimizer):
+    r"""MADGRAD (Defazio & Jelassi, 2021; pytorch-optimizer 4.1.0 MADGRAD): dual averaging with a
+    cube-root adaptive denominator and momentum by interpolation toward the dual-averaged point.
+    As the reference, the step uses ``lr + eps`` and :math:`\lambda_t = (\eta+\epsilon)\sqrt{t}`.
+
+    .. math:: \nu \leftarrow \nu + \lambda_t g^2;\quad s \leftarrow s + \lambda_t g;\quad
+              p \leftarrow (1-c)\,p + c\left(x_0 - \frac{s}{\sqrt[3]{\nu}+\epsilon}\right),\ c = 1-\mathrm{momentum}
+    """
+
+    name = "madgrad"
+
+    def __init__(self, params: ParamsLike, lr: float = 1e-3, momentum: float = 0.9, weight_decay: float = 0.0,
+                 weight_decouple: bool = False, eps: float = 1e-6, *, maximize: bool = False) -> None:
+        super().__init__(params, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                         weight_decouple=weight_decouple, eps=eps, maximize=maximize)
+
+
+class NovoGrad(Optimizer):
+    r"""NovoGrad (Ginsburg et al., 2019; pytorch-optimizer 4.1.0 NovoGrad): momentum of the gradient
+    normalised per tensor by an EMA of its squared norm (the per-tensor scalar ``grads_ema``).
+
+    .. math:: v \leftarrow \beta_2 v + (1-\beta_2)\|g\|^2;\quad
+              m \leftarrow \beta_1 m + \frac{g}{\sqrt{v}+\epsilon} + \lambda p;\quad p \leftarrow p - \eta m
+    """
+
+    name = "novograd"
+
+    def __init__(self, params: ParamsLike, lr: float = 1e-3, betas: Betas = (0.95, 0.98), weight_decay: float = 0.0,
+                 weight_decouple: bool = False, fixed_decay: bool = False, grad_averaging: bool = False,
+                 eps: float = 1e-8, *, maximize: bool = False) -> None:
+        super().__init__(params, lr=lr, betas=betas, weight_decay=weight_decay, weight_decouple=weight_decouple,
+                         fixed_decay=fixed_decay, grad_averaging=grad_averaging, eps=eps, maximize=maximize)
+
+
 CLASSES: dict[str, type[Optimizer]] = {
     cls.name: cls
     for cls in (SGD, Momentum, NAG, Adagrad, RMSprop, Adadelta, Adamax, Adam, AdamW, AMSGrad, NAdam, RAdam,
                 Lion, Grams, Adan, SignSGD, Signum, Yogi, ADOPT, LaProp, ASGD, Rprop, AdaBelief, LAMB, LARS, SophiaG,
-                ScheduleFreeAdamW, ScheduleFreeSGD)
+                ScheduleFreeAdamW, ScheduleFreeSGD, QHAdam, Tiger, AdEMAMix, StableAdamW, MADGRAD, NovoGrad)
 }
 
 

@@ -108,6 +108,18 @@ std::vector<OptimizerSpec> build_optimizers() {
        "facebookresearch schedulefree 1.4.1 AdamWScheduleFree"},
       {"schedulefree_sgd", "schedulefree_sgd", {}, {}, "Schedule-free SGD with momentum (Defazio et al., 2024)",
        "facebookresearch schedulefree 1.4.1 SGDScheduleFree"},
+      {"qhadam", "qhadam", {}, {}, "QHAdam, Adam with quasi-hyperbolic momentum (Ma & Yarats, 2019)",
+       "pytorch-optimizer 4.1.0 QHAdam"},
+      {"tiger", "tiger", {}, {}, "Tiger, the sign of the gradient's EMA (Su, 2023)", "pytorch-optimizer 4.1.0 Tiger"},
+      {"ademamix", "ademamix", {}, {}, "AdEMAMix, Adam with a mix of fast and slow EMAs (Pagliardini et al., 2024)",
+       "pytorch-optimizer 4.1.0 AdEMAMix"},
+      {"stableadamw", "stableadamw", {}, {},
+       "StableAdamW, AdamW with debiased betas and per-tensor RMS update clipping (Wortsman et al., 2023)",
+       "pytorch-optimizer 4.1.0 StableAdamW"},
+      {"madgrad", "madgrad", {}, {}, "MADGRAD, momentumized dual-averaged adaptive gradient (Defazio & Jelassi, 2021)",
+       "pytorch-optimizer 4.1.0 MADGRAD"},
+      {"novograd", "novograd", {}, {}, "NovoGrad, layer-wise normalised gradient momentum (Ginsburg et al., 2019)",
+       "pytorch-optimizer 4.1.0 NovoGrad"},
   };
   std::vector<OptimizerSpec> out;
   for (const Entry& e : entries) out.push_back(make_spec(e));

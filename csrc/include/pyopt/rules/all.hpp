@@ -23,6 +23,12 @@
 #include "pyopt/rules/signsgd.hpp"
 #include "pyopt/rules/sophia.hpp"
 #include "pyopt/rules/yogi.hpp"
+#include "pyopt/rules/qhadam.hpp"
+#include "pyopt/rules/tiger.hpp"
+#include "pyopt/rules/ademamix.hpp"
+#include "pyopt/rules/stableadamw.hpp"
+#include "pyopt/rules/madgrad.hpp"
+#include "pyopt/rules/novograd.hpp"
 
 // X(RuleType) for each rule, in a fixed order: the index is the rule's slot in every kernel table.
 #define PYOPT_FOR_EACH_RULE(X) \
@@ -50,4 +56,10 @@
   X(SophiaHessian)              \
   X(ScheduleFreeAdamW)          \
   X(ScheduleFreeSgd)            \
-  X(Lerp)
+  X(Lerp)                      \
+  X(QHAdam)                    \
+  X(Tiger)                     \
+  X(AdEMAMix)                  \
+  X(StableAdamW)               \
+  X(Madgrad)                   \
+  X(NovoGrad)

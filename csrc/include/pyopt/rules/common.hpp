@@ -95,5 +95,22 @@ PYOPT_INLINE T lerp(T a, T b, T coeff) {
   return fmadd(coeff, b - a, FromEnd ? b : a);
 }
 
+// lerp whose weight changes with the step (QHAdam's 1/Σβ^i, AdEMAMix's scheduled β3, StableAdamW's
+// debiased β1), so its form can too: `from_end` is a per-step (loop-invariant) flag from prepare(),
+// and `coeff` is lerp_coeff of the weight, or, for a weight already in T (a 0-dim tensor weight),
+// tensor_lerp_coeff.
+template <class T>
+PYOPT_INLINE T lerp_step(T a, T b, T coeff, bool from_end) {
+  return fmadd(coeff, b - a, from_end ? b : a);
+}
+template <class T>
+bool tensor_lerp_from_end(T w) {
+  return !(std::fabs(w) < T(0.5));
+}
+template <class T>
+T tensor_lerp_coeff(T w) {
+  return tensor_lerp_from_end(w) ? w - T(1) : w;
+}
+
 }  // namespace rules
 PYOPT_KERNEL_NAMESPACE_END

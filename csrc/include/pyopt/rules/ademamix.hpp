@@ -1,0 +1,131 @@
+#pragma once
+// AdEMAMix, Adam with a mixture of a fast and a slow gradient EMA (Pagliardini, Ablin & Grangier,
+// 2024, arXiv:2409.03137). Reference: pytorch-optimizer 4.1.0 AdEMAMix (optimizer/ademamix.py,
+// per-param path).
+//
+//   g ← −g if maximize
+//   wd ≠ 0: weight_decouple ? p ← p·(1 − wd·(fixed_decay ? 1 : lr)) : g ← g + wd·p
+//   m1 ← lerp(m1, g, 1 − β1);  v ← β2·v + (1 − β2)·g²;  m2 ← lerp(m2, g, 1 − β3(t))
+//   p ← p − lr·(m1/(1 − β1^t) + α(t)·m2) / (√v / √(1 − β2^t) + ε)
+//
+// Schedulers (t_alpha_beta3 = T > 0; 0 means the reference's None, no warmup):
+//   α(t) = min(t·α/T, α);   β3(t) = min(exp(ln β1·ln β3 / ((1 − t/T)·ln β3 + (t/T)·ln β1)), β3)
+// computed per step in double exactly as the reference's Python floats. The lerp weight 1 − β3(t)
+// changes with t, so its lerp form is a per-step flag (lerp_step).
+//
+// Rounding: exp_avg.div(bc1) then update.add_(exp_avg_slow, alpha=α(t)) = fmadd(α, m2, m1/bc1);
+// de_nom = exp_avg_sq.sqrt().div_(√bc2).add_(ε); p.addcdiv_(update, de_nom, value=−lr).
+// The reference's undocumented **kwargs flags `cautious` and `stable_adamw` are not supported.
+#include "pyopt/rules/base.hpp"
+
+PYOPT_KERNEL_NAMESPACE_BEGIN
+namespace rules {
+
+struct AdEMAMix : RuleBase {
+  static constexpr const char* name = "ademamix";
+
+  enum Hyper {
+    lr, beta1, beta2, beta3, weight_decay, weight_decouple, fixed_decay, alpha, t_alpha_beta3, eps, maximize,
+    kNumHyper
+  };
+  static constexpr HyperSpec hyper[kNumHyper] = {
+      {"lr", 1e-3, HyperKind::Real},
+      {"beta1", 0.9, HyperKind::Real},
+      {"beta2", 0.999, HyperKind::Real},
+      {"beta3", 0.9999, HyperKind::Real},
+      {"weight_decay", 0.0, HyperKind::Real},
+      {"weight_decouple", 0.0, HyperKind::Bool},
+      {"fixed_decay", 0.0, HyperKind::Bool},
+      {"alpha", 5.0, HyperKind::Real},
+      {"t_alpha_beta3", 0.0, HyperKind::Real},
+      {"eps", 1e-8, HyperKind::Real},
+      {"maximize", 0.0, HyperKind::Bool},
+  };
+  static constexpr const char* slot_names[] = {"exp_avg", "exp_avg_sq", "exp_avg_slow"};
+
+  enum Variant { kCoupledDecay = 1, kDecoupledDecay = 2, kLerpFromEnd = 4 };
+  static constexpr int num_variants = 8;
+  static int variant(const double* h) {
+    int v = 0;
+    if (h[weight_decay] != 0.0) v |= h[weight_decouple] != 0.0 ? kDecoupledDecay : kCoupledDecay;
+    if (lerp_from_end(1.0 - h[beta1])) v |= kLerpFromEnd;
+    return v;
+  }
+  static constexpr unsigned slot_mask(int) { return 0b111u; }
+
+  static void validate(const double* h) {
+    require_nonnegative("lr", h[lr]);
+    require_beta("beta1", h[beta1]);
+    require_beta("beta2", h[beta2]);
+    require_beta("beta3", h[beta3]);
+    require_nonnegative("weight_decay", h[weight_decay]);
+    require_nonnegative("alpha", h[alpha]);
+    require_nonnegative("t_alpha_beta3", h[t_alpha_beta3]);
+    require_finite("t_alpha_beta3", h[t_alpha_beta3]);
+    require_nonnegative("eps", h[eps]);
+    if (h[t_alpha_beta3] > 0.0 && !(h[beta1] > 0.0 && h[beta3] > 0.0))
+      throw std::invalid_argument("invalid betas: the beta3 warmup (t_alpha_beta3 > 0) takes log(beta1) and "
+                                  "log(beta3), so both must be > 0; got beta1 = " + format_value(h[beta1]) +
+                                  ", beta3 = " + format_value(h[beta3]));
+  }
+
+  static double alpha_at(const double* h, int64_t t) {
+    const double T = h[t_alpha_beta3];
+    if (T == 0.0) return h[alpha];
+    const double a = double(t) * h[alpha] / T;
+    return h[alpha] < a ? h[alpha] : a;  // Python's min(a, α)
+  }
+  static double beta3_at(const double* h, int64_t t) {
+    const double T = h[t_alpha_beta3];
+    if (T == 0.0) return h[beta3];
+    const double l1 = std::log(h[beta1]), l3 = std::log(h[beta3]);
+    const double f = double(t) / T;
+    const double b = std::exp(l1 * l3 / ((1.0 - f) * l3 + f * l1));
+    return h[beta3] < b ? h[beta3] : b;  // Python's min(b, β3)
+  }
+
+  template <class T>
+  struct Coeffs {
+    T grad_sign, decay, weight_decay, beta1_weight, beta2, one_minus_beta2, slow_weight, bc1, bc2_sqrt, alpha, eps,
+        neg_lr;
+    bool slow_from_end;
+  };
+  template <class T>
+  static Coeffs<T> prepare(const double* h, int64_t t, double*) {
+    const double bc1 = 1.0 - std::pow(h[beta1], double(t));
+    const double bc2_sqrt = std::sqrt(1.0 - std::pow(h[beta2], double(t)));
+    const double w3 = 1.0 - beta3_at(h, t);
+    return {T(h[maximize] != 0.0 ? -1.0 : 1.0),
+            T(1.0 - h[weight_decay] * (h[fixed_decay] != 0.0 ? 1.0 : h[lr])),
+            T(h[weight_decay]),
+            lerp_coeff<T>(1.0 - h[beta1]),
+            T(h[beta2]),
+            T(1.0 - h[beta2]),
+            lerp_coeff<T>(w3),
+            T(bc1),
+            T(bc2_sqrt),
+            T(alpha_at(h, t)),
+            T(h[eps]),
+            T(-h[lr]),
+            lerp_from_end(w3)};
+  }
+
+  template <int V, class T>
+  static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
+    T& m = s[0];
+    T& v = s[1];
+    T& slow = s[2];
+    g = g * k.grad_sign;
+    if constexpr (V & kDecoupledDecay) p = p * k.decay;
+    if constexpr (V & kCoupledDecay) g = fmadd(k.weight_decay, p, g);
+    m = lerp<(V & kLerpFromEnd) != 0>(m, g, k.beta1_weight);  // exp_avg.lerp_(grad, 1 − β1)
+    v = fmadd(k.one_minus_beta2 * g, g, v * k.beta2);         // exp_avg_sq.mul_(β2).addcmul_(g, g, 1 − β2)
+    slow = lerp_step(slow, g, k.slow_weight, k.slow_from_end);  // exp_avg_slow.lerp_(grad, 1 − β3(t))
+    const T denom = std::sqrt(v) / k.bc2_sqrt + k.eps;
+    const T u = fmadd(k.alpha, slow, m / k.bc1);              // exp_avg.div(bc1).add_(slow, alpha=α(t))
+    p = p + (k.neg_lr * u) / denom;                           // p.addcdiv_(update, de_nom, value=−lr)
+  }
+};
+
+}  // namespace rules
+PYOPT_KERNEL_NAMESPACE_END

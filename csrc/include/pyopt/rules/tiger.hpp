@@ -1,0 +1,71 @@
+#pragma once
+// Tiger, "Tight-fisted Optimizer" (Su, 2023, github.com/bojone/tiger): the sign of an EMA of the
+// gradient, i.e. Lion with one β. Reference: pytorch-optimizer 4.1.0 Tiger (optimizer/tiger.py,
+// _step_per_param).
+//
+//   g ← −g if maximize
+//   wd ≠ 0: weight_decouple ? p ← p·(1 − wd·(fixed_decay ? 1 : lr)) : g ← g + wd·p
+//   m ← lerp(m, g, 1 − β);  p ← p − lr·sign(m)                     (sign(0) = sign(NaN) = 0)
+//
+// Defaults as the reference: lr 1e-3, β 0.965, weight_decay 0.01, decoupled. No sqrt: bit for bit
+// on the FMA paths. p.add_(sign(m), alpha=−lr) is fmadd(−lr, sign(m), p), which is exact for
+// sign ±1 only up to the rounding of the add, as in torch.
+#include "pyopt/rules/base.hpp"
+#include "pyopt/rules/sign.hpp"
+
+PYOPT_KERNEL_NAMESPACE_BEGIN
+namespace rules {
+
+struct Tiger : RuleBase {
+  static constexpr const char* name = "tiger";
+
+  enum Hyper { lr, beta, weight_decay, weight_decouple, fixed_decay, maximize, kNumHyper };
+  static constexpr HyperSpec hyper[kNumHyper] = {
+      {"lr", 1e-3, HyperKind::Real},           {"beta", 0.965, HyperKind::Real},
+      {"weight_decay", 0.01, HyperKind::Real}, {"weight_decouple", 1.0, HyperKind::Bool},
+      {"fixed_decay", 0.0, HyperKind::Bool},   {"maximize", 0.0, HyperKind::Bool},
+  };
+  static constexpr const char* slot_names[] = {"exp_avg"};
+
+  enum Variant { kCoupledDecay = 1, kDecoupledDecay = 2, kLerpFromEnd = 4 };
+  static constexpr int num_variants = 8;
+  static int variant(const double* h) {
+    int v = 0;
+    if (h[weight_decay] != 0.0) v |= h[weight_decouple] != 0.0 ? kDecoupledDecay : kCoupledDecay;
+    if (lerp_from_end(1.0 - h[beta])) v |= kLerpFromEnd;
+    return v;
+  }
+  static constexpr unsigned slot_mask(int) { return 0b1u; }
+
+  static void validate(const double* h) {
+    require_nonnegative("lr", h[lr]);
+    require_beta("beta", h[beta]);
+    require_nonnegative("weight_decay", h[weight_decay]);
+  }
+
+  template <class T>
+  struct Coeffs {
+    T grad_sign, decay, weight_decay, beta_weight, neg_lr;
+  };
+  template <class T>
+  static Coeffs<T> prepare(const double* h, int64_t, double*) {
+    return {T(h[maximize] != 0.0 ? -1.0 : 1.0),
+            T(1.0 - h[weight_decay] * (h[fixed_decay] != 0.0 ? 1.0 : h[lr])),
+            T(h[weight_decay]),
+            lerp_coeff<T>(1.0 - h[beta]),
+            T(-h[lr])};
+  }
+
+  template <int V, class T>
+  static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
+    T& m = s[0];
+    g = g * k.grad_sign;
+    if constexpr (V & kDecoupledDecay) p = p * k.decay;                 // p.mul_(1 − wd·lr)
+    if constexpr (V & kCoupledDecay) g = fmadd(k.weight_decay, p, g);   // grad.add_(p, alpha=wd)
+    m = lerp<(V & kLerpFromEnd) != 0>(m, g, k.beta_weight);             // exp_avg.lerp_(grad, 1 − β)
+    p = fmadd(k.neg_lr, sign(m), p);                                    // p.add_(sign(m), alpha=−lr)
+  }
+};
+
+}  // namespace rules
+PYOPT_KERNEL_NAMESPACE_END
