@@ -672,10 +672,16 @@ CLASSES: dict[str, type[Optimizer]] = {
 }
 
 
-def create(name: str, params: ParamsLike, **hyper: Any) -> Optimizer:
-    """Build an optimizer by name: ``pyopt.create("adamw", params, lr=3e-4)``."""
+def create(name: str, params: ParamsLike, **hyper: Any) -> Any:
+    """Build an optimizer by name: ``pyopt.create("adamw", params, lr=3e-4)``. Besides the names
+    of ``pyopt.available()``, "muon" and "adafactor" (the optimizers written in Python) work."""
+    from ._pybase import python_optimizer
+
+    py_class = python_optimizer(name) if isinstance(name, str) else None
+    if py_class is not None:
+        return py_class(params, **hyper)
     if name not in CLASSES:
-        raise ValueError(f"unknown optimizer {name!r}; available: {', '.join(CLASSES)}")
+        raise ValueError(f"unknown optimizer {name!r}; available: {', '.join(CLASSES)}, muon, adafactor")
     valid = spec(name).defaults
     unknown = sorted(set(hyper) - set(valid))
     if unknown:

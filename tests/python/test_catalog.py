@@ -26,3 +26,16 @@ def test_every_optimizer_is_documented() -> None:
 def test_cli_prints_the_page(capsys) -> None:
     assert cli.main(["list", "--markdown"]) == 0
     assert capsys.readouterr().out == catalog.markdown()
+
+
+def test_create_knows_the_python_optimizers() -> None:
+    import numpy as np
+
+    assert type(pyopt.create("muon", [np.ones((3, 4))], lr=0.01)) is pyopt.Muon
+    assert type(pyopt.create("adafactor", [np.ones(5)])) is pyopt.Adafactor
+    try:
+        pyopt.create("no-such", [np.ones(5)])
+    except ValueError as exc:
+        assert "muon" in str(exc) and "adamw" in str(exc)
+    else:  # pragma: no cover
+        raise AssertionError("create accepted an unknown name")
