@@ -1,0 +1,1 @@
+"""pyopt.tuner: hyperparameter tuning for pyopt optimizers on small built-in or user tasks."""
