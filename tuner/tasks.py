@@ -252,8 +252,8 @@ def _haar_rotation(n: int, rng: np.random.RandomState) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=None)
-def _quadratic_problem(dim: int, train_size: int, noise: float) -> Tuple[np.ndarray, np.ndarray]:
-    """The fixed Hessian (float64) and the fixed training draws (float32)."""
+def _quadratic_problem(dim: int, train_size: int, noise: float) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The fixed Hessian (float64), the fixed training draws x_i (float32) and x_i^T H x_i (float64)."""
     rng = np.random.RandomState(42)
     n_small = dim * 9 // 10
     eigenvalues = np.concatenate((rng.uniform(0.0, 1.0, n_small), rng.uniform(30.0, 60.0, dim - n_small)))
@@ -261,7 +261,8 @@ def _quadratic_problem(dim: int, train_size: int, noise: float) -> Tuple[np.ndar
     hessian = rot.T @ np.diag(eigenvalues) @ rot
     hessian = 0.5 * (hessian + hessian.T)
     data = (noise * np.random.default_rng(1).standard_normal((train_size, dim))).astype(np.float32)
-    return hessian, data
+    x64 = data.astype(np.float64)
+    return hessian, data, np.einsum("ij,jk,ik->i", x64, hessian, x64)
 
 
 class NoisyQuadratic:
@@ -284,9 +285,7 @@ class NoisyQuadratic:
     epochs = 50
 
     def __init__(self) -> None:
-        hessian, self._x = _quadratic_problem(self.dim, self.train_size, self.noise)
-        x64 = self._x.astype(np.float64)
-        self._q = np.einsum("ij,jk,ik->i", x64, hessian, x64)  # x_i^T H x_i per training draw
+        hessian, self._x, self._q = _quadratic_problem(self.dim, self.train_size, self.noise)
         self._h64 = hessian
         self._h32 = hessian.astype(np.float32)
         self.floor = 0.5 * self.noise ** 2 * float(np.trace(hessian))
