@@ -20,6 +20,7 @@ except ImportError as exc:  # pragma: no cover - only in an unbuilt source tree
     ) from exc
 from . import functional
 from ._spec import available
+from .config import from_config
 from .io import load, load_state_dict, save
 from .muon import Muon
 from .adafactor import Adafactor
@@ -84,7 +85,7 @@ __all__ += [
     "RMSprop", "Lion", "Grams", "Adan", "SignSGD", "Signum", "Yogi",
     "ADOPT", "LaProp", "ASGD", "Rprop", "AdaBelief", "LAMB", "LARS", "Sophia", "SophiaG", "ScheduleFreeAdamW",
     "ScheduleFreeSGD", "QHAdam", "Tiger", "AdEMAMix", "StableAdamW", "MADGRAD", "NovoGrad",
-    "Muon", "Adafactor", "EMA", "Lookahead", "hessian", "Optimizer", "ParamGroup", "available", "create", "functional",
+    "from_config", "Muon", "Adafactor", "EMA", "Lookahead", "hessian", "Optimizer", "ParamGroup", "available", "create", "functional",
     "info", "load", "load_state_dict", "save", "set_isa", "set_num_threads",
 ]
 

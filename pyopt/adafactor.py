@@ -28,6 +28,7 @@ class Adafactor(PyOptimizer):
     """
 
     name = "adafactor"
+    lr_range = (1e-4, 1.0)  # searched by pyopt.tuner
     slots = ("row_var", "col_var", "variance")
     tuples = frozenset({"eps"})
 

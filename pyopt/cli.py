@@ -17,12 +17,29 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("info", help="version, compiler, ISA and threads as JSON")
     listing = sub.add_parser("list", help="the optimizers and their default hyperparameters")
     listing.add_argument("--markdown", action="store_true", help="print docs/optimizers.md (a table of all optimizers)")
+    tune = sub.add_parser("tune", help="search the optimizer and its hyperparameters for a task (Optuna)")
+    try:
+        from .tuner.cli import add_arguments
+    except ImportError as exc:  # optuna is an extra: pip install "pyopt[tune]"
+        tune_error: ImportError | None = exc
+        tune.add_argument("rest", nargs=argparse.REMAINDER)
+    else:
+        tune_error = None
+        add_arguments(tune)
     args = parser.parse_args(argv)
 
     if args.command == "demo":
         from .demo import run
 
         return run(optimizer=args.optimizer, epochs=args.epochs, lr=args.lr, seed=args.seed)
+    if args.command == "tune":
+        if tune_error is not None:
+            print(f"pyopt tune needs the tuner's dependencies (pip install 'pyopt[tune]'): {tune_error}",
+                  file=sys.stderr)
+            return 2
+        from .tuner.cli import run as run_tune
+
+        return run_tune(args)
     if args.command == "info":
         import pyopt
 

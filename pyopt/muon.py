@@ -44,6 +44,7 @@ class Muon(PyOptimizer):
     """
 
     name = "muon"
+    lr_range = (1e-3, 0.3)  # searched by pyopt.tuner
     slots = ("momentum_buffer",)
     tuples = frozenset({"ns_coefficients"})
 

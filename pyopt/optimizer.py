@@ -71,6 +71,8 @@ class Optimizer:
     """
 
     name: ClassVar[str] = ""
+    # The learning rates pyopt.tuner searches (log scale); Adam-like by default, set per class.
+    lr_range: ClassVar[tuple[float, float]] = (1e-5, 1e-1)
 
     def __init__(self, params: ParamsLike, **hyper: Any) -> None:
         self._spec: Spec = spec(self.name)

@@ -21,6 +21,7 @@ class SGD(Optimizer):
     """
 
     name = "sgd"
+    lr_range = (1e-4, 1.0)
 
     def __init__(self, params: ParamsLike, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
                  weight_decay: float = 0.0, nesterov: bool = False, *, maximize: bool = False) -> None:
@@ -32,6 +33,7 @@ class Momentum(Optimizer):
     """SGD with heavy-ball momentum; ``pyopt.SGD(momentum=0.9)`` under its own name."""
 
     name = "momentum"
+    lr_range = (1e-4, 1.0)
 
     def __init__(self, params: ParamsLike, lr: float = 1e-3, momentum: float = 0.9, dampening: float = 0.0,
                  weight_decay: float = 0.0, nesterov: bool = False, *, maximize: bool = False) -> None:
@@ -43,6 +45,7 @@ class NAG(Optimizer):
     """SGD with Nesterov momentum; ``pyopt.SGD(momentum=0.9, nesterov=True)`` under its own name."""
 
     name = "nag"
+    lr_range = (1e-4, 1.0)
 
     def __init__(self, params: ParamsLike, lr: float = 1e-3, momentum: float = 0.9, dampening: float = 0.0,
                  weight_decay: float = 0.0, nesterov: bool = True, *, maximize: bool = False) -> None:
@@ -57,6 +60,7 @@ class Adagrad(Optimizer):
     """
 
     name = "adagrad"
+    lr_range = (1e-4, 1.0)
 
     def __init__(self, params: ParamsLike, lr: float = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
                  initial_accumulator_value: float = 0.0, eps: float = 1e-10, *, maximize: bool = False) -> None:
@@ -87,6 +91,7 @@ class Adadelta(Optimizer):
     """
 
     name = "adadelta"
+    lr_range = (1e-2, 10.0)
 
     def __init__(self, params: ParamsLike, lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6,
                  weight_decay: float = 0.0, *, maximize: bool = False) -> None:
@@ -187,6 +192,7 @@ class Lion(Optimizer):
     """
 
     name = "lion"
+    lr_range = (1e-6, 1e-2)
 
     def __init__(self, params: ParamsLike, lr: float = 1e-4, betas: Betas = (0.9, 0.99), weight_decay: float = 0.0,
                  *, maximize: bool = False) -> None:
@@ -237,6 +243,7 @@ class SignSGD(Optimizer):
     """
 
     name = "signsgd"
+    lr_range = (1e-6, 1e-2)
 
     def __init__(self, params: ParamsLike, lr: float = 1e-3, momentum: float = 0.0, weight_decay: float = 0.0,
                  weight_decouple: bool = True, *, maximize: bool = False) -> None:
@@ -249,6 +256,7 @@ class Signum(Optimizer):
     name, and pytorch-optimizer 4.1.0's ``SignSGD`` with its defaults."""
 
     name = "signum"
+    lr_range = (1e-6, 1e-2)
 
     def __init__(self, params: ParamsLike, lr: float = 1e-3, momentum: float = 0.9, weight_decay: float = 0.0,
                  weight_decouple: bool = True, *, maximize: bool = False) -> None:
@@ -326,6 +334,7 @@ class ASGD(Optimizer):
     """
 
     name = "asgd"
+    lr_range = (1e-4, 1.0)
 
     def __init__(self, params: ParamsLike, lr: float = 1e-2, lambd: float = 1e-4, alpha: float = 0.75,
                  t0: float = 1e6, weight_decay: float = 0.0, *, maximize: bool = False) -> None:
@@ -395,6 +404,7 @@ class LARS(Optimizer):
     """
 
     name = "lars"
+    lr_range = (1e-2, 30.0)
 
     def __init__(self, params: ParamsLike, lr: float = 1.0, momentum: float = 0.9, weight_decay: float = 0.0,
                  trust_coefficient: float = 1e-3, eps: float = 0.0, nesterov: bool = False, *,
@@ -415,6 +425,7 @@ class SophiaG(Optimizer):
     """
 
     name = "sophia"
+    lr_range = (1e-6, 1e-2)
 
     def __init__(self, params: ParamsLike, lr: float = 1e-4, betas: Betas = (0.965, 0.99), rho: float = 0.04,
                  weight_decay: float = 1e-1, bs: float = 5120, *, maximize: bool = False) -> None:
@@ -547,6 +558,7 @@ class ScheduleFreeSGD(_ScheduleFree):
     """
 
     name = "schedulefree_sgd"
+    lr_range = (1e-3, 10.0)
 
     def __init__(self, params: ParamsLike, lr: float = 1.0, momentum: float = 0.9, weight_decay: float = 0.0,
                  warmup_steps: int = 0, r: float = 0.0, weight_lr_power: float = 2.0) -> None:
@@ -584,6 +596,7 @@ class Tiger(Optimizer):
     """
 
     name = "tiger"
+    lr_range = (1e-6, 1e-2)
 
     def __init__(self, params: ParamsLike, lr: float = 1e-3, beta: float = 0.965, weight_decay: float = 0.01,
                  weight_decouple: bool = True, fixed_decay: bool = False, *, maximize: bool = False) -> None:

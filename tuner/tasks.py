@@ -29,7 +29,7 @@ import io
 import sys
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Protocol, Tuple, runtime_checkable
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Protocol, Tuple, runtime_checkable
 
 import numpy as np
 

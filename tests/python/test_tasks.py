@@ -10,8 +10,7 @@ import pytest
 import pyopt
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO_ROOT))
-from tuner import tasks  # noqa: E402  (becomes pyopt.tuner once packaging is wired)
+from pyopt.tuner import tasks  # noqa: E402
 
 NAMES = list(tasks.TASKS)
 

@@ -1,0 +1,207 @@
+"""pyopt.tuner on tiny budgets: search spaces, the training loop, studies, storage, processes,
+outputs, the CLI and bad input. (The slower integration check is test_tuner_integration.py.)"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+optuna = pytest.importorskip("optuna")
+
+import pyopt  # noqa: E402
+from pyopt import tuner  # noqa: E402
+from pyopt.tuner import space  # noqa: E402
+
+TASK_FILE = textwrap.dedent('''
+    import numpy as np
+
+    class Quadratic:
+        """f(w) = 0.5 * sum(s * (w - 1)^2), noisy gradients: a tiny, fast task."""
+        name = "quadratic-test"
+        epochs = 4
+
+        def __init__(self, fail_at=None, interrupt_at=None):
+            self.s = np.logspace(-1, 1, 20)
+            self.calls = 0
+            self.fail_at, self.interrupt_at = fail_at, interrupt_at
+
+        def init_params(self, seed):
+            return {"w": np.zeros(20)}
+
+        def train_batches(self, epoch, rng):
+            for _ in range(10):
+                yield rng.standard_normal(20) * 0.01
+
+        def loss_and_grads(self, params, batch):
+            self.calls += 1
+            if self.fail_at is not None and self.calls == self.fail_at:
+                raise RuntimeError("task failed on purpose")
+            if self.interrupt_at is not None and self.calls == self.interrupt_at:
+                raise KeyboardInterrupt
+            d = params["w"] - 1.0
+            return float(0.5 * np.sum(self.s * d * d)), {"w": self.s * d + batch}
+
+        def validation_loss(self, params):
+            d = params["w"] - 1.0
+            return float(0.5 * np.sum(self.s * d * d))
+
+    TASK = Quadratic()
+''')
+
+
+@pytest.fixture
+def task_file(tmp_path):
+    path = tmp_path / "quad_task.py"
+    path.write_text(TASK_FILE)
+    return path
+
+
+@pytest.fixture
+def quad(task_file):
+    return tuner.load_task(f"{task_file}:TASK")
+
+
+def test_space_defaults_round_trip() -> None:
+    for name in list(pyopt.available()) + ["muon", "adafactor"]:
+        for budget in space.BUDGETS:
+            params = {"optimizer": name, **space.default_params(name, budget)}
+            hyper = space.suggest(optuna.trial.FixedTrial(params), name, budget)
+            d = space.defaults(name)
+            lo, hi = space.lr_range(name)
+            assert hyper["lr"] == pytest.approx(min(max(d["lr"], lo), hi)), name
+            for key, value in d.items():
+                if key != "lr" and not isinstance(value, tuple) and key != "weight_decay":
+                    if isinstance(value, float) and value > 0 and key == "eps" and budget == "full":
+                        assert hyper[key] == pytest.approx(value), (name, key)
+            assert [d.label for d in space.dimensions(name, "lr")] == ["lr"]
+    dims = {d.label for d in space.dimensions("adamw", "full")}
+    assert {"lr", "1-betas[0]", "1-betas[1]", "weight_decay", "eps", "amsgrad"} <= dims
+    lion = space.lr_range("lion")
+    assert lion[1] < space.lr_range("adamw")[1]  # sign methods search smaller learning rates
+    with pytest.raises(ValueError):
+        space.dimensions("adamw", "everything")
+
+
+def test_train_reports_and_diverged_runs_are_capped(quad) -> None:
+    seen = []
+    val, info = tuner.train(quad, "sgd", {"lr": 0.05}, report=lambda v, e: seen.append((e, v)) and False)
+    assert [e for e, _ in seen] == [0, 1, 2, 3] and info["epochs"] == 4 and not info["diverged"]
+    assert val < info["initial_val_loss"]
+    val, info = tuner.train(quad, "sgd", {"lr": 50.0})
+    assert info["diverged"] and val == pytest.approx(tuner.DIVERGED_FACTOR * info["initial_val_loss"])
+    assert np.isfinite(val)
+
+
+def test_tune_in_memory_writes_outputs(quad, tmp_path) -> None:
+    out = tmp_path / "out"
+    result = tuner.tune(quad, ["sgd", "adam"], trials=8, out=str(out), progress=False)
+    assert len(result.studies[0].trials) == 8
+    warm = [t for t in result.studies[0].trials if t.user_attrs.get("warm_start")]
+    assert {t.params["optimizer"] for t in warm} == {"sgd", "adam"}  # defaults enqueued first
+    best = json.loads((out / "best.json").read_text())
+    assert best["optimizer"] in ("sgd", "adam") and best["task"] == "quadratic-test"
+    assert best["value"] == min(t.value for t in result.studies[0].trials if t.value is not None)
+    rows = (out / "trials.csv").read_text().splitlines()
+    assert len(rows) == 9 and rows[0].startswith("study,number,state,value,optimizer")
+    assert (out / "best_per_optimizer.png").stat().st_size > 1000
+    assert (out / "optimization_history.png").exists()
+    # The config builds the same optimizer.
+    params = quad.init_params(0)
+    opt = pyopt.from_config(str(out / "best.json"), params)
+    assert opt.name == best["optimizer"] and opt.param_groups[0]["lr"] == pytest.approx(best["hyperparameters"]["lr"])
+    assert "optimizer" in result.table() and "adam" in result.table()
+
+
+def test_failing_objective_is_recorded_and_the_study_goes_on(task_file) -> None:
+    sys.path.insert(0, str(task_file.parent))
+    try:
+        import quad_task
+    finally:
+        sys.path.remove(str(task_file.parent))
+    task = quad_task.Quadratic(fail_at=45)  # inside the second trial
+    result = tuner.tune(task, ["sgd"], trials=4, progress=False)
+    states = [t.state.name for t in result.studies[0].trials]
+    assert states.count("FAIL") == 1 and states.count("COMPLETE") + states.count("PRUNED") == 3
+    failed = next(t for t in result.studies[0].trials if t.state.name == "FAIL")
+    assert "task failed on purpose" in failed.user_attrs["error"]
+
+
+def test_ctrl_c_keeps_finished_trials(task_file, tmp_path) -> None:
+    sys.path.insert(0, str(task_file.parent))
+    try:
+        import quad_task
+    finally:
+        sys.path.remove(str(task_file.parent))
+    task = quad_task.Quadratic(interrupt_at=95)  # in the third trial
+    storage = f"sqlite:///{tmp_path / 'st.db'}"
+    result = tuner.tune(task, ["sgd"], trials=10, storage=storage, out=str(tmp_path / "o"), progress=False)
+    assert result.interrupted
+    kept = optuna.load_study(study_name="pyopt-quadratic-test", storage=storage)
+    assert sum(t.state.name == "COMPLETE" for t in kept.trials) == 2
+    assert (tmp_path / "o" / "best.json").exists()
+
+
+def test_resume_adds_trials(quad, tmp_path) -> None:
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    tuner.tune(quad, ["sgd", "adam"], trials=4, storage=storage, progress=False)
+    result = tuner.tune(quad, ["sgd", "adam"], trials=3, storage=storage, progress=False)
+    assert len(result.studies[0].trials) == 7
+    assert sum(1 for t in result.studies[0].trials if t.user_attrs.get("warm_start")) == 2  # not enqueued twice
+
+
+def test_fair_mode_one_study_per_optimizer(quad) -> None:
+    result = tuner.tune(quad, ["sgd", "lion"], trials=3, fair=True, progress=False)
+    assert [s.study_name for s in result.studies] == ["pyopt-quadratic-test-sgd", "pyopt-quadratic-test-lion"]
+    assert all(len(s.trials) == 3 for s in result.studies)
+
+
+def test_two_processes_share_a_journal(task_file, tmp_path) -> None:
+    storage = f"journal:{tmp_path / 'study.journal'}"
+    result = tuner.tune(f"{task_file}:TASK", ["sgd", "adam"], trials=10, storage=storage, jobs=2, progress=False)
+    study = optuna.load_study(study_name="pyopt-quadratic-test",
+                              storage=tuner.study.make_storage(storage))
+    finished = [t for t in study.trials if t.state.is_finished()]
+    assert len(finished) >= 10 and not result.interrupted
+    # Both processes wrote trials: their samplers are seeded differently, so each process's trials
+    # appear interleaved in the journal; at least the worker's first trial exists.
+    assert len({t.datetime_start for t in finished}) == len(finished)
+
+
+def test_bad_input(quad, task_file, tmp_path) -> None:
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        tuner.tune(quad, ["adamw", "nope"], trials=2)
+    with pytest.raises(ValueError, match="jobs > 1"):
+        tuner.tune(quad, ["sgd"], trials=2, jobs=2)
+    with pytest.raises(ValueError):
+        tuner.load_task("no-such-task")
+    with pytest.raises((ValueError, OSError, ImportError)):
+        tuner.load_task(f"{tmp_path / 'missing.py'}:TASK")
+    with pytest.raises((ValueError, AttributeError)):
+        tuner.load_task(f"{task_file}:NOPE")
+
+
+def test_cli(task_file, tmp_path, capsys) -> None:
+    from pyopt import cli
+
+    out = tmp_path / "cli-out"
+    code = cli.main(["tune", f"{task_file}:TASK", "--optimizers", "sgd,adamw", "--trials", "5", "--out", str(out),
+                     "--no-progress"])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert (out / "best.json").exists() and (out / "study.db").exists() and (out / "trials.csv").exists()
+    assert "best:" in text and "from_config" in text
+    # Re-running with the same storage and study resumes.
+    assert cli.main(["tune", f"{task_file}:TASK", "--optimizers", "sgd,adamw", "--trials", "2", "--out", str(out),
+                     "--no-progress"]) == 0
+    assert "5 finished trials" in capsys.readouterr().out
+    assert cli.main(["tune", "no-such-task"]) == 2
+    assert "no-such-task" in capsys.readouterr().err
+    assert cli.main(["tune", f"{task_file}:TASK", "--optimizers", "bogus", "--out", str(out)]) == 2
+    assert cli.main(["tune", "--list"]) == 0
+    listing = capsys.readouterr().out
+    assert "adamw" in listing and "1-betas[1]" in listing
+    os.environ.pop("PYOPT_DUMMY", None)

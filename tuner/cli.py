@@ -1,0 +1,91 @@
+"""``pyopt tune TASK``: search the optimizer and its hyperparameters for a training task."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("task", nargs="?", help="a built-in task (see --list) or path/to/file.py:OBJECT")
+    p.add_argument("--list", action="store_true", help="list the built-in tasks and each optimizer's search space")
+    p.add_argument("--optimizers", help="comma-separated optimizer names (default: a broad standard set)")
+    p.add_argument("--trials", type=int, default=40, help="trials to run (per optimizer with --fair); default 40")
+    p.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds")
+    p.add_argument("--storage", default=None,
+                   help="memory, journal:PATH, sqlite:///PATH or a database URL (default: sqlite in --out; "
+                        "a journal file in --out with --jobs > 1)")
+    p.add_argument("--study", default=None, help="study name (default: pyopt-TASK); same storage + name resumes")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes sharing the study (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
+    p.add_argument("--out", default=None, help="output folder (default: pyopt-tune-TASK)")
+    p.add_argument("--pruner", default="hyperband", choices=["hyperband", "median", "none"])
+    p.add_argument("--sampler", default="tpe", choices=["tpe", "random"])
+    p.add_argument("--budget", default="auto", choices=["auto", "lr", "core", "full"],
+                   help="what to search besides the optimizer: lr only, + betas/momentum/weight decay, + eps/flags")
+    p.add_argument("--fair", action="store_true", help="one study per optimizer with the same number of trials")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def list_all() -> int:
+    import pyopt
+
+    from . import space
+    from .tasks import TASKS
+
+    print("Built-in tasks:")
+    for name, factory in TASKS.items():
+        task = factory()
+        describe = getattr(task, "describe", None)
+        print(f"  {name:<18} {describe() if describe else ''}")
+    print("\nSearch spaces (budget full; 'lr' searches only lr, 'core' adds betas/momentum and weight decay):")
+    for name in list(pyopt.available()) + ["muon", "adafactor"]:
+        print(f"  {name:<18} {space.describe(name, 'full')}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import optuna  # noqa: F401  (only checks that it is installed)
+    except ImportError as exc:
+        print(f"pyopt tune needs Optuna (pip install 'pyopt[tune]'): {exc}", file=sys.stderr)
+        return 2
+    if args.list:
+        return list_all()
+    if not args.task:
+        print("pyopt tune: give a TASK (pyopt tune --list shows the built-in ones)", file=sys.stderr)
+        return 2
+    from .run import tune
+    from .tasks import load_task
+
+    try:
+        task = load_task(args.task)
+    except (ValueError, ImportError, OSError) as exc:
+        print(f"pyopt tune: {exc}", file=sys.stderr)
+        return 2
+    out = args.out or f"pyopt-tune-{task.name}"
+    storage = args.storage
+    if storage is None:
+        os.makedirs(out, exist_ok=True)
+        storage = f"journal:{os.path.join(out, 'study.journal')}" if args.jobs > 1 else \
+            f"sqlite:///{os.path.abspath(os.path.join(out, 'study.db'))}"
+    optimizers = [s.strip() for s in args.optimizers.split(",") if s.strip()] if args.optimizers else None
+    try:
+        result = tune(args.task, optimizers, trials=args.trials, timeout=args.timeout, storage=storage,
+                      study=args.study, jobs=args.jobs, seed=args.seed, out=out, pruner=args.pruner,
+                      sampler=args.sampler, budget=args.budget, fair=args.fair, progress=not args.no_progress,
+                      log=lambda msg: print(f"pyopt tune: {msg}", flush=True))
+    except ValueError as exc:
+        print(f"pyopt tune: {exc}", file=sys.stderr)
+        return 2
+    print()
+    print(result.table())
+    if result.best is None:
+        print("\npyopt tune: no trial finished", file=sys.stderr)
+        return 1
+    b = result.best
+    print(f"\nbest: {b['optimizer']} {b['hyperparameters']} -> validation loss {b['value']:.6g} "
+          f"(trial {b['trial']}, {result.seconds:.1f} s)")
+    print(f"wrote {', '.join(os.path.basename(f) for f in result.files)} to {out}/ (storage {storage})")
+    print(f"use it: pyopt.from_config({os.path.join(out, 'best.json')!r}, params)")
+    return 130 if result.interrupted else 0

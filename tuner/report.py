@@ -1,0 +1,152 @@
+"""What a tuning run leaves in its output folder: best.json, trials.csv, PNG plots, and the table."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from typing import Any, Sequence
+
+
+def _finished(study: Any) -> list[Any]:
+    import optuna
+
+    return [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]
+
+
+def best_trial(studies: Sequence[Any]) -> tuple[Any, Any] | None:
+    """The best complete trial over the studies (and its study), or None."""
+    best = None
+    for study in studies:
+        for t in _finished(study):
+            if best is None or t.value < best[1].value:
+                best = (study, t)
+    return best
+
+
+def best_config(studies: Sequence[Any], task: str) -> dict[str, Any] | None:
+    import pyopt
+
+    found = best_trial(studies)
+    if found is None:
+        return None
+    study, t = found
+    return {"optimizer": t.params.get("optimizer", t.user_attrs.get("optimizer")),
+            "hyperparameters": t.user_attrs.get("hyperparameters", {}), "value": float(t.value), "task": task,
+            "study": study.study_name, "trial": t.number, "pyopt_version": pyopt.__version__}
+
+
+def summary_rows(studies: Sequence[Any]) -> list[dict[str, Any]]:
+    """Per optimizer: best value, its lr, and counts of complete / pruned / failed / diverged trials."""
+    import optuna
+
+    S = optuna.trial.TrialState
+    rows: dict[str, dict[str, Any]] = {}
+    for study in studies:
+        for t in study.trials:
+            name = t.params.get("optimizer")
+            if name is None:
+                continue
+            r = rows.setdefault(name, {"optimizer": name, "best": math.inf, "lr": None, "complete": 0, "pruned": 0,
+                                       "failed": 0, "diverged": 0})
+            if t.state == S.COMPLETE:
+                r["complete"] += 1
+                if t.user_attrs.get("diverged"):
+                    r["diverged"] += 1
+                if t.value is not None and t.value < r["best"]:
+                    r["best"] = t.value
+                    r["lr"] = t.user_attrs.get("hyperparameters", {}).get("lr")
+            elif t.state == S.PRUNED:
+                r["pruned"] += 1
+            elif t.state == S.FAIL:
+                r["failed"] += 1
+    return sorted(rows.values(), key=lambda r: r["best"])
+
+
+def table(studies: Sequence[Any]) -> str:
+    lines = [f"{'optimizer':<20} {'best val loss':>13} {'lr':>10} {'done':>5} {'pruned':>6} {'failed':>6} {'diverged':>8}"]
+    for r in summary_rows(studies):
+        best = f"{r['best']:.6g}" if math.isfinite(r["best"]) else "-"
+        lr = f"{r['lr']:.3g}" if r["lr"] is not None else "-"
+        lines.append(f"{r['optimizer']:<20} {best:>13} {lr:>10} {r['complete']:>5} {r['pruned']:>6} {r['failed']:>6} "
+                     f"{r['diverged']:>8}")
+    return "\n".join(lines)
+
+
+def write_csv(studies: Sequence[Any], path: str) -> None:
+    fields = ["study", "number", "state", "value", "optimizer", "hyperparameters", "diverged", "warm_start",
+              "seconds", "epochs", "error", "datetime_start", "duration_s"]
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        for study in studies:
+            for t in study.trials:
+                w.writerow({
+                    "study": study.study_name, "number": t.number, "state": t.state.name, "value": t.value,
+                    "optimizer": t.params.get("optimizer"),
+                    "hyperparameters": json.dumps(t.user_attrs.get("hyperparameters", {}), sort_keys=True),
+                    "diverged": t.user_attrs.get("diverged", ""), "warm_start": t.user_attrs.get("warm_start", False),
+                    "seconds": t.user_attrs.get("seconds", ""), "epochs": t.user_attrs.get("epochs", ""),
+                    "error": t.user_attrs.get("error", t.system_attrs.get("fail_reason", "")),
+                    "datetime_start": t.datetime_start.isoformat() if t.datetime_start else "",
+                    "duration_s": t.duration.total_seconds() if t.duration else "",
+                })
+    os.replace(tmp, path)
+
+
+def write_json(obj: Any, path: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def write_plots(studies: Sequence[Any], out: str) -> list[str]:
+    """Optimization history, best loss per optimizer, parameter importances, intermediate values
+    (PNG, matplotlib). A plot that cannot be drawn (too few trials) is skipped. Returns the files."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import optuna.visualization.matplotlib as ovm
+
+    written = []
+    study = studies[0]
+
+    def save(name: str, draw: Any) -> None:
+        try:
+            ax = draw()
+            fig = ax.figure if hasattr(ax, "figure") else plt.gcf()
+            fig.set_size_inches(8, 5)
+            fig.tight_layout()
+            path = os.path.join(out, name)
+            fig.savefig(path, dpi=100)
+            written.append(path)
+        except Exception:  # noqa: BLE001 - a plot is a bonus; the data is in trials.csv
+            pass
+        finally:
+            plt.close("all")
+
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if len(studies) == 1:
+            save("optimization_history.png", lambda: ovm.plot_optimization_history(study))
+            save("param_importances.png", lambda: ovm.plot_param_importances(study))
+            save("intermediate_values.png", lambda: ovm.plot_intermediate_values(study))
+
+        def bars() -> Any:
+            rows = [r for r in summary_rows(studies) if math.isfinite(r["best"])]
+            fig, ax = plt.subplots()
+            ax.barh([r["optimizer"] for r in rows][::-1], [r["best"] for r in rows][::-1])
+            ax.set_xlabel("best validation loss")
+            ax.set_title("Best validation loss per optimizer")
+            if rows and min(r["best"] for r in rows) > 0:
+                ax.set_xscale("log")
+            return ax
+
+        save("best_per_optimizer.png", bars)
+    return written

@@ -1,0 +1,139 @@
+"""``pyopt.tuner.tune``: run a study (or one per optimizer), in one or several processes, and write
+the results. ``pyopt tune`` is its command line."""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import pyopt
+
+from . import report, space
+from .study import create_study, make_objective
+from .tasks import Task, load_task
+
+DEFAULT_OPTIMIZERS = ("adamw", "adam", "sgd", "momentum", "nag", "rmsprop", "adagrad", "lion", "radam", "nadam",
+                      "adan", "lamb", "schedulefree_adamw", "adabelief", "sophia")
+
+
+@dataclass
+class TuneResult:
+    best: dict[str, Any] | None            # what best.json holds
+    studies: list[Any] = field(default_factory=list)
+    out: str | None = None
+    files: list[str] = field(default_factory=list)
+    interrupted: bool = False
+    seconds: float = 0.0
+
+    def table(self) -> str:
+        return report.table(self.studies)
+
+
+def _check_optimizers(names: Sequence[str]) -> list[str]:
+    known = set(pyopt.available()) | {"muon", "adafactor"}
+    bad = [n for n in names if n not in known]
+    if bad:
+        raise ValueError(f"unknown optimizer(s) {', '.join(bad)}; available: {', '.join(sorted(known))}")
+    if not names:
+        raise ValueError("no optimizers to tune")
+    return list(dict.fromkeys(names))
+
+
+def _worker(task_spec: str, optimizers: list[str], storage: str, study_name: str, target: int, timeout: float | None,
+            seed: int, sampler: str, pruner: str, budget: str) -> None:
+    """One extra process of a parallel study: the same storage and study, its own sampler seed,
+    one kernel thread (the processes share the cores)."""
+    import optuna
+
+    pyopt.set_num_threads(1)
+    task = load_task(task_spec)
+    study = create_study(task, optimizers, storage=storage, study_name=study_name, sampler=sampler, pruner=pruner,
+                         seed=seed, budget=budget, parallel=True)
+    stop = optuna.study.MaxTrialsCallback(target, states=None)
+    try:
+        study.optimize(make_objective(task, optimizers, budget, seed=0), n_trials=None, timeout=timeout,
+                       callbacks=[stop], catch=(Exception,), gc_after_trial=False)
+    except KeyboardInterrupt:
+        pass
+
+
+def tune(task: Task | str, optimizers: Sequence[str] | None = None, *, trials: int = 40, timeout: float | None = None,
+         storage: str | None = None, study: str | None = None, jobs: int = 1, seed: int = 0, out: str | None = None,
+         pruner: str = "hyperband", sampler: str = "tpe", budget: str = "auto", fair: bool = False,
+         progress: bool = True, log: Callable[[str], None] | None = None) -> TuneResult:
+    """Search the optimizer and its hyperparameters for ``task`` (a Task, a built-in name or
+    ``path/file.py:OBJECT``). ``trials`` is the total (per optimizer when ``fair``). Writes
+    best.json, trials.csv and plots to ``out`` when given. Returns a TuneResult."""
+    task_spec = task if isinstance(task, str) else None
+    task_obj = load_task(task) if isinstance(task, str) else task
+    names = _check_optimizers(list(optimizers) if optimizers else list(DEFAULT_OPTIMIZERS))
+    if trials < 1:
+        raise ValueError(f"trials must be >= 1, got {trials}")
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    if jobs > 1 and task_spec is None:
+        raise ValueError("jobs > 1 needs the task as a name or path/file.py:OBJECT (each process loads it)")
+    if jobs > 1 and (storage is None or storage in ("memory", ":memory:")):
+        raise ValueError("jobs > 1 needs a storage the processes share (journal:PATH, sqlite:///PATH or a database URL)")
+    per_optimizer = trials if fair else trials / len(names)
+    chosen_budget = space.auto_budget(per_optimizer) if budget == "auto" else budget
+    if chosen_budget not in space.BUDGETS:
+        raise ValueError(f"unknown budget {budget!r}; one of auto, {', '.join(space.BUDGETS)}")
+    say = log or (lambda _msg: None)
+    base_name = study or f"pyopt-{task_obj.name}"
+    groups = [[n] for n in names] if fair else [names]
+    result = TuneResult(best=None, out=out)
+    start = time.perf_counter()
+    for group in groups:
+        name = f"{base_name}-{group[0]}" if fair else base_name
+        st = create_study(task_obj, group, storage=storage, study_name=name, sampler=sampler, pruner=pruner,
+                          seed=seed, budget=chosen_budget, parallel=jobs > 1)
+        result.studies.append(st)
+        already = sum(1 for t in st.trials if t.state.is_finished())
+        target = already + trials
+        say(f"study {name!r}: {already} finished trials; running {trials} more on {', '.join(group)} "
+            f"(budget {chosen_budget}, {jobs} process{'es' if jobs > 1 else ''})")
+        procs = []
+        if jobs > 1:
+            ctx = multiprocessing.get_context("spawn")  # the OpenMP runtime is not fork-safe
+            for k in range(1, jobs):
+                p = ctx.Process(target=_worker, args=(task_spec, group, storage, name, target, timeout, seed + k,
+                                                      sampler, pruner, chosen_budget), daemon=True)
+                p.start()
+                procs.append(p)
+        import optuna
+
+        try:
+            if jobs > 1:
+                pyopt.set_num_threads(1)
+            st.optimize(make_objective(task_obj, group, chosen_budget, seed=0), n_trials=None if jobs > 1 else trials,
+                        timeout=timeout, catch=(Exception,), show_progress_bar=progress and jobs == 1,
+                        callbacks=[optuna.study.MaxTrialsCallback(target, states=None)] if jobs > 1 else None)
+            for p in procs:
+                p.join()
+        except KeyboardInterrupt:
+            result.interrupted = True
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                p.join()
+            say("interrupted: every finished trial is kept in the study")
+            break
+        finally:
+            if jobs > 1:
+                pyopt.set_num_threads(os.cpu_count() or 1)
+    result.seconds = time.perf_counter() - start
+    result.best = report.best_config(result.studies, task_obj.name)
+    if out is not None:
+        os.makedirs(out, exist_ok=True)
+        if result.best is not None:
+            path = os.path.join(out, "best.json")
+            report.write_json(result.best, path)
+            result.files.append(path)
+        path = os.path.join(out, "trials.csv")
+        report.write_csv(result.studies, path)
+        result.files.append(path)
+        result.files += report.write_plots(result.studies, out)
+    return result

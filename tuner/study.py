@@ -1,0 +1,180 @@
+"""One tuning study: the optimizer choice and, conditionally, its hyperparameters.
+
+The tuner runs the training loop itself (``train``), so it can time it, report the validation
+loss after each epoch for pruning, and stop a diverged run early. A diverged run (a NaN/Inf loss,
+or a validation loss above ``DIVERGED_FACTOR`` times the initial one) returns that capped,
+finite loss, so the sampler learns from it, and is marked ``diverged`` in the trial's user attrs.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+import pyopt
+
+from . import space
+from .tasks import Task
+
+DIVERGED_FACTOR = 10.0
+
+
+class Diverged(Exception):
+    pass
+
+
+def _cap(initial: float) -> float:
+    return DIVERGED_FACTOR * max(abs(initial), 1e-3)
+
+
+def train(task: Task, optimizer: str, hyper: dict[str, Any], seed: int = 0,
+          report: Callable[[float, int], bool] | None = None) -> tuple[float, dict[str, Any]]:
+    """Train ``task`` with ``optimizer`` (``pyopt.create(optimizer, params, **hyper)``) for its
+    epochs; returns (final validation loss, info). ``report(val_loss, epoch)`` is called after each
+    epoch and returns True to stop (pruning): then optuna.TrialPruned is raised."""
+    params = task.init_params(seed)
+    opt = pyopt.create(optimizer, params, **hyper)
+    evaluate_mode = getattr(opt, "eval", None)  # schedule-free: validate the averaged params
+    rng = np.random.default_rng(seed)
+    initial = float(task.validation_loss(params))
+    cap = _cap(initial)
+    info: dict[str, Any] = {"initial_val_loss": initial, "diverged": False, "steps": 0, "epochs": 0}
+    start = time.perf_counter()
+    val = initial
+    try:
+        for epoch in range(task.epochs):
+            for batch in task.train_batches(epoch, rng):
+                loss, grads = task.loss_and_grads(params, batch)
+                if not math.isfinite(loss):
+                    raise Diverged(f"training loss {loss} at epoch {epoch}")
+                opt.step(grads)
+                info["steps"] += 1
+            if evaluate_mode:
+                evaluate_mode()
+            val = float(task.validation_loss(params))
+            if evaluate_mode:
+                opt.train()
+            info["epochs"] = epoch + 1
+            if not math.isfinite(val) or val > cap:
+                raise Diverged(f"validation loss {val} at epoch {epoch} (initial {initial})")
+            if report is not None and report(val, epoch):
+                import optuna
+
+                info["seconds"] = time.perf_counter() - start
+                raise optuna.TrialPruned(f"pruned after epoch {epoch}: validation loss {val:.6g}")
+    except Diverged as exc:
+        info.update(diverged=True, reason=str(exc))
+        val = cap
+    info["seconds"] = time.perf_counter() - start
+    return val, info
+
+
+def jsonable(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (np.floating, np.integer, np.bool_)):
+        return value.item()
+    return value
+
+
+def make_objective(task: Task, optimizers: Sequence[str], budget: str, seed: int) -> Callable[[Any], float]:
+    """The Optuna objective: choose an optimizer, draw its hyperparameters, train, return the
+    final validation loss. Errors raised by the task are kept in the trial's ``error`` attr."""
+
+    def objective(trial: Any) -> float:
+        name = trial.suggest_categorical("optimizer", list(optimizers))
+        hyper = space.suggest(trial, name, budget)
+        trial.set_user_attr("hyperparameters", {k: jsonable(v) for k, v in hyper.items()})
+
+        def report(val: float, epoch: int) -> bool:
+            trial.report(val, epoch)
+            return bool(trial.should_prune())
+
+        try:
+            value, info = train(task, name, hyper, seed=seed, report=report)
+        except Exception as exc:
+            if type(exc).__name__ == "TrialPruned":
+                trial.set_user_attr("pruned", True)
+                raise
+            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
+            raise
+        for key in ("diverged", "seconds", "steps", "epochs"):
+            trial.set_user_attr(key, info[key])
+        if info["diverged"]:
+            trial.set_user_attr("diverged_reason", info["reason"])
+        return value
+
+    return objective
+
+
+def make_sampler(name: str, seed: int | None, parallel: bool = False) -> Any:
+    import optuna
+
+    if name == "tpe":
+        import warnings
+
+        with warnings.catch_warnings():  # multivariate and group are "experimental" in Optuna 5.0
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(multivariate=True, group=True, seed=seed, constant_liar=parallel,
+                                              n_startup_trials=10)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise ValueError(f"unknown sampler {name!r}; one of tpe, random")
+
+
+def make_pruner(name: str, epochs: int) -> Any:
+    """Hyperband (or the median rule) with a warm-up of a quarter of the epochs, so optimizers
+    that start fast but end worse are not preferred after one epoch."""
+    import optuna
+
+    warmup = max(1, epochs // 4)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=warmup, max_resource=max(epochs, warmup), reduction_factor=3)
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=warmup)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise ValueError(f"unknown pruner {name!r}; one of hyperband, median, none")
+
+
+def make_storage(url: str | None) -> Any:
+    """None or "memory": in memory; "journal:PATH": a JournalStorage file (several processes on
+    one machine); any SQLAlchemy URL (sqlite:///..., postgresql://...): RDBStorage, with
+    heartbeats for server databases so trials of a dead worker are retried."""
+    import optuna
+
+    if url is None or url in ("memory", ":memory:"):
+        return None
+    if url.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        return JournalStorage(JournalFileBackend(url[len("journal:"):]))
+    if url.startswith("sqlite:"):
+        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+    if "://" in url:
+        return optuna.storages.RDBStorage(
+            url, heartbeat_interval=30, grace_period=120,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2))
+    raise ValueError(f"unknown storage {url!r}: use memory, journal:PATH, sqlite:///PATH or a database URL")
+
+
+def create_study(task: Task, optimizers: Sequence[str], *, storage: str | None = None, study_name: str | None = None,
+                 sampler: str = "tpe", pruner: str = "hyperband", seed: int | None = 0, budget: str = "core",
+                 parallel: bool = False) -> Any:
+    """Create (or, with the same storage and name, resume) a study, enqueuing each optimizer's
+    defaults as warm starts when they have not run yet."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name=study_name or f"pyopt-{task.name}", storage=make_storage(storage), direction="minimize",
+        sampler=make_sampler(sampler, seed, parallel), pruner=make_pruner(pruner, task.epochs), load_if_exists=True)
+    study.set_user_attr("task", task.name)
+    study.set_user_attr("budget", budget)
+    study.set_user_attr("optimizers", list(optimizers))
+    for name in optimizers:
+        params = {"optimizer": name, **space.default_params(name, budget)}
+        study.enqueue_trial(params, user_attrs={"warm_start": True}, skip_if_exists=True)
+    return study
