@@ -10,10 +10,10 @@ A task is anything with the ``Task`` protocol (tuner/tasks.py): ``name``, ``epoc
 """
 from __future__ import annotations
 
-from . import space, tasks
+from . import report, space, tasks
 from .run import DEFAULT_OPTIMIZERS, TuneResult, tune
 from .study import DIVERGED_FACTOR, create_study, make_objective, train
 from .tasks import TASKS, Task, load_task
 
-__all__ = ["DEFAULT_OPTIMIZERS", "DIVERGED_FACTOR", "TASKS", "Task", "TuneResult", "create_study", "load_task",
+__all__ = ["DEFAULT_OPTIMIZERS", "DIVERGED_FACTOR", "TASKS", "Task", "TuneResult", "create_study", "load_task", "report",
            "make_objective", "space", "tasks", "train", "tune"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 
@@ -46,7 +47,7 @@ def list_all() -> int:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        import optuna  # noqa: F401  (only checks that it is installed)
+        importlib.import_module("optuna")  # installed? (pyopt[tune])
     except ImportError as exc:
         print(f"pyopt tune needs Optuna (pip install 'pyopt[tune]'): {exc}", file=sys.stderr)
         return 2

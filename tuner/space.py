@@ -94,6 +94,8 @@ def dimensions(optimizer: str, budget: str) -> list[Dimension]:
         elif budget == "full" and key == "eps" and isinstance(value, float) and value > 0:
             out.append(Dimension(key, None, "log", value / 100.0, value * 100.0))
         elif budget == "full" and key in FLAGS:
+            if key == "nesterov" and not float(d.get("momentum", 0.0)) > 0.0:
+                continue  # torch's rule: nesterov needs momentum (plain SGD searches none)
             out.append(Dimension(key, None, "flag"))
     return out
 
