@@ -11,7 +11,7 @@ from typing import Any, Callable, Sequence
 import pyopt
 
 from . import report, space
-from .study import create_study, make_objective
+from .study import create_study, make_function_objective, make_objective
 from .tasks import Task, load_task
 
 DEFAULT_OPTIMIZERS = ("adamw", "adam", "sgd", "momentum", "nag", "rmsprop", "adagrad", "lion", "radam", "nadam",
@@ -29,6 +29,14 @@ class TuneResult:
 
     def table(self) -> str:
         return report.table(self.studies)
+
+
+class _FunctionTask:
+    """Stands for a plain objective function in the study (its name; pruning over 10 steps)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.epochs = 10
 
 
 def _check_optimizers(names: Sequence[str]) -> list[str]:
@@ -59,15 +67,23 @@ def _worker(task_spec: str, optimizers: list[str], storage: str, study_name: str
         pass
 
 
-def tune(task: Task | str, optimizers: Sequence[str] | None = None, *, trials: int = 40, timeout: float | None = None,
+def tune(task: Task | str | Callable[..., float], optimizers: Sequence[str] | None = None, *, trials: int = 40, timeout: float | None = None,
          storage: str | None = None, study: str | None = None, jobs: int = 1, seed: int = 0, out: str | None = None,
          pruner: str = "hyperband", sampler: str = "tpe", budget: str = "auto", fair: bool = False,
          progress: bool = True, log: Callable[[str], None] | None = None) -> TuneResult:
     """Search the optimizer and its hyperparameters for ``task`` (a Task, a built-in name or
-    ``path/file.py:OBJECT``). ``trials`` is the total (per optimizer when ``fair``). Writes
+    ``path/file.py:OBJECT``, or a plain objective ``fn(make_optimizer, report) -> float`` for a loop
+    a Task cannot express). ``trials`` is the total (per optimizer when ``fair``). Writes
     best.json, trials.csv and plots to ``out`` when given. Returns a TuneResult."""
+    from .tasks import check_task
+
+    function = None
+    if callable(task) and not isinstance(task, str) and check_task(task):
+        function = task  # not a Task: a plain objective function
+        task_obj: Any = _FunctionTask(getattr(task, "__name__", "objective"))
+    else:
+        task_obj = load_task(task) if isinstance(task, str) else task
     task_spec = task if isinstance(task, str) else None
-    task_obj = load_task(task) if isinstance(task, str) else task
     names = _check_optimizers(list(optimizers) if optimizers else list(DEFAULT_OPTIMIZERS))
     if trials < 1:
         raise ValueError(f"trials must be >= 1, got {trials}")
@@ -108,7 +124,9 @@ def tune(task: Task | str, optimizers: Sequence[str] | None = None, *, trials: i
         try:
             if jobs > 1:
                 pyopt.set_num_threads(1)
-            st.optimize(make_objective(task_obj, group, chosen_budget, seed=0), n_trials=None if jobs > 1 else trials,
+            objective = make_function_objective(function, group, chosen_budget) if function is not None else \
+                make_objective(task_obj, group, chosen_budget, seed=0)
+            st.optimize(objective, n_trials=None if jobs > 1 else trials,
                         timeout=timeout, catch=(Exception,), show_progress_bar=progress and jobs == 1,
                         callbacks=[optuna.study.MaxTrialsCallback(target, states=None)] if jobs > 1 else None)
             for p in procs:

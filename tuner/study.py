@@ -109,6 +109,46 @@ def make_objective(task: Task, optimizers: Sequence[str], budget: str, seed: int
     return objective
 
 
+def make_function_objective(fn: Callable[..., float], optimizers: Sequence[str], budget: str) -> Callable[[Any], float]:
+    """The Optuna objective for a plain ``fn(make_optimizer, report) -> float`` (a loop a Task
+    cannot express): ``make_optimizer(params)`` builds the trial's optimizer over the caller's
+    params; ``report(value, step)`` records an intermediate value and raises optuna.TrialPruned
+    when the pruner says stop. A NaN/Inf result scores DIVERGED_FACTOR times the worst finished
+    value (1e10 before any), marked ``diverged``."""
+    import optuna
+
+    def objective(trial: Any) -> float:
+        name = trial.suggest_categorical("optimizer", list(optimizers))
+        hyper = space.suggest(trial, name, budget)
+        trial.set_user_attr("hyperparameters", {k: jsonable(v) for k, v in hyper.items()})
+
+        def make_optimizer(params: Any) -> Any:
+            return pyopt.create(name, params, **hyper)
+
+        def report(value: float, step: int) -> None:
+            trial.report(float(value), int(step))
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at step {step}: {value:.6g}")
+
+        start = time.perf_counter()
+        try:
+            value = float(fn(make_optimizer, report))
+        except optuna.TrialPruned:
+            raise
+        except Exception as exc:
+            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
+            raise
+        trial.set_user_attr("seconds", time.perf_counter() - start)
+        trial.set_user_attr("diverged", not math.isfinite(value))
+        if math.isfinite(value):
+            return value
+        done = [t.value for t in trial.study.get_trials(deepcopy=False)
+                if t.value is not None and math.isfinite(t.value)]
+        return DIVERGED_FACTOR * max(map(abs, done)) if done else 1e10
+
+    return objective
+
+
 def make_sampler(name: str, seed: int | None, parallel: bool = False) -> Any:
     import optuna
 

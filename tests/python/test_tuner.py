@@ -205,3 +205,29 @@ def test_cli(task_file, tmp_path, capsys) -> None:
     listing = capsys.readouterr().out
     assert "adamw" in listing and "1-betas[1]" in listing
     os.environ.pop("PYOPT_DUMMY", None)
+
+
+def test_plain_objective_function(tmp_path) -> None:
+    """fn(make_optimizer, report) -> float, for loops a Task cannot express."""
+    calls = []
+
+    def fit(make_optimizer, report):
+        w = np.zeros(5)
+        opt = make_optimizer([w])
+        for step in range(10):
+            opt.step([w - 3.0])
+            report(float(np.sum((w - 3.0) ** 2)), step)
+        calls.append(type(opt).__name__)
+        return float("nan") if len(calls) == 2 else float(np.sum((w - 3.0) ** 2))
+
+    result = tuner.tune(fit, ["sgd", "adam"], trials=6, out=str(tmp_path), progress=False, pruner="none")
+    trials = result.studies[0].trials
+    assert result.studies[0].study_name == "pyopt-fit" and len(trials) == 6
+    assert sum(bool(t.user_attrs.get("diverged")) for t in trials) == 1
+    assert all(np.isfinite(t.value) for t in trials)
+    assert result.best["optimizer"] in ("sgd", "adam") and (tmp_path / "best.json").exists()
+
+
+def test_sgd_space_has_no_nesterov_without_momentum() -> None:
+    assert "nesterov" not in {d.label for d in space.dimensions("sgd", "full")}
+    assert "nesterov" in {d.label for d in space.dimensions("momentum", "full")}
