@@ -21,7 +21,6 @@ import numpy as np
 
 from . import _core
 from .optimizer import (
-    STATE_DICT_FORMAT,
     GradsLike,
     Optimizer,
     ParamGroup,
@@ -29,6 +28,9 @@ from .optimizer import (
     _as_groups,
     _as_param_list,
     _check_no_overlap,
+    _check_state_dict,
+    _state_dict,
+    _state_index,
 )
 
 # Optimizers implemented in Python, by state_dict name -> module defining them (``pyopt.load``
@@ -200,55 +202,21 @@ class PyOptimizer:
             i: {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in entry.items()}
             for i, entry in self.state.items()
         }
-        groups = []
-        index = 0
-        for group in self.param_groups:
-            g = {k: (list(v) if k in self.tuples else v) for k, v in group.items() if k != "params"}
-            count = len(group["params"])
-            g["params"] = list(range(index, index + count))
-            if self._names is not None:
-                g["param_names"] = self._names[index : index + count]
-            index += count
-            groups.append(g)
-        out = {"format": STATE_DICT_FORMAT, "optimizer": self.name, "state": state, "param_groups": groups}
-        if self._schedules or self._pending_schedules:
-            out["schedules"] = [s.state_dict() for s in self._schedules] + [dict(s) for s in self._pending_schedules]
-        return out
+        return _state_dict(self, state, self.tuples)
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore a ``state_dict``: hyperparameters, steps and state. Checked whole before anything changes."""
         who = self._owner_label
-        if not isinstance(state_dict, Mapping) or "param_groups" not in state_dict or "state" not in state_dict:
-            raise ValueError(f"{who}: not a pyopt state_dict (needs 'state' and 'param_groups')")
-        saved_name = state_dict.get("optimizer", self.name)
-        if saved_name != self.name:
-            raise ValueError(f"{who}: state_dict is for optimizer {saved_name!r}, not {self.name!r}")
-        saved_groups = state_dict["param_groups"]
-        if len(saved_groups) != len(self.param_groups):
-            raise ValueError(f"{who}: state_dict has {len(saved_groups)} param groups, optimizer has {len(self.param_groups)}")
+        saved_groups, saved_schedules = _check_state_dict(self, state_dict)
         new_values = []
         for i, (saved, group) in enumerate(zip(saved_groups, self.param_groups)):
-            if len(saved["params"]) != len(group["params"]):
-                raise ValueError(
-                    f"{who}: param group {i} has {len(group['params'])} params, state_dict has {len(saved['params'])}"
-                )
             values = {k: v for k, v in saved.items() if k in self.defaults}
             candidate = {**{k: v for k, v in group.items() if k != "params"}, **values}
             new_values.append(self._check_hypers(candidate, f"{who}: state_dict param group {i}"))
-        saved_schedules = state_dict.get("schedules", [])
-        if not isinstance(saved_schedules, (list, tuple)) or not all(isinstance(s, Mapping) for s in saved_schedules):
-            raise ValueError(f"{who}: state_dict 'schedules' must be a list of schedule states")
-        for schedule, saved in zip(self._schedules, saved_schedules):
-            schedule._check_state(saved)
 
         new_state: dict[int, dict[str, Any]] = {}
         for key, entry in state_dict["state"].items():
-            try:
-                i = int(key)
-            except (TypeError, ValueError):
-                raise ValueError(f"{who}: state_dict state key {key!r} is not a param index") from None
-            if not 0 <= i < len(self._params):
-                raise ValueError(f"{who}: state_dict has state for param {i}, optimizer has {len(self._params)} params")
+            i = _state_index(key, len(self._params), who)
             p = self._params[i]
             restored: dict[str, Any] = {}
             for name, value in entry.items():

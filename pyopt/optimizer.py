@@ -295,48 +295,19 @@ class Optimizer:
             i: {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in entry.items()}
             for i, entry in self.state.items()
         }
-        groups = []
-        index = 0
-        for group in self.param_groups:
-            g = {k: (list(v) if k in TUPLES else v) for k, v in group.items() if k != "params"}
-            count = len(group["params"])
-            g["params"] = list(range(index, index + count))
-            if self._names is not None:
-                g["param_names"] = self._names[index : index + count]
-            index += count
-            groups.append(g)
-        out = {"format": STATE_DICT_FORMAT, "optimizer": self.name, "state": state, "param_groups": groups}
-        if self._schedules or self._pending_schedules:
-            out["schedules"] = [s.state_dict() for s in self._schedules] + [dict(s) for s in self._pending_schedules]
-        return out
+        return _state_dict(self, state, TUPLES)
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore a ``state_dict``: hyperparameters, steps and state. Checked whole before anything changes."""
         who = self._owner_label
-        if not isinstance(state_dict, Mapping) or "param_groups" not in state_dict or "state" not in state_dict:
-            raise ValueError(f"{who}: not a pyopt state_dict (needs 'state' and 'param_groups')")
-        saved_name = state_dict.get("optimizer", self.name)
-        if saved_name != self.name:
-            raise ValueError(f"{who}: state_dict is for optimizer {saved_name!r}, not {self.name!r}")
-        saved_groups = state_dict["param_groups"]
-        if len(saved_groups) != len(self.param_groups):
-            raise ValueError(f"{who}: state_dict has {len(saved_groups)} param groups, optimizer has {len(self.param_groups)}")
+        saved_groups, saved_schedules = _check_state_dict(self, state_dict)
         new_values = []
         for i, (saved, group) in enumerate(zip(saved_groups, self.param_groups)):
-            if len(saved["params"]) != len(group["params"]):
-                raise ValueError(
-                    f"{who}: param group {i} has {len(group['params'])} params, state_dict has {len(saved['params'])}"
-                )
             values = {k: (tuple(v) if k in TUPLES else v) for k, v in saved.items() if k in self.defaults}
             candidate = {**{k: v for k, v in group.items() if k != "params"}, **values}
             where = f"{who}: state_dict param group {i}"
             self._spec.validate(self._spec.flat(candidate, where), where)
             new_values.append(values)
-        saved_schedules = state_dict.get("schedules", [])
-        if not isinstance(saved_schedules, (list, tuple)) or not all(isinstance(s, Mapping) for s in saved_schedules):
-            raise ValueError(f"{who}: state_dict 'schedules' must be a list of schedule states")
-        for schedule, saved in zip(self._schedules, saved_schedules):
-            schedule._check_state(saved)
 
         slot_names = set(self._spec.slots)
         scalar_names = [name for name, _ in self._spec.scalars]
@@ -346,12 +317,7 @@ class Optimizer:
         for j, (_, initial) in enumerate(self._spec.scalars):
             new_scalars[:, j] = initial
         for key, entry in state_dict["state"].items():
-            try:
-                i = int(key)
-            except (TypeError, ValueError):
-                raise ValueError(f"{who}: state_dict state key {key!r} is not a param index") from None
-            if not 0 <= i < len(self._params):
-                raise ValueError(f"{who}: state_dict has state for param {i}, optimizer has {len(self._params)} params")
+            i = _state_index(key, len(self._params), who)
             p = self._params[i]
             slots = {}
             for name, value in entry.items():
@@ -403,6 +369,61 @@ class Optimizer:
         lines.append(")")
         return "\n".join(lines)
 
+
+
+# ----- state_dict pieces shared with the Python-written optimizers (pyopt/_pybase.py) ---------
+def _state_dict(opt: Any, state: dict[int, dict[str, Any]], tuples: Iterable[str]) -> dict[str, Any]:
+    """The checkpoint dict of ``opt`` around its per-param ``state`` (tuple hyperparameters as lists)."""
+    tuples = set(tuples)
+    groups = []
+    index = 0
+    for group in opt.param_groups:
+        g = {k: (list(v) if k in tuples else v) for k, v in group.items() if k != "params"}
+        count = len(group["params"])
+        g["params"] = list(range(index, index + count))
+        if opt._names is not None:
+            g["param_names"] = opt._names[index : index + count]
+        index += count
+        groups.append(g)
+    out = {"format": STATE_DICT_FORMAT, "optimizer": opt.name, "state": state, "param_groups": groups}
+    if opt._schedules or opt._pending_schedules:
+        out["schedules"] = [s.state_dict() for s in opt._schedules] + [dict(s) for s in opt._pending_schedules]
+    return out
+
+
+def _check_state_dict(opt: Any, state_dict: Any) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
+    """Checks a state_dict's frame against ``opt`` (name, group and param counts, schedules);
+    returns its param groups and schedule states. Hyperparameters and state are the caller's."""
+    who = opt._owner_label
+    if not isinstance(state_dict, Mapping) or "param_groups" not in state_dict or "state" not in state_dict:
+        raise ValueError(f"{who}: not a pyopt state_dict (needs 'state' and 'param_groups')")
+    saved_name = state_dict.get("optimizer", opt.name)
+    if saved_name != opt.name:
+        raise ValueError(f"{who}: state_dict is for optimizer {saved_name!r}, not {opt.name!r}")
+    saved_groups = state_dict["param_groups"]
+    if len(saved_groups) != len(opt.param_groups):
+        raise ValueError(f"{who}: state_dict has {len(saved_groups)} param groups, optimizer has {len(opt.param_groups)}")
+    for i, (saved, group) in enumerate(zip(saved_groups, opt.param_groups)):
+        if len(saved["params"]) != len(group["params"]):
+            raise ValueError(
+                f"{who}: param group {i} has {len(group['params'])} params, state_dict has {len(saved['params'])}"
+            )
+    saved_schedules = state_dict.get("schedules", [])
+    if not isinstance(saved_schedules, (list, tuple)) or not all(isinstance(s, Mapping) for s in saved_schedules):
+        raise ValueError(f"{who}: state_dict 'schedules' must be a list of schedule states")
+    for schedule, saved in zip(opt._schedules, saved_schedules):
+        schedule._check_state(saved)
+    return list(saved_groups), list(saved_schedules)
+
+
+def _state_index(key: Any, count: int, who: str) -> int:
+    try:
+        i = int(key)
+    except (TypeError, ValueError):
+        raise ValueError(f"{who}: state_dict state key {key!r} is not a param index") from None
+    if not 0 <= i < count:
+        raise ValueError(f"{who}: state_dict has state for param {i}, optimizer has {count} params")
+    return i
 
 def _nonnegative(value: Any, what: str, who: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
