@@ -31,39 +31,29 @@ double block_sq_sum(const T* __restrict g, int64_t begin, int64_t end, T clip) {
 
 template <class T>
 void sq_sums(const TensorArgs* tensors, int64_t count, double* out) {
-  constexpr int64_t B = driver::kReduceBlock;
-  std::vector<int64_t> first_block(size_t(count) + 1, 0);
+  const driver::Blocks blocks(tensors, count);
   int64_t total = 0;
-  for (int64_t i = 0; i < count; ++i) {
-    first_block[i + 1] = first_block[i] + (tensors[i].size + B - 1) / B;
-    total += tensors[i].size;
-  }
-  const int64_t num_blocks = first_block[count];
-  std::vector<double> block_sums(size_t(num_blocks), 0.0);
+  for (int64_t i = 0; i < count; ++i) total += tensors[i].size;
+  std::vector<double> block_sums(size_t(blocks.size()), 0.0);
   auto run = [&](int64_t b_lo, int64_t b_hi) {
-    int64_t i = 0;
-    for (int64_t b = b_lo; b < b_hi; ++b) {
-      while (first_block[i + 1] <= b) ++i;
-      const int64_t begin = (b - first_block[i]) * B;
-      const int64_t end = begin + B < tensors[i].size ? begin + B : tensors[i].size;
+    blocks.visit(tensors, b_lo, b_hi, [&](int64_t i, int64_t begin, int64_t end, int64_t b) {
       block_sums[b] = block_sq_sum(static_cast<const T*>(tensors[i].grad), begin, end, T(tensors[i].grad_clip));
-    }
+    });
   };
   const int threads = num_threads();
   if (threads <= 1 || total < driver::kSerialThreshold || omp_in_parallel()) {
-    run(0, num_blocks);
+    run(0, blocks.size());
   } else {
 #pragma omp parallel num_threads(driver::team_size(total, threads))
     {
-      const int64_t n = omp_get_num_threads(), rank = omp_get_thread_num();
-      const int64_t per = (num_blocks + n - 1) / n;
-      const int64_t lo = rank * per < num_blocks ? rank * per : num_blocks;
-      run(lo, lo + per < num_blocks ? lo + per : num_blocks);
+      int64_t lo, hi;
+      blocks.my_share(lo, hi);
+      run(lo, hi);
     }
   }
   for (int64_t i = 0; i < count; ++i) {
     double sum = 0.0;
-    for (int64_t b = first_block[i]; b < first_block[i + 1]; ++b) sum += block_sums[b];
+    for (int64_t b = blocks.first[i]; b < blocks.first[i + 1]; ++b) sum += block_sums[b];
     out[i] = sum;
   }
 }

@@ -152,6 +152,36 @@ void update_my_chunk(const TensorArgs* tensors, int64_t count, const Prepared<Ru
   }
 }
 
+// The fixed reduction blocks of a step's tensors (kReduceBlock elements; a tensor's last block may
+// be shorter): tensor i owns blocks [first[i], first[i + 1]). Sums are taken per block and then
+// added per tensor in block order, so they do not depend on how blocks are shared among threads.
+struct Blocks {
+  std::vector<int64_t> first;
+  Blocks(const TensorArgs* tensors, int64_t count) : first(size_t(count) + 1, 0) {
+    for (int64_t i = 0; i < count; ++i)
+      first[i + 1] = first[i] + (tensors[i].size + kReduceBlock - 1) / kReduceBlock;
+  }
+  int64_t size() const { return first.back(); }
+  // f(tensor index, begin, end, block index) for blocks [b_lo, b_hi), in order.
+  template <class F>
+  void visit(const TensorArgs* tensors, int64_t b_lo, int64_t b_hi, F&& f) const {
+    int64_t i = 0;
+    for (int64_t b = b_lo; b < b_hi; ++b) {
+      while (first[i + 1] <= b) ++i;
+      const int64_t begin = (b - first[i]) * kReduceBlock;
+      const int64_t end = begin + kReduceBlock < tensors[i].size ? begin + kReduceBlock : tensors[i].size;
+      f(i, begin, end, b);
+    }
+  }
+  // Inside a parallel region: this thread's contiguous share [lo, hi) of the blocks.
+  void my_share(int64_t& lo, int64_t& hi) const {
+    const int64_t n = omp_get_num_threads(), rank = omp_get_thread_num();
+    const int64_t per = (size() + n - 1) / n;
+    lo = rank * per < size() ? rank * per : size();
+    hi = lo + per < size() ? lo + per : size();
+  }
+};
+
 // Rules with per-tensor reductions (LAMB's and LARS's norms): a reduction pass over fixed blocks,
 // Rule::finish turning each tensor's sums into its coefficients, then the update pass, all in one
 // parallel region (two barriers).
@@ -160,33 +190,25 @@ void run_reduced(const TensorArgs* tensors, int64_t count, Prepared<Rule, T>* pr
                  int num_threads) {
   using Variants = std::make_integer_sequence<int, Rule::num_variants>;
   constexpr int R = Rule::num_reductions;
-  std::vector<int64_t> first_block(size_t(count) + 1, 0);  // tensor i owns blocks [first_block[i], first_block[i+1])
-  for (int64_t i = 0; i < count; ++i)
-    first_block[i + 1] = first_block[i] + (tensors[i].size + kReduceBlock - 1) / kReduceBlock;
-  const int64_t num_blocks = first_block[count];
-  std::vector<double> block_sums(size_t(num_blocks * R));
-
+  const Blocks blocks(tensors, count);
+  std::vector<double> block_sums(size_t(blocks.size() * R));
   auto reduce_blocks = [&](int64_t b_lo, int64_t b_hi) {
-    int64_t i = 0;
-    for (int64_t b = b_lo; b < b_hi; ++b) {
-      while (first_block[i + 1] <= b) ++i;
-      const int64_t begin = (b - first_block[i]) * kReduceBlock;
-      const int64_t end = begin + kReduceBlock < tensors[i].size ? begin + kReduceBlock : tensors[i].size;
+    blocks.visit(tensors, b_lo, b_hi, [&](int64_t i, int64_t begin, int64_t end, int64_t b) {
       reduce_variant<Rule, T>(prepared[i].variant, tensors[i], prepared[i].coeffs, begin, end, &block_sums[b * R],
                               Variants{});
-    }
+    });
   };
   auto finish_all = [&] {
     for (int64_t i = 0; i < count; ++i) {
       double sums[R] = {};
-      for (int64_t b = first_block[i]; b < first_block[i + 1]; ++b)
+      for (int64_t b = blocks.first[i]; b < blocks.first[i + 1]; ++b)
         for (int q = 0; q < R; ++q) sums[q] += block_sums[b * R + q];
       Rule::template finish<T>(prepared[i].coeffs, tensors[i].hyper, sums);
     }
   };
 
   if (num_threads <= 1 || total < kSerialThreshold || omp_in_parallel()) {
-    reduce_blocks(0, num_blocks);
+    reduce_blocks(0, blocks.size());
     finish_all();
     for (int64_t i = 0; i < count; ++i)
       update_variant<Rule, T>(prepared[i].variant, tensors[i], prepared[i].coeffs, 0, tensors[i].size, Variants{});
@@ -194,11 +216,9 @@ void run_reduced(const TensorArgs* tensors, int64_t count, Prepared<Rule, T>* pr
   }
 #pragma omp parallel num_threads(team_size(total, num_threads))
   {
-    const int64_t nthreads = omp_get_num_threads();
-    const int64_t rank = omp_get_thread_num();
-    const int64_t per_thread = (num_blocks + nthreads - 1) / nthreads;
-    const int64_t b_lo = rank * per_thread < num_blocks ? rank * per_thread : num_blocks;
-    reduce_blocks(b_lo, b_lo + per_thread < num_blocks ? b_lo + per_thread : num_blocks);
+    int64_t b_lo, b_hi;
+    blocks.my_share(b_lo, b_hi);
+    reduce_blocks(b_lo, b_hi);
 #pragma omp barrier
 #pragma omp single
     finish_all();  // implicit barrier after single
