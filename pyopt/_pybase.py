@@ -139,7 +139,7 @@ class PyOptimizer:
         dtype is converted to the param's dtype. NaN or Inf are not masked.
         """
         who = self._owner_label
-        glist = self._grad_list(grads)
+        glist = self._grad_list(grads)  # type: ignore[misc]
         if len(glist) != len(self._params):
             raise ValueError(f"{who}: expected {len(self._params)} gradients (one per param), got {len(glist)}")
         checked = []

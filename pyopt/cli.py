@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     listing.add_argument("--markdown", action="store_true", help="print docs/optimizers.md (a table of all optimizers)")
     tune = sub.add_parser("tune", help="search the optimizer and its hyperparameters for a task (Optuna)")
     try:
-        from .tuner.cli import add_arguments
+        from .tuner.cli import add_arguments  # type: ignore[import-not-found]
     except ImportError as exc:  # optuna is an extra: pip install "pyopt[tune]"
         tune_error: ImportError | None = exc
         tune.add_argument("rest", nargs=argparse.REMAINDER)

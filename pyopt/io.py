@@ -107,7 +107,7 @@ def load(path: str | os.PathLike[str], params: ParamsLike) -> Any:
                 group.setdefault(key, tuple(value) if key in TUPLES else value)
     py_class = python_optimizer(sd["optimizer"])  # an optimizer written in Python (Muon)
     if py_class is not None:
-        opt: Any = py_class(groups)
+        opt: Any = py_class(groups)  # type: ignore[call-arg]
     else:
         opt = create(sd["optimizer"], groups)
     if "lookahead" in sd:

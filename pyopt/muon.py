@@ -156,7 +156,7 @@ def _zeropower_via_newtonschulz(update: np.ndarray, ns_coefficients: tuple[float
         x = x.T
     # ortho_grad.div_(ortho_grad.norm().clamp(min=eps)): the norm and the clamp are bfloat16
     # scalars, the division is float32 rounded to bfloat16.
-    norm = _bf16(np.float32(math.sqrt(float(np.sum(np.square(x, dtype=np.float64))))))
+    norm = _bf16(np.asarray(np.float32(math.sqrt(float(np.sum(np.square(x, dtype=np.float64)))))))
     norm = _bf16(np.maximum(norm, np.float32(eps)))
     x = _bf16(x / norm)
     # oneDNN's addmm(C, A, B, beta, alpha) is fma(beta, C, alpha * (A @ B)) in float32, rounded

@@ -443,7 +443,8 @@ class SophiaG(Optimizer):
             self._rebuild()  # allocates the state (h starts at 0)
         elif self._hyper_changed:
             self._refresh_hypers()
-        flats, tensors = [], []
+        flats: list[list[float]] = []
+        tensors: list[Any] = []
         index = 0
         for g, group in enumerate(self.param_groups):
             flats.append([float(group["betas"][1])])
@@ -490,7 +491,9 @@ class _ScheduleFree(Optimizer):
     def _swap(self, to_train: bool) -> None:
         if self._train_mode == to_train:
             return
-        flats, tensors, ends = [], [], []
+        flats: list[list[float]] = []
+        tensors: list[Any] = []
+        ends: list[Any] = []
         index = 0
         for g, group in enumerate(self.param_groups):
             beta = float(self._beta(group))

@@ -54,8 +54,8 @@ def defaults(optimizer: str) -> dict[str, Any]:
         return dict(spec(optimizer).defaults)
     import inspect
 
-    cls = {"muon": pyopt.Muon, "adafactor": pyopt.Adafactor}[optimizer]
-    return {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items() if k not in ("self", "params")}
+    cls: Any = {"muon": pyopt.Muon, "adafactor": pyopt.Adafactor}[optimizer]
+    return {k: p.default for k, p in inspect.signature(cls).parameters.items() if k != "params"}
 
 
 def lr_range(optimizer: str) -> tuple[float, float]:

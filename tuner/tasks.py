@@ -361,7 +361,7 @@ class LogisticCancer:
 
     def init_params(self, seed: int) -> Params:
         rng = np.random.default_rng(seed)
-        return {"w": (0.01 * rng.standard_normal(self.x_train.shape[1])).astype(np.float32),
+        return {"w": (0.01 * rng.standard_normal(int(self.x_train.shape[1]))).astype(np.float32),
                 "b": np.zeros(1, np.float32)}
 
     def train_batches(self, epoch: int, rng: np.random.Generator) -> Iterable[Any]:
@@ -407,7 +407,7 @@ class LinearDiabetes:
 
     def init_params(self, seed: int) -> Params:
         rng = np.random.default_rng(seed)
-        return {"w": (0.01 * rng.standard_normal(self.x_train.shape[1])).astype(np.float32),
+        return {"w": (0.01 * rng.standard_normal(int(self.x_train.shape[1]))).astype(np.float32),
                 "b": np.zeros(1, np.float32)}
 
     def train_batches(self, epoch: int, rng: np.random.Generator) -> Iterable[Any]:
