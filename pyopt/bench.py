@@ -401,6 +401,7 @@ def machine_info(threads: int | None = None) -> dict[str, Any]:
         "compiler": info["compiler"],
         "pyopt_threads": _core.num_threads(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,  # other load on the machine
     }
     try:
         import torch
@@ -542,7 +543,8 @@ def header_lines(machine: dict[str, Any]) -> list[str]:
         f"cpu: {machine['cpu']} ({machine['cores']} cores)  isa: {machine['isa']}  "
         f"pyopt {machine['pyopt']} threads={machine['pyopt_threads']}  "
         f"torch {machine.get('torch')} threads={machine.get('torch_threads')}  deepspeed {machine.get('deepspeed')}  "
-        f"numpy {machine['numpy']}  OMP_WAIT_POLICY={machine.get('omp_wait_policy')}",
+        f"numpy {machine['numpy']}  OMP_WAIT_POLICY={machine.get('omp_wait_policy')}  "
+        f"loadavg {' '.join(f'{x:.2f}' for x in machine.get('loadavg') or [])}",
     ]
 
 

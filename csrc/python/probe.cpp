@@ -58,7 +58,7 @@ template <int A, int B, class T>
 PYOPT_PROBE_CLONES void probe_range(const Tensor& t, int64_t begin, int64_t end, T zero) {
   T* w[kMaxReadWrite > A ? kMaxReadWrite : A] = {};
   const T* r[kMaxReadOnly > B ? kMaxReadOnly : B] = {};
-  for (int k = 0; k < A; ++k) w[k] = static_cast<T*>(t.rw[k]) ;
+  for (int k = 0; k < A; ++k) w[k] = static_cast<T*>(t.rw[k]);
   for (int k = 0; k < B; ++k) r[k] = static_cast<const T*>(t.ro[k]);
   T* __restrict w0 = w[0];
   T* __restrict w1 = w[1];
@@ -125,17 +125,23 @@ void dispatch(int a, int b, const std::vector<Tensor>& tensors, int64_t total, i
 
 std::string type_name(py::handle obj) { return py::str(py::type::of(obj).attr("__name__")).cast<std::string>(); }
 
+std::string label(const char* what, int64_t i) {
+  return std::string("rmw_probe: ") + what + "[" + std::to_string(i) + "]";
+}
+
 std::vector<py::array> as_arrays(const py::sequence& seq, const char* what) {
   std::vector<py::array> out;
   out.reserve(seq.size());
   for (size_t i = 0; i < seq.size(); ++i) {
     py::object obj = seq[i];
-    const std::string label = std::string("rmw_probe: ") + what + "[" + std::to_string(i) + "]";
     if (!py::isinstance<py::array>(obj))
-      throw py::type_error(label + ": expected a numpy.ndarray, got " + type_name(obj));
+      throw py::type_error(label(what, int64_t(i)) + ": expected a numpy.ndarray, got " + type_name(obj));
     auto arr = py::reinterpret_borrow<py::array>(obj);
-    param_dtype(arr, label);  // float32 / float64 or TypeError
-    if (!(arr.flags() & py::array::c_style)) throw py::value_error(label + ": array is not C-contiguous");
+    const char kind = arr.dtype().kind();
+    const auto itemsize = arr.itemsize();
+    if (kind != 'f' || (itemsize != 4 && itemsize != 8)) param_dtype(arr, label(what, int64_t(i)));  // TypeError
+    if (!(arr.flags() & py::array::c_style))
+      throw py::value_error(label(what, int64_t(i)) + ": array is not C-contiguous");
     out.push_back(arr);
   }
   return out;
@@ -144,8 +150,10 @@ std::vector<py::array> as_arrays(const py::sequence& seq, const char* what) {
 struct Span {
   uintptr_t start, end;
   bool written;
-  std::string name;
+  int64_t index;  // into read_write (written) or read_only
 };
+
+std::string span_name(const Span& s) { return s.written ? label("read_write", s.index) : label("read_only", s.index); }
 
 // A written array may share memory with no other array (the probe would read what it wrote).
 void check_no_alias(std::vector<Span> spans) {
@@ -155,7 +163,7 @@ void check_no_alias(std::vector<Span> spans) {
   for (const Span& s : spans) {
     const Span* other = s.written ? far_any : far_written;
     if (other && s.start < other->end)
-      throw py::value_error("rmw_probe: " + other->name + " and " + s.name + " share memory");
+      throw py::value_error(span_name(*other) + " and " + span_name(s) + " share memory");
     if (!far_any || s.end > far_any->end) far_any = &s;
     if (s.written && (!far_written || s.end > far_written->end)) far_written = &s;
   }
@@ -180,36 +188,37 @@ void rmw_probe(const py::sequence& read_write, const py::sequence& read_only, in
   const py::dtype dtype = rw[0].dtype();
   std::vector<Tensor> out(size_t(tensors), Tensor{});
   std::vector<Span> spans;
+  spans.reserve(rw.size() + ro.size());
   int64_t total = 0;
   for (int64_t t = 0; t < tensors; ++t) {
     const int64_t size = int64_t(rw[size_t(t * a)].size());
-    auto check = [&](const py::array& arr, const std::string& label) {
-      if (!arr.dtype().is(dtype))
-        throw py::type_error(label + ": dtype " + py::str(arr.dtype()).cast<std::string>() + " differs from " +
-                             py::str(dtype).cast<std::string>() + " (read_write[0])");
+    auto check = [&](const py::array& arr, const char* what, int64_t index) {
+      if (arr.itemsize() != dtype.itemsize())
+        throw py::type_error(label(what, index) + ": dtype " + py::str(arr.dtype()).cast<std::string>() +
+                             " differs from " + py::str(dtype).cast<std::string>() + " (read_write[0])");
       if (int64_t(arr.size()) != size)
-        throw py::value_error(label + ": " + std::to_string(arr.size()) + " elements, but tensor " +
+        throw py::value_error(label(what, index) + ": " + std::to_string(arr.size()) + " elements, but tensor " +
                               std::to_string(t) + " has " + std::to_string(size));
     };
     for (int k = 0; k < a; ++k) {
-      const py::array& arr = rw[size_t(t * a + k)];
-      const std::string label = "rmw_probe: read_write[" + std::to_string(t * a + k) + "]";
-      check(arr, label);
-      if (!arr.writeable()) throw py::value_error(label + ": array is read-only");
+      const int64_t index = t * a + k;
+      const py::array& arr = rw[size_t(index)];
+      check(arr, "read_write", index);
+      if (!arr.writeable()) throw py::value_error(label("read_write", index) + ": array is read-only");
       out[size_t(t)].rw[k] = const_cast<void*>(arr.data());
       if (arr.nbytes() > 0) {
         const auto s = reinterpret_cast<uintptr_t>(arr.data());
-        spans.push_back({s, s + uintptr_t(arr.nbytes()), true, label.substr(11)});
+        spans.push_back({s, s + uintptr_t(arr.nbytes()), true, index});
       }
     }
     for (int k = 0; k < b; ++k) {
-      const py::array& arr = ro[size_t(t * b + k)];
-      const std::string label = "rmw_probe: read_only[" + std::to_string(t * b + k) + "]";
-      check(arr, label);
+      const int64_t index = t * b + k;
+      const py::array& arr = ro[size_t(index)];
+      check(arr, "read_only", index);
       out[size_t(t)].ro[k] = arr.data();
       if (arr.nbytes() > 0) {
         const auto s = reinterpret_cast<uintptr_t>(arr.data());
-        spans.push_back({s, s + uintptr_t(arr.nbytes()), false, label.substr(11)});
+        spans.push_back({s, s + uintptr_t(arr.nbytes()), false, index});
       }
     }
     out[size_t(t)].size = size;
