@@ -593,13 +593,20 @@ def unavailable_notes(results: list[dict[str, Any]]) -> list[str]:
     return [f"{impl}: {status}" for impl, status in seen]
 
 
+def _parent(path: str) -> None:
+    if os.path.dirname(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+
+
 def write_json(path: str, report: dict[str, Any]) -> None:
+    _parent(path)
     with open(path, "w") as fh:
         json.dump(report, fh, indent=2)
         fh.write("\n")
 
 
 def write_csv(path: str, report: dict[str, Any]) -> None:
+    _parent(path)
     with open(path, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=["date", "cpu", "isa"] + FIELDS, extrasaction="ignore")
         w.writeheader()

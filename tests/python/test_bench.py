@@ -29,7 +29,7 @@ QUICK = ["--quick", "--cases", "3x100", "--peers", "numpy,torch-foreach,torch-fu
 
 
 def test_cli_writes_json_and_csv(tmp_path, capsys):
-    js, cs = tmp_path / "out.json", tmp_path / "out.csv"
+    js, cs = tmp_path / "out.json", tmp_path / "new" / "dir" / "out.csv"  # missing folders are made
     assert bench.main(QUICK + ["--optimizers", "adamw,lion", "--json", str(js), "--csv", str(cs)]) == 0
     out = capsys.readouterr().out
     assert "cpu:" in out and "adamw" in out and "lion" in out and "probe/pyopt" in out
