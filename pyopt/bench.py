@@ -28,7 +28,12 @@ threads of the implementation that just ran steal the CPU from the next one. So 
 never alternate step by step: each block runs one implementation only, and before every block the
 runner sleeps ``--gap-ms`` (default 20 ms) so every other runtime's threads go to sleep. Setting
 ``OMP_WAIT_POLICY=passive`` in the environment (before Python starts) removes the spinning
-altogether, at the cost of a slower wake-up for every implementation.
+altogether, at the cost of a slower wake-up for every implementation. On a machine other processes
+keep busy it is essential: with spinning threads, every parallel region whose worker lost its core
+to another process waited a whole scheduler slice (about 8 ms per region on a loaded 2-core VM, for
+pyopt, the probe, torch and DeepSpeed alike), which swamps everything else; the runner warns when
+the load average is high and OMP_WAIT_POLICY is unset. The policy is read when the OpenMP runtimes
+load, so it must be set in the environment, not from Python.
 
 Reported per implementation: median time per step, GB/s (the bytes the optimizer must move per
 step / time), speedup of pyopt (peer time / pyopt time) and, for pyopt, the fraction of the probe
@@ -665,7 +670,13 @@ def run_from_args(args: argparse.Namespace) -> int:
     peers = args.peers
     if args.threads is not None and args.threads >= 1:  # before the header reports them
         _set_threads(args.threads)
-    print("\n".join(header_lines(machine_info())), flush=True)
+    machine = machine_info()
+    print("\n".join(header_lines(machine)), flush=True)
+    load = (machine.get("loadavg") or [0.0])[0]
+    if load > 0.5 * (machine["cores"] or 1) and not machine.get("omp_wait_policy"):
+        print(f"warning: the machine is busy (load {load:.1f} on {machine['cores']} cores). With OpenMP threads "
+              "spinning (the default), a parallel region whose thread lost its core waits a whole scheduler slice "
+              "(~8 ms seen on a 2-core VM); OMP_WAIT_POLICY=passive avoids it.", file=sys.stderr)
 
     def progress(rows: list[Row]) -> None:
         r = rows[0]
