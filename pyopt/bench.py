@@ -515,6 +515,7 @@ def run(optimizers: Sequence[str] | None = None, cases: Sequence[str] | None = N
         if threads < 1:
             raise ValueError("threads must be >= 1")
         _set_threads(threads)
+    machine = machine_info()  # at the start: date and load average of the run
     results: list[dict[str, Any]] = []
     for name in optimizers:
         for case in cases:
@@ -526,7 +527,7 @@ def run(optimizers: Sequence[str] | None = None, cases: Sequence[str] | None = N
     settings = {"optimizers": optimizers, "cases": cases, "dtypes": dtypes, "peers": list(peers),
                 "threads": threads, "repeats": repeats, "warmup": warmup, "block_ms": block_ms, "gap_ms": gap_ms,
                 "case_sizes": {c: list(parse_case(c)) for c in cases}}
-    return {"machine": machine_info(), "settings": settings, "results": results}
+    return {"machine": machine, "settings": settings, "results": results}
 
 
 # ---------------------------------------------------------------------------------------------
