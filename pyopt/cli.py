@@ -7,6 +7,11 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:  # its own options: see pyopt/bench.py
+        from .bench import main as bench
+
+        return bench(argv[1:])
     parser = argparse.ArgumentParser(prog="pyopt", description="pyopt: SIMD optimizers for CPU arrays")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="train a small classifier on the bundled digits data and print the loss")
@@ -26,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         tune_error = None
         add_arguments(tune)
+    sub.add_parser("bench", help="time the optimizers against numpy, torch.optim, DeepSpeed and the bandwidth "
+                   "floor (pyopt bench --help)")
     args = parser.parse_args(argv)
 
     if args.command == "demo":

@@ -6,6 +6,7 @@
 
 #include "arrays.hpp"
 #include "engine.hpp"
+#include "probe.hpp"
 #include "utilities.hpp"
 #include "pyopt/registry.hpp"
 #include "pyopt/version.hpp"
@@ -82,4 +83,5 @@ PYBIND11_MODULE(_core, m) {
   m.def("apply", &python::apply, py::arg("name"), py::arg("param"), py::arg("grad"), py::arg("slots"),
         py::arg("step"), py::arg("hyper"), py::arg("scalars"));
   python::register_utilities(m);
+  python::register_probe(m);
 }

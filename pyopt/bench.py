@@ -1,0 +1,704 @@
+"""``pyopt bench``: pyopt's optimizer step against its peers and against the memory-bandwidth floor.
+
+    pyopt bench                                  # a quick default set (see DEFAULTS below)
+    pyopt bench --full --json out.json           # every optimizer, case and dtype
+    pyopt bench --optimizers adamw,lion --cases 1x1M,1x16M --threads 2 --csv out.csv
+    python -m pyopt.bench ...                    # the same
+
+For every case (optimizer x tensors x dtype) it builds, in this process, every implementation with
+its own params and state (the gradients are shared, read-only):
+
+``pyopt``          ``pyopt.create(name, params).step(grads)`` at the optimizer's default hyperparameters
+``numpy``          a straightforward numpy version of the same update (sgd, momentum, adam, adamw,
+                   adagrad, rmsprop, lion; "n/a" for the rest), checked against pyopt in the tests
+``torch-foreach``  ``torch.optim.<X>(..., foreach=True).step()``, grads preset on the params
+``torch-fused``    ``fused=True``, only where torch has a CPU fused kernel (Adam, AdamW, SGD, Adagrad)
+``deepspeed``      ``deepspeed.ops.adam.DeepSpeedCPUAdam`` (adam / adamw, float32) when importable
+``probe``          ``pyopt._core.rmw_probe``: one pass reading and writing the arrays this optimizer
+                   reads and writes (param and state slots read-write, grad read-only), no math
+
+Timing: after a warm-up, each implementation's time per step is estimated and a block size N is
+chosen so that one block lasts about ``--block-ms``. Then, ``--repeats`` times, every
+implementation runs one block of N back-to-back steps, round-robin (the order rotates each
+repeat), and the block's time / N is one sample; the result is the median of the samples.
+
+OpenMP spin-waiting: torch (its bundled libgomp) and pyopt (the system's) each keep their worker
+threads spinning for a while after a parallel region. On a machine with few cores the spinning
+threads of the implementation that just ran steal the CPU from the next one. So implementations
+never alternate step by step: each block runs one implementation only, and before every block the
+runner sleeps ``--gap-ms`` (default 20 ms) so every other runtime's threads go to sleep. Setting
+``OMP_WAIT_POLICY=passive`` in the environment (before Python starts) removes the spinning
+altogether, at the cost of a slower wake-up for every implementation. On a machine other processes
+keep busy it is essential: with spinning threads, every parallel region whose worker lost its core
+to another process waited a whole scheduler slice (about 8 ms per region on a loaded 2-core VM, for
+pyopt, the probe, torch and DeepSpeed alike), which swamps everything else; the runner warns when
+the load average is high and OMP_WAIT_POLICY is unset. The policy is read when the OpenMP runtimes
+load, so it must be set in the environment, not from Python.
+
+Reported per implementation: median time per step, GB/s (the bytes the optimizer must move per
+step / time), speedup of pyopt (peer time / pyopt time) and, for pyopt, the fraction of the probe
+(probe time / pyopt time; 1.0 means pyopt runs at the bandwidth floor).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as _dt
+import inspect
+import json
+import math
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+import pyopt
+from . import _core
+from ._spec import spec
+
+PEERS = ("numpy", "torch-foreach", "torch-fused", "deepspeed", "probe")
+IMPLS = ("pyopt",) + PEERS
+DTYPES = {"float32": np.float32, "float64": np.float64}
+# name -> (tensors, elements per tensor)
+CASES: dict[str, tuple[int, int]] = {
+    "10x1k": (10, 1_000),
+    "1x1M": (1, 1_000_000),
+    "100x33k": (100, 33_000),
+    "1x16M": (1, 16_000_000),
+    "1x64M": (1, 64_000_000),
+}
+DEFAULTS = {
+    "optimizers": ["adamw", "adam", "momentum", "adagrad"],
+    "cases": ["10x1k", "1x1M", "100x33k", "1x16M"],
+    "dtypes": ["float32"],
+}
+QUICK = {"optimizers": ["adamw"], "cases": ["10x1k"], "dtypes": ["float32"], "repeats": 3, "warmup": 1,
+         "block_ms": 1.0, "gap_ms": 0.0}
+
+# pyopt name -> torch.optim class name and pyopt-hyperparameter -> torch keyword renames.
+TORCH_CLASSES = {
+    "sgd": "SGD", "momentum": "SGD", "nag": "SGD", "adagrad": "Adagrad", "rmsprop": "RMSprop",
+    "adadelta": "Adadelta", "adamax": "Adamax", "adam": "Adam", "adamw": "AdamW", "amsgrad": "Adam",
+    "nadam": "NAdam", "radam": "RAdam", "asgd": "ASGD", "rprop": "Rprop",
+}
+TORCH_FUSED = {"Adam", "AdamW", "SGD", "Adagrad"}  # torch 2.x CPU fused kernels
+TORCH_EXTRA = {"amsgrad": {"amsgrad": True}}
+
+
+def parse_case(text: str) -> tuple[int, int]:
+    """'10x1k' -> (10, 1000); any 'TxN[k|M]' works (k = 1e3, M = 1e6)."""
+    if text in CASES:
+        return CASES[text]
+    m = re.fullmatch(r"(\d+)x(\d+)([kM]?)", text)
+    if not m:
+        raise ValueError(f"bad case {text!r}: use TxN with an optional k/M suffix, e.g. 10x1k, 1x16M")
+    scale = {"": 1, "k": 1_000, "M": 1_000_000}[m.group(3)]
+    tensors, size = int(m.group(1)), int(m.group(2)) * scale
+    if tensors < 1 or size < 1:
+        raise ValueError(f"bad case {text!r}: tensors and size must be >= 1")
+    return tensors, size
+
+
+def traffic(name: str) -> tuple[list[str], int]:
+    """The state slots an optimizer keeps at its defaults, and the arrays per tensor it reads-writes
+    (param + slots) and reads only (grad)."""
+    s = spec(name)
+    slots = [n for n, _ in _core.slots_needed(name, s.flat(s.defaults, name))]
+    return slots, 1 + len(slots)
+
+
+def bytes_per_step(name: str, tensors: int, size: int, itemsize: int) -> int:
+    _, rw = traffic(name)
+    return itemsize * tensors * size * (2 * rw + 1)  # read+write param and slots, read grad
+
+
+# ---------------------------------------------------------------------------------------------
+# numpy peers: the torch.optim (single-tensor) formulas, in place, at pyopt's default hyperparameters.
+
+class _NumpyPeer:
+    def __init__(self, params: list[np.ndarray], grads: list[np.ndarray], hyper: dict[str, Any]) -> None:
+        self.params, self.grads, self.h, self.t = params, grads, hyper, 0
+        if hyper.get("maximize"):
+            raise NotImplementedError("maximize")
+        self.setup()
+
+    def setup(self) -> None:
+        pass
+
+    def zeros(self) -> list[np.ndarray]:
+        return [np.zeros_like(p) for p in self.params]
+
+    def step(self) -> None:
+        self.t += 1
+        for i, (p, g) in enumerate(zip(self.params, self.grads)):
+            self.one(i, p, g)
+
+    def one(self, i: int, p: np.ndarray, g: np.ndarray) -> None:
+        raise NotImplementedError
+
+
+class _NpSGD(_NumpyPeer):
+    def setup(self) -> None:
+        h = self.h
+        if h["nesterov"] or h["dampening"] != 0.0:
+            raise NotImplementedError("nesterov / dampening")
+        self.buf = self.zeros() if h["momentum"] != 0.0 else None
+
+    def one(self, i: int, p: np.ndarray, g: np.ndarray) -> None:
+        h = self.h
+        d = g + h["weight_decay"] * p if h["weight_decay"] else g
+        if self.buf is not None:
+            b = self.buf[i]
+            b *= h["momentum"]
+            b += d
+            d = b
+        p -= h["lr"] * d
+
+
+class _NpAdam(_NumpyPeer):
+    decoupled = False
+
+    def setup(self) -> None:
+        if self.h.get("amsgrad"):
+            raise NotImplementedError("amsgrad")
+        self.decoupled = self.decoupled or bool(self.h.get("decoupled_weight_decay"))
+        self.m, self.v = self.zeros(), self.zeros()
+
+    def one(self, i: int, p: np.ndarray, g: np.ndarray) -> None:
+        h, t = self.h, self.t
+        lr, (b1, b2), eps, wd = h["lr"], h["betas"], h["eps"], h["weight_decay"]
+        if wd:
+            if self.decoupled:
+                p *= 1 - lr * wd
+            else:
+                g = g + wd * p
+        m, v = self.m[i], self.v[i]
+        m += (g - m) * (1 - b1)  # torch: exp_avg.lerp_(grad, 1 - beta1)
+        v *= b2
+        v += (1 - b2) * g * g
+        step_size = lr / (1 - b1**t)
+        denom = np.sqrt(v)
+        denom /= math.sqrt(1 - b2**t)
+        denom += eps
+        p -= step_size * (m / denom)
+
+
+class _NpAdamW(_NpAdam):
+    decoupled = True
+
+
+class _NpAdagrad(_NumpyPeer):
+    def setup(self) -> None:
+        self.sum = [np.full_like(p, self.h["initial_accumulator_value"]) for p in self.params]
+
+    def one(self, i: int, p: np.ndarray, g: np.ndarray) -> None:
+        h = self.h
+        if h["weight_decay"]:
+            g = g + h["weight_decay"] * p
+        clr = h["lr"] / (1 + (self.t - 1) * h["lr_decay"])
+        s = self.sum[i]
+        s += g * g
+        std = np.sqrt(s)
+        std += h["eps"]
+        p -= clr * (g / std)
+
+
+class _NpRMSprop(_NumpyPeer):
+    def setup(self) -> None:
+        if self.h["momentum"] != 0.0 or self.h["centered"]:
+            raise NotImplementedError("momentum / centered")
+        self.sq = self.zeros()
+
+    def one(self, i: int, p: np.ndarray, g: np.ndarray) -> None:
+        h = self.h
+        if h["weight_decay"]:
+            g = g + h["weight_decay"] * p
+        v = self.sq[i]
+        v *= h["alpha"]
+        v += (1 - h["alpha"]) * g * g
+        avg = np.sqrt(v)
+        avg += h["eps"]
+        p -= h["lr"] * (g / avg)
+
+
+class _NpLion(_NumpyPeer):
+    def setup(self) -> None:
+        self.m = self.zeros()
+
+    def one(self, i: int, p: np.ndarray, g: np.ndarray) -> None:
+        h = self.h
+        lr, (b1, b2), wd = h["lr"], h["betas"], h["weight_decay"]
+        m = self.m[i]
+        if wd:
+            p *= 1 - lr * wd
+        update = np.sign(m * b1 + g * (1 - b1))
+        p -= lr * update
+        m *= b2
+        m += (1 - b2) * g
+
+
+NUMPY_PEERS: dict[str, type[_NumpyPeer]] = {
+    "sgd": _NpSGD, "momentum": _NpSGD, "adam": _NpAdam, "adamw": _NpAdamW, "adagrad": _NpAdagrad,
+    "rmsprop": _NpRMSprop, "lion": _NpLion,
+}
+
+
+def numpy_peer(name: str, params: list[np.ndarray], grads: list[np.ndarray]) -> _NumpyPeer:
+    """The numpy implementation of ``name`` at pyopt's defaults (NotImplementedError if none)."""
+    if name not in NUMPY_PEERS:
+        raise NotImplementedError(f"no numpy version of {name}")
+    return NUMPY_PEERS[name](params, grads, dict(spec(name).defaults))
+
+
+# ---------------------------------------------------------------------------------------------
+# Implementations of one case: each a zero-argument callable running exactly one step.
+
+class Unavailable(Exception):
+    """This implementation cannot run this case; str(exc) says why ("n/a" or "unavailable: ...")."""
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError as exc:
+        raise Unavailable(f"unavailable: torch not importable ({exc})") from None
+    return torch
+
+
+def _torch_optimizer(name: str, mode: str, params: list[np.ndarray], grads: list[np.ndarray]):
+    torch = _torch()
+    cls_name = TORCH_CLASSES.get(name)
+    if cls_name is None:
+        raise Unavailable("n/a")
+    if mode == "fused" and cls_name not in TORCH_FUSED:
+        raise Unavailable("n/a")
+    cls = getattr(torch.optim, cls_name)
+    accepted = inspect.signature(cls).parameters
+    kwargs: dict[str, Any] = {}
+    for key, value in spec(name).defaults.items():
+        if key not in accepted:
+            # A pyopt hyperparameter torch lacks is only harmless at torch's implicit value.
+            if key == "decoupled_weight_decay" and not value:
+                continue
+            raise Unavailable(f"unavailable: torch.optim.{cls_name} has no {key}")
+        kwargs[key] = value
+    kwargs.update(TORCH_EXTRA.get(name, {}))
+    kwargs[mode] = True
+    tensors = [torch.from_numpy(p) for p in params]
+    for t, g in zip(tensors, grads):
+        t.grad = torch.from_numpy(g)
+    try:
+        opt = cls(tensors, **kwargs)
+    except Exception as exc:  # e.g. a torch without this fused kernel
+        raise Unavailable(f"unavailable: {type(exc).__name__}: {exc}") from None
+    return opt.step
+
+
+def _deepspeed(name: str, params: list[np.ndarray], grads: list[np.ndarray]):
+    if name not in ("adam", "adamw"):
+        raise Unavailable("n/a")
+    if params[0].dtype != np.float32:
+        raise Unavailable("n/a")  # DeepSpeedCPUAdam keeps fp32 master params
+    torch = _torch()
+    try:
+        import logging
+
+        logging.getLogger("DeepSpeed").setLevel(logging.ERROR)
+        from deepspeed.ops.adam import DeepSpeedCPUAdam
+    except Exception as exc:
+        raise Unavailable(f"unavailable: deepspeed not importable ({type(exc).__name__}: {exc})") from None
+    h = spec(name).defaults
+    tensors = [torch.nn.Parameter(torch.from_numpy(p)) for p in params]
+    for t, g in zip(tensors, grads):
+        t.grad = torch.from_numpy(g)
+    try:
+        opt = DeepSpeedCPUAdam(tensors, lr=h["lr"], betas=h["betas"], eps=h["eps"], weight_decay=h["weight_decay"],
+                               bias_correction=True, amsgrad=False, adamw_mode=name == "adamw")
+        opt.step()  # builds/loads the op now, not in the timed loop
+    except Exception as exc:
+        raise Unavailable(f"unavailable: DeepSpeedCPUAdam failed ({type(exc).__name__}: {exc})") from None
+    return opt.step
+
+
+def _probe(name: str, params: list[np.ndarray], grads: list[np.ndarray]):
+    slots, _ = traffic(name)
+    rw: list[np.ndarray] = []
+    for p in params:
+        rw.append(p)
+        rw.extend(np.zeros_like(p) for _ in slots)
+    ro = list(grads)
+    tensors = len(params)
+    probe = _core.rmw_probe
+    return lambda: probe(rw, ro, tensors)
+
+
+def make_impl(impl: str, name: str, params: list[np.ndarray], grads: list[np.ndarray]) -> Callable[[], Any]:
+    """One implementation of one step of ``name`` on (copies the caller gives of) ``params``."""
+    if impl == "pyopt":
+        opt = pyopt.create(name, params)
+        return lambda: opt.step(grads)
+    if impl == "numpy":
+        try:
+            return numpy_peer(name, params, grads).step
+        except NotImplementedError:
+            raise Unavailable("n/a") from None
+    if impl == "torch-foreach":
+        return _torch_optimizer(name, "foreach", params, grads)
+    if impl == "torch-fused":
+        return _torch_optimizer(name, "fused", params, grads)
+    if impl == "deepspeed":
+        return _deepspeed(name, params, grads)
+    if impl == "probe":
+        return _probe(name, params, grads)
+    raise ValueError(f"unknown implementation {impl!r}; choose from {', '.join(IMPLS)}")
+
+
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class Row:
+    optimizer: str
+    case: str
+    dtype: str
+    tensors: int
+    size: int
+    impl: str
+    status: str                       # "ok", "n/a" or "unavailable: <reason>"
+    bytes_per_step: int
+    steps_per_block: int = 0
+    median_s: float | None = None     # per step
+    min_s: float | None = None
+    gbps: float | None = None         # bytes_per_step / median_s / 1e9
+    pyopt_speedup: float | None = None  # this impl's median / pyopt's (how many times faster pyopt is)
+    probe_fraction: float | None = None  # pyopt rows: probe median / pyopt median
+    samples_s: list[float] = field(default_factory=list)
+
+
+FIELDS = [f for f in Row.__dataclass_fields__ if f != "samples_s"]
+
+
+def machine_info(threads: int | None = None) -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    info = pyopt.info()
+    out: dict[str, Any] = {
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "pyopt": info["version"],
+        "isa": info["isa"],
+        "compiler": info["compiler"],
+        "pyopt_threads": _core.num_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,  # other load on the machine
+    }
+    try:
+        import torch
+
+        out["torch"] = torch.__version__
+        out["torch_threads"] = torch.get_num_threads()
+    except ImportError:
+        out["torch"] = None
+    try:
+        import deepspeed
+
+        out["deepspeed"] = deepspeed.__version__
+    except Exception:
+        out["deepspeed"] = None
+    return out
+
+
+def _set_threads(threads: int) -> None:
+    pyopt.set_num_threads(threads)
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+    except ImportError:
+        pass
+
+
+def _time_block(fn: Callable[[], Any], n: int) -> float:
+    start = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - start) / n
+
+
+def run_case(name: str, case: str, dtype: str, peers: Sequence[str] = PEERS, repeats: int = 11, warmup: int = 3,
+             block_ms: float = 20.0, gap_ms: float = 20.0, seed: int = 0) -> list[Row]:
+    """All implementations of one case, interleaved; one Row per implementation (pyopt first)."""
+    tensors, size = parse_case(case)
+    np_dtype = DTYPES[dtype]
+    rng = np.random.default_rng(seed)
+    base = [rng.standard_normal(size).astype(np_dtype) for _ in range(tensors)]
+    grads = [rng.standard_normal(size).astype(np_dtype) for _ in range(tensors)]
+    nbytes = bytes_per_step(name, tensors, size, np.dtype(np_dtype).itemsize)
+    rows: dict[str, Row] = {}
+    fns: dict[str, Callable[[], Any]] = {}
+    for impl in ("pyopt",) + tuple(p for p in PEERS if p in peers):
+        row = Row(name, case, dtype, tensors, size, impl, "ok", nbytes)
+        try:
+            fns[impl] = make_impl(impl, name, [p.copy() for p in base], grads)
+        except Unavailable as exc:
+            row.status = str(exc)
+        rows[impl] = row
+    del base
+    gap = gap_ms / 1e3
+    # Warm-up, then a block size per implementation from its fastest warm-up step.
+    blocks: dict[str, int] = {}
+    for impl, fn in fns.items():
+        time.sleep(gap)
+        best = min(_time_block(fn, 1) for _ in range(max(1, warmup)))
+        blocks[impl] = max(1, min(100_000, int(block_ms / 1e3 / max(best, 1e-9))))
+        rows[impl].steps_per_block = blocks[impl]
+    order = list(fns)
+    for r in range(repeats):
+        k = r % len(order)
+        for impl in order[k:] + order[:k]:
+            time.sleep(gap)  # let the previous runtime's OpenMP threads stop spinning
+            rows[impl].samples_s.append(_time_block(fns[impl], blocks[impl]))
+    fns.clear()
+    for row in rows.values():
+        if row.samples_s:
+            row.median_s = statistics.median(row.samples_s)
+            row.min_s = min(row.samples_s)
+            row.gbps = nbytes / row.median_s / 1e9
+    ours = rows["pyopt"].median_s
+    for row in rows.values():
+        if row.median_s is not None and ours:
+            row.pyopt_speedup = row.median_s / ours
+    if "probe" in rows and rows["probe"].median_s and ours:
+        rows["pyopt"].probe_fraction = rows["probe"].median_s / ours
+    return list(rows.values())
+
+
+def run(optimizers: Sequence[str] | None = None, cases: Sequence[str] | None = None,
+        dtypes: Sequence[str] | None = None, peers: Sequence[str] = PEERS, threads: int | None = None,
+        repeats: int = 11, warmup: int = 3, block_ms: float = 20.0, gap_ms: float = 20.0,
+        progress: Callable[[list[Row]], None] | None = None) -> dict[str, Any]:
+    """Run the benchmark; returns {"machine": {...}, "settings": {...}, "results": [row dicts]}."""
+    optimizers = list(optimizers or DEFAULTS["optimizers"])
+    cases = list(cases or DEFAULTS["cases"])
+    dtypes = list(dtypes or DEFAULTS["dtypes"])
+    known = set(pyopt.available())
+    for name in optimizers:
+        if name not in known:
+            raise ValueError(f"unknown optimizer {name!r}; available: {', '.join(sorted(known))}")
+    for case in cases:
+        parse_case(case)
+    for d in dtypes:
+        if d not in DTYPES:
+            raise ValueError(f"unknown dtype {d!r}; choose from {', '.join(DTYPES)}")
+    for p in peers:
+        if p not in PEERS:
+            raise ValueError(f"unknown peer {p!r}; choose from {', '.join(PEERS)}")
+    if repeats < 1:
+        raise ValueError("repeats must be >= 1")
+    if threads is not None:
+        if threads < 1:
+            raise ValueError("threads must be >= 1")
+        _set_threads(threads)
+    machine = machine_info()  # at the start: date and load average of the run
+    results: list[dict[str, Any]] = []
+    for name in optimizers:
+        for case in cases:
+            for dtype in dtypes:
+                rows = run_case(name, case, dtype, peers, repeats, warmup, block_ms, gap_ms)
+                if progress:
+                    progress(rows)
+                results.extend(asdict(r) for r in rows)
+    settings = {"optimizers": optimizers, "cases": cases, "dtypes": dtypes, "peers": list(peers),
+                "threads": threads, "repeats": repeats, "warmup": warmup, "block_ms": block_ms, "gap_ms": gap_ms,
+                "case_sizes": {c: list(parse_case(c)) for c in cases}}
+    return {"machine": machine, "settings": settings, "results": results}
+
+
+# ---------------------------------------------------------------------------------------------
+# Output
+
+def _fmt_time(s: float | None) -> str:
+    if s is None:
+        return "-"
+    if s < 1e-3:
+        return f"{s * 1e6:.1f}us"
+    if s < 1:
+        return f"{s * 1e3:.2f}ms"
+    return f"{s:.2f}s"
+
+
+def header_lines(machine: dict[str, Any]) -> list[str]:
+    return [
+        f"pyopt bench  {machine['date']}",
+        f"cpu: {machine['cpu']} ({machine['cores']} cores)  isa: {machine['isa']}  "
+        f"pyopt {machine['pyopt']} threads={machine['pyopt_threads']}  "
+        f"torch {machine.get('torch')} threads={machine.get('torch_threads')}  deepspeed {machine.get('deepspeed')}  "
+        f"numpy {machine['numpy']}  OMP_WAIT_POLICY={machine.get('omp_wait_policy')}  "
+        f"loadavg {' '.join(f'{x:.2f}' for x in machine.get('loadavg') or [])}",
+    ]
+
+
+def table_lines(results: list[dict[str, Any]], peers: Sequence[str], markdown: bool = False) -> list[str]:
+    """One line per (optimizer, case, dtype): pyopt's time and GB/s, its fraction of the probe, and
+    each peer's time with pyopt's speedup against it (peer time / pyopt time)."""
+    shown = [p for p in PEERS if p in peers and p != "probe"]
+    cols = ["optimizer", "case", "dtype", "pyopt", "GB/s"]
+    if "probe" in peers:
+        cols += ["probe", "probe/pyopt"]
+    cols += shown
+    groups: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = {}
+    for r in results:
+        groups.setdefault((r["optimizer"], r["case"], r["dtype"]), {})[r["impl"]] = r
+    body = []
+    for (name, case, dtype), by_impl in groups.items():
+        ours = by_impl["pyopt"]
+        line = [name, case, dtype, _fmt_time(ours["median_s"]), f"{ours['gbps']:.1f}" if ours["gbps"] else "-"]
+        if "probe" in peers:
+            pr = by_impl.get("probe")
+            line.append(_fmt_time(pr["median_s"]) if pr else "-")
+            line.append(f"{ours['probe_fraction']:.2f}" if ours["probe_fraction"] else "-")
+        for p in shown:
+            r = by_impl.get(p)
+            if r is None:
+                line.append("-")
+            elif r["status"] != "ok":
+                line.append(r["status"] if markdown or r["status"] == "n/a" else r["status"][:11])
+            else:
+                line.append(f"{_fmt_time(r['median_s'])} {r['pyopt_speedup']:.2f}x")
+        body.append(line)
+    if markdown:
+        out = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+        out += ["| " + " | ".join(line) + " |" for line in body]
+        return out
+    widths = [max(len(c), *(len(l[i]) for l in body)) if body else len(c) for i, c in enumerate(cols)]
+    fmt = lambda row: "  ".join(v.rjust(w) if i > 2 else v.ljust(w) for i, (v, w) in enumerate(zip(row, widths)))
+    return [fmt(cols)] + [fmt(l) for l in body]
+
+
+def unavailable_notes(results: list[dict[str, Any]]) -> list[str]:
+    seen = []
+    for r in results:
+        if r["status"].startswith("unavailable") and (r["impl"], r["status"]) not in seen:
+            seen.append((r["impl"], r["status"]))
+    return [f"{impl}: {status}" for impl, status in seen]
+
+
+def _parent(path: str) -> None:
+    if os.path.dirname(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+
+
+def write_json(path: str, report: dict[str, Any]) -> None:
+    _parent(path)
+    with open(path, "w") as fh:
+        json.dump(report, fh, indent=2)
+        fh.write("\n")
+
+
+def write_csv(path: str, report: dict[str, Any]) -> None:
+    _parent(path)
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["date", "cpu", "isa"] + FIELDS, extrasaction="ignore")
+        w.writeheader()
+        m = report["machine"]
+        for r in report["results"]:
+            w.writerow({"date": m["date"], "cpu": m["cpu"], "isa": m["isa"], **r})
+
+
+def _csv_list(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(prog="pyopt bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--optimizers", type=_csv_list, help="comma-separated, or 'all' "
+                        f"(default: {','.join(DEFAULTS['optimizers'])})")
+    parser.add_argument("--cases", type=_csv_list, help=f"comma-separated TxN cases; known: {', '.join(CASES)} "
+                        f"(default: {','.join(DEFAULTS['cases'])})")
+    parser.add_argument("--dtypes", type=_csv_list, help="float32,float64 (default: float32)")
+    parser.add_argument("--threads", type=int, help="threads for pyopt and torch (default: theirs)")
+    parser.add_argument("--peers", type=_csv_list, default=list(PEERS), help=f"subset of {','.join(PEERS)} "
+                        "(default: all; missing packages are reported as unavailable)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed blocks per implementation (default 11)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps per implementation (default 3)")
+    parser.add_argument("--block-ms", type=float, default=None, help="target length of one timed block (20)")
+    parser.add_argument("--gap-ms", type=float, default=None, help="sleep before each block (20; see the docs)")
+    parser.add_argument("--json", metavar="PATH", help="write machine, settings and every row as JSON")
+    parser.add_argument("--csv", metavar="PATH", help="write every row as CSV")
+    parser.add_argument("--markdown", action="store_true", help="print the table as markdown")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--full", action="store_true", help="every optimizer, every case, float32 and float64")
+    mode.add_argument("--quick", action="store_true", help="a tiny run (adamw, 10x1k, 3 repeats), for tests")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_from_args(args)
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    settings: dict[str, Any] = {"repeats": 11, "warmup": 3, "block_ms": 20.0, "gap_ms": 20.0}
+    optimizers, cases, dtypes = DEFAULTS["optimizers"], DEFAULTS["cases"], DEFAULTS["dtypes"]
+    if args.full:
+        optimizers, cases, dtypes = pyopt.available(), list(CASES), list(DTYPES)
+    if args.quick:
+        optimizers, cases, dtypes = QUICK["optimizers"], QUICK["cases"], QUICK["dtypes"]
+        settings.update({k: QUICK[k] for k in settings})
+    if args.optimizers:
+        optimizers = pyopt.available() if args.optimizers == ["all"] else args.optimizers
+    cases = args.cases or cases
+    dtypes = args.dtypes or dtypes
+    for key in settings:
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
+    peers = args.peers
+    if args.threads is not None and args.threads >= 1:  # before the header reports them
+        _set_threads(args.threads)
+    machine = machine_info()
+    print("\n".join(header_lines(machine)), flush=True)
+    load = (machine.get("loadavg") or [0.0])[0]
+    if load > 0.5 * (machine["cores"] or 1) and not machine.get("omp_wait_policy"):
+        print(f"warning: the machine is busy (load {load:.1f} on {machine['cores']} cores). With OpenMP threads "
+              "spinning (the default), a parallel region whose thread lost its core waits a whole scheduler slice "
+              "(~8 ms seen on a 2-core VM); OMP_WAIT_POLICY=passive avoids it.", file=sys.stderr)
+
+    def progress(rows: list[Row]) -> None:
+        r = rows[0]
+        print(f"  done {r.optimizer} {r.case} {r.dtype}", file=sys.stderr, flush=True)
+
+    try:
+        report = run(optimizers, cases, dtypes, peers, args.threads, progress=progress, **settings)
+    except ValueError as exc:
+        print(f"pyopt bench: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"median of {settings['repeats']} interleaved blocks per implementation; 'N.NNx' = pyopt's speedup "
+          "(peer time / pyopt time); probe/pyopt = fraction of the bandwidth floor")
+    print("\n".join(table_lines(report["results"], peers, markdown=args.markdown)))
+    for note in unavailable_notes(report["results"]):
+        print("note: " + note)
+    if args.json:
+        write_json(args.json, report)
+    if args.csv:
+        write_csv(args.csv, report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
