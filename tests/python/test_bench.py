@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -69,13 +67,13 @@ def test_cli_writes_json_and_csv(tmp_path, capsys):
         (r["optimizer"], r["impl"], r["status"]) for r in rows}
 
 
-def test_pyopt_bench_subcommand_and_module(tmp_path):
+def test_pyopt_bench_subcommand_and_module(tmp_path, python_child):
     js = tmp_path / "b.json"
     from pyopt import cli
 
     assert cli.main(["bench", "--quick", "--cases", "1x64", "--peers", "probe", "--json", str(js)]) == 0
     assert [r["impl"] for r in json.loads(js.read_text())["results"]] == ["pyopt", "probe"]
-    done = subprocess.run([sys.executable, "-m", "pyopt.bench", "--help"], capture_output=True, text=True)
+    done = python_child("-m", "pyopt.bench", "--help")  # outside the source tree
     assert done.returncode == 0 and "--optimizers" in done.stdout and "--threads" in done.stdout
 
 
