@@ -175,10 +175,9 @@ class Optimizer:
         """
         clip_norm_arg = -1.0 if clip_norm is None else _nonnegative(clip_norm, "clip_norm", self._owner_label)
         clip_value_arg = math.inf if clip_value is None else _nonnegative(clip_value, "clip_value", self._owner_label)
-        counts = [s.count for s in self._schedules]
-        if self._schedules:
-            for schedule in self._schedules:
-                schedule._before_step(self)
+        counts = [s.count for s in self._schedules] if self._schedules else []
+        for schedule in self._schedules:
+            schedule._before_step(self)
         if self._engine is None:
             self._rebuild()
         elif self._hyper_changed:
@@ -211,6 +210,8 @@ class Optimizer:
         self._schedules.append(schedule)
 
     def _grad_list(self, grads: GradsLike) -> Sequence[Any]:
+        if type(grads) is list or type(grads) is tuple:  # the hot path first (an ABC check costs ~0.3 µs)
+            return grads
         if isinstance(grads, Mapping):
             if self._names is None:
                 raise TypeError(f"{self._owner_label}: grads given as a dict, but the params were not named")
