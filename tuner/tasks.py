@@ -339,7 +339,43 @@ def _log_softmax_xent(logits: np.ndarray, y: np.ndarray) -> Tuple[float, np.ndar
     return loss, d / n
 
 
-class LogisticCancer:
+class _LinearModel:
+    """A linear model ``x @ w + b`` on a fixed split, trained in minibatches; subclasses give the
+    data (``_split``) and the loss with its gradient in the output (``_loss``)."""
+
+    name = ""
+    batch_size = 32
+    epochs = 20
+
+    def __init__(self) -> None:
+        self.x_train, self.y_train, self.x_val, self.y_val = self._split()
+
+    def _split(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover
+        raise NotImplementedError
+
+    @staticmethod
+    def _loss(params: Params, x: np.ndarray, y: np.ndarray) -> Tuple[float, np.ndarray]:  # pragma: no cover
+        raise NotImplementedError
+
+    def init_params(self, seed: int) -> Params:
+        rng = np.random.default_rng(seed)
+        return {"w": (0.01 * rng.standard_normal(int(self.x_train.shape[1]))).astype(np.float32),
+                "b": np.zeros(1, np.float32)}
+
+    def train_batches(self, epoch: int, rng: np.random.Generator) -> Iterable[Any]:
+        for idx in _minibatches(len(self.y_train), self.batch_size, rng):
+            yield self.x_train[idx], self.y_train[idx]
+
+    def loss_and_grads(self, params: Params, batch: Any) -> Tuple[float, Params]:
+        x, y = batch
+        loss, d_out = self._loss(params, x, y)
+        return loss, {"w": _cast(x.T @ d_out, params["w"]), "b": _cast(d_out.sum(), params["b"])}
+
+    def validation_loss(self, params: Params) -> float:
+        return self._loss(params, self.x_val, self.y_val)[0]
+
+
+class LogisticCancer(_LinearModel):
     """Logistic regression on the Wisconsin diagnostic breast-cancer data (bundled, 569 x 30).
 
     Fixed split (seed 0): 455 train / 114 validation; features standardized with the training
@@ -349,24 +385,13 @@ class LogisticCancer:
 
     name = "logistic-cancer"
     n_train = 455
-    batch_size = 32
-    epochs = 20
 
-    def __init__(self) -> None:
-        self.x_train, self.y_train, self.x_val, self.y_val = _cancer_split()
+    def _split(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        return _cancer_split()
 
     def describe(self) -> str:
         return (f"logistic regression, breast cancer (Wisconsin) 30 features, {len(self.y_train)} train / "
                 f"{len(self.y_val)} val, batch {self.batch_size}, {self.epochs} epochs; score val cross-entropy")
-
-    def init_params(self, seed: int) -> Params:
-        rng = np.random.default_rng(seed)
-        return {"w": (0.01 * rng.standard_normal(int(self.x_train.shape[1]))).astype(np.float32),
-                "b": np.zeros(1, np.float32)}
-
-    def train_batches(self, epoch: int, rng: np.random.Generator) -> Iterable[Any]:
-        for idx in _minibatches(len(self.y_train), self.batch_size, rng):
-            yield self.x_train[idx], self.y_train[idx]
 
     @staticmethod
     def _loss(params: Params, x: np.ndarray, y: np.ndarray) -> Tuple[float, np.ndarray]:
@@ -376,16 +401,8 @@ class LogisticCancer:
         prob = np.exp(-np.logaddexp(0.0, -z))  # sigmoid(z)
         return loss, (prob - y) / len(y)
 
-    def loss_and_grads(self, params: Params, batch: Any) -> Tuple[float, Params]:
-        x, y = batch
-        loss, dz = self._loss(params, x, y)
-        return loss, {"w": _cast(x.T @ dz, params["w"]), "b": _cast(dz.sum(), params["b"])}
 
-    def validation_loss(self, params: Params) -> float:
-        return self._loss(params, self.x_val, self.y_val)[0]
-
-
-class LinearDiabetes:
+class LinearDiabetes(_LinearModel):
     """Linear regression (mean squared error) on the diabetes data of Efron et al. (bundled, 442 x 10).
 
     Fixed split (seed 0): 353 train / 89 validation; features and target standardized with the
@@ -395,37 +412,18 @@ class LinearDiabetes:
 
     name = "linear-diabetes"
     n_train = 353
-    batch_size = 32
-    epochs = 20
 
-    def __init__(self) -> None:
-        self.x_train, self.y_train, self.x_val, self.y_val = _diabetes_split()
+    def _split(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        return _diabetes_split()
 
     def describe(self) -> str:
         return (f"linear regression (MSE), diabetes 10 features, {len(self.y_train)} train / {len(self.y_val)} val, "
                 f"standardized target, batch {self.batch_size}, {self.epochs} epochs; score val MSE")
 
-    def init_params(self, seed: int) -> Params:
-        rng = np.random.default_rng(seed)
-        return {"w": (0.01 * rng.standard_normal(int(self.x_train.shape[1]))).astype(np.float32),
-                "b": np.zeros(1, np.float32)}
-
-    def train_batches(self, epoch: int, rng: np.random.Generator) -> Iterable[Any]:
-        for idx in _minibatches(len(self.y_train), self.batch_size, rng):
-            yield self.x_train[idx], self.y_train[idx]
-
     @staticmethod
     def _loss(params: Params, x: np.ndarray, y: np.ndarray) -> Tuple[float, np.ndarray]:
         r = x @ params["w"] + params["b"][0] - y
         return float(np.mean(r * r)), 2.0 * r / len(y)
-
-    def loss_and_grads(self, params: Params, batch: Any) -> Tuple[float, Params]:
-        x, y = batch
-        loss, dr = self._loss(params, x, y)
-        return loss, {"w": _cast(x.T @ dr, params["w"]), "b": _cast(dr.sum(), params["b"])}
-
-    def validation_loss(self, params: Params) -> float:
-        return self._loss(params, self.x_val, self.y_val)[0]
 
 
 class SoftmaxDigits:
