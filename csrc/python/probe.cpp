@@ -92,21 +92,10 @@ void probe_all(const std::vector<Tensor>& tensors, int64_t total, int num_thread
   }
 #pragma omp parallel num_threads(driver::team_size(total, num_threads))
   {
-    // The driver's chunking (update_my_chunk): the rank-th contiguous slice of the concatenation.
-    const int64_t nthreads = omp_get_num_threads();
-    const int64_t rank = omp_get_thread_num();
-    int64_t per_thread = (total + nthreads - 1) / nthreads;
-    per_thread = (per_thread + driver::kChunkAlign - 1) / driver::kChunkAlign * driver::kChunkAlign;
-    const int64_t lo = rank * per_thread < total ? rank * per_thread : total;
-    const int64_t hi = lo + per_thread < total ? lo + per_thread : total;
-    int64_t offset = 0;
-    for (int64_t i = 0; i < count && offset < hi; ++i) {
-      const int64_t size = tensors[i].size;
-      const int64_t begin = lo > offset ? lo - offset : 0;
-      const int64_t end = hi < offset + size ? hi - offset : size;
-      if (begin < end) probe_range<A, B, T>(tensors[i], begin, end, zero);
-      offset += size;
-    }
+    // The driver's chunking: the rank-th contiguous slice of the concatenation.
+    driver::for_my_chunk(
+        count, total, [&](int64_t i) { return tensors[i].size; },
+        [&](int64_t i, int64_t begin, int64_t end) { probe_range<A, B, T>(tensors[i], begin, end, zero); });
   }
 }
 

@@ -130,11 +130,11 @@ inline int team_size(int64_t total, int num_threads) {
   return int(num_threads < max_useful ? num_threads : max_useful);
 }
 
-// Inside a parallel region: thread r updates the r-th contiguous slice of the concatenation of all
-// tensors, so many small tensors and one large tensor balance the same way.
-template <class Rule, class T>
-void update_my_chunk(const TensorArgs* tensors, int64_t count, const Prepared<Rule, T>* prepared, int64_t total) {
-  using Variants = std::make_integer_sequence<int, Rule::num_variants>;
+// Inside a parallel region: thread r takes the r-th contiguous slice of the concatenation of
+// `count` tensors (sizes from size_of(i)), so many small tensors and one large tensor balance the
+// same way; visit(i, begin, end) for each piece of it.
+template <class SizeOf, class Visit>
+void for_my_chunk(int64_t count, int64_t total, SizeOf size_of, Visit visit) {
   const int64_t nthreads = omp_get_num_threads();
   const int64_t rank = omp_get_thread_num();
   int64_t per_thread = (total + nthreads - 1) / nthreads;
@@ -143,13 +143,20 @@ void update_my_chunk(const TensorArgs* tensors, int64_t count, const Prepared<Ru
   const int64_t hi = lo + per_thread < total ? lo + per_thread : total;
   int64_t offset = 0;
   for (int64_t i = 0; i < count && offset < hi; ++i) {
-    const int64_t size = tensors[i].size;
+    const int64_t size = size_of(i);
     const int64_t begin = lo > offset ? lo - offset : 0;
     const int64_t end = hi < offset + size ? hi - offset : size;
-    if (begin < end)
-      update_variant<Rule, T>(prepared[i].variant, tensors[i], prepared[i].coeffs, begin, end, Variants{});
+    if (begin < end) visit(i, begin, end);
     offset += size;
   }
+}
+
+template <class Rule, class T>
+void update_my_chunk(const TensorArgs* tensors, int64_t count, const Prepared<Rule, T>* prepared, int64_t total) {
+  using Variants = std::make_integer_sequence<int, Rule::num_variants>;
+  for_my_chunk(count, total, [&](int64_t i) { return tensors[i].size; }, [&](int64_t i, int64_t begin, int64_t end) {
+    update_variant<Rule, T>(prepared[i].variant, tensors[i], prepared[i].coeffs, begin, end, Variants{});
+  });
 }
 
 // The fixed reduction blocks of a step's tensors (kReduceBlock elements; a tensor's last block may
