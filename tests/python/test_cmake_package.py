@@ -229,5 +229,6 @@ def test_find_package_against_the_python_package(tmp_path):
 
 def test_add_subdirectory(tmp_path):
     src = write_consumer(tmp_path / "consumer", "add_subdirectory", ROOT)
-    build = configure_and_build(src, tmp_path / "consumer-build", target="consumer")
+    # The whole library is compiled again here: the baseline kernels only, to keep it quick.
+    build = configure_and_build(src, tmp_path / "consumer-build", "-DPYOPT_BASELINE_ONLY=ON", target="consumer")
     run_consumer(build)
