@@ -213,6 +213,20 @@ def test_find_package_against_an_install(cpp_build, tmp_path):
     build = configure_and_build(src, tmp_path / "consumer-build", f"-DCMAKE_PREFIX_PATH={prefix}")
     run_consumer(build)
 
+    # examples/cpp against the same install: trains an MLP from its best.json, the loss falls,
+    # and the checkpoint it saves loads in Python over params of the same shapes.
+    example = configure_and_build(ROOT / "examples" / "cpp", tmp_path / "example-build", f"-DCMAKE_PREFIX_PATH={prefix}")
+    ckpt = tmp_path / "mlp.npz"
+    result = subprocess.run([str(example / "train_mlp"), str(ROOT / "examples" / "cpp" / "best.json"), str(ckpt)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    losses = [float(line.split()[3]) for line in result.stdout.splitlines() if line.startswith("epoch")]
+    assert len(losses) == 9 and losses[-1] < 0.25 * losses[0], result.stdout
+    params = [np.zeros((32, 2), np.float32), np.zeros(32, np.float32), np.zeros((1, 32), np.float32),
+              np.zeros(1, np.float32)]
+    opt = pyopt.load(ckpt, params)
+    assert opt.name == "adamw" and opt.state[0]["step"] == 400 and opt.state[0]["exp_avg"].shape == (32, 2)
+
 
 def test_find_package_against_the_python_package(tmp_path):
     """`python -m pyopt --cmakedir` names the CMake config shipped inside the installed package."""
