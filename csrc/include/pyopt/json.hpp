@@ -14,6 +14,7 @@
 #include <map>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -34,8 +35,8 @@ class Value {
   Value(std::nullptr_t) {}
   Value(bool b) : type_(Type::Bool), bool_(b) {}
   Value(double x) : type_(Type::Number), number_(x) {}
-  Value(int x) : type_(Type::Number), number_(x) {}
-  Value(long long x) : type_(Type::Number), number_(double(x)) {}
+  template <class T, std::enable_if_t<std::is_integral_v<T> && !std::is_same_v<T, bool>, int> = 0>
+  Value(T x) : type_(Type::Number), number_(double(x)) {}  // any integer type (exact up to 2^53)
   Value(const char* s) : type_(Type::String), string_(s) {}
   Value(std::string s) : type_(Type::String), string_(std::move(s)) {}
   Value(Array a) : type_(Type::Array), array_(std::move(a)) {}
