@@ -139,14 +139,17 @@ OptimizerConfig parse_config(const json::Value& config) {
         "as pyopt tune's best.json");
   OptimizerConfig out;
   out.name = config["optimizer"].as_string();
-  find_optimizer(out.name);  // throws, listing the valid names
   bool listed = false;
-  for (const OptimizerSpec& s : optimizers()) listed = listed || s.name == out.name;
-  if (!listed) {  // internal kernels (sophia_hessian, lerp) are not optimizers
-    std::vector<std::string> names;
-    for (const OptimizerSpec& s : optimizers()) names.push_back(s.name);
-    throw std::invalid_argument("unknown optimizer '" + out.name + "'; available: " + join(names));
+  std::vector<std::string> names;
+  for (const OptimizerSpec& s : optimizers()) {
+    listed = listed || s.name == out.name;
+    names.push_back(s.name);
   }
+  if (out.name == "muon" || out.name == "adafactor")
+    throw std::invalid_argument("optimizer '" + out.name + "' is written in Python (pyopt." + out.name +
+                                ") and has no C++ Optimizer; available in C++: " + join(names));
+  if (!listed)  // also refuses the internal kernels (sophia_hessian, lerp)
+    throw std::invalid_argument("unknown optimizer '" + out.name + "'; available: " + join(names));
   if (const json::Value* h = config.find("hyperparameters")) {
     if (!h->is_object())
       throw std::invalid_argument("make_optimizer: 'hyperparameters' must be an object, got " + json::dump(*h));

@@ -194,6 +194,8 @@ PYOPT_TEST(config_errors_are_clear) {
   };
   std::string m = error("{\"optimizer\": \"adamx\"}");
   CHECK_MSG(contains(m, "unknown optimizer 'adamx'") && contains(m, "adamw") && contains(m, "novograd"), m);
+  m = error("{\"optimizer\": \"muon\"}");
+  CHECK_MSG(contains(m, "'muon' is written in Python"), m);
   m = error("{\"optimizer\": \"sophia_hessian\"}");
   CHECK_MSG(contains(m, "unknown optimizer 'sophia_hessian'"), m);
   m = error("{\"optimizer\": \"adam\", \"hyperparameters\": {\"learning_rate\": 0.1}}");
