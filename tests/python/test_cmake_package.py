@@ -158,6 +158,25 @@ def test_driver_reports_config_errors(cpp_build, tmp_path):
         cpp_steps(cpp_build, tmp_path, "adamx", {}, params, grads)
 
 
+def test_cpp_refuses_what_it_cannot_read(cpp_build, tmp_path):
+    """np.savez_compressed archives, and a schedule-free checkpoint saved in eval mode (its params
+    hold the average, not the training iterate), fail with a message saying so."""
+    rng = np.random.default_rng(0)
+    params, grads = make_data(rng, 1)
+    driver = cpp_build / "tests" / "cpp" / "pyopt_step_driver"
+    packed = tmp_path / "packed.npz"
+    np.savez_compressed(packed, __driver__=np.array(json.dumps({"optimizer": "sgd", "steps": 0})))
+    result = subprocess.run([str(driver), str(packed), str(tmp_path / "out.npz")], capture_output=True, text=True)
+    assert result.returncode == 1 and "compressed" in result.stderr and "np.savez_compressed" in result.stderr
+
+    opt = pyopt.create("schedulefree_adamw", [p.copy() for p in params])
+    opt.step(grads[0])
+    opt.eval()
+    pyopt.save(opt, tmp_path / "sf.npz")
+    with pytest.raises(AssertionError, match="eval mode"):
+        cpp_steps(cpp_build, tmp_path, "schedulefree_adamw", {}, params, grads, load=tmp_path / "sf.npz")
+
+
 # ----------------------------------------------------------------------------------------------
 # Consumers: a tiny outside project links pyopt::pyopt.
 
