@@ -2,6 +2,9 @@
 # own namespace (PYOPT_ISA_TAG), so src/dispatch.cpp can pick the best one at run time.
 # No -march=native: the package must run on any CPU of its architecture.
 include(CheckCXXCompilerFlag)
+# Only the baseline path (one copy of the kernels instead of three): a third of the build time,
+# for quick test builds. Not for shipping: AVX2 / AVX-512 CPUs then run the SSE4.2 kernels.
+option(PYOPT_BASELINE_ONLY "Compile only the baseline kernels (x86-64: no AVX2/AVX-512 paths)" OFF)
 
 if(CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
   set(PYOPT_WARNINGS -Wall -Wextra)
@@ -42,10 +45,12 @@ function(pyopt_add_isa_kernels out_var)
         message(FATAL_ERROR "pyopt needs a compiler that knows -march=x86-64-v2/v3/v4 (GCC >= 11, Clang >= 12)")
       endif()
       _pyopt_isa_object(baseline "-march=x86-64-v2;-mtune=generic")
-      _pyopt_isa_object(avx2 "-march=x86-64-v3;-mtune=generic")
-      _pyopt_isa_object(avx512 "-march=x86-64-v4;-mtune=generic;-mprefer-vector-width=512")
-      list(APPEND defines PYOPT_HAVE_AVX2=1 PYOPT_HAVE_AVX512=1)
-      list(APPEND objects $<TARGET_OBJECTS:pyopt_kernels_avx2> $<TARGET_OBJECTS:pyopt_kernels_avx512>)
+      if(NOT PYOPT_BASELINE_ONLY)
+        _pyopt_isa_object(avx2 "-march=x86-64-v3;-mtune=generic")
+        _pyopt_isa_object(avx512 "-march=x86-64-v4;-mtune=generic;-mprefer-vector-width=512")
+        list(APPEND defines PYOPT_HAVE_AVX2=1 PYOPT_HAVE_AVX512=1)
+        list(APPEND objects $<TARGET_OBJECTS:pyopt_kernels_avx2> $<TARGET_OBJECTS:pyopt_kernels_avx512>)
+      endif()
     endif()
   elseif(CMAKE_SYSTEM_PROCESSOR MATCHES "^(aarch64|arm64|ARM64)$")
     _pyopt_isa_object(baseline "")   # NEON is part of the aarch64 baseline

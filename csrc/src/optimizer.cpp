@@ -35,9 +35,28 @@ Optimizer::Optimizer(const std::string& name, const std::map<std::string, double
 std::size_t Optimizer::add_param(float* data, std::size_t size) { return add(data, size, DType::Float32); }
 std::size_t Optimizer::add_param(double* data, std::size_t size) { return add(data, size, DType::Float64); }
 
+namespace {
+std::size_t product(const std::vector<std::size_t>& shape) {
+  std::size_t n = 1;
+  for (std::size_t d : shape) n *= d;
+  return n;
+}
+}  // namespace
+
+std::size_t Optimizer::add_param(float* data, const std::vector<std::size_t>& shape) {
+  const std::size_t i = add(data, product(shape), DType::Float32);
+  params_[i].shape = shape;
+  return i;
+}
+std::size_t Optimizer::add_param(double* data, const std::vector<std::size_t>& shape) {
+  const std::size_t i = add(data, product(shape), DType::Float64);
+  params_[i].shape = shape;
+  return i;
+}
+
 std::size_t Optimizer::add(void* data, std::size_t size, DType dtype) {
   if (!data && size) throw std::invalid_argument("add_param: null buffer");
-  Param p{data, size, dtype, {}, {}, 0};
+  Param p{data, size, dtype, {}, {}, 0, {}};
   for (int j = 0; j < spec_->rule->num_scalars; ++j) p.scalars[j] = spec_->rule->initial_scalar(j);
   ensure_slots(p);
   params_.push_back(std::move(p));

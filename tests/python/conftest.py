@@ -19,3 +19,14 @@ def python_child(tmp_path):
         return subprocess.run([sys.executable, *args], cwd=tmp_path, **kwargs)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def cpp_build(tmp_path_factory):
+    """One CMake build of the C++ library, its ctest suite and the step driver, shared by the C++
+    tests (test_cpp.py, test_cmake_package.py): configured and built once per session."""
+    from cpp_tools import ROOT, build_repo
+
+    if not (ROOT / "CMakeLists.txt").exists():
+        pytest.skip("needs the source tree")
+    return build_repo(tmp_path_factory.mktemp("cpp") / "build")

@@ -19,16 +19,12 @@ def _tool(name):
     return path
 
 
-@pytest.mark.skipif(not (ROOT / "CMakeLists.txt").exists(), reason="needs the source tree")
-def test_cpp_suite_passes(tmp_path):
-    cmake, ctest = _tool("cmake"), _tool("ctest")
-    assert cmake and ctest, "cmake/ctest not found: install the test extra (pip install '.[test]')"
-    build = tmp_path / "build"
-    generator = ["-G", "Ninja"] if _tool("ninja") else []
+def test_cpp_suite_passes(cpp_build):
+    """The ctest suite of the session's shared build (conftest.py cpp_build)."""
+    ctest = _tool("ctest")
+    assert ctest, "ctest not found: install the test extra (pip install '.[test]')"
+    build = cpp_build
     env = {**os.environ, "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 2)}
-    subprocess.run([cmake, "-S", str(ROOT), "-B", str(build), *generator, "-DPYOPT_BUILD_TESTS=ON",
-                    "-DPYOPT_BUILD_PYTHON=OFF", "-DCMAKE_BUILD_TYPE=Release"], check=True, env=env)
-    subprocess.run([cmake, "--build", str(build)], check=True, env=env)
     result = subprocess.run([ctest, "--test-dir", str(build), "--output-on-failure"], env=env,
                             capture_output=True, text=True)
     print(result.stdout[-5000:], result.stderr[-2000:])

@@ -46,6 +46,10 @@ class Optimizer {
   // Registers a caller-owned buffer; its state is allocated here. Returns the param's index.
   std::size_t add_param(float* data, std::size_t size);
   std::size_t add_param(double* data, std::size_t size);
+  // The same with the param's shape (size = its product). Only checkpoints use it: save() records
+  // it, so pyopt.load sees arrays shaped as the numpy params (else they are 1-d of `size`).
+  std::size_t add_param(float* data, const std::vector<std::size_t>& shape);
+  std::size_t add_param(double* data, const std::vector<std::size_t>& shape);
 
   // One step: a gradient per registered param, in registration order (nullptr skips a param).
   // Everything is checked before any buffer is written.
@@ -65,6 +69,14 @@ class Optimizer {
   // The state array `slot` (e.g. "exp_avg") of a param; empty when this configuration has no such slot.
   std::vector<double> state(std::size_t param, const std::string& slot) const;
 
+  // Checkpoints, in pyopt.save's .npz format (see pyopt/checkpoint.hpp): one file works in both
+  // languages. save() writes hyperparameters, steps and state (not the params themselves);
+  // load() restores them into this optimizer, which must run the same optimizer over the same
+  // number of params of the same sizes. load() checks the whole file before changing anything;
+  // errors throw std::runtime_error (unreadable file) or std::invalid_argument (mismatch).
+  void save(const std::string& path) const;
+  void load(const std::string& path);
+
  private:
   struct Param {
     void* data;
@@ -73,6 +85,7 @@ class Optimizer {
     std::vector<char> slots[kMaxSlots];  // raw storage in the param's dtype
     double scalars[kMaxScalars];
     int64_t step;
+    std::vector<std::size_t> shape;  // empty: 1-d of `size`
   };
   std::size_t add(void* data, std::size_t size, DType dtype);
   void ensure_slots(Param& p);

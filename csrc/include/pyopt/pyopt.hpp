@@ -7,3 +7,8 @@
 #include "pyopt/registry.hpp"
 #include "pyopt/types.hpp"
 #include "pyopt/version.hpp"
+// Configs (best.json), checkpoints (.npz shared with Python) and their JSON / npz layers.
+#include "pyopt/checkpoint.hpp"
+#include "pyopt/factory.hpp"
+#include "pyopt/json.hpp"
+#include "pyopt/npz.hpp"

@@ -1,0 +1,35 @@
+#pragma once
+// Checkpoints shared with Python: Optimizer::save / Optimizer::load (declared in optimizer.hpp)
+// read and write exactly what pyopt.save / pyopt.load do, so a file written by either language
+// restores in the other.
+//
+// Format (format 1): an uncompressed .npz (a zip of .npy files, as np.savez writes) holding
+//   state/<i>/<slot>   one array per allocated state slot of param i (e.g. state/0/exp_avg), in
+//                      the param's dtype and shape
+//   __pyopt_meta__     a 0-d numpy string (dtype <U) with a JSON object:
+//     {"format": 1, "optimizer": "adamw",
+//      "state": {"0": {"step": 10, <scalar state, e.g. "mu_product": 0.9>}, ...},
+//      "param_groups": [{"lr": 0.001, "betas": [0.9, 0.999], "amsgrad": false, ..., "params": [0, 1]}]}
+//   Hyperparameters are spelled as in Python (tuples as lists, flags as true/false; see
+//   factory.hpp). Params with no step and no state have no "state" entry.
+//
+// A C++ Optimizer has one hyperparameter set: it writes one param group, and loads a file with
+// several groups only when they all hold the same hyperparameters. Python-only parts of a file
+// (attached lr schedules) are ignored; a Lookahead checkpoint is refused.
+//
+//   pyopt::Optimizer opt(pyopt::checkpoint_optimizer("ckpt.npz"));  // the name it was saved with
+//   opt.add_param(w.data(), w.size());
+//   opt.load("ckpt.npz");
+#include <string>
+
+#include "pyopt/json.hpp"
+#include "pyopt/optimizer.hpp"
+
+namespace pyopt {
+
+// The optimizer name a checkpoint was written for.
+std::string checkpoint_optimizer(const std::string& path);
+// The checkpoint's JSON meta entry (as above).
+json::Value checkpoint_meta(const std::string& path);
+
+}  // namespace pyopt

@@ -1,0 +1,209 @@
+#include "pyopt/checkpoint.hpp"
+
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+
+#include "pyopt/factory.hpp"
+#include "pyopt/npz.hpp"
+
+namespace pyopt {
+namespace {
+
+const char* const kMeta = "__pyopt_meta__";
+constexpr int kFormat = 1;
+
+json::Value meta_of(const npz::Archive& archive, const std::string& path) {
+  const npz::Array* meta = npz::find(archive, kMeta);
+  if (!meta) throw std::invalid_argument(path + ": not a pyopt checkpoint (no " + kMeta + " entry)");
+  json::Value v;
+  try {
+    v = json::parse(meta->as_string());
+  } catch (const std::exception& e) {
+    throw std::invalid_argument(path + ": bad " + kMeta + " entry: " + e.what());
+  }
+  if (!v.is_object() || !v.find("optimizer") || !v["optimizer"].is_string() || !v.find("param_groups") ||
+      !v["param_groups"].is_array() || !v.find("state") || !v["state"].is_object())
+    throw std::invalid_argument(path + ": not a pyopt checkpoint (the meta entry needs 'optimizer', 'state' and 'param_groups')");
+  if (const json::Value* f = v.find("format"))
+    if (!f->is_number() || f->as_number() != kFormat)
+      throw std::invalid_argument(path + ": checkpoint format " + json::dump(*f) + " is not supported (this is format " +
+                                  std::to_string(kFormat) + ")");
+  return v;
+}
+
+}  // namespace
+
+json::Value checkpoint_meta(const std::string& path) { return meta_of(npz::load(path), path); }
+std::string checkpoint_optimizer(const std::string& path) { return checkpoint_meta(path)["optimizer"].as_string(); }
+
+void Optimizer::save(const std::string& path) const {
+  const RuleInfo& rule = *spec_->rule;
+  npz::Archive archive;
+  json::Value state = json::Value::object();
+  for (std::size_t i = 0; i < params_.size(); ++i) {
+    const Param& p = params_[i];
+    bool any_slot = false;
+    for (int j = 0; j < rule.num_slots; ++j) {
+      if (p.slots[j].empty()) continue;
+      any_slot = true;
+      npz::Array a;
+      a.descr = p.dtype == DType::Float32 ? "<f4" : "<f8";
+      a.shape = p.shape.empty() ? std::vector<std::size_t>{p.size} : p.shape;
+      a.data = p.slots[j];
+      archive.emplace_back("state/" + std::to_string(i) + "/" + rule.slot_names[j], std::move(a));
+    }
+    if (p.step == 0 && !any_slot) continue;  // as Python's Optimizer.state
+    json::Value entry = json::Value::object();
+    entry.set("step", json::Value(static_cast<long long>(p.step)));
+    for (int j = 0; j < rule.num_scalars; ++j) entry.set(rule.scalar_names[j], json::Value(p.scalars[j]));
+    state.set(std::to_string(i), std::move(entry));
+  }
+  json::Value group = public_hyperparameters(spec_->name, hyperparameters());
+  json::Value::Array indices;
+  for (std::size_t i = 0; i < params_.size(); ++i) indices.emplace_back(static_cast<long long>(i));
+  group.set("params", json::Value(std::move(indices)));
+  json::Value meta = json::Value::object();
+  meta.set("format", json::Value(kFormat));
+  meta.set("optimizer", json::Value(spec_->name));
+  meta.set("state", std::move(state));
+  meta.set("param_groups", json::Value(json::Value::Array{std::move(group)}));
+  archive.emplace_back(kMeta, npz::Array::string(json::dump(meta)));
+  npz::save(path, archive);
+}
+
+void Optimizer::load(const std::string& path) {
+  const RuleInfo& rule = *spec_->rule;
+  const npz::Archive archive = npz::load(path);
+  const json::Value meta = meta_of(archive, path);
+  const std::string who = path + ": ";
+  const std::string saved_name = meta["optimizer"].as_string();
+  if (saved_name != spec_->name)
+    throw std::invalid_argument(who + "the checkpoint is for optimizer '" + saved_name + "', not '" + spec_->name + "'");
+  if (meta.find("lookahead"))
+    throw std::invalid_argument(who + "a Lookahead checkpoint; the C++ API has no Lookahead");
+  if (const json::Value* mode = meta.find("train_mode"))  // schedule-free saved in eval mode: params hold x
+    if (!mode->is_bool() || !mode->as_bool())
+      throw std::invalid_argument(who + "saved in eval mode (train_mode false); call opt.train() before pyopt.save");
+
+  // Hyperparameters: every group must agree (one set in C++).
+  std::vector<double> hyper = hyper_;
+  std::size_t total = 0;
+  bool first = true;
+  for (const json::Value& g : meta["param_groups"].as_array()) {
+    if (!g.is_object() || !g.find("params") || !g["params"].is_array())
+      throw std::invalid_argument(who + "a param group without a 'params' list");
+    total += g["params"].size();
+    json::Value public_hyper = json::Value::object();
+    for (const auto& [key, value] : g.as_object())
+      if (key != "params" && key != "param_names") public_hyper.set(key, value);
+    std::vector<double> next = spec_->defaults;
+    try {
+      for (const auto& [key, value] : flat_hyperparameters(spec_->name, public_hyper))
+        next[std::size_t(rule.hyper_index(key))] = value;
+      rule.validate(next.data());
+    } catch (const std::invalid_argument& e) {
+      throw std::invalid_argument(who + e.what());
+    }
+    if (!first && std::memcmp(next.data(), hyper.data(), next.size() * sizeof(double)) != 0)
+      throw std::invalid_argument(who + "param groups with different hyperparameters; a C++ Optimizer has one set");
+    hyper = next;
+    first = false;
+  }
+  if (total != params_.size())
+    throw std::invalid_argument(who + "the checkpoint holds " + std::to_string(total) + " params, this optimizer has " +
+                                std::to_string(params_.size()));
+
+  // State, checked whole before anything changes.
+  struct Loaded {
+    int64_t step = 0;
+    double scalars[kMaxScalars];
+    std::vector<char> slots[kMaxSlots];
+  };
+  std::vector<Loaded> loaded(params_.size());
+  for (Loaded& l : loaded)
+    for (int j = 0; j < rule.num_scalars; ++j) l.scalars[j] = rule.initial_scalar(j);
+  for (const auto& [key, entry] : meta["state"].as_object()) {
+    std::size_t i = 0;
+    try {
+      std::size_t used = 0;
+      i = std::stoul(key, &used);
+      if (used != key.size()) throw std::invalid_argument(key);
+    } catch (const std::exception&) {
+      throw std::invalid_argument(who + "state key '" + key + "' is not a param index");
+    }
+    if (i >= params_.size())
+      throw std::invalid_argument(who + "state for param " + key + ", this optimizer has " + std::to_string(params_.size()) + " params");
+    if (!entry.is_object()) throw std::invalid_argument(who + "state of param " + key + " is not an object");
+    for (const auto& [name, value] : entry.as_object()) {
+      if (name == "step") {
+        if (!value.is_number() || value.as_number() < 0 || value.as_number() != std::floor(value.as_number()))
+          throw std::invalid_argument(who + "param " + key + ": bad step " + json::dump(value));
+        loaded[i].step = int64_t(value.as_number());
+        continue;
+      }
+      int s = -1;
+      for (int j = 0; j < rule.num_scalars; ++j)
+        if (name == rule.scalar_names[j]) s = j;
+      if (s < 0) throw std::invalid_argument(who + "param " + key + " has unknown state '" + name + "' for " + spec_->name);
+      if (!value.is_number()) throw std::invalid_argument(who + "param " + key + ": state '" + name + "' is not a number");
+      loaded[i].scalars[s] = value.as_number();
+    }
+  }
+  for (const auto& [name, array] : archive) {
+    if (name == kMeta) continue;
+    const std::size_t a = name.find('/'), b = name.find('/', a == std::string::npos ? a : a + 1);
+    if (name.compare(0, 6, "state/") != 0 || b == std::string::npos)
+      throw std::invalid_argument(who + "unexpected entry '" + name + "'");
+    const std::string index = name.substr(6, b - 6), slot = name.substr(b + 1);
+    std::size_t i = 0;
+    try {
+      std::size_t used = 0;
+      i = std::stoul(index, &used);
+      if (used != index.size()) throw std::invalid_argument(index);
+    } catch (const std::exception&) {
+      throw std::invalid_argument(who + "entry '" + name + "': '" + index + "' is not a param index");
+    }
+    if (i >= params_.size())
+      throw std::invalid_argument(who + "state for param " + index + ", this optimizer has " + std::to_string(params_.size()) + " params");
+    int s = -1;
+    for (int j = 0; j < rule.num_slots; ++j)
+      if (slot == rule.slot_names[j]) s = j;
+    if (s < 0) throw std::invalid_argument(who + "param " + index + " has unknown state '" + slot + "' for " + spec_->name);
+    const Param& p = params_[i];
+    if (array.size() != p.size)
+      throw std::invalid_argument(who + "param " + index + " state '" + slot + "' has " + std::to_string(array.size()) +
+                                  " elements, the param has " + std::to_string(p.size));
+    if (array.descr != "<f4" && array.descr != "<f8")
+      throw std::invalid_argument(who + "param " + index + " state '" + slot + "' has dtype " + array.descr);
+    const std::string want = p.dtype == DType::Float32 ? "<f4" : "<f8";
+    if (array.descr == want) {
+      loaded[i].slots[s] = array.data;
+    } else {  // converted to the param's dtype, as Python's load_state_dict does
+      const std::vector<double> values = array.to_doubles();
+      std::vector<char>& out = loaded[i].slots[s];
+      if (p.dtype == DType::Float32) {
+        out.resize(values.size() * sizeof(float));
+        for (std::size_t k = 0; k < values.size(); ++k) {
+          const float f = float(values[k]);
+          std::memcpy(out.data() + k * sizeof(float), &f, sizeof(float));
+        }
+      } else {
+        out.resize(values.size() * sizeof(double));
+        std::memcpy(out.data(), values.data(), out.size());
+      }
+    }
+  }
+
+  // Commit.
+  hyper_ = hyper;
+  for (std::size_t i = 0; i < params_.size(); ++i) {
+    Param& p = params_[i];
+    p.step = loaded[i].step;
+    for (int j = 0; j < kMaxScalars; ++j) p.scalars[j] = j < rule.num_scalars ? loaded[i].scalars[j] : 0.0;
+    for (int j = 0; j < kMaxSlots; ++j) p.slots[j] = std::move(loaded[i].slots[j]);
+    ensure_slots(p);  // slots the checkpoint lacks start from their initial values, as in Python
+  }
+}
+
+}  // namespace pyopt

@@ -1,0 +1,103 @@
+// pyopt_step_driver IN.npz OUT.npz — steps an optimizer over arrays written by Python, so the
+// Python tests can compare C++ and Python steps bit for bit (tests/python/test_cmake_package.py).
+//
+// IN.npz holds param/<i> (float32/float64, any shape), grad/<t>/<i> for t < steps, and
+// __driver__: a 0-d string with a JSON object
+//   {"optimizer": name, "hyperparameters": {...as in best.json...}, "steps": N,
+//    "load": "ckpt.npz" (optional, Optimizer::load before stepping),
+//    "save": "ckpt.npz" (optional, Optimizer::save after stepping)}
+// The optimizer is built with pyopt::make_optimizer (the best.json path). OUT.npz gets the
+// params after the steps, as param/<i>. Errors: message on stderr, exit code 1.
+#include <pyopt/pyopt.hpp>
+
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <string>
+#include <vector>
+
+namespace {
+
+struct Param {
+  pyopt::npz::Array array;
+  std::vector<float> f;
+  std::vector<double> d;
+};
+
+int run(const std::string& in_path, const std::string& out_path) {
+  const pyopt::npz::Archive in = pyopt::npz::load(in_path);
+  const pyopt::npz::Array* spec = pyopt::npz::find(in, "__driver__");
+  if (!spec) throw std::runtime_error(in_path + ": no __driver__ entry");
+  const pyopt::json::Value cfg = pyopt::json::parse(spec->as_string());
+  pyopt::Optimizer opt = pyopt::make_optimizer(cfg);
+
+  std::vector<Param> params;
+  for (std::size_t i = 0;; ++i) {
+    const pyopt::npz::Array* a = pyopt::npz::find(in, "param/" + std::to_string(i));
+    if (!a) break;
+    params.push_back({*a, {}, {}});
+  }
+  for (Param& p : params) {  // after the vector stops growing: buffers must not move
+    const std::size_t n = p.array.size();
+    if (p.array.descr == "<f4") {
+      p.f.resize(n);
+      if (n) std::memcpy(p.f.data(), p.array.data.data(), n * sizeof(float));
+      opt.add_param(p.f.data(), p.array.shape);
+    } else if (p.array.descr == "<f8") {
+      p.d.resize(n);
+      if (n) std::memcpy(p.d.data(), p.array.data.data(), n * sizeof(double));
+      opt.add_param(p.d.data(), p.array.shape);
+    } else {
+      throw std::runtime_error("param dtype " + p.array.descr);
+    }
+  }
+  if (const pyopt::json::Value* load = cfg.find("load")) opt.load(load->as_string());
+
+  const int steps = int(cfg["steps"].as_number());
+  for (int t = 0; t < steps; ++t) {
+    std::vector<pyopt::npz::Array> grads;
+    std::vector<pyopt::GradRef> refs;
+    grads.reserve(params.size());
+    for (std::size_t i = 0; i < params.size(); ++i) {
+      const std::string key = "grad/" + std::to_string(t) + "/" + std::to_string(i);
+      const pyopt::npz::Array* g = pyopt::npz::find(in, key);
+      if (!g) throw std::runtime_error(in_path + ": no " + key);
+      if (g->descr != params[i].array.descr) throw std::runtime_error(key + ": dtype differs from the param's");
+      grads.push_back(*g);
+    }
+    for (std::size_t i = 0; i < params.size(); ++i) {
+      if (params[i].array.descr == "<f4")
+        refs.emplace_back(reinterpret_cast<const float*>(grads[i].data.data()));
+      else
+        refs.emplace_back(reinterpret_cast<const double*>(grads[i].data.data()));
+    }
+    opt.step(refs);
+  }
+  if (const pyopt::json::Value* save = cfg.find("save")) opt.save(save->as_string());
+
+  pyopt::npz::Archive out;
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    const Param& p = params[i];
+    pyopt::npz::Array a = p.array.descr == "<f4" ? pyopt::npz::Array::from(p.f.data(), p.f.size(), p.array.shape)
+                                                 : pyopt::npz::Array::from(p.d.data(), p.d.size(), p.array.shape);
+    if (p.array.shape.empty()) a.shape.clear();
+    out.emplace_back("param/" + std::to_string(i), std::move(a));
+  }
+  pyopt::npz::save(out_path, out);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 3) {
+    std::fprintf(stderr, "usage: %s IN.npz OUT.npz\n", argv[0]);
+    return 2;
+  }
+  try {
+    return run(argv[1], argv[2]);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "pyopt_step_driver: %s\n", e.what());
+    return 1;
+  }
+}

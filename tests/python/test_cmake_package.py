@@ -1,0 +1,267 @@
+"""The C++ package: C++ steps equal Python steps bit for bit, checkpoints cross between the two
+languages, and outside CMake projects consume pyopt::pyopt (find_package and add_subdirectory).
+
+All C++ comes from one session build (conftest.py cpp_build) plus small consumer projects."""
+import json
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import pyopt
+from cpp_tools import ROOT, configure_and_build, env, tool
+
+pytestmark = pytest.mark.skipif(not (ROOT / "CMakeLists.txt").exists(), reason="needs the source tree")
+
+NAMES = pyopt.available()
+SHAPES = [((7,), np.float32), ((3, 5), np.float64), ((33,), np.float32), ((2, 2, 3), np.float64)]
+
+
+def random_hyper(name, rng):
+    """Random valid hyperparameters in Python's spelling: defaults scaled down or switched on."""
+    from pyopt._spec import spec
+
+    defaults = spec(name).defaults
+    probe = [np.zeros(3)]
+    for _ in range(50):
+        hyper = {}
+        for key, value in defaults.items():
+            if isinstance(value, bool):
+                hyper[key] = bool(rng.integers(2))
+            elif isinstance(value, tuple):
+                hyper[key] = [float(v * rng.uniform(0.5, 1.0)) for v in value]
+            elif value == 0:
+                hyper[key] = 0.0 if rng.integers(2) else float(rng.uniform(0.0, 0.1))
+            else:
+                hyper[key] = float(value * rng.uniform(0.5, 1.0))
+        try:
+            pyopt.create(name, probe, **{k: tuple(v) if isinstance(v, list) else v for k, v in hyper.items()})
+        except (ValueError, TypeError):
+            continue
+        return hyper
+    return {}
+
+
+def make_data(rng, steps):
+    params = [(rng.standard_normal(shape)).astype(dtype) for shape, dtype in SHAPES]
+    grads = [[(rng.standard_normal(shape)).astype(dtype) for shape, dtype in SHAPES] for _ in range(steps)]
+    return params, grads
+
+
+def python_steps(name, hyper, params, grads, checkpoint=None):
+    """Steps copies of params from best.json-style hyperparameters, or from a checkpoint."""
+    params = [p.copy() for p in params]
+    if checkpoint is None:
+        opt = pyopt.from_config({"optimizer": name, "hyperparameters": hyper}, params)
+    else:
+        opt = pyopt.load(checkpoint, params)
+        assert opt.name == name
+    for g in grads:
+        opt.step([x.copy() for x in g])
+    return params, opt
+
+
+def cpp_steps(cpp_build, tmp_path, name, hyper, params, grads, load=None, save=None, tag="run"):
+    driver = cpp_build / "tests" / "cpp" / "pyopt_step_driver"
+    spec = {"optimizer": name, "hyperparameters": hyper, "steps": len(grads)}
+    if load:
+        spec["load"] = str(load)
+    if save:
+        spec["save"] = str(save)
+    arrays = {"__driver__": np.array(json.dumps(spec))}
+    for i, p in enumerate(params):
+        arrays[f"param/{i}"] = p
+    for t, g in enumerate(grads):
+        for i, x in enumerate(g):
+            arrays[f"grad/{t}/{i}"] = x
+    src, out = tmp_path / f"{tag}-in.npz", tmp_path / f"{tag}-out.npz"
+    np.savez(src, **arrays)
+    result = subprocess.run([str(driver), str(src), str(out)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    with np.load(out) as data:
+        return [data[f"param/{i}"] for i in range(len(params))]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_cpp_step_equals_python_step(cpp_build, tmp_path, name):
+    """Every optimizer: 8 steps from best.json-style random hyperparameters, float32 and float64
+    params of several shapes, C++ (pyopt::make_optimizer + Optimizer::step) vs Python: equal bits.
+    The arrays travel through the C++ npz writer/reader both ways."""
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    hyper = random_hyper(name, rng)
+    params, grads = make_data(rng, 8)  # 8: rectified rules (adabelief) may wait ~6 steps to move
+    expected, _ = python_steps(name, hyper, params, grads)
+    got = cpp_steps(cpp_build, tmp_path, name, hyper, params, grads)
+    for e, g in zip(expected, got):
+        assert g.dtype == e.dtype and g.shape == e.shape
+        np.testing.assert_array_equal(g, e)
+        assert np.all(np.isfinite(g))
+    assert any(not np.array_equal(p, g) for p, g in zip(params, got)), "the params did not move"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_checkpoints_cross_languages(cpp_build, tmp_path, name):
+    """C++ save -> Python load -> continue equals uninterrupted Python; Python save -> C++ load ->
+    continue equals it too."""
+    rng = np.random.default_rng(1 + zlib.crc32(name.encode()))
+    hyper = random_hyper(name, rng)
+    params, grads = make_data(rng, 6)
+    full, _ = python_steps(name, hyper, params, grads)
+
+    # C++ runs 3 steps and saves; Python loads that checkpoint and runs the other 3.
+    ckpt = tmp_path / "cpp.npz"
+    middle = cpp_steps(cpp_build, tmp_path, name, hyper, params, grads[:3], save=ckpt, tag="first")
+    resumed, _ = python_steps(name, None, middle, grads[3:], checkpoint=ckpt)
+    for e, g in zip(full, resumed):
+        np.testing.assert_array_equal(g, e)
+
+    # Python runs 3 steps and saves; C++ loads it and runs the other 3.
+    half, opt = python_steps(name, hyper, params, grads[:3])
+    pyckpt = tmp_path / "py.npz"
+    pyopt.save(opt, pyckpt)
+    # The C++ side starts from the defaults: load() restores the saved hyperparameters.
+    cpp_resumed = cpp_steps(cpp_build, tmp_path, name, {}, half, grads[3:], load=pyckpt, tag="second")
+    for e, g in zip(full, cpp_resumed):
+        np.testing.assert_array_equal(g, e)
+
+
+def test_cpp_checkpoint_is_a_plain_npz(cpp_build, tmp_path):
+    """What C++ writes is an ordinary .npz: numpy reads it, the meta entry is pyopt's."""
+    rng = np.random.default_rng(0)
+    params, grads = make_data(rng, 2)
+    ckpt = tmp_path / "c.npz"
+    cpp_steps(cpp_build, tmp_path, "adamw", {"lr": 0.01, "betas": [0.8, 0.9]}, params, grads, save=ckpt)
+    with np.load(ckpt, allow_pickle=False) as data:
+        meta = json.loads(str(data["__pyopt_meta__"]))
+        assert data["state/1/exp_avg"].shape == (3, 5) and data["state/1/exp_avg"].dtype == np.float64
+        assert data["state/0/exp_avg"].dtype == np.float32
+    assert meta["format"] == 1 and meta["optimizer"] == "adamw"
+    assert meta["state"]["0"] == {"step": 2}
+    group = meta["param_groups"][0]
+    assert group["betas"] == [0.8, 0.9] and group["lr"] == 0.01 and group["amsgrad"] is False
+    assert "decoupled_weight_decay" not in group and group["params"] == [0, 1, 2, 3]
+
+
+def test_driver_reports_config_errors(cpp_build, tmp_path):
+    rng = np.random.default_rng(0)
+    params, grads = make_data(rng, 1)
+    for hyper, words in [({"learning_rate": 1}, "unknown hyperparameter 'learning_rate'"),
+                         ({"betas": [0.9]}, "betas must be a pair"),
+                         ({"amsgrad": 1}, "amsgrad must be a bool"),
+                         ({"lr": -1.0}, "lr")]:
+        with pytest.raises(AssertionError, match=words.replace("[", r"\[")):
+            cpp_steps(cpp_build, tmp_path, "adam", hyper, params, grads)
+    with pytest.raises(AssertionError, match="unknown optimizer 'adamx'"):
+        cpp_steps(cpp_build, tmp_path, "adamx", {}, params, grads)
+
+
+def test_cpp_refuses_what_it_cannot_read(cpp_build, tmp_path):
+    """np.savez_compressed archives, and a schedule-free checkpoint saved in eval mode (its params
+    hold the average, not the training iterate), fail with a message saying so."""
+    rng = np.random.default_rng(0)
+    params, grads = make_data(rng, 1)
+    driver = cpp_build / "tests" / "cpp" / "pyopt_step_driver"
+    packed = tmp_path / "packed.npz"
+    np.savez_compressed(packed, __driver__=np.array(json.dumps({"optimizer": "sgd", "steps": 0})))
+    result = subprocess.run([str(driver), str(packed), str(tmp_path / "out.npz")], capture_output=True, text=True)
+    assert result.returncode == 1 and "compressed" in result.stderr and "np.savez_compressed" in result.stderr
+
+    opt = pyopt.create("schedulefree_adamw", [p.copy() for p in params])
+    opt.step(grads[0])
+    opt.eval()
+    pyopt.save(opt, tmp_path / "sf.npz")
+    with pytest.raises(AssertionError, match="eval mode"):
+        cpp_steps(cpp_build, tmp_path, "schedulefree_adamw", {}, params, grads, load=tmp_path / "sf.npz")
+
+
+# ----------------------------------------------------------------------------------------------
+# Consumers: a tiny outside project links pyopt::pyopt.
+
+CONSUMER_MAIN = r"""
+#include <pyopt/pyopt.hpp>
+#include <cstdio>
+#include <vector>
+int main() {
+  pyopt::Optimizer opt = pyopt::make_optimizer_from_json(
+      R"({"optimizer": "adamw", "hyperparameters": {"lr": 0.1, "betas": [0.9, 0.99]}})");
+  std::vector<float> w(100, 1.0f), g(100);
+  opt.add_param(w.data(), w.size());
+  for (int t = 0; t < 50; ++t) {
+    for (std::size_t i = 0; i < w.size(); ++i) g[i] = 2.0f * w[i];  // d/dw of w^2
+    opt.step({g.data()});
+  }
+  std::printf("pyopt %s w0=%g\n", pyopt::version(), double(w[0]));
+  return w[0] < 0.5f ? 0 : 1;
+}
+"""
+
+
+def write_consumer(folder, how, pyopt_source=None):
+    folder.mkdir(parents=True)
+    (folder / "main.cpp").write_text(CONSUMER_MAIN)
+    if how == "find_package":
+        find = "find_package(pyopt CONFIG REQUIRED)\nmessage(STATUS \"found pyopt ${pyopt_VERSION}\")"
+    else:
+        find = f'add_subdirectory("{pyopt_source.as_posix()}" pyopt EXCLUDE_FROM_ALL)'
+    (folder / "CMakeLists.txt").write_text(f"""cmake_minimum_required(VERSION 3.18)
+project(consumer LANGUAGES CXX)
+{find}
+add_executable(consumer main.cpp)
+target_link_libraries(consumer PRIVATE pyopt::pyopt)
+""")
+    return folder
+
+
+def run_consumer(build):
+    result = subprocess.run([str(build / "consumer")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"pyopt {pyopt.__version__}" in result.stdout
+
+
+def test_find_package_against_an_install(cpp_build, tmp_path):
+    prefix = tmp_path / "prefix"
+    subprocess.run([tool("cmake"), "--install", str(cpp_build), "--prefix", str(prefix)], check=True, env=env())
+    config = next(prefix.rglob("pyoptConfig.cmake"))
+    assert (config.parent / "pyoptConfigVersion.cmake").exists()
+    assert (prefix / "include" / "pyopt" / "pyopt.hpp").exists()
+    assert list(prefix.rglob("libpyopt_kernels.a"))
+    src = write_consumer(tmp_path / "consumer", "find_package")
+    build = configure_and_build(src, tmp_path / "consumer-build", f"-DCMAKE_PREFIX_PATH={prefix}")
+    run_consumer(build)
+
+    # examples/cpp against the same install: trains an MLP from its best.json, the loss falls,
+    # and the checkpoint it saves loads in Python over params of the same shapes.
+    example = configure_and_build(ROOT / "examples" / "cpp", tmp_path / "example-build", f"-DCMAKE_PREFIX_PATH={prefix}")
+    ckpt = tmp_path / "mlp.npz"
+    result = subprocess.run([str(example / "train_mlp"), str(ROOT / "examples" / "cpp" / "best.json"), str(ckpt)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    losses = [float(line.split()[3]) for line in result.stdout.splitlines() if line.startswith("epoch")]
+    assert len(losses) == 9 and losses[-1] < 0.25 * losses[0], result.stdout
+    params = [np.zeros((32, 2), np.float32), np.zeros(32, np.float32), np.zeros((1, 32), np.float32),
+              np.zeros(1, np.float32)]
+    opt = pyopt.load(ckpt, params)
+    assert opt.name == "adamw" and opt.state[0]["step"] == 400 and opt.state[0]["exp_avg"].shape == (32, 2)
+
+
+def test_find_package_against_the_python_package(tmp_path):
+    """`python -m pyopt --cmakedir` names the CMake config shipped inside the installed package."""
+    result = subprocess.run([sys.executable, "-m", "pyopt", "--cmakedir"], capture_output=True, text=True,
+                            cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    cmakedir = Path(result.stdout.strip().splitlines()[-1])  # (an editable install may log a rebuild first)
+    if not (cmakedir / "pyoptConfig.cmake").exists():
+        pytest.fail(f"{cmakedir} has no pyoptConfig.cmake (reinstall the package)")
+    src = write_consumer(tmp_path / "consumer", "find_package")
+    build = configure_and_build(src, tmp_path / "consumer-build", f"-Dpyopt_DIR={cmakedir}")
+    run_consumer(build)
+
+
+def test_add_subdirectory(tmp_path):
+    src = write_consumer(tmp_path / "consumer", "add_subdirectory", ROOT)
+    # The whole library is compiled again here: the baseline kernels only, to keep it quick.
+    build = configure_and_build(src, tmp_path / "consumer-build", "-DPYOPT_BASELINE_ONLY=ON", target="consumer")
+    run_consumer(build)
