@@ -114,11 +114,22 @@ def tune(task: Task | str | Callable[..., float], optimizers: Sequence[str] | No
         procs = []
         if jobs > 1:
             ctx = multiprocessing.get_context("spawn")  # the OpenMP runtime is not fork-safe
-            for k in range(1, jobs):
-                p = ctx.Process(target=_worker, args=(task_spec, group, storage, name, target, timeout, seed + k,
-                                                      sampler, pruner, chosen_budget), daemon=True)
-                p.start()
-                procs.append(p)
+            # One kernel thread and one BLAS thread per process: N processes share the cores.
+            single = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+            saved_env = {k: os.environ.get(k) for k in single}
+            os.environ.update(single)
+            try:
+                for k in range(1, jobs):
+                    p = ctx.Process(target=_worker, args=(task_spec, group, storage, name, target, timeout, seed + k,
+                                                          sampler, pruner, chosen_budget), daemon=True)
+                    p.start()
+                    procs.append(p)
+            finally:
+                for k, v in saved_env.items():
+                    if v is None:
+                        os.environ.pop(k, None)
+                    else:
+                        os.environ[k] = v
         import optuna
 
         try:
