@@ -61,7 +61,9 @@ py::tuple Engine::step(py::sequence grads, double clip_norm, double clip_value, 
   if (std::isnan(clip_norm)) throw std::invalid_argument("clip_norm must be a number, not NaN");
 
   // 1. Check (and convert where needed) every gradient; nothing is written yet.
-  std::vector<py::array> held(n);
+  // py::object, not py::array: a default-constructed py::array is a new (empty) numpy array.
+  std::vector<py::object> held(n);
+  std::vector<const void*> grad_data(n, nullptr);
   std::vector<bool> skipped(n, false);
   for (std::size_t i = 0; i < n; ++i) {
     const Tensor& t = tensors_[i];
@@ -71,7 +73,9 @@ py::tuple Engine::step(py::sequence grads, double clip_norm, double clip_value, 
       continue;
     }
     if (!t.param.writeable()) throw py::value_error(t.label + ": array became read-only");
-    held[i] = grad_for(g, t.param, t.label);
+    py::array grad = grad_for(g, t.param, t.label);
+    grad_data[i] = grad.data();
+    held[i] = std::move(grad);
   }
 
   std::vector<TensorArgs> by_dtype[kNumDTypes];
@@ -79,7 +83,7 @@ py::tuple Engine::step(py::sequence grads, double clip_norm, double clip_value, 
   for (std::size_t i = 0; i < n; ++i) {
     if (skipped[i] || tensors_[i].param.size() == 0) continue;
     Tensor& t = tensors_[i];
-    TensorArgs a{t.param.mutable_data(), held[i].data(), {}, int64_t(t.param.size()), 0,
+    TensorArgs a{t.param.mutable_data(), grad_data[i], {}, int64_t(t.param.size()), 0,
                  group_hyper_[t.group].data(), nullptr};
     a.grad_clip = clip_value;
     for (int j = 0; j < kMaxSlots; ++j) a.slots[j] = t.slots[j] ? t.slots[j]->mutable_data() : nullptr;
