@@ -1,5 +1,7 @@
 #include "pyopt/npz.hpp"
 
+#include "pyopt/json.hpp"
+
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -113,21 +115,7 @@ std::string Array::as_string() const {
     uint32_t cp = 0;
     for (int b = 0; b < 4; ++b) cp |= uint32_t(uint8_t(data[i + b])) << (8 * b);
     if (cp == 0) break;  // numpy pads with NUL
-    if (cp < 0x80) {
-      out += char(cp);
-    } else if (cp < 0x800) {
-      out += char(0xC0 | (cp >> 6));
-      out += char(0x80 | (cp & 0x3F));
-    } else if (cp < 0x10000) {
-      out += char(0xE0 | (cp >> 12));
-      out += char(0x80 | ((cp >> 6) & 0x3F));
-      out += char(0x80 | (cp & 0x3F));
-    } else {
-      out += char(0xF0 | (cp >> 18));
-      out += char(0x80 | ((cp >> 12) & 0x3F));
-      out += char(0x80 | ((cp >> 6) & 0x3F));
-      out += char(0x80 | (cp & 0x3F));
-    }
+    json::append_utf8(out, cp);
   }
   return out;
 }

@@ -90,5 +90,8 @@ Value parse_file(const std::string& path);  // std::runtime_error if the file ca
 // Non-ASCII text is written as \uXXXX escapes, so the output is plain ASCII.
 std::string dump(const Value& v);
 
+// Appends code point cp as UTF-8 (also used by the npy reader for numpy's UTF-32 strings).
+void append_utf8(std::string& out, unsigned cp);
+
 }  // namespace json
 }  // namespace pyopt
