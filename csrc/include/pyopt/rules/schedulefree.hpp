@@ -47,7 +47,25 @@ PYOPT_INLINE void schedulefree_move(const ScheduleFreeCoeffs<T>& k, T& y, T upda
   z = fmadd(k.neg_lr, update, z_now);                                // z.sub_(ĝ, alpha=lr)
 }
 
-struct ScheduleFreeAdamW : RuleBase {
+// What both rules share besides the step: the per-tensor scalars of the schedule and the checks of
+// its hyperparameters.
+struct ScheduleFreeBase : RuleBase {
+  static constexpr int num_scalars = 2;
+  static constexpr const char* scalar_name_list[] = {"lr_max", "weight_sum"};
+  static constexpr const char* const* scalar_names = scalar_name_list;
+  static double initial_scalar(int index) { return index == 0 ? -1.0 : 0.0; }
+
+  static void validate_schedule(double lr, double weight_decay, double warmup_steps, double r,
+                                double weight_lr_power) {
+    require_nonnegative("lr", lr);
+    require_nonnegative("weight_decay", weight_decay);
+    require_nonnegative("warmup_steps", warmup_steps);
+    require_finite("r", r);
+    require_finite("weight_lr_power", weight_lr_power);
+  }
+};
+
+struct ScheduleFreeAdamW : ScheduleFreeBase {
   static constexpr const char* name = "schedulefree_adamw";
 
   enum Hyper { lr, beta1, beta2, eps, weight_decay, warmup_steps, r, weight_lr_power, kNumHyper };
@@ -58,25 +76,16 @@ struct ScheduleFreeAdamW : RuleBase {
       {"r", 0.0, HyperKind::Real},             {"weight_lr_power", 2.0, HyperKind::Real},
   };
   static constexpr const char* slot_names[] = {"exp_avg_sq", "z"};
-  static constexpr int num_scalars = 2;
-  static constexpr const char* scalar_name_list[] = {"lr_max", "weight_sum"};
-  static constexpr const char* const* scalar_names = scalar_name_list;
-  static double initial_scalar(int index) { return index == 0 ? -1.0 : 0.0; }
-
   enum Variant { kDecay = 1 };
   static constexpr int num_variants = 2;
   static int variant(const double* h) { return h[weight_decay] != 0.0 ? kDecay : 0; }
   static constexpr unsigned slot_mask(int) { return 0b11u; }
 
   static void validate(const double* h) {
-    require_nonnegative("lr", h[lr]);
+    validate_schedule(h[lr], h[weight_decay], h[warmup_steps], h[r], h[weight_lr_power]);
     require_beta("beta1", h[beta1]);
     require_beta("beta2", h[beta2]);
     require_nonnegative("eps", h[eps]);
-    require_nonnegative("weight_decay", h[weight_decay]);
-    require_nonnegative("warmup_steps", h[warmup_steps]);
-    require_finite("r", h[r]);
-    require_finite("weight_lr_power", h[weight_lr_power]);
   }
 
   template <class T>
@@ -107,7 +116,7 @@ struct ScheduleFreeAdamW : RuleBase {
   }
 };
 
-struct ScheduleFreeSgd : RuleBase {
+struct ScheduleFreeSgd : ScheduleFreeBase {
   static constexpr const char* name = "schedulefree_sgd";
 
   enum Hyper { lr, momentum, weight_decay, warmup_steps, r, weight_lr_power, kNumHyper };
@@ -117,24 +126,15 @@ struct ScheduleFreeSgd : RuleBase {
       {"r", 0.0, HyperKind::Real},            {"weight_lr_power", 2.0, HyperKind::Real},
   };
   static constexpr const char* slot_names[] = {"z"};
-  static constexpr int num_scalars = 2;
-  static constexpr const char* scalar_name_list[] = {"lr_max", "weight_sum"};
-  static constexpr const char* const* scalar_names = scalar_name_list;
-  static double initial_scalar(int index) { return index == 0 ? -1.0 : 0.0; }
-
   enum Variant { kDecay = 1 };
   static constexpr int num_variants = 2;
   static int variant(const double* h) { return h[weight_decay] != 0.0 ? kDecay : 0; }
   static constexpr unsigned slot_mask(int) { return 0b1u; }
 
   static void validate(const double* h) {
-    require_nonnegative("lr", h[lr]);
+    validate_schedule(h[lr], h[weight_decay], h[warmup_steps], h[r], h[weight_lr_power]);
     if (!(h[momentum] > 0.0 && h[momentum] < 1.0))
       throw std::invalid_argument("invalid momentum: " + format_value(h[momentum]) + " (must be in (0, 1))");
-    require_nonnegative("weight_decay", h[weight_decay]);
-    require_nonnegative("warmup_steps", h[warmup_steps]);
-    require_finite("r", h[r]);
-    require_finite("weight_lr_power", h[weight_lr_power]);
   }
 
   template <class T>
