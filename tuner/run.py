@@ -119,17 +119,17 @@ def tune(task: Task | str | Callable[..., float], optimizers: Sequence[str] | No
             saved_env = {k: os.environ.get(k) for k in single}
             os.environ.update(single)
             try:
-                for k in range(1, jobs):
-                    p = ctx.Process(target=_worker, args=(task_spec, group, storage, name, target, timeout, seed + k,
+                for worker in range(1, jobs):
+                    p = ctx.Process(target=_worker, args=(task_spec, group, storage, name, target, timeout, seed + worker,
                                                           sampler, pruner, chosen_budget), daemon=True)
                     p.start()
                     procs.append(p)
             finally:
-                for k, v in saved_env.items():
-                    if v is None:
-                        os.environ.pop(k, None)
+                for key, value in saved_env.items():
+                    if value is None:
+                        os.environ.pop(key, None)
                     else:
-                        os.environ[k] = v
+                        os.environ[key] = value
         import optuna
 
         try:

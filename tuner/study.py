@@ -79,14 +79,20 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+def _draw(trial: Any, optimizers: Sequence[str], budget: str) -> tuple[str, dict[str, Any]]:
+    """The trial's optimizer and hyperparameters (kept in its user attrs for best.json)."""
+    name = trial.suggest_categorical("optimizer", list(optimizers))
+    hyper = space.suggest(trial, name, budget)
+    trial.set_user_attr("hyperparameters", {k: jsonable(v) for k, v in hyper.items()})
+    return name, hyper
+
+
 def make_objective(task: Task, optimizers: Sequence[str], budget: str, seed: int) -> Callable[[Any], float]:
     """The Optuna objective: choose an optimizer, draw its hyperparameters, train, return the
     final validation loss. Errors raised by the task are kept in the trial's ``error`` attr."""
 
     def objective(trial: Any) -> float:
-        name = trial.suggest_categorical("optimizer", list(optimizers))
-        hyper = space.suggest(trial, name, budget)
-        trial.set_user_attr("hyperparameters", {k: jsonable(v) for k, v in hyper.items()})
+        name, hyper = _draw(trial, optimizers, budget)
 
         def report(val: float, epoch: int) -> bool:
             trial.report(val, epoch)
@@ -118,9 +124,7 @@ def make_function_objective(fn: Callable[..., float], optimizers: Sequence[str],
     import optuna
 
     def objective(trial: Any) -> float:
-        name = trial.suggest_categorical("optimizer", list(optimizers))
-        hyper = space.suggest(trial, name, budget)
-        trial.set_user_attr("hyperparameters", {k: jsonable(v) for k, v in hyper.items()})
+        name, hyper = _draw(trial, optimizers, budget)
 
         def make_optimizer(params: Any) -> Any:
             return pyopt.create(name, params, **hyper)

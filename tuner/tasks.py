@@ -339,9 +339,8 @@ def _log_softmax_xent(logits: np.ndarray, y: np.ndarray) -> Tuple[float, np.ndar
     return loss, d / n
 
 
-class _LinearModel:
-    """A linear model ``x @ w + b`` on a fixed split, trained in minibatches; subclasses give the
-    data (``_split``) and the loss with its gradient in the output (``_loss``)."""
+class _Supervised:
+    """A model trained in minibatches on a fixed split: subclasses give the data (``_split``)."""
 
     name = ""
     batch_size = 32
@@ -353,6 +352,14 @@ class _LinearModel:
     def _split(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover
         raise NotImplementedError
 
+    def train_batches(self, epoch: int, rng: np.random.Generator) -> Iterable[Any]:
+        for idx in _minibatches(len(self.y_train), self.batch_size, rng):
+            yield self.x_train[idx], self.y_train[idx]
+
+
+class _LinearModel(_Supervised):
+    """A linear model ``x @ w + b``; subclasses give the loss with its gradient in the output (``_loss``)."""
+
     @staticmethod
     def _loss(params: Params, x: np.ndarray, y: np.ndarray) -> Tuple[float, np.ndarray]:  # pragma: no cover
         raise NotImplementedError
@@ -361,10 +368,6 @@ class _LinearModel:
         rng = np.random.default_rng(seed)
         return {"w": (0.01 * rng.standard_normal(int(self.x_train.shape[1]))).astype(np.float32),
                 "b": np.zeros(1, np.float32)}
-
-    def train_batches(self, epoch: int, rng: np.random.Generator) -> Iterable[Any]:
-        for idx in _minibatches(len(self.y_train), self.batch_size, rng):
-            yield self.x_train[idx], self.y_train[idx]
 
     def loss_and_grads(self, params: Params, batch: Any) -> Tuple[float, Params]:
         x, y = batch
@@ -426,7 +429,17 @@ class LinearDiabetes(_LinearModel):
         return float(np.mean(r * r)), 2.0 * r / len(y)
 
 
-class SoftmaxDigits:
+class _Digits(_Supervised):
+    """The UCI digits with the split and scaling of ``pyopt demo``, batches of 64, 10 classes."""
+
+    batch_size = 64
+    n_classes = 10
+
+    def _split(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        return _digits_split()
+
+
+class SoftmaxDigits(_Digits):
     """Softmax regression on the UCI 8x8 digits bundled with pyopt (``pyopt.demo.load_digits``).
 
     The split and scaling of ``pyopt demo``: 1500 train / 297 validation (split seed 0), pixels
@@ -435,12 +448,6 @@ class SoftmaxDigits:
     """
 
     name = "softmax-digits"
-    batch_size = 64
-    epochs = 20
-
-    def __init__(self) -> None:
-        self.x_train, self.y_train, self.x_val, self.y_val = _digits_split()
-        self.n_classes = 10
 
     def describe(self) -> str:
         return (f"softmax regression, UCI digits 8x8, {len(self.y_train)} train / {len(self.y_val)} val, "
@@ -451,10 +458,6 @@ class SoftmaxDigits:
         return {"W": (0.01 * rng.standard_normal((self.x_train.shape[1], self.n_classes))).astype(np.float32),
                 "b": np.zeros(self.n_classes, np.float32)}
 
-    def train_batches(self, epoch: int, rng: np.random.Generator) -> Iterable[Any]:
-        for idx in _minibatches(len(self.y_train), self.batch_size, rng):
-            yield self.x_train[idx], self.y_train[idx]
-
     def loss_and_grads(self, params: Params, batch: Any) -> Tuple[float, Params]:
         x, y = batch
         loss, d = _log_softmax_xent(x @ params["W"] + params["b"], y)
@@ -464,7 +467,7 @@ class SoftmaxDigits:
         return _log_softmax_xent(self.x_val @ params["W"] + params["b"], self.y_val)[0]
 
 
-class MLPDigits:
+class MLPDigits(_Digits):
     """A 64-32-10 tanh MLP on the UCI digits, same data, split and batches as ``SoftmaxDigits``.
 
     Weights ~ N(0, 1/fan_in) from the seed, biases 0; mean cross-entropy.
@@ -472,12 +475,6 @@ class MLPDigits:
 
     name = "mlp-digits"
     hidden = 32
-    batch_size = 64
-    epochs = 20
-
-    def __init__(self) -> None:
-        self.x_train, self.y_train, self.x_val, self.y_val = _digits_split()
-        self.n_classes = 10
 
     def describe(self) -> str:
         return (f"MLP 64-{self.hidden}-10 tanh, UCI digits 8x8, {len(self.y_train)} train / {len(self.y_val)} val, "
@@ -492,10 +489,6 @@ class MLPDigits:
 
         return {"W1": normal((n_in, self.hidden)), "b1": np.zeros(self.hidden, np.float32),
                 "W2": normal((self.hidden, self.n_classes)), "b2": np.zeros(self.n_classes, np.float32)}
-
-    def train_batches(self, epoch: int, rng: np.random.Generator) -> Iterable[Any]:
-        for idx in _minibatches(len(self.y_train), self.batch_size, rng):
-            yield self.x_train[idx], self.y_train[idx]
 
     def loss_and_grads(self, params: Params, batch: Any) -> Tuple[float, Params]:
         x, y = batch
