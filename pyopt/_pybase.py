@@ -29,6 +29,7 @@ from .optimizer import (
     _as_param_list,
     _check_no_overlap,
     _check_state_dict,
+    _state_array,
     _state_dict,
     _state_index,
 )
@@ -227,15 +228,8 @@ class PyOptimizer:
                         raise ValueError(f"{who}: state_dict param {i}: negative step {int(value)}")
                     restored["step"] = int(value)
                 elif name in self.slots:
-                    arr = np.asarray(value)
-                    expected = self._state_shape(name, p)
-                    if arr.shape != expected:
-                        raise ValueError(
-                            f"{who}: state_dict param {i} state {name!r} has shape {arr.shape}, expected {expected}"
-                        )
-                    if arr.dtype.kind != "f":
-                        raise TypeError(f"{who}: state_dict param {i} state {name!r} has dtype {arr.dtype}")
-                    restored[name] = np.array(arr, dtype=p.dtype, order="C", copy=True)
+                    restored[name] = _state_array(value, self._state_shape(name, p), p.dtype,
+                                                  f"{who}: state_dict param {i} state {name!r}")
                 else:
                     raise ValueError(f"{who}: state_dict param {i} has unknown state {name!r} for {self.name}")
             if restored:

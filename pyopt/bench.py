@@ -73,12 +73,12 @@ CASES: dict[str, tuple[int, int]] = {
     "1x16M": (1, 16_000_000),
     "1x64M": (1, 64_000_000),
 }
-DEFAULTS = {
+DEFAULTS: dict[str, list[str]] = {
     "optimizers": ["adamw", "adam", "momentum", "adagrad"],
     "cases": ["10x1k", "1x1M", "100x33k", "1x16M"],
     "dtypes": ["float32"],
 }
-QUICK = {"optimizers": ["adamw"], "cases": ["10x1k"], "dtypes": ["float32"], "repeats": 3, "warmup": 1,
+QUICK: dict[str, Any] = {"optimizers": ["adamw"], "cases": ["10x1k"], "dtypes": ["float32"], "repeats": 3, "warmup": 1,
          "block_ms": 1.0, "gap_ms": 0.0}
 
 # pyopt name -> torch.optim class name and pyopt-hyperparameter -> torch keyword renames.
@@ -310,7 +310,7 @@ def _deepspeed(name: str, params: list[np.ndarray], grads: list[np.ndarray]):
         import logging
 
         logging.getLogger("DeepSpeed").setLevel(logging.ERROR)
-        from deepspeed.ops.adam import DeepSpeedCPUAdam
+        from deepspeed.ops.adam import DeepSpeedCPUAdam  # type: ignore[import-not-found]
     except Exception as exc:
         raise Unavailable(f"unavailable: deepspeed not importable ({type(exc).__name__}: {exc})") from None
     h = spec(name).defaults
@@ -416,7 +416,7 @@ def machine_info(threads: int | None = None) -> dict[str, Any]:
     except ImportError:
         out["torch"] = None
     try:
-        import deepspeed
+        import deepspeed  # type: ignore[import-not-found]
 
         out["deepspeed"] = deepspeed.__version__
     except Exception:
@@ -570,17 +570,17 @@ def table_lines(results: list[dict[str, Any]], peers: Sequence[str], markdown: b
         ours = by_impl["pyopt"]
         line = [name, case, dtype, _fmt_time(ours["median_s"]), f"{ours['gbps']:.1f}" if ours["gbps"] else "-"]
         if "probe" in peers:
-            pr = by_impl.get("probe")
-            line.append(_fmt_time(pr["median_s"]) if pr else "-")
+            probe = by_impl.get("probe")
+            line.append(_fmt_time(probe["median_s"]) if probe else "-")
             line.append(f"{ours['probe_fraction']:.2f}" if ours["probe_fraction"] else "-")
         for p in shown:
-            r = by_impl.get(p)
-            if r is None:
+            peer = by_impl.get(p)
+            if peer is None:
                 line.append("-")
-            elif r["status"] != "ok":
-                line.append(r["status"] if markdown or r["status"] == "n/a" else r["status"][:11])
+            elif peer["status"] != "ok":
+                line.append(peer["status"] if markdown or peer["status"] == "n/a" else peer["status"][:11])
             else:
-                line.append(f"{_fmt_time(r['median_s'])} {r['pyopt_speedup']:.2f}x")
+                line.append(f"{_fmt_time(peer['median_s'])} {peer['pyopt_speedup']:.2f}x")
         body.append(line)
     if markdown:
         out = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]

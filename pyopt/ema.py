@@ -20,22 +20,13 @@ from typing import Any, Iterator, Mapping, Sequence, Union
 import numpy as np
 
 from . import _core
-from .optimizer import _as_param_list, _check_no_overlap
+from .optimizer import _as_param_list, _check_no_overlap, _unit_interval
 
 __all__ = ["EMA"]
 
 ParamsLike = Union[np.ndarray, Sequence[np.ndarray], Mapping[str, np.ndarray]]
 
 STATE_DICT_FORMAT = 1
-
-
-def _check_decay(who: str, decay: Any) -> float:
-    if isinstance(decay, bool) or not isinstance(decay, numbers.Real):
-        raise TypeError(f"{who}: decay must be a real number, got {decay!r}")
-    d = float(decay)
-    if not 0.0 <= d <= 1.0:  # also rejects NaN
-        raise ValueError(f"{who}: decay must be in [0, 1], got {d}")
-    return d
 
 
 class EMA:
@@ -61,7 +52,7 @@ class EMA:
         _check_no_overlap(plist, labels, who)
         if not isinstance(warmup, bool):
             raise TypeError(f"{who}: warmup must be a bool, got {warmup!r}")
-        self.decay = _check_decay(who, decay)
+        self.decay = _unit_interval(decay, "decay", who)
         self.warmup = warmup
         self.num_updates = 0
         self._params: list[np.ndarray] = list(plist)
@@ -157,7 +148,7 @@ class EMA:
         who = "EMA.load_state_dict"
         if not isinstance(state_dict, Mapping) or "averages" not in state_dict or "num_updates" not in state_dict:
             raise ValueError(f"{who}: not an EMA state_dict (needs 'averages' and 'num_updates')")
-        decay = _check_decay(who, state_dict.get("decay", self.decay))
+        decay = _unit_interval(state_dict.get("decay", self.decay), "decay", who)
         warmup = state_dict.get("warmup", self.warmup)
         if not isinstance(warmup, (bool, np.bool_)):
             raise TypeError(f"{who}: warmup must be a bool, got {warmup!r}")

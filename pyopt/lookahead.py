@@ -25,7 +25,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from . import _core
-from .optimizer import GradsLike, Optimizer
+from .optimizer import GradsLike, Optimizer, _unit_interval
 
 __all__ = ["Lookahead"]
 
@@ -38,15 +38,6 @@ def _check_k(who: str, k: Any) -> int:
     if int(k) < 1:
         raise ValueError(f"{who}: k must be >= 1, got {k}")
     return int(k)
-
-
-def _check_alpha(who: str, alpha: Any) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
-        raise TypeError(f"{who}: alpha must be a real number, got {alpha!r}")
-    a = float(alpha)
-    if not 0.0 <= a <= 1.0:  # also rejects NaN
-        raise ValueError(f"{who}: alpha must be in [0, 1], got {a}")
-    return a
 
 
 class Lookahead:
@@ -64,7 +55,7 @@ class Lookahead:
         if not isinstance(inner, Optimizer):
             raise TypeError(f"{who}: inner must be a pyopt.Optimizer, got {type(inner).__name__}")
         self.k = _check_k(who, k)
-        self.alpha = _check_alpha(who, alpha)
+        self.alpha = _unit_interval(alpha, "alpha", who)
         self.inner = inner
         self._slow: list[np.ndarray] = []
         self._counters: list[int] = []
@@ -148,7 +139,7 @@ class Lookahead:
         if missing:
             raise ValueError(f"{who}: 'lookahead' entry lacks {missing}")
         k = _check_k(who, la["k"])
-        alpha = _check_alpha(who, la["alpha"])
+        alpha = _unit_interval(la["alpha"], "alpha", who)
         counters = la["counters"]
         if not isinstance(counters, (list, tuple)) or len(counters) != len(self._counters):
             raise ValueError(

@@ -330,14 +330,7 @@ class Optimizer:
                 elif name in scalar_names:
                     new_scalars[i, scalar_names.index(name)] = float(value)
                 elif name in slot_names:
-                    arr = np.asarray(value)
-                    if arr.shape != p.shape:
-                        raise ValueError(
-                            f"{who}: state_dict param {i} state {name!r} has shape {arr.shape}, param has {p.shape}"
-                        )
-                    if arr.dtype.kind != "f":
-                        raise TypeError(f"{who}: state_dict param {i} state {name!r} has dtype {arr.dtype}")
-                    slots[name] = np.array(arr, dtype=p.dtype, order="C", copy=True)
+                    slots[name] = _state_array(value, p.shape, p.dtype, f"{who}: state_dict param {i} state {name!r}")
                 else:
                     raise ValueError(f"{who}: state_dict param {i} has unknown state {name!r} for {self.name}")
             new_slots[i] = slots
@@ -417,6 +410,16 @@ def _check_state_dict(opt: Any, state_dict: Any) -> tuple[list[Mapping[str, Any]
     return list(saved_groups), list(saved_schedules)
 
 
+def _state_array(value: Any, shape: Any, dtype: Any, what: str) -> np.ndarray:
+    """A checkpoint's state array, checked (shape, a float dtype) and copied into ``dtype``."""
+    arr = np.asarray(value)
+    if arr.shape != shape:
+        raise ValueError(f"{what} has shape {arr.shape}, expected {shape}")
+    if arr.dtype.kind != "f":
+        raise TypeError(f"{what} has dtype {arr.dtype}")
+    return np.array(arr, dtype=dtype, order="C", copy=True)
+
+
 def _state_index(key: Any, count: int, who: str) -> int:
     try:
         i = int(key)
@@ -432,6 +435,16 @@ def _nonnegative(value: Any, what: str, who: str) -> float:
     v = float(value)
     if not v >= 0.0:
         raise ValueError(f"{who}: {what} must be >= 0, got {v}")
+    return v
+
+
+def _unit_interval(value: Any, what: str, who: str) -> float:
+    """A real number in [0, 1] (EMA's decay, Lookahead's alpha); TypeError or ValueError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{who}: {what} must be a real number, got {value!r}")
+    v = float(value)
+    if not 0.0 <= v <= 1.0:  # also rejects NaN
+        raise ValueError(f"{who}: {what} must be in [0, 1], got {v}")
     return v
 
 
