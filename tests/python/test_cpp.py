@@ -1,31 +1,18 @@
 """Builds the C++ library and its tests with CMake (no Python in them) and runs them with ctest,
 so the README's one test command covers the C++ API too."""
-import os
 import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _tool(name):
-    path = shutil.which(name)
-    if path is None:  # the test extra installs cmake/ninja into the environment's bin folder
-        candidate = Path(sys.executable).parent / name
-        path = str(candidate) if candidate.exists() else None
-    return path
+from cpp_tools import ROOT, env, tool
 
 
 def test_cpp_suite_passes(cpp_build):
     """The ctest suite of the session's shared build (conftest.py cpp_build)."""
-    ctest = _tool("ctest")
+    ctest = tool("ctest")
     assert ctest, "ctest not found: install the test extra (pip install '.[test]')"
     build = cpp_build
-    env = {**os.environ, "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 2)}
-    result = subprocess.run([ctest, "--test-dir", str(build), "--output-on-failure"], env=env,
+    result = subprocess.run([ctest, "--test-dir", str(build), "--output-on-failure"], env=env(),
                             capture_output=True, text=True)
     print(result.stdout[-5000:], result.stderr[-2000:])
     assert result.returncode == 0, result.stdout[-5000:]
@@ -39,9 +26,9 @@ CROSS_CXX = shutil.which("aarch64-linux-gnu-g++")
 @pytest.mark.skipif(not (ROOT / "CMakeLists.txt").exists(), reason="needs the source tree")
 def test_aarch64_build_compiles(tmp_path):
     """The NEON baseline build configures and compiles (cross-compiled: this machine is x86-64)."""
-    cmake = _tool("cmake")
+    cmake = tool("cmake")
     build = tmp_path / "arm"
-    generator = ["-G", "Ninja"] if _tool("ninja") else []
+    generator = ["-G", "Ninja"] if tool("ninja") else []
     subprocess.run([cmake, "-S", str(ROOT), "-B", str(build), *generator, "-DCMAKE_SYSTEM_NAME=Linux",
                     "-DCMAKE_SYSTEM_PROCESSOR=aarch64", f"-DCMAKE_CXX_COMPILER={CROSS_CXX}",
                     "-DPYOPT_BUILD_PYTHON=OFF"], check=True)
