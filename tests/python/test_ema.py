@@ -1,16 +1,25 @@
 """pyopt.ema.EMA and _core.ema_update against torch's EMA (AveragedModel + get_ema_multi_avg_fn, torch.lerp)."""
 import numpy as np
 import pytest
-import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from pyopt import _core
-from pyopt.ema import EMA
+torch = pytest.importorskip("torch")
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn  # noqa: E402
+
+import pyopt  # noqa: E402
+from pyopt import _core  # noqa: E402
+from pyopt.ema import EMA  # noqa: E402
+from refcheck import ISAS, fma_isas, isa_path  # noqa: E402
 
 SIZES = [(1,), (7,), (17,), (1023,), (100003,), (13, 29)]
 # torch.lerp is one fused multiply-add; so is ours on the avx2 / avx512 paths. The baseline path
 # (no FMA) rounds twice: within an ulp or so per update.
-EXACT = _core.isa() != "baseline"
+
+
+@pytest.fixture(params=ISAS)
+def isa(request):
+    """The reference comparisons run on every ISA path this machine has."""
+    with isa_path(request.param) as name:
+        yield name
 
 
 def make_params(rng, dtypes):
@@ -20,7 +29,7 @@ def make_params(rng, dtypes):
 def assert_matches(ours, expect, dtype):
     ours, expect = np.asarray(ours), np.asarray(expect)
     assert ours.dtype == expect.dtype
-    if EXACT:
+    if pyopt.info()["isa"] in fma_isas():
         np.testing.assert_array_equal(ours, expect)
     else:
         tol = 1e-5 if dtype == np.float32 else 1e-13
@@ -35,7 +44,7 @@ def perturb(rng, params, scale=0.05):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("decay", [0.999, 0.9, 0.5, 0.3])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_ema_vs_torch_averaged_model(dtype, decay, threads):
+def test_ema_vs_torch_averaged_model(dtype, decay, threads, isa):
     rng = np.random.default_rng([int(decay * 1000), threads, np.dtype(dtype).itemsize])
     params = make_params(rng, [dtype] * len(SIZES))
     model = torch.nn.Module()
@@ -63,7 +72,7 @@ def test_ema_vs_torch_averaged_model(dtype, decay, threads):
 
 
 @pytest.mark.parametrize("warmup", [False, True])
-def test_ema_vs_torch_lerp_mixed_dtypes_dict(warmup):
+def test_ema_vs_torch_lerp_mixed_dtypes_dict(warmup, isa):
     rng = np.random.default_rng(7 + warmup)
     dtypes = [np.float32, np.float64] * 3
     params = dict(zip("abcdef", make_params(rng, dtypes)))

@@ -3,9 +3,10 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
-import pyopt
+torch = pytest.importorskip("torch")
+
+import pyopt  # noqa: E402
 
 SHAPES = [(1,), (7,), (17, 3), (31, 33), (100003,)]
 

@@ -1,19 +1,25 @@
 """pyopt.lookahead.Lookahead against pytorch-optimizer 4.1.0's Lookahead (pullback_momentum='none')."""
 import numpy as np
 import pytest
-import torch
-from pytorch_optimizer import Lookahead as TorchLookahead
 
-import pyopt
-from pyopt import _core
-from pyopt.lookahead import Lookahead
-from refcheck import ieee_sqrt
+torch = pytest.importorskip("torch")
+TorchLookahead = pytest.importorskip("pytorch_optimizer").Lookahead
+
+import pyopt  # noqa: E402
+from pyopt.lookahead import Lookahead  # noqa: E402
+from refcheck import ISAS, fma_isas, ieee_sqrt, isa_path  # noqa: E402
 
 SHAPES = [(1,), (7,), (17,), (33, 31), (100003,)]
 # torch's lerp and SGD/AdamW kernels fuse their multiply-adds; so do pyopt's on avx2 / avx512.
 # AdamW's torch side runs with a correctly rounded sqrt (refcheck.ieee_sqrt: torch's MKL sqrt is
 # 1 ulp off on some inputs, see test_reference.py), so both cases are required bit for bit there.
-EXACT = _core.isa() != "baseline"
+
+
+@pytest.fixture(params=ISAS)
+def isa(request):
+    """The reference comparisons run on every ISA path this machine has."""
+    with isa_path(request.param) as name:
+        yield name
 
 CASES = {
     "sgd": (lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9, weight_decay=1e-3, foreach=False),
@@ -48,7 +54,7 @@ def run_pyopt(params, noises, opt, skip=None):
 def assert_close(ours, expect):
     for o, e in zip(ours, expect):
         assert o.dtype == e.dtype
-        if EXACT:
+        if pyopt.info()["isa"] in fma_isas():
             np.testing.assert_array_equal(o, e)
         else:
             tol = 1e-4 if o.dtype == np.float32 else 1e-10
@@ -67,7 +73,7 @@ def setup(seed, dtype, steps):
 @pytest.mark.parametrize("case", sorted(CASES))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_lookahead_vs_pytorch_optimizer(case, dtype, seed):
+def test_lookahead_vs_pytorch_optimizer(case, dtype, seed, isa):
     params0, noises, k, alpha = setup([seed, np.dtype(dtype).itemsize], dtype, 53)
     make_torch, make_ours = CASES[case]
     expect = run_torch(params0, noises, make_torch, k, alpha)
@@ -82,7 +88,7 @@ def test_lookahead_vs_pytorch_optimizer(case, dtype, seed):
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.5, 0.999])
-def test_lookahead_alpha_edges_and_skipped_grads(alpha):
+def test_lookahead_alpha_edges_and_skipped_grads(alpha, isa):
     # A param without a gradient at a sync step is neither interpolated nor copied to slow, as in
     # pytorch-optimizer (it only touches params whose .grad is set).
     params0, noises, _, _ = setup([9, int(alpha * 10)], np.float32, 40)

@@ -5,10 +5,11 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
 
-import pyopt
-from pyopt import schedules as S
+torch = pytest.importorskip("torch")
+
+import pyopt  # noqa: E402
+from pyopt import schedules as S  # noqa: E402
 
 N = 200
 
