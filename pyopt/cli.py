@@ -19,11 +19,19 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv in (["--cmakedir"], ["--includedir"]):  # as pybind11's: for cmake -Dpyopt_DIR="$(pyopt --cmakedir)"
+        from ._cmake import get_cmake_dir, get_include
+
+        print(get_cmake_dir() if argv[0] == "--cmakedir" else get_include())
+        return 0
     if argv[:1] == ["bench"]:  # its own options: see pyopt/bench.py
         from .bench import main as bench
 
         return bench(argv[1:])
-    parser = argparse.ArgumentParser(prog="pyopt", description="pyopt: SIMD optimizers for CPU arrays")
+    parser = argparse.ArgumentParser(
+        prog="pyopt", description="pyopt: SIMD optimizers for CPU arrays",
+        epilog="pyopt --cmakedir prints the folder of the installed CMake package (for -Dpyopt_DIR=...), "
+               "pyopt --includedir the C++ include folder.")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="train a small classifier on the bundled digits data and print the loss")
     demo.add_argument("--optimizer", default="adamw", help="optimizer name (see `pyopt list`)")
@@ -36,7 +44,7 @@ def _main(argv: list[str] | None = None) -> int:
     tune = sub.add_parser("tune", help="search the optimizer and its hyperparameters for a task (Optuna)")
     try:
         from .tuner.cli import add_arguments  # type: ignore[import-not-found]
-    except ImportError as exc:  # optuna is an extra: pip install "pyopt[tune]"
+    except ImportError as exc:  # optuna is an extra: pip install ".[tune]"
         tune_error: ImportError | None = exc
         tune.add_argument("rest", nargs=argparse.REMAINDER)
     else:
@@ -52,7 +60,7 @@ def _main(argv: list[str] | None = None) -> int:
         return run(optimizer=args.optimizer, epochs=args.epochs, lr=args.lr, seed=args.seed)
     if args.command == "tune":
         if tune_error is not None:
-            print(f"pyopt tune needs the tuner's dependencies (pip install 'pyopt[tune]'): {tune_error}",
+            print(f"pyopt tune needs the tuner's dependencies (in a checkout of pyopt: pip install '.[tune]'): {tune_error}",
                   file=sys.stderr)
             return 2
         from .tuner.cli import run as run_tune
