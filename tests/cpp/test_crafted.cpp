@@ -323,6 +323,13 @@ PYOPT_TEST(json_hostile_text) {
   CHECK(json::parse("1e999").as_number() == std::numeric_limits<double>::infinity());
   CHECK(json::parse("-1e-999").as_number() == 0.0);
   CHECK(json::parse(std::string(5000, '1')).as_number() > 1e300);
+  // Strings that are not UTF-8 (overlong, past U+10FFFF, stray bytes) dump as U+FFFD, so a dump
+  // reads back to text that dumps the same (found by fuzz_json: an overlong '^' dumped as \u005e).
+  for (const std::string raw : {"\xc1\x9e", "\xe0\x80\xaf", "\xf4\x90\x80\x80", "\xf8\x88\x80\x80", "\xbb", "\xdf\xdd"}) {
+    const std::string once = json::dump(json::Value(raw));
+    CHECK_MSG(json::dump(json::parse(once)) == once, once);
+  }
+  CHECK(json::dump(json::Value("\xc1\x9e")) == "\"\\ufffd\"");
 }
 
 // ------------------------------------------------------------------------------------------ checkpoints
