@@ -16,6 +16,13 @@
 #if defined(__linux__)
 #include <sys/resource.h>
 #endif
+#if defined(__SANITIZE_ADDRESS__)  // GCC
+#define PYOPT_TEST_ASAN 1
+#elif defined(__has_feature)  // Clang
+#if __has_feature(address_sanitizer)
+#define PYOPT_TEST_ASAN 1
+#endif
+#endif
 
 #include "harness.hpp"
 
@@ -232,7 +239,7 @@ PYOPT_TEST(zip_entries_sharing_one_payload_fail_fast) {
   }
   const std::string bad = zip.substr(0, central) + directory + end_record(20000, uint32_t(directory.size()), uint32_t(central));
   CHECK(bad.size() > 2'000'000 && bad.size() < 3'000'000);
-#if defined(__linux__) && !defined(__SANITIZE_ADDRESS__) && !(defined(__has_feature) && __has_feature(address_sanitizer))
+#if defined(__linux__) && !defined(PYOPT_TEST_ASAN)
   // Without ASan (which reserves terabytes of address space), cap this process's address space
   // so a reader that allocates per entry fails here instead of exhausting the machine.
   long pages = 0;

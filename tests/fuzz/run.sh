@@ -37,3 +37,4 @@ for target in "${targets[@]}"; do
   grep -E "^stat::number_of_executed_units|^stat::peak_rss_mb|^#[0-9]+ *DONE" "$build/fuzz_$target.log" || true
   echo "fuzz_$target: no crash"
 done
+echo "fuzz: ${#targets[@]} passed, 0 failed"
