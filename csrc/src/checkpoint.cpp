@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <set>
 #include <stdexcept>
 
 #include "pyopt/factory.hpp"
@@ -167,10 +168,9 @@ void Optimizer::load(const std::string& path) {
       loaded[i].scalars[s] = value.as_number();
     }
   }
-  for (std::size_t k = 0; k < archive.size(); ++k) {
-    const auto& [name, array] = archive[k];
-    for (std::size_t j = 0; j < k; ++j)
-      if (archive[j].first == name) throw std::invalid_argument(who + "entry '" + name + "' appears twice");
+  std::set<std::string> seen;
+  for (const auto& [name, array] : archive) {
+    if (!seen.insert(name).second) throw std::invalid_argument(who + "entry '" + name + "' appears twice");
     if (name == kMeta) continue;
     const std::size_t a = name.find('/'), b = name.find('/', a == std::string::npos ? a : a + 1);
     if (name.compare(0, 6, "state/") != 0 || b == std::string::npos)

@@ -420,3 +420,22 @@ PYOPT_TEST(checkpoint_malformed_meta_changes_nothing) {
   }
   std::remove(path.c_str());
 }
+
+PYOPT_TEST(checkpoint_duplicate_entries_rejected) {
+  const std::string path = adam_checkpoint("duplicate.npz", {4});
+  Files files;
+  for (const auto& [key, array] : npz::load(path)) {
+    files.emplace_back(key + ".npy", npz::to_npy(array));
+    if (key == "state/0/exp_avg") files.emplace_back(key + ".npy", npz::to_npy(array));
+  }
+  {
+    std::ofstream f(path, std::ios::binary | std::ios::trunc);
+    const std::string zip = npz::zip_stored(files);
+    f.write(zip.data(), std::streamsize(zip.size()));
+  }
+  Stepped s({4});
+  const std::string msg = CHECK_THROWS(std::invalid_argument, s.opt.load(path));
+  CHECK_MSG(contains(msg, "'state/0/exp_avg' appears twice"), msg);
+  CHECK(s.untouched());
+  std::remove(path.c_str());
+}
