@@ -15,6 +15,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 build="${PYOPT_FUZZ_BUILD:-$root/build/fuzz}"
 
+started=$SECONDS
 generator=()
 command -v ninja >/dev/null && generator=(-G Ninja)
 cmake -S "$root" -B "$build" "${generator[@]}" -DCMAKE_CXX_COMPILER="${PYOPT_FUZZ_CXX:-clang++}" \
@@ -37,4 +38,5 @@ for target in "${targets[@]}"; do
   grep -E "^stat::number_of_executed_units|^stat::peak_rss_mb|^#[0-9]+ *DONE" "$build/fuzz_$target.log" || true
   echo "fuzz_$target: no crash"
 done
+echo "fuzz build and runs: $((SECONDS - started)) s"
 echo "fuzz: ${#targets[@]} passed, 0 failed"
