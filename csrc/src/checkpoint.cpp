@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <set>
 #include <stdexcept>
 
 #include "pyopt/factory.hpp"
@@ -30,6 +31,30 @@ json::Value meta_of(const npz::Archive& archive, const std::string& path) {
       throw std::invalid_argument(path + ": checkpoint format " + json::dump(*f) + " is not supported (this is format " +
                                   std::to_string(kFormat) + ")");
   return v;
+}
+
+// A param index as the checkpoint spells it ("0", "12"): digits only, below `count`.
+std::size_t param_index(const std::string& text, std::size_t count, const std::string& what) {
+  if (text.empty() || text.size() > 19 || text.find_first_not_of("0123456789") != std::string::npos)
+    throw std::invalid_argument(what + ": '" + text + "' is not a param index");
+  const std::size_t i = std::stoull(text);  // at most 19 digits: fits
+  if (i >= count)
+    throw std::invalid_argument(what + ": state for param " + text + ", this optimizer has " + std::to_string(count) + " params");
+  return i;
+}
+
+// A saved step count: a whole number that an int64_t holds.
+int64_t saved_step(const json::Value& value, const std::string& what) {
+  const double x = value.is_number() ? value.as_number() : -1.0;
+  if (!(x >= 0.0 && x < 9223372036854775808.0 && x == std::floor(x)))  // NaN fails too
+    throw std::invalid_argument(what + ": bad step " + json::dump(value) + " (a whole number >= 0 and < 2^63)");
+  return int64_t(x);
+}
+
+std::string shape_text(const std::vector<std::size_t>& shape) {
+  std::string s = "(";
+  for (std::size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + (shape.size() == 1 ? ",)" : ")");
 }
 
 }  // namespace
@@ -99,8 +124,12 @@ void Optimizer::load(const std::string& path) {
       if (key != "params" && key != "param_names") public_hyper.set(key, value);
     std::vector<double> next = spec_->defaults;
     try {
-      for (const auto& [key, value] : flat_hyperparameters(spec_->name, public_hyper))
-        next[std::size_t(rule.hyper_index(key))] = value;
+      for (const auto& [key, value] : flat_hyperparameters(spec_->name, public_hyper)) {
+        const int index = rule.hyper_index(key);
+        if (index < 0 || std::size_t(index) >= next.size())
+          throw std::invalid_argument("unknown hyperparameter '" + key + "' for " + spec_->name);
+        next[std::size_t(index)] = value;
+      }
       rule.validate(next.data());
     } catch (const std::invalid_argument& e) {
       throw std::invalid_argument(who + e.what());
@@ -124,22 +153,11 @@ void Optimizer::load(const std::string& path) {
   for (Loaded& l : loaded)
     for (int j = 0; j < rule.num_scalars; ++j) l.scalars[j] = rule.initial_scalar(j);
   for (const auto& [key, entry] : meta["state"].as_object()) {
-    std::size_t i = 0;
-    try {
-      std::size_t used = 0;
-      i = std::stoul(key, &used);
-      if (used != key.size()) throw std::invalid_argument(key);
-    } catch (const std::exception&) {
-      throw std::invalid_argument(who + "state key '" + key + "' is not a param index");
-    }
-    if (i >= params_.size())
-      throw std::invalid_argument(who + "state for param " + key + ", this optimizer has " + std::to_string(params_.size()) + " params");
+    const std::size_t i = param_index(key, params_.size(), who + "state key");
     if (!entry.is_object()) throw std::invalid_argument(who + "state of param " + key + " is not an object");
     for (const auto& [name, value] : entry.as_object()) {
       if (name == "step") {
-        if (!value.is_number() || value.as_number() < 0 || value.as_number() != std::floor(value.as_number()))
-          throw std::invalid_argument(who + "param " + key + ": bad step " + json::dump(value));
-        loaded[i].step = int64_t(value.as_number());
+        loaded[i].step = saved_step(value, who + "param " + key);
         continue;
       }
       int s = -1;
@@ -150,22 +168,15 @@ void Optimizer::load(const std::string& path) {
       loaded[i].scalars[s] = value.as_number();
     }
   }
+  std::set<std::string> seen;
   for (const auto& [name, array] : archive) {
+    if (!seen.insert(name).second) throw std::invalid_argument(who + "entry '" + name + "' appears twice");
     if (name == kMeta) continue;
     const std::size_t a = name.find('/'), b = name.find('/', a == std::string::npos ? a : a + 1);
     if (name.compare(0, 6, "state/") != 0 || b == std::string::npos)
       throw std::invalid_argument(who + "unexpected entry '" + name + "'");
     const std::string index = name.substr(6, b - 6), slot = name.substr(b + 1);
-    std::size_t i = 0;
-    try {
-      std::size_t used = 0;
-      i = std::stoul(index, &used);
-      if (used != index.size()) throw std::invalid_argument(index);
-    } catch (const std::exception&) {
-      throw std::invalid_argument(who + "entry '" + name + "': '" + index + "' is not a param index");
-    }
-    if (i >= params_.size())
-      throw std::invalid_argument(who + "state for param " + index + ", this optimizer has " + std::to_string(params_.size()) + " params");
+    const std::size_t i = param_index(index, params_.size(), who + "entry '" + name + "'");
     int s = -1;
     for (int j = 0; j < rule.num_slots; ++j)
       if (slot == rule.slot_names[j]) s = j;
@@ -174,6 +185,10 @@ void Optimizer::load(const std::string& path) {
     if (array.size() != p.size)
       throw std::invalid_argument(who + "param " + index + " state '" + slot + "' has " + std::to_string(array.size()) +
                                   " elements, the param has " + std::to_string(p.size));
+    const std::vector<std::size_t> param_shape = p.shape.empty() ? std::vector<std::size_t>{p.size} : p.shape;
+    if (array.shape != param_shape)
+      throw std::invalid_argument(who + "param " + index + " state '" + slot + "' has shape " + shape_text(array.shape) +
+                                  ", the param has shape " + shape_text(param_shape));
     if (array.descr != "<f4" && array.descr != "<f8")
       throw std::invalid_argument(who + "param " + index + " state '" + slot + "' has dtype " + array.descr);
     const std::string want = p.dtype == DType::Float32 ? "<f4" : "<f8";

@@ -360,6 +360,10 @@ void dump_string(std::string& out, const std::string& s) {
         }
         cp = (cp << 6) | (static_cast<unsigned char>(s[++i]) & 0x3F);
       }
+      // Overlong forms and values past U+10FFFF are not UTF-8 either: an overlong '^' written
+      // as \u005e would read back as '^' and dump differently the second time.
+      static const unsigned lowest[4] = {0, 0x80, 0x800, 0x10000};
+      if (cp < lowest[extra] || cp > 0x10FFFF) cp = 0xFFFD;
       if (cp >= 0x10000) {
         cp -= 0x10000;
         std::snprintf(buf, sizeof buf, "\\u%04x\\u%04x", 0xD800 + (cp >> 10), 0xDC00 + (cp & 0x3FF));

@@ -289,8 +289,8 @@ PYOPT_TEST(checkpoint_round_trip_every_optimizer) {
     pyopt::Optimizer b(spec.name, {{"lr", a.get("lr") * 0.5}});
     std::vector<float> bf = af;
     std::vector<double> bd = ad;
-    b.add_param(bf.data(), bf.size());
-    b.add_param(bd.data(), bd.size());
+    b.add_param(bf.data(), std::vector<std::size_t>{13});
+    b.add_param(bd.data(), std::vector<std::size_t>{2, 3});  // the saved shape: load checks it
     grads(7, gf, gd);
     b.step({gf.data(), gd.data()});  // state that load() must replace
     bf = af;
@@ -329,9 +329,10 @@ PYOPT_TEST(checkpoint_errors_change_nothing) {
   two.add_param(u.data(), u.size());
   m = CHECK_THROWS(std::invalid_argument, two.load(path));
   CHECK_MSG(contains(m, "holds 1 params, this optimizer has 2"), m);
+  const std::vector<double> g9 = wave<double>(9, 2.0);  // u's size: a grad per element
   pyopt::Optimizer size("adam", {{"lr", 0.5}});
   size.add_param(u.data(), u.size());
-  size.step({g.data()});
+  size.step({g9.data()});
   m = CHECK_THROWS(std::invalid_argument, size.load(path));
   CHECK_MSG(contains(m, "has 8 elements, the param has 9"), m);
   CHECK(size.get("lr") == 0.5 && size.step_count(0) == 1);  // untouched

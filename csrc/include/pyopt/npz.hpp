@@ -7,7 +7,9 @@
 // numpy writes) and throws on compressed ones (np.savez_compressed). .npy versions 1.0, 2.0, 3.0;
 // C order (Fortran order only for 0-d/1-d arrays); little-endian dtypes:
 //   <f4 <f8 (float32/64)   <i4 <i8 <u1 |u1 |b1 (ints, bool)   <U<n> (numpy's UTF-32 string)
-// Errors throw std::runtime_error naming the file and the entry.
+// Errors throw std::runtime_error naming the file and the entry. Every offset, length and shape in
+// a file is checked against its size before use, and zip entries may not overlap, so a reader never
+// allocates more than the file holds.
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -70,6 +72,8 @@ Array from_npy(const std::string& bytes, const std::string& where = "npy");
 // leaves a truncated file behind.
 void save(const std::string& path, const Archive& archive);
 Archive load(const std::string& path);
+// The archive held in `bytes` (what load() reads from the file); `where` names it in errors.
+Archive read(const std::string& bytes, const std::string& where = "npz");
 
 // Raw zip of stored entries (names as given), and its reader; exposed for tests.
 std::string zip_stored(const std::vector<std::pair<std::string, std::string>>& files);
