@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ._spec import TUPLES
-from .optimizer import ParamsLike, _as_param_list
+from .optimizer import STATE_DICT_FORMAT, ParamsLike, _as_param_list
 
 _META = "__pyopt_meta__"
 _LOOKAHEAD = "lookahead_slow"
@@ -175,6 +175,9 @@ def _assemble(meta: Any, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
     values by the optimizer's load_state_dict."""
     if not isinstance(meta, dict):
         raise _Malformed(f"{_META} must be a JSON object, got {type(meta).__name__}")
+    fmt = meta.get("format")
+    if type(fmt) is not int or fmt != STATE_DICT_FORMAT:
+        raise _Malformed(f"unknown checkpoint format {fmt!r} (this pyopt reads format {STATE_DICT_FORMAT})")
     for key, kind in (("optimizer", str), ("state", dict), ("param_groups", list)):
         if not isinstance(meta.get(key), kind):
             raise _Malformed(f"{_META} needs {key!r} as a JSON {'string' if kind is str else kind.__name__}, "
