@@ -21,7 +21,7 @@ from typing import Any, Iterator, Mapping, Sequence, Union
 import numpy as np
 
 from . import _core
-from .optimizer import _as_param_list, _check_no_overlap, _locked, _unit_interval
+from .optimizer import _as_param_list, _check_no_overlap, _float_array, _locked, _unit_interval
 
 __all__ = ["EMA"]
 
@@ -188,11 +188,7 @@ class EMA:
             raise ValueError(f"{who}: the state_dict has {len(values)} averages, the EMA has {len(self._averages)}")
         new = []
         for v, avg, label in zip(values, self._averages, self._labels):
-            if not isinstance(v, np.ndarray):
-                raise TypeError(f"{who}: average of {label} must be a numpy array, got {type(v).__name__}")
-            arr = v
-            if arr.dtype.kind != "f":
-                raise TypeError(f"{who}: average of {label} has dtype {arr.dtype}, expected a float dtype")
+            arr = _float_array(v, f"{who}: average of {label}")
             if arr.shape != avg.shape:
                 raise ValueError(f"{who}: average of {label} has shape {arr.shape}, its param has {avg.shape}")
             new.append(np.array(arr, dtype=avg.dtype, order="C", copy=True))

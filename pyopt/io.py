@@ -68,7 +68,7 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         return _assemble(meta, arrays)
     except _Malformed as exc:
-        raise ValueError(f"{name}: not a valid pyopt checkpoint: {exc}") from None
+        raise ValueError(f"{name}: not a pyopt checkpoint: {exc}") from None
 
 
 class _Malformed(Exception):
@@ -80,7 +80,7 @@ def _read_npz(name: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         try:
             return _read_entries(f)
         except _Malformed as exc:
-            raise ValueError(f"{name}: not a valid pyopt checkpoint: {exc}") from None
+            raise ValueError(f"{name}: not a pyopt checkpoint: {exc}") from None
 
 
 def _read_entries(f: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

@@ -26,7 +26,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from . import _core
-from .optimizer import GradsLike, Optimizer, _locked, _state_index, _unit_interval
+from .optimizer import GradsLike, Optimizer, _float_array, _locked, _state_index, _unit_interval
 
 __all__ = ["Lookahead"]
 
@@ -175,11 +175,7 @@ class Lookahead:
             )
         new_slow = []
         for i, current in enumerate(self._slow):
-            arr = by_index[i]
-            if not isinstance(arr, np.ndarray):
-                raise TypeError(f"{who}: slow weight {i} must be a numpy array, got {type(arr).__name__}")
-            if arr.dtype.kind != "f":
-                raise TypeError(f"{who}: slow weight {i} has dtype {arr.dtype}, expected a float dtype")
+            arr = _float_array(by_index[i], f"{who}: slow weight {i}")
             if arr.shape != current.shape:
                 raise ValueError(f"{who}: slow weight {i} has shape {arr.shape}, its param has {current.shape}")
             new_slow.append(np.array(arr, dtype=current.dtype, order="C", copy=True))

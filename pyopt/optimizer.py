@@ -79,6 +79,17 @@ class Optimizer:
     ``params`` is an array, a list of arrays, a dict name → array, or a list of param-group
     dicts (``{"params": [...], "lr": 1e-4}``) as in torch. Arrays must be C-contiguous,
     writeable float32/float64 ndarrays; they are updated in place by ``step``.
+
+    Thread safety: each optimizer has a lock, held by ``step``, ``load_state_dict``,
+    ``state_dict``, ``add_param_group`` and ``zero_state`` (and Sophia's ``update_hessian``, the
+    schedule-free ``train``/``eval``), so calls from several threads on one optimizer run one after
+    the other, each whole, with the same result as some serial order. The kernels release the GIL,
+    so different optimizers step in parallel. Not covered: editing ``param_groups`` or the param
+    arrays from another thread while a step runs (do that between steps).
+
+    No array of a step may share memory with another one the step writes: a gradient that is a
+    view of any param or state array is a ValueError naming both (gradients may share memory with
+    each other; they are only read).
     """
 
     name: ClassVar[str] = ""
@@ -531,15 +542,28 @@ def _saved_real(value: Any, what: str) -> float:
 
 
 def _state_array(value: Any, shape: Any, dtype: Any, what: str) -> np.ndarray:
-    """A checkpoint's state array, checked (an ndarray of a float dtype and this shape) and copied
-    into ``dtype``."""
-    if not isinstance(value, np.ndarray):
-        raise TypeError(f"{what} must be a numpy array, got {type(value).__name__}")
-    if value.dtype.kind != "f":
-        raise TypeError(f"{what} has dtype {value.dtype}, expected a float dtype")
-    if value.shape != shape:
-        raise ValueError(f"{what} has shape {value.shape}, expected {shape}")
-    return np.array(value, dtype=dtype, order="C", copy=True)
+    """A checkpoint's state array (an ndarray, or nested lists of floats as JSON gives them back),
+    checked (a float dtype, this shape) and copied into ``dtype``."""
+    arr = _float_array(value, what)
+    if arr.shape != shape:
+        raise ValueError(f"{what} has shape {arr.shape}, expected {shape}")
+    return np.array(arr, dtype=dtype, order="C", copy=True)
+
+
+def _float_array(value: Any, what: str) -> np.ndarray:
+    """``value`` as an array of a float dtype; TypeError otherwise (strings, objects, ragged lists, ints)."""
+    if isinstance(value, np.ndarray):
+        arr = value
+    elif isinstance(value, (list, tuple, numbers.Real, np.generic)):  # a 0-d state comes back as a float
+        try:
+            arr = np.asarray(value)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{what} is not an array of numbers ({exc})") from None
+    else:
+        raise TypeError(f"{what} must be a numpy array (or a list of floats), got {type(value).__name__}")
+    if arr.dtype.kind != "f":
+        raise TypeError(f"{what} has dtype {arr.dtype}, expected a float dtype")
+    return arr
 
 
 def _state_index(key: Any, count: int, who: str) -> int:

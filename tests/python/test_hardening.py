@@ -220,7 +220,9 @@ def bad_state_dicts(sd):
         (with_state(step=1e30), TypeError, "step"),
         (with_state(step=10**30), ValueError, "step"),
         (with_state(step=-1), ValueError, "step"),
-        (with_state(exp_avg=[[0.0] * 4] * 3), TypeError, "exp_avg"),
+        (with_state(exp_avg=[["0.0"] * 4] * 3), TypeError, "exp_avg"),
+        (with_state(exp_avg=[[0.0] * 4, [0.0]]), TypeError, "exp_avg"),
+        (with_state(exp_avg="abc"), TypeError, "exp_avg"),
         (with_state(exp_avg=np.zeros((3, 4), np.int64)), TypeError, "exp_avg"),
         (with_state(exp_avg=np.zeros((4, 3))), ValueError, "exp_avg"),
         (with_state(bogus=np.zeros((3, 4))), ValueError, "bogus"),
@@ -290,7 +292,8 @@ def test_ema_and_lookahead_state_dicts_are_strict():
     ema = pyopt.EMA([w])
     sd = ema.state_dict()
     for bad, exc in [({**sd, "format": 9}, ValueError), ({**sd, "extra": 1}, ValueError),
-                     ({**sd, "num_updates": 1.0}, ValueError), ({**sd, "averages": [[1.0, 2.0, 3.0]]}, TypeError)]:
+                     ({**sd, "num_updates": 1.0}, ValueError), ({**sd, "averages": [["1.0", "2.0", "3.0"]]}, TypeError),
+                     ({**sd, "averages": [object()]}, TypeError)]:
         with pytest.raises(exc):
             ema.load_state_dict(bad)
         assert ema.num_updates == 0
