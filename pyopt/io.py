@@ -121,10 +121,7 @@ def _read_entries(f: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     arrays: dict[str, np.ndarray] = {}
     for _, _, data_start, info in spans:
         f.seek(data_start)
-        data = f.read(info.file_size)
-        if len(data) != info.file_size or zlib.crc32(data) != info.CRC:
-            raise _Malformed(f"entry {info.filename!r} is corrupt (CRC mismatch)")
-        arrays[info.filename[: -len(".npy")]] = _parse_npy(data, info.filename)
+        arrays[info.filename[: -len(".npy")]] = _read_npy(f, info)
     meta_array = arrays.pop(_META, None)
     if meta_array is None:
         raise _Malformed(f"no {_META} entry")
@@ -137,18 +134,28 @@ def _read_entries(f: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     return arrays, meta
 
 
-def _parse_npy(data: bytes, entry: str) -> np.ndarray:
-    """One .npy entry, without pickle, checking that the header's shape matches the bytes present
-    (np.load would allocate the declared shape first)."""
-    fp = io.BytesIO(data)
+def _read_npy(f: Any, info: zipfile.ZipInfo) -> np.ndarray:
+    """One stored .npy entry (``f`` at its first byte), without pickle. The header's shape must
+    account for exactly the entry's bytes before the array is allocated (np.load allocates the
+    declared shape first); the data is read straight into the array and its CRC checked."""
+    entry, size = info.filename, info.file_size
+    prefix = f.read(min(size, 12))
+    magic_ok = prefix[:6] == b"\x93NUMPY" and len(prefix) >= 10
+    version = (prefix[6], prefix[7]) if magic_ok else None
+    if version == (1, 0):
+        header_end = 10 + struct.unpack("<H", prefix[8:10])[0]
+    elif version == (2, 0) and len(prefix) == 12:
+        header_end = 12 + struct.unpack("<I", prefix[8:12])[0]
+    else:
+        raise _Malformed(f"entry {entry!r} is not a .npy array (version 1.0 or 2.0)")
+    if header_end > size:
+        raise _Malformed(f"entry {entry!r}: its .npy header runs past the entry")
+    header = prefix + f.read(header_end - len(prefix))
     try:
-        version = np.lib.format.read_magic(fp)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fp)
-        elif version == (2, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fp)
-        else:
-            raise ValueError(f"unsupported .npy version {version}")
+        fp = io.BytesIO(header)
+        np.lib.format.read_magic(fp)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(fp)
     except Exception as exc:
         raise _Malformed(f"entry {entry!r} is not a valid .npy array ({exc})") from None
     if dtype.hasobject:
@@ -156,11 +163,21 @@ def _parse_npy(data: bytes, entry: str) -> np.ndarray:
     if any(n < 0 for n in shape):
         raise _Malformed(f"entry {entry!r} has a negative dimension in shape {shape}")
     count = math.prod(shape)
-    if count * dtype.itemsize != len(data) - fp.tell():
+    if count * dtype.itemsize != size - header_end:
         raise _Malformed(f"entry {entry!r}: shape {shape} of {dtype} needs {count * dtype.itemsize} bytes, "
-                         f"the entry has {len(data) - fp.tell()}")
-    flat = np.frombuffer(data, dtype=dtype, count=count, offset=fp.tell())
-    return flat.reshape(shape, order="F" if fortran else "C").copy()
+                         f"the entry has {size - header_end}")
+    flat = np.empty(count, dtype)
+    crc = zlib.crc32(header)
+    if flat.nbytes:
+        raw = flat.view(np.uint8)
+        if f.readinto(raw) != raw.size:
+            raise _Malformed(f"entry {entry!r} is truncated")
+        crc = zlib.crc32(raw, crc)
+    if crc != info.CRC:
+        raise _Malformed(f"entry {entry!r} is corrupt (CRC mismatch)")
+    if fortran:
+        return flat.reshape(shape[::-1]).transpose()
+    return flat.reshape(shape)
 
 
 def _index(key: Any, what: str) -> int:

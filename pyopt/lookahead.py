@@ -48,7 +48,9 @@ class Lookahead:
     ``inner``: a ``pyopt.Optimizer``. ``param_groups`` are the inner's (edit lrs there or here,
     schedules attach to ``inner``). ``state_dict()`` is the inner's plus a ``"lookahead"`` entry
     (``k``, ``alpha``, the per-group step counters and the slow weights), which ``pyopt.save`` /
-    ``pyopt.load`` carry too.
+    ``pyopt.load`` carry too. Thread safety: ``step``, ``add_param_group``, ``state_dict`` and
+    ``load_state_dict`` hold a per-Lookahead lock (and the inner optimizer's), so concurrent calls
+    run one after the other.
     """
 
     def __init__(self, inner: Optimizer, k: int = 5, alpha: float = 0.5) -> None:
