@@ -245,13 +245,10 @@ class PyOptimizer:
         }
         return _state_dict(self, state, self.tuples)
 
+    @_locked
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore a ``state_dict``: hyperparameters, steps and state. Checked whole (keys, types,
         ranges, shapes) before anything changes; TypeError / ValueError otherwise."""
-        with self._lock:
-            self._load_state_dict(state_dict)
-
-    def _load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         who = self._owner_label
         saved_groups, saved_schedules, entries = _check_state_dict(self, state_dict)
         new_values = []

@@ -103,6 +103,8 @@ def _read_entries(f: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
             raise _Malformed(f"entry {info.filename!r} is encrypted")
         if info.compress_type != zipfile.ZIP_STORED or info.compress_size != info.file_size:
             raise _Malformed(f"entry {info.filename!r} is compressed (pyopt.save writes stored entries)")
+        if info.header_offset < 0:
+            raise _Malformed(f"entry {info.filename!r} has a negative offset")
         f.seek(info.header_offset)
         header = f.read(_LOCAL_HEADER.size)
         if len(header) != _LOCAL_HEADER.size or header[:4] != b"PK\x03\x04":
@@ -111,7 +113,7 @@ def _read_entries(f: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         data_start = info.header_offset + _LOCAL_HEADER.size + name_length + extra_length
         data_end = data_start + info.file_size
         if data_end > size:
-            raise _Malformed(f"entry {info.filename!r} claims {info.file_size} bytes past the end of the file "
+            raise _Malformed(f"entry {info.filename!r} ({info.file_size} bytes) runs past the end of the file "
                              f"({size} bytes; truncated?)")
         spans.append((info.header_offset, data_end, data_start, info))
     spans.sort(key=lambda s: s[0])

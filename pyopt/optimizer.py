@@ -197,6 +197,11 @@ class Optimizer:
         nothing changes (params, state, step counts, schedules), a RuntimeWarning names the
         params, ``skipped_steps`` counts it, and False is returned. Otherwise NaN and Inf
         propagate into params and state exactly as in torch.optim.
+
+        A refused step (TypeError / ValueError: a gradient of the wrong shape or dtype, one that
+        shares memory with a param or state array, an invalid hyperparameter) changes nothing:
+        params, state, step counts, and attached schedules (their counts and the lrs they set).
+        Thread-safe: concurrent calls on one optimizer run one after the other (see the class).
         """
         clip_norm_arg = -1.0 if clip_norm is None else _nonnegative(clip_norm, "clip_norm", self._owner_label)
         clip_value_arg = math.inf if clip_value is None else _nonnegative(clip_value, "clip_value", self._owner_label)
@@ -221,7 +226,12 @@ class Optimizer:
                     self._rebuild()
                 elif self._hyper_changed:
                     self._refresh_hypers()
-                applied = self._step_options(self._grad_list(grads), clip_norm_arg, clip_value_arg, skip_nonfinite)
+                grad_list = self._grad_list(grads)
+                if clip_norm is None and clip_value is None and not skip_nonfinite:
+                    self._engine.step(grad_list)
+                    applied = True
+                else:
+                    applied = self._step_options(grad_list, clip_norm_arg, clip_value_arg, skip_nonfinite)
             except BaseException:
                 self._restore_schedules(counts, lrs)
                 raise
@@ -349,6 +359,7 @@ class Optimizer:
         }
         return _state_dict(self, state, TUPLES)
 
+    @_locked
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore a ``state_dict``: hyperparameters, steps and state.
 
@@ -356,10 +367,6 @@ class Optimizer:
         name, each group's keys and hyperparameters (types and ranges), each param's state (``step``
         an int in [0, 2**63), scalars real numbers, arrays float ndarrays of the param's shape, no
         unknown names) and the schedule states. Bad types raise TypeError, bad values ValueError."""
-        with self._lock:
-            self._load_state_dict(state_dict)
-
-    def _load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         who = self._owner_label
         saved_groups, saved_schedules, entries = _check_state_dict(self, state_dict)
         new_values = []

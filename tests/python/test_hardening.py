@@ -1,9 +1,9 @@
 """Hostile input: corrupt checkpoints, malformed state dicts, refused steps, NaN hyperparameters,
 aliased arrays and concurrent steps. Every failure is a clear TypeError / ValueError (or
 FileNotFoundError) and leaves everything as it was."""
+import io
 import json
 import math
-import os
 import struct
 import threading
 import zipfile
@@ -60,7 +60,7 @@ def rewrite_meta(src, dst, change):
     with zipfile.ZipFile(src) as z, z.open(meta_entry) as f:
         meta = json.loads(str(np.lib.format.read_array(f)))
     meta = change(meta)
-    arrays = {n[:-4]: np.lib.format.read_array(__import__("io").BytesIO(b)) for n, b in entries.items()
+    arrays = {n[:-4]: np.lib.format.read_array(io.BytesIO(b)) for n, b in entries.items()
               if n != meta_entry}
     if meta is not None:
         arrays["__pyopt_meta__"] = np.array(json.dumps(meta))
@@ -130,9 +130,7 @@ def test_load_rejects_every_bad_file_with_a_value_error(checkpoint, tmp_path):
 
 
 def stored_zip(entries):
-    """A zip of stored entries: [(name, payload)], written by hand so it can lie afterwards."""
-    import io
-
+    """A zip of stored entries: [(name, payload)], patched afterwards to lie."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
         for name, payload in entries:
@@ -141,15 +139,19 @@ def stored_zip(entries):
 
 
 def npy_bytes(arr):
-    import io
-
     buf = io.BytesIO()
     np.save(buf, arr)
     return buf.getvalue()
 
 
+def write(path, data):
+    path.write_bytes(bytes(data))
+    return path
+
+
 def test_load_bounds_crafted_zips(tmp_path):
-    meta = npy_bytes(np.array(json.dumps({"optimizer": "sgd", "state": {}, "param_groups": [{"params": [0]}]})))
+    meta = npy_bytes(np.array(json.dumps({"format": 1, "optimizer": "sgd", "state": {}, "param_groups": [{"params": [0]}]})))
+    assert type(pyopt.load_state_dict(write(tmp_path / "ok.npz", stored_zip([("__pyopt_meta__.npy", meta)])))) is dict
     payload = npy_bytes(np.zeros(1000))
     # 1. A central directory of many entries all pointing at one payload.
     data = stored_zip([("__pyopt_meta__.npy", meta)] + [(f"state/0/s{i}.npy", payload) for i in range(50)])
@@ -173,17 +175,15 @@ def test_load_bounds_crafted_zips(tmp_path):
     pos = data.rfind(cd_sig)
     data[pos + 20: pos + 28] = struct.pack("<LL", 2**31, 2**31)
     (tmp_path / "huge.npz").write_bytes(bytes(data))
-    with pytest.raises(ValueError, match="huge.npz"):
+    with pytest.raises(ValueError, match="huge.npz.*runs past the end of the file"):
         pyopt.load(tmp_path / "huge.npz", [np.zeros(3)])
     # 3. A .npy header declaring a huge shape over a few bytes of data.
-    import io
-
     buf = io.BytesIO()
     np.lib.format.write_array_header_1_0(buf, {"descr": "<f8", "fortran_order": False, "shape": (10**13,)})
     lying = buf.getvalue() + bytes(16)
     data = stored_zip([("__pyopt_meta__.npy", meta), ("state/0/x.npy", lying)])
     (tmp_path / "shape.npz").write_bytes(bytes(data))
-    with pytest.raises(ValueError, match="shape.npz"):
+    with pytest.raises(ValueError, match=r"shape.npz.*needs 80000000000000 bytes, the entry has 16"):
         pyopt.load(tmp_path / "shape.npz", [np.zeros(3)])
 
 
