@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import numbers
+import threading
 from typing import Any, ClassVar, Mapping
 
 import numpy as np
@@ -28,10 +29,12 @@ from .optimizer import (
     _as_groups,
     _as_param_list,
     _check_no_overlap,
+    _check_disjoint,
     _check_state_dict,
+    _locked,
+    _saved_step,
     _state_array,
     _state_dict,
-    _state_index,
 )
 
 # Optimizers implemented in Python, by state_dict name -> module defining them (``pyopt.load``
@@ -70,6 +73,7 @@ class PyOptimizer:
         self._hyper_changed = False
         self._schedules: list[Any] = []
         self._pending_schedules: list[dict[str, Any]] = []
+        self._lock = threading.RLock()  # serializes step, load_state_dict, ... (see Optimizer)
         for group in _as_groups(params, self._owner_label):
             self.add_param_group(group)
 
@@ -90,6 +94,7 @@ class PyOptimizer:
         raise NotImplementedError  # pragma: no cover
 
     # ----- params and groups ---------------------------------------------------------------
+    @_locked
     def add_param_group(self, param_group: Mapping[str, Any]) -> None:
         """Add a group of params with its own hyperparameters (defaults fill the rest)."""
         who = self._owner_label
@@ -136,25 +141,59 @@ class PyOptimizer:
 
         ``grads``: one gradient per param, as a list in the order of the params (``None`` skips
         a param this step), a dict keyed like the params, or a lone array for a lone param.
-        Gradients are checked (shape, dtype) before anything changes; a gradient of another real
-        dtype is converted to the param's dtype. NaN or Inf are not masked.
+        A gradient of another real dtype is converted to the param's dtype. NaN or Inf are not
+        masked. All or nothing: every param, gradient, state array and hyperparameter is checked
+        (shapes, dtypes, writeability, no array of the step sharing memory with another one
+        written by it) before any array, step count or attached schedule changes. Thread-safe:
+        concurrent calls on one optimizer run one after the other.
         """
         who = self._owner_label
-        glist = self._grad_list(grads)  # type: ignore[misc]
-        if len(glist) != len(self._params):
-            raise ValueError(f"{who}: expected {len(self._params)} gradients (one per param), got {len(glist)}")
-        checked = []
-        for i, (p, g) in enumerate(zip(self._params, glist)):
-            if g is not None:
-                checked.append((i, self._check_grad(g, p, f"{who}: {self._labels[i]}")))
-        for schedule in self._schedules:
-            schedule._before_step(self)
-        hypers = self._groups_checked()
-        owner = [g for g, group in enumerate(self.param_groups) for _ in group["params"]]
-        for i, g in checked:
-            state = self._state[i]
-            state["step"] = state.get("step", 0) + 1
-            self._update(self._params[i], g, state, hypers[owner[i]])
+        with self._lock:
+            glist = self._grad_list(grads)  # type: ignore[misc]
+            if len(glist) != len(self._params):
+                raise ValueError(f"{who}: expected {len(self._params)} gradients (one per param), got {len(glist)}")
+            hypers = self._groups_checked()
+            owner = [g for g, group in enumerate(self.param_groups) for _ in group["params"]]
+            checked = []
+            arrays = []  # (array, label, written by the step)
+            for i, (p, g) in enumerate(zip(self._params, glist)):
+                if g is None:
+                    continue
+                label = f"{who}: {self._labels[i]}"
+                _core.check_param(p, label)  # e.g. made read-only since it was added
+                grad = self._check_grad(g, p, label)
+                self._check_step(p, grad, self._state[i], hypers[owner[i]], label)
+                checked.append((i, grad))
+                arrays.append((p, self._labels[i], True))
+                arrays.append((grad, f"the gradient of {self._labels[i]}", False))
+                arrays.extend((v, f"{self._labels[i]} state {k!r}", True)
+                              for k, v in self._state[i].items() if isinstance(v, np.ndarray))
+            _check_disjoint(arrays, who)
+            counts = [s.count for s in self._schedules]
+            lrs = [group["lr"] for group in self.param_groups]
+            try:
+                for schedule in self._schedules:
+                    schedule._before_step(self)
+                if self._schedules:
+                    hypers = self._groups_checked()  # the lrs the schedules set
+            except BaseException:
+                Optimizer._restore_schedules(self, counts, lrs)  # type: ignore[arg-type]
+                raise
+            for i, g in checked:
+                state = self._state[i]
+                state["step"] = state.get("step", 0) + 1
+                self._update(self._params[i], g, state, hypers[owner[i]])
+
+    def _check_step(self, p: np.ndarray, g: np.ndarray, state: dict[str, Any], group: Mapping[str, Any],
+                    label: str) -> None:
+        """Checks one param's step before any param of the step changes (a subclass hook: e.g.
+        the state arrays it will use). ``g`` is the checked gradient; nothing may be modified."""
+        for name in self.slots:
+            shape = self._state_shape(name, p)
+            value = state.get(name)
+            if value is not None and (shape is None or value.shape != shape or value.dtype != p.dtype
+                                      or not value.flags.c_contiguous or not value.flags.writeable):
+                raise ValueError(f"{label}: state {name!r} no longer fits its param")
 
     def _check_grad(self, g: Any, p: np.ndarray, label: str) -> np.ndarray:
         arr = g if isinstance(g, np.ndarray) else np.asarray(g)
@@ -197,6 +236,7 @@ class PyOptimizer:
         """Per-param state by param index (live arrays; ``state_dict`` returns copies)."""
         return {i: dict(entry) for i, entry in enumerate(self._state) if entry}
 
+    @_locked
     def state_dict(self) -> dict[str, Any]:
         """A checkpoint: arrays (copies) and plain JSON-able values only."""
         state = {
@@ -205,10 +245,12 @@ class PyOptimizer:
         }
         return _state_dict(self, state, self.tuples)
 
+    @_locked
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Restore a ``state_dict``: hyperparameters, steps and state. Checked whole before anything changes."""
+        """Restore a ``state_dict``: hyperparameters, steps and state. Checked whole (keys, types,
+        ranges, shapes) before anything changes; TypeError / ValueError otherwise."""
         who = self._owner_label
-        saved_groups, saved_schedules = _check_state_dict(self, state_dict)
+        saved_groups, saved_schedules, entries = _check_state_dict(self, state_dict)
         new_values = []
         for i, (saved, group) in enumerate(zip(saved_groups, self.param_groups)):
             values = {k: v for k, v in saved.items() if k in self.defaults}
@@ -216,22 +258,18 @@ class PyOptimizer:
             new_values.append(self._check_hypers(candidate, f"{who}: state_dict param group {i}"))
 
         new_state: dict[int, dict[str, Any]] = {}
-        for key, entry in state_dict["state"].items():
-            i = _state_index(key, len(self._params), who)
+        for i, entry in entries.items():
             p = self._params[i]
+            where = f"{who}: state_dict param {i}"
             restored: dict[str, Any] = {}
             for name, value in entry.items():
                 if name == "step":
-                    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, np.integer)):
-                        raise ValueError(f"{who}: state_dict param {i}: step must be an int, got {value!r}")
-                    if int(value) < 0:
-                        raise ValueError(f"{who}: state_dict param {i}: negative step {int(value)}")
-                    restored["step"] = int(value)
-                elif name in self.slots:
+                    restored["step"] = _saved_step(value, where)
+                elif name in self.slots and self._state_shape(name, p) is not None:
                     restored[name] = _state_array(value, self._state_shape(name, p), p.dtype,
-                                                  f"{who}: state_dict param {i} state {name!r}")
+                                                  f"{where} state {name!r}")
                 else:
-                    raise ValueError(f"{who}: state_dict param {i} has unknown state {name!r} for {self.name}")
+                    raise ValueError(f"{where} has unknown state {name!r} for {self.name}")
             if restored:
                 restored.setdefault("step", 0)
             new_state[i] = restored
@@ -243,6 +281,7 @@ class PyOptimizer:
             schedule.load_state_dict(saved)
         self._pending_schedules = [dict(s) for s in saved_schedules[len(self._schedules):]]
 
+    @_locked
     def zero_state(self) -> None:
         """Forget all state (steps restart at 1); hyperparameters are kept."""
         self._state = [{} for _ in self._params]

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import numbers
+import threading
 from typing import Any, Iterator, Mapping, Sequence, Union
 
 import numpy as np
 
 from . import _core
-from .optimizer import _as_param_list, _check_no_overlap, _unit_interval
+from .optimizer import _as_param_list, _check_no_overlap, _float_array, _locked, _unit_interval
 
 __all__ = ["EMA"]
 
@@ -39,6 +40,9 @@ class EMA:
     early averages follow the params closely instead of staying near the initial weights.
 
     ``averages`` is a list of arrays, or a dict when the params were given as a dict.
+
+    Thread safety: ``update``, ``swap``, ``copy_to``, ``state_dict`` and ``load_state_dict`` hold
+    a per-EMA lock, so concurrent calls run one after the other.
     """
 
     def __init__(self, params: ParamsLike, decay: float = 0.999, *, warmup: bool = False) -> None:
@@ -59,6 +63,7 @@ class EMA:
         self._names = names
         self._labels = labels
         self._averages: list[np.ndarray] = [p.copy() for p in plist]
+        self._lock = threading.RLock()  # update / swap / copy_to / (load_)state_dict run one at a time
 
     # ----- views ---------------------------------------------------------------------------
     @property
@@ -83,6 +88,7 @@ class EMA:
         return min(self.decay, (1.0 + t) / (10.0 + t))
 
     # ----- updating ------------------------------------------------------------------------
+    @_locked
     def update(self) -> None:
         """Move every average toward its param: one fused, multithreaded C++ call."""
         _core.ema_update(self._averages, self._params, self.current_decay())
@@ -109,11 +115,13 @@ class EMA:
                 )
         return plist
 
+    @_locked
     def copy_to(self, params: ParamsLike | None = None) -> None:
         """Write the averages into ``params`` (default: the tracked params). Checked whole first."""
         for p, avg in zip(self._targets(params, "EMA.copy_to"), self._averages):
             np.copyto(p, avg)
 
+    @_locked
     def swap(self) -> None:
         """Exchange the contents of the params and the averages (call again to swap back)."""
         for p, avg in zip(self._params, self._averages):
@@ -135,6 +143,7 @@ class EMA:
                 np.copyto(p, b)
 
     # ----- checkpoints ---------------------------------------------------------------------
+    @_locked
     def state_dict(self) -> dict[str, Any]:
         """``decay``, ``warmup``, ``num_updates`` and copies of the averages (list or dict)."""
         avgs: Any = [a.copy() for a in self._averages]
@@ -143,18 +152,25 @@ class EMA:
         return {"format": STATE_DICT_FORMAT, "decay": self.decay, "warmup": self.warmup,
                 "num_updates": self.num_updates, "averages": avgs}
 
+    @_locked
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore a ``state_dict``. Everything is checked before anything changes."""
         who = "EMA.load_state_dict"
         if not isinstance(state_dict, Mapping) or "averages" not in state_dict or "num_updates" not in state_dict:
             raise ValueError(f"{who}: not an EMA state_dict (needs 'averages' and 'num_updates')")
+        unknown = sorted(map(repr, set(state_dict) - {"format", "decay", "warmup", "num_updates", "averages"}))
+        if unknown:
+            raise ValueError(f"{who}: state_dict has unknown key(s) {', '.join(unknown)}")
+        fmt = state_dict.get("format", STATE_DICT_FORMAT)
+        if isinstance(fmt, bool) or not isinstance(fmt, (int, np.integer)) or int(fmt) != STATE_DICT_FORMAT:
+            raise ValueError(f"{who}: unknown state_dict format {fmt!r} (this pyopt reads format {STATE_DICT_FORMAT})")
         decay = _unit_interval(state_dict.get("decay", self.decay), "decay", who)
         warmup = state_dict.get("warmup", self.warmup)
         if not isinstance(warmup, (bool, np.bool_)):
             raise TypeError(f"{who}: warmup must be a bool, got {warmup!r}")
         n = state_dict["num_updates"]
-        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or int(n) < 0:
-            raise ValueError(f"{who}: num_updates must be an int >= 0, got {n!r}")
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 0 <= int(n) < 2**63:
+            raise ValueError(f"{who}: num_updates must be an int in [0, 2**63), got {n!r}")
         saved = state_dict["averages"]
         if isinstance(saved, Mapping):
             if self._names is None:
@@ -172,9 +188,7 @@ class EMA:
             raise ValueError(f"{who}: the state_dict has {len(values)} averages, the EMA has {len(self._averages)}")
         new = []
         for v, avg, label in zip(values, self._averages, self._labels):
-            arr = np.asarray(v)
-            if arr.dtype.kind != "f":
-                raise TypeError(f"{who}: average of {label} has dtype {arr.dtype}, expected a float dtype")
+            arr = _float_array(v, f"{who}: average of {label}")
             if arr.shape != avg.shape:
                 raise ValueError(f"{who}: average of {label} has shape {arr.shape}, its param has {avg.shape}")
             new.append(np.array(arr, dtype=avg.dtype, order="C", copy=True))

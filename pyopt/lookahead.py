@@ -20,12 +20,13 @@ One difference: pytorch-optimizer requires ``0 <= alpha < 1``; here ``alpha = 1`
 from __future__ import annotations
 
 import numbers
+import threading
 from typing import Any, Mapping
 
 import numpy as np
 
 from . import _core
-from .optimizer import GradsLike, Optimizer, _unit_interval
+from .optimizer import GradsLike, Optimizer, _float_array, _locked, _state_index, _unit_interval
 
 __all__ = ["Lookahead"]
 
@@ -47,7 +48,9 @@ class Lookahead:
     ``inner``: a ``pyopt.Optimizer``. ``param_groups`` are the inner's (edit lrs there or here,
     schedules attach to ``inner``). ``state_dict()`` is the inner's plus a ``"lookahead"`` entry
     (``k``, ``alpha``, the per-group step counters and the slow weights), which ``pyopt.save`` /
-    ``pyopt.load`` carry too.
+    ``pyopt.load`` carry too. Thread safety: ``step``, ``add_param_group``, ``state_dict`` and
+    ``load_state_dict`` hold a per-Lookahead lock (and the inner optimizer's), so concurrent calls
+    run one after the other.
     """
 
     def __init__(self, inner: Optimizer, k: int = 5, alpha: float = 0.5) -> None:
@@ -59,6 +62,7 @@ class Lookahead:
         self.inner = inner
         self._slow: list[np.ndarray] = []
         self._counters: list[int] = []
+        self._lock = threading.RLock()  # step / add_param_group / (load_)state_dict run one at a time
         self._sync_groups()
 
     # ----- groups ----------------------------------------------------------------------------
@@ -84,12 +88,14 @@ class Lookahead:
             self._slow.append(p.copy())
         self._counters.extend(0 for _ in self.inner.param_groups[len(self._counters):])
 
+    @_locked
     def add_param_group(self, param_group: Mapping[str, Any]) -> None:
         """Add a param group to the inner optimizer; its slow weights are copies of its params now."""
         self.inner.add_param_group(param_group)
         self._sync_groups()
 
     # ----- stepping ------------------------------------------------------------------------
+    @_locked
     def step(self, grads: GradsLike) -> None:
         """``inner.step(grads)``, then the slow/fast interpolation for the groups whose count reached k."""
         self._sync_groups()
@@ -114,6 +120,7 @@ class Lookahead:
                 np.copyto(s, p)
 
     # ----- checkpoints ---------------------------------------------------------------------
+    @_locked
     def state_dict(self) -> dict[str, Any]:
         """The inner optimizer's state_dict plus ``"lookahead"``: k, alpha, counters, slow weights (copies)."""
         self._sync_groups()
@@ -127,6 +134,7 @@ class Lookahead:
         }
         return out
 
+    @_locked
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore a Lookahead ``state_dict`` (k, alpha, counters, slow weights and the inner's
         state). Everything is checked before anything changes."""
@@ -138,6 +146,12 @@ class Lookahead:
         missing = [key for key in ("k", "alpha", "counters", "slow") if key not in la]
         if missing:
             raise ValueError(f"{who}: 'lookahead' entry lacks {missing}")
+        unknown = sorted(map(repr, set(la) - {"format", "k", "alpha", "counters", "slow"}))
+        if unknown:
+            raise ValueError(f"{who}: 'lookahead' entry has unknown key(s) {', '.join(unknown)}")
+        fmt = la.get("format", STATE_DICT_FORMAT)
+        if isinstance(fmt, bool) or not isinstance(fmt, (int, np.integer)) or int(fmt) != STATE_DICT_FORMAT:
+            raise ValueError(f"{who}: unknown 'lookahead' format {fmt!r} (this pyopt reads format {STATE_DICT_FORMAT})")
         k = _check_k(who, la["k"])
         alpha = _unit_interval(la["alpha"], "alpha", who)
         counters = la["counters"]
@@ -151,19 +165,19 @@ class Lookahead:
         saved = la["slow"]
         if not isinstance(saved, Mapping):
             raise TypeError(f"{who}: 'slow' must be a dict param index -> array")
-        try:
-            by_index = {int(i): v for i, v in saved.items()}
-        except (TypeError, ValueError):
-            raise ValueError(f"{who}: 'slow' keys must be param indices") from None
+        by_index = {}
+        for key, value in saved.items():
+            i = _state_index(key, len(self._slow), who)
+            if i in by_index:
+                raise ValueError(f"{who}: 'slow' holds the slow weight of param {i} twice")
+            by_index[i] = value
         if sorted(by_index) != list(range(len(self._slow))):
             raise ValueError(
                 f"{who}: slow weights for params {sorted(by_index)}, the optimizer has {len(self._slow)} params"
             )
         new_slow = []
         for i, current in enumerate(self._slow):
-            arr = np.asarray(by_index[i])
-            if arr.dtype.kind != "f":
-                raise TypeError(f"{who}: slow weight {i} has dtype {arr.dtype}, expected a float dtype")
+            arr = _float_array(by_index[i], f"{who}: slow weight {i}")
             if arr.shape != current.shape:
                 raise ValueError(f"{who}: slow weight {i} has shape {arr.shape}, its param has {current.shape}")
             new_slow.append(np.array(arr, dtype=current.dtype, order="C", copy=True))

@@ -1,8 +1,10 @@
 """The stateful optimizer: param groups, state, checkpoints. Each step is one call into C++."""
 from __future__ import annotations
 
+import functools
 import math
 import numbers
+import threading
 import warnings
 from typing import Any, ClassVar, Iterable, Mapping, Sequence, Union
 
@@ -15,6 +17,15 @@ ParamsLike = Union[np.ndarray, Sequence[np.ndarray], Mapping[str, np.ndarray], S
 GradsLike = Union[np.ndarray, Sequence[Any], Mapping[str, Any]]
 
 STATE_DICT_FORMAT = 1
+
+
+def _locked(method: Any) -> Any:
+    """Run the method holding the optimizer's lock (see ``Optimizer``: thread safety)."""
+    @functools.wraps(method)
+    def locked(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+    return locked
 
 
 class ParamGroup(dict):
@@ -68,6 +79,17 @@ class Optimizer:
     ``params`` is an array, a list of arrays, a dict name → array, or a list of param-group
     dicts (``{"params": [...], "lr": 1e-4}``) as in torch. Arrays must be C-contiguous,
     writeable float32/float64 ndarrays; they are updated in place by ``step``.
+
+    Thread safety: each optimizer has a lock, held by ``step``, ``load_state_dict``,
+    ``state_dict``, ``add_param_group`` and ``zero_state`` (and Sophia's ``update_hessian``, the
+    schedule-free ``train``/``eval``), so calls from several threads on one optimizer run one after
+    the other, each whole, with the same result as some serial order. The kernels release the GIL,
+    so different optimizers step in parallel. Not covered: editing ``param_groups`` or the param
+    arrays from another thread while a step runs (do that between steps).
+
+    No array of a step may share memory with another one the step writes: a gradient that is a
+    view of any param or state array is a ValueError naming both (gradients may share memory with
+    each other; they are only read).
     """
 
     name: ClassVar[str] = ""
@@ -98,6 +120,8 @@ class Optimizer:
         self._pending_schedules: list[dict[str, Any]] = []  # loaded schedule states not yet claimed
         self.last_grad_norm: float | None = None  # global grad norm of the last clipped / checked step
         self.skipped_steps = 0  # steps skipped by skip_nonfinite
+        # Serializes step / load_state_dict / state_dict / add_param_group / zero_state across threads.
+        self._lock = threading.RLock()
 
         groups = _as_groups(params, self._owner_label)
         for group in groups:
@@ -106,6 +130,7 @@ class Optimizer:
         self._flat_hypers()
 
     # ----- params and groups ---------------------------------------------------------------
+    @_locked
     def add_param_group(self, param_group: Mapping[str, Any]) -> None:
         """Add a group of params with its own hyperparameters (defaults fill the rest)."""
         if not isinstance(param_group, Mapping) or "params" not in param_group:
@@ -172,30 +197,65 @@ class Optimizer:
         nothing changes (params, state, step counts, schedules), a RuntimeWarning names the
         params, ``skipped_steps`` counts it, and False is returned. Otherwise NaN and Inf
         propagate into params and state exactly as in torch.optim.
+
+        A refused step (TypeError / ValueError: a gradient of the wrong shape or dtype, one that
+        shares memory with a param or state array, an invalid hyperparameter) changes nothing:
+        params, state, step counts, and attached schedules (their counts and the lrs they set).
+        Thread-safe: concurrent calls on one optimizer run one after the other (see the class).
         """
         clip_norm_arg = -1.0 if clip_norm is None else _nonnegative(clip_norm, "clip_norm", self._owner_label)
         clip_value_arg = math.inf if clip_value is None else _nonnegative(clip_value, "clip_value", self._owner_label)
-        counts = [s.count for s in self._schedules] if self._schedules else []
-        for schedule in self._schedules:
-            schedule._before_step(self)
-        if self._engine is None:
-            self._rebuild()
-        elif self._hyper_changed:
-            self._refresh_hypers()
-        grad_list = self._grad_list(grads)
-        if clip_norm is None and clip_value is None and not skip_nonfinite:
-            self._engine.step(grad_list)
-            return True
-        applied, norm, nonfinite = self._engine.step(grad_list, clip_norm_arg, clip_value_arg, bool(skip_nonfinite))
+        with self._lock:
+            if not self._schedules:
+                if self._engine is None:
+                    self._rebuild()
+                elif self._hyper_changed:
+                    self._refresh_hypers()
+                grad_list = self._grad_list(grads)
+                if clip_norm is None and clip_value is None and not skip_nonfinite:
+                    self._engine.step(grad_list)
+                    return True
+                return self._step_options(grad_list, clip_norm_arg, clip_value_arg, skip_nonfinite)
+            # A refused or skipped step leaves the schedules (their counts and the lrs they set) as they were.
+            counts = [s.count for s in self._schedules]
+            lrs = [group["lr"] for group in self.param_groups]
+            try:
+                for schedule in self._schedules:
+                    schedule._before_step(self)
+                if self._engine is None:
+                    self._rebuild()
+                elif self._hyper_changed:
+                    self._refresh_hypers()
+                grad_list = self._grad_list(grads)
+                if clip_norm is None and clip_value is None and not skip_nonfinite:
+                    self._engine.step(grad_list)
+                    applied = True
+                else:
+                    applied = self._step_options(grad_list, clip_norm_arg, clip_value_arg, skip_nonfinite)
+            except BaseException:
+                self._restore_schedules(counts, lrs)
+                raise
+            if not applied:
+                self._restore_schedules(counts, lrs)
+            return applied
+
+    def _step_options(self, grad_list: Sequence[Any], clip_norm: float, clip_value: float,
+                      skip_nonfinite: bool) -> bool:
+        applied, norm, nonfinite = self._engine.step(grad_list, clip_norm, clip_value, bool(skip_nonfinite))
         self.last_grad_norm = None if math.isnan(norm) and nonfinite == [] else float(norm)
         if not applied:
-            for schedule, count in zip(self._schedules, counts):
-                schedule.count = count
             self.skipped_steps += 1
             names = ", ".join(self._labels[i] for i in nonfinite[:5]) + (" ..." if len(nonfinite) > 5 else "")
             warnings.warn(f"{self._owner_label}: step skipped, non-finite gradient in {names}", RuntimeWarning,
-                          stacklevel=2)
+                          stacklevel=3)
         return bool(applied)
+
+    def _restore_schedules(self, counts: list[int], lrs: list[Any]) -> None:
+        for schedule, count in zip(self._schedules, counts):
+            schedule.count = count
+        for group, lr in zip(self.param_groups, lrs):
+            if group["lr"] is not lr:
+                group["lr"] = lr
 
     # ----- schedules -----------------------------------------------------------------------
     @property
@@ -290,6 +350,7 @@ class Optimizer:
             out[i] = entry
         return out
 
+    @_locked
     def state_dict(self) -> dict[str, Any]:
         """A checkpoint: arrays (copies) and plain JSON-able values only."""
         state = {
@@ -298,13 +359,20 @@ class Optimizer:
         }
         return _state_dict(self, state, TUPLES)
 
+    @_locked
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Restore a ``state_dict``: hyperparameters, steps and state. Checked whole before anything changes."""
+        """Restore a ``state_dict``: hyperparameters, steps and state.
+
+        The whole dict is checked before anything changes: its keys and format, the optimizer
+        name, each group's keys and hyperparameters (types and ranges), each param's state (``step``
+        an int in [0, 2**63), scalars real numbers, arrays float ndarrays of the param's shape, no
+        unknown names) and the schedule states. Bad types raise TypeError, bad values ValueError."""
         who = self._owner_label
-        saved_groups, saved_schedules = _check_state_dict(self, state_dict)
+        saved_groups, saved_schedules, entries = _check_state_dict(self, state_dict)
         new_values = []
         for i, (saved, group) in enumerate(zip(saved_groups, self.param_groups)):
-            values = {k: (tuple(v) if k in TUPLES else v) for k, v in saved.items() if k in self.defaults}
+            values = {k: (tuple(v) if k in TUPLES and isinstance(v, list) else v)
+                      for k, v in saved.items() if k in self.defaults}
             candidate = {**{k: v for k, v in group.items() if k != "params"}, **values}
             where = f"{who}: state_dict param group {i}"
             self._spec.validate(self._spec.flat(candidate, where), where)
@@ -317,22 +385,19 @@ class Optimizer:
         new_scalars = self._scalars.copy()
         for j, (_, initial) in enumerate(self._spec.scalars):
             new_scalars[:, j] = initial
-        for key, entry in state_dict["state"].items():
-            i = _state_index(key, len(self._params), who)
+        for i, entry in entries.items():
             p = self._params[i]
+            where = f"{who}: state_dict param {i}"
             slots = {}
             for name, value in entry.items():
                 if name == "step":
-                    step = int(value)
-                    if step < 0:
-                        raise ValueError(f"{who}: state_dict param {i}: negative step {step}")
-                    new_steps[i] = step
+                    new_steps[i] = _saved_step(value, where)
                 elif name in scalar_names:
-                    new_scalars[i, scalar_names.index(name)] = float(value)
+                    new_scalars[i, scalar_names.index(name)] = _saved_real(value, f"{where} state {name!r}")
                 elif name in slot_names:
-                    slots[name] = _state_array(value, p.shape, p.dtype, f"{who}: state_dict param {i} state {name!r}")
+                    slots[name] = _state_array(value, p.shape, p.dtype, f"{where} state {name!r}")
                 else:
-                    raise ValueError(f"{who}: state_dict param {i} has unknown state {name!r} for {self.name}")
+                    raise ValueError(f"{where} has unknown state {name!r} for {self.name}")
             new_slots[i] = slots
 
         for group, values in zip(self.param_groups, new_values):
@@ -345,6 +410,7 @@ class Optimizer:
             schedule.load_state_dict(saved)
         self._pending_schedules = [dict(s) for s in saved_schedules[len(self._schedules):]]
 
+    @_locked
     def zero_state(self) -> None:
         """Forget all state (steps restart at 1); hyperparameters are kept."""
         self._slots = [{} for _ in self._params]
@@ -385,49 +451,140 @@ def _state_dict(opt: Any, state: dict[int, dict[str, Any]], tuples: Iterable[str
     return out
 
 
-def _check_state_dict(opt: Any, state_dict: Any) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
-    """Checks a state_dict's frame against ``opt`` (name, group and param counts, schedules);
-    returns its param groups and schedule states. Hyperparameters and state are the caller's."""
+# Top-level keys a state_dict may hold: Lookahead adds "lookahead" (its inner optimizer is handed
+# the whole dict), the schedule-free optimizers "train_mode".
+_STATE_DICT_KEYS = frozenset({"format", "optimizer", "state", "param_groups", "schedules", "lookahead", "train_mode"})
+_INT64_MAX = 2**63 - 1
+
+
+def _check_state_dict(opt: Any, state_dict: Any) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]],
+                                                            dict[int, Mapping[str, Any]]]:
+    """Checks a state_dict's frame against ``opt``: its keys, format and optimizer name, the param
+    groups (their keys, param indices and names), the state's keys (param indices) and the
+    schedules. Returns the param groups, the schedule states and the state by param index; the
+    hyperparameter values and the state entries are the caller's to check. Raises TypeError or
+    ValueError; never changes anything."""
     who = opt._owner_label
     if not isinstance(state_dict, Mapping) or "param_groups" not in state_dict or "state" not in state_dict:
         raise ValueError(f"{who}: not a pyopt state_dict (needs 'state' and 'param_groups')")
+    unknown = sorted(map(repr, set(state_dict) - _STATE_DICT_KEYS))
+    if unknown:
+        raise ValueError(f"{who}: state_dict has unknown key(s) {', '.join(unknown)}")
+    fmt = state_dict.get("format", STATE_DICT_FORMAT)
+    if isinstance(fmt, bool) or not isinstance(fmt, (int, np.integer)) or int(fmt) != STATE_DICT_FORMAT:
+        raise ValueError(f"{who}: unknown state_dict format {fmt!r} (this pyopt reads format {STATE_DICT_FORMAT})")
     saved_name = state_dict.get("optimizer", opt.name)
+    if not isinstance(saved_name, str):
+        raise TypeError(f"{who}: state_dict 'optimizer' must be a name, got {saved_name!r}")
     if saved_name != opt.name:
         raise ValueError(f"{who}: state_dict is for optimizer {saved_name!r}, not {opt.name!r}")
+
     saved_groups = state_dict["param_groups"]
+    if not isinstance(saved_groups, (list, tuple)) or not all(isinstance(g, Mapping) for g in saved_groups):
+        raise TypeError(f"{who}: state_dict 'param_groups' must be a list of dicts")
     if len(saved_groups) != len(opt.param_groups):
         raise ValueError(f"{who}: state_dict has {len(saved_groups)} param groups, optimizer has {len(opt.param_groups)}")
+    index = 0
     for i, (saved, group) in enumerate(zip(saved_groups, opt.param_groups)):
-        if len(saved["params"]) != len(group["params"]):
-            raise ValueError(
-                f"{who}: param group {i} has {len(group['params'])} params, state_dict has {len(saved['params'])}"
-            )
+        where = f"{who}: state_dict param group {i}"
+        bad_keys = sorted(map(repr, set(saved) - set(opt.defaults) - {"params", "param_names"}))
+        if bad_keys:
+            raise ValueError(f"{where} has unknown key(s) {', '.join(bad_keys)}; valid: {', '.join(opt.defaults)}")
+        count = len(group["params"])
+        indices = saved.get("params")
+        if not isinstance(indices, (list, tuple)) or any(
+                isinstance(k, bool) or not isinstance(k, (int, np.integer)) for k in indices):
+            raise TypeError(f"{where}: 'params' must be a list of param indices, got {indices!r:.80}")
+        if len(indices) != count:
+            raise ValueError(f"{who}: param group {i} has {count} params, state_dict has {len(indices)}")
+        if [int(k) for k in indices] != list(range(index, index + count)):
+            raise ValueError(f"{where}: 'params' must be the indices {index}..{index + count - 1} "
+                             f"(as state_dict writes them), got {list(indices)!r:.80}")
+        names = saved.get("param_names")
+        if names is not None:
+            if not isinstance(names, (list, tuple)) or len(names) != count or not all(isinstance(n, str) for n in names):
+                raise TypeError(f"{where}: 'param_names' must be a list of {count} strings, got {names!r:.80}")
+            if opt._names is not None and list(names) != opt._names[index : index + count]:
+                raise ValueError(f"{where}: params are named {list(names)}, "
+                                 f"the optimizer's are {opt._names[index : index + count]}")
+        index += count
+
+    saved_state = state_dict["state"]
+    if not isinstance(saved_state, Mapping):
+        raise TypeError(f"{who}: state_dict 'state' must be a dict param index -> state")
+    entries: dict[int, Mapping[str, Any]] = {}
+    for key, entry in saved_state.items():
+        i = _state_index(key, len(opt._params), who)
+        if i in entries:
+            raise ValueError(f"{who}: state_dict has the state of param {i} twice")
+        if not isinstance(entry, Mapping) or not all(isinstance(k, str) for k in entry):
+            raise TypeError(f"{who}: state_dict param {i}: the state must be a dict name -> value")
+        entries[i] = entry
+
     saved_schedules = state_dict.get("schedules", [])
     if not isinstance(saved_schedules, (list, tuple)) or not all(isinstance(s, Mapping) for s in saved_schedules):
         raise ValueError(f"{who}: state_dict 'schedules' must be a list of schedule states")
+    from .schedules import check_saved_schedule  # (schedules imports this module for type hints only)
+
     for schedule, saved in zip(opt._schedules, saved_schedules):
         schedule._check_state(saved)
-    return list(saved_groups), list(saved_schedules)
+    for k, saved in enumerate(saved_schedules[len(opt._schedules):], len(opt._schedules)):
+        check_saved_schedule(saved, f"{who}: state_dict schedule {k}")  # claimed by schedules attached later
+    return list(saved_groups), list(saved_schedules), entries
+
+
+def _saved_step(value: Any, where: str) -> int:
+    """A step count from a state_dict: an int (not a bool) in [0, 2**63)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{where}: step must be an int, got {value!r}")
+    if not 0 <= int(value) <= _INT64_MAX:
+        raise ValueError(f"{where}: step must be in [0, 2**63), got {int(value)}")
+    return int(value)
+
+
+def _saved_real(value: Any, what: str) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
+        raise TypeError(f"{what} must be a real number, got {value!r}")
+    return float(value)
 
 
 def _state_array(value: Any, shape: Any, dtype: Any, what: str) -> np.ndarray:
-    """A checkpoint's state array, checked (shape, a float dtype) and copied into ``dtype``."""
-    arr = np.asarray(value)
+    """A checkpoint's state array (an ndarray, or nested lists of floats as JSON gives them back),
+    checked (a float dtype, this shape) and copied into ``dtype``."""
+    arr = _float_array(value, what)
     if arr.shape != shape:
         raise ValueError(f"{what} has shape {arr.shape}, expected {shape}")
-    if arr.dtype.kind != "f":
-        raise TypeError(f"{what} has dtype {arr.dtype}")
     return np.array(arr, dtype=dtype, order="C", copy=True)
 
 
+def _float_array(value: Any, what: str) -> np.ndarray:
+    """``value`` as an array of a float dtype; TypeError otherwise (strings, objects, ragged lists, ints)."""
+    if isinstance(value, np.ndarray):
+        arr = value
+    elif isinstance(value, (list, tuple, numbers.Real, np.generic)):  # a 0-d state comes back as a float
+        try:
+            arr = np.asarray(value)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{what} is not an array of numbers ({exc})") from None
+    else:
+        raise TypeError(f"{what} must be a numpy array (or a list of floats), got {type(value).__name__}")
+    if arr.dtype.kind != "f":
+        raise TypeError(f"{what} has dtype {arr.dtype}, expected a float dtype")
+    return arr
+
+
 def _state_index(key: Any, count: int, who: str) -> int:
-    try:
+    """A state key: a param index as an int, or a decimal string as JSON writes it."""
+    if isinstance(key, (int, np.integer)) and not isinstance(key, (bool, np.bool_)):
         i = int(key)
-    except (TypeError, ValueError):
-        raise ValueError(f"{who}: state_dict state key {key!r} is not a param index") from None
+    elif isinstance(key, str) and key.isascii() and key.isdigit():
+        i = int(key)
+    else:
+        raise ValueError(f"{who}: state_dict state key {key!r} is not a param index")
     if not 0 <= i < count:
         raise ValueError(f"{who}: state_dict has state for param {i}, optimizer has {count} params")
     return i
+
 
 def _nonnegative(value: Any, what: str, who: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -456,6 +613,30 @@ def _check_no_overlap(params: list[np.ndarray], labels: list[str], who: str) -> 
     for (start, size, label), (next_start, _, next_label) in zip(spans, spans[1:]):
         if next_start < start + size:
             raise ValueError(f"{who}: {label} and {next_label} share memory (a param appears in more than one place)")
+
+
+def _byte_bounds(a: np.ndarray) -> tuple[int, int]:
+    return _BYTE_BOUNDS(a)  # type: ignore[no-any-return]
+
+
+_BYTE_BOUNDS = getattr(getattr(np.lib, "array_utils", None), "byte_bounds", None) or np.byte_bounds
+
+
+def _check_disjoint(arrays: list[tuple[np.ndarray, str, bool]], who: str) -> None:
+    """No two arrays of one step may share memory when either is written by it: (array, label,
+    written) triples, sorted by address, O(n log n). Gradients (read only) may share memory with
+    each other."""
+    spans = sorted((*_byte_bounds(a), label, written) for a, label, written in arrays if a.nbytes)
+    end_any, label_any = -1, ""
+    end_written, label_written = -1, ""
+    for start, end, label, written in spans:
+        if start < end_written or (written and start < end_any):
+            other = label_written if start < end_written else label_any
+            raise ValueError(f"{who}: {other} and {label} share memory")
+        if end > end_any:
+            end_any, label_any = end, label
+        if written and end > end_written:
+            end_written, label_written = end, label
 
 
 def _as_param_list(params: Any, who: str) -> tuple[list[Any], list[str] | None]:

@@ -8,7 +8,7 @@ import numpy as np
 
 from . import _core
 from ._spec import spec
-from .optimizer import GradsLike, Optimizer, ParamsLike
+from .optimizer import GradsLike, Optimizer, ParamsLike, _locked
 
 Betas = tuple[float, float]
 
@@ -431,6 +431,7 @@ class SophiaG(Optimizer):
                  weight_decay: float = 1e-1, bs: float = 5120, *, maximize: bool = False) -> None:
         super().__init__(params, lr=lr, betas=betas, rho=rho, weight_decay=weight_decay, bs=bs, maximize=maximize)
 
+    @_locked
     def update_hessian(self, estimates: GradsLike) -> None:
         """Fold a diagonal Hessian estimate into each param's ``hessian`` state:
         ``h = beta2·h + (1 − beta2)·estimate`` (one fused pass over all params).
@@ -488,6 +489,7 @@ class _ScheduleFree(Optimizer):
         ``p = lerp(p, z, 1 − 1/β)``."""
         self._swap(False)
 
+    @_locked
     def _swap(self, to_train: bool) -> None:
         if self._train_mode == to_train:
             return
@@ -512,6 +514,7 @@ class _ScheduleFree(Optimizer):
                          np.zeros((n, _core.MAX_SCALARS), np.float64)).step(ends)
         self._train_mode = to_train
 
+    @_locked
     def step(self, grads: GradsLike, **options: Any) -> bool:
         """As ``Optimizer.step``; raises RuntimeError in eval mode."""
         if not self._train_mode:
@@ -519,11 +522,13 @@ class _ScheduleFree(Optimizer):
                                "call opt.train() first")
         return super().step(grads, **options)
 
+    @_locked
     def state_dict(self) -> dict[str, Any]:
         out = super().state_dict()
         out["train_mode"] = self._train_mode
         return out
 
+    @_locked
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         mode = state_dict.get("train_mode", True) if isinstance(state_dict, Mapping) else True
         if not isinstance(mode, (bool, np.bool_)):

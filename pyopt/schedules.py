@@ -70,6 +70,30 @@ def _choice(who: str, name: str, value: Any, options: Sequence[str]) -> str:
     return str(value)
 
 
+# Keys a schedule's state_dict holds (ReduceLROnPlateau's add its counters and lr).
+_SCHEDULE_KEYS = frozenset({"kind", "count", "mode", "base_lrs"})
+_PLATEAU_KEYS = frozenset({"best", "num_bad_epochs", "cooldown_counter", "last_epoch", "lr"})
+
+
+def check_saved_schedule(state: Any, who: str) -> None:
+    """A schedule state as ``Schedule.state_dict`` writes it (any kind): TypeError / ValueError
+    otherwise. Used for the states a checkpoint holds before their schedules are attached."""
+    if not isinstance(state, Mapping) or "kind" not in state or "count" not in state:
+        raise ValueError(f"{who}: not a schedule state (needs 'kind' and 'count'): {state!r:.80}")
+    if not isinstance(state["kind"], str):
+        raise TypeError(f"{who}: saved kind must be a string, got {state['kind']!r}")
+    allowed = _SCHEDULE_KEYS | (_PLATEAU_KEYS if state["kind"] == ReduceLROnPlateau.kind else frozenset())
+    unknown = sorted(map(repr, set(state) - allowed))
+    if unknown:
+        raise ValueError(f"{who}: saved schedule state has unknown key(s) {', '.join(unknown)}")
+    _int(who, "saved count", state["count"])
+    _choice(who, "saved mode", state.get("mode", "scale"), ("scale", "set"))
+    bases = state.get("base_lrs")
+    if bases is not None and (not isinstance(bases, (list, tuple))
+                              or any(isinstance(b, bool) or not isinstance(b, numbers.Real) for b in bases)):
+        raise ValueError(f"{who}: saved base_lrs must be a list of numbers, got {bases!r}")
+
+
 # ----- the base class ----------------------------------------------------------------------
 class Schedule:
     """A learning-rate schedule: ``sched(step) -> float``, attachable to an optimizer.
@@ -142,16 +166,9 @@ class Schedule:
 
     def _check_state(self, state: Any) -> None:
         who = f"{self.kind} schedule"
-        if not isinstance(state, Mapping) or "kind" not in state or "count" not in state:
-            raise ValueError(f"{who}: not a schedule state (needs 'kind' and 'count'): {state!r}")
+        check_saved_schedule(state, who)
         if state["kind"] != self.kind:
             raise ValueError(f"{who}: the saved schedule state is for a {state['kind']!r} schedule")
-        _int(who, "saved count", state["count"])
-        _choice(who, "saved mode", state.get("mode", "scale"), ("scale", "set"))
-        bases = state.get("base_lrs")
-        if bases is not None and (not isinstance(bases, (list, tuple))
-                                  or any(isinstance(b, bool) or not isinstance(b, numbers.Real) for b in bases)):
-            raise ValueError(f"{who}: saved base_lrs must be a list of numbers, got {bases!r}")
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore progress saved by ``state_dict``."""

@@ -50,6 +50,42 @@ Engine::Engine(const std::string& name, std::vector<std::vector<double>> group_h
     }
     tensors_.push_back(std::move(tensor));
   }
+  for (std::size_t i = 0; i < tensors_.size(); ++i) {
+    auto add = [&](const py::array& a, int slot) {
+      if (a.nbytes() == 0) return;
+      const char* begin = static_cast<const char*>(a.data());
+      written_.push_back({begin, begin + a.nbytes(), i, slot});
+    };
+    add(tensors_[i].param, -1);
+    for (int j = 0; j < kMaxSlots; ++j)
+      if (tensors_[i].slots[j]) add(*tensors_[i].slots[j], j);
+  }
+  std::sort(written_.begin(), written_.end(), [](const Span& a, const Span& b) { return a.begin < b.begin; });
+  for (std::size_t k = 1; k < written_.size(); ++k)
+    if (written_[k].begin < written_[k - 1].end)
+      throw py::value_error(span_label(written_[k - 1]) + " and " + span_label(written_[k]) + " share memory");
+}
+
+std::string Engine::span_label(const Span& s) const {
+  const Tensor& t = tensors_[s.tensor];
+  return s.slot < 0 ? t.label : t.label + " state '" + spec_->rule->slot_names[s.slot] + "'";
+}
+
+// A gradient is only read, but it must not share memory with any array the step writes (its own
+// param, another param, any state): the result would depend on the order, i.e. the thread count.
+void Engine::check_grad_disjoint(const py::array& grad, std::size_t i) const {
+  const py::ssize_t size = grad.nbytes();
+  if (size == 0 || written_.empty()) return;
+  const char* begin = static_cast<const char*>(grad.data());
+  const char* end = begin + size;
+  // The spans are disjoint and sorted, so the last one starting before `end` ends last of those.
+  auto it = std::lower_bound(written_.begin(), written_.end(), end,
+                             [](const Span& s, const char* e) { return s.begin < e; });
+  if (it == written_.begin()) return;
+  --it;
+  if (it->end > begin)
+    throw py::value_error(tensors_[i].label + ": gradient shares memory with " +
+                          (it->tensor == i && it->slot < 0 ? std::string("its param") : span_label(*it)));
 }
 
 py::tuple Engine::step(py::sequence grads, double clip_norm, double clip_value, bool skip_nonfinite) {
@@ -74,6 +110,7 @@ py::tuple Engine::step(py::sequence grads, double clip_norm, double clip_value, 
     }
     if (!t.param.writeable()) throw py::value_error(t.label + ": array became read-only");
     py::array grad = grad_for(g, t.param, t.label);
+    check_grad_disjoint(grad, i);
     grad_data[i] = grad.data();
     held[i] = std::move(grad);
   }
@@ -184,6 +221,13 @@ void apply(const std::string& name, py::handle param_obj, py::handle grad_obj, p
     check_state(slot_objs[k], param, std::string("state '") + rule.slot_names[j] + "'");
     held.push_back(slot_objs[k++].cast<py::array>());
     a.slots[j] = held.back().mutable_data();
+  }
+  // A handful of arrays: pairwise. (check_state and grad_for have checked each against the param.)
+  for (std::size_t x = 0; x < held.size(); ++x) {
+    if (overlaps(grad, held[x])) throw py::value_error("grad shares memory with state array " + std::to_string(x));
+    for (std::size_t y = x + 1; y < held.size(); ++y)
+      if (overlaps(held[x], held[y]))
+        throw py::value_error("state arrays " + std::to_string(x) + " and " + std::to_string(y) + " share memory");
   }
   if (scalars.ndim() != 1 || scalars.shape(0) != kMaxScalars || !scalars.writeable())
     throw std::invalid_argument("scalars must be a writeable float64 array of length " + std::to_string(kMaxScalars));

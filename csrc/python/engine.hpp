@@ -40,11 +40,23 @@ class Engine {
     DType dtype = DType::Float32;
     std::optional<py::array> slots[kMaxSlots];  // absent when these hyperparameters do not use the slot
   };
+  // The memory the step writes (params and state arrays): disjoint byte ranges sorted by start,
+  // so that each gradient is checked against all of them by one binary search.
+  struct Span {
+    const char* begin;
+    const char* end;
+    std::size_t tensor;
+    int slot;  // -1: the param itself
+  };
+  std::string span_label(const Span& s) const;
+  void check_grad_disjoint(const py::array& grad, std::size_t i) const;
+
   const OptimizerSpec* spec_;
   std::vector<std::vector<double>> group_hyper_;
   std::vector<Tensor> tensors_;
   py::array_t<int64_t> steps_;
   py::array_t<double> scalars_;
+  std::vector<Span> written_;
 };
 
 // The stateless layer under pyopt.functional: one param, its state arrays, this step's t.

@@ -156,13 +156,15 @@ void adafactor_step(py::handle param_obj, py::handle grad_obj, py::object row_ob
   if (factored) {
     rows = param.shape(param.ndim() - 2);
     cols = param.shape(param.ndim() - 1);
-    batch = rows * cols == 0 ? 0 : int64_t(param.size()) / (rows * cols);
+    batch = 1;  // the leading axes (not size / (rows·cols): that is 0/0 for an empty param)
+    for (py::ssize_t axis = 0; axis + 2 < param.ndim(); ++axis) batch *= param.shape(axis);
     row = state(row_obj, batch * rows, "row_var");
     col = state(col_obj, batch * cols, "col_var");
   } else {
     var = state(variance_obj, int64_t(param.size()), "variance");
   }
   const int64_t n = int64_t(param.size());
+  if (n == 0) return;  // an empty param: nothing to update (its state stays as it is)
   void* p = param.mutable_data();
   const void* g = grad.data();
   py::gil_scoped_release release;

@@ -1,6 +1,7 @@
 #include "pyopt/optimizer.hpp"
 #include "pyopt/grad_norm.hpp"
 
+#include <algorithm>
 #include <cmath>
 
 #include <cstring>
@@ -56,11 +57,32 @@ std::size_t Optimizer::add_param(double* data, const std::vector<std::size_t>& s
 
 std::size_t Optimizer::add(void* data, std::size_t size, DType dtype) {
   if (!data && size) throw std::invalid_argument("add_param: null buffer");
+  const char* begin = static_cast<const char*>(data);
+  const Span span{begin, begin + size * dtype_size(dtype), params_.size()};
+  if (const Span* other = overlapping(span))
+    throw std::invalid_argument("add_param: param " + std::to_string(span.param) + " overlaps param " +
+                                std::to_string(other->param));
   Param p{data, size, dtype, {}, {}, 0, {}};
   for (int j = 0; j < spec_->rule->num_scalars; ++j) p.scalars[j] = spec_->rule->initial_scalar(j);
   ensure_slots(p);
   params_.push_back(std::move(p));
+  if (span.begin != span.end) {
+    spans_.insert(std::upper_bound(spans_.begin(), spans_.end(), span,
+                                   [](const Span& a, const Span& b) { return a.begin < b.begin; }),
+                  span);
+  }
   return params_.size() - 1;
+}
+
+// The params are disjoint and sorted by address, so of those starting before s.end, the last one
+// ends last: one binary search finds any overlap.
+const Optimizer::Span* Optimizer::overlapping(const Span& s) const {
+  if (s.begin == s.end) return nullptr;
+  auto it = std::lower_bound(spans_.begin(), spans_.end(), s.end,
+                             [](const Span& a, const char* end) { return a.begin < end; });
+  if (it == spans_.begin()) return nullptr;
+  --it;
+  return it->end > s.begin ? &*it : nullptr;
 }
 
 void Optimizer::ensure_slots(Param& p) {
@@ -90,11 +112,12 @@ bool Optimizer::step(const std::vector<GradRef>& grads, const StepOptions& optio
     if (grads[i].dtype != p.dtype)
       throw std::invalid_argument("step: gradient " + std::to_string(i) + " is " + dtype_name(grads[i].dtype) +
                                   " but its param is " + dtype_name(p.dtype));
+    // A gradient must not overlap any param (it would be read while being written, so the result
+    // would depend on the thread count); the state is the optimizer's own memory.
     const char* g = static_cast<const char*>(grads[i].data);
-    const char* d = static_cast<const char*>(p.data);
-    const std::size_t bytes = p.size * dtype_size(p.dtype);
-    if (bytes && g < d + bytes && d < g + bytes)
-      throw std::invalid_argument("step: gradient " + std::to_string(i) + " overlaps its param");
+    if (const Span* other = overlapping({g, g + p.size * dtype_size(p.dtype), i}))
+      throw std::invalid_argument("step: gradient " + std::to_string(i) + " overlaps " +
+                                  (other->param == i ? std::string("its param") : "param " + std::to_string(other->param)));
   }
   std::vector<TensorArgs> by_dtype[kNumDTypes];
   for (std::size_t i = 0; i < grads.size(); ++i) {

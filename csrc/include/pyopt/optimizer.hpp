@@ -5,6 +5,10 @@
 //   pyopt::Optimizer opt("adamw", {{"lr", 1e-3}, {"weight_decay", 1e-2}});
 //   opt.add_param(w.data(), w.size());
 //   for (...) { compute(g); opt.step({g.data()}); }
+//
+// Params may not overlap each other, nor a gradient any param (std::invalid_argument). Not
+// thread-safe: one thread at a time per Optimizer (step, set, load, save); distinct Optimizers are
+// independent.
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -87,12 +91,19 @@ class Optimizer {
     int64_t step;
     std::vector<std::size_t> shape;  // empty: 1-d of `size`
   };
+  struct Span {  // the bytes of a param
+    const char* begin;
+    const char* end;
+    std::size_t param;
+  };
   std::size_t add(void* data, std::size_t size, DType dtype);
   void ensure_slots(Param& p);
+  const Span* overlapping(const Span& s) const;  // a param sharing bytes with s, or nullptr
 
   const OptimizerSpec* spec_;
   std::vector<double> hyper_;
   std::vector<Param> params_;
+  std::vector<Span> spans_;  // the non-empty params' bytes, disjoint, sorted by address
   double last_grad_norm_ = std::numeric_limits<double>::quiet_NaN();
 };
 

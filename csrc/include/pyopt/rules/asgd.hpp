@@ -40,6 +40,9 @@ struct Asgd : RuleBase {
   static void validate(const double* h) {
     require_nonnegative("lr", h[lr]);
     require_nonnegative("weight_decay", h[weight_decay]);
+    // torch puts no range on these; NaN would turn every param into NaN.
+    for (const Hyper k : {lambd, alpha, t0})
+      if (std::isnan(h[k])) throw std::invalid_argument(std::string("invalid ") + hyper[k].name + ": nan (must be a number)");
   }
 
   template <class T>

@@ -36,6 +36,9 @@ struct Rprop : RuleBase {
       throw std::invalid_argument("invalid etaminus: " + format_value(h[etaminus]) + " (must be in (0, 1))");
     if (!(h[etaplus] > 1.0))
       throw std::invalid_argument("invalid etaplus: " + format_value(h[etaplus]) + " (must be > 1)");
+    // torch puts no range on the step size bounds; NaN would turn every param into NaN.
+    for (const Hyper k : {step_size_min, step_size_max})
+      if (std::isnan(h[k])) throw std::invalid_argument(std::string("invalid ") + hyper[k].name + ": nan (must be a number)");
   }
 
   template <class T>
