@@ -10,8 +10,9 @@
 //           v ← β2·v + (1 − β2)·g²
 //
 // The first step is one loop with per-step coefficients from prepare(), not a branch: at t = 1 the
-// v update's β2 and 1 − β2 are 1 and 1, and m is multiplied by a gate 0 (m is 0 then, so m and p
-// stay put). Differs from the reference only for a non-finite g at t = 1 (m turns NaN there).
+// v update's β2 and 1 − β2 are 1 and 1, m keeps its value (a select on a per-step flag: ĝ may be
+// NaN there, 0/0 for g = 0 with ε = 0 or a NaN g, and NaN·0 would be NaN), and the lr is −0, so
+// p + (−0)·m = p exactly.
 #include "pyopt/rules/base.hpp"
 
 PYOPT_KERNEL_NAMESPACE_BEGIN
@@ -49,7 +50,9 @@ struct Adopt : RuleBase {
 
   template <class T>
   struct Coeffs {
-    T grad_sign, decay, weight_decay, eps, clip, neg_clip, beta1_weight, first_gate, beta2, one_minus_beta2, neg_lr;
+    T grad_sign, decay, weight_decay, eps, clip, neg_clip, beta1_weight;
+    T takes_step;  // 0 at t = 1, else 1 (a T: GCC vectorizes a select on a T compare, not on a bool)
+    T beta2, one_minus_beta2, neg_lr;
   };
   template <class T>
   static Coeffs<T> prepare(const double* h, int64_t t, double*) {
@@ -65,7 +68,7 @@ struct Adopt : RuleBase {
             T(first ? 0.0 : 1.0),
             T(first ? 1.0 : h[beta2]),
             T(first ? 1.0 : 1.0 - h[beta2]),
-            T(-h[lr])};
+            T(first ? -0.0 : -h[lr])};
   }
 
   template <int V, class T>
@@ -79,7 +82,8 @@ struct Adopt : RuleBase {
     T ng = g / denom;
     ng = ng < k.neg_clip ? k.neg_clip : ng;                        // clamp_(−clip, clip), NaN stays NaN
     ng = ng > k.clip ? k.clip : ng;
-    m = lerp<(V & kLerpFromEnd) != 0>(m, ng, k.beta1_weight) * k.first_gate;  // exp_avg.lerp_(ĝ, 1 − β1)
+    const T lerped = lerp<(V & kLerpFromEnd) != 0>(m, ng, k.beta1_weight);  // exp_avg.lerp_(ĝ, 1 − β1)
+    m = k.takes_step != T(0) ? lerped : m;
     p = fmadd(k.neg_lr, m, p);                                     // p.add_(exp_avg, alpha=−lr)
     v = fmadd(k.one_minus_beta2 * g, g, v * k.beta2);              // v.mul_(β2).addcmul_(g, g, 1 − β2)
   }

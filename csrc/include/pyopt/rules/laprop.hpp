@@ -12,7 +12,8 @@
 //
 // Coupled decay (weight_decouple=False) adds wd·p to the gradient *after* the gradient was used, so
 // in the reference it changes nothing; pyopt reproduces that (weight_decay is then inert).
-// The centering switch is a per-step gate from prepare(), not a per-element branch.
+// The centering switch is a per-step flag from prepare() that selects v − μ² or v (not μ² times a
+// 0/1 gate: an overflowed μ² is inf, and inf·0 is NaN).
 #include "pyopt/rules/base.hpp"
 
 PYOPT_KERNEL_NAMESPACE_BEGIN
@@ -67,7 +68,7 @@ struct Laprop : RuleBase {
 
   template <class T>
   struct Coeffs {
-    T grad_sign, beta2, one_minus_beta2, mean_weight, center_gate, ams_eps, eps, bc2_sqrt, beta1, grad_coeff,
+    T grad_sign, beta2, one_minus_beta2, mean_weight, centering, ams_eps, eps, bc2_sqrt, beta1, grad_coeff,
         neg_step_size, decay;
   };
   template <class T>
@@ -101,7 +102,7 @@ struct Laprop : RuleBase {
     if constexpr (V & kCentered) {
       T& mean = s[2];
       mean = lerp<(V & kLerpFromEnd) != 0>(mean, g, k.mean_weight);  // exp_mean_avg_beta2.lerp_(g, 1 − β2)
-      second = v - (mean * mean) * k.center_gate;                     // exp_avg_sq − mean.pow(2)
+      second = k.centering != T(0) ? v - mean * mean : v;              // exp_avg_sq − mean.pow(2)
     }
     if constexpr (V & kAmsBound) {
       s[3] = nan_max(s[3], second);  // torch.maximum(max_exp_avg_sq, s, out=max_exp_avg_sq)
