@@ -7,19 +7,28 @@ torch 2.13 runs the Newton–Schulz iteration in **bfloat16** whatever the param
 (``grad.bfloat16()``), with float32 accumulation in its GEMMs, and adds the bfloat16 result to
 the float32/float64 param. numpy has no bfloat16, so this module keeps bfloat16 values in float32
 arrays: every torch bfloat16 result is a float32 computation (GEMMs are numpy float32 ``@``, on
-bfloat16 values, whose products are exact in float32) rounded to bfloat16 (nearest, ties to even). The momentum buffer and the param stay in the
-param's dtype, as in torch.
+bfloat16 values, whose products are exact in float32) rounded to bfloat16 (nearest, ties to even).
+The normalising norm is torch's too: float32 squares, so gradients above ~1e19 give an infinite
+norm (a zero update) and below ~1e-23 a zero one (clamped to eps). The momentum buffer and the
+param stay in the param's dtype, as in torch.
 """
 from __future__ import annotations
 
+import bisect
 import math
 import numbers
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+try:
+    from numpy.lib.array_utils import byte_bounds
+except ImportError:  # numpy < 2
+    byte_bounds = np.byte_bounds  # type: ignore[attr-defined]
+
+from . import _core
 from ._pybase import PyOptimizer, real
-from .optimizer import ParamsLike
+from .optimizer import GradsLike, ParamsLike
 
 __all__ = ["Muon"]
 
@@ -97,6 +106,75 @@ class Muon(PyOptimizer):
             )
         return out
 
+    def step(self, grads: GradsLike) -> None:
+        """Update every param in place from its gradient (see ``PyOptimizer.step``).
+
+        All or nothing: every param of the step is checked again (still writeable, float32/float64,
+        C-contiguous, 2-D, the shape of its state), every gradient (shape, dtype, no memory shared
+        with a param of the step), and every group's hyperparameters, before anything changes.
+        Attached schedules then set the lrs, which are checked in turn; a refused step leaves
+        params, state, step counts, schedules and lrs as they were.
+        """
+        who = self._owner_label
+        glist = self._grad_list(grads)  # type: ignore[misc]
+        if len(glist) != len(self._params):
+            raise ValueError(f"{who}: expected {len(self._params)} gradients (one per param), got {len(glist)}")
+        checked = []
+        for i, (p, g) in enumerate(zip(self._params, glist)):
+            if g is None:
+                continue
+            label = f"{who}: {self._labels[i]}"
+            _core.check_param(p, label)  # made read-only since it was added?
+            self._check_param_extra(p, label)  # reshaped in place?
+            buf = self._state[i].get("momentum_buffer")
+            if buf is not None and (buf.shape != p.shape or buf.dtype != p.dtype):
+                raise ValueError(f"{label}: the param is now {p.dtype} {p.shape}, its momentum_buffer "
+                                 f"{buf.dtype} {buf.shape}; it was changed in place")
+            checked.append((i, self._check_grad(g, p, label)))
+        self._check_grads_share_no_memory(checked)
+        hypers = self._groups_checked()
+        if self._schedules:
+            hypers = self._run_schedules()
+        owner = [g for g, group in enumerate(self.param_groups) for _ in group["params"]]
+        for i, g in checked:
+            state = self._state[i]
+            state["step"] = state.get("step", 0) + 1
+            self._update(self._params[i], g, state, hypers[owner[i]])
+
+    def _check_grads_share_no_memory(self, checked: list[tuple[int, np.ndarray]]) -> None:
+        """No gradient may share memory with a param this step updates: params are updated one
+        after the other, so a later gradient would change under an earlier update (and its own
+        param's gradient under its own). Address ranges first, then numpy's exact test."""
+        # Params are C-contiguous and never overlap one another: sorted by start, their ends are sorted too.
+        updated = sorted((self._params[i].ctypes.data, i) for i, _ in checked if self._params[i].nbytes)
+        starts = [start for start, _ in updated]
+        ends = [start + self._params[j].nbytes for start, j in updated]
+        for i, g in checked:
+            if not g.nbytes:
+                continue
+            low, high = byte_bounds(g)
+            for _, j in updated[bisect.bisect_right(ends, low) : bisect.bisect_left(starts, high)]:
+                p = self._params[j]
+                if np.shares_memory(g, p):
+                    whose = "its param" if i == j else self._labels[j]
+                    raise ValueError(f"{self._owner_label}: {self._labels[i]}: gradient shares memory with {whose}")
+
+    def _run_schedules(self) -> list[dict[str, Any]]:
+        """Attached schedules set the lrs; the hyperparameters are then checked again (a schedule
+        may set a bad lr, or fail). On failure the schedules and lrs are put back."""
+        saved = [(s, s.count, None if s.base_lrs is None else list(s.base_lrs)) for s in self._schedules]
+        lrs = [group["lr"] for group in self.param_groups]
+        try:
+            for schedule in self._schedules:
+                schedule._before_step(self)
+            return self._groups_checked()
+        except BaseException:
+            for schedule, count, base_lrs in saved:
+                schedule.count, schedule.base_lrs = count, base_lrs
+            for group, lr in zip(self.param_groups, lrs):
+                group["lr"] = lr
+            raise
+
     def _update(self, p: np.ndarray, g: np.ndarray, state: dict[str, Any], group: Mapping[str, Any]) -> None:
         buf = state.get("momentum_buffer")
         if buf is None:
@@ -149,6 +227,12 @@ def _zeropower_via_newtonschulz(update: np.ndarray, ns_coefficients: tuple[float
                                 ns_steps: int, eps: float) -> np.ndarray:
     """torch 2.13's ``_zeropower_via_newtonschulz``: the iteration in bfloat16 (held in float32
     arrays), each GEMM a float32 numpy ``@`` rounded to bfloat16, each ``addmm`` rounded once."""
+    with np.errstate(all="ignore"):  # inf and NaN propagate silently, as in torch
+        return _newton_schulz_bf16(update, ns_coefficients, ns_steps, eps)
+
+
+def _newton_schulz_bf16(update: np.ndarray, ns_coefficients: tuple[float, float, float], ns_steps: int,
+                        eps: float) -> np.ndarray:
     a, b, c = (np.float32(v) for v in ns_coefficients)
     x = _bf16(update.astype(np.float32, copy=False))  # grad.bfloat16(): float64 goes through float32
     transposed = x.shape[0] > x.shape[1]
@@ -156,8 +240,7 @@ def _zeropower_via_newtonschulz(update: np.ndarray, ns_coefficients: tuple[float
         x = x.T
     # ortho_grad.div_(ortho_grad.norm().clamp(min=eps)): the norm and the clamp are bfloat16
     # scalars, the division is float32 rounded to bfloat16.
-    norm = _bf16(np.asarray(np.float32(math.sqrt(float(np.sum(np.square(x, dtype=np.float64)))))))
-    norm = _bf16(np.maximum(norm, np.float32(eps)))
+    norm = _bf16(np.maximum(_bf16_norm(x), np.float32(eps)))
     x = _bf16(x / norm)
     # oneDNN's addmm(C, A, B, beta, alpha) is fma(beta, C, alpha * (A @ B)) in float32, rounded
     # to bfloat16. A float32 times a bfloat16 value is exact in float64, so each fma below is one
@@ -170,6 +253,21 @@ def _zeropower_via_newtonschulz(update: np.ndarray, ns_coefficients: tuple[float
         # torch.addmm(x, gram_update, x, beta=a)
         x = _bf16((a64 * x.astype(np.float64) + gram_update @ x).astype(np.float32))
     return x.T if transposed else x
+
+
+def _bf16_norm(x: np.ndarray) -> np.ndarray:
+    """torch's ``Tensor.norm()`` of a bfloat16 matrix (``x`` holds bfloat16 values in float32), as a
+    bfloat16 value in a float32 0-d array. torch accumulates it in float32: each square is a float32
+    (inf above |x| ≈ 1.8e19, 0 below ≈ 2.6e-23, a denormal in between), the sum a float32, its
+    square root a float32 rounded to bfloat16. A one-element tensor's norm is its |x|. Here the
+    float32 squares are summed in float64 and rounded to float32 once, where torch rounds along the
+    way: the bfloat16 norm differs only when that float32 sum sits at a bfloat16 rounding boundary
+    or at the float32 overflow threshold (in none of 4,000 random matrices of entries 1e-23 to
+    2e19, measured against torch 2.13)."""
+    if x.size == 1:
+        return np.abs(x).reshape(())
+    total = np.float32(np.sum(np.square(x, dtype=np.float32), dtype=np.float64))  # beyond float32: inf
+    return _bf16(np.sqrt(total))
 
 
 def _adjust_lr(lr: float, adjust_lr_fn: str | None, shape: tuple[int, ...]) -> float:

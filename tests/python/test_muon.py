@@ -134,6 +134,39 @@ def test_newton_schulz_matches_torch(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_newton_schulz_norm_at_extreme_scales_matches_torch(dtype):
+    """torch normalises by the norm of the bfloat16 matrix, accumulated in float32: entries of
+    ~1e20 square to inf (norm inf, output 0); entries of ~1e-25 square to 0 (norm 0, clamped to
+    eps; with eps = 0 that is 0/0 = NaN); entries of ~2e-23 square to float32 denormals. A
+    one-element matrix's norm is its |x| (no square). Bit for bit, NaN included."""
+    rng = np.random.default_rng(17)
+    cases = [(1e20, 1e-7), (3e19, 1e-7), (1e-25, 0.0), (1e-25, 1e-30), (2e-23, 0.0), (1e-22, 0.0), (3e-22, 1e-30)]
+    for shape in [(1, 1), (1, 9), (7, 17), (17, 7), (64, 33)]:
+        for scale, eps in cases:
+            for k in range(3):
+                u = (rng.standard_normal(shape) * scale).astype(dtype)
+                ref = tmuon._zeropower_via_newtonschulz(torch.from_numpy(u), COEFFS, 5, eps).float().numpy()
+                got = _zeropower_via_newtonschulz(u, COEFFS, 5, eps)
+                if max(shape) > 17 and np.isfinite(ref).all() and np.any(ref):
+                    continue  # a finite, nonzero output: long dot products (see the test above)
+                np.testing.assert_array_equal(got, ref, err_msg=f"{shape} scale {scale} eps {eps}")
+
+
+def test_huge_gradient_step_matches_torch():
+    """A gradient of ~1e20: torch's Newton–Schulz output is 0, so the param only decays."""
+    rng = np.random.default_rng(18)
+    w = rng.standard_normal((6, 9)).astype(np.float32)
+    tw = torch.tensor(w, requires_grad=True)
+    opt, topt = Muon([w], weight_decay=0.1), torch.optim.Muon([tw], lr=0.02, weight_decay=0.1)
+    for _ in range(3):
+        g = (rng.standard_normal(w.shape) * 1e20).astype(np.float32)
+        opt.step([g])
+        tw.grad = torch.from_numpy(g)
+        topt.step()
+        np.testing.assert_array_equal(w, tw.detach().numpy())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("seed", range(6))
 def test_rule_matches_torch_with_shared_newton_schulz(monkeypatch, dtype, seed):
     """Everything around the Newton–Schulz iteration, with both sides using the same one.
@@ -385,6 +418,138 @@ def test_bad_grads_change_nothing():
     with pytest.raises(ValueError, match="add_param_group"):
         opt.step(grads_for(params, rng))
     _assert_unchanged(before, opt, params)
+
+
+NAN = float("nan")
+NAN_HYPERS = [dict(lr=NAN), dict(weight_decay=NAN), dict(momentum=NAN), dict(eps=NAN),
+              dict(ns_coefficients=(NAN, -4.775, 2.0315)), dict(ns_coefficients=(3.4445, NAN, 2.0315)),
+              dict(ns_coefficients=(3.4445, -4.775, NAN)), dict(ns_steps=NAN), dict(nesterov=NAN),
+              dict(adjust_lr_fn=NAN), dict(lr=np.float64(NAN)), dict(momentum=np.float32(NAN))]
+
+
+@pytest.mark.parametrize("hyper", NAN_HYPERS, ids=lambda h: f"{next(iter(h))}={next(iter(h.values()))!r}")
+def test_nan_rejected_for_every_hyperparameter(hyper):
+    """At construction, in a param group, and edited between steps (that step changes nothing)."""
+    key = next(iter(hyper))
+    with pytest.raises((TypeError, ValueError), match=key):
+        Muon([np.zeros((2, 2))], **hyper)
+    with pytest.raises((TypeError, ValueError), match=rf"param group 1.*{key}"):
+        Muon([{"params": [np.zeros((2, 2))]}, {"params": [np.zeros((2, 2))], **hyper}])
+    params = make()
+    opt = Muon(params)
+    rng = np.random.default_rng(19)
+    opt.step(grads_for(params, rng))
+    before = _snapshot(opt, params)
+    opt.param_groups[0][key] = hyper[key]
+    with pytest.raises((TypeError, ValueError), match=rf"param group 0.*{key}"):
+        opt.step(grads_for(params, rng))
+    _assert_unchanged(before, opt, params)
+
+
+def _refused(opt, params, grads, exc, pattern):
+    """The step raises ``exc`` matching ``pattern`` and changes nothing: params, state, step
+    counts, attached schedules and group lrs."""
+    before = _snapshot(opt, params)
+    counts = [s.count for s in opt.schedules]
+    lrs = [g["lr"] for g in opt.param_groups]
+    with pytest.raises(exc, match=pattern):
+        opt.step(grads)
+    _assert_unchanged(before, opt, params)
+    assert [s.count for s in opt.schedules] == counts
+    assert [g["lr"] for g in opt.param_groups] == lrs
+
+
+def test_param_made_read_only_refuses_the_whole_step():
+    params = make()
+    opt = Muon(params)
+    rng = np.random.default_rng(20)
+    opt.step(grads_for(params, rng))
+    params["w2"].flags.writeable = False
+    _refused(opt, params, grads_for(params, rng), ValueError, r"params\['w2'\].*read-only")
+    params["w2"].flags.writeable = True
+    opt.step(grads_for(params, rng))
+    assert opt.state[0]["step"] == opt.state[1]["step"] == 2
+
+
+def test_param_reshaped_in_place_refuses_the_whole_step():
+    """A later param whose shape changed in place after construction: (2, 0) -> (2, 0, 3) (no
+    longer 2-D), or (4, 12) -> (12, 4) (its momentum buffer no longer fits)."""
+    first, empty = np.ones((2, 3), np.float32), np.zeros((2, 0), np.float32)
+    opt = Muon([first, empty])
+    empty.shape = (2, 0, 3)
+    params = {"first": first, "empty": empty}
+    _refused(opt, params, [np.ones((2, 3), np.float32), np.zeros((2, 0, 3), np.float32)], ValueError,
+             r"params\[1\].*only 2-D")
+
+    params = make()
+    opt = Muon(params)
+    rng = np.random.default_rng(21)
+    opt.step(grads_for(params, rng))
+    params["w2"].shape = (12, 4)
+    _refused(opt, params, grads_for(params, rng), ValueError, r"params\['w2'\].*momentum_buffer.*\(4, 12\)")
+
+
+def test_grad_sharing_memory_with_a_param_is_refused():
+    """Its own param (torch's and the C++ engine's rule), another param of the step (updated
+    first, it would change that gradient before its own update), or a view of either."""
+    params = {"a": np.ones((3, 4), np.float32), "b": np.full((3, 4), 2.0, np.float32)}
+    opt = Muon(params)
+    g = np.random.default_rng(22).standard_normal((3, 4)).astype(np.float32)
+    cases = [
+        ([params["a"], g], r"params\['a'\].*gradient shares memory with its param"),
+        ([g, params["a"]], r"params\['b'\].*gradient shares memory with params\['a'\]"),
+        ([params["b"], g], r"params\['a'\].*gradient shares memory with params\['b'\]"),
+        ([g, np.broadcast_to(params["b"][1], (3, 4))], r"params\['b'\].*gradient shares memory with its param"),
+    ]
+    for grads, pattern in cases:
+        _refused(opt, params, grads, ValueError, pattern)
+
+
+def test_grad_near_a_param_is_accepted():
+    """Memory is compared exactly, not by address ranges: a strided gradient whose rows straddle
+    a param without touching it is fine."""
+    backing = np.zeros((6, 4), np.float32)
+    param = backing[2:4]  # rows 2 and 3
+    grad = backing[0::4]  # rows 0 and 4: its address range spans the param's
+    grad[...] = 1.0
+    opt = Muon([param])
+    opt.step([grad])
+    assert opt.state[0]["step"] == 1 and np.any(param != 0)
+    np.testing.assert_array_equal(backing[[0, 4]], 1.0)
+
+
+def test_refused_step_does_not_advance_schedules():
+    """A step refused for a bad hyperparameter edit, a read-only param, or a schedule that sets a
+    NaN lr leaves every schedule's count and every group's lr where they were."""
+    params = make()
+    opt = Muon(params, lr=0.04)
+    sched = S.cosine(20).attach(opt)
+    rng = np.random.default_rng(23)
+    for _ in range(3):
+        opt.step(grads_for(params, rng))
+    opt.param_groups[0]["momentum"] = 1.5
+    _refused(opt, params, grads_for(params, rng), ValueError, "momentum")
+    opt.param_groups[0]["momentum"] = 0.95
+    params["w1"].flags.writeable = False
+    _refused(opt, params, grads_for(params, rng), ValueError, "read-only")
+    params["w1"].flags.writeable = True
+    assert sched.count == 3
+    opt.step(grads_for(params, rng))
+    assert sched.count == 4
+
+    class NanAfterTwo(S.Schedule):
+        kind = "nan_after_two"
+
+        def value(self, step):
+            return 1.0 if step < 2 else float("nan")
+
+    other = make(1)
+    opt2 = Muon(other, lr=0.04)
+    nan_after_two = NanAfterTwo().attach(opt2)
+    opt2.step(grads_for(other, rng))
+    opt2.step(grads_for(other, rng))
+    _refused(opt2, other, grads_for(other, rng), ValueError, r"param group 0.*lr")
+    assert nan_after_two.count == 2
 
 
 def test_unnamed_params_reject_dict_grads():

@@ -10,8 +10,11 @@
 //           v ← β2·v + (1 − β2)·g²
 //
 // The first step is one loop with per-step coefficients from prepare(), not a branch: at t = 1 the
-// v update's β2 and 1 − β2 are 1 and 1, and m is multiplied by a gate 0 (m is 0 then, so m and p
-// stay put). Differs from the reference only for a non-finite g at t = 1 (m turns NaN there).
+// v update's β2 and 1 − β2 are 1 and 1, and m and p must stay put whatever g is (g/ε would be 0/0
+// for g = 0 with ε = 0, or NaN for a NaN g, and NaN·0 is NaN). So at t = 1 the division reads m
+// instead of g and ε is 1: m and v are 0 then, so ĝ = m / max(√0, 1) = m, m ← lerp(m, m, ·) = m,
+// and the lr is −0, so p + (−0)·m = p exactly. Only an input is selected: selecting the result
+// would put the division under a branch, which GCC then does not vectorize on AVX2 or SSE.
 #include "pyopt/rules/base.hpp"
 
 PYOPT_KERNEL_NAMESPACE_BEGIN
@@ -49,7 +52,9 @@ struct Adopt : RuleBase {
 
   template <class T>
   struct Coeffs {
-    T grad_sign, decay, weight_decay, eps, clip, neg_clip, beta1_weight, first_gate, beta2, one_minus_beta2, neg_lr;
+    T grad_sign, decay, weight_decay, eps, clip, neg_clip, beta1_weight;
+    T takes_step;  // 0 at t = 1, else 1 (a T: GCC vectorizes a select on a T compare, not on a bool)
+    T beta2, one_minus_beta2, neg_lr;
   };
   template <class T>
   static Coeffs<T> prepare(const double* h, int64_t t, double*) {
@@ -58,14 +63,14 @@ struct Adopt : RuleBase {
     return {T(h[maximize] != 0.0 ? -1.0 : 1.0),
             T(1.0 - h[weight_decay] * (h[fixed_decay] != 0.0 ? 1.0 : h[lr])),
             T(h[weight_decay]),
-            T(h[eps]),
+            T(first ? 1.0 : h[eps]),
             T(clip),
             T(-clip),
             lerp_coeff<T>(1.0 - h[beta1]),
             T(first ? 0.0 : 1.0),
             T(first ? 1.0 : h[beta2]),
             T(first ? 1.0 : 1.0 - h[beta2]),
-            T(-h[lr])};
+            T(first ? -0.0 : -h[lr])};
   }
 
   template <int V, class T>
@@ -75,11 +80,12 @@ struct Adopt : RuleBase {
     g = g * k.grad_sign;
     if constexpr (V & kDecoupledDecay) p = p * k.decay;
     if constexpr (V & kCoupledDecay) g = fmadd(k.weight_decay, p, g);
+    const T numerator = k.takes_step != T(0) ? g : m;
     const T denom = nan_max(std::sqrt(v), k.eps);                 // sqrt().clamp_(min=eps)
-    T ng = g / denom;
+    T ng = numerator / denom;
     ng = ng < k.neg_clip ? k.neg_clip : ng;                        // clamp_(−clip, clip), NaN stays NaN
     ng = ng > k.clip ? k.clip : ng;
-    m = lerp<(V & kLerpFromEnd) != 0>(m, ng, k.beta1_weight) * k.first_gate;  // exp_avg.lerp_(ĝ, 1 − β1)
+    m = lerp<(V & kLerpFromEnd) != 0>(m, ng, k.beta1_weight);      // exp_avg.lerp_(ĝ, 1 − β1)
     p = fmadd(k.neg_lr, m, p);                                     // p.add_(exp_avg, alpha=−lr)
     v = fmadd(k.one_minus_beta2 * g, g, v * k.beta2);              // v.mul_(β2).addcmul_(g, g, 1 − β2)
   }
