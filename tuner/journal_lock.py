@@ -11,7 +11,7 @@ import time
 import uuid
 from typing import Iterator
 
-from optuna.storages.journal import BaseJournalFileLock
+from optuna.storages.journal import JournalFileSymlinkLock
 
 from . import owners
 
@@ -44,7 +44,7 @@ def _exclusive(path: str) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-class OwnedSymlinkLock(BaseJournalFileLock):
+class OwnedSymlinkLock(JournalFileSymlinkLock):  # its public base: acquire and release
     def __init__(self, journal_path: str, grace_period: float = 30.0) -> None:
         self._journal = journal_path
         self._lock_file = journal_path + ".lock"

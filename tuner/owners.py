@@ -8,9 +8,12 @@ interrupted.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
-from typing import Any, Iterable
+import threading
+from typing import Any, Iterable, Iterator
 
 HOST = socket.gethostname()
 INTERRUPTED = "interrupted"
@@ -88,3 +91,16 @@ def fail_unfinished(study: Any, pids: Iterable[int] = (), reason: str = INTERRUP
         except optuna.exceptions.UpdateFinishedTrialError:
             pass  # another process finished or failed it meanwhile
     return failed
+
+
+@contextlib.contextmanager
+def sigint_ignored() -> Iterator[None]:
+    """No KeyboardInterrupt inside (a second Ctrl-C during clean-up); a no-op outside the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -2,14 +2,12 @@
 the results. ``pyopt tune`` is its command line."""
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
 import os
 import signal
-import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import pyopt
 
@@ -91,22 +89,11 @@ def _worker(task_spec: str, optimizers: list[str], storage: str, study_name: str
             owners.fail_unfinished(study, pids=[os.getpid()])
 
 
-@contextlib.contextmanager
-def _sigint_ignored() -> Iterator[None]:
-    """No KeyboardInterrupt inside (a second Ctrl-C during clean-up); a no-op outside the main thread."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 def _stop_workers(procs: list[Any]) -> None:
     """Ctrl-C reaches the workers too when typed in a terminal; pass it on in case it was sent to
     this process alone, give them time to fail their trials, then end them."""
+    for p in procs:
+        p.join(timeout=2.0)  # a Ctrl-C typed in the terminal is theirs too: let them handle that one
     deadline = time.monotonic() + 10.0
     while any(p.is_alive() for p in procs) and time.monotonic() < deadline:
         for p in procs:
@@ -191,7 +178,7 @@ def tune(task: Task | str | Callable[..., float], optimizers: Sequence[str] | No
                 for worker in range(1, jobs):
                     p = ctx.Process(target=_worker, args=(task_spec, group, storage, name, target, timeout, seed + worker,
                                                           sampler, pruner, chosen_budget, os.getpid()), daemon=True)
-                    with _sigint_ignored():  # inherited: see _worker
+                    with owners.sigint_ignored():  # inherited: see _worker
                         p.start()
                     procs.append(p)
             finally:
@@ -214,7 +201,7 @@ def tune(task: Task | str | Callable[..., float], optimizers: Sequence[str] | No
                 p.join()
         except KeyboardInterrupt:
             result.interrupted = True
-            with _sigint_ignored():
+            with owners.sigint_ignored():
                 _stop_workers(procs)
                 owners.fail_unfinished(st, pids=[os.getpid()] + [p.pid for p in procs])
             say("interrupted: every finished trial is kept in the study; the running ones are failed "

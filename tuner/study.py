@@ -123,9 +123,10 @@ def _owned(objective: Callable[[Any], float]) -> Callable[[Any], float]:
         try:
             return objective(trial)
         except KeyboardInterrupt:
-            _interrupted_trials.add(trial.number)
-            trial.set_user_attr("error", owners.INTERRUPTED)
-            trial.set_user_attr("unfinished", True)
+            with owners.sigint_ignored():  # a second Ctrl-C must not cut the record short
+                _interrupted_trials.add(trial.number)
+                trial.set_user_attr("error", owners.INTERRUPTED)
+                trial.set_user_attr("unfinished", True)
             raise
 
     return run
