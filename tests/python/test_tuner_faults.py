@@ -237,3 +237,54 @@ def test_without_matplotlib_the_run_finishes_and_says_plots_need_it(tmp_path, ta
     assert "plots: they need matplotlib" in text + err
     assert (out / "best.json").exists() and len(rows(out)) == 3
     assert not list(out.glob("*.png"))
+
+
+@pytest.mark.parametrize("bad", [["--trials", "0"], ["--trials", "-3"], ["--jobs", "0"],
+                                 ["--optimizers", "adamw,nope"], ["--storage", "nowhere"], ["no-such-task"]])
+def test_rejected_arguments_leave_no_output_folder(tmp_path, task, capsys, bad) -> None:
+    from pyopt import cli
+
+    out = tmp_path / "out"
+    args = ["tune", *([] if bad == ["no-such-task"] else [task]), *bad, "--out", str(out), "--no-progress"]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "pyopt tune: error:" in err and bad[-1].split(",")[-1] in err, err
+    assert not out.exists()
+
+
+def test_intermediate_values_legend_is_inside_the_figure(tmp_path, monkeypatch) -> None:
+    """40 trials: Optuna's one-row-per-trial legend ran off the bottom of the figure."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    from pyopt.tuner import report
+
+    study = optuna.create_study()
+    for n in range(40):
+        study.add_trial(optuna.trial.create_trial(
+            params={"optimizer": "sgd"}, distributions={"optimizer": optuna.distributions.CategoricalDistribution(
+                ["sgd"])}, value=1.0 / (n + 1), intermediate_values={e: 1.0 / (n + 1 + e) for e in range(4)}))
+    extents = {}
+    savefig = Figure.savefig
+
+    def spy(fig, path, *args, **kwargs):
+        renderer = fig.canvas.get_renderer()
+        for ax in fig.axes:
+            if ax.get_legend() is not None:
+                extents[os.path.basename(str(path))] = (ax.get_legend().get_window_extent(renderer), fig.bbox)
+        return savefig(fig, path, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", spy)
+    report.write_plots([study], str(tmp_path))
+    legend, figure = extents["intermediate_values.png"]
+    assert figure.x0 <= legend.x0 and legend.x1 <= figure.x1 and figure.y0 <= legend.y0 and legend.y1 <= figure.y1, \
+        (legend, figure)
+
+
+def test_best_line_says_what_its_times_are(tmp_path, task, capsys) -> None:
+    from pyopt import cli
+
+    assert cli.main(["tune", task, "--optimizers", "sgd", "--trials", "2", "--out", str(tmp_path / "o"),
+                     "--no-progress"]) == 0
+    best = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("best:"))
+    assert "(trial " in best and "trained in " in best and "s; this run took " in best, best
