@@ -54,13 +54,14 @@ def _check_optimizers(names: Sequence[str]) -> list[str]:
 def _watch_parent(parent: int) -> None:
     """Interrupt this worker when the process that started it is gone (e.g. killed): a daemon
     process outlives a SIGKILLed parent otherwise."""
-    import _thread
     import threading
+
+    main = threading.main_thread().ident
 
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(0.2)
-        _thread.interrupt_main()
+        signal.pthread_kill(main, signal.SIGINT)  # a real signal: it also ends a blocking call
 
     threading.Thread(target=watch, daemon=True).start()
 

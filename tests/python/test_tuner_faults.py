@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -162,6 +163,34 @@ def test_sigkill_journal_two_jobs_rerun_fails_both_dead_trials(tmp_path, task) -
     # 4 new trials; with 2 processes, one more may start while the other starts the last one.
     assert 4 <= len(finished_new(before, after)) <= 5, after
     assert not os.path.lexists(out / "study.journal.lock")
+
+
+def test_a_worker_whose_main_process_is_killed_stops_by_itself(tmp_path, task) -> None:
+    out = tmp_path / "out"
+    common = [task, "--optimizers", "sgd,adam", "--out", str(out), "--jobs", "2"]
+    proc = start(tmp_path, *common, "--trials", "8", hang_at=2)
+    (worker,) = set(wait_for_hangs(tmp_path, proc, 2)) - {proc.pid}
+    proc.send_signal(signal.SIGKILL)  # the main process alone
+    proc.wait()
+    deadline = time.monotonic() + WAIT_LIMIT
+    while time.monotonic() < deadline:
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(worker, signal.SIGKILL)
+        pytest.fail("the worker outlived its killed main process")
+    # Before it stopped, the worker failed its own trial and the dead main process's.
+    before = study_rows(f"journal:{out / 'study.journal'}", tmp_path)
+    failed = sorted(r["error"] for r in before if r["state"] == "FAIL")
+    assert failed == ["interrupted", f"worker gone (pid {proc.pid} on {socket.gethostname()})"]
+    assert not [r for r in before if r["state"] == "RUNNING"]
+
+    code, text, err = finish(start(tmp_path, *common, "--trials", "2"))
+    assert code == 0, err
+    assert len(finished_new(before, rows(out))) in (2, 3)
 
 
 def test_journal_lock_of_a_killed_process_is_removed(tmp_path, task) -> None:
