@@ -12,7 +12,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("task", nargs="?", help="a built-in task (see --list) or path/to/file.py:OBJECT")
     p.add_argument("--list", action="store_true", help="list the built-in tasks and each optimizer's search space")
     p.add_argument("--optimizers", help="comma-separated optimizer names (default: a broad standard set)")
-    p.add_argument("--trials", type=int, default=40, help="trials to run (per optimizer with --fair); default 40")
+    p.add_argument("--trials", type=int, default=40, help="new trials to run (on a rerun too; per optimizer with --fair); default 40")
     p.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds")
     p.add_argument("--storage", default=None,
                    help="memory, journal:PATH, sqlite:///PATH or a database URL (default: sqlite in --out; "

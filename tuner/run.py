@@ -3,6 +3,7 @@ the results. ``pyopt tune`` is its command line."""
 from __future__ import annotations
 
 import multiprocessing
+import numbers
 import os
 import signal
 import time
@@ -114,9 +115,9 @@ def check_arguments(optimizers: Sequence[str], trials: int, jobs: int, storage: 
     from .study import PRUNERS, SAMPLERS, check_storage
 
     names = _check_optimizers(list(optimizers) if optimizers else list(DEFAULT_OPTIMIZERS))
-    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+    if isinstance(trials, bool) or not isinstance(trials, numbers.Integral) or trials < 1:
         raise ValueError(f"trials must be an integer >= 1, got {trials!r}")
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+    if isinstance(jobs, bool) or not isinstance(jobs, numbers.Integral) or jobs < 1:
         raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
     if budget != "auto" and budget not in space.BUDGETS:
         raise ValueError(f"unknown budget {budget!r}; one of auto, {', '.join(space.BUDGETS)}")
@@ -134,7 +135,8 @@ def tune(task: Task | str | Callable[..., float], optimizers: Sequence[str] | No
          progress: bool = True, log: Callable[[str], None] | None = None) -> TuneResult:
     """Search the optimizer and its hyperparameters for ``task`` (a Task, a built-in name or
     ``path/file.py:OBJECT``, or a plain objective ``fn(make_optimizer, report) -> float`` for a loop
-    a Task cannot express). ``trials`` is the total (per optimizer when ``fair``). Writes
+    a Task cannot express). ``trials`` new trials run (per optimizer when ``fair``), whatever the
+    study already holds; with ``jobs`` > 1, up to jobs - 1 more may start at the end. Writes
     best.json, trials.csv and plots to ``out`` when given. Returns a TuneResult."""
     from .tasks import check_task
 
