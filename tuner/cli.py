@@ -5,13 +5,14 @@ import argparse
 import importlib
 import os
 import sys
+from typing import Any
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("task", nargs="?", help="a built-in task (see --list) or path/to/file.py:OBJECT")
     p.add_argument("--list", action="store_true", help="list the built-in tasks and each optimizer's search space")
     p.add_argument("--optimizers", help="comma-separated optimizer names (default: a broad standard set)")
-    p.add_argument("--trials", type=int, default=40, help="trials to run (per optimizer with --fair); default 40")
+    p.add_argument("--trials", type=int, default=40, help="new trials to run (on a rerun too; per optimizer with --fair); default 40")
     p.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds")
     p.add_argument("--storage", default=None,
                    help="memory, journal:PATH, sqlite:///PATH or a database URL (default: sqlite in --out; "
@@ -47,6 +48,14 @@ def list_all() -> int:
 
 def run(args: argparse.Namespace) -> int:
     try:
+        return _run(args)
+    except KeyboardInterrupt:  # outside the trials (tune() handles those): start-up, writing the outputs
+        print("\npyopt tune: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
         importlib.import_module("optuna")  # installed? (pyopt[tune])
     except ImportError as exc:
         print(f"pyopt tune needs Optuna (pip install 'pyopt[tune]'): {exc}", file=sys.stderr)
@@ -56,37 +65,47 @@ def run(args: argparse.Namespace) -> int:
     if not args.task:
         print("pyopt tune: give a TASK (pyopt tune --list shows the built-in ones)", file=sys.stderr)
         return 2
-    from .run import tune
+    from .run import check_arguments, tune
     from .tasks import load_task
 
+    optimizers = [s.strip() for s in args.optimizers.split(",") if s.strip()] if args.optimizers else None
     try:
         task = load_task(args.task)
+        check_arguments(optimizers or (), args.trials, args.jobs, args.storage, args.budget, args.sampler, args.pruner)
     except (ValueError, ImportError, OSError) as exc:
-        print(f"pyopt tune: {exc}", file=sys.stderr)
+        print(f"pyopt tune: error: {exc}", file=sys.stderr)
         return 2
     out = args.out or f"pyopt-tune-{task.name}"
     storage = args.storage
-    if storage is None:
-        os.makedirs(out, exist_ok=True)
+    if storage is None:  # tune() makes the folder once the arguments are checked
         storage = f"journal:{os.path.join(out, 'study.journal')}" if args.jobs > 1 else \
             f"sqlite:///{os.path.abspath(os.path.join(out, 'study.db'))}"
-    optimizers = [s.strip() for s in args.optimizers.split(",") if s.strip()] if args.optimizers else None
     try:
         result = tune(args.task, optimizers, trials=args.trials, timeout=args.timeout, storage=storage,
                       study=args.study, jobs=args.jobs, seed=args.seed, out=out, pruner=args.pruner,
                       sampler=args.sampler, budget=args.budget, fair=args.fair, progress=not args.no_progress,
                       log=lambda msg: print(f"pyopt tune: {msg}", flush=True))
     except ValueError as exc:
-        print(f"pyopt tune: {exc}", file=sys.stderr)
+        print(f"pyopt tune: error: {exc}", file=sys.stderr)
         return 2
     print()
     print(result.table())
     if result.best is None:
         print("\npyopt tune: no trial finished", file=sys.stderr)
-        return 1
-    b = result.best
-    print(f"\nbest: {b['optimizer']} {b['hyperparameters']} -> validation loss {b['value']:.6g} "
-          f"(trial {b['trial']}, {result.seconds:.1f} s)")
+        return 130 if result.interrupted else 1
+    print(f"\n{best_line(result)}")
     print(f"wrote {', '.join(os.path.basename(f) for f in result.files)} to {out}/ (storage {storage})")
     print(f"use it: pyopt.from_config({os.path.join(out, 'best.json')!r}, params)")
     return 130 if result.interrupted else 0
+
+
+def best_line(result: Any) -> str:
+    """The winner, and what the times are: the best trial's own training time, and this run's."""
+    from .report import best_trial
+
+    b = result.best
+    found = best_trial(result.studies)
+    took = found[1].user_attrs.get("seconds") if found else None
+    trained = f"trained in {took:.3g} s; " if isinstance(took, (int, float)) else ""
+    return (f"best: {b['optimizer']} {b['hyperparameters']} -> validation loss {b['value']:.6g} "
+            f"(trial {b['trial']}: {trained}this run took {result.seconds:.1f} s)")

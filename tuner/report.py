@@ -84,7 +84,7 @@ def write_csv(studies: Sequence[Any], path: str) -> None:
             for t in study.trials:
                 w.writerow({
                     "study": study.study_name, "number": t.number, "state": t.state.name, "value": t.value,
-                    "optimizer": t.params.get("optimizer"),
+                    "optimizer": t.params.get("optimizer", t.system_attrs.get("fixed_params", {}).get("optimizer")),
                     "hyperparameters": json.dumps(t.user_attrs.get("hyperparameters", {}), sort_keys=True),
                     "diverged": t.user_attrs.get("diverged", ""), "warm_start": t.user_attrs.get("warm_start", False),
                     "seconds": t.user_attrs.get("seconds", ""), "epochs": t.user_attrs.get("epochs", ""),
@@ -103,9 +103,29 @@ def write_json(obj: Any, path: str) -> None:
     os.replace(tmp, path)
 
 
+LEGEND_ROWS = 18  # per column, in an 8 x 5 inch figure
+
+
+def fit_layout(fig: Any) -> None:
+    """An 8 x 5 inch figure with everything inside, the legend too: Optuna puts a legend with one
+    row per trial right of the axes, which runs off the figure past ~20 trials; it gets columns
+    of LEGEND_ROWS and the figure grows to the right for them."""
+    fig.set_size_inches(8, 5)
+    for ax in fig.axes:
+        if ax.get_legend() is None:
+            continue
+        handles, labels = ax.get_legend_handles_labels()
+        columns = max(1, math.ceil(len(labels) / LEGEND_ROWS))
+        ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, ncol=columns,
+                  fontsize="small")
+        fig.set_size_inches(8 + 1.1 * (columns - 1), 5)
+    fig.tight_layout()
+
+
 def write_plots(studies: Sequence[Any], out: str) -> list[str]:
     """Optimization history, best loss per optimizer, parameter importances, intermediate values
-    (PNG, matplotlib). A plot that cannot be drawn (too few trials) is skipped. Returns the files."""
+    (PNG, matplotlib). A plot that cannot be drawn (too few trials) is skipped. Returns the files.
+    Raises ImportError without matplotlib."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -119,8 +139,7 @@ def write_plots(studies: Sequence[Any], out: str) -> list[str]:
         try:
             ax = draw()
             fig = ax.figure if hasattr(ax, "figure") else plt.gcf()
-            fig.set_size_inches(8, 5)
-            fig.tight_layout()
+            fit_layout(fig)
             path = os.path.join(out, name)
             fig.savefig(path, dpi=100)
             written.append(path)

@@ -15,7 +15,7 @@ import numpy as np
 
 import pyopt
 
-from . import space
+from . import owners, space
 from .tasks import Task
 
 DIVERGED_FACTOR = 10.0
@@ -112,7 +112,44 @@ def make_objective(task: Task, optimizers: Sequence[str], budget: str, seed: int
             trial.set_user_attr("diverged_reason", info["reason"])
         return value
 
-    return objective
+    return _owned(objective)
+
+
+def _owned(objective: Callable[[Any], float]) -> Callable[[Any], float]:
+    """Mark a trial stopped by Ctrl-C as interrupted (Optuna fails it; ``unfinished``: a warm
+    start runs again)."""
+
+    def run(trial: Any) -> float:
+        try:
+            return objective(trial)
+        except KeyboardInterrupt:
+            with owners.sigint_ignored():  # a second Ctrl-C must not cut the record short
+                _interrupted_trials.add(trial.number)
+                trial.set_user_attr("error", owners.INTERRUPTED)
+                trial.set_user_attr("unfinished", True)
+            raise
+
+    return run
+
+
+_interrupted_trials: set[int] = set()
+
+
+class _QuietInterrupts:
+    """A logging filter: Optuna logs a trial stopped by Ctrl-C as failed, with a traceback; the
+    trial's error says "interrupted" instead."""
+
+    def filter(self, record: Any) -> bool:
+        message = record.getMessage()
+        for n in list(_interrupted_trials):
+            if message.startswith(f"Trial {n} failed with value"):  # the last of its two records
+                _interrupted_trials.discard(n)
+            if message.startswith(f"Trial {n} failed"):
+                return False
+        return True
+
+
+_QUIET_INTERRUPTS = _QuietInterrupts()
 
 
 def make_function_objective(fn: Callable[..., float], optimizers: Sequence[str], budget: str) -> Callable[[Any], float]:
@@ -150,7 +187,24 @@ def make_function_objective(fn: Callable[..., float], optimizers: Sequence[str],
                 if t.value is not None and math.isfinite(t.value)]
         return DIVERGED_FACTOR * max(map(abs, done)) if done else 1e10
 
-    return objective
+    return _owned(objective)
+
+
+SAMPLERS = ("tpe", "random")
+PRUNERS = ("hyperband", "median", "none")
+
+
+def _stamping(sampler_class: Any) -> Any:
+    """``sampler_class`` that records the process running each trial (``owners``) as soon as the
+    trial exists, before the sampler's work, so a run killed at any point can be cleaned up."""
+
+    class Stamping(sampler_class):  # type: ignore[misc, valid-type]
+        def before_trial(self, study: Any, trial: Any) -> None:
+            study._storage.set_trial_user_attr(trial._trial_id, "owner", owners.me())
+            super().before_trial(study, trial)
+
+    Stamping.__name__ = Stamping.__qualname__ = sampler_class.__name__
+    return Stamping
 
 
 def make_sampler(name: str, seed: int | None, parallel: bool = False) -> Any:
@@ -161,11 +215,11 @@ def make_sampler(name: str, seed: int | None, parallel: bool = False) -> Any:
 
         with warnings.catch_warnings():  # multivariate and group are "experimental" in Optuna 5.0
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.TPESampler(multivariate=True, group=True, seed=seed, constant_liar=parallel,
-                                              n_startup_trials=10)
+            return _stamping(optuna.samplers.TPESampler)(multivariate=True, group=True, seed=seed,
+                                                         constant_liar=parallel, n_startup_trials=10)
     if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    raise ValueError(f"unknown sampler {name!r}; one of tpe, random")
+        return _stamping(optuna.samplers.RandomSampler)(seed=seed)
+    raise ValueError(f"unknown sampler {name!r}; one of {', '.join(SAMPLERS)}")
 
 
 def make_pruner(name: str, epochs: int) -> Any:
@@ -180,7 +234,7 @@ def make_pruner(name: str, epochs: int) -> Any:
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=warmup)
     if name == "none":
         return optuna.pruners.NopPruner()
-    raise ValueError(f"unknown pruner {name!r}; one of hyperband, median, none")
+    raise ValueError(f"unknown pruner {name!r}; one of {', '.join(PRUNERS)}")
 
 
 def make_storage(url: str | None) -> Any:
@@ -189,36 +243,55 @@ def make_storage(url: str | None) -> Any:
     heartbeats for server databases so trials of a dead worker are retried."""
     import optuna
 
+    check_storage(url)
     if url is None or url in ("memory", ":memory:"):
         return None
     if url.startswith("journal:"):
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-        return JournalStorage(JournalFileBackend(url[len("journal:"):]))
+        from .journal_lock import OwnedSymlinkLock
+
+        path = url[len("journal:"):]
+        return JournalStorage(JournalFileBackend(path, lock_obj=OwnedSymlinkLock(path)))
     if url.startswith("sqlite:"):
         return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
-    if "://" in url:
-        return optuna.storages.RDBStorage(
-            url, heartbeat_interval=30, grace_period=120,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2))
+    return optuna.storages.RDBStorage(  # a database server
+        url, heartbeat_interval=30, grace_period=120,
+        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2))
+
+
+def check_storage(url: str | None) -> None:
+    if url is None or url in ("memory", ":memory:") or url.startswith("journal:") and len(url) > len("journal:") \
+            or "://" in url:
+        return
     raise ValueError(f"unknown storage {url!r}: use memory, journal:PATH, sqlite:///PATH or a database URL")
 
 
 def create_study(task: Task, optimizers: Sequence[str], *, storage: str | None = None, study_name: str | None = None,
                  sampler: str = "tpe", pruner: str = "hyperband", seed: int | None = 0, budget: str = "core",
-                 parallel: bool = False) -> Any:
-    """Create (or, with the same storage and name, resume) a study, enqueuing each optimizer's
-    defaults as warm starts when they have not run yet."""
+                 parallel: bool = False, prepare: bool = True) -> Any:
+    """Create (or, with the same storage and name, resume) a study. With ``prepare`` (the first
+    process of a run), fail the trials of this host whose process is gone (``owners``) and enqueue
+    each optimizer's defaults as a warm start unless one ran, failed on its own or waits."""
+    import logging
+
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("optuna.study._optimize").addFilter(_QUIET_INTERRUPTS)  # once: a set of filters
     study = optuna.create_study(
         study_name=study_name or f"pyopt-{task.name}", storage=make_storage(storage), direction="minimize",
         sampler=make_sampler(sampler, seed, parallel), pruner=make_pruner(pruner, task.epochs), load_if_exists=True)
+    if not prepare:
+        return study
     study.set_user_attr("task", task.name)
     study.set_user_attr("budget", budget)
     study.set_user_attr("optimizers", list(optimizers))
+    owners.fail_unfinished(study)
+    tried = [t.system_attrs.get("fixed_params", t.params) for t in study.get_trials(deepcopy=False)
+             if not t.user_attrs.get("unfinished")]
     for name in optimizers:
         params = {"optimizer": name, **space.default_params(name, budget)}
-        study.enqueue_trial(params, user_attrs={"warm_start": True}, skip_if_exists=True)
+        if params not in tried:
+            study.enqueue_trial(params, user_attrs={"warm_start": True})
     return study
