@@ -205,39 +205,35 @@ class Optimizer:
         """
         clip_norm_arg = -1.0 if clip_norm is None else _nonnegative(clip_norm, "clip_norm", self._owner_label)
         clip_value_arg = math.inf if clip_value is None else _nonnegative(clip_value, "clip_value", self._owner_label)
+        plain = clip_norm is None and clip_value is None and not skip_nonfinite
         with self._lock:
             if not self._schedules:
-                if self._engine is None:
-                    self._rebuild()
-                elif self._hyper_changed:
-                    self._refresh_hypers()
-                grad_list = self._grad_list(grads)
-                if clip_norm is None and clip_value is None and not skip_nonfinite:
-                    self._engine.step(grad_list)
-                    return True
-                return self._step_options(grad_list, clip_norm_arg, clip_value_arg, skip_nonfinite)
+                return self._update(grads, plain, clip_norm_arg, clip_value_arg, skip_nonfinite)
             # A refused or skipped step leaves the schedules (their counts and the lrs they set) as they were.
             counts = [s.count for s in self._schedules]
             lrs = [group["lr"] for group in self.param_groups]
             try:
                 for schedule in self._schedules:
                     schedule._before_step(self)
-                if self._engine is None:
-                    self._rebuild()
-                elif self._hyper_changed:
-                    self._refresh_hypers()
-                grad_list = self._grad_list(grads)
-                if clip_norm is None and clip_value is None and not skip_nonfinite:
-                    self._engine.step(grad_list)
-                    applied = True
-                else:
-                    applied = self._step_options(grad_list, clip_norm_arg, clip_value_arg, skip_nonfinite)
+                applied = self._update(grads, plain, clip_norm_arg, clip_value_arg, skip_nonfinite)
             except BaseException:
                 self._restore_schedules(counts, lrs)
                 raise
             if not applied:
                 self._restore_schedules(counts, lrs)
             return applied
+
+    def _update(self, grads: Any, plain: bool, clip_norm: float, clip_value: float, skip_nonfinite: bool) -> bool:
+        """The update itself (lock held, schedules already applied); False if a step was skipped."""
+        if self._engine is None:
+            self._rebuild()
+        elif self._hyper_changed:
+            self._refresh_hypers()
+        grad_list = self._grad_list(grads)
+        if plain:
+            self._engine.step(grad_list)
+            return True
+        return self._step_options(grad_list, clip_norm, clip_value, skip_nonfinite)
 
     def _step_options(self, grad_list: Sequence[Any], clip_norm: float, clip_value: float,
                       skip_nonfinite: bool) -> bool:
@@ -247,7 +243,7 @@ class Optimizer:
             self.skipped_steps += 1
             names = ", ".join(self._labels[i] for i in nonfinite[:5]) + (" ..." if len(nonfinite) > 5 else "")
             warnings.warn(f"{self._owner_label}: step skipped, non-finite gradient in {names}", RuntimeWarning,
-                          stacklevel=3)
+                          stacklevel=4)  # step -> _update -> here
         return bool(applied)
 
     def _restore_schedules(self, counts: list[int], lrs: list[Any]) -> None:
