@@ -35,6 +35,8 @@ from .optimizer import (
     _saved_step,
     _state_array,
     _state_dict,
+    restore_schedules,
+    save_schedules,
 )
 
 # Optimizers implemented in Python, by state_dict name -> module defining them (``pyopt.load``
@@ -169,15 +171,14 @@ class PyOptimizer:
                 arrays.extend((v, f"{self._labels[i]} state {k!r}", True)
                               for k, v in self._state[i].items() if isinstance(v, np.ndarray))
             _check_disjoint(arrays, who)
-            counts = [s.count for s in self._schedules]
-            lrs = [group["lr"] for group in self.param_groups]
+            saved = save_schedules(self)
             try:
                 for schedule in self._schedules:
                     schedule._before_step(self)
                 if self._schedules:
                     hypers = self._groups_checked()  # the lrs the schedules set
             except BaseException:
-                Optimizer._restore_schedules(self, counts, lrs)  # type: ignore[arg-type]
+                restore_schedules(self, saved)
                 raise
             for i, g in checked:
                 state = self._state[i]

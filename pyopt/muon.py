@@ -28,7 +28,7 @@ except ImportError:  # numpy < 2
 
 from . import _core
 from ._pybase import PyOptimizer, real
-from .optimizer import GradsLike, ParamsLike
+from .optimizer import GradsLike, ParamsLike, restore_schedules, save_schedules
 
 __all__ = ["Muon"]
 
@@ -162,17 +162,13 @@ class Muon(PyOptimizer):
     def _run_schedules(self) -> list[dict[str, Any]]:
         """Attached schedules set the lrs; the hyperparameters are then checked again (a schedule
         may set a bad lr, or fail). On failure the schedules and lrs are put back."""
-        saved = [(s, s.count, None if s.base_lrs is None else list(s.base_lrs)) for s in self._schedules]
-        lrs = [group["lr"] for group in self.param_groups]
+        saved = save_schedules(self)
         try:
             for schedule in self._schedules:
                 schedule._before_step(self)
             return self._groups_checked()
         except BaseException:
-            for schedule, count, base_lrs in saved:
-                schedule.count, schedule.base_lrs = count, base_lrs
-            for group, lr in zip(self.param_groups, lrs):
-                group["lr"] = lr
+            restore_schedules(self, saved)
             raise
 
     def _update(self, p: np.ndarray, g: np.ndarray, state: dict[str, Any], group: Mapping[str, Any]) -> None:

@@ -73,6 +73,22 @@ class ParamGroup(dict):
         return value
 
 
+def save_schedules(opt: Any) -> tuple[list[tuple[Any, int, list[float] | None]], list[Any]]:
+    """What attached schedules change in a step (their counts, base lrs, and the groups' lrs), so
+    that a refused or skipped step can put it back with ``restore_schedules``."""
+    schedules = [(s, s.count, None if s.base_lrs is None else list(s.base_lrs)) for s in opt._schedules]
+    return schedules, [group["lr"] for group in opt.param_groups]
+
+
+def restore_schedules(opt: Any, saved: tuple[list[tuple[Any, int, list[float] | None]], list[Any]]) -> None:
+    schedules, lrs = saved
+    for schedule, count, base_lrs in schedules:
+        schedule.count, schedule.base_lrs = count, base_lrs
+    for group, lr in zip(opt.param_groups, lrs):
+        if group["lr"] is not lr:
+            group["lr"] = lr
+
+
 class Optimizer:
     """Base class of every pyopt optimizer.
 
@@ -210,17 +226,16 @@ class Optimizer:
             if not self._schedules:
                 return self._update(grads, plain, clip_norm_arg, clip_value_arg, skip_nonfinite)
             # A refused or skipped step leaves the schedules (their counts and the lrs they set) as they were.
-            counts = [s.count for s in self._schedules]
-            lrs = [group["lr"] for group in self.param_groups]
+            saved = save_schedules(self)
             try:
                 for schedule in self._schedules:
                     schedule._before_step(self)
                 applied = self._update(grads, plain, clip_norm_arg, clip_value_arg, skip_nonfinite)
             except BaseException:
-                self._restore_schedules(counts, lrs)
+                restore_schedules(self, saved)
                 raise
             if not applied:
-                self._restore_schedules(counts, lrs)
+                restore_schedules(self, saved)
             return applied
 
     def _update(self, grads: Any, plain: bool, clip_norm: float, clip_value: float, skip_nonfinite: bool) -> bool:
@@ -245,13 +260,6 @@ class Optimizer:
             warnings.warn(f"{self._owner_label}: step skipped, non-finite gradient in {names}", RuntimeWarning,
                           stacklevel=4)  # step -> _update -> here
         return bool(applied)
-
-    def _restore_schedules(self, counts: list[int], lrs: list[Any]) -> None:
-        for schedule, count in zip(self._schedules, counts):
-            schedule.count = count
-        for group, lr in zip(self.param_groups, lrs):
-            if group["lr"] is not lr:
-                group["lr"] = lr
 
     # ----- schedules -----------------------------------------------------------------------
     @property
