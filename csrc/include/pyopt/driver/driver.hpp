@@ -1,16 +1,21 @@
 #pragma once
 // The one driver every rule runs through. It owns what rules should never think about:
-// per-step scalars computed once per tensor, the split of all tensors of a step into balanced
-// contiguous chunks over one OpenMP parallel region, and the per-element loop that loads each
-// slot once, calls the rule, and stores it once.
+// per-step scalars computed once per tensor, the shared policies (maximize, weight decay) applied
+// before the rule sees an element, the split of all tensors of a step into balanced contiguous
+// chunks over one OpenMP parallel region, and the per-element loop that loads each slot once,
+// calls the rule, and stores it once.
 #include <omp.h>
 
 #include <cstdint>
 #include <memory>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "pyopt/config.hpp"
+#include "pyopt/rules/base.hpp"
 #include "pyopt/types.hpp"
 
 PYOPT_KERNEL_NAMESPACE_BEGIN
@@ -34,9 +39,101 @@ PYOPT_INLINE T clipped_grad(T g, T clip, T scale) {
   return g * scale;
 }
 
+// ---- Shared policies (rules/base.hpp: maximize_policy, decay_policy) ----
+
+// A rule's own variants (its flag combinations) are at most this many: a larger table is a mistake.
+constexpr int kMaxRuleVariants = 64;
+
+// The weight-decay part of a kernel: kernel V = rule variant + Rule::num_variants · decay step.
+enum DecayStep { kNoDecay = 0, kCoupledDecay = 1, kDecoupledDecay = 2, kNumDecaySteps = 3 };
+
+// Only the decay steps a policy can pick get a kernel.
+constexpr bool decay_step_used(rules::Decay policy, int step) {
+  switch (policy) {
+    case rules::Decay::None: return step == kNoDecay;
+    case rules::Decay::Coupled: return step != kDecoupledDecay;
+    case rules::Decay::Decoupled: return step != kCoupledDecay;
+    default: return true;
+  }
+}
+
+template <class Rule, class = void>
+struct has_maximize : std::false_type {};
+template <class Rule>
+struct has_maximize<Rule, std::void_t<decltype(Rule::maximize)>> : std::true_type {};
+template <class Rule, class = void>
+struct has_fixed_decay : std::false_type {};
+template <class Rule>
+struct has_fixed_decay<Rule, std::void_t<decltype(Rule::fixed_decay)>> : std::true_type {};
+
+template <class Rule>
+constexpr void check_rule_table() {
+  static_assert(Rule::num_variants > 0 && Rule::num_variants <= kMaxRuleVariants,
+                "a rule's variant table must have between 1 and kMaxRuleVariants entries");
+  static_assert(has_maximize<Rule>::value == Rule::maximize_policy,
+                "a rule with a `maximize` hyperparameter declares maximize_policy = true (the driver applies it)");
+  static_assert(Rule::num_reductions == 0 || Rule::decay_policy == rules::Decay::None,
+                "the reduction pass cannot change p: a rule with reductions applies its own weight decay");
+}
+
+// The policies' per-step scalars, computed in double and rounded to T as the rules computed them.
+template <class T>
+struct Policies {
+  T grad_sign, weight_decay, decay;
+};
+
+template <class Rule, class T>
+Policies<T> prepare_policies(const double* h, int& decay_step) {
+  using rules::Decay;
+  constexpr Decay policy = Rule::decay_policy;
+  Policies<T> k{T(1), T(0), T(1)};
+  if constexpr (Rule::maximize_policy) k.grad_sign = T(h[Rule::maximize] != 0.0 ? -1.0 : 1.0);
+  decay_step = kNoDecay;
+  if constexpr (policy != Decay::None) {
+    const double wd = h[Rule::weight_decay];
+    if (!(wd != 0.0)) return k;
+    bool decoupled = policy == Decay::Decoupled;
+    if constexpr (policy == Decay::TorchFlag) decoupled = h[Rule::decoupled_weight_decay] != 0.0;
+    if constexpr (policy == Decay::WeightDecouple) decoupled = h[Rule::weight_decouple] != 0.0;
+    decay_step = decoupled ? kDecoupledDecay : kCoupledDecay;
+    k.weight_decay = T(wd);
+    if constexpr (policy == Decay::WeightDecouple) {
+      bool fixed = false;
+      if constexpr (has_fixed_decay<Rule>::value) fixed = h[Rule::fixed_decay] != 0.0;
+      k.decay = T(1.0 - wd * (fixed ? 1.0 : h[Rule::lr]));
+    } else {
+      k.decay = T(1.0 - h[Rule::lr] * wd);
+    }
+  }
+  return k;
+}
+
+// maximize (a multiply by ±1, so a NaN keeps its bits), then decoupled, then coupled decay.
+template <class Rule, int Step, class T>
+PYOPT_INLINE void apply_policies(const Policies<T>& k, T& p, T& g) {
+  if constexpr (Rule::maximize_policy) g = g * k.grad_sign;
+  if constexpr (Step == kDecoupledDecay) p = p * k.decay;             // p.mul_(1 − lr·wd)
+  if constexpr (Step == kCoupledDecay) g = rules::fmadd(k.weight_decay, p, g);  // grad.add(p, alpha=wd)
+}
+
+// The rule's variant for these hyperparameters; one outside its table is a bug in the rule, reported
+// before any element (or scalar state) is touched, instead of a silently skipped update.
+template <class Rule>
+int checked_variant(const double* h) {
+  const int v = Rule::variant(h);
+  if (v < 0 || v >= Rule::num_variants)
+    throw std::logic_error(std::string("rule ") + Rule::name + ": variant() returned " + std::to_string(v) +
+                           ", outside its table [0, " + std::to_string(Rule::num_variants) + ")");
+  return v;
+}
+
+// ---- Element loops ----
+
 template <class Rule, int V, class T>
-void update_range(const TensorArgs& a, const typename Rule::template Coeffs<T>& k, int64_t begin, int64_t end) {
-  constexpr unsigned mask = Rule::slot_mask(V);
+void update_range(const TensorArgs& a, const typename Rule::template Coeffs<T>& k, const Policies<T>& policies,
+                  int64_t begin, int64_t end) {
+  constexpr int rule_variant = V % Rule::num_variants, decay_step = V / Rule::num_variants;
+  constexpr unsigned mask = Rule::slot_mask(rule_variant);
   T* __restrict p = static_cast<T*>(a.param);
   const T* __restrict g = static_cast<const T*>(a.grad);
   T* __restrict s0 = static_cast<T*>(a.slots[0]);
@@ -44,6 +141,7 @@ void update_range(const TensorArgs& a, const typename Rule::template Coeffs<T>& 
   T* __restrict s2 = static_cast<T*>(a.slots[2]);
   T* __restrict s3 = static_cast<T*>(a.slots[3]);
   const T clip = T(a.grad_clip), scale = T(a.grad_scale);
+  const Policies<T> pol = policies;
   PYOPT_VECTORIZE_LOOP
   for (int64_t i = begin; i < end; ++i) {
     T s[kMaxSlots] = {};
@@ -52,7 +150,9 @@ void update_range(const TensorArgs& a, const typename Rule::template Coeffs<T>& 
     if constexpr (mask & 4u) s[2] = s2[i];
     if constexpr (mask & 8u) s[3] = s3[i];
     T param = p[i];
-    Rule::template update<V>(k, param, clipped_grad(g[i], clip, scale), s);
+    T grad = clipped_grad(g[i], clip, scale);
+    apply_policies<Rule, decay_step>(pol, param, grad);
+    Rule::template update<rule_variant>(k, param, grad, s);
     p[i] = param;
     if constexpr (mask & 1u) s0[i] = s[0];
     if constexpr (mask & 2u) s1[i] = s[1];
@@ -61,18 +161,30 @@ void update_range(const TensorArgs& a, const typename Rule::template Coeffs<T>& 
   }
 }
 
+// Every kernel variant: the rule's variants times the decay steps its policy can pick.
+template <class Rule>
+using KernelVariants = std::make_integer_sequence<int, Rule::num_variants * kNumDecaySteps>;
+template <class Rule, int V>
+constexpr bool kernel_exists = decay_step_used(Rule::decay_policy, V / Rule::num_variants);
+
 template <class Rule, class T, int... Vs>
 PYOPT_INLINE void update_variant(int variant, const TensorArgs& a, const typename Rule::template Coeffs<T>& k,
-                                 int64_t begin, int64_t end, std::integer_sequence<int, Vs...>) {
-  ((variant == Vs ? (update_range<Rule, Vs, T>(a, k, begin, end), 0) : 0), ...);
+                                 const Policies<T>& policies, int64_t begin, int64_t end,
+                                 std::integer_sequence<int, Vs...>) {
+  auto run_kernel = [&](auto v) {
+    if constexpr (kernel_exists<Rule, decltype(v)::value>)
+      update_range<Rule, decltype(v)::value, T>(a, k, policies, begin, end);
+  };
+  ((variant == Vs ? (run_kernel(std::integral_constant<int, Vs>{}), 0) : 0), ...);
 }
 
 // The reduction pass of a rule with num_reductions > 0: Rule::reduce<V> sees each element once
 // (it may update the state slots, not the param) and yields num_reductions values to be summed in
 // double. Elements [begin, end) lie in one block; the block's sums go to out[0..R).
 template <class Rule, int V, class T>
-void reduce_block(const TensorArgs& a, const typename Rule::template Coeffs<T>& k, int64_t begin, int64_t end,
-                  double* out) {
+void reduce_block(const TensorArgs& a, const typename Rule::template Coeffs<T>& k, const Policies<T>& policies,
+                  int64_t begin, int64_t end, double* out) {
+  static_assert(V < Rule::num_variants, "rules with reductions have no decay steps");
   constexpr int R = Rule::num_reductions;
   constexpr unsigned mask = Rule::slot_mask(V);
   const T* __restrict p = static_cast<const T*>(a.param);
@@ -82,6 +194,7 @@ void reduce_block(const TensorArgs& a, const typename Rule::template Coeffs<T>& 
   T* __restrict s2 = static_cast<T*>(a.slots[2]);
   T* __restrict s3 = static_cast<T*>(a.slots[3]);
   const T clip = T(a.grad_clip), scale = T(a.grad_scale);
+  const Policies<T> pol = policies;
   double lanes[R][kReduceLanes] = {};
   auto one = [&](int64_t i, int lane) PYOPT_LAMBDA_INLINE {
     T s[kMaxSlots] = {};
@@ -90,7 +203,10 @@ void reduce_block(const TensorArgs& a, const typename Rule::template Coeffs<T>& 
     if constexpr (mask & 4u) s[2] = s2[i];
     if constexpr (mask & 8u) s[3] = s3[i];
     T r[R];
-    Rule::template reduce<V>(k, p[i], clipped_grad(g[i], clip, scale), s, r);
+    T param = p[i];  // not stored: the reduction pass leaves p alone
+    T grad = clipped_grad(g[i], clip, scale);
+    apply_policies<Rule, kNoDecay>(pol, param, grad);
+    Rule::template reduce<V>(k, param, grad, s, r);
     if constexpr (mask & 1u) s0[i] = s[0];
     if constexpr (mask & 2u) s1[i] = s[1];
     if constexpr (mask & 4u) s2[i] = s[2];
@@ -115,14 +231,16 @@ void reduce_block(const TensorArgs& a, const typename Rule::template Coeffs<T>& 
 
 template <class Rule, class T, int... Vs>
 PYOPT_INLINE void reduce_variant(int variant, const TensorArgs& a, const typename Rule::template Coeffs<T>& k,
-                                 int64_t begin, int64_t end, double* out, std::integer_sequence<int, Vs...>) {
-  ((variant == Vs ? (reduce_block<Rule, Vs, T>(a, k, begin, end, out), 0) : 0), ...);
+                                 const Policies<T>& policies, int64_t begin, int64_t end, double* out,
+                                 std::integer_sequence<int, Vs...>) {
+  ((variant == Vs ? (reduce_block<Rule, Vs, T>(a, k, policies, begin, end, out), 0) : 0), ...);
 }
 
 template <class Rule, class T>
 struct Prepared {
   typename Rule::template Coeffs<T> coeffs;
-  int variant;
+  Policies<T> policies;
+  int variant;  // the kernel variant: rule variant + Rule::num_variants · decay step
 };
 
 inline int team_size(int64_t total, int num_threads) {
@@ -153,9 +271,9 @@ void for_my_chunk(int64_t count, int64_t total, SizeOf size_of, Visit visit) {
 
 template <class Rule, class T>
 void update_my_chunk(const TensorArgs* tensors, int64_t count, const Prepared<Rule, T>* prepared, int64_t total) {
-  using Variants = std::make_integer_sequence<int, Rule::num_variants>;
   for_my_chunk(count, total, [&](int64_t i) { return tensors[i].size; }, [&](int64_t i, int64_t begin, int64_t end) {
-    update_variant<Rule, T>(prepared[i].variant, tensors[i], prepared[i].coeffs, begin, end, Variants{});
+    update_variant<Rule, T>(prepared[i].variant, tensors[i], prepared[i].coeffs, prepared[i].policies, begin, end,
+                            KernelVariants<Rule>{});
   });
 }
 
@@ -195,14 +313,14 @@ struct Blocks {
 template <class Rule, class T>
 void run_reduced(const TensorArgs* tensors, int64_t count, Prepared<Rule, T>* prepared, int64_t total,
                  int num_threads) {
-  using Variants = std::make_integer_sequence<int, Rule::num_variants>;
+  using Variants = std::make_integer_sequence<int, Rule::num_variants>;  // no decay steps (check_rule_table)
   constexpr int R = Rule::num_reductions;
   const Blocks blocks(tensors, count);
   std::vector<double> block_sums(size_t(blocks.size() * R));
   auto reduce_blocks = [&](int64_t b_lo, int64_t b_hi) {
     blocks.visit(tensors, b_lo, b_hi, [&](int64_t i, int64_t begin, int64_t end, int64_t b) {
-      reduce_variant<Rule, T>(prepared[i].variant, tensors[i], prepared[i].coeffs, begin, end, &block_sums[b * R],
-                              Variants{});
+      reduce_variant<Rule, T>(prepared[i].variant, tensors[i], prepared[i].coeffs, prepared[i].policies, begin, end,
+                              &block_sums[b * R], Variants{});
     });
   };
   auto finish_all = [&] {
@@ -218,7 +336,8 @@ void run_reduced(const TensorArgs* tensors, int64_t count, Prepared<Rule, T>* pr
     reduce_blocks(0, blocks.size());
     finish_all();
     for (int64_t i = 0; i < count; ++i)
-      update_variant<Rule, T>(prepared[i].variant, tensors[i], prepared[i].coeffs, 0, tensors[i].size, Variants{});
+      update_variant<Rule, T>(prepared[i].variant, tensors[i], prepared[i].coeffs, prepared[i].policies, 0,
+                              tensors[i].size, Variants{});
     return;
   }
 #pragma omp parallel num_threads(team_size(total, num_threads))
@@ -235,7 +354,7 @@ void run_reduced(const TensorArgs* tensors, int64_t count, Prepared<Rule, T>* pr
 
 template <class Rule, class T>
 void run(const TensorArgs* tensors, int64_t count, int num_threads) {
-  using Variants = std::make_integer_sequence<int, Rule::num_variants>;
+  check_rule_table<Rule>();
   constexpr int64_t kStackTensors = 32;
   Prepared<Rule, T> stack_buffer[kStackTensors];
   std::unique_ptr<Prepared<Rule, T>[]> heap_buffer;
@@ -245,15 +364,22 @@ void run(const TensorArgs* tensors, int64_t count, int num_threads) {
     prepared = heap_buffer.get();
   }
 
+  // Every variant is checked before the first prepare(), which may advance scalar state.
+  for (int64_t i = 0; i < count; ++i) prepared[i].variant = checked_variant<Rule>(tensors[i].hyper);
+
   // Per-step scalars, once per tensor, in double. Tensors of the same group at the same step share
   // them unless the rule keeps scalar state of its own.
   int64_t total = 0;
   for (int64_t i = 0; i < count; ++i) {
     const TensorArgs& a = tensors[i];
-    if (Rule::num_scalars == 0 && i > 0 && a.hyper == tensors[i - 1].hyper && a.step == tensors[i - 1].step)
+    if (Rule::num_scalars == 0 && i > 0 && a.hyper == tensors[i - 1].hyper && a.step == tensors[i - 1].step) {
       prepared[i] = prepared[i - 1];
-    else
-      prepared[i] = {Rule::template prepare<T>(a.hyper, a.step, a.scalars), Rule::variant(a.hyper)};
+    } else {
+      int decay_step = kNoDecay;
+      prepared[i].coeffs = Rule::template prepare<T>(a.hyper, a.step, a.scalars);
+      prepared[i].policies = prepare_policies<Rule, T>(a.hyper, decay_step);
+      prepared[i].variant += Rule::num_variants * decay_step;
+    }
     total += a.size;
   }
 
@@ -264,7 +390,8 @@ void run(const TensorArgs* tensors, int64_t count, int num_threads) {
   const bool serial = num_threads <= 1 || total < kSerialThreshold || omp_in_parallel();
   if (serial) {
     for (int64_t i = 0; i < count; ++i)
-      update_variant<Rule, T>(prepared[i].variant, tensors[i], prepared[i].coeffs, 0, tensors[i].size, Variants{});
+      update_variant<Rule, T>(prepared[i].variant, tensors[i], prepared[i].coeffs, prepared[i].policies, 0,
+                              tensors[i].size, KernelVariants<Rule>{});
     return;
   }
 #pragma omp parallel num_threads(team_size(total, num_threads))

@@ -38,15 +38,12 @@ struct AdaBelief : RuleBase {
       {"maximize", 0.0, HyperKind::Bool},
   };
   static constexpr const char* slot_names[] = {"exp_avg", "exp_avg_var", "max_exp_avg_var"};
+  static constexpr bool maximize_policy = true;
+  static constexpr Decay decay_policy = Decay::WeightDecouple;
 
-  enum Variant { kAmsgrad = 1, kCoupledDecay = 2, kDecoupledDecay = 4, kRectify = 8 };
-  static constexpr int num_variants = 16;
-  static int variant(const double* h) {
-    int v = h[amsgrad] != 0.0 ? kAmsgrad : 0;
-    if (h[weight_decay] != 0.0) v |= h[weight_decouple] != 0.0 ? kDecoupledDecay : kCoupledDecay;
-    if (h[rectify] != 0.0) v |= kRectify;
-    return v;
-  }
+  enum Variant { kAmsgrad = 1, kRectify = 2 };
+  static constexpr int num_variants = 4;
+  static int variant(const double* h) { return (h[amsgrad] != 0.0 ? kAmsgrad : 0) | (h[rectify] != 0.0 ? kRectify : 0); }
   static constexpr unsigned slot_mask(int v) { return (v & kAmsgrad) ? 0b111u : 0b011u; }
 
   static void validate(const double* h) {
@@ -59,7 +56,7 @@ struct AdaBelief : RuleBase {
 
   template <class T>
   struct Coeffs {
-    T grad_sign, decay, weight_decay, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, bc2_sqrt;
+    T beta1, one_minus_beta1, beta2, one_minus_beta2, eps, bc2_sqrt;
     T neg_step;       // unrectified: −lr/bc1; rectified: −r·lr in adaptive steps (ρ_t ≥ 5), else 1
     T adaptive;       // rectified: 1 if ρ_t ≥ 5, else 0 (a T: GCC vectorizes a select on a T compare)
     T sgd;            // rectified: 1 in the SGD steps (ρ_t < 5 and degenerated_to_sgd), else 0
@@ -93,10 +90,7 @@ struct AdaBelief : RuleBase {
         if (sgd) sgd_coeff = -(1.0 / (1.0 - std::pow(b1, double(t)))) * lrv;
       }
     }
-    return {T(h[maximize] != 0.0 ? -1.0 : 1.0),
-            T(1.0 - h[weight_decay] * (h[fixed_decay] != 0.0 ? 1.0 : lrv)),
-            T(h[weight_decay]),
-            T(b1),
+    return {T(b1),
             T(1.0 - b1),
             T(b2),
             T(1.0 - b2),
@@ -115,9 +109,6 @@ struct AdaBelief : RuleBase {
   static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
     T& m = s[0];
     T& v = s[1];
-    g = g * k.grad_sign;
-    if constexpr (V & kDecoupledDecay) p = p * k.decay;                // p.data.mul_(1 − lr·wd)
-    if constexpr (V & kCoupledDecay) g = fmadd(k.weight_decay, p, g);  // grad.add_(p, alpha=wd)
     m = fmadd(k.one_minus_beta1, g, m * k.beta1);                      // exp_avg.mul_(β1).add_(g, alpha=1 − β1)
     const T r = g - m;                                                 // grad_residual
     v = fmadd(k.one_minus_beta2 * r, r, v * k.beta2);                  // .mul_(β2).addcmul_(r, r, value=1 − β2)

@@ -17,10 +17,11 @@ struct Adadelta : RuleBase {
       {"weight_decay", 0.0, HyperKind::Real}, {"maximize", 0.0, HyperKind::Bool},
   };
   static constexpr const char* slot_names[] = {"square_avg", "acc_delta"};
+  static constexpr bool maximize_policy = true;
+  static constexpr Decay decay_policy = Decay::Coupled;
 
-  enum Variant { kDecay = 1 };
-  static constexpr int num_variants = 2;
-  static int variant(const double* h) { return h[weight_decay] != 0.0 ? kDecay : 0; }
+  static constexpr int num_variants = 1;
+  static int variant(const double*) { return 0; }
   static constexpr unsigned slot_mask(int) { return 0b11u; }
 
   static void validate(const double* h) {
@@ -32,11 +33,11 @@ struct Adadelta : RuleBase {
 
   template <class T>
   struct Coeffs {
-    T grad_sign, weight_decay, rho, one_minus_rho, eps, neg_lr;
+    T rho, one_minus_rho, eps, neg_lr;
   };
   template <class T>
   static Coeffs<T> prepare(const double* h, int64_t, double*) {
-    return {T(h[maximize] != 0.0 ? -1.0 : 1.0), T(h[weight_decay]), T(h[rho]), T(1.0 - h[rho]), T(h[eps]),
+    return {T(h[rho]), T(1.0 - h[rho]), T(h[eps]),
             T(-h[lr])};
   }
 
@@ -44,8 +45,6 @@ struct Adadelta : RuleBase {
   static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
     T& square_avg = s[0];
     T& acc_delta = s[1];
-    g = g * k.grad_sign;
-    if constexpr (V & kDecay) g = fmadd(k.weight_decay, p, g);
     square_avg = fmadd(k.one_minus_rho * g, g, square_avg * k.rho);  // .mul_(ρ).addcmul_(g, g, value=1 − ρ)
     const T std_ = std::sqrt(square_avg + k.eps);
     const T delta = std::sqrt(acc_delta + k.eps) / std_ * g;

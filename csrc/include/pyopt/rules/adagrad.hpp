@@ -18,11 +18,12 @@ struct Adagrad : RuleBase {
       {"eps", 1e-10, HyperKind::Real},         {"maximize", 0.0, HyperKind::Bool},
   };
   static constexpr const char* slot_names[] = {"sum"};
+  static constexpr bool maximize_policy = true;
+  static constexpr Decay decay_policy = Decay::Coupled;
   static double initial_state(int, const double* h) { return h[initial_accumulator_value]; }
 
-  enum Variant { kDecay = 1 };
-  static constexpr int num_variants = 2;
-  static int variant(const double* h) { return h[weight_decay] != 0.0 ? kDecay : 0; }
+  static constexpr int num_variants = 1;
+  static int variant(const double*) { return 0; }
   static constexpr unsigned slot_mask(int) { return 0b1u; }
 
   static void validate(const double* h) {
@@ -35,19 +36,17 @@ struct Adagrad : RuleBase {
 
   template <class T>
   struct Coeffs {
-    T grad_sign, weight_decay, eps, neg_clr;
+    T eps, neg_clr;
   };
   template <class T>
   static Coeffs<T> prepare(const double* h, int64_t t, double*) {
     const double clr = h[lr] / (1.0 + double(t - 1) * h[lr_decay]);
-    return {T(h[maximize] != 0.0 ? -1.0 : 1.0), T(h[weight_decay]), T(h[eps]), T(-clr)};
+    return {T(h[eps]), T(-clr)};
   }
 
   template <int V, class T>
   static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
     T& sum = s[0];
-    g = g * k.grad_sign;
-    if constexpr (V & kDecay) g = fmadd(k.weight_decay, p, g);
     sum = fmadd(g, g, sum);  // state_sum.addcmul_(grad, grad, value=1)
     const T std_ = std::sqrt(sum) + k.eps;
     p = p + (k.neg_clr * g) / std_;  // param.addcdiv_(grad, std, value=−clr)

@@ -21,14 +21,13 @@ struct Adam : RuleBase {
       {"decoupled_weight_decay", 0.0, HyperKind::Bool}, {"maximize", 0.0, HyperKind::Bool},
   };
   static constexpr const char* slot_names[] = {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"};
+  static constexpr bool maximize_policy = true;
+  static constexpr Decay decay_policy = Decay::TorchFlag;
 
-  // Weight decay is a variant, not a multiply by 0 or 1: with wd = 0 torch never touches p·wd,
-  // so an infinite p must not turn into NaN here either.
-  enum Variant { kAmsgrad = 1, kCoupledDecay = 2, kDecoupledDecay = 4, kLerpFromEnd = 8 };
-  static constexpr int num_variants = 16;
+  enum Variant { kAmsgrad = 1, kLerpFromEnd = 2 };
+  static constexpr int num_variants = 4;
   static int variant(const double* h) {
     int v = h[amsgrad] != 0.0 ? kAmsgrad : 0;
-    if (h[weight_decay] != 0.0) v |= h[decoupled_weight_decay] != 0.0 ? kDecoupledDecay : kCoupledDecay;
     if (lerp_from_end(1.0 - h[beta1])) v |= kLerpFromEnd;  // the form of torch's lerp (common.hpp)
     return v;
   }
@@ -44,16 +43,13 @@ struct Adam : RuleBase {
 
   template <class T>
   struct Coeffs {
-    T grad_sign, weight_decay, decay, beta1_weight, beta2, one_minus_beta2, bc2_sqrt, eps, neg_step_size;
+    T beta1_weight, beta2, one_minus_beta2, bc2_sqrt, eps, neg_step_size;
   };
   template <class T>
   static Coeffs<T> prepare(const double* h, int64_t t, double*) {
     const double bc1 = 1.0 - std::pow(h[beta1], double(t));
     const double bc2 = 1.0 - std::pow(h[beta2], double(t));
-    return {T(h[maximize] != 0.0 ? -1.0 : 1.0),
-            T(h[weight_decay]),
-            T(1.0 - h[lr] * h[weight_decay]),
-            lerp_coeff<T>(1.0 - h[beta1]),
+    return {lerp_coeff<T>(1.0 - h[beta1]),
             T(h[beta2]),
             T(1.0 - h[beta2]),
             T(std::pow(bc2, 0.5)),  // Python's bias_correction2**0.5
@@ -65,9 +61,6 @@ struct Adam : RuleBase {
   static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
     T& m = s[0];
     T& v = s[1];
-    g = g * k.grad_sign;
-    if constexpr (V & kDecoupledDecay) p = p * k.decay;
-    if constexpr (V & kCoupledDecay) g = fmadd(k.weight_decay, p, g);
     m = lerp<(V & kLerpFromEnd) != 0>(m, g, k.beta1_weight);
     v = fmadd(k.one_minus_beta2 * g, g, v * k.beta2);  // .mul_(β2).addcmul_(g, g, value=1 − β2)
     T second = v;

@@ -18,12 +18,12 @@ struct Adamax : RuleBase {
       {"weight_decay", 0.0, HyperKind::Real}, {"maximize", 0.0, HyperKind::Bool},
   };
   static constexpr const char* slot_names[] = {"exp_avg", "exp_inf"};
+  static constexpr bool maximize_policy = true;
+  static constexpr Decay decay_policy = Decay::Coupled;
 
-  enum Variant { kDecay = 1, kLerpFromEnd = 2 };
-  static constexpr int num_variants = 4;
-  static int variant(const double* h) {
-    return (h[weight_decay] != 0.0 ? kDecay : 0) | (lerp_from_end(1.0 - h[beta1]) ? kLerpFromEnd : 0);
-  }
+  enum Variant { kLerpFromEnd = 1 };
+  static constexpr int num_variants = 2;
+  static int variant(const double* h) { return lerp_from_end(1.0 - h[beta1]) ? kLerpFromEnd : 0; }
   static constexpr unsigned slot_mask(int) { return 0b11u; }
 
   static void validate(const double* h) {
@@ -36,12 +36,12 @@ struct Adamax : RuleBase {
 
   template <class T>
   struct Coeffs {
-    T grad_sign, weight_decay, beta1_weight, beta2, eps, neg_clr;
+    T beta1_weight, beta2, eps, neg_clr;
   };
   template <class T>
   static Coeffs<T> prepare(const double* h, int64_t t, double*) {
     const double bc1 = 1.0 - std::pow(h[beta1], double(t));
-    return {T(h[maximize] != 0.0 ? -1.0 : 1.0), T(h[weight_decay]), lerp_coeff<T>(1.0 - h[beta1]), T(h[beta2]),
+    return {lerp_coeff<T>(1.0 - h[beta1]), T(h[beta2]),
             T(h[eps]), T(-(h[lr] / bc1))};
   }
 
@@ -49,8 +49,6 @@ struct Adamax : RuleBase {
   static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
     T& m = s[0];
     T& u = s[1];
-    g = g * k.grad_sign;
-    if constexpr (V & kDecay) g = fmadd(k.weight_decay, p, g);
     m = lerp<(V & kLerpFromEnd) != 0>(m, g, k.beta1_weight);
     u = nan_max(u * k.beta2, std::fabs(g) + k.eps);
     p = p + (k.neg_clr * m) / u;  // param.addcdiv_(exp_avg, exp_inf, value=−clr)

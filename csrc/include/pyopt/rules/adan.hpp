@@ -30,8 +30,10 @@ struct Adan : RuleBase {
       {"no_prox", 0.0, HyperKind::Bool},      {"maximize", 0.0, HyperKind::Bool},
   };
   static constexpr const char* slot_names[] = {"exp_avg", "exp_avg_sq", "exp_avg_diff", "pre_grad"};
+  static constexpr bool maximize_policy = true;
 
   // With wd = 0 the code multiplies or divides by exactly 1: skipping it is the same.
+  // Own weight decay: no_prox decays p before the step, the default divides by 1 + lr·wd after it.
   enum Variant { kProxDecay = 1, kNoProxDecay = 2 };
   static constexpr int num_variants = 4;
   static int variant(const double* h) {
@@ -51,7 +53,7 @@ struct Adan : RuleBase {
 
   template <class T>
   struct Coeffs {
-    T grad_sign, diff_gate, beta1, one_minus_beta1, beta2, one_minus_beta2, beta3, one_minus_beta3,
+    T diff_gate, beta1, one_minus_beta1, beta2, one_minus_beta2, beta3, one_minus_beta3,
         bc3_sqrt, eps, neg_step_size, neg_step_size_diff, decay, prox_divisor;
   };
   template <class T>
@@ -59,8 +61,7 @@ struct Adan : RuleBase {
     const double bc1 = 1.0 - std::pow(h[beta1], double(t));
     const double bc2 = 1.0 - std::pow(h[beta2], double(t));
     const double bc3 = 1.0 - std::pow(h[beta3], double(t));
-    return {T(h[maximize] != 0.0 ? -1.0 : 1.0),
-            T(t == 1 ? 0.0 : 1.0),
+    return {T(t == 1 ? 0.0 : 1.0),
             T(h[beta1]),
             T(1.0 - h[beta1]),
             T(h[beta2]),
@@ -81,7 +82,6 @@ struct Adan : RuleBase {
     T& n = s[1];
     T& d = s[2];
     T& g_prev = s[3];
-    g = g * k.grad_sign;
     const T diff = g * k.diff_gate - g_prev * k.diff_gate;   // neg_grad_or_diff.add_(grad)
     m = fmadd(k.one_minus_beta1, g, m * k.beta1);           // exp_avg.mul_(β1).add_(g, alpha=1 − β1)
     d = fmadd(k.one_minus_beta2, diff, d * k.beta2);        // exp_avg_diff.mul_(β2).add_(diff, alpha=1 − β2)

@@ -42,15 +42,12 @@ struct AdEMAMix : RuleBase {
       {"maximize", 0.0, HyperKind::Bool},
   };
   static constexpr const char* slot_names[] = {"exp_avg", "exp_avg_sq", "exp_avg_slow"};
+  static constexpr bool maximize_policy = true;
+  static constexpr Decay decay_policy = Decay::WeightDecouple;
 
-  enum Variant { kCoupledDecay = 1, kDecoupledDecay = 2, kLerpFromEnd = 4 };
-  static constexpr int num_variants = 8;
-  static int variant(const double* h) {
-    int v = 0;
-    if (h[weight_decay] != 0.0) v |= h[weight_decouple] != 0.0 ? kDecoupledDecay : kCoupledDecay;
-    if (lerp_from_end(1.0 - h[beta1])) v |= kLerpFromEnd;
-    return v;
-  }
+  enum Variant { kLerpFromEnd = 1 };
+  static constexpr int num_variants = 2;
+  static int variant(const double* h) { return lerp_from_end(1.0 - h[beta1]) ? kLerpFromEnd : 0; }
   static constexpr unsigned slot_mask(int) { return 0b111u; }
 
   static void validate(const double* h) {
@@ -86,7 +83,7 @@ struct AdEMAMix : RuleBase {
 
   template <class T>
   struct Coeffs {
-    T grad_sign, decay, weight_decay, beta1_weight, beta2, one_minus_beta2, slow_weight, bc1, bc2_sqrt, alpha, eps,
+    T beta1_weight, beta2, one_minus_beta2, slow_weight, bc1, bc2_sqrt, alpha, eps,
         neg_lr;
     bool slow_from_end;
   };
@@ -95,10 +92,7 @@ struct AdEMAMix : RuleBase {
     const double bc1 = 1.0 - std::pow(h[beta1], double(t));
     const double bc2_sqrt = std::sqrt(1.0 - std::pow(h[beta2], double(t)));
     const double w3 = 1.0 - beta3_at(h, t);
-    return {T(h[maximize] != 0.0 ? -1.0 : 1.0),
-            T(1.0 - h[weight_decay] * (h[fixed_decay] != 0.0 ? 1.0 : h[lr])),
-            T(h[weight_decay]),
-            lerp_coeff<T>(1.0 - h[beta1]),
+    return {lerp_coeff<T>(1.0 - h[beta1]),
             T(h[beta2]),
             T(1.0 - h[beta2]),
             lerp_coeff<T>(w3),
@@ -115,9 +109,6 @@ struct AdEMAMix : RuleBase {
     T& m = s[0];
     T& v = s[1];
     T& slow = s[2];
-    g = g * k.grad_sign;
-    if constexpr (V & kDecoupledDecay) p = p * k.decay;
-    if constexpr (V & kCoupledDecay) g = fmadd(k.weight_decay, p, g);
     m = lerp<(V & kLerpFromEnd) != 0>(m, g, k.beta1_weight);  // exp_avg.lerp_(grad, 1 − β1)
     v = fmadd(k.one_minus_beta2 * g, g, v * k.beta2);         // exp_avg_sq.mul_(β2).addcmul_(g, g, 1 − β2)
     slow = lerp_step(slow, g, k.slow_weight, k.slow_from_end);  // exp_avg_slow.lerp_(grad, 1 − β3(t))

@@ -31,15 +31,12 @@ struct Adopt : RuleBase {
       {"eps", 1e-6, HyperKind::Real},          {"maximize", 0.0, HyperKind::Bool},
   };
   static constexpr const char* slot_names[] = {"exp_avg", "exp_avg_sq"};
+  static constexpr bool maximize_policy = true;
+  static constexpr Decay decay_policy = Decay::WeightDecouple;
 
-  enum Variant { kCoupledDecay = 1, kDecoupledDecay = 2, kLerpFromEnd = 4 };
-  static constexpr int num_variants = 8;
-  static int variant(const double* h) {
-    int v = 0;
-    if (h[weight_decay] != 0.0) v |= h[weight_decouple] != 0.0 ? kDecoupledDecay : kCoupledDecay;
-    if (lerp_from_end(1.0 - h[beta1])) v |= kLerpFromEnd;
-    return v;
-  }
+  enum Variant { kLerpFromEnd = 1 };
+  static constexpr int num_variants = 2;
+  static int variant(const double* h) { return lerp_from_end(1.0 - h[beta1]) ? kLerpFromEnd : 0; }
   static constexpr unsigned slot_mask(int) { return 0b11u; }
 
   static void validate(const double* h) {
@@ -52,7 +49,7 @@ struct Adopt : RuleBase {
 
   template <class T>
   struct Coeffs {
-    T grad_sign, decay, weight_decay, eps, clip, neg_clip, beta1_weight;
+    T eps, clip, neg_clip, beta1_weight;
     T takes_step;  // 0 at t = 1, else 1 (a T: GCC vectorizes a select on a T compare, not on a bool)
     T beta2, one_minus_beta2, neg_lr;
   };
@@ -60,10 +57,7 @@ struct Adopt : RuleBase {
   static Coeffs<T> prepare(const double* h, int64_t t, double*) {
     const bool first = t == 1;
     const double clip = std::pow(double(t), 0.25);  // math.pow(step, 0.25)
-    return {T(h[maximize] != 0.0 ? -1.0 : 1.0),
-            T(1.0 - h[weight_decay] * (h[fixed_decay] != 0.0 ? 1.0 : h[lr])),
-            T(h[weight_decay]),
-            T(first ? 1.0 : h[eps]),
+    return {T(first ? 1.0 : h[eps]),
             T(clip),
             T(-clip),
             lerp_coeff<T>(1.0 - h[beta1]),
@@ -77,9 +71,6 @@ struct Adopt : RuleBase {
   static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
     T& m = s[0];
     T& v = s[1];
-    g = g * k.grad_sign;
-    if constexpr (V & kDecoupledDecay) p = p * k.decay;
-    if constexpr (V & kCoupledDecay) g = fmadd(k.weight_decay, p, g);
     const T numerator = k.takes_step != T(0) ? g : m;
     const T denom = nan_max(std::sqrt(v), k.eps);                 // sqrt().clamp_(min=eps)
     T ng = numerator / denom;

@@ -26,15 +26,16 @@ struct Asgd : RuleBase {
       {"t0", 1e6, HyperKind::Real},  {"weight_decay", 0.0, HyperKind::Real}, {"maximize", 0.0, HyperKind::Bool},
   };
   static constexpr const char* slot_names[] = {"ax"};
+  static constexpr bool maximize_policy = true;
+  static constexpr Decay decay_policy = Decay::Coupled;
   static constexpr int num_scalars = 2;
   static constexpr const char* scalar_name_list[] = {"eta", "mu"};
   static constexpr const char* const* scalar_names = scalar_name_list;
   // eta's initial value is the group's lr, which prepare() takes at step 1 (this 0 is never used).
   static double initial_scalar(int index) { return index == 1 ? 1.0 : 0.0; }
 
-  enum Variant { kDecay = 1 };
-  static constexpr int num_variants = 2;
-  static int variant(const double* h) { return h[weight_decay] != 0.0 ? kDecay : 0; }
+  static constexpr int num_variants = 1;
+  static int variant(const double*) { return 0; }
   static constexpr unsigned slot_mask(int) { return 0b1u; }
 
   static void validate(const double* h) {
@@ -47,7 +48,7 @@ struct Asgd : RuleBase {
 
   template <class T>
   struct Coeffs {
-    T grad_sign, weight_decay, decay, neg_eta, mu;
+    T decay, neg_eta, mu;
     bool copy;  // μ == 1: torch copies p into ax instead of averaging
   };
   template <class T>
@@ -64,9 +65,7 @@ struct Asgd : RuleBase {
     const double step = double(t);
     scalars[0] = round_to<T>(h[lr] / std::pow(1.0 + h[lambd] * h[lr] * step, h[alpha]));
     scalars[1] = round_to<T>(1.0 / std::max(1.0, step - h[t0]));
-    return {T(h[maximize] != 0.0 ? -1.0 : 1.0),
-            T(h[weight_decay]),
-            T(1.0 - h[lambd] * eta),
+    return {T(1.0 - h[lambd] * eta),
             T(-eta),
             T(mu),
             T(mu) == T(1)};
@@ -75,8 +74,6 @@ struct Asgd : RuleBase {
   template <int V, class T>
   static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
     T& ax = s[0];
-    g = g * k.grad_sign;
-    if constexpr (V & kDecay) g = fmadd(k.weight_decay, p, g);
     p = p * k.decay;
     p = fmadd(k.neg_eta, g, p);
     const T averaged = ax + (p - ax) * k.mu;

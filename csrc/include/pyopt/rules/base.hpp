@@ -6,6 +6,8 @@
 //     enum Hyper { lr, beta1, ..., kNumHyper };     // index of each hyperparameter in a flat double array
 //     static constexpr HyperSpec hyper[kNumHyper];  // names, defaults, kinds (one source of truth)
 //     static constexpr const char* slot_names[];    // per-element state arrays, in slot order
+//     static constexpr bool maximize_policy;        // the driver negates g when h[maximize] is set
+//     static constexpr Decay decay_policy;          // the weight decay the driver applies (see Decay)
 //     static constexpr int num_variants;            // compile-time specialisations (flags that change the loop)
 //     static int variant(const double* h);          // which specialisation these hyperparameters need
 //     static constexpr unsigned slot_mask(int v);   // which slots that specialisation reads and writes
@@ -20,13 +22,29 @@
 //     template <class T> static void finish(Coeffs<T>&, const double* h, const double* sums);
 // The driver runs reduce over every element, sums r per tensor in double, calls finish, then update.
 //
-// The driver (driver/driver.hpp) does everything else: tiling, threads, tails, dtypes, dispatch.
+// The driver (driver/driver.hpp) does everything else: tiling, threads, tails, dtypes, dispatch,
+// and the shared policies, applied to each element before Rule::update in this order:
+//   g ← g·(−1 if h[maximize] else 1);  p ← p·decay (decoupled);  g ← fmadd(wd, p, g) (coupled).
 #include "pyopt/rules/common.hpp"
 
 PYOPT_KERNEL_NAMESPACE_BEGIN
 namespace rules {
 
+// The weight-decay conventions the driver applies (driver/driver.hpp), read from the rule's own
+// hyperparameters (its enum Hyper names them). Decay is only applied when weight_decay ≠ 0: with
+// wd = 0 the references never touch p·wd, so an infinite p must not turn into NaN here either.
+enum class Decay {
+  None,            // no weight decay, or the rule applies its own (its header says why)
+  Coupled,         // L2: g ← g + wd·p (fused)
+  Decoupled,       // p ← p·(1 − lr·wd)
+  TorchFlag,       // torch's decoupled_weight_decay flag picks Decoupled, else Coupled
+  WeightDecouple,  // pytorch-optimizer's weight_decouple flag picks p ← p·(1 − wd·(fixed_decay ? 1 : lr)),
+                   // else Coupled (a rule without a fixed_decay hyperparameter scales by lr)
+};
+
 struct RuleBase {
+  static constexpr bool maximize_policy = false;        // true: the rule has a `maximize` hyperparameter
+  static constexpr Decay decay_policy = Decay::None;
   static constexpr int num_scalars = 0;                 // per-tensor scalar state (beyond the step)
   static constexpr int num_reductions = 0;              // per-tensor sums: see rules/lamb.hpp
   static constexpr const char* const* scalar_names = nullptr;

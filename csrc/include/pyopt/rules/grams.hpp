@@ -26,8 +26,10 @@ struct Grams : RuleBase {
       {"weight_decay", 0.0, HyperKind::Real}, {"maximize", 0.0, HyperKind::Bool},
   };
   static constexpr const char* slot_names[] = {"exp_avg", "exp_avg_sq"};
+  static constexpr bool maximize_policy = true;
 
   // The official code decays only when weight_decay > 0.
+  // Own weight decay: p + (−lr·wd)·p in one fma, not the driver's p·(1 − lr·wd).
   enum Variant { kDecay = 1 };
   static constexpr int num_variants = 2;
   static int variant(const double* h) { return h[weight_decay] > 0.0 ? kDecay : 0; }
@@ -43,14 +45,13 @@ struct Grams : RuleBase {
 
   template <class T>
   struct Coeffs {
-    T grad_sign, neg_lr_wd, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, neg_step_size;
+    T neg_lr_wd, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, neg_step_size;
   };
   template <class T>
   static Coeffs<T> prepare(const double* h, int64_t t, double*) {
     const double bc1 = 1.0 - std::pow(h[beta1], double(t));
     const double bc2 = 1.0 - std::pow(h[beta2], double(t));
-    return {T(h[maximize] != 0.0 ? -1.0 : 1.0),
-            T(-h[lr] * h[weight_decay]),
+    return {T(-h[lr] * h[weight_decay]),
             T(h[beta1]),
             T(1.0 - h[beta1]),
             T(h[beta2]),
@@ -63,7 +64,6 @@ struct Grams : RuleBase {
   static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
     T& m = s[0];
     T& v = s[1];
-    g = g * k.grad_sign;
     if constexpr (V & kDecay) p = fmadd(k.neg_lr_wd, p, p);      // p.add_(p, alpha=−lr·wd)
     m = fmadd(k.one_minus_beta1, g, m * k.beta1);               // exp_avg.mul_(β1).add_(g, alpha=1 − β1)
     v = fmadd(k.one_minus_beta2 * g, g, v * k.beta2);           // exp_avg_sq.mul_(β2).addcmul_(g, g, 1 − β2)

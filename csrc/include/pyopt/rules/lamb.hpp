@@ -25,8 +25,10 @@ struct Lamb : RuleBase {
       {"weight_decay", 0.0, HyperKind::Real}, {"maximize", 0.0, HyperKind::Bool},
   };
   static constexpr const char* slot_names[] = {"exp_avg", "exp_avg_sq"};
+  static constexpr bool maximize_policy = true;
   static constexpr int num_reductions = 2;  // Σp², Σu²
 
+  // Own weight decay: added to the Adam direction u (unfused), not to g.
   enum Variant { kDecay = 1 };
   static constexpr int num_variants = 2;
   static int variant(const double* h) { return h[weight_decay] != 0.0 ? kDecay : 0; }
@@ -42,13 +44,12 @@ struct Lamb : RuleBase {
 
   template <class T>
   struct Coeffs {
-    T grad_sign, beta1, one_minus_beta1, beta2, one_minus_beta2, bc1, bc2, eps, weight_decay;
+    T beta1, one_minus_beta1, beta2, one_minus_beta2, bc1, bc2, eps, weight_decay;
     T trust, neg_lr;  // set by finish()
   };
   template <class T>
   static Coeffs<T> prepare(const double* h, int64_t t, double*) {
-    return {T(h[maximize] != 0.0 ? -1.0 : 1.0),
-            T(h[beta1]),
+    return {T(h[beta1]),
             T(1.0 - h[beta1]),
             T(h[beta2]),
             T(1.0 - h[beta2]),
@@ -69,7 +70,6 @@ struct Lamb : RuleBase {
 
   template <int V, class T>
   static PYOPT_INLINE void reduce(const Coeffs<T>& k, T p, T g, T* s, T* r) {
-    g = g * k.grad_sign;
     s[0] = k.one_minus_beta1 * g + k.beta1 * s[0];
     s[1] = k.one_minus_beta2 * (g * g) + k.beta2 * s[1];
     const T u = direction<V>(k, p, s);

@@ -47,10 +47,12 @@ struct Laprop : RuleBase {
       {"maximize", 0.0, HyperKind::Bool},
   };
   static constexpr const char* slot_names[] = {"exp_avg", "exp_avg_sq", "exp_mean_avg_beta2", "max_exp_avg_sq"};
+  static constexpr bool maximize_policy = true;
   static constexpr int num_scalars = 2;
   static constexpr const char* scalar_name_list[] = {"exp_avg_lr_1", "exp_avg_lr_2"};
   static constexpr const char* const* scalar_names = scalar_name_list;
 
+  // Own weight decay: decoupled decay comes after the step (coupled is inert, see above).
   enum Variant { kCentered = 1, kAmsBound = 2, kDecoupledDecay = 4, kLerpFromEnd = 8 };
   static constexpr int num_variants = 16;
   static int variant(const double* h) {
@@ -95,7 +97,7 @@ struct Laprop : RuleBase {
 
   template <class T>
   struct Coeffs {
-    T grad_sign, beta2, one_minus_beta2, mean_weight;
+    T beta2, one_minus_beta2, mean_weight;
     T centering;  // a mask for bitwise_and: all bits set after steps_before_using_centered steps, else none
     T ams_eps, eps, bc2_sqrt, beta1, grad_coeff, neg_step_size, decay;
   };
@@ -106,8 +108,7 @@ struct Laprop : RuleBase {
     scalars[1] = scalars[1] * b2 + (1.0 - b2);          // state['exp_avg_lr_2']
     const double bc1 = h[lr] != 0.0 ? scalars[0] / h[lr] : 1.0;
     const double step_size = 1.0 / bc1;
-    return {T(h[maximize] != 0.0 ? -1.0 : 1.0),
-            T(b2),
+    return {T(b2),
             T(1.0 - b2),
             lerp_coeff<T>(1.0 - b2),
             all_or_no_bits<T>(double(t) > h[steps_before_using_centered]),
@@ -124,7 +125,6 @@ struct Laprop : RuleBase {
   static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
     T& m = s[0];
     T& v = s[1];
-    g = g * k.grad_sign;
     v = fmadd(k.one_minus_beta2 * g, g, v * k.beta2);  // exp_avg_sq.mul_(β2).addcmul_(g, g, 1 − β2)
     T second = v;
     if constexpr (V & kCentered) {

@@ -24,8 +24,10 @@ struct Lars : RuleBase {
       {"maximize", 0.0, HyperKind::Bool},
   };
   static constexpr const char* slot_names[] = {"momentum_buffer"};
+  static constexpr bool maximize_policy = true;
   static constexpr int num_reductions = 2;  // Σp², Σu²
 
+  // Own weight decay: u = g + wd·p unfused (the reference's op), not the driver's fmadd.
   enum Variant { kDecay = 1, kMomentum = 2, kNesterov = 4 };
   static constexpr int num_variants = 8;
   static int variant(const double* h) {
@@ -45,17 +47,16 @@ struct Lars : RuleBase {
 
   template <class T>
   struct Coeffs {
-    T grad_sign, weight_decay, momentum, neg_lr;
+    T weight_decay, momentum, neg_lr;
     T trust;  // set by finish()
   };
   template <class T>
   static Coeffs<T> prepare(const double* h, int64_t, double*) {
-    return {T(h[maximize] != 0.0 ? -1.0 : 1.0), T(h[weight_decay]), T(h[momentum]), T(-h[lr]), T(1)};
+    return {T(h[weight_decay]), T(h[momentum]), T(-h[lr]), T(1)};
   }
 
   template <int V, class T>
   static PYOPT_INLINE T direction(const Coeffs<T>& k, T p, T g) {
-    g = g * k.grad_sign;
     if constexpr (V & kDecay) g = g + k.weight_decay * p;
     return g;
   }

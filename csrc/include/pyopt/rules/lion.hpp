@@ -26,11 +26,12 @@ struct Lion : RuleBase {
       {"maximize", 0.0, HyperKind::Bool},
   };
   static constexpr const char* slot_names[] = {"exp_avg"};
+  static constexpr bool maximize_policy = true;
+  static constexpr Decay decay_policy = Decay::Decoupled;
 
   // lion-pytorch multiplies by 1 − lr·wd even when wd = 0; p·1 = p exactly, so skipping it is the same.
-  enum Variant { kDecay = 1 };
-  static constexpr int num_variants = 2;
-  static int variant(const double* h) { return h[weight_decay] != 0.0 ? kDecay : 0; }
+  static constexpr int num_variants = 1;
+  static int variant(const double*) { return 0; }
   static constexpr unsigned slot_mask(int) { return 0b1u; }
 
   static void validate(const double* h) {
@@ -42,13 +43,11 @@ struct Lion : RuleBase {
 
   template <class T>
   struct Coeffs {
-    T grad_sign, decay, beta1, one_minus_beta1, beta2, one_minus_beta2, neg_lr;
+    T beta1, one_minus_beta1, beta2, one_minus_beta2, neg_lr;
   };
   template <class T>
   static Coeffs<T> prepare(const double* h, int64_t, double*) {
-    return {T(h[maximize] != 0.0 ? -1.0 : 1.0),
-            T(1.0 - h[lr] * h[weight_decay]),
-            T(h[beta1]),
+    return {T(h[beta1]),
             T(1.0 - h[beta1]),
             T(h[beta2]),
             T(1.0 - h[beta2]),
@@ -58,8 +57,6 @@ struct Lion : RuleBase {
   template <int V, class T>
   static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
     T& m = s[0];
-    g = g * k.grad_sign;
-    if constexpr (V & kDecay) p = p * k.decay;                    // p.data.mul_(1 − lr·wd)
     const T c = fmadd(k.one_minus_beta1, g, m * k.beta1);        // exp_avg·β1, .add(g, alpha=1 − β1)
     p = fmadd(k.neg_lr, sign(c), p);                              // p.add_(update.sgn_(), alpha=−lr)
     m = fmadd(k.one_minus_beta2, g, m * k.beta2);                // exp_avg.mul_(β2).add_(g, alpha=1 − β2)

@@ -32,7 +32,9 @@ struct Madgrad : RuleBase {
       {"eps", 1e-6, HyperKind::Real},          {"maximize", 0.0, HyperKind::Bool},
   };
   static constexpr const char* slot_names[] = {"grad_sum_sq", "s", "x0"};
+  static constexpr bool maximize_policy = true;
 
+  // Own weight decay: decoupled decay subtracts η·wd·p_old after the step.
   enum Variant { kMomentum = 1, kCoupledDecay = 2, kDecoupledDecay = 4, kEpsZero = 8, kLerpFromEnd = 16 };
   static constexpr int num_variants = 32;
   static int variant(const double* h) {
@@ -53,14 +55,13 @@ struct Madgrad : RuleBase {
 
   template <class T>
   struct Coeffs {
-    T grad_sign, weight_decay, lambda, third, eps, momentum_weight, neg_decay;
+    T weight_decay, lambda, third, eps, momentum_weight, neg_decay;
     bool first;
   };
   template <class T>
   static Coeffs<T> prepare(const double* h, int64_t t, double*) {
     const double eta = h[lr] != 0.0 ? h[lr] + h[eps] : 0.0;
-    return {T(h[maximize] != 0.0 ? -1.0 : 1.0),
-            T(h[weight_decay]),
+    return {T(h[weight_decay]),
             T(eta * std::pow(double(t), 0.5)),  // lr · math.pow(k + 1, 0.5)
             T(1.0 / 3.0),
             T(h[eps]),
@@ -80,7 +81,6 @@ struct Madgrad : RuleBase {
   static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
     T& nu = s[0];
     T& sum = s[1];
-    g = g * k.grad_sign;
     if constexpr (V & kCoupledDecay) g = fmadd(k.weight_decay, p, g);  // grad.add_(p, alpha=wd)
     T x0;
     if constexpr (V & kMomentum) {

@@ -22,18 +22,16 @@ struct Nadam : RuleBase {
       {"decoupled_weight_decay", 0.0, HyperKind::Bool}, {"maximize", 0.0, HyperKind::Bool},
   };
   static constexpr const char* slot_names[] = {"exp_avg", "exp_avg_sq"};
+  static constexpr bool maximize_policy = true;
+  static constexpr Decay decay_policy = Decay::TorchFlag;
   static constexpr int num_scalars = 1;
   static constexpr const char* scalar_name_list[] = {"mu_product"};
   static constexpr const char* const* scalar_names = scalar_name_list;
   static double initial_scalar(int) { return 1.0; }
 
-  enum Variant { kCoupledDecay = 1, kDecoupledDecay = 2, kLerpFromEnd = 4 };
-  static constexpr int num_variants = 8;
-  static int variant(const double* h) {
-    int v = lerp_from_end(1.0 - h[beta1]) ? kLerpFromEnd : 0;
-    if (h[weight_decay] != 0.0) v |= h[decoupled_weight_decay] != 0.0 ? kDecoupledDecay : kCoupledDecay;
-    return v;
-  }
+  enum Variant { kLerpFromEnd = 1 };
+  static constexpr int num_variants = 2;
+  static int variant(const double* h) { return lerp_from_end(1.0 - h[beta1]) ? kLerpFromEnd : 0; }
   static constexpr unsigned slot_mask(int) { return 0b11u; }
 
   static void validate(const double* h) {
@@ -47,7 +45,7 @@ struct Nadam : RuleBase {
 
   template <class T>
   struct Coeffs {
-    T grad_sign, weight_decay, decay, beta1_weight, beta2, one_minus_beta2, bc2, eps, neg_grad_step,
+    T beta1_weight, beta2, one_minus_beta2, bc2, eps, neg_grad_step,
         neg_momentum_step;
   };
   template <class T>
@@ -62,10 +60,7 @@ struct Nadam : RuleBase {
       mu_product = mu_product * mu;
     scalars[0] = mu_product;
     const double mu_product_next = mu_product * mu_next;
-    return {T(h[maximize] != 0.0 ? -1.0 : 1.0),
-            T(h[weight_decay]),
-            T(1.0 - h[lr] * h[weight_decay]),
-            lerp_coeff<T>(1.0 - b1),
+    return {lerp_coeff<T>(1.0 - b1),
             T(h[beta2]),
             T(1.0 - h[beta2]),
             T(1.0 - std::pow(h[beta2], double(t))),
@@ -78,9 +73,6 @@ struct Nadam : RuleBase {
   static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
     T& m = s[0];
     T& v = s[1];
-    g = g * k.grad_sign;
-    if constexpr (V & kDecoupledDecay) p = p * k.decay;
-    if constexpr (V & kCoupledDecay) g = fmadd(k.weight_decay, p, g);
     m = lerp<(V & kLerpFromEnd) != 0>(m, g, k.beta1_weight);
     v = fmadd(k.one_minus_beta2 * g, g, v * k.beta2);
     const T denom = std::sqrt(v / k.bc2) + k.eps;

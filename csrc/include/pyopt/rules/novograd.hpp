@@ -38,11 +38,13 @@ struct NovoGrad : RuleBase {
       {"maximize", 0.0, HyperKind::Bool},
   };
   static constexpr const char* slot_names[] = {"moments"};
+  static constexpr bool maximize_policy = true;
   static constexpr int num_scalars = 1;
   static constexpr const char* scalar_name_list[] = {"grads_ema"};
   static constexpr const char* const* scalar_names = scalar_name_list;
   static constexpr int num_reductions = 1;  // Σ g²
 
+  // Own weight decay: applied to g after its division by the norm EMA.
   enum Variant { kCoupledDecay = 1, kDecoupledDecay = 2 };
   static constexpr int num_variants = 4;
   static int variant(const double* h) {
@@ -61,7 +63,7 @@ struct NovoGrad : RuleBase {
 
   template <class T>
   struct Coeffs {
-    T grad_sign, decay, weight_decay, beta1, grad_scale, neg_lr, ema_weight, eps;
+    T decay, weight_decay, beta1, grad_scale, neg_lr, ema_weight, eps;
     bool first, ema_from_end;
     double* scalars;
     T denom;  // set by finish()
@@ -69,8 +71,7 @@ struct NovoGrad : RuleBase {
   template <class T>
   static Coeffs<T> prepare(const double* h, int64_t t, double* scalars) {
     const bool first = t == 1;
-    return {T(h[maximize] != 0.0 ? -1.0 : 1.0),
-            T(1.0 - h[weight_decay] * (h[fixed_decay] != 0.0 ? 1.0 : h[lr])),
+    return {T(1.0 - h[weight_decay] * (h[fixed_decay] != 0.0 ? 1.0 : h[lr])),
             T(h[weight_decay]),
             T(first ? 0.0 : h[beta1]),
             T(first || h[grad_averaging] == 0.0 ? 1.0 : 1.0 - h[beta1]),
@@ -100,7 +101,7 @@ struct NovoGrad : RuleBase {
   template <int V, class T>
   static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
     T& m = s[0];
-    g = (g * k.grad_sign) / k.denom;                                   // grad.div_(de_nom)
+    g = g / k.denom;                                                   // grad.div_(de_nom)
     if constexpr (V & kDecoupledDecay) p = p * k.decay;
     if constexpr (V & kCoupledDecay) g = fmadd(k.weight_decay, p, g);  // grad.add_(p, alpha=wd)
     m = m * k.beta1 + g * k.grad_scale;  // first: m = ĝ; else [grad.mul_(1 − β1)]; m.mul_(β1).add_(grad)

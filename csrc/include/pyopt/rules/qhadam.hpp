@@ -31,19 +31,15 @@ struct QHAdam : RuleBase {
       {"eps", 1e-8, HyperKind::Real},          {"maximize", 0.0, HyperKind::Bool},
   };
   static constexpr const char* slot_names[] = {"exp_avg", "exp_avg_sq"};
+  static constexpr bool maximize_policy = true;
+  static constexpr Decay decay_policy = Decay::WeightDecouple;
   static constexpr int num_scalars = 2;
   static constexpr const char* scalar_name_list[] = {"beta1_weight", "beta2_weight"};
   static constexpr const char* const* scalar_names = scalar_name_list;
 
-  enum Variant { kCoupledDecay = 1, kDecoupledDecay = 2, kNu1 = 4, kNu2 = 8 };
-  static constexpr int num_variants = 16;
-  static int variant(const double* h) {
-    int v = 0;
-    if (h[weight_decay] != 0.0) v |= h[weight_decouple] != 0.0 ? kDecoupledDecay : kCoupledDecay;
-    if (h[nu1] != 1.0) v |= kNu1;
-    if (h[nu2] != 1.0) v |= kNu2;
-    return v;
-  }
+  enum Variant { kNu1 = 1, kNu2 = 2 };
+  static constexpr int num_variants = 4;
+  static int variant(const double* h) { return (h[nu1] != 1.0 ? kNu1 : 0) | (h[nu2] != 1.0 ? kNu2 : 0); }
   static constexpr unsigned slot_mask(int) { return 0b11u; }
 
   static void validate(const double* h) {
@@ -58,7 +54,7 @@ struct QHAdam : RuleBase {
 
   template <class T>
   struct Coeffs {
-    T grad_sign, decay, weight_decay, w1, w2, nu1, one_minus_nu1, nu2, one_minus_nu2, eps, neg_lr;
+    T w1, w2, nu1, one_minus_nu1, nu2, one_minus_nu2, eps, neg_lr;
     bool w1_from_end, w2_from_end;
   };
   template <class T>
@@ -69,10 +65,7 @@ struct QHAdam : RuleBase {
     scalars[0] = w1;
     scalars[1] = w2;
     const T r1 = T(1.0f / w1), r2 = T(1.0f / w2);
-    return {T(h[maximize] != 0.0 ? -1.0 : 1.0),
-            T(1.0 - h[weight_decay] * (h[fixed_decay] != 0.0 ? 1.0 : h[lr])),
-            T(h[weight_decay]),
-            tensor_lerp_coeff(r1),
+    return {tensor_lerp_coeff(r1),
             tensor_lerp_coeff(r2),
             T(h[nu1]),
             T(1.0 - h[nu1]),
@@ -88,9 +81,6 @@ struct QHAdam : RuleBase {
   static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
     T& m = s[0];
     T& v = s[1];
-    g = g * k.grad_sign;
-    if constexpr (V & kDecoupledDecay) p = p * k.decay;
-    if constexpr (V & kCoupledDecay) g = fmadd(k.weight_decay, p, g);
     const T g2 = g * g;                                  // grad.pow(2)
     m = lerp_step(m, g, k.w1, k.w1_from_end);            // exp_avg.lerp_(grad, 1/w1)
     v = lerp_step(v, g2, k.w2, k.w2_from_end);           // exp_avg_sq.lerp_(grad_p2, 1/w2)

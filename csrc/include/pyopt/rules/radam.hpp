@@ -22,14 +22,12 @@ struct Radam : RuleBase {
       {"maximize", 0.0, HyperKind::Bool},
   };
   static constexpr const char* slot_names[] = {"exp_avg", "exp_avg_sq"};
+  static constexpr bool maximize_policy = true;
+  static constexpr Decay decay_policy = Decay::TorchFlag;
 
-  enum Variant { kCoupledDecay = 1, kDecoupledDecay = 2, kLerpFromEnd = 4 };
-  static constexpr int num_variants = 8;
-  static int variant(const double* h) {
-    int v = lerp_from_end(1.0 - h[beta1]) ? kLerpFromEnd : 0;
-    if (h[weight_decay] != 0.0) v |= h[decoupled_weight_decay] != 0.0 ? kDecoupledDecay : kCoupledDecay;
-    return v;
-  }
+  enum Variant { kLerpFromEnd = 1 };
+  static constexpr int num_variants = 2;
+  static int variant(const double* h) { return lerp_from_end(1.0 - h[beta1]) ? kLerpFromEnd : 0; }
   static constexpr unsigned slot_mask(int) { return 0b11u; }
 
   static void validate(const double* h) {
@@ -42,7 +40,7 @@ struct Radam : RuleBase {
 
   template <class T>
   struct Coeffs {
-    T grad_sign, weight_decay, decay, beta1_weight, beta2, one_minus_beta2, bc1, lr, bc2_sqrt, eps, rect;
+    T beta1_weight, beta2, one_minus_beta2, bc1, lr, bc2_sqrt, eps, rect;
     T rectified;   // 1 if ρ_t > 5, else 0 (a T: GCC vectorizes a select on a T compare, not on a bool)
     T v_stand_in;  // 1, read instead of v in unrectified steps
   };
@@ -59,10 +57,7 @@ struct Radam : RuleBase {
     const double rect =
         rectified ? std::pow((rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t), 0.5)
                   : 1.0;
-    return {T(h[maximize] != 0.0 ? -1.0 : 1.0),
-            T(h[weight_decay]),
-            T(1.0 - h[lr] * h[weight_decay]),
-            lerp_coeff<T>(1.0 - h[beta1]),
+    return {lerp_coeff<T>(1.0 - h[beta1]),
             T(b2),
             T(1.0 - b2),
             T(bc1),
@@ -78,9 +73,6 @@ struct Radam : RuleBase {
   static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
     T& m = s[0];
     T& v = s[1];
-    g = g * k.grad_sign;
-    if constexpr (V & kDecoupledDecay) p = p * k.decay;
-    if constexpr (V & kCoupledDecay) g = fmadd(k.weight_decay, p, g);
     m = lerp<(V & kLerpFromEnd) != 0>(m, g, k.beta1_weight);
     v = fmadd(k.one_minus_beta2 * g, g, v * k.beta2);
     const T step = m / k.bc1 * k.lr;  // bias_corrected_exp_avg * lr

@@ -21,11 +21,13 @@ struct Rmsprop : RuleBase {
       {"maximize", 0.0, HyperKind::Bool},
   };
   static constexpr const char* slot_names[] = {"square_avg", "momentum_buffer", "grad_avg"};
+  static constexpr bool maximize_policy = true;
+  static constexpr Decay decay_policy = Decay::Coupled;
 
-  enum Variant { kMomentum = 1, kCentered = 2, kDecay = 4, kLerpFromEnd = 8 };  // the last: centered only
-  static constexpr int num_variants = 16;
+  enum Variant { kMomentum = 1, kCentered = 2, kLerpFromEnd = 4 };  // the last: centered only
+  static constexpr int num_variants = 8;
   static int variant(const double* h) {
-    int v = (h[momentum] > 0.0 ? kMomentum : 0) | (h[weight_decay] != 0.0 ? kDecay : 0);
+    int v = h[momentum] > 0.0 ? kMomentum : 0;
     if (h[centered] != 0.0) v |= kCentered | (lerp_from_end(1.0 - h[alpha]) ? kLerpFromEnd : 0);
     return v;
   }
@@ -43,19 +45,17 @@ struct Rmsprop : RuleBase {
 
   template <class T>
   struct Coeffs {
-    T grad_sign, weight_decay, alpha, one_minus_alpha, grad_avg_weight, eps, momentum, neg_lr;
+    T alpha, one_minus_alpha, grad_avg_weight, eps, momentum, neg_lr;
   };
   template <class T>
   static Coeffs<T> prepare(const double* h, int64_t, double*) {
-    return {T(h[maximize] != 0.0 ? -1.0 : 1.0), T(h[weight_decay]), T(h[alpha]), T(1.0 - h[alpha]),
+    return {T(h[alpha]), T(1.0 - h[alpha]),
             lerp_coeff<T>(1.0 - h[alpha]), T(h[eps]), T(h[momentum]), T(-h[lr])};
   }
 
   template <int V, class T>
   static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
     T& square_avg = s[0];
-    g = g * k.grad_sign;
-    if constexpr (V & kDecay) g = fmadd(k.weight_decay, p, g);
     square_avg = fmadd(k.one_minus_alpha * g, g, square_avg * k.alpha);  // .mul_(α).addcmul_(g, g, value=1 − α)
     T avg;
     if constexpr (V & kCentered) {

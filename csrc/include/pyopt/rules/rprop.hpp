@@ -24,6 +24,7 @@ struct Rprop : RuleBase {
       {"step_size_max", 50.0, HyperKind::Real}, {"maximize", 0.0, HyperKind::Bool},
   };
   static constexpr const char* slot_names[] = {"prev", "step_size"};
+  static constexpr bool maximize_policy = true;
   static double initial_state(int slot, const double* h) { return slot == 1 ? h[lr] : 0.0; }
 
   static constexpr int num_variants = 1;
@@ -43,11 +44,11 @@ struct Rprop : RuleBase {
 
   template <class T>
   struct Coeffs {
-    T grad_sign, etaminus, etaplus, lo, hi;
+    T etaminus, etaplus, lo, hi;
   };
   template <class T>
   static Coeffs<T> prepare(const double* h, int64_t, double*) {
-    return {T(h[maximize] != 0.0 ? -1.0 : 1.0), T(h[etaminus]), T(h[etaplus]), T(h[step_size_min]),
+    return {T(h[etaminus]), T(h[etaplus]), T(h[step_size_min]),
             T(h[step_size_max])};
   }
 
@@ -55,7 +56,6 @@ struct Rprop : RuleBase {
   static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
     T& prev = s[0];
     T& step_size = s[1];
-    g = g * k.grad_sign;
     // torch: sign = (g·prev).sign(); sign[sign > 0] = η+; sign[sign < 0] = η−; sign[sign == 0] = 1
     T f = sign(g * prev);
     f = f > T(0) ? k.etaplus : f;

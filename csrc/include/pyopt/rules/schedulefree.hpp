@@ -76,6 +76,7 @@ struct ScheduleFreeAdamW : ScheduleFreeBase {
       {"r", 0.0, HyperKind::Real},             {"weight_lr_power", 2.0, HyperKind::Real},
   };
   static constexpr const char* slot_names[] = {"exp_avg_sq", "z"};
+  // Own weight decay: added to the normalised update, not to g (the driver's coupled decay).
   enum Variant { kDecay = 1 };
   static constexpr int num_variants = 2;
   static int variant(const double* h) { return h[weight_decay] != 0.0 ? kDecay : 0; }
@@ -126,9 +127,9 @@ struct ScheduleFreeSgd : ScheduleFreeBase {
       {"r", 0.0, HyperKind::Real},            {"weight_lr_power", 2.0, HyperKind::Real},
   };
   static constexpr const char* slot_names[] = {"z"};
-  enum Variant { kDecay = 1 };
-  static constexpr int num_variants = 2;
-  static int variant(const double* h) { return h[weight_decay] != 0.0 ? kDecay : 0; }
+  static constexpr Decay decay_policy = Decay::Coupled;  // grad.add_(y, alpha=wd): y is the param array
+  static constexpr int num_variants = 1;
+  static int variant(const double*) { return 0; }
   static constexpr unsigned slot_mask(int) { return 0b1u; }
 
   static void validate(const double* h) {
@@ -142,14 +143,13 @@ struct ScheduleFreeSgd : ScheduleFreeBase {
   template <class T>
   static Coeffs<T> prepare(const double* h, int64_t t, double* scalars) {
     const auto s = ScheduleFreeStep::advance(h[lr], h[warmup_steps], h[r], h[weight_lr_power], t, scalars);
-    return {T(0), T(0), T(1), T(0), T(h[weight_decay]),
+    return {T(0), T(0), T(1), T(0), T(0),
             lerp_coeff<T>(s.ckp1), T(s.lr * (h[momentum] * (1.0 - s.ckp1) - 1.0)), T(-s.lr),
             lerp_from_end(s.ckp1), t == 1};
   }
 
   template <int V, class T>
   static PYOPT_INLINE void update(const Coeffs<T>& k, T& y, T g, T* s) {
-    if constexpr (V & kDecay) g = fmadd(k.weight_decay, y, g);  // grad.add_(y, alpha=wd)
     schedulefree_move(k, y, g, s[0]);
   }
 };

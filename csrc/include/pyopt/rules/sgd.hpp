@@ -20,14 +20,13 @@ struct Sgd : RuleBase {
       {"nesterov", 0.0, HyperKind::Bool},  {"maximize", 0.0, HyperKind::Bool},
   };
   static constexpr const char* slot_names[] = {"momentum_buffer"};
+  static constexpr bool maximize_policy = true;
+  static constexpr Decay decay_policy = Decay::Coupled;
 
-  enum Variant { kMomentum = 1, kNesterov = 2, kDecay = 4 };
-  static constexpr int num_variants = 8;
+  enum Variant { kMomentum = 1, kNesterov = 2 };
+  static constexpr int num_variants = 4;
   static int variant(const double* h) {
-    int v = 0;
-    if (h[momentum] != 0.0) v |= kMomentum | (h[nesterov] != 0.0 ? kNesterov : 0);
-    if (h[weight_decay] != 0.0) v |= kDecay;
-    return v;
+    return h[momentum] != 0.0 ? kMomentum | (h[nesterov] != 0.0 ? kNesterov : 0) : 0;
   }
   static constexpr unsigned slot_mask(int v) { return (v & kMomentum) ? 0b1u : 0u; }
 
@@ -42,20 +41,17 @@ struct Sgd : RuleBase {
 
   template <class T>
   struct Coeffs {
-    T grad_sign, weight_decay, momentum, buffer_keep, grad_gain, neg_lr;
+    T momentum, buffer_keep, grad_gain, neg_lr;
   };
   // The buffer starts as a copy of the first gradient: b = 0·b + 1·g on a zeroed buffer.
   template <class T>
   static Coeffs<T> prepare(const double* h, int64_t t, double*) {
     const bool first = t == 1;
-    return {T(h[maximize] != 0.0 ? -1.0 : 1.0), T(h[weight_decay]), T(h[momentum]),
-            T(first ? 0.0 : h[momentum]),       T(first ? 1.0 : 1.0 - h[dampening]), T(-h[lr])};
+    return {T(h[momentum]), T(first ? 0.0 : h[momentum]), T(first ? 1.0 : 1.0 - h[dampening]), T(-h[lr])};
   }
 
   template <int V, class T>
   static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
-    g = g * k.grad_sign;
-    if constexpr (V & kDecay) g = fmadd(k.weight_decay, p, g);  // grad.add(param, alpha=wd)
     if constexpr (V & kMomentum) {
       T& b = s[0];
       b = fmadd(k.grad_gain, g, b * k.buffer_keep);  // buf.mul_(μ).add_(grad, alpha=1 − τ)

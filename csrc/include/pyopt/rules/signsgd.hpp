@@ -25,17 +25,14 @@ struct SignSgd : RuleBase {
       {"maximize", 0.0, HyperKind::Bool},
   };
   static constexpr const char* slot_names[] = {"momentum_buffer"};
+  static constexpr bool maximize_policy = true;
+  static constexpr Decay decay_policy = Decay::WeightDecouple;
 
-  enum Variant { kMomentum = 1, kCoupledDecay = 2, kDecoupledDecay = 4, kLerpFromEnd = 8 };
-  static constexpr int num_variants = 16;
+  enum Variant { kMomentum = 1, kLerpFromEnd = 2 };
+  static constexpr int num_variants = 4;
   static int variant(const double* h) {
-    int v = 0;
-    if (h[momentum] > 0.0) {
-      v |= kMomentum;
-      if (lerp_from_end(1.0 - h[momentum])) v |= kLerpFromEnd;
-    }
-    if (h[weight_decay] != 0.0) v |= h[weight_decouple] != 0.0 ? kDecoupledDecay : kCoupledDecay;
-    return v;
+    if (!(h[momentum] > 0.0)) return 0;
+    return kMomentum | (lerp_from_end(1.0 - h[momentum]) ? kLerpFromEnd : 0);
   }
   static constexpr unsigned slot_mask(int v) { return (v & kMomentum) ? 0b1u : 0u; }
 
@@ -47,22 +44,16 @@ struct SignSgd : RuleBase {
 
   template <class T>
   struct Coeffs {
-    T grad_sign, decay, weight_decay, momentum_weight, neg_lr;
+    T momentum_weight, neg_lr;
   };
   template <class T>
   static Coeffs<T> prepare(const double* h, int64_t, double*) {
-    return {T(h[maximize] != 0.0 ? -1.0 : 1.0),
-            T(1.0 - h[weight_decay] * h[lr]),  // p.mul_(1 − wd·lr)
-            T(h[weight_decay]),
-            lerp_coeff<T>(1.0 - h[momentum]),
+    return {lerp_coeff<T>(1.0 - h[momentum]),
             T(-h[lr])};
   }
 
   template <int V, class T>
   static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
-    g = g * k.grad_sign;
-    if constexpr (V & kDecoupledDecay) p = p * k.decay;
-    if constexpr (V & kCoupledDecay) g = fmadd(k.weight_decay, p, g);  // grad.add_(p, alpha=wd)
     T u = g;
     if constexpr (V & kMomentum) {
       s[0] = lerp<(V & kLerpFromEnd) != 0>(s[0], g, k.momentum_weight);  // buf.lerp_(grad, 1 − μ)

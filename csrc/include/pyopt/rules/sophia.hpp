@@ -25,11 +25,12 @@ struct Sophia : RuleBase {
       {"maximize", 0.0, HyperKind::Bool},
   };
   static constexpr const char* slot_names[] = {"exp_avg", "hessian"};
+  static constexpr bool maximize_policy = true;
+  static constexpr Decay decay_policy = Decay::Decoupled;
 
-  // The official code multiplies by 1 − lr·wd even when wd = 0; p·1 = p exactly.
-  enum Variant { kDecay = 1 };
-  static constexpr int num_variants = 2;
-  static int variant(const double* h) { return h[weight_decay] != 0.0 ? kDecay : 0; }
+  // The official code multiplies by 1 − lr·wd even when wd = 0; p·1 = p exactly, so skipping it is the same.
+  static constexpr int num_variants = 1;
+  static int variant(const double*) { return 0; }
   static constexpr unsigned slot_mask(int) { return 0b11u; }
 
   static void validate(const double* h) {
@@ -44,21 +45,17 @@ struct Sophia : RuleBase {
 
   template <class T>
   struct Coeffs {
-    T grad_sign, decay, beta1, one_minus_beta1, rho_bs, neg_lr;
+    T beta1, one_minus_beta1, rho_bs, neg_lr;
   };
   template <class T>
   static Coeffs<T> prepare(const double* h, int64_t, double*) {
-    return {T(h[maximize] != 0.0 ? -1.0 : 1.0), T(1.0 - h[lr] * h[weight_decay]),
-            T(h[beta1]),                         T(1.0 - h[beta1]),
-            T(h[rho] * h[bs]),                   T(-h[lr])};
+    return {T(h[beta1]), T(1.0 - h[beta1]), T(h[rho] * h[bs]), T(-h[lr])};
   }
 
   template <int V, class T>
   static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
     T& m = s[0];
     const T hess = s[1];
-    g = g * k.grad_sign;
-    if constexpr (V & kDecay) p = p * k.decay;                          // param.mul_(1 − lr·wd)
     m = fmadd(k.one_minus_beta1, g, m * k.beta1);                       // exp_avg.mul_(β1).add_(g, alpha=1 − β1)
     T ratio = std::fabs(m) / (hess * k.rho_bs + T(1e-15));              // exp_avg.abs() / (ρ·bs·hess + 1e-15)
     ratio = (ratio != ratio) | (ratio < T(1)) ? ratio : T(1);           // .clamp(None, 1), NaN kept

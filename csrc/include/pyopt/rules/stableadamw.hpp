@@ -33,8 +33,10 @@ struct StableAdamW : RuleBase {
       {"maximize", 0.0, HyperKind::Bool},
   };
   static constexpr const char* slot_names[] = {"exp_avg", "exp_avg_sq"};
+  static constexpr bool maximize_policy = true;
   static constexpr int num_reductions = 2;  // Σ g²/max(v, ε²), and the element count
 
+  // Own weight decay: coupled in the reduction pass, decoupled scaled by the RMS-clipped η.
   enum Variant { kCoupledDecay = 1, kDecoupledDecay = 2 };
   static constexpr int num_variants = 4;
   static int variant(const double* h) {
@@ -58,7 +60,7 @@ struct StableAdamW : RuleBase {
 
   template <class T>
   struct Coeffs {
-    T grad_sign, weight_decay, beta1_weight, beta2_hat, one_minus_beta2_hat, eps_sq, eps, lr;
+    T weight_decay, beta1_weight, beta2_hat, one_minus_beta2_hat, eps_sq, eps, lr;
     bool beta1_from_end;
     T decay, neg_step;  // set by finish()
   };
@@ -66,8 +68,7 @@ struct StableAdamW : RuleBase {
   static Coeffs<T> prepare(const double* h, int64_t t, double*) {
     const double beta1_comp = 1.0 - debias_beta(h[beta1], t);
     const double beta2_hat = debias_beta(h[beta2], t);
-    return {T(h[maximize] != 0.0 ? -1.0 : 1.0),
-            T(h[weight_decay]),
+    return {T(h[weight_decay]),
             lerp_coeff<T>(beta1_comp),
             T(beta2_hat),
             T(1.0 - beta2_hat),
@@ -83,7 +84,6 @@ struct StableAdamW : RuleBase {
   static PYOPT_INLINE void reduce(const Coeffs<T>& k, T p, T g, T* s, T* r) {
     T& m = s[0];
     T& v = s[1];
-    g = g * k.grad_sign;
     if constexpr (V & kCoupledDecay) g = fmadd(k.weight_decay, p, g);  // grad.add_(p, alpha=wd)
     m = lerp_step(m, g, k.beta1_weight, k.beta1_from_end);              // exp_avg.lerp_(grad, 1 − β̂1)
     v = fmadd(k.one_minus_beta2_hat * g, g, v * k.beta2_hat);           // mul_(β̂2).addcmul_(g, g, 1 − β̂2)

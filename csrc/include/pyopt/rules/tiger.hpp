@@ -26,15 +26,12 @@ struct Tiger : RuleBase {
       {"fixed_decay", 0.0, HyperKind::Bool},   {"maximize", 0.0, HyperKind::Bool},
   };
   static constexpr const char* slot_names[] = {"exp_avg"};
+  static constexpr bool maximize_policy = true;
+  static constexpr Decay decay_policy = Decay::WeightDecouple;
 
-  enum Variant { kCoupledDecay = 1, kDecoupledDecay = 2, kLerpFromEnd = 4 };
-  static constexpr int num_variants = 8;
-  static int variant(const double* h) {
-    int v = 0;
-    if (h[weight_decay] != 0.0) v |= h[weight_decouple] != 0.0 ? kDecoupledDecay : kCoupledDecay;
-    if (lerp_from_end(1.0 - h[beta])) v |= kLerpFromEnd;
-    return v;
-  }
+  enum Variant { kLerpFromEnd = 1 };
+  static constexpr int num_variants = 2;
+  static int variant(const double* h) { return lerp_from_end(1.0 - h[beta]) ? kLerpFromEnd : 0; }
   static constexpr unsigned slot_mask(int) { return 0b1u; }
 
   static void validate(const double* h) {
@@ -45,23 +42,17 @@ struct Tiger : RuleBase {
 
   template <class T>
   struct Coeffs {
-    T grad_sign, decay, weight_decay, beta_weight, neg_lr;
+    T beta_weight, neg_lr;
   };
   template <class T>
   static Coeffs<T> prepare(const double* h, int64_t, double*) {
-    return {T(h[maximize] != 0.0 ? -1.0 : 1.0),
-            T(1.0 - h[weight_decay] * (h[fixed_decay] != 0.0 ? 1.0 : h[lr])),
-            T(h[weight_decay]),
-            lerp_coeff<T>(1.0 - h[beta]),
+    return {lerp_coeff<T>(1.0 - h[beta]),
             T(-h[lr])};
   }
 
   template <int V, class T>
   static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
     T& m = s[0];
-    g = g * k.grad_sign;
-    if constexpr (V & kDecoupledDecay) p = p * k.decay;                 // p.mul_(1 − wd·lr)
-    if constexpr (V & kCoupledDecay) g = fmadd(k.weight_decay, p, g);   // grad.add_(p, alpha=wd)
     m = lerp<(V & kLerpFromEnd) != 0>(m, g, k.beta_weight);             // exp_avg.lerp_(grad, 1 − β)
     p = fmadd(k.neg_lr, sign(m), p);                                    // p.add_(sign(m), alpha=−lr)
   }

@@ -31,16 +31,13 @@ struct Yogi : RuleBase {
       {"maximize", 0.0, HyperKind::Bool},
   };
   static constexpr const char* slot_names[] = {"exp_avg", "exp_avg_sq"};
+  static constexpr bool maximize_policy = true;
+  static constexpr Decay decay_policy = Decay::WeightDecouple;
   static double initial_state(int, const double* h) { return h[initial_accumulator]; }
 
-  enum Variant { kCoupledDecay = 1, kDecoupledDecay = 2, kLerpFromEnd = 4 };
-  static constexpr int num_variants = 8;
-  static int variant(const double* h) {
-    int v = 0;
-    if (h[weight_decay] != 0.0) v |= h[weight_decouple] != 0.0 ? kDecoupledDecay : kCoupledDecay;
-    if (lerp_from_end(1.0 - h[beta1])) v |= kLerpFromEnd;
-    return v;
-  }
+  enum Variant { kLerpFromEnd = 1 };
+  static constexpr int num_variants = 2;
+  static int variant(const double* h) { return lerp_from_end(1.0 - h[beta1]) ? kLerpFromEnd : 0; }
   static constexpr unsigned slot_mask(int) { return 0b11u; }
 
   static void validate(const double* h) {
@@ -54,16 +51,13 @@ struct Yogi : RuleBase {
 
   template <class T>
   struct Coeffs {
-    T grad_sign, decay, weight_decay, beta1_weight, neg_one_minus_beta2, bc2_sqrt, eps, neg_step_size;
+    T beta1_weight, neg_one_minus_beta2, bc2_sqrt, eps, neg_step_size;
   };
   template <class T>
   static Coeffs<T> prepare(const double* h, int64_t t, double*) {
     const double bc1 = 1.0 - std::pow(h[beta1], double(t));
     const double bc2 = 1.0 - std::pow(h[beta2], double(t));
-    return {T(h[maximize] != 0.0 ? -1.0 : 1.0),
-            T(1.0 - h[weight_decay] * (h[fixed_decay] != 0.0 ? 1.0 : h[lr])),
-            T(h[weight_decay]),
-            lerp_coeff<T>(1.0 - h[beta1]),
+    return {lerp_coeff<T>(1.0 - h[beta1]),
             T(-(1.0 - h[beta2])),
             T(std::sqrt(bc2)),
             T(h[eps]),
@@ -74,9 +68,6 @@ struct Yogi : RuleBase {
   static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
     T& m = s[0];
     T& v = s[1];
-    g = g * k.grad_sign;
-    if constexpr (V & kDecoupledDecay) p = p * k.decay;
-    if constexpr (V & kCoupledDecay) g = fmadd(k.weight_decay, p, g);
     const T g2 = g * g;                                          // grad.mul(grad)
     m = lerp<(V & kLerpFromEnd) != 0>(m, g, k.beta1_weight);     // exp_avg.lerp_(grad, 1 − β1)
     v = fmadd(k.neg_one_minus_beta2 * sign(v - g2), g2, v);     // addcmul_((v − g²).sign_(), g², −(1 − β2))
