@@ -19,23 +19,9 @@ namespace rules {
 
 struct AdaBelief : RuleBase {
   static constexpr const char* name = "adabelief";
-
   enum Hyper {
     lr, beta1, beta2, eps, weight_decay, amsgrad, weight_decouple, fixed_decay, rectify, degenerated_to_sgd,
     maximize, kNumHyper
-  };
-  static constexpr HyperSpec hyper[kNumHyper] = {
-      {"lr", 1e-3, HyperKind::Real},
-      {"beta1", 0.9, HyperKind::Real},
-      {"beta2", 0.999, HyperKind::Real},
-      {"eps", 1e-16, HyperKind::Real},
-      {"weight_decay", 0.0, HyperKind::Real},
-      {"amsgrad", 0.0, HyperKind::Bool},
-      {"weight_decouple", 1.0, HyperKind::Bool},
-      {"fixed_decay", 0.0, HyperKind::Bool},
-      {"rectify", 1.0, HyperKind::Bool},
-      {"degenerated_to_sgd", 1.0, HyperKind::Bool},
-      {"maximize", 0.0, HyperKind::Bool},
   };
   static constexpr const char* slot_names[] = {"exp_avg", "exp_avg_var", "max_exp_avg_var"};
   static constexpr bool maximize_policy = true;
@@ -45,14 +31,6 @@ struct AdaBelief : RuleBase {
   static constexpr int num_variants = 4;
   static int variant(const double* h) { return (h[amsgrad] != 0.0 ? kAmsgrad : 0) | (h[rectify] != 0.0 ? kRectify : 0); }
   static constexpr unsigned slot_mask(int v) { return (v & kAmsgrad) ? 0b111u : 0b011u; }
-
-  static void validate(const double* h) {
-    require_nonnegative("lr", h[lr]);
-    require_nonnegative("eps", h[eps]);
-    require_beta("beta1", h[beta1]);
-    require_beta("beta2", h[beta2]);
-    require_nonnegative("weight_decay", h[weight_decay]);
-  }
 
   template <class T>
   struct Coeffs {

@@ -10,26 +10,11 @@ namespace rules {
 
 struct Adadelta : RuleBase {
   static constexpr const char* name = "adadelta";
-
   enum Hyper { lr, rho, eps, weight_decay, maximize, kNumHyper };
-  static constexpr HyperSpec hyper[kNumHyper] = {
-      {"lr", 1.0, HyperKind::Real},  {"rho", 0.9, HyperKind::Real},         {"eps", 1e-6, HyperKind::Real},
-      {"weight_decay", 0.0, HyperKind::Real}, {"maximize", 0.0, HyperKind::Bool},
-  };
   static constexpr const char* slot_names[] = {"square_avg", "acc_delta"};
   static constexpr bool maximize_policy = true;
   static constexpr Decay decay_policy = Decay::Coupled;
-
-  static constexpr int num_variants = 1;
-  static int variant(const double*) { return 0; }
   static constexpr unsigned slot_mask(int) { return 0b11u; }
-
-  static void validate(const double* h) {
-    require_nonnegative("lr", h[lr]);
-    require_closed_unit("rho", h[rho]);
-    require_nonnegative("eps", h[eps]);
-    require_nonnegative("weight_decay", h[weight_decay]);
-  }
 
   template <class T>
   struct Coeffs {
@@ -37,8 +22,7 @@ struct Adadelta : RuleBase {
   };
   template <class T>
   static Coeffs<T> prepare(const double* h, int64_t, double*) {
-    return {T(h[rho]), T(1.0 - h[rho]), T(h[eps]),
-            T(-h[lr])};
+    return {T(h[rho]), T(1.0 - h[rho]), T(h[eps]), T(-h[lr])};
   }
 
   template <int V, class T>

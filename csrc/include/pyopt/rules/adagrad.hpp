@@ -10,29 +10,13 @@ namespace rules {
 
 struct Adagrad : RuleBase {
   static constexpr const char* name = "adagrad";
-
   enum Hyper { lr, lr_decay, weight_decay, initial_accumulator_value, eps, maximize, kNumHyper };
-  static constexpr HyperSpec hyper[kNumHyper] = {
-      {"lr", 1e-2, HyperKind::Real},           {"lr_decay", 0.0, HyperKind::Real},
-      {"weight_decay", 0.0, HyperKind::Real},  {"initial_accumulator_value", 0.0, HyperKind::Real},
-      {"eps", 1e-10, HyperKind::Real},         {"maximize", 0.0, HyperKind::Bool},
-  };
   static constexpr const char* slot_names[] = {"sum"};
   static constexpr bool maximize_policy = true;
   static constexpr Decay decay_policy = Decay::Coupled;
   static double initial_state(int, const double* h) { return h[initial_accumulator_value]; }
 
-  static constexpr int num_variants = 1;
-  static int variant(const double*) { return 0; }
   static constexpr unsigned slot_mask(int) { return 0b1u; }
-
-  static void validate(const double* h) {
-    require_nonnegative("lr", h[lr]);
-    require_nonnegative("lr_decay", h[lr_decay]);
-    require_nonnegative("weight_decay", h[weight_decay]);
-    require_nonnegative("initial_accumulator_value", h[initial_accumulator_value]);
-    require_nonnegative("eps", h[eps]);
-  }
 
   template <class T>
   struct Coeffs {

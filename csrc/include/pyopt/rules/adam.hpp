@@ -12,14 +12,7 @@ namespace rules {
 
 struct Adam : RuleBase {
   static constexpr const char* name = "adam";
-
   enum Hyper { lr, beta1, beta2, eps, weight_decay, amsgrad, decoupled_weight_decay, maximize, kNumHyper };
-  static constexpr HyperSpec hyper[kNumHyper] = {
-      {"lr", 1e-3, HyperKind::Real},           {"beta1", 0.9, HyperKind::Real},
-      {"beta2", 0.999, HyperKind::Real},       {"eps", 1e-8, HyperKind::Real},
-      {"weight_decay", 0.0, HyperKind::Real},  {"amsgrad", 0.0, HyperKind::Bool},
-      {"decoupled_weight_decay", 0.0, HyperKind::Bool}, {"maximize", 0.0, HyperKind::Bool},
-  };
   static constexpr const char* slot_names[] = {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"};
   static constexpr bool maximize_policy = true;
   static constexpr Decay decay_policy = Decay::TorchFlag;
@@ -32,14 +25,6 @@ struct Adam : RuleBase {
     return v;
   }
   static constexpr unsigned slot_mask(int v) { return (v & kAmsgrad) ? 0b111u : 0b011u; }
-
-  static void validate(const double* h) {
-    require_nonnegative("lr", h[lr]);
-    require_nonnegative("eps", h[eps]);
-    require_beta("beta1", h[beta1]);
-    require_beta("beta2", h[beta2]);
-    require_nonnegative("weight_decay", h[weight_decay]);
-  }
 
   template <class T>
   struct Coeffs {

@@ -10,13 +10,7 @@ namespace rules {
 
 struct Adamax : RuleBase {
   static constexpr const char* name = "adamax";
-
   enum Hyper { lr, beta1, beta2, eps, weight_decay, maximize, kNumHyper };
-  static constexpr HyperSpec hyper[kNumHyper] = {
-      {"lr", 2e-3, HyperKind::Real},          {"beta1", 0.9, HyperKind::Real},
-      {"beta2", 0.999, HyperKind::Real},      {"eps", 1e-8, HyperKind::Real},
-      {"weight_decay", 0.0, HyperKind::Real}, {"maximize", 0.0, HyperKind::Bool},
-  };
   static constexpr const char* slot_names[] = {"exp_avg", "exp_inf"};
   static constexpr bool maximize_policy = true;
   static constexpr Decay decay_policy = Decay::Coupled;
@@ -26,14 +20,6 @@ struct Adamax : RuleBase {
   static int variant(const double* h) { return lerp_from_end(1.0 - h[beta1]) ? kLerpFromEnd : 0; }
   static constexpr unsigned slot_mask(int) { return 0b11u; }
 
-  static void validate(const double* h) {
-    require_nonnegative("lr", h[lr]);
-    require_nonnegative("eps", h[eps]);
-    require_beta("beta1", h[beta1]);
-    require_beta("beta2", h[beta2]);
-    require_nonnegative("weight_decay", h[weight_decay]);
-  }
-
   template <class T>
   struct Coeffs {
     T beta1_weight, beta2, eps, neg_clr;
@@ -41,8 +27,7 @@ struct Adamax : RuleBase {
   template <class T>
   static Coeffs<T> prepare(const double* h, int64_t t, double*) {
     const double bc1 = 1.0 - std::pow(h[beta1], double(t));
-    return {lerp_coeff<T>(1.0 - h[beta1]), T(h[beta2]),
-            T(h[eps]), T(-(h[lr] / bc1))};
+    return {lerp_coeff<T>(1.0 - h[beta1]), T(h[beta2]), T(h[eps]), T(-(h[lr] / bc1))};
   }
 
   template <int V, class T>

@@ -21,14 +21,7 @@ namespace rules {
 
 struct Adan : RuleBase {
   static constexpr const char* name = "adan";
-
   enum Hyper { lr, beta1, beta2, beta3, eps, weight_decay, no_prox, maximize, kNumHyper };
-  static constexpr HyperSpec hyper[kNumHyper] = {
-      {"lr", 1e-3, HyperKind::Real},          {"beta1", 0.98, HyperKind::Real},
-      {"beta2", 0.92, HyperKind::Real},       {"beta3", 0.99, HyperKind::Real},
-      {"eps", 1e-8, HyperKind::Real},         {"weight_decay", 0.0, HyperKind::Real},
-      {"no_prox", 0.0, HyperKind::Bool},      {"maximize", 0.0, HyperKind::Bool},
-  };
   static constexpr const char* slot_names[] = {"exp_avg", "exp_avg_sq", "exp_avg_diff", "pre_grad"};
   static constexpr bool maximize_policy = true;
 
@@ -41,15 +34,6 @@ struct Adan : RuleBase {
     return h[no_prox] != 0.0 ? kNoProxDecay : kProxDecay;
   }
   static constexpr unsigned slot_mask(int) { return 0b1111u; }
-
-  static void validate(const double* h) {
-    require_nonnegative("lr", h[lr]);
-    require_nonnegative("eps", h[eps]);
-    require_beta("beta1", h[beta1]);
-    require_beta("beta2", h[beta2]);
-    require_beta("beta3", h[beta3]);
-    require_nonnegative("weight_decay", h[weight_decay]);
-  }
 
   template <class T>
   struct Coeffs {

@@ -3,8 +3,7 @@
 // 2024, arXiv:2409.03137). Reference: pytorch-optimizer 4.1.0 AdEMAMix (optimizer/ademamix.py,
 // per-param path).
 //
-//   g ← −g if maximize
-//   wd ≠ 0: weight_decouple ? p ← p·(1 − wd·(fixed_decay ? 1 : lr)) : g ← g + wd·p
+//   g ← −g if maximize;  wd ≠ 0: weight_decouple ? p ← p·(1 − wd·(fixed_decay ? 1 : lr)) : g ← g + wd·p
 //   m1 ← lerp(m1, g, 1 − β1);  v ← β2·v + (1 − β2)·g²;  m2 ← lerp(m2, g, 1 − β3(t))
 //   p ← p − lr·(m1/(1 − β1^t) + α(t)·m2) / (√v / √(1 − β2^t) + ε)
 //
@@ -23,23 +22,9 @@ namespace rules {
 
 struct AdEMAMix : RuleBase {
   static constexpr const char* name = "ademamix";
-
   enum Hyper {
     lr, beta1, beta2, beta3, weight_decay, weight_decouple, fixed_decay, alpha, t_alpha_beta3, eps, maximize,
     kNumHyper
-  };
-  static constexpr HyperSpec hyper[kNumHyper] = {
-      {"lr", 1e-3, HyperKind::Real},
-      {"beta1", 0.9, HyperKind::Real},
-      {"beta2", 0.999, HyperKind::Real},
-      {"beta3", 0.9999, HyperKind::Real},
-      {"weight_decay", 0.0, HyperKind::Real},
-      {"weight_decouple", 0.0, HyperKind::Bool},
-      {"fixed_decay", 0.0, HyperKind::Bool},
-      {"alpha", 5.0, HyperKind::Real},
-      {"t_alpha_beta3", 0.0, HyperKind::Real},
-      {"eps", 1e-8, HyperKind::Real},
-      {"maximize", 0.0, HyperKind::Bool},
   };
   static constexpr const char* slot_names[] = {"exp_avg", "exp_avg_sq", "exp_avg_slow"};
   static constexpr bool maximize_policy = true;
@@ -50,16 +35,7 @@ struct AdEMAMix : RuleBase {
   static int variant(const double* h) { return lerp_from_end(1.0 - h[beta1]) ? kLerpFromEnd : 0; }
   static constexpr unsigned slot_mask(int) { return 0b111u; }
 
-  static void validate(const double* h) {
-    require_nonnegative("lr", h[lr]);
-    require_beta("beta1", h[beta1]);
-    require_beta("beta2", h[beta2]);
-    require_beta("beta3", h[beta3]);
-    require_nonnegative("weight_decay", h[weight_decay]);
-    require_nonnegative("alpha", h[alpha]);
-    require_nonnegative("t_alpha_beta3", h[t_alpha_beta3]);
-    require_finite("t_alpha_beta3", h[t_alpha_beta3]);
-    require_nonnegative("eps", h[eps]);
+  static void check(const double* h) {
     if (h[t_alpha_beta3] > 0.0 && !(h[beta1] > 0.0 && h[beta3] > 0.0))
       throw std::invalid_argument("invalid betas: the beta3 warmup (t_alpha_beta3 > 0) takes log(beta1) and "
                                   "log(beta3), so both must be > 0; got beta1 = " + format_value(h[beta1]) +
@@ -83,8 +59,7 @@ struct AdEMAMix : RuleBase {
 
   template <class T>
   struct Coeffs {
-    T beta1_weight, beta2, one_minus_beta2, slow_weight, bc1, bc2_sqrt, alpha, eps,
-        neg_lr;
+    T beta1_weight, beta2, one_minus_beta2, slow_weight, bc1, bc2_sqrt, alpha, eps, neg_lr;
     bool slow_from_end;
   };
   template <class T>
@@ -92,16 +67,8 @@ struct AdEMAMix : RuleBase {
     const double bc1 = 1.0 - std::pow(h[beta1], double(t));
     const double bc2_sqrt = std::sqrt(1.0 - std::pow(h[beta2], double(t)));
     const double w3 = 1.0 - beta3_at(h, t);
-    return {lerp_coeff<T>(1.0 - h[beta1]),
-            T(h[beta2]),
-            T(1.0 - h[beta2]),
-            lerp_coeff<T>(w3),
-            T(bc1),
-            T(bc2_sqrt),
-            T(alpha_at(h, t)),
-            T(h[eps]),
-            T(-h[lr]),
-            lerp_from_end(w3)};
+    return {lerp_coeff<T>(1.0 - h[beta1]), T(h[beta2]), T(1.0 - h[beta2]), lerp_coeff<T>(w3), T(bc1),
+            T(bc2_sqrt), T(alpha_at(h, t)), T(h[eps]), T(-h[lr]), lerp_from_end(w3)};
   }
 
   template <int V, class T>

@@ -22,14 +22,7 @@ namespace rules {
 
 struct Adopt : RuleBase {
   static constexpr const char* name = "adopt";
-
   enum Hyper { lr, beta1, beta2, weight_decay, weight_decouple, fixed_decay, eps, maximize, kNumHyper };
-  static constexpr HyperSpec hyper[kNumHyper] = {
-      {"lr", 1e-3, HyperKind::Real},           {"beta1", 0.9, HyperKind::Real},
-      {"beta2", 0.9999, HyperKind::Real},      {"weight_decay", 0.0, HyperKind::Real},
-      {"weight_decouple", 0.0, HyperKind::Bool}, {"fixed_decay", 0.0, HyperKind::Bool},
-      {"eps", 1e-6, HyperKind::Real},          {"maximize", 0.0, HyperKind::Bool},
-  };
   static constexpr const char* slot_names[] = {"exp_avg", "exp_avg_sq"};
   static constexpr bool maximize_policy = true;
   static constexpr Decay decay_policy = Decay::WeightDecouple;
@@ -38,14 +31,6 @@ struct Adopt : RuleBase {
   static constexpr int num_variants = 2;
   static int variant(const double* h) { return lerp_from_end(1.0 - h[beta1]) ? kLerpFromEnd : 0; }
   static constexpr unsigned slot_mask(int) { return 0b11u; }
-
-  static void validate(const double* h) {
-    require_nonnegative("lr", h[lr]);
-    require_beta("beta1", h[beta1]);
-    require_beta("beta2", h[beta2]);
-    require_nonnegative("weight_decay", h[weight_decay]);
-    require_nonnegative("eps", h[eps]);
-  }
 
   template <class T>
   struct Coeffs {
@@ -57,14 +42,8 @@ struct Adopt : RuleBase {
   static Coeffs<T> prepare(const double* h, int64_t t, double*) {
     const bool first = t == 1;
     const double clip = std::pow(double(t), 0.25);  // math.pow(step, 0.25)
-    return {T(first ? 1.0 : h[eps]),
-            T(clip),
-            T(-clip),
-            lerp_coeff<T>(1.0 - h[beta1]),
-            T(first ? 0.0 : 1.0),
-            T(first ? 1.0 : h[beta2]),
-            T(first ? 1.0 : 1.0 - h[beta2]),
-            T(first ? -0.0 : -h[lr])};
+    return {T(first ? 1.0 : h[eps]), T(clip), T(-clip), lerp_coeff<T>(1.0 - h[beta1]), T(first ? 0.0 : 1.0),
+            T(first ? 1.0 : h[beta2]), T(first ? 1.0 : 1.0 - h[beta2]), T(first ? -0.0 : -h[lr])};
   }
 
   template <int V, class T>

@@ -19,12 +19,7 @@ namespace rules {
 
 struct Asgd : RuleBase {
   static constexpr const char* name = "asgd";
-
   enum Hyper { lr, lambd, alpha, t0, weight_decay, maximize, kNumHyper };
-  static constexpr HyperSpec hyper[kNumHyper] = {
-      {"lr", 1e-2, HyperKind::Real}, {"lambd", 1e-4, HyperKind::Real},       {"alpha", 0.75, HyperKind::Real},
-      {"t0", 1e6, HyperKind::Real},  {"weight_decay", 0.0, HyperKind::Real}, {"maximize", 0.0, HyperKind::Bool},
-  };
   static constexpr const char* slot_names[] = {"ax"};
   static constexpr bool maximize_policy = true;
   static constexpr Decay decay_policy = Decay::Coupled;
@@ -34,17 +29,7 @@ struct Asgd : RuleBase {
   // eta's initial value is the group's lr, which prepare() takes at step 1 (this 0 is never used).
   static double initial_scalar(int index) { return index == 1 ? 1.0 : 0.0; }
 
-  static constexpr int num_variants = 1;
-  static int variant(const double*) { return 0; }
   static constexpr unsigned slot_mask(int) { return 0b1u; }
-
-  static void validate(const double* h) {
-    require_nonnegative("lr", h[lr]);
-    require_nonnegative("weight_decay", h[weight_decay]);
-    // torch puts no range on these; NaN would turn every param into NaN.
-    for (const Hyper k : {lambd, alpha, t0})
-      if (std::isnan(h[k])) throw std::invalid_argument(std::string("invalid ") + hyper[k].name + ": nan (must be a number)");
-  }
 
   template <class T>
   struct Coeffs {
@@ -65,10 +50,7 @@ struct Asgd : RuleBase {
     const double step = double(t);
     scalars[0] = round_to<T>(h[lr] / std::pow(1.0 + h[lambd] * h[lr] * step, h[alpha]));
     scalars[1] = round_to<T>(1.0 / std::max(1.0, step - h[t0]));
-    return {T(1.0 - h[lambd] * eta),
-            T(-eta),
-            T(mu),
-            T(mu) == T(1)};
+    return {T(1.0 - h[lambd] * eta), T(-eta), T(mu), T(mu) == T(1)};
   }
 
   template <int V, class T>

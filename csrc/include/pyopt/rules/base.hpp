@@ -3,15 +3,17 @@
 //
 //   struct Adam : RuleBase {
 //     static constexpr const char* name;            // kernel name ("adam")
-//     enum Hyper { lr, beta1, ..., kNumHyper };     // index of each hyperparameter in a flat double array
-//     static constexpr HyperSpec hyper[kNumHyper];  // names, defaults, kinds (one source of truth)
+//     enum Hyper { lr, beta1, ..., kNumHyper };     // index of each hyperparameter in a flat double array,
+//                                                   // in the order of its record (pyopt/records.def)
 //     static constexpr const char* slot_names[];    // per-element state arrays, in slot order
 //     static constexpr bool maximize_policy;        // the driver negates g when h[maximize] is set
 //     static constexpr Decay decay_policy;          // the weight decay the driver applies (see Decay)
-//     static constexpr int num_variants;            // compile-time specialisations (flags that change the loop)
-//     static int variant(const double* h);          // which specialisation these hyperparameters need
+//     static constexpr int num_variants;            // compile-time specialisations (flags that change the loop;
+//     static int variant(const double* h);          //   default 1) and which one these hyperparameters need
 //     static constexpr unsigned slot_mask(int v);   // which slots that specialisation reads and writes
-//     static void validate(const double* h);        // throws std::invalid_argument naming the bad value
+//     static void check(const double* h);           // optional: conditions across hyperparameters
+//                                                   // (each one's range is in its record), throws
+//                                                   // std::invalid_argument
 //     template <class T> struct Coeffs;             // per-step scalars, computed once in double
 //     template <class T> static Coeffs<T> prepare(const double* h, int64_t step, double* scalars);
 //     template <int V, class T> static void update(const Coeffs<T>&, T& p, T g, T* s);  // one element
@@ -45,6 +47,8 @@ enum class Decay {
 struct RuleBase {
   static constexpr bool maximize_policy = false;        // true: the rule has a `maximize` hyperparameter
   static constexpr Decay decay_policy = Decay::None;
+  static constexpr int num_variants = 1;                // a rule without flags has one kernel
+  static int variant(const double* /*h*/) { return 0; }
   static constexpr int num_scalars = 0;                 // per-tensor scalar state (beyond the step)
   static constexpr int num_reductions = 0;              // per-tensor sums: see rules/lamb.hpp
   static constexpr const char* const* scalar_names = nullptr;

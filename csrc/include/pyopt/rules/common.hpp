@@ -1,10 +1,8 @@
 #pragma once
-// What every rule is made of: a table of hyperparameters, state-slot names, and the small
-// element-wise helpers rules share. rules/adam.hpp shows the anatomy of a rule.
+// The small element-wise helpers rules share. rules/base.hpp shows the anatomy of a rule.
 //
 // Everything here sits inside the per-ISA namespace (see config.hpp). Kernel translation units
-// only odr-use the rules' prepare()/update(), so validation code is only ever emitted in the
-// generic copy.
+// only odr-use the rules' prepare()/update(), so check code is only ever emitted in the generic copy.
 #include <cmath>
 #include <cstdint>
 #include <cstdio>

@@ -18,13 +18,7 @@ namespace rules {
 
 struct Grams : RuleBase {
   static constexpr const char* name = "grams";
-
   enum Hyper { lr, beta1, beta2, eps, weight_decay, maximize, kNumHyper };
-  static constexpr HyperSpec hyper[kNumHyper] = {
-      {"lr", 1e-3, HyperKind::Real},          {"beta1", 0.9, HyperKind::Real},
-      {"beta2", 0.999, HyperKind::Real},      {"eps", 1e-6, HyperKind::Real},
-      {"weight_decay", 0.0, HyperKind::Real}, {"maximize", 0.0, HyperKind::Bool},
-  };
   static constexpr const char* slot_names[] = {"exp_avg", "exp_avg_sq"};
   static constexpr bool maximize_policy = true;
 
@@ -34,14 +28,6 @@ struct Grams : RuleBase {
   static constexpr int num_variants = 2;
   static int variant(const double* h) { return h[weight_decay] > 0.0 ? kDecay : 0; }
   static constexpr unsigned slot_mask(int) { return 0b11u; }
-
-  static void validate(const double* h) {
-    require_nonnegative("lr", h[lr]);
-    require_nonnegative("eps", h[eps]);
-    require_beta("beta1", h[beta1]);
-    require_beta("beta2", h[beta2]);
-    require_nonnegative("weight_decay", h[weight_decay]);
-  }
 
   template <class T>
   struct Coeffs {

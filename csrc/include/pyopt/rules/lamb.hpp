@@ -17,13 +17,7 @@ namespace rules {
 
 struct Lamb : RuleBase {
   static constexpr const char* name = "lamb";
-
   enum Hyper { lr, beta1, beta2, eps, weight_decay, maximize, kNumHyper };
-  static constexpr HyperSpec hyper[kNumHyper] = {
-      {"lr", 1e-3, HyperKind::Real},          {"beta1", 0.9, HyperKind::Real},
-      {"beta2", 0.999, HyperKind::Real},      {"eps", 1e-6, HyperKind::Real},
-      {"weight_decay", 0.0, HyperKind::Real}, {"maximize", 0.0, HyperKind::Bool},
-  };
   static constexpr const char* slot_names[] = {"exp_avg", "exp_avg_sq"};
   static constexpr bool maximize_policy = true;
   static constexpr int num_reductions = 2;  // Σp², Σu²
@@ -34,14 +28,6 @@ struct Lamb : RuleBase {
   static int variant(const double* h) { return h[weight_decay] != 0.0 ? kDecay : 0; }
   static constexpr unsigned slot_mask(int) { return 0b11u; }
 
-  static void validate(const double* h) {
-    require_nonnegative("lr", h[lr]);
-    require_beta("beta1", h[beta1]);
-    require_beta("beta2", h[beta2]);
-    require_nonnegative("eps", h[eps]);
-    require_nonnegative("weight_decay", h[weight_decay]);
-  }
-
   template <class T>
   struct Coeffs {
     T beta1, one_minus_beta1, beta2, one_minus_beta2, bc1, bc2, eps, weight_decay;
@@ -49,16 +35,9 @@ struct Lamb : RuleBase {
   };
   template <class T>
   static Coeffs<T> prepare(const double* h, int64_t t, double*) {
-    return {T(h[beta1]),
-            T(1.0 - h[beta1]),
-            T(h[beta2]),
-            T(1.0 - h[beta2]),
-            T(1.0 - std::pow(h[beta1], double(t))),
-            T(1.0 - std::pow(h[beta2], double(t))),
-            T(h[eps]),
-            T(h[weight_decay]),
-            T(1),
-            T(-h[lr])};
+    return {T(h[beta1]), T(1.0 - h[beta1]), T(h[beta2]), T(1.0 - h[beta2]),
+            T(1.0 - std::pow(h[beta1], double(t))), T(1.0 - std::pow(h[beta2], double(t))), T(h[eps]),
+            T(h[weight_decay]), T(1), T(-h[lr])};
   }
 
   template <int V, class T>

@@ -28,23 +28,9 @@ namespace rules {
 
 struct Laprop : RuleBase {
   static constexpr const char* name = "laprop";
-
   enum Hyper {
     lr, beta1, beta2, centered, steps_before_using_centered, weight_decay, weight_decouple, fixed_decay, ams_bound,
     eps, maximize, kNumHyper
-  };
-  static constexpr HyperSpec hyper[kNumHyper] = {
-      {"lr", 4e-4, HyperKind::Real},
-      {"beta1", 0.9, HyperKind::Real},
-      {"beta2", 0.999, HyperKind::Real},
-      {"centered", 0.0, HyperKind::Bool},
-      {"steps_before_using_centered", 10.0, HyperKind::Real},
-      {"weight_decay", 0.0, HyperKind::Real},
-      {"weight_decouple", 1.0, HyperKind::Bool},
-      {"fixed_decay", 0.0, HyperKind::Bool},
-      {"ams_bound", 0.0, HyperKind::Bool},
-      {"eps", 1e-15, HyperKind::Real},
-      {"maximize", 0.0, HyperKind::Bool},
   };
   static constexpr const char* slot_names[] = {"exp_avg", "exp_avg_sq", "exp_mean_avg_beta2", "max_exp_avg_sq"};
   static constexpr bool maximize_policy = true;
@@ -64,15 +50,6 @@ struct Laprop : RuleBase {
   }
   static constexpr unsigned slot_mask(int v) {
     return 0b0011u | ((v & kCentered) ? 0b0100u : 0u) | ((v & kAmsBound) ? 0b1000u : 0u);
-  }
-
-  static void validate(const double* h) {
-    require_nonnegative("lr", h[lr]);
-    require_beta("beta1", h[beta1]);
-    require_beta("beta2", h[beta2]);
-    require_nonnegative("steps_before_using_centered", h[steps_before_using_centered]);
-    require_nonnegative("weight_decay", h[weight_decay]);
-    require_nonnegative("eps", h[eps]);
   }
 
   // x & mask, bit for bit: x where the mask has every bit set, +0 where it has none.

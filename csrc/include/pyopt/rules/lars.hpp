@@ -15,14 +15,7 @@ namespace rules {
 
 struct Lars : RuleBase {
   static constexpr const char* name = "lars";
-
   enum Hyper { lr, momentum, weight_decay, trust_coefficient, eps, nesterov, maximize, kNumHyper };
-  static constexpr HyperSpec hyper[kNumHyper] = {
-      {"lr", 1.0, HyperKind::Real},           {"momentum", 0.9, HyperKind::Real},
-      {"weight_decay", 0.0, HyperKind::Real}, {"trust_coefficient", 1e-3, HyperKind::Real},
-      {"eps", 0.0, HyperKind::Real},          {"nesterov", 0.0, HyperKind::Bool},
-      {"maximize", 0.0, HyperKind::Bool},
-  };
   static constexpr const char* slot_names[] = {"momentum_buffer"};
   static constexpr bool maximize_policy = true;
   static constexpr int num_reductions = 2;  // Σp², Σu²
@@ -36,14 +29,6 @@ struct Lars : RuleBase {
     return v;
   }
   static constexpr unsigned slot_mask(int v) { return (v & kMomentum) ? 0b1u : 0u; }
-
-  static void validate(const double* h) {
-    require_nonnegative("lr", h[lr]);
-    require_beta("momentum", h[momentum]);
-    require_nonnegative("weight_decay", h[weight_decay]);
-    require_nonnegative("trust_coefficient", h[trust_coefficient]);
-    require_nonnegative("eps", h[eps]);
-  }
 
   template <class T>
   struct Coeffs {

@@ -18,28 +18,12 @@ namespace rules {
 
 struct Lion : RuleBase {
   static constexpr const char* name = "lion";
-
   enum Hyper { lr, beta1, beta2, weight_decay, maximize, kNumHyper };
-  static constexpr HyperSpec hyper[kNumHyper] = {
-      {"lr", 1e-4, HyperKind::Real},          {"beta1", 0.9, HyperKind::Real},
-      {"beta2", 0.99, HyperKind::Real},       {"weight_decay", 0.0, HyperKind::Real},
-      {"maximize", 0.0, HyperKind::Bool},
-  };
   static constexpr const char* slot_names[] = {"exp_avg"};
   static constexpr bool maximize_policy = true;
-  static constexpr Decay decay_policy = Decay::Decoupled;
-
   // lion-pytorch multiplies by 1 − lr·wd even when wd = 0; p·1 = p exactly, so skipping it is the same.
-  static constexpr int num_variants = 1;
-  static int variant(const double*) { return 0; }
+  static constexpr Decay decay_policy = Decay::Decoupled;
   static constexpr unsigned slot_mask(int) { return 0b1u; }
-
-  static void validate(const double* h) {
-    require_nonnegative("lr", h[lr]);
-    require_closed_unit("beta1", h[beta1]);
-    require_closed_unit("beta2", h[beta2]);
-    require_nonnegative("weight_decay", h[weight_decay]);
-  }
 
   template <class T>
   struct Coeffs {
@@ -47,11 +31,7 @@ struct Lion : RuleBase {
   };
   template <class T>
   static Coeffs<T> prepare(const double* h, int64_t, double*) {
-    return {T(h[beta1]),
-            T(1.0 - h[beta1]),
-            T(h[beta2]),
-            T(1.0 - h[beta2]),
-            T(-h[lr])};
+    return {T(h[beta1]), T(1.0 - h[beta1]), T(h[beta2]), T(1.0 - h[beta2]), T(-h[lr])};
   }
 
   template <int V, class T>

@@ -24,13 +24,7 @@ namespace rules {
 
 struct Madgrad : RuleBase {
   static constexpr const char* name = "madgrad";
-
   enum Hyper { lr, momentum, weight_decay, weight_decouple, eps, maximize, kNumHyper };
-  static constexpr HyperSpec hyper[kNumHyper] = {
-      {"lr", 1e-3, HyperKind::Real},           {"momentum", 0.9, HyperKind::Real},
-      {"weight_decay", 0.0, HyperKind::Real},  {"weight_decouple", 0.0, HyperKind::Bool},
-      {"eps", 1e-6, HyperKind::Real},          {"maximize", 0.0, HyperKind::Bool},
-  };
   static constexpr const char* slot_names[] = {"grad_sum_sq", "s", "x0"};
   static constexpr bool maximize_policy = true;
 
@@ -45,13 +39,6 @@ struct Madgrad : RuleBase {
     return v;
   }
   static constexpr unsigned slot_mask(int v) { return (v & kMomentum) ? 0b111u : 0b011u; }
-
-  static void validate(const double* h) {
-    require_nonnegative("lr", h[lr]);
-    require_beta("momentum", h[momentum]);
-    require_nonnegative("weight_decay", h[weight_decay]);
-    require_nonnegative("eps", h[eps]);
-  }
 
   template <class T>
   struct Coeffs {

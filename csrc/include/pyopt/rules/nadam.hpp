@@ -13,14 +13,7 @@ namespace rules {
 
 struct Nadam : RuleBase {
   static constexpr const char* name = "nadam";
-
   enum Hyper { lr, beta1, beta2, eps, weight_decay, momentum_decay, decoupled_weight_decay, maximize, kNumHyper };
-  static constexpr HyperSpec hyper[kNumHyper] = {
-      {"lr", 2e-3, HyperKind::Real},          {"beta1", 0.9, HyperKind::Real},
-      {"beta2", 0.999, HyperKind::Real},      {"eps", 1e-8, HyperKind::Real},
-      {"weight_decay", 0.0, HyperKind::Real}, {"momentum_decay", 4e-3, HyperKind::Real},
-      {"decoupled_weight_decay", 0.0, HyperKind::Bool}, {"maximize", 0.0, HyperKind::Bool},
-  };
   static constexpr const char* slot_names[] = {"exp_avg", "exp_avg_sq"};
   static constexpr bool maximize_policy = true;
   static constexpr Decay decay_policy = Decay::TorchFlag;
@@ -34,19 +27,9 @@ struct Nadam : RuleBase {
   static int variant(const double* h) { return lerp_from_end(1.0 - h[beta1]) ? kLerpFromEnd : 0; }
   static constexpr unsigned slot_mask(int) { return 0b11u; }
 
-  static void validate(const double* h) {
-    require_nonnegative("lr", h[lr]);
-    require_nonnegative("eps", h[eps]);
-    require_beta("beta1", h[beta1]);
-    require_beta("beta2", h[beta2]);
-    require_nonnegative("weight_decay", h[weight_decay]);
-    require_nonnegative("momentum_decay", h[momentum_decay]);
-  }
-
   template <class T>
   struct Coeffs {
-    T beta1_weight, beta2, one_minus_beta2, bc2, eps, neg_grad_step,
-        neg_momentum_step;
+    T beta1_weight, beta2, one_minus_beta2, bc2, eps, neg_grad_step, neg_momentum_step;
   };
   template <class T>
   static Coeffs<T> prepare(const double* h, int64_t t, double* scalars) {
@@ -60,12 +43,8 @@ struct Nadam : RuleBase {
       mu_product = mu_product * mu;
     scalars[0] = mu_product;
     const double mu_product_next = mu_product * mu_next;
-    return {lerp_coeff<T>(1.0 - b1),
-            T(h[beta2]),
-            T(1.0 - h[beta2]),
-            T(1.0 - std::pow(h[beta2], double(t))),
-            T(h[eps]),
-            T(-h[lr] * (1.0 - mu) / (1.0 - mu_product)),
+    return {lerp_coeff<T>(1.0 - b1), T(h[beta2]), T(1.0 - h[beta2]), T(1.0 - std::pow(h[beta2], double(t))),
+            T(h[eps]), T(-h[lr] * (1.0 - mu) / (1.0 - mu_product)),
             T((-h[lr] * mu_next) / (1.0 - mu_product_next))};
   }
 

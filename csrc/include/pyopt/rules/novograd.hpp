@@ -22,20 +22,8 @@ namespace rules {
 
 struct NovoGrad : RuleBase {
   static constexpr const char* name = "novograd";
-
   enum Hyper {
     lr, beta1, beta2, weight_decay, weight_decouple, fixed_decay, grad_averaging, eps, maximize, kNumHyper
-  };
-  static constexpr HyperSpec hyper[kNumHyper] = {
-      {"lr", 1e-3, HyperKind::Real},
-      {"beta1", 0.95, HyperKind::Real},
-      {"beta2", 0.98, HyperKind::Real},
-      {"weight_decay", 0.0, HyperKind::Real},
-      {"weight_decouple", 0.0, HyperKind::Bool},
-      {"fixed_decay", 0.0, HyperKind::Bool},
-      {"grad_averaging", 0.0, HyperKind::Bool},
-      {"eps", 1e-8, HyperKind::Real},
-      {"maximize", 0.0, HyperKind::Bool},
   };
   static constexpr const char* slot_names[] = {"moments"};
   static constexpr bool maximize_policy = true;
@@ -53,14 +41,6 @@ struct NovoGrad : RuleBase {
   }
   static constexpr unsigned slot_mask(int) { return 0b1u; }
 
-  static void validate(const double* h) {
-    require_nonnegative("lr", h[lr]);
-    require_beta("beta1", h[beta1]);
-    require_beta("beta2", h[beta2]);
-    require_nonnegative("weight_decay", h[weight_decay]);
-    require_nonnegative("eps", h[eps]);
-  }
-
   template <class T>
   struct Coeffs {
     T decay, weight_decay, beta1, grad_scale, neg_lr, ema_weight, eps;
@@ -71,17 +51,9 @@ struct NovoGrad : RuleBase {
   template <class T>
   static Coeffs<T> prepare(const double* h, int64_t t, double* scalars) {
     const bool first = t == 1;
-    return {T(1.0 - h[weight_decay] * (h[fixed_decay] != 0.0 ? 1.0 : h[lr])),
-            T(h[weight_decay]),
-            T(first ? 0.0 : h[beta1]),
-            T(first || h[grad_averaging] == 0.0 ? 1.0 : 1.0 - h[beta1]),
-            T(-h[lr]),
-            lerp_coeff<T>(1.0 - h[beta2]),
-            T(h[eps]),
-            first,
-            lerp_from_end(1.0 - h[beta2]),
-            scalars,
-            T(1)};
+    return {T(1.0 - h[weight_decay] * (h[fixed_decay] != 0.0 ? 1.0 : h[lr])), T(h[weight_decay]),
+            T(first ? 0.0 : h[beta1]), T(first || h[grad_averaging] == 0.0 ? 1.0 : 1.0 - h[beta1]), T(-h[lr]),
+            lerp_coeff<T>(1.0 - h[beta2]), T(h[eps]), first, lerp_from_end(1.0 - h[beta2]), scalars, T(1)};
   }
 
   template <int V, class T>

@@ -2,8 +2,7 @@
 // QHAdam, quasi-hyperbolic Adam (Ma & Yarats, ICLR 2019, arXiv:1810.06801). Reference:
 // pytorch-optimizer 4.1.0 QHAdam (optimizer/qhadam.py, per-param path).
 //
-//   g ← −g if maximize
-//   wd ≠ 0: weight_decouple ? p ← p·(1 − wd·(fixed_decay ? 1 : lr)) : g ← g + wd·p
+//   g ← −g if maximize;  wd ≠ 0: weight_decouple ? p ← p·(1 − wd·(fixed_decay ? 1 : lr)) : g ← g + wd·p
 //   w1 ← w1·β1 + 1;  w2 ← w2·β2 + 1          (per-tensor scalars, in float32 as the reference's
 //                                             (1,)-shaped float32 state: w = Σ_{i<t} β^i)
 //   m ← lerp(m, g, 1/w1);  v ← lerp(v, g², 1/w2)          (= bias-corrected EMAs, no separate debias)
@@ -21,15 +20,7 @@ namespace rules {
 
 struct QHAdam : RuleBase {
   static constexpr const char* name = "qhadam";
-
   enum Hyper { lr, beta1, beta2, nu1, nu2, weight_decay, weight_decouple, fixed_decay, eps, maximize, kNumHyper };
-  static constexpr HyperSpec hyper[kNumHyper] = {
-      {"lr", 1e-3, HyperKind::Real},           {"beta1", 0.9, HyperKind::Real},
-      {"beta2", 0.999, HyperKind::Real},       {"nu1", 1.0, HyperKind::Real},
-      {"nu2", 1.0, HyperKind::Real},           {"weight_decay", 0.0, HyperKind::Real},
-      {"weight_decouple", 0.0, HyperKind::Bool}, {"fixed_decay", 0.0, HyperKind::Bool},
-      {"eps", 1e-8, HyperKind::Real},          {"maximize", 0.0, HyperKind::Bool},
-  };
   static constexpr const char* slot_names[] = {"exp_avg", "exp_avg_sq"};
   static constexpr bool maximize_policy = true;
   static constexpr Decay decay_policy = Decay::WeightDecouple;
@@ -41,16 +32,6 @@ struct QHAdam : RuleBase {
   static constexpr int num_variants = 4;
   static int variant(const double* h) { return (h[nu1] != 1.0 ? kNu1 : 0) | (h[nu2] != 1.0 ? kNu2 : 0); }
   static constexpr unsigned slot_mask(int) { return 0b11u; }
-
-  static void validate(const double* h) {
-    require_nonnegative("lr", h[lr]);
-    require_beta("beta1", h[beta1]);
-    require_beta("beta2", h[beta2]);
-    require_closed_unit("nu1", h[nu1]);
-    require_closed_unit("nu2", h[nu2]);
-    require_nonnegative("weight_decay", h[weight_decay]);
-    require_nonnegative("eps", h[eps]);
-  }
 
   template <class T>
   struct Coeffs {
@@ -65,16 +46,8 @@ struct QHAdam : RuleBase {
     scalars[0] = w1;
     scalars[1] = w2;
     const T r1 = T(1.0f / w1), r2 = T(1.0f / w2);
-    return {tensor_lerp_coeff(r1),
-            tensor_lerp_coeff(r2),
-            T(h[nu1]),
-            T(1.0 - h[nu1]),
-            T(h[nu2]),
-            T(1.0 - h[nu2]),
-            T(h[eps]),
-            T(-h[lr]),
-            tensor_lerp_from_end(r1),
-            tensor_lerp_from_end(r2)};
+    return {tensor_lerp_coeff(r1), tensor_lerp_coeff(r2), T(h[nu1]), T(1.0 - h[nu1]), T(h[nu2]),
+            T(1.0 - h[nu2]), T(h[eps]), T(-h[lr]), tensor_lerp_from_end(r1), tensor_lerp_from_end(r2)};
   }
 
   template <int V, class T>

@@ -13,14 +13,7 @@ namespace rules {
 
 struct Radam : RuleBase {
   static constexpr const char* name = "radam";
-
   enum Hyper { lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay, maximize, kNumHyper };
-  static constexpr HyperSpec hyper[kNumHyper] = {
-      {"lr", 1e-3, HyperKind::Real},          {"beta1", 0.9, HyperKind::Real},
-      {"beta2", 0.999, HyperKind::Real},      {"eps", 1e-8, HyperKind::Real},
-      {"weight_decay", 0.0, HyperKind::Real}, {"decoupled_weight_decay", 0.0, HyperKind::Bool},
-      {"maximize", 0.0, HyperKind::Bool},
-  };
   static constexpr const char* slot_names[] = {"exp_avg", "exp_avg_sq"};
   static constexpr bool maximize_policy = true;
   static constexpr Decay decay_policy = Decay::TorchFlag;
@@ -29,14 +22,6 @@ struct Radam : RuleBase {
   static constexpr int num_variants = 2;
   static int variant(const double* h) { return lerp_from_end(1.0 - h[beta1]) ? kLerpFromEnd : 0; }
   static constexpr unsigned slot_mask(int) { return 0b11u; }
-
-  static void validate(const double* h) {
-    require_nonnegative("lr", h[lr]);
-    require_nonnegative("eps", h[eps]);
-    require_beta("beta1", h[beta1]);
-    require_beta("beta2", h[beta2]);
-    require_nonnegative("weight_decay", h[weight_decay]);
-  }
 
   template <class T>
   struct Coeffs {
@@ -57,16 +42,9 @@ struct Radam : RuleBase {
     const double rect =
         rectified ? std::pow((rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t), 0.5)
                   : 1.0;
-    return {lerp_coeff<T>(1.0 - h[beta1]),
-            T(b2),
-            T(1.0 - b2),
-            T(bc1),
-            T(h[lr]),
-            T(rectified ? std::pow(bc2, 0.5) : 1.0),
-            T(rectified ? h[eps] : 0.0),
-            T(rect),
-            T(rectified ? 1.0 : 0.0),
-            T(1.0)};
+    return {lerp_coeff<T>(1.0 - h[beta1]), T(b2), T(1.0 - b2), T(bc1), T(h[lr]),
+            T(rectified ? std::pow(bc2, 0.5) : 1.0), T(rectified ? h[eps] : 0.0), T(rect),
+            T(rectified ? 1.0 : 0.0), T(1.0)};
   }
 
   template <int V, class T>

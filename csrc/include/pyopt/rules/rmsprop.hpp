@@ -12,14 +12,7 @@ namespace rules {
 
 struct Rmsprop : RuleBase {
   static constexpr const char* name = "rmsprop";
-
   enum Hyper { lr, alpha, eps, weight_decay, momentum, centered, maximize, kNumHyper };
-  static constexpr HyperSpec hyper[kNumHyper] = {
-      {"lr", 1e-2, HyperKind::Real},          {"alpha", 0.99, HyperKind::Real},
-      {"eps", 1e-8, HyperKind::Real},         {"weight_decay", 0.0, HyperKind::Real},
-      {"momentum", 0.0, HyperKind::Real},     {"centered", 0.0, HyperKind::Bool},
-      {"maximize", 0.0, HyperKind::Bool},
-  };
   static constexpr const char* slot_names[] = {"square_avg", "momentum_buffer", "grad_avg"};
   static constexpr bool maximize_policy = true;
   static constexpr Decay decay_policy = Decay::Coupled;
@@ -33,14 +26,6 @@ struct Rmsprop : RuleBase {
   }
   static constexpr unsigned slot_mask(int v) {
     return 0b001u | ((v & kMomentum) ? 0b010u : 0u) | ((v & kCentered) ? 0b100u : 0u);
-  }
-
-  static void validate(const double* h) {
-    require_nonnegative("lr", h[lr]);
-    require_nonnegative("alpha", h[alpha]);
-    require_nonnegative("eps", h[eps]);
-    require_nonnegative("weight_decay", h[weight_decay]);
-    require_nonnegative("momentum", h[momentum]);
   }
 
   template <class T>

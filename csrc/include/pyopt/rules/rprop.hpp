@@ -16,31 +16,12 @@ namespace rules {
 
 struct Rprop : RuleBase {
   static constexpr const char* name = "rprop";
-
   enum Hyper { lr, etaminus, etaplus, step_size_min, step_size_max, maximize, kNumHyper };
-  static constexpr HyperSpec hyper[kNumHyper] = {
-      {"lr", 1e-2, HyperKind::Real},           {"etaminus", 0.5, HyperKind::Real},
-      {"etaplus", 1.2, HyperKind::Real},       {"step_size_min", 1e-6, HyperKind::Real},
-      {"step_size_max", 50.0, HyperKind::Real}, {"maximize", 0.0, HyperKind::Bool},
-  };
   static constexpr const char* slot_names[] = {"prev", "step_size"};
   static constexpr bool maximize_policy = true;
   static double initial_state(int slot, const double* h) { return slot == 1 ? h[lr] : 0.0; }
 
-  static constexpr int num_variants = 1;
-  static int variant(const double*) { return 0; }
   static constexpr unsigned slot_mask(int) { return 0b11u; }
-
-  static void validate(const double* h) {
-    require_nonnegative("lr", h[lr]);
-    if (!(h[etaminus] > 0.0 && h[etaminus] < 1.0))
-      throw std::invalid_argument("invalid etaminus: " + format_value(h[etaminus]) + " (must be in (0, 1))");
-    if (!(h[etaplus] > 1.0))
-      throw std::invalid_argument("invalid etaplus: " + format_value(h[etaplus]) + " (must be > 1)");
-    // torch puts no range on the step size bounds; NaN would turn every param into NaN.
-    for (const Hyper k : {step_size_min, step_size_max})
-      if (std::isnan(h[k])) throw std::invalid_argument(std::string("invalid ") + hyper[k].name + ": nan (must be a number)");
-  }
 
   template <class T>
   struct Coeffs {
@@ -48,8 +29,7 @@ struct Rprop : RuleBase {
   };
   template <class T>
   static Coeffs<T> prepare(const double* h, int64_t, double*) {
-    return {T(h[etaminus]), T(h[etaplus]), T(h[step_size_min]),
-            T(h[step_size_max])};
+    return {T(h[etaminus]), T(h[etaplus]), T(h[step_size_min]), T(h[step_size_max])};
   }
 
   template <int V, class T>

@@ -47,34 +47,17 @@ PYOPT_INLINE void schedulefree_move(const ScheduleFreeCoeffs<T>& k, T& y, T upda
   z = fmadd(k.neg_lr, update, z_now);                                // z.sub_(ĝ, alpha=lr)
 }
 
-// What both rules share besides the step: the per-tensor scalars of the schedule and the checks of
-// its hyperparameters.
+// What both rules share besides the step: the per-tensor scalars of the schedule.
 struct ScheduleFreeBase : RuleBase {
   static constexpr int num_scalars = 2;
   static constexpr const char* scalar_name_list[] = {"lr_max", "weight_sum"};
   static constexpr const char* const* scalar_names = scalar_name_list;
   static double initial_scalar(int index) { return index == 0 ? -1.0 : 0.0; }
-
-  static void validate_schedule(double lr, double weight_decay, double warmup_steps, double r,
-                                double weight_lr_power) {
-    require_nonnegative("lr", lr);
-    require_nonnegative("weight_decay", weight_decay);
-    require_nonnegative("warmup_steps", warmup_steps);
-    require_finite("r", r);
-    require_finite("weight_lr_power", weight_lr_power);
-  }
 };
 
 struct ScheduleFreeAdamW : ScheduleFreeBase {
   static constexpr const char* name = "schedulefree_adamw";
-
   enum Hyper { lr, beta1, beta2, eps, weight_decay, warmup_steps, r, weight_lr_power, kNumHyper };
-  static constexpr HyperSpec hyper[kNumHyper] = {
-      {"lr", 0.0025, HyperKind::Real},         {"beta1", 0.9, HyperKind::Real},
-      {"beta2", 0.999, HyperKind::Real},       {"eps", 1e-8, HyperKind::Real},
-      {"weight_decay", 0.0, HyperKind::Real},  {"warmup_steps", 0.0, HyperKind::Real},
-      {"r", 0.0, HyperKind::Real},             {"weight_lr_power", 2.0, HyperKind::Real},
-  };
   static constexpr const char* slot_names[] = {"exp_avg_sq", "z"};
   // Own weight decay: added to the normalised update, not to g (the driver's coupled decay).
   enum Variant { kDecay = 1 };
@@ -82,29 +65,14 @@ struct ScheduleFreeAdamW : ScheduleFreeBase {
   static int variant(const double* h) { return h[weight_decay] != 0.0 ? kDecay : 0; }
   static constexpr unsigned slot_mask(int) { return 0b11u; }
 
-  static void validate(const double* h) {
-    validate_schedule(h[lr], h[weight_decay], h[warmup_steps], h[r], h[weight_lr_power]);
-    require_beta("beta1", h[beta1]);
-    require_beta("beta2", h[beta2]);
-    require_nonnegative("eps", h[eps]);
-  }
-
   template <class T>
   using Coeffs = ScheduleFreeCoeffs<T>;
   template <class T>
   static Coeffs<T> prepare(const double* h, int64_t t, double* scalars) {
     const auto s = ScheduleFreeStep::advance(h[lr], h[warmup_steps], h[r], h[weight_lr_power], t, scalars);
     const double bc2 = 1.0 - std::pow(h[beta2], double(t));
-    return {T(h[beta2]),
-            T(1.0 - h[beta2]),
-            T(bc2),
-            T(h[eps]),
-            T(h[weight_decay]),
-            lerp_coeff<T>(s.ckp1),
-            T(s.lr * (h[beta1] * (1.0 - s.ckp1) - 1.0)),
-            T(-s.lr),
-            lerp_from_end(s.ckp1),
-            t == 1};
+    return {T(h[beta2]), T(1.0 - h[beta2]), T(bc2), T(h[eps]), T(h[weight_decay]), lerp_coeff<T>(s.ckp1),
+            T(s.lr * (h[beta1] * (1.0 - s.ckp1) - 1.0)), T(-s.lr), lerp_from_end(s.ckp1), t == 1};
   }
 
   template <int V, class T>
@@ -119,33 +87,18 @@ struct ScheduleFreeAdamW : ScheduleFreeBase {
 
 struct ScheduleFreeSgd : ScheduleFreeBase {
   static constexpr const char* name = "schedulefree_sgd";
-
   enum Hyper { lr, momentum, weight_decay, warmup_steps, r, weight_lr_power, kNumHyper };
-  static constexpr HyperSpec hyper[kNumHyper] = {
-      {"lr", 1.0, HyperKind::Real},           {"momentum", 0.9, HyperKind::Real},
-      {"weight_decay", 0.0, HyperKind::Real}, {"warmup_steps", 0.0, HyperKind::Real},
-      {"r", 0.0, HyperKind::Real},            {"weight_lr_power", 2.0, HyperKind::Real},
-  };
   static constexpr const char* slot_names[] = {"z"};
   static constexpr Decay decay_policy = Decay::Coupled;  // grad.add_(y, alpha=wd): y is the param array
-  static constexpr int num_variants = 1;
-  static int variant(const double*) { return 0; }
   static constexpr unsigned slot_mask(int) { return 0b1u; }
-
-  static void validate(const double* h) {
-    validate_schedule(h[lr], h[weight_decay], h[warmup_steps], h[r], h[weight_lr_power]);
-    if (!(h[momentum] > 0.0 && h[momentum] < 1.0))
-      throw std::invalid_argument("invalid momentum: " + format_value(h[momentum]) + " (must be in (0, 1))");
-  }
 
   template <class T>
   using Coeffs = ScheduleFreeCoeffs<T>;
   template <class T>
   static Coeffs<T> prepare(const double* h, int64_t t, double* scalars) {
     const auto s = ScheduleFreeStep::advance(h[lr], h[warmup_steps], h[r], h[weight_lr_power], t, scalars);
-    return {T(0), T(0), T(1), T(0), T(0),
-            lerp_coeff<T>(s.ckp1), T(s.lr * (h[momentum] * (1.0 - s.ckp1) - 1.0)), T(-s.lr),
-            lerp_from_end(s.ckp1), t == 1};
+    return {T(0), T(0), T(1), T(0), T(0), lerp_coeff<T>(s.ckp1),
+            T(s.lr * (h[momentum] * (1.0 - s.ckp1) - 1.0)), T(-s.lr), lerp_from_end(s.ckp1), t == 1};
   }
 
   template <int V, class T>

@@ -12,13 +12,7 @@ namespace rules {
 
 struct Sgd : RuleBase {
   static constexpr const char* name = "sgd";
-
   enum Hyper { lr, momentum, dampening, weight_decay, nesterov, maximize, kNumHyper };
-  static constexpr HyperSpec hyper[kNumHyper] = {
-      {"lr", 1e-3, HyperKind::Real},       {"momentum", 0.0, HyperKind::Real},
-      {"dampening", 0.0, HyperKind::Real}, {"weight_decay", 0.0, HyperKind::Real},
-      {"nesterov", 0.0, HyperKind::Bool},  {"maximize", 0.0, HyperKind::Bool},
-  };
   static constexpr const char* slot_names[] = {"momentum_buffer"};
   static constexpr bool maximize_policy = true;
   static constexpr Decay decay_policy = Decay::Coupled;
@@ -30,11 +24,7 @@ struct Sgd : RuleBase {
   }
   static constexpr unsigned slot_mask(int v) { return (v & kMomentum) ? 0b1u : 0u; }
 
-  static void validate(const double* h) {
-    require_nonnegative("lr", h[lr]);
-    require_nonnegative("momentum", h[momentum]);
-    require_finite("dampening", h[dampening]);
-    require_nonnegative("weight_decay", h[weight_decay]);
+  static void check(const double* h) {
     if (h[nesterov] != 0.0 && (h[momentum] <= 0.0 || h[dampening] != 0.0))
       throw std::invalid_argument("nesterov momentum requires momentum > 0 and dampening = 0");
   }

@@ -2,8 +2,7 @@
 // signSGD and Signum (Bernstein et al., 2018, arXiv:1802.04434): the sign of the gradient, or of
 // its momentum. Reference: pytorch-optimizer 4.1.0 SignSGD (optimizer/sgd.py, per-param path).
 //
-//   g ← −g if maximize
-//   weight_decouple: p ← p·(1 − lr·wd)   else  g ← g + wd·p      (only when wd ≠ 0)
+//   g ← −g if maximize;  weight_decouple: p ← p·(1 − lr·wd)   else  g ← g + wd·p      (only when wd ≠ 0)
 //   momentum μ > 0: b ← lerp(b, g, 1 − μ), u = b   else u = g     (b starts at 0, no special first step)
 //   p ← p − lr·sign(u)                                            (sign(0) = sign(NaN) = 0, as torch.sign)
 //
@@ -17,13 +16,7 @@ namespace rules {
 
 struct SignSgd : RuleBase {
   static constexpr const char* name = "signsgd";
-
   enum Hyper { lr, momentum, weight_decay, weight_decouple, maximize, kNumHyper };
-  static constexpr HyperSpec hyper[kNumHyper] = {
-      {"lr", 1e-3, HyperKind::Real},          {"momentum", 0.0, HyperKind::Real},
-      {"weight_decay", 0.0, HyperKind::Real}, {"weight_decouple", 1.0, HyperKind::Bool},
-      {"maximize", 0.0, HyperKind::Bool},
-  };
   static constexpr const char* slot_names[] = {"momentum_buffer"};
   static constexpr bool maximize_policy = true;
   static constexpr Decay decay_policy = Decay::WeightDecouple;
@@ -36,20 +29,13 @@ struct SignSgd : RuleBase {
   }
   static constexpr unsigned slot_mask(int v) { return (v & kMomentum) ? 0b1u : 0u; }
 
-  static void validate(const double* h) {
-    require_nonnegative("lr", h[lr]);
-    require_closed_unit("momentum", h[momentum]);
-    require_nonnegative("weight_decay", h[weight_decay]);
-  }
-
   template <class T>
   struct Coeffs {
     T momentum_weight, neg_lr;
   };
   template <class T>
   static Coeffs<T> prepare(const double* h, int64_t, double*) {
-    return {lerp_coeff<T>(1.0 - h[momentum]),
-            T(-h[lr])};
+    return {lerp_coeff<T>(1.0 - h[momentum]), T(-h[lr])};
   }
 
   template <int V, class T>

@@ -16,32 +16,12 @@ namespace rules {
 
 struct Sophia : RuleBase {
   static constexpr const char* name = "sophia";
-
   enum Hyper { lr, beta1, beta2, rho, weight_decay, bs, maximize, kNumHyper };
-  static constexpr HyperSpec hyper[kNumHyper] = {
-      {"lr", 1e-4, HyperKind::Real},          {"beta1", 0.965, HyperKind::Real},
-      {"beta2", 0.99, HyperKind::Real},       {"rho", 0.04, HyperKind::Real},
-      {"weight_decay", 1e-1, HyperKind::Real}, {"bs", 5120.0, HyperKind::Real},
-      {"maximize", 0.0, HyperKind::Bool},
-  };
   static constexpr const char* slot_names[] = {"exp_avg", "hessian"};
   static constexpr bool maximize_policy = true;
+  // The official code multiplies by 1 − lr·wd even when wd = 0: p·1 = p, so skipping it is the same.
   static constexpr Decay decay_policy = Decay::Decoupled;
-
-  // The official code multiplies by 1 − lr·wd even when wd = 0; p·1 = p exactly, so skipping it is the same.
-  static constexpr int num_variants = 1;
-  static int variant(const double*) { return 0; }
   static constexpr unsigned slot_mask(int) { return 0b11u; }
-
-  static void validate(const double* h) {
-    require_nonnegative("lr", h[lr]);
-    require_beta("beta1", h[beta1]);
-    require_beta("beta2", h[beta2]);
-    require_nonnegative("rho", h[rho]);
-    require_nonnegative("weight_decay", h[weight_decay]);
-    if (!(h[bs] > 0.0) || !std::isfinite(h[bs]))
-      throw std::invalid_argument("invalid bs: " + format_value(h[bs]) + " (must be > 0: tokens or examples per batch)");
-  }
 
   template <class T>
   struct Coeffs {

@@ -24,14 +24,7 @@ namespace rules {
 
 struct StableAdamW : RuleBase {
   static constexpr const char* name = "stableadamw";
-
   enum Hyper { lr, beta1, beta2, weight_decay, weight_decouple, eps, maximize, kNumHyper };
-  static constexpr HyperSpec hyper[kNumHyper] = {
-      {"lr", 1e-3, HyperKind::Real},           {"beta1", 0.9, HyperKind::Real},
-      {"beta2", 0.99, HyperKind::Real},        {"weight_decay", 1e-2, HyperKind::Real},
-      {"weight_decouple", 1.0, HyperKind::Bool}, {"eps", 1e-8, HyperKind::Real},
-      {"maximize", 0.0, HyperKind::Bool},
-  };
   static constexpr const char* slot_names[] = {"exp_avg", "exp_avg_sq"};
   static constexpr bool maximize_policy = true;
   static constexpr int num_reductions = 2;  // Σ g²/max(v, ε²), and the element count
@@ -44,14 +37,6 @@ struct StableAdamW : RuleBase {
     return h[weight_decouple] != 0.0 ? kDecoupledDecay : kCoupledDecay;
   }
   static constexpr unsigned slot_mask(int) { return 0b11u; }
-
-  static void validate(const double* h) {
-    require_nonnegative("lr", h[lr]);
-    require_beta("beta1", h[beta1]);
-    require_beta("beta2", h[beta2]);
-    require_nonnegative("weight_decay", h[weight_decay]);
-    require_nonnegative("eps", h[eps]);
-  }
 
   static double debias_beta(double beta, int64_t t) {
     const double beta_n = std::pow(beta, double(t));

@@ -3,8 +3,7 @@
 // gradient, i.e. Lion with one β. Reference: pytorch-optimizer 4.1.0 Tiger (optimizer/tiger.py,
 // _step_per_param).
 //
-//   g ← −g if maximize
-//   wd ≠ 0: weight_decouple ? p ← p·(1 − wd·(fixed_decay ? 1 : lr)) : g ← g + wd·p
+//   g ← −g if maximize;  wd ≠ 0: weight_decouple ? p ← p·(1 − wd·(fixed_decay ? 1 : lr)) : g ← g + wd·p
 //   m ← lerp(m, g, 1 − β);  p ← p − lr·sign(m)                     (sign(0) = sign(NaN) = 0)
 //
 // Defaults as the reference: lr 1e-3, β 0.965, weight_decay 0.01, decoupled. No sqrt: bit for bit
@@ -18,13 +17,7 @@ namespace rules {
 
 struct Tiger : RuleBase {
   static constexpr const char* name = "tiger";
-
   enum Hyper { lr, beta, weight_decay, weight_decouple, fixed_decay, maximize, kNumHyper };
-  static constexpr HyperSpec hyper[kNumHyper] = {
-      {"lr", 1e-3, HyperKind::Real},           {"beta", 0.965, HyperKind::Real},
-      {"weight_decay", 0.01, HyperKind::Real}, {"weight_decouple", 1.0, HyperKind::Bool},
-      {"fixed_decay", 0.0, HyperKind::Bool},   {"maximize", 0.0, HyperKind::Bool},
-  };
   static constexpr const char* slot_names[] = {"exp_avg"};
   static constexpr bool maximize_policy = true;
   static constexpr Decay decay_policy = Decay::WeightDecouple;
@@ -34,20 +27,13 @@ struct Tiger : RuleBase {
   static int variant(const double* h) { return lerp_from_end(1.0 - h[beta]) ? kLerpFromEnd : 0; }
   static constexpr unsigned slot_mask(int) { return 0b1u; }
 
-  static void validate(const double* h) {
-    require_nonnegative("lr", h[lr]);
-    require_beta("beta", h[beta]);
-    require_nonnegative("weight_decay", h[weight_decay]);
-  }
-
   template <class T>
   struct Coeffs {
     T beta_weight, neg_lr;
   };
   template <class T>
   static Coeffs<T> prepare(const double* h, int64_t, double*) {
-    return {lerp_coeff<T>(1.0 - h[beta]),
-            T(-h[lr])};
+    return {lerp_coeff<T>(1.0 - h[beta]), T(-h[lr])};
   }
 
   template <int V, class T>

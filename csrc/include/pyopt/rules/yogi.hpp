@@ -3,8 +3,7 @@
 // v ← v − (1 − β2)·sign(v − g²)·g². Reference: pytorch-optimizer 4.1.0 Yogi (optimizer/yogi.py,
 // per-param path, adam_debias=False).
 //
-//   g ← −g if maximize
-//   wd ≠ 0: weight_decouple ? p ← p·(1 − wd·(fixed_decay ? 1 : lr)) : g ← g + wd·p
+//   g ← −g if maximize;  wd ≠ 0: weight_decouple ? p ← p·(1 − wd·(fixed_decay ? 1 : lr)) : g ← g + wd·p
 //   m ← lerp(m, g, 1 − β1);  v ← v − (1 − β2)·sign(v − g²)·g²      (m, v start at initial_accumulator)
 //   p ← p − (lr/(1 − β1^t)) · m / (√v / √(1 − β2^t) + ε)             (ε = 1e-3 by default, outside)
 #include "pyopt/rules/base.hpp"
@@ -15,20 +14,8 @@ namespace rules {
 
 struct Yogi : RuleBase {
   static constexpr const char* name = "yogi";
-
   enum Hyper {
     lr, beta1, beta2, initial_accumulator, weight_decay, weight_decouple, fixed_decay, eps, maximize, kNumHyper
-  };
-  static constexpr HyperSpec hyper[kNumHyper] = {
-      {"lr", 1e-2, HyperKind::Real},
-      {"beta1", 0.9, HyperKind::Real},
-      {"beta2", 0.999, HyperKind::Real},
-      {"initial_accumulator", 1e-6, HyperKind::Real},
-      {"weight_decay", 0.0, HyperKind::Real},
-      {"weight_decouple", 1.0, HyperKind::Bool},
-      {"fixed_decay", 0.0, HyperKind::Bool},
-      {"eps", 1e-3, HyperKind::Real},
-      {"maximize", 0.0, HyperKind::Bool},
   };
   static constexpr const char* slot_names[] = {"exp_avg", "exp_avg_sq"};
   static constexpr bool maximize_policy = true;
@@ -40,15 +27,6 @@ struct Yogi : RuleBase {
   static int variant(const double* h) { return lerp_from_end(1.0 - h[beta1]) ? kLerpFromEnd : 0; }
   static constexpr unsigned slot_mask(int) { return 0b11u; }
 
-  static void validate(const double* h) {
-    require_nonnegative("lr", h[lr]);
-    require_beta("beta1", h[beta1]);
-    require_beta("beta2", h[beta2]);
-    require_nonnegative("weight_decay", h[weight_decay]);
-    require_nonnegative("eps", h[eps]);
-    require_finite("initial_accumulator", h[initial_accumulator]);
-  }
-
   template <class T>
   struct Coeffs {
     T beta1_weight, neg_one_minus_beta2, bc2_sqrt, eps, neg_step_size;
@@ -57,10 +35,7 @@ struct Yogi : RuleBase {
   static Coeffs<T> prepare(const double* h, int64_t t, double*) {
     const double bc1 = 1.0 - std::pow(h[beta1], double(t));
     const double bc2 = 1.0 - std::pow(h[beta2], double(t));
-    return {lerp_coeff<T>(1.0 - h[beta1]),
-            T(-(1.0 - h[beta2])),
-            T(std::sqrt(bc2)),
-            T(h[eps]),
+    return {lerp_coeff<T>(1.0 - h[beta1]), T(-(1.0 - h[beta2])), T(std::sqrt(bc2)), T(h[eps]),
             T(-(h[lr] / bc1))};
   }
 
