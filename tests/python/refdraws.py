@@ -143,11 +143,12 @@ class Derived(Draw):
         return self.rule(d)
 
 
-def draw_all(draws: dict[str, Draw], seed: int, salt: tuple[int, ...], maximize: bool) -> dict[str, Any]:
-    """Every draw of ``draws`` in order, then ``maximize`` as a flag if the optimizer has one."""
+def draw_all(draws: dict[str, Draw], seed: int, salt: tuple[int, ...], flags: list[str]) -> dict[str, Any]:
+    """Every draw of ``draws`` in order, then each of ``flags`` (the optimizer's boolean
+    hyperparameters ``draws`` does not list, maximize among them) as a Flag."""
     d = Drawing(np.random.default_rng([seed, *salt]), MODES.get(seed, "random"))
     for key, draw in draws.items():
         d.h[key] = draw(d)
-    if maximize and "maximize" not in draws:
-        d.h["maximize"] = d.flag()
+    for key in flags:
+        d.h[key] = d.flag()
     return d.h

@@ -2,8 +2,8 @@
 if it has no reference yet, one reference function in reference_impls.py).
 
 A row names the optimizer, its reference, how its hyperparameters are drawn (refdraws.py: ranges
-and choices per hyperparameter, in draw order; ``maximize`` is drawn last as a flag when the
-optimizer has one) and its tolerance. ``index`` seeds the row's draws and data: never renumber,
+and choices per hyperparameter, in draw order; the boolean hyperparameters a row does not list,
+``maximize`` among them, are drawn after those as flags, in the record's order) and its tolerance. ``index`` seeds the row's draws and data: never renumber,
 append. The generic tests of test_reference.py run every row on every ISA path, dtype and seed.
 
 Two suites share the rows:
@@ -175,7 +175,8 @@ class Row:
     def draw(self, seed: int) -> dict[str, Any]:
         """The hyperparameters of case ``seed`` (0: optional features off, 1: all on, else random)."""
         defaults = spec(self.name).defaults
-        h = draw_all(self.draws, seed, (self.index, self.suite.draw_salt), "maximize" in defaults)
+        flags = [k for k, v in defaults.items() if isinstance(v, bool) and k not in self.draws]
+        h = draw_all(self.draws, seed, (self.index, self.suite.draw_salt), flags)
         assert set(h) == set(defaults), (self.name, sorted(set(defaults) ^ set(h)))
         return h
 
@@ -213,7 +214,6 @@ BETAS = Tuple(Uniform(0.3, 0.95), Uniform(0.95, 0.9995))
 ADAM_LR, ADAM_EPS = Log(1e-3, 3e-2), Log(1e-8, 1e-4)
 TORCH_DECAY = Optional(Log(1e-4, 1e-1))
 DECAY = Optional(Log(1e-3, 1e-1))
-DECOUPLE = {"weight_decouple": Flag(), "fixed_decay": Flag()}
 SGD_DRAWS = {"lr": Log(3e-3, 1e-1), "weight_decay": TORCH_DECAY}
 ADAM_DRAWS = {"lr": ADAM_LR, "betas": BETAS, "eps": ADAM_EPS}
 SCHEDULEFREE = {"weight_decay": DECAY, "warmup_steps": When(Integer(0, 30, int), 0),
@@ -235,7 +235,7 @@ ROWS: list[Row] = [
         "initial_accumulator_value": Optional(Log(1e-2, 1.0)), "eps": Log(1e-10, 1e-6)}, TORCH_SQRT),
     torch_row("rmsprop", 4, ref.torch_optim("RMSprop"), {
         "lr": Log(1e-3, 1e-2), "alpha": Uniform(0.8, 0.999), "eps": Log(1e-8, 1e-4), "weight_decay": TORCH_DECAY,
-        "momentum": Optional(Uniform(0.5, 0.95)), "centered": Flag()}, TORCH_SQRT, large_lerp_weight="alpha"),
+        "momentum": Optional(Uniform(0.5, 0.95))}, TORCH_SQRT, large_lerp_weight="alpha"),
     torch_row("adadelta", 5, ref.torch_optim("Adadelta"), {
         "lr": Uniform(0.3, 2.0), "rho": Uniform(0.8, 0.99), "eps": Log(1e-6, 1e-3), "weight_decay": TORCH_DECAY},
         Tolerance({**TORCH_SQRT_ULP, "float32": dict(rtol=1e-4, atol_scale=1e-7, update=5e-6)}, TORCH_NO_FMA)),
@@ -245,15 +245,15 @@ ROWS: list[Row] = [
         **ADAM_DRAWS, "weight_decay": TORCH_DECAY, "decoupled_weight_decay": Flag(), "amsgrad": Flag()},
         TORCH_SQRT, large_lerp_weight="betas"),
     torch_row("adamw", 8, ref.torch_optim("AdamW"), {
-        **ADAM_DRAWS, "weight_decay": UnlessOff(Log(1e-4, 1e-1)), "amsgrad": Flag()}, TORCH_SQRT),
+        **ADAM_DRAWS, "weight_decay": UnlessOff(Log(1e-4, 1e-1))}, TORCH_SQRT),
     torch_row("amsgrad", 9, ref.torch_optim("Adam", amsgrad=True), {
-        **ADAM_DRAWS, "weight_decay": TORCH_DECAY, "decoupled_weight_decay": Flag()}, TORCH_SQRT),
+        **ADAM_DRAWS, "weight_decay": TORCH_DECAY}, TORCH_SQRT),
     torch_row("nadam", 10, ref.torch_optim("NAdam"), {
-        **ADAM_DRAWS, "weight_decay": TORCH_DECAY, "momentum_decay": Log(1e-3, 3e-2),
-        "decoupled_weight_decay": Flag()}, TORCH_SQRT, large_lerp_weight="betas"),
+        **ADAM_DRAWS, "weight_decay": TORCH_DECAY, "momentum_decay": Log(1e-3, 3e-2)}, TORCH_SQRT,
+        large_lerp_weight="betas"),
     torch_row("radam", 11, ref.torch_optim("RAdam"), {
         "lr": ADAM_LR, "betas": Tuple(Uniform(0.3, 0.95), Uniform(0.9, 0.9995)), "eps": ADAM_EPS,
-        "weight_decay": TORCH_DECAY, "decoupled_weight_decay": Flag()}, TORCH_SQRT, large_lerp_weight="betas"),
+        "weight_decay": TORCH_DECAY}, TORCH_SQRT, large_lerp_weight="betas"),
     # t0 within the 100 steps when on, so the averaging (mu < 1) runs; a non-integer t0 gives
     # mu = 1 / (t - t0) values that round.
     torch_row("asgd", 12, ref.torch_optim("ASGD"), {
@@ -265,14 +265,13 @@ ROWS: list[Row] = [
         "step_sizes": Tuple(When(Log(1e-4, 3e-3), 1e-6), When(Log(1e-2, 3e-2), 50.0))}, TORCH_EXACT),
     # ---- packages and float64 models ----
     Row("adabelief", PACKAGES, 0, package(ref.adabelief_package, "exp_avg", "exp_avg_var", "max_exp_avg_var"), {
-        **ADAM_DRAWS, "eps": Log(1e-16, 1e-8), "weight_decay": DECAY, "amsgrad": Flag(), **DECOUPLE,
-        "rectify": Flag(), "degenerated_to_sgd": Flag()}, PACKAGE_SQRT,
+        **ADAM_DRAWS, "eps": Log(1e-16, 1e-8), "weight_decay": DECAY}, PACKAGE_SQRT,
         ieee_sqrt=package(ref.adabelief_package, "exp_avg", "exp_avg_var", "max_exp_avg_var")),
     model_row("adan", 1, ref.numpy_model(ref.zeros("exp_avg", "exp_avg_sq", "exp_avg_diff", "pre_grad"), ref.adan_step), {
         "lr": ADAM_LR, "betas": Tuple(Uniform(0.5, 0.99), Uniform(0.5, 0.99), Uniform(0.9, 0.999)), "eps": ADAM_EPS,
-        "weight_decay": DECAY, "no_prox": Flag()}),
+        "weight_decay": DECAY}),
     Row("adopt", PACKAGES, 2, package(ref.pytorch_optimizer("ADOPT"), "exp_avg", "exp_avg_sq"), {
-        **ADAM_DRAWS, "betas": Tuple(Uniform(0.3, 0.95), Uniform(0.95, 0.99995)), "weight_decay": DECAY, **DECOUPLE},
+        **ADAM_DRAWS, "betas": Tuple(Uniform(0.3, 0.95), Uniform(0.95, 0.99995)), "weight_decay": DECAY},
         PACKAGE_SQRT, ieee_sqrt=package(ref.pytorch_optimizer("ADOPT"), "exp_avg", "exp_avg_sq")),
     model_row("grams", 3, ref.numpy_model(ref.zeros("exp_avg", "exp_avg_sq"), ref.grams_step), {
         **ADAM_DRAWS, "weight_decay": DECAY}, ieee_sqrt=package(ref.grams_package, "exp_avg", "exp_avg_sq")),
@@ -281,12 +280,12 @@ ROWS: list[Row] = [
     Row("laprop", PACKAGES, 5, package(ref.laprop_package, "exp_avg", "exp_avg_sq", "exp_mean_avg_beta2",
                                        "max_exp_avg_sq"), {
         "lr": ADAM_LR, "betas": BETAS, "centered": Flag(), "steps_before_using_centered": Integer(0, 20),
-        "eps": Log(1e-15, 1e-6), "ams_bound": Flag(), "weight_decay": DECAY, **DECOUPLE}, PACKAGE_SQRT,
+        "eps": Log(1e-15, 1e-6), "ams_bound": Flag(), "weight_decay": DECAY}, PACKAGE_SQRT,
         ieee_sqrt=package(ref.laprop_package, "exp_avg", "exp_avg_sq", "exp_mean_avg_beta2", "max_exp_avg_sq"),
         coupled_decay_inert=True),
     model_row("lars", 6, ref.numpy_model(ref.lars_init, ref.lars_step), {
         "lr": Log(0.1, 3.0), "momentum": When(Uniform(0.5, 0.99)), "weight_decay": Optional(Log(1e-4, 1e-2)),
-        "trust_coefficient": Log(1e-4, 1e-2), "eps": Optional(Log(1e-9, 1e-3)), "nesterov": Flag()}),
+        "trust_coefficient": Log(1e-4, 1e-2), "eps": Optional(Log(1e-9, 1e-3))}),
     Row("lion", PACKAGES, 7, package(ref.lion_package, "exp_avg"), {
         "lr": Log(1e-4, 1e-2), "betas": Tuple(Uniform(0.5, 0.99), Uniform(0.9, 0.999)),
         "weight_decay": Optional(Log(1e-2, 1.0))}, PACKAGE_EXACT, sign_flips=flips_in_params),
@@ -297,36 +296,36 @@ ROWS: list[Row] = [
     Row("schedulefree_sgd", PACKAGES, 9, package(ref.schedulefree_package("SGDScheduleFree"), "z"), {
         "lr": Log(1e-3, 3e-2, 10), **SCHEDULEFREE, "momentum": Uniform(0.5, 0.95)}, PACKAGE_EXACT),
     Row("signsgd", PACKAGES, 10, package(ref.pytorch_optimizer("SignSGD"), "momentum_buffer"), {
-        "lr": Log(1e-4, 1e-2), "momentum": When(Uniform(0.5, 0.99)), "weight_decay": Optional(Log(1e-2, 1.0)),
-        "weight_decouple": Flag()}, PACKAGE_EXACT, sign_flips=flips_through_coupled_decay),
+        "lr": Log(1e-4, 1e-2), "momentum": When(Uniform(0.5, 0.99)), "weight_decay": Optional(Log(1e-2, 1.0))},
+        PACKAGE_EXACT, sign_flips=flips_through_coupled_decay),
     Row("signum", PACKAGES, 11, package(ref.pytorch_optimizer("SignSGD"), "momentum_buffer"), {
-        "lr": Log(1e-4, 1e-2), "momentum": Uniform(0.5, 0.99), "weight_decay": Optional(Log(1e-2, 1.0)),
-        "weight_decouple": Flag()}, PACKAGE_EXACT, sign_flips=flips_through_coupled_decay),
+        "lr": Log(1e-4, 1e-2), "momentum": Uniform(0.5, 0.99), "weight_decay": Optional(Log(1e-2, 1.0))},
+        PACKAGE_EXACT, sign_flips=flips_through_coupled_decay),
     Row("yogi", PACKAGES, 12, package(ref.pytorch_optimizer("Yogi"), "exp_avg", "exp_avg_sq"), {
         "lr": ADAM_LR, "betas": BETAS, "initial_accumulator": Log(1e-7, 1e-2), "eps": Log(1e-5, 1e-2),
-        "weight_decay": DECAY, **DECOUPLE}, PACKAGE_SQRT, sign_flips=flips_in_yogi_state,
+        "weight_decay": DECAY}, PACKAGE_SQRT, sign_flips=flips_in_yogi_state,
         ieee_sqrt=package(ref.pytorch_optimizer("Yogi"), "exp_avg", "exp_avg_sq")),
     Row("qhadam", PACKAGES, 13, package(ref.pytorch_optimizer("QHAdam"), "exp_avg", "exp_avg_sq"), {
         "lr": ADAM_LR, "betas": BETAS, "nus": Tuple(When(Uniform(0.5, 1.0), 1.0), When(Uniform(0.5, 1.0), 1.0)),
-        "eps": ADAM_EPS, "weight_decay": DECAY, **DECOUPLE}, PACKAGE_SQRT,
+        "eps": ADAM_EPS, "weight_decay": DECAY}, PACKAGE_SQRT,
         ieee_sqrt=package(ref.pytorch_optimizer("QHAdam"), "exp_avg", "exp_avg_sq")),
     Row("tiger", PACKAGES, 14, package(ref.pytorch_optimizer("Tiger"), "exp_avg"), {
-        "lr": Log(1e-4, 1e-2), "beta": Uniform(0.3, 0.99), "weight_decay": Optional(Log(1e-2, 1.0)), **DECOUPLE},
+        "lr": Log(1e-4, 1e-2), "beta": Uniform(0.3, 0.99), "weight_decay": Optional(Log(1e-2, 1.0))},
         PACKAGE_EXACT, sign_flips=flips_through_coupled_decay),
     Row("ademamix", PACKAGES, 15, package(ref.ademamix_package, "exp_avg", "exp_avg_sq", "exp_avg_slow"), {
         "lr": ADAM_LR, "betas": Tuple(Uniform(0.3, 0.95), Uniform(0.95, 0.9995), Uniform(0.9, 0.9999)),
         "alpha": Uniform(0.0, 8.0), "t_alpha_beta3": When(Integer(1, 150)), "eps": ADAM_EPS,
-        "weight_decay": DECAY, **DECOUPLE}, PACKAGE_SQRT,
+        "weight_decay": DECAY}, PACKAGE_SQRT,
         ieee_sqrt=package(ref.ademamix_package, "exp_avg", "exp_avg_sq", "exp_avg_slow")),
     Row("stableadamw", PACKAGES, 16, package(ref.pytorch_optimizer("StableAdamW"), "exp_avg", "exp_avg_sq"), {
         "lr": ADAM_LR, "betas": Tuple(Uniform(0.3, 0.95), Uniform(0.9, 0.9995)), "eps": ADAM_EPS,
-        "weight_decay": DECAY, "weight_decouple": Flag()}, PACKAGE_SQRT),
+        "weight_decay": DECAY}, PACKAGE_SQRT),
     Row("madgrad", PACKAGES, 17, package(ref.pytorch_optimizer("MADGRAD"), "grad_sum_sq", "s", "x0"), {
         "lr": ADAM_LR, "momentum": When(Uniform(0.3, 0.95)), "eps": UnlessOff(Log(1e-8, 1e-4), 1e-6),
-        "weight_decay": DECAY, "weight_decouple": Flag()}, PACKAGE_SQRT),
+        "weight_decay": DECAY}, PACKAGE_SQRT),
     Row("novograd", PACKAGES, 18, package(ref.pytorch_optimizer("NovoGrad"), "moments"), {
         "lr": ADAM_LR, "betas": Tuple(Uniform(0.3, 0.95), Uniform(0.5, 0.99)), "eps": ADAM_EPS,
-        "weight_decay": DECAY, **DECOUPLE, "grad_averaging": Flag()}, ROUNDING),
+        "weight_decay": DECAY}, ROUNDING),
 ]
 BY_NAME = {row.name: row for row in ROWS}
 # Tested in their own files: sophia (test_sophia.py; its reference also needs update_hessian calls).
