@@ -120,10 +120,12 @@ except ImportError:  # pragma: no cover
 def _catalogue() -> dict[str, Spec]:
     out = {}
     for name, d in _core.optimizers().items():
+        if d["rule"] is None:  # written in Python (muon, adafactor)
+            continue
         out[name] = Spec(
             name=name,
             rule=d["rule"],
-            hyper=tuple(tuple(h) for h in d["hyper"]),
+            hyper=tuple((h["name"], h["default"], h["kind"]) for h in d["hyper"]),
             fixed=frozenset(d["fixed"]),
             slots=tuple(d["slots"]),
             scalars=tuple(tuple(s) for s in d["scalars"]),

@@ -16,23 +16,81 @@ using namespace pyopt;
 
 namespace {
 
+const char* kind_name(HyperKind k) {
+  switch (k) {
+    case HyperKind::Bool: return "bool";
+    case HyperKind::Integer: return "int";
+    case HyperKind::Real: break;
+  }
+  return "real";
+}
+
+const char* range_name(Range r) {
+  switch (r) {
+    case Range::Any: return "any";
+    case Range::Number: return "number";
+    case Range::Finite: return "finite";
+    case Range::NonNegative: return "nonnegative";
+    case Range::NonNegativeFinite: return "nonnegative_finite";
+    case Range::Positive: return "positive";
+    case Range::GreaterThanOne: return "greater_than_one";
+    case Range::UnitOpen: return "(0,1)";
+    case Range::UnitOpenRight: return "[0,1)";
+    case Range::UnitClosed: return "[0,1]";
+    case Range::UnitOpenLeft: return "(0,1]";
+  }
+  return "any";
+}
+
+const char* search_name(Search s) {
+  switch (s) {
+    case Search::Log: return "log";
+    case Search::OneMinusLog: return "one_minus_log";
+    case Search::Flag: return "flag";
+    case Search::WeightDecay: return "weight_decay";
+    case Search::Fixed: break;
+  }
+  return "fixed";
+}
+
+py::object or_none(const std::string& s) { return s.empty() ? py::object(py::none()) : py::object(py::str(s)); }
+
 py::dict describe(const OptimizerSpec& s) {
-  const RuleInfo& r = *s.rule;
   py::list hyper;
-  for (int i = 0; i < r.num_hyper; ++i)
-    hyper.append(py::make_tuple(r.hyper[i].name, s.defaults[i], r.hyper[i].kind == HyperKind::Bool ? "bool" : "real"));
+  for (const HyperSpec& h : s.hyper) {
+    py::dict d;
+    d["name"] = h.name;
+    d["default"] = h.default_value;
+    d["kind"] = kind_name(h.kind);
+    d["range"] = range_name(h.range);
+    d["search"] = search_name(h.search);
+    d["low"] = h.low;
+    d["high"] = h.high;
+    d["keyword_only"] = h.keyword_only;
+    d["doc"] = h.doc;
+    d["range_note"] = h.range_note;
+    hyper.append(d);
+  }
   py::list slots, scalars;
-  for (int j = 0; j < r.num_slots; ++j) slots.append(r.slot_names[j]);
-  for (int j = 0; j < r.num_scalars; ++j) scalars.append(py::make_tuple(r.scalar_names[j], r.initial_scalar(j)));
+  if (const RuleInfo* r = s.rule) {
+    for (int j = 0; j < r->num_slots; ++j) slots.append(r->slot_names[j]);
+    for (int j = 0; j < r->num_scalars; ++j) scalars.append(py::make_tuple(r->scalar_names[j], r->initial_scalar(j)));
+  }
   py::dict d;
   d["name"] = s.name;
-  d["rule"] = r.name;
+  d["rule"] = s.rule ? py::object(py::str(s.rule->name)) : py::object(py::none());
+  d["alias_of"] = or_none(s.alias_of);
+  d["class_name"] = s.class_name;
+  d["summary"] = s.summary;
+  d["reference"] = s.reference;
+  d["paper"] = s.paper;
+  d["paper_url"] = s.paper_url;
+  d["lr_range"] = py::make_tuple(s.lr_range.low, s.lr_range.high);
+  d["demo_lr"] = s.demo_lr;
   d["hyper"] = hyper;
   d["fixed"] = s.fixed;
   d["slots"] = slots;
   d["scalars"] = scalars;
-  d["summary"] = s.summary;
-  d["reference"] = s.reference;
   return d;
 }
 
@@ -46,8 +104,16 @@ PYBIND11_MODULE(_core, m) {
   m.def("optimizers", [] {
     py::dict out;
     for (const OptimizerSpec& s : optimizers()) out[py::str(s.name)] = describe(s);
+    for (const OptimizerSpec& s : python_only_optimizers()) out[py::str(s.name)] = describe(s);
     return out;
-  }, "Every optimizer: its rule, hyperparameters (name, default, kind), pinned names, state slots.");
+  }, "Every optimizer's record: rule (None: written in Python), alias_of, class_name, summary, reference, "
+     "paper, paper_url, lr_range, demo_lr, hyper (dicts: name, default, kind, range, search, low, high, "
+     "keyword_only, doc, range_note), fixed, slots, scalars.");
+  m.def("hyper_tuples", [] {
+    py::dict out;
+    for (const auto& [name, members] : hyper_tuples()) out[py::str(name)] = members;
+    return out;
+  }, "Flat hyperparameters Python shows as one tuple: tuple name -> its members in order.");
   m.def("validate", [](const std::string& name, std::vector<double> hyper) {
     const RuleInfo& r = *find_optimizer(name).rule;
     if (int(hyper.size()) != r.num_hyper) throw std::invalid_argument("wrong number of hyperparameters");

@@ -8,16 +8,7 @@
 namespace pyopt {
 namespace {
 
-// As pyopt/_spec.py TUPLES: tuple name -> members in order (a rule has a prefix of them, or none).
-const std::vector<std::pair<std::string, std::vector<std::string>>>& tuples() {
-  static const std::vector<std::pair<std::string, std::vector<std::string>>> t = {
-      {"betas", {"beta1", "beta2", "beta3"}},
-      {"etas", {"etaminus", "etaplus"}},
-      {"step_sizes", {"step_size_min", "step_size_max"}},
-      {"nus", {"nu1", "nu2"}},
-  };
-  return t;
-}
+const std::vector<std::pair<std::string, std::vector<std::string>>>& tuples() { return hyper_tuples(); }
 
 // The members of tuple `t` the rule has.
 std::vector<std::string> members_of(const RuleInfo& rule, const std::vector<std::string>& all) {
@@ -145,11 +136,11 @@ OptimizerConfig parse_config(const json::Value& config) {
     listed = listed || s.name == out.name;
     names.push_back(s.name);
   }
-  if (out.name == "muon" || out.name == "adafactor")
-    throw std::invalid_argument("optimizer '" + out.name + "' is written in Python (pyopt." + out.name +
-                                ") and has no C++ Optimizer; available in C++: " + join(names));
-  if (!listed)  // also refuses the internal kernels (sophia_hessian, lerp)
+  if (!listed) {
+    find_optimizer(out.name);  // says so when it is written in Python (muon, adafactor)
+    // an internal kernel (sophia_hessian, lerp)
     throw std::invalid_argument("unknown optimizer '" + out.name + "'; available: " + join(names));
+  }
   if (const json::Value* h = config.find("hyperparameters")) {
     if (!h->is_object())
       throw std::invalid_argument("make_optimizer: 'hyperparameters' must be an object, got " + json::dump(*h));

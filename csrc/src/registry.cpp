@@ -1,144 +1,277 @@
-// The public optimizer names and the rules they run. Hyperparameter names, defaults and kinds
-// come from the rule headers; a public name only overrides defaults or pins flags.
+// The catalogue, built once from the records (records.def): the rules in kernel-table order, the
+// public names (a record and its aliases), the optimizers written in Python, and the internal
+// kernels. Every record is checked against its rule on first use (record_check.hpp).
 #include "pyopt/registry.hpp"
 
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <deque>
 #include <stdexcept>
+#include <type_traits>
 
+#include "pyopt/record_check.hpp"
 #include "pyopt/rules/all.hpp"
 
 namespace pyopt {
 namespace {
 
+std::string format_value(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
+}
+
+// The rule's cross-field check. During the move to records a rule may still have its own full
+// `validate` (ranges included, so it repeats the record's checks with the same messages).
+template <class Rule, class = void>
+struct HasValidate : std::false_type {};
 template <class Rule>
-RuleInfo make_rule_info(int index) {
-  return RuleInfo{Rule::name,
-                  index,
-                  Rule::hyper,
-                  int(Rule::kNumHyper),
-                  Rule::slot_names,
-                  int(sizeof(Rule::slot_names) / sizeof(Rule::slot_names[0])),
-                  Rule::scalar_names,
-                  Rule::num_scalars,
-                  &Rule::variant,
-                  +[](int v) { return Rule::slot_mask(v); },
-                  &Rule::validate,
-                  &Rule::initial_state,
-                  &Rule::initial_scalar};
+struct HasValidate<Rule, std::void_t<decltype(&Rule::validate)>> : std::true_type {};
+template <class Rule, class = void>
+struct HasCheck : std::false_type {};
+template <class Rule>
+struct HasCheck<Rule, std::void_t<decltype(&Rule::check)>> : std::true_type {};
+
+template <class Rule>
+constexpr auto rule_check() -> void (*)(const double*) {
+  if constexpr (HasValidate<Rule>::value) return &Rule::validate;
+  else if constexpr (HasCheck<Rule>::value) return &Rule::check;
+  else return nullptr;
 }
 
-std::vector<RuleInfo> build_rules() {
-  std::vector<RuleInfo> out;
-#define PYOPT_RULE_INFO(Rule) out.push_back(make_rule_info<rules::Rule>(int(out.size())));
-  PYOPT_FOR_EACH_RULE(PYOPT_RULE_INFO)
-#undef PYOPT_RULE_INFO
-  return out;
+constexpr int kNumRules = 0
+#define PYOPT_RULE(Rule, ...) +1
+#define PYOPT_INTERNAL(Rule, ...) +1
+#define PYOPT_PYTHON_ONLY(...)
+#include "pyopt/records.def"
+#undef PYOPT_RULE
+#undef PYOPT_INTERNAL
+#undef PYOPT_PYTHON_ONLY
+    ;
+
+int find_hyper(const std::vector<HyperSpec>& hyper, const char* name) {
+  for (std::size_t i = 0; i < hyper.size(); ++i)
+    if (std::string(hyper[i].name) == name) return int(i);
+  return -1;
 }
 
-const RuleInfo& rule_named(const char* name) {
-  for (const RuleInfo& r : all_rules())
-    if (std::string(r.name) == name) return r;
-  throw std::logic_error(std::string("pyopt: no rule named ") + name);
+// Search bounds left 0, 0 in a record, derived as tuner/space.py has always derived them.
+void derive_search_bounds(HyperSpec& h, LrRange lr_range) {
+  if (h.low != 0.0 || h.high != 0.0) return;
+  const double d = h.default_value;
+  switch (h.search) {
+    case Search::Log:
+      if (std::string(h.name) == "lr") {
+        h.low = lr_range.low;
+        h.high = lr_range.high;
+      } else {
+        h.low = d / 100.0;
+        h.high = d * 100.0;
+      }
+      break;
+    case Search::OneMinusLog: {
+      const double gap = 1.0 - d;
+      h.low = gap <= 0 ? 1e-4 : std::max(gap / 10.0, 1e-5);
+      h.high = gap <= 0 ? 0.5 : std::min(0.5, gap * 30.0);
+      break;
+    }
+    case Search::WeightDecay:
+      h.low = 1e-6;
+      h.high = 0.3;
+      break;
+    case Search::Fixed:
+    case Search::Flag:
+      break;
+  }
 }
 
-struct Entry {
-  const char* name;
-  const char* rule;
-  std::vector<std::pair<const char*, double>> defaults;
-  std::vector<const char*> fixed;
-  const char* summary;
-  const char* reference;
+struct Catalogue {
+  std::deque<std::vector<HyperSpec>> tables;  // each rule's record hyperparameters (stable addresses)
+  std::vector<RuleInfo> rule_infos;           // kernel-table order
+  std::vector<OptimizerSpec> optimizers;      // public, run by C++
+  std::vector<OptimizerSpec> python_only;
+  std::vector<OptimizerSpec> internal;
+
+  template <class Rule>
+  const RuleInfo& add_rule(const OptimizerRecord& r) {
+    record_check::check_rule_record<Rule>(r);
+    const std::vector<HyperSpec>& table = tables.emplace_back(r.hyper);
+    rule_infos.push_back(RuleInfo{r.name,
+                             int(rule_infos.size()),
+                             table.data(),
+                             int(table.size()),
+                             Rule::slot_names,
+                             int(sizeof(Rule::slot_names) / sizeof(Rule::slot_names[0])),
+                             Rule::scalar_names,
+                             Rule::num_scalars,
+                             &Rule::variant,
+                             +[](int v) { return Rule::slot_mask(v); },
+                             rule_check<Rule>(),
+                             &Rule::initial_state,
+                             &Rule::initial_scalar});
+    return rule_infos.back();
+  }
+
+  // The spec of the record itself (alias = null) or of one of its aliases.
+  static OptimizerSpec make_spec(const OptimizerRecord& r, const AliasRecord* alias, const RuleInfo* rule) {
+    OptimizerSpec s;
+    s.name = alias ? alias->name : r.name;
+    s.rule = rule;
+    s.summary = alias ? alias->summary : r.summary;
+    s.reference = alias ? alias->reference : r.reference;
+    s.class_name = alias ? alias->class_name : r.class_name;
+    s.alias_of = alias ? r.name : "";
+    s.paper = alias ? alias->paper : r.paper;
+    s.paper_url = alias ? alias->paper_url : r.paper_url;
+    s.lr_range = alias ? alias->lr_range : r.lr_range;
+    s.demo_lr = alias ? alias->demo_lr : r.demo_lr;
+    s.hyper.assign(r.hyper.begin(), r.hyper.end());
+    if (alias) {
+      for (const DefaultOverride& o : alias->defaults) s.hyper[std::size_t(find_hyper(s.hyper, o.name))].default_value = o.value;
+      for (const SearchOverride& o : alias->search) s.hyper[std::size_t(find_hyper(s.hyper, o.name))].search = o.search;
+      for (const char* key : alias->fixed) s.fixed.emplace_back(key);
+    }
+    for (HyperSpec& h : s.hyper) {
+      derive_search_bounds(h, s.lr_range);
+      s.defaults.push_back(h.default_value);
+    }
+    if (rule) {
+      try {
+        rule->validate(s.defaults.data());
+      } catch (const std::invalid_argument& e) {
+        throw std::logic_error("pyopt: the defaults of '" + s.name + "' are invalid: " + e.what());
+      }
+    }
+    return s;
+  }
+
+  template <class Rule>
+  void add(const OptimizerRecord& r) {
+    const RuleInfo& rule = add_rule<Rule>(r);
+    optimizers.push_back(make_spec(r, nullptr, &rule));
+    for (const AliasRecord& a : r.aliases) optimizers.push_back(make_spec(r, &a, &rule));
+  }
+  template <class Rule>
+  void add_internal(const OptimizerRecord& r) {
+    internal.push_back(make_spec(r, nullptr, &add_rule<Rule>(r)));
+  }
+  void add_python_only(const OptimizerRecord& r) {
+    check_record(r);
+    python_only.push_back(make_spec(r, nullptr, nullptr));
+  }
+
+  Catalogue() {
+    using namespace record_terms;
+    rule_infos.reserve(kNumRules);  // specs point into it
+#define PYOPT_RULE(Rule, ...) add<rules::Rule>(OptimizerRecord __VA_ARGS__);
+#define PYOPT_INTERNAL(Rule, ...) add_internal<rules::Rule>(OptimizerRecord __VA_ARGS__);
+#define PYOPT_PYTHON_ONLY(...) add_python_only(OptimizerRecord __VA_ARGS__);
+#include "pyopt/records.def"
+#undef PYOPT_RULE
+#undef PYOPT_INTERNAL
+#undef PYOPT_PYTHON_ONLY
+    std::vector<std::string> names;
+    for (const auto* list : {&optimizers, &python_only, &internal})
+      for (const OptimizerSpec& s : *list) {
+        for (const std::string& n : names)
+          if (n == s.name) throw std::logic_error("pyopt: two records name '" + s.name + "'");
+        names.push_back(s.name);
+      }
+  }
 };
 
-OptimizerSpec make_spec(const Entry& e) {
-  const RuleInfo& rule = rule_named(e.rule);
-  OptimizerSpec spec{e.name, &rule, {}, {}, e.summary, e.reference};
-  for (int i = 0; i < rule.num_hyper; ++i) spec.defaults.push_back(rule.hyper[i].default_value);
-  for (auto& [key, value] : e.defaults) {
-    const int i = rule.hyper_index(key);
-    if (i < 0) throw std::logic_error(std::string("pyopt: rule ") + e.rule + " has no " + key);
-    spec.defaults[i] = value;
-  }
-  for (const char* key : e.fixed) spec.fixed.emplace_back(key);
-  return spec;
-}
-
-std::vector<OptimizerSpec> build_optimizers() {
-  const std::vector<Entry> entries = {
-      {"sgd", "sgd", {}, {}, "Stochastic gradient descent, optional momentum / Nesterov", "torch.optim.SGD"},
-      {"momentum", "sgd", {{"momentum", 0.9}}, {}, "SGD with heavy-ball momentum (momentum=0.9)",
-       "torch.optim.SGD(momentum=0.9)"},
-      {"nag", "sgd", {{"momentum", 0.9}, {"nesterov", 1.0}}, {}, "SGD with Nesterov momentum",
-       "torch.optim.SGD(momentum=0.9, nesterov=True)"},
-      {"adagrad", "adagrad", {}, {}, "Adagrad (Duchi et al., 2011)", "torch.optim.Adagrad"},
-      {"rmsprop", "rmsprop", {}, {}, "RMSprop, optional centering and momentum", "torch.optim.RMSprop"},
-      {"adadelta", "adadelta", {}, {}, "Adadelta (Zeiler, 2012)", "torch.optim.Adadelta"},
-      {"adamax", "adamax", {}, {}, "Adamax, Adam with the infinity norm", "torch.optim.Adamax"},
-      {"adam", "adam", {}, {}, "Adam (Kingma & Ba, 2015), coupled L2 weight decay", "torch.optim.Adam"},
-      {"adamw", "adam", {{"weight_decay", 1e-2}, {"decoupled_weight_decay", 1.0}}, {"decoupled_weight_decay"},
-       "AdamW, Adam with decoupled weight decay (Loshchilov & Hutter, 2019)", "torch.optim.AdamW"},
-      {"amsgrad", "adam", {{"amsgrad", 1.0}}, {"amsgrad"}, "AMSGrad (Reddi et al., 2018)",
-       "torch.optim.Adam(amsgrad=True)"},
-      {"nadam", "nadam", {}, {}, "NAdam, Adam with Nesterov momentum (Dozat, 2016)", "torch.optim.NAdam"},
-      {"radam", "radam", {}, {}, "RAdam, rectified Adam (Liu et al., 2020)", "torch.optim.RAdam"},
-      {"lion", "lion", {}, {}, "Lion, sign of interpolated momentum (Chen et al., 2023)", "lion-pytorch 0.2.5 Lion"},
-      {"grams", "grams", {}, {}, "Grams, sign of the gradient with Adam's magnitude (Cao et al., 2024)",
-       "Gunale0926/Grams grams.py (grams-pytorch 0.0.2)"},
-      {"adan", "adan", {}, {}, "Adan, adaptive Nesterov momentum (Xie et al., 2022)", "sail-sg/Adan adan.py"},
-      {"signsgd", "signsgd", {}, {}, "signSGD, the sign of the gradient (Bernstein et al., 2018)",
-       "pytorch-optimizer 4.1.0 SignSGD(momentum=0)"},
-      {"signum", "signsgd", {{"momentum", 0.9}}, {}, "Signum, the sign of the gradient's momentum (momentum=0.9)",
-       "pytorch-optimizer 4.1.0 SignSGD"},
-      {"yogi", "yogi", {}, {}, "Yogi, additive second-moment updates (Zaheer et al., 2018)",
-       "pytorch-optimizer 4.1.0 Yogi"},
-      {"adopt", "adopt", {}, {}, "ADOPT, momentum of the gradient normalised by past moments (Taniguchi et al., 2024)",
-       "pytorch-optimizer 4.1.0 ADOPT"},
-      {"laprop", "laprop", {}, {}, "LaProp, momentum of the RMS-normalised gradient (Ziyin et al., 2020)",
-       "pytorch-optimizer 4.1.0 LaProp"},
-      {"asgd", "asgd", {}, {}, "ASGD, averaged stochastic gradient descent (Polyak & Juditsky, 1992)",
-       "torch.optim.ASGD"},
-      {"rprop", "rprop", {}, {}, "Rprop, resilient backpropagation (Riedmiller & Braun, 1993)", "torch.optim.Rprop"},
-      {"adabelief", "adabelief", {}, {}, "AdaBelief, Adam with the belief in observed gradients (Zhuang et al., 2020)",
-       "adabelief-pytorch 0.2.0 AdaBelief"},
-      {"lamb", "lamb", {}, {}, "LAMB, Adam with a per-tensor trust ratio (You et al., 2020)", "optax.lamb (paper, Alg. 2)"},
-      {"lars", "lars", {}, {}, "LARS, momentum SGD with a per-tensor trust ratio (You et al., 2017)", "optax.lars"},
-      {"sophia", "sophia", {}, {}, "SophiaG, clipped steps preconditioned by a diagonal Hessian EMA (Liu et al., 2023)",
-       "Liuhong99/Sophia sophia.py SophiaG"},
-      {"schedulefree_adamw", "schedulefree_adamw", {}, {},
-       "Schedule-free AdamW: no lr schedule needed, eval() swaps in the average (Defazio et al., 2024)",
-       "facebookresearch schedulefree 1.4.1 AdamWScheduleFree"},
-      {"schedulefree_sgd", "schedulefree_sgd", {}, {}, "Schedule-free SGD with momentum (Defazio et al., 2024)",
-       "facebookresearch schedulefree 1.4.1 SGDScheduleFree"},
-      {"qhadam", "qhadam", {}, {}, "QHAdam, Adam with quasi-hyperbolic momentum (Ma & Yarats, 2019)",
-       "pytorch-optimizer 4.1.0 QHAdam"},
-      {"tiger", "tiger", {}, {}, "Tiger, the sign of the gradient's EMA (Su, 2023)", "pytorch-optimizer 4.1.0 Tiger"},
-      {"ademamix", "ademamix", {}, {}, "AdEMAMix, Adam with a mix of fast and slow EMAs (Pagliardini et al., 2024)",
-       "pytorch-optimizer 4.1.0 AdEMAMix"},
-      {"stableadamw", "stableadamw", {}, {},
-       "StableAdamW, AdamW with debiased betas and per-tensor RMS update clipping (Wortsman et al., 2023)",
-       "pytorch-optimizer 4.1.0 StableAdamW"},
-      {"madgrad", "madgrad", {}, {}, "MADGRAD, momentumized dual-averaged adaptive gradient (Defazio & Jelassi, 2021)",
-       "pytorch-optimizer 4.1.0 MADGRAD"},
-      {"novograd", "novograd", {}, {}, "NovoGrad, layer-wise normalised gradient momentum (Ginsburg et al., 2019)",
-       "pytorch-optimizer 4.1.0 NovoGrad"},
-  };
-  std::vector<OptimizerSpec> out;
-  for (const Entry& e : entries) out.push_back(make_spec(e));
-  return out;
-}
-
-// Kernels an optimizer runs besides its step (not listed by optimizers()).
-std::vector<OptimizerSpec> build_internal() {
-  const std::vector<Entry> entries = {
-      {"sophia_hessian", "sophia_hessian", {}, {}, "SophiaG's Hessian EMA: h = beta2*h + (1 - beta2)*estimate",
-       "Liuhong99/Sophia (hessian update in the training loop)"},
-      {"lerp", "lerp", {}, {}, "p = lerp(p, end, weight) as torch.lerp_ (schedule-free train/eval)", "torch.Tensor.lerp_"},
-  };
-  std::vector<OptimizerSpec> out;
-  for (const Entry& e : entries) out.push_back(make_spec(e));
-  return out;
+const Catalogue& catalogue() {
+  static const Catalogue c;
+  return c;
 }
 
 }  // namespace
+
+std::string range_error(const HyperSpec& h, double v) {
+  const char* must = nullptr;
+  switch (h.range) {
+    case Range::Any:
+      break;
+    case Range::Number:
+      if (std::isnan(v)) return std::string("invalid ") + h.name + ": nan (must be a number)";
+      break;
+    case Range::Finite:
+      if (!std::isfinite(v)) must = "must be finite";
+      break;
+    case Range::NonNegative:
+      if (!(v >= 0.0)) must = "must be >= 0";
+      break;
+    case Range::NonNegativeFinite:
+      if (!(v >= 0.0)) must = "must be >= 0";
+      else if (!std::isfinite(v)) must = "must be finite";
+      break;
+    case Range::Positive:
+      if (!(v > 0.0) || !std::isfinite(v)) must = "must be > 0";
+      break;
+    case Range::GreaterThanOne:
+      if (!(v > 1.0)) must = "must be > 1";
+      break;
+    case Range::UnitOpen:
+      if (!(v > 0.0 && v < 1.0)) must = "must be in (0, 1)";
+      break;
+    case Range::UnitOpenRight:
+      if (!(v >= 0.0 && v < 1.0)) must = "must be in [0, 1)";
+      break;
+    case Range::UnitClosed:
+      if (!(v >= 0.0 && v <= 1.0)) must = "must be in [0, 1]";
+      break;
+    case Range::UnitOpenLeft:
+      if (!(v > 0.0 && v <= 1.0)) must = "must be in (0, 1]";
+      break;
+  }
+  if (!must) return "";
+  const std::string note = h.range_note && *h.range_note ? std::string(": ") + h.range_note : "";
+  return std::string("invalid ") + h.name + ": " + format_value(v) + " (" + must + note + ")";
+}
+
+void check_record(const OptimizerRecord& r) {
+  const std::string who = std::string("pyopt: record '") + r.name + "'";
+  const std::vector<HyperSpec> hyper(r.hyper);
+  for (std::size_t i = 0; i < hyper.size(); ++i) {
+    const HyperSpec& h = hyper[i];
+    if (find_hyper(hyper, h.name) != int(i)) throw std::logic_error(who + " lists '" + h.name + "' twice");
+    if (h.kind == HyperKind::Bool && h.default_value != 0.0 && h.default_value != 1.0)
+      throw std::logic_error(who + ": flag '" + h.name + "' defaults to " + format_value(h.default_value));
+  }
+  auto check_defaults = [&](const std::vector<HyperSpec>& hs, const std::string& name) {
+    for (const HyperSpec& h : hs) {
+      const std::string error = range_error(h, h.default_value);
+      if (!error.empty()) throw std::logic_error("pyopt: the default of '" + name + "' is out of range: " + error);
+      const bool derived = h.low == 0.0 && h.high == 0.0 && std::string(h.name) != "lr";
+      if ((h.search == Search::OneMinusLog && derived && !(h.default_value > 0.0 && h.default_value < 1.0)) ||
+          (h.search == Search::Log && derived && !(h.default_value > 0.0)))
+        throw std::logic_error("pyopt: '" + name + "' searches '" + h.name +
+                               "' around its default, which gives no range: say Fixed, or give low and high");
+    }
+  };
+  check_defaults(hyper, r.name);
+  for (const AliasRecord& a : r.aliases) {
+    std::vector<HyperSpec> own = hyper;
+    auto at = [&](const char* key, const char* what) {
+      const int i = find_hyper(own, key);
+      if (i < 0) throw std::logic_error(std::string("pyopt: alias '") + a.name + "' " + what + " '" + key + "', which record '" + r.name + "' does not have");
+      return std::size_t(i);
+    };
+    for (const DefaultOverride& o : a.defaults) own[at(o.name, "sets the default of")].default_value = o.value;
+    for (const SearchOverride& o : a.search) own[at(o.name, "sets the search of")].search = o.search;
+    for (const char* key : a.fixed) at(key, "pins");
+    check_defaults(own, a.name);
+  }
+}
+
+void RuleInfo::validate(const double* h) const {
+  for (int i = 0; i < num_hyper; ++i) {
+    const std::string error = range_error(hyper[i], h[i]);
+    if (!error.empty()) throw std::invalid_argument(error);
+  }
+  if (check) check(h);
+}
 
 int RuleInfo::hyper_index(const std::string& key) const {
   for (int i = 0; i < num_hyper; ++i)
@@ -152,25 +285,34 @@ bool OptimizerSpec::is_fixed(const std::string& key) const {
   return false;
 }
 
-const std::vector<RuleInfo>& all_rules() {
-  static const std::vector<RuleInfo> all = build_rules();
-  return all;
-}
-
-const std::vector<OptimizerSpec>& optimizers() {
-  static const std::vector<OptimizerSpec> all = build_optimizers();
-  return all;
-}
+const std::vector<RuleInfo>& all_rules() { return catalogue().rule_infos; }
+const std::vector<OptimizerSpec>& optimizers() { return catalogue().optimizers; }
+const std::vector<OptimizerSpec>& python_only_optimizers() { return catalogue().python_only; }
 
 const OptimizerSpec& find_optimizer(const std::string& name) {
-  for (const OptimizerSpec& s : optimizers())
-    if (s.name == name) return s;
-  static const std::vector<OptimizerSpec> internal = build_internal();
-  for (const OptimizerSpec& s : internal)
-    if (s.name == name) return s;
+  const Catalogue& c = catalogue();
+  for (const auto* list : {&c.optimizers, &c.internal})
+    for (const OptimizerSpec& s : *list)
+      if (s.name == name) return s;
   std::string valid;
-  for (const OptimizerSpec& s : optimizers()) valid += (valid.empty() ? "" : ", ") + s.name;
+  for (const OptimizerSpec& s : c.optimizers) valid += (valid.empty() ? "" : ", ") + s.name;
+  for (const OptimizerSpec& s : c.python_only)
+    if (s.name == name)
+      throw std::invalid_argument("optimizer '" + name + "' is written in Python (pyopt." + s.class_name +
+                                  ") and has no C++ Optimizer; available in C++: " + valid);
   throw std::invalid_argument("unknown optimizer '" + name + "'; available: " + valid);
+}
+
+const std::vector<std::pair<std::string, std::vector<std::string>>>& hyper_tuples() {
+  static const std::vector<std::pair<std::string, std::vector<std::string>>> t = {
+      {"betas", {"beta1", "beta2", "beta3"}},
+      {"etas", {"etaminus", "etaplus"}},
+      {"step_sizes", {"step_size_min", "step_size_max"}},
+      {"nus", {"nu1", "nu2"}},
+      {"ns_coefficients", {"ns_a", "ns_b", "ns_c"}},  // Muon (Python-only)
+      // Not Adafactor's eps = (eps1, eps2): the rules' eps is a number, and a tuple needs a name of its own.
+  };
+  return t;
 }
 
 }  // namespace pyopt

@@ -1,9 +1,11 @@
 #pragma once
 // The catalogue: every rule's metadata (type-erased) and every public optimizer name built on a
-// rule ("adamw" is the adam rule with decoupled weight decay and weight_decay = 1e-2), plus the
-// runtime pieces: ISA dispatch and the thread count.
+// rule ("adamw" is the adam rule with decoupled weight decay and weight_decay = 1e-2), all read
+// from the records (csrc/src/records.def, types in record.hpp), plus the runtime pieces: ISA
+// dispatch and the thread count.
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "pyopt/types.hpp"
@@ -13,7 +15,7 @@ namespace pyopt {
 struct RuleInfo {
   const char* name;
   int index;  // position in every kernel table
-  const HyperSpec* hyper;
+  const HyperSpec* hyper;  // the record's hyperparameters, in the rule's order
   int num_hyper;
   const char* const* slot_names;
   int num_slots;
@@ -21,30 +23,57 @@ struct RuleInfo {
   int num_scalars;
   int (*variant)(const double* hyper);
   unsigned (*slot_mask)(int variant);
-  void (*validate)(const double* hyper);  // throws std::invalid_argument
+  void (*check)(const double* hyper);  // the rule's cross-field check, or null
   double (*initial_state)(int slot, const double* hyper);
   double (*initial_scalar)(int index);
 
+  // Throws std::invalid_argument naming the first hyperparameter out of its record range, then
+  // whatever the rule's check throws.
+  void validate(const double* hyper) const;
   int hyper_index(const std::string& name) const;  // -1 when the rule has no such hyperparameter
   unsigned slots_needed(const double* hyper) const { return slot_mask(variant(hyper)); }
 };
 
 struct OptimizerSpec {
   std::string name;                 // public name, e.g. "adamw"
-  const RuleInfo* rule;             // the rule it runs
+  const RuleInfo* rule;             // the rule it runs (null for the optimizers written in Python)
   std::vector<double> defaults;     // a full hyperparameter vector in the rule's order
   std::vector<std::string> fixed;   // hyperparameters this name pins (e.g. adamw: decoupled_weight_decay)
   std::string summary;              // one line
   std::string reference;            // the implementation it matches
+  // From the record:
+  std::string class_name;           // the Python class, pyopt.<class_name>
+  std::string alias_of;             // the record this alias belongs to ("adam" for adamw), or ""
+  std::string paper, paper_url;
+  LrRange lr_range{};               // searched by the tuner
+  double demo_lr = 0.0;             // pyopt demo's default lr
+  // The hyperparameters as this name has them: its defaults and search kinds, with the derived
+  // search bounds filled in (see Search in record.hpp).
+  std::vector<HyperSpec> hyper;
 
   bool is_fixed(const std::string& hyper_name) const;
 };
 
 const std::vector<RuleInfo>& all_rules();
+// The optimizers C++ runs, in the records' order (pyopt list's order).
 const std::vector<OptimizerSpec>& optimizers();
+// The optimizers written in Python (muon, adafactor): records without a rule.
+const std::vector<OptimizerSpec>& python_only_optimizers();
 // Also finds the internal kernels optimizers run besides their step (e.g. "sophia_hessian").
-// Throws std::invalid_argument naming the valid optimizers.
+// Throws std::invalid_argument naming the valid optimizers (or, for muon and adafactor, saying
+// they are written in Python).
 const OptimizerSpec& find_optimizer(const std::string& name);
+
+// Hyperparameters C++ keeps flat and Python (and configs) show as one tuple, torch-style:
+// tuple name -> its members in order (an optimizer has a prefix of them, or none).
+const std::vector<std::pair<std::string, std::vector<std::string>>>& hyper_tuples();
+
+// "invalid <name>: <value> (must be ...)" when `value` is outside h.range, else "".
+std::string range_error(const HyperSpec& h, double value);
+// The registration checks every record passes (std::logic_error naming the record): unique
+// hyperparameter names, defaults within their ranges and searchable as their search kind says,
+// alias overrides naming existing hyperparameters. record_check.hpp adds the checks against the rule.
+void check_record(const OptimizerRecord& record);
 
 // Runs one step of `rule` over `count` tensors of one dtype on the selected ISA.
 void run_kernel(const RuleInfo& rule, DType dtype, const TensorArgs* tensors, int64_t count);

@@ -4,16 +4,9 @@
 #include <cstdint>
 #include <limits>
 
+#include "pyopt/record.hpp"  // HyperKind, HyperSpec
+
 namespace pyopt {
-
-enum class HyperKind { Real, Bool };
-
-// One hyperparameter of a rule: its public name, default and kind (bools travel as 0.0 / 1.0).
-struct HyperSpec {
-  const char* name;
-  double default_value;
-  HyperKind kind;
-};
 
 constexpr int kMaxSlots = 4;    // state arrays per tensor (exp_avg, exp_avg_sq, ...)
 constexpr int kMaxScalars = 2;  // scalar state per tensor besides the step (e.g. NAdam's mu_product)
