@@ -28,44 +28,8 @@ from .ema import EMA
 from .lookahead import Lookahead
 from . import hessian
 from .optimizer import Optimizer, ParamGroup
-from .optimizers import (
-    ADOPT,
-    ASGD,
-    NAG,
-    SGD,
-    AdaBelief,
-    AdEMAMix,
-    AMSGrad,
-    Adadelta,
-    Adagrad,
-    Adam,
-    Adamax,
-    Adan,
-    AdamW,
-    Grams,
-    LAMB,
-    LARS,
-    LaProp,
-    MADGRAD,
-    Lion,
-    Momentum,
-    NAdam,
-    NovoGrad,
-    QHAdam,
-    RAdam,
-    RMSprop,
-    ScheduleFreeAdamW,
-    ScheduleFreeSGD,
-    Rprop,
-    SignSGD,
-    Sophia,
-    SophiaG,
-    StableAdamW,
-    Signum,
-    Tiger,
-    Yogi,
-    create,
-)
+from . import optimizers
+from .optimizers import *  # noqa: F403 - one class per optimizer record (optimizers.__all__)
 
 # Training utilities (schedules, param groups, clipping).
 from . import schedules
@@ -80,12 +44,9 @@ _core.isa()
 __all__ = [
     "clip_grad_norm_", "clip_grad_value_", "param_groups", "schedules",
 ]
+__all__ += optimizers.__all__
 __all__ += [
-    "NAG", "SGD", "AMSGrad", "Adadelta", "Adagrad", "Adam", "Adamax", "AdamW", "Momentum", "NAdam", "RAdam",
-    "RMSprop", "Lion", "Grams", "Adan", "SignSGD", "Signum", "Yogi",
-    "ADOPT", "LaProp", "ASGD", "Rprop", "AdaBelief", "LAMB", "LARS", "Sophia", "SophiaG", "ScheduleFreeAdamW",
-    "ScheduleFreeSGD", "QHAdam", "Tiger", "AdEMAMix", "StableAdamW", "MADGRAD", "NovoGrad",
-    "from_config", "Muon", "Adafactor", "EMA", "Lookahead", "hessian", "Optimizer", "ParamGroup", "available", "create", "functional",
+    "from_config", "Muon", "Adafactor", "EMA", "Lookahead", "hessian", "Optimizer", "ParamGroup", "available", "functional",
     "info", "load", "load_state_dict", "save", "set_isa", "set_num_threads",
 ]
 

@@ -1,10 +1,13 @@
-"""The optimizer catalogue as the C++ core declares it, seen from Python.
+"""The optimizer records (csrc/include/pyopt/records.def), seen from Python.
 
-The C++ rules are the one source of truth for hyperparameter names, defaults and kinds. Python
-shows them torch-style: ``beta1``/``beta2`` (/``beta3``) travel together as ``betas`` (and Rprop's
-``etaminus``/``etaplus`` as ``etas``, ``step_size_min``/``step_size_max`` as ``step_sizes``,
-QHAdam's ``nu1``/``nu2`` as ``nus``), and
-names an optimizer pins (``adamw``'s ``decoupled_weight_decay``) are not user-settable.
+Each optimizer's record is the one place that states its facts: name, class, summary, paper,
+reference, lr range, demo lr, and each hyperparameter's default, kind, valid range and tuner
+search. ``_core.optimizers()`` exposes them; the classes, docstrings, ``pyopt list``, the docs
+and the tuner's search space are derived from them here and in ``optimizers.py``/``catalog.py``.
+Python shows the hyperparameters torch-style: ``beta1``/``beta2`` (/``beta3``) travel together
+as ``betas`` (and the other tuples of ``_core.hyper_tuples()``: Rprop's ``etas`` and
+``step_sizes``, QHAdam's ``nus``), and names an optimizer pins (``adamw``'s
+``decoupled_weight_decay``) are not user-settable.
 """
 from __future__ import annotations
 
@@ -17,41 +20,93 @@ from . import _core
 
 # Hyperparameters the C++ rules keep flat and Python shows as one tuple, torch-style:
 # tuple name -> its members, in order (a rule has a prefix of them, or none).
-TUPLES: dict[str, tuple[str, ...]] = {
-    "betas": ("beta1", "beta2", "beta3"),
-    "etas": ("etaminus", "etaplus"),
-    "step_sizes": ("step_size_min", "step_size_max"),
-    "nus": ("nu1", "nu2"),
-}
+TUPLES: dict[str, tuple[str, ...]] = {name: tuple(members) for name, members in _core.hyper_tuples().items()}
 _MEMBER = {m: (t, i) for t, ms in TUPLES.items() for i, m in enumerate(ms)}
+
+
+@dataclass(frozen=True)
+class HyperSpec:
+    """One hyperparameter of a record, in the rule's order (its index in the flat vector)."""
+
+    name: str
+    default: float
+    kind: str  # "real" | "bool" | "int"
+    range: str  # "any" | "finite" | "nonnegative" | "positive" | "[0,1)" | "[0,1]" | "(0,1]" | ...
+    search: str  # "fixed" | "log" | "one_minus_log" | "flag" | "weight_decay"
+    low: float = 0.0
+    high: float = 0.0
+    keyword_only: bool = False
+    doc: str = ""
+    range_note: str = ""  # why the range (appended to its out-of-range message)
+
+    @property
+    def value(self) -> Any:
+        """The default as Python shows it: a bool for flags, an int for integers."""
+        if self.kind == "bool":
+            return bool(self.default)
+        if self.kind == "int":
+            return int(self.default)
+        return self.default
+
+
+@dataclass(frozen=True)
+class Param:
+    """One public (torch-style) hyperparameter: a flat one, or a tuple of flat members."""
+
+    name: str
+    members: tuple[HyperSpec, ...]
+    keyword_only: bool
+
+    @property
+    def is_tuple(self) -> bool:
+        return self.name in TUPLES
+
+    @property
+    def default(self) -> Any:
+        """As ``Spec.defaults`` shows it (integers as the floats the rules keep)."""
+        values = tuple(bool(m.default) if m.kind == "bool" else m.default for m in self.members)
+        return values if self.is_tuple else values[0]
 
 
 @dataclass(frozen=True)
 class Spec:
     name: str
-    rule: str
-    hyper: tuple[tuple[str, float, str], ...]  # rule order: (name, default, "real" | "bool")
+    rule: str | None  # None: written in Python (muon, adafactor), no C++ rule
+    hyper: tuple[tuple[str, float, str], ...]  # rule order: (name, default, kind)
     fixed: frozenset[str]
     slots: tuple[str, ...]
     scalars: tuple[tuple[str, float], ...]
     summary: str
     reference: str
+    alias_of: str | None = None
+    class_name: str = ""
+    paper: str = ""
+    paper_url: str = ""
+    lr_range: tuple[float, float] = (1e-5, 1e-1)
+    demo_lr: float = 0.0
+    specs: tuple[HyperSpec, ...] = ()
 
     @property
     def defaults(self) -> dict[str, Any]:
         """Public hyperparameters with their defaults, in torch's spelling."""
-        out: dict[str, Any] = {}
-        for key, default, kind in self.hyper:
-            if key in self.fixed:
+        return {p.name: p.default for p in self.params}
+
+    @cached_property
+    def params(self) -> tuple[Param, ...]:
+        """The public hyperparameters in signature order: positional ones first, then the
+        keyword-only ones; a tuple sits where its first member is."""
+        out: list[Param] = []
+        for h in self.specs:
+            if h.name in self.fixed:
                 continue
-            if key in _MEMBER:
-                tup, index = _MEMBER[key]
+            if h.name in _MEMBER:
+                tup, index = _MEMBER[h.name]
                 if index == 0:
-                    given = dict((k, d) for k, d, _ in self.hyper)
-                    out[tup] = tuple(given[m] for m in self._tuples[tup])
+                    members = tuple(s for m in self._tuples[tup] for s in self.specs if s.name == m)
+                    out.append(Param(tup, members, h.keyword_only))
             else:
-                out[key] = bool(default) if kind == "bool" else default
-        return out
+                out.append(Param(h.name, (h,), h.keyword_only))
+        return tuple(p for p in out if not p.keyword_only) + tuple(p for p in out if p.keyword_only)
 
     @cached_property
     def _tuples(self) -> dict[str, tuple[str, ...]]:
@@ -116,23 +171,50 @@ except ImportError:  # pragma: no cover
     _np_bool = bool
 
 
+def _hyper_spec(d: Mapping[str, Any]) -> HyperSpec:
+    return HyperSpec(name=d["name"], default=float(d["default"]), kind=d["kind"], range=d["range"],
+                     search=d["search"], low=float(d["low"]), high=float(d["high"]),
+                     keyword_only=bool(d["keyword_only"]), doc=d["doc"], range_note=d.get("range_note", ""))
+
+
 @lru_cache(maxsize=None)
-def _catalogue() -> dict[str, Spec]:
+def records() -> dict[str, Spec]:
+    """Every optimizer's record by public name, those written in Python (rule None) included."""
     out = {}
     for name, d in _core.optimizers().items():
-        if d["rule"] is None:  # written in Python (muon, adafactor)
-            continue
+        specs = tuple(_hyper_spec(h) for h in d["hyper"])
         out[name] = Spec(
             name=name,
             rule=d["rule"],
-            hyper=tuple((h["name"], h["default"], h["kind"]) for h in d["hyper"]),
+            hyper=tuple((h.name, h.default, "bool" if h.kind == "bool" else "real") for h in specs),
             fixed=frozenset(d["fixed"]),
             slots=tuple(d["slots"]),
             scalars=tuple(tuple(s) for s in d["scalars"]),
             summary=d["summary"],
             reference=d["reference"],
+            alias_of=d["alias_of"],
+            class_name=d["class_name"],
+            paper=d["paper"],
+            paper_url=d["paper_url"],
+            lr_range=(float(d["lr_range"][0]), float(d["lr_range"][1])),
+            demo_lr=float(d["demo_lr"]),
+            specs=specs,
         )
     return out
+
+
+def record(name: str) -> Spec:
+    """The record of any optimizer, the Python-written ones (muon, adafactor) included."""
+    everything = records()
+    if not isinstance(name, str) or name not in everything:
+        raise ValueError(f"unknown optimizer {name!r}; available: {', '.join(everything)}")
+    return everything[name]
+
+
+@lru_cache(maxsize=None)
+def _catalogue() -> dict[str, Spec]:
+    """The optimizers with a C++ rule (what ``pyopt.available()`` lists)."""
+    return {name: s for name, s in records().items() if s.rule is not None}
 
 
 def spec(name: str) -> Spec:

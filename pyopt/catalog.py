@@ -1,81 +1,45 @@
-"""The optimizer catalogue as documentation: ``pyopt list --markdown`` prints docs/optimizers.md.
+"""The files generated from the optimizer records (csrc/include/pyopt/records.def, through
+``_core.optimizers()``): docs/optimizers.md (``markdown()``, also ``pyopt list --markdown``),
+README.md's optimizer table (``readme_table()``, between the markers README_BEGIN / README_END)
+and pyopt/optimizers.pyi (``stub()``: the generated classes' signatures, for type checkers and
+IDEs). Regenerate all three with ``python -m pyopt.catalog --write`` (in a source checkout);
+tests/python/test_catalog.py checks that they are current.
 
-Names, hyperparameters, defaults and reference implementations come from the C++ rules (and the
-two optimizers written in Python, Muon and Adafactor, from their classes), so the page cannot
-drift from the code; only the papers are listed here. tests/python/test_catalog.py checks that
-docs/optimizers.md is this module's output.
+The defaults of the two optimizers written in Python (Muon, Adafactor) are those of their class
+signatures, which tests/python/test_catalog.py ties to their records.
 """
 from __future__ import annotations
 
+import argparse
 import inspect
+import pathlib
+import sys
 from typing import Any
 
-# name -> (paper, link)
-PAPERS: dict[str, tuple[str, str]] = {
-    "sgd": ("Robbins & Monro, 1951; Sutskever et al., 2013 (momentum, Nesterov)", "https://proceedings.mlr.press/v28/sutskever13.html"),
-    "momentum": ("Polyak, 1964; Sutskever et al., 2013", "https://proceedings.mlr.press/v28/sutskever13.html"),
-    "nag": ("Nesterov, 1983; Sutskever et al., 2013", "https://proceedings.mlr.press/v28/sutskever13.html"),
-    "adagrad": ("Duchi, Hazan & Singer, 2011", "https://jmlr.org/papers/v12/duchi11a.html"),
-    "rmsprop": ("Hinton, Srivastava & Swersky, 2012 (lecture 6e); Graves, 2013 (centered)", "https://arxiv.org/abs/1308.0850"),
-    "adadelta": ("Zeiler, 2012", "https://arxiv.org/abs/1212.5701"),
-    "adamax": ("Kingma & Ba, 2015, §7.1", "https://arxiv.org/abs/1412.6980"),
-    "adam": ("Kingma & Ba, 2015", "https://arxiv.org/abs/1412.6980"),
-    "adamw": ("Loshchilov & Hutter, 2019", "https://arxiv.org/abs/1711.05101"),
-    "amsgrad": ("Reddi, Kale & Kumar, 2018", "https://openreview.net/forum?id=ryQu7f-RZ"),
-    "nadam": ("Dozat, 2016", "https://openreview.net/forum?id=OM0jvwB8jIp57ZJjtNEZ"),
-    "radam": ("Liu et al., 2020", "https://arxiv.org/abs/1908.03265"),
-    "lion": ("Chen et al., 2023", "https://arxiv.org/abs/2302.06675"),
-    "grams": ("Cao, Li & Song, 2024", "https://arxiv.org/abs/2412.17107"),
-    "adan": ("Xie et al., 2022", "https://arxiv.org/abs/2208.06677"),
-    "signsgd": ("Bernstein et al., 2018", "https://arxiv.org/abs/1802.04434"),
-    "signum": ("Bernstein et al., 2018", "https://arxiv.org/abs/1802.04434"),
-    "yogi": ("Zaheer et al., 2018", "https://papers.nips.cc/paper/8186-adaptive-methods-for-nonconvex-optimization"),
-    "adopt": ("Taniguchi et al., 2024", "https://arxiv.org/abs/2411.02853"),
-    "laprop": ("Ziyin, Wang & Ueda, 2020", "https://arxiv.org/abs/2002.04839"),
-    "asgd": ("Polyak & Juditsky, 1992", "https://doi.org/10.1137/0330046"),
-    "rprop": ("Riedmiller & Braun, 1993", "https://doi.org/10.1109/ICNN.1993.298623"),
-    "adabelief": ("Zhuang et al., 2020", "https://arxiv.org/abs/2010.07468"),
-    "lamb": ("You et al., 2020", "https://arxiv.org/abs/1904.00962"),
-    "lars": ("You, Gitman & Ginsburg, 2017", "https://arxiv.org/abs/1708.03888"),
-    "sophia": ("Liu et al., 2023", "https://arxiv.org/abs/2305.14342"),
-    "schedulefree_adamw": ("Defazio et al., 2024", "https://arxiv.org/abs/2405.15682"),
-    "schedulefree_sgd": ("Defazio et al., 2024", "https://arxiv.org/abs/2405.15682"),
-    "muon": ("Jordan et al., 2024 (blog); Liu et al., 2025", "https://kellerjordan.github.io/posts/muon/"),
-    "adafactor": ("Shazeer & Stern, 2018", "https://arxiv.org/abs/1804.04235"),
-    "qhadam": ("Ma & Yarats, 2019", "https://arxiv.org/abs/1810.06801"),
-    "tiger": ("Su, 2023", "https://github.com/bojone/tiger"),
-    "ademamix": ("Pagliardini, Ablin & Grangier, 2024", "https://arxiv.org/abs/2409.03137"),
-    "stableadamw": ("Wortsman et al., 2023", "https://arxiv.org/abs/2304.13013"),
-    "madgrad": ("Defazio & Jelassi, 2021", "https://arxiv.org/abs/2101.11075"),
-    "novograd": ("Ginsburg et al., 2019", "https://arxiv.org/abs/1905.11286"),
-}
-
-# Optimizers written in Python (not in the C++ catalogue): name -> (class name, summary, reference).
-PYTHON_OPTIMIZERS: dict[str, tuple[str, str, str]] = {
-    "muon": ("Muon", "Muon, momentum orthogonalized by Newton-Schulz (2-D params only; GEMMs through numpy's BLAS)",
-             "torch.optim.Muon 2.13 (KellerJordan/Muon)"),
-    "adafactor": ("Adafactor", "Adafactor, factored second moment with relative step sizes and update clipping",
-                  "torch.optim.Adafactor 2.13"),
-}
+README_BEGIN = "<!-- optimizer table: generated by `python -m pyopt.catalog --write` from the records; do not edit -->"
+README_END = "<!-- end of the generated optimizer table -->"
 
 
 def entries() -> list[dict[str, Any]]:
-    """One dict per optimizer: name, class, hyperparameters with defaults, summary, reference, paper."""
+    """One dict per optimizer (those with a C++ rule first, then those written in Python): name,
+    class, hyperparameters with defaults, summary, reference, paper (text, link)."""
     import pyopt
-    from ._spec import available, spec
-    from .optimizers import CLASSES
+    from ._spec import records
 
+    everything = records()
+    order = [n for n, s in everything.items() if s.rule is not None] + [
+        n for n, s in everything.items() if s.rule is None]
     out = []
-    for name in available():
-        s = spec(name)
-        out.append({"name": name, "class": CLASSES[name].__name__, "defaults": s.defaults, "summary": s.summary,
-                    "reference": s.reference, "paper": PAPERS.get(name)})
-    for name, (cls_name, summary, reference) in PYTHON_OPTIMIZERS.items():
-        cls = getattr(pyopt, cls_name)
-        params = inspect.signature(cls.__init__).parameters
-        defaults = {k: p.default for k, p in params.items() if k not in ("self", "params")}
-        out.append({"name": name, "class": cls_name, "defaults": defaults, "summary": summary,
-                    "reference": reference, "paper": PAPERS.get(name)})
+    for name in order:
+        s = everything[name]
+        cls = getattr(pyopt, s.class_name)
+        if s.rule is not None:
+            defaults = s.defaults
+        else:
+            params = inspect.signature(cls.__init__).parameters
+            defaults = {k: p.default for k, p in params.items() if k not in ("self", "params")}
+        out.append({"name": name, "class": s.class_name, "defaults": defaults, "summary": s.summary,
+                    "reference": s.reference, "paper": (s.paper, s.paper_url) if s.paper else None})
     return out
 
 
@@ -88,12 +52,13 @@ def _value(v: Any) -> str:
 
 
 def markdown() -> str:
+    """docs/optimizers.md."""
     rows = entries()
     lines = [
         "# Optimizers",
         "",
-        "<!-- Generated by `pyopt list --markdown` from the C++ rules and the Python classes; "
-        "tests/python/test_catalog.py keeps it current. -->",
+        "<!-- Generated by `python -m pyopt.catalog --write` (or `pyopt list --markdown`) from the optimizer "
+        "records (csrc/include/pyopt/records.def); tests/python/test_catalog.py keeps it current. -->",
         "",
         f"pyopt has {len(rows)} optimizers. Each is a class (`pyopt.<Class>(params, ...)`) and a name for "
         "`pyopt.create(name, params, ...)`; every one is tested against the reference implementation named "
@@ -128,3 +93,110 @@ def markdown() -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def readme_table() -> str:
+    """The README's optimizer table, markers included."""
+    lines = [README_BEGIN, "| name | class | matches | what it is |", "|---|---|---|---|"]
+    for e in entries():
+        summary = e["summary"].replace("|", "\\|")
+        lines.append(f"| `{e['name']}` | `pyopt.{e['class']}` | {e['reference']} | {summary} |")
+    lines.append(README_END)
+    return "\n".join(lines)
+
+
+def with_readme_table(readme: str) -> str:
+    """``readme`` with the text between the markers replaced by ``readme_table()``."""
+    begin, end = readme.find(README_BEGIN), readme.find(README_END)
+    if begin < 0 or end < begin:
+        raise ValueError("README.md has no generated optimizer table (its markers are missing)")
+    return readme[:begin] + readme_table() + readme[end + len(README_END):]
+
+
+def _annotation(annotation: Any) -> str:
+    return annotation if isinstance(annotation, str) else getattr(annotation, "__name__", repr(annotation))
+
+
+def _signature(sig: inspect.Signature) -> str:
+    """``sig`` as stub source: string annotations unquoted, ``*`` before keyword-only ones."""
+    parts, star = [], False
+    for p in sig.parameters.values():
+        if p.kind == p.KEYWORD_ONLY and not star:
+            parts.append("*")
+            star = True
+        text = p.name if p.annotation is p.empty else f"{p.name}: {_annotation(p.annotation)}"
+        if p.default is not p.empty:
+            text += f" = {p.default!r}"
+        parts.append(text)
+    returns = "" if sig.return_annotation is sig.empty else f" -> {_annotation(sig.return_annotation)}"
+    return f"({', '.join(parts)}){returns}"
+
+
+def stub() -> str:
+    """pyopt/optimizers.pyi: each generated class with its signature and the public methods of
+    its hand-written base (SophiaG's update_hessian, the schedule-free train/eval)."""
+    from . import optimizers
+    from .optimizer import Optimizer
+
+    lines = ["# Generated by `python -m pyopt.catalog --write` from the optimizer records; do not edit.",
+             "from typing import Any", "", "from .optimizer import GradsLike, Optimizer, ParamsLike", ""]
+    for cls in optimizers.CLASSES.values():
+        lines += ["", f"class {cls.__name__}(Optimizer):",
+                  f"    def __init__{_signature(inspect.signature(cls.__init__))}: ..."]
+        for base in cls.__mro__[1:cls.__mro__.index(Optimizer)]:
+            for name, member in vars(base).items():
+                if name.startswith("_") or hasattr(Optimizer, name):
+                    continue
+                if isinstance(member, property):
+                    lines += ["    @property", f"    def {name}{_signature(inspect.signature(member.fget))}: ..."]
+                elif callable(member):
+                    lines.append(f"    def {name}{_signature(inspect.signature(member))}: ...")
+    lines += ["", "", "Sophia = SophiaG", "CLASSES: dict[str, type[Optimizer]]", "",
+              "def create(name: str, params: ParamsLike, **hyper: Any) -> Any: ...", "",
+              f"__all__ = {optimizers.__all__!r}", ""]
+    return "\n".join(lines)
+
+
+def source_root() -> pathlib.Path:
+    """The checkout this pyopt runs from (an editable install); the generated files live there."""
+    root = pathlib.Path(__file__).resolve().parents[1]
+    if not (root / "README.md").is_file() or not (root / "docs").is_dir():
+        raise FileNotFoundError(f"{root} is not a pyopt source checkout (no README.md and docs/): "
+                                "run this from an editable install")
+    return root
+
+
+def generated(root: pathlib.Path) -> dict[pathlib.Path, str]:
+    """Each generated file under ``root`` with the text it should have."""
+    readme = root / "README.md"
+    return {root / "docs" / "optimizers.md": markdown(), readme: with_readme_table(readme.read_text()),
+            root / "pyopt" / "optimizers.pyi": stub()}
+
+
+def write(root: pathlib.Path | None = None) -> list[pathlib.Path]:
+    """Regenerate the generated files; returns those that changed."""
+    root = source_root() if root is None else root
+    changed = []
+    for path, text in generated(root).items():
+        if not path.is_file() or path.read_text() != text:
+            path.write_text(text)
+            changed.append(path)
+    return changed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pyopt.catalog", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--write", action="store_true",
+                        help="regenerate docs/optimizers.md, README.md's optimizer table and pyopt/optimizers.pyi "
+                             "in this checkout")
+    args = parser.parse_args(argv)
+    if not args.write:
+        sys.stdout.write(markdown())
+        return 0
+    for path in write():
+        print(f"updated {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

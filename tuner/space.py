@@ -1,21 +1,23 @@
 """Search spaces: which hyperparameters of an optimizer the tuner searches, over which ranges.
 
-The optimizers declare their defaults and kinds (the C++ rules, seen through ``pyopt._spec``)
-and their learning-rate range (``lr_range`` on each class, next to its definition); the rules
-here turn those into Optuna distributions, by hyperparameter name:
+Everything comes from the optimizer records (csrc/include/pyopt/records.def, through ``pyopt._spec``):
+each hyperparameter declares its search kind and bounds (the core resolves bounds a record leaves
+at 0: see Search in csrc/include/pyopt/record.hpp), and the rules here turn the kinds into Optuna
+distributions (no rule looks at a hyperparameter's name):
 
-- ``lr``: log-uniform over the class's ``lr_range`` (Lion-like sign methods 3-10x below Adam's).
-- ``betas`` / ``beta``, ``momentum``, ``rho``, ``alpha`` (RMSprop): searched as 1 - beta on a log
-  scale around the default, (1 - d)/10 .. min(0.5, 30(1 - d)), as the Deep Learning Tuning
-  Playbook recommends for momentum-like parameters.
+- ``log``: log-uniform over (low, high); for ``lr`` the record's ``lr_range``, for eps-like ones
+  default/100 .. default·100, SophiaG's rho 0.01 .. 0.1.
+- ``one_minus_log``: 1 - value on a log scale around the default, (1 - d)/10 .. min(0.5, 30(1 - d)),
+  as the Deep Learning Tuning Playbook recommends for momentum-like parameters (betas, momentum).
 - ``weight_decay``: off, or log-uniform 1e-6 .. 0.3 (a conditional on/off choice).
-- ``eps``: log-uniform over default/100 .. default·100 (when the default is > 0).
-- ``nesterov``, ``amsgrad``, ``centered``: on/off.
+- ``flag``: on/off.
+- ``fixed``: not searched.
 
-Budgets: "lr" searches only lr; "core" adds the betas/momentum and weight decay; "full" adds eps
-and the flags. "auto" picks by the trials available per optimizer (< 12: lr, < 40: core, else full).
-Parameter names are prefixed with the optimizer (``adamw.lr``), so one study can search several
-optimizers conditionally (``optimizer`` is the first, categorical choice).
+Budgets: "lr" searches only lr; "core" adds the one_minus_log and weight_decay dimensions; "full"
+adds the other log ones (eps, SophiaG's rho) and the flags. "auto" picks by the trials available
+per optimizer (< 12: lr, < 40: core, else full). Parameter names are prefixed with the optimizer
+(``adamw.lr``), so one study can search several optimizers conditionally (``optimizer`` is the
+first, categorical choice).
 """
 from __future__ import annotations
 
@@ -23,12 +25,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyopt
-from pyopt._spec import spec
+from pyopt._spec import record, spec
 
 BUDGETS = ("lr", "core", "full")
-ONE_MINUS = ("beta", "momentum", "rho", "alpha")  # searched as 1 - value (log)
-FLAGS = ("nesterov", "amsgrad", "centered")
-WEIGHT_DECAY_RANGE = (1e-6, 0.3)
+# The budget from which on each search kind is searched.
+KIND_BUDGET = {"one_minus_log": "core", "weight_decay": "core", "log": "full", "flag": "full"}
 
 
 @dataclass(frozen=True)
@@ -54,49 +55,25 @@ def defaults(optimizer: str) -> dict[str, Any]:
         return dict(spec(optimizer).defaults)
     import inspect
 
-    cls: Any = {"muon": pyopt.Muon, "adafactor": pyopt.Adafactor}[optimizer]
+    cls: Any = getattr(pyopt, record(optimizer).class_name)
     return {k: p.default for k, p in inspect.signature(cls).parameters.items() if k != "params"}
 
 
 def lr_range(optimizer: str) -> tuple[float, float]:
-    from pyopt.optimizers import CLASSES
-
-    cls: Any = CLASSES.get(optimizer) or {"muon": pyopt.Muon, "adafactor": pyopt.Adafactor}[optimizer]
-    return tuple(getattr(cls, "lr_range", (1e-5, 1e-1)))  # type: ignore[return-value]
-
-
-def _one_minus_range(default: float) -> tuple[float, float]:
-    gap = 1.0 - default
-    if gap <= 0:
-        return (1e-4, 0.5)
-    return (max(gap / 10.0, 1e-5), min(0.5, gap * 30.0))
+    return record(optimizer).lr_range
 
 
 def dimensions(optimizer: str, budget: str) -> list[Dimension]:
     """The searched dimensions of ``optimizer`` under ``budget`` ("lr", "core" or "full")."""
     if budget not in BUDGETS:
         raise ValueError(f"unknown budget {budget!r}; one of {', '.join(BUDGETS)} (or auto)")
-    d = defaults(optimizer)
-    out = [Dimension("lr", None, "log", *lr_range(optimizer))]
-    if budget == "lr":
-        return out
-    for key, value in d.items():
-        if key == "lr" or isinstance(value, bool) and key not in FLAGS:
-            continue
-        if key in ("betas", "beta", "momentum", "rho", "alpha") and optimizer not in ("asgd",):
-            values = value if isinstance(value, tuple) else (value,)
-            for i, v in enumerate(values):
-                if isinstance(v, (int, float)) and 0.0 < float(v) < 1.0:
-                    out.append(Dimension(key, i if isinstance(value, tuple) else None, "one_minus_log",
-                                         *_one_minus_range(float(v))))
-        elif key == "weight_decay":
-            out.append(Dimension(key, None, "weight_decay", *WEIGHT_DECAY_RANGE))
-        elif budget == "full" and key == "eps" and isinstance(value, float) and value > 0:
-            out.append(Dimension(key, None, "log", value / 100.0, value * 100.0))
-        elif budget == "full" and key in FLAGS:
-            if key == "nesterov" and not float(d.get("momentum", 0.0)) > 0.0:
-                continue  # torch's rule: nesterov needs momentum (plain SGD searches none)
-            out.append(Dimension(key, None, "flag"))
+    s = record(optimizer)
+    out = [Dimension("lr", None, "log", *s.lr_range)]
+    for param in s.params:
+        for i, h in enumerate(param.members):
+            if h.name == "lr" or h.search == "fixed" or BUDGETS.index(budget) < BUDGETS.index(KIND_BUDGET[h.search]):
+                continue
+            out.append(Dimension(param.name, i if param.is_tuple else None, h.search, h.low, h.high))
     return out
 
 

@@ -1,15 +1,15 @@
-"""The harness shared by test_reference.py and test_reference_modern.py.
+"""The harness shared by the reference tests (test_reference*.py) and the per-optimizer tests.
 
-Both compare pyopt's optimizers with reference implementations on the same matrix (ISA paths,
-dtypes, tensor shapes, steps, seeds); this module holds what they have in common: those
-constants, hyperparameter and error helpers, a small trajectory cache, ISA/thread switches,
-torch with a correctly rounded sqrt, and the PYOPT_REFERENCE_REPORT dump. Each test file keeps
-its own reference runners, hyperparameter samplers, data and tolerances.
+The matrix (ISA paths, dtypes, tensor shapes, steps, seeds), error helpers, a small trajectory
+cache, ISA/thread switches, torch with a correctly rounded sqrt, and the PYOPT_REFERENCE_REPORT
+dump. The optimizers, their references, draws and tolerances are rows of reference_table.py.
+torch is imported only by the helpers that need it.
 """
 from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import json
 import os
 from typing import Any, Callable, Hashable, Iterator
@@ -17,6 +17,7 @@ from typing import Any, Callable, Hashable, Iterator
 import numpy as np
 
 import pyopt
+from refdraws import loguniform  # noqa: F401 - used by the per-optimizer tests
 
 ISAS = list(pyopt.info()["isa_available"])
 DTYPES = {"float32": np.float32, "float64": np.float64}
@@ -27,17 +28,18 @@ STEPS = 100
 SEEDS = (0, 1, 2, 3)
 
 
+@functools.lru_cache(maxsize=None)
 def fma_isas() -> tuple[str, ...]:
-    """pyopt's ISA paths with hardware FMA. torch fuses only when its own kernels run with AVX2 or
-    AVX-512 (ATEN_CPU_CAPABILITY=default would turn that off): otherwise there are none."""
-    import torch
+    """pyopt's ISA paths with hardware FMA where torch fuses too. torch fuses only when its own
+    kernels run with AVX2 or AVX-512 (ATEN_CPU_CAPABILITY=default would turn that off): otherwise,
+    or without torch, there are none."""
+    try:
+        import torch
+    except ImportError:
+        return ()
 
     return tuple(i for i in ("avx2", "avx512") if i in ISAS) \
         if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512") else ()
-
-
-def loguniform(rng: np.random.Generator, lo: float, hi: float) -> float:
-    return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
 
 
 def merge_errors(into: dict[str, float], errors: dict[str, float]) -> None:
@@ -126,7 +128,7 @@ _REPORTED: dict[str, dict[str, float]] = {}  # every module's errors of this pyt
 
 def write_report(observed: dict[tuple[str, str, str], dict[str, float]]) -> None:
     """If PYOPT_REFERENCE_REPORT=<path> is set, dump the largest observed errors there as JSON: those
-    of every module that reported in this run (test_reference.py and test_reference_modern.py)."""
+    of every module that reported in this run (the test_reference*.py files)."""
     path = os.environ.get("PYOPT_REFERENCE_REPORT")
     if path:
         _REPORTED.update({"/".join(k): v for k, v in observed.items()})

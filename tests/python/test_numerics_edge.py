@@ -26,7 +26,7 @@ from refcheck import DTYPES, ISAS, fma_isas, ieee_sqrt, isa_path, num_threads  #
 
 FMA_ISAS = fma_isas()
 SHAPES = [(1,), (7,), (31, 33), (1003,)]  # a lone element, a SIMD tail, SIMD bodies with tails
-# On the paths without FMA (test_reference_modern.py's tolerances for a path that rounds differently).
+# On the paths without FMA (reference_table.py's MODEL tolerance, for a path that rounds differently).
 TOL = {"float32": dict(rtol=1e-4, atol=1e-6), "float64": dict(rtol=1e-12, atol=1e-13)}
 HUGE = {"float32": 1e30, "float64": 1e160}  # g²·(1 − β2) overflows the dtype
 

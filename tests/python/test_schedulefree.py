@@ -1,6 +1,6 @@
 """Schedule-free train()/eval(): the params switch between y and x = lerp(y, z, 1 − 1/β) in place,
 exactly as facebookresearch schedulefree 1.4.1 switches them (the step itself is checked over the
-whole matrix in test_reference_modern.py)."""
+whole matrix in test_reference.py)."""
 from __future__ import annotations
 
 import numpy as np

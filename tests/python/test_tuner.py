@@ -86,6 +86,51 @@ def test_space_defaults_round_trip() -> None:
         space.dimensions("adamw", "everything")
 
 
+def test_sophia_rho_is_searched_around_its_default() -> None:
+    """SophiaG's rho is a clipping scale (default 0.04), not a momentum: its record searches it
+    log-uniform around 0.04 and the warm start runs rho = 0.04 (a rule by hyperparameter name once
+    searched it as 1 - rho in [0.096, 0.5], and warm-started it at rho = 0.5)."""
+    rho = next(d for d in space.dimensions("sophia", "full") if d.key == "rho")
+    assert rho.kind == "log" and rho.index is None and rho.low < 0.04 < rho.high
+    params = space.default_params("sophia", "full")
+    assert params["sophia.rho"] == 0.04
+    assert space.suggest(optuna.trial.FixedTrial({"optimizer": "sophia", **params}), "sophia", "full")["rho"] == 0.04
+
+
+def _by_name_rules(name: str, budget: str) -> list[space.Dimension]:
+    """The search space as it was derived by hyperparameter name before the records declared it:
+    betas/beta/momentum/rho/alpha (not ASGD's) in (0, 1) as 1 - value on a log scale around the
+    default, weight_decay on/off + log-uniform, eps > 0 log-uniform over default/100 .. ·100, and
+    the flags nesterov (when the default momentum is > 0), amsgrad and centered."""
+    d = space.defaults(name)
+    out = [space.Dimension("lr", None, "log", *space.lr_range(name))]
+    if budget == "lr":
+        return out
+    for key, value in d.items():
+        if key in ("betas", "beta", "momentum", "rho", "alpha") and name != "asgd":
+            for i, v in enumerate(value if isinstance(value, tuple) else (value,)):
+                if isinstance(v, (int, float)) and 0.0 < float(v) < 1.0:
+                    gap = 1.0 - float(v)
+                    out.append(space.Dimension(key, i if isinstance(value, tuple) else None, "one_minus_log",
+                                               max(gap / 10.0, 1e-5), min(0.5, gap * 30.0)))
+        elif key == "weight_decay":
+            out.append(space.Dimension(key, None, "weight_decay", 1e-6, 0.3))
+        elif budget == "full" and key == "eps" and isinstance(value, float) and value > 0:
+            out.append(space.Dimension(key, None, "log", value / 100.0, value * 100.0))
+        elif budget == "full" and key in ("nesterov", "amsgrad", "centered"):
+            if key != "nesterov" or float(d.get("momentum", 0.0)) > 0.0:
+                out.append(space.Dimension(key, None, "flag"))
+    return out
+
+
+@pytest.mark.parametrize("name", [n for n in list(pyopt.available()) + ["muon", "adafactor"] if n != "sophia"])
+def test_search_spaces_from_the_records_follow_the_old_rules(name: str) -> None:
+    """The records' search kinds give every optimizer but SophiaG (see above) the space the
+    name-based rules gave: same dimensions, kinds, ranges and warm starts."""
+    for budget in space.BUDGETS:
+        assert sorted(space.dimensions(name, budget), key=repr) == sorted(_by_name_rules(name, budget), key=repr)
+
+
 def test_train_reports_and_diverged_runs_are_capped(quad) -> None:
     seen = []
     val, info = tuner.train(quad, "sgd", {"lr": 0.05}, report=lambda v, e: seen.append((e, v)) and False)

@@ -1,0 +1,252 @@
+"""The reference implementations the table in reference_table.py compares pyopt with.
+
+Each reference is a function ``run(hyper, params, grads, checkpoints) -> trajectory``: it steps
+copies of ``params`` through ``grads`` and returns, for each checkpoint step t, ``{"params": [...],
+"state": [{slot: array, ...}, ...]}``. Three kinds:
+  - ``torch_optim(cls)``: torch.optim's single-tensor path (foreach=False), in the params' dtype;
+  - ``torch_package(make, slots)``: another torch optimizer package, in the params' dtype;
+  - ``numpy_model(init, step)``: a float64 numpy model, which runs without torch.
+torch is imported only when a torch reference runs, so the numpy models need no torch.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import io
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+
+Trajectory = dict[int, dict[str, Any]]
+Reference = Callable[[dict, list, list, tuple], Trajectory]
+
+# Per-tensor scalar state torch keeps as 0-d tensors (NAdam's mu_product, ASGD's eta and mu).
+SCALAR_STATE = ("mu_product", "eta", "mu")
+
+
+@contextlib.contextmanager
+def torch_settings(dtype: Any):
+    """torch keeps NAdam's mu_product, ASGD's eta and mu (and step) in the default dtype: match it to the params.
+    One intra-op thread: the update is elementwise (same result), and torch's OpenMP threads
+    spinning against pyopt's on a small machine make it 10-50x slower."""
+    import torch
+
+    saved = torch.get_default_dtype(), torch.get_num_threads()
+    torch.set_default_dtype(dtype)
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(saved[0])
+        torch.set_num_threads(saved[1])
+
+
+# ----- torch.optim -------------------------------------------------------------------------------
+def torch_optim(cls_name: str, **fixed: Any) -> Reference:
+    """torch.optim.<cls_name> (foreach=False) with ``fixed`` keyword arguments added; every state
+    entry it keeps is recorded (0-d tensors as floats)."""
+
+    def run(hyper: dict, params: list[np.ndarray], grads: list[list[np.ndarray]], checkpoints: tuple) -> Trajectory:
+        torch = pytest.importorskip("torch")
+        tdtype = torch.float64 if params[0].dtype == np.float64 else torch.float32
+        out: Trajectory = {}
+        with torch_settings(tdtype), torch.no_grad():
+            tparams = [torch.from_numpy(p.copy()) for p in params]
+            opt = getattr(torch.optim, cls_name)(tparams, **{**hyper, **fixed, "foreach": False})
+            for t, gs in enumerate(grads, start=1):
+                for tp, g in zip(tparams, gs):
+                    tp.grad = torch.from_numpy(g.copy())
+                opt.step()
+                if t in checkpoints:
+                    states = []
+                    for tp in tparams:
+                        entry = {}
+                        for key, value in opt.state[tp].items():
+                            if value is None:
+                                continue
+                            if key in SCALAR_STATE or key == "step":
+                                entry[key] = float(value)
+                            else:
+                                entry[key] = value.numpy().copy()
+                        states.append(entry)
+                    out[t] = {"params": [tp.numpy().copy() for tp in tparams], "state": states}
+        return out
+
+    return run
+
+
+# ----- other torch packages ----------------------------------------------------------------------
+def torch_package(make: Callable[[list, dict], Any], slots: dict[str, str]) -> Reference:
+    """A torch optimizer built by ``make(tparams, hyper)``, in the params' dtype; ``slots`` maps
+    pyopt's state names to the package's. maximize is applied by negating the gradient fed to it."""
+
+    def run(hyper: dict, params: list[np.ndarray], grads: list[list[np.ndarray]], checkpoints: tuple) -> Trajectory:
+        torch = pytest.importorskip("torch")
+        out: Trajectory = {}
+        saved = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with torch.no_grad():
+                tparams = [torch.from_numpy(p.copy()) for p in params]
+                opt = make(tparams, {k: v for k, v in hyper.items() if k != "maximize"})
+                sign = -1.0 if hyper.get("maximize") else 1.0
+                for t, gs in enumerate(grads, start=1):
+                    for tp, g in zip(tparams, gs):
+                        tp.grad = torch.from_numpy((g * g.dtype.type(sign)).astype(g.dtype))
+                    opt.step()
+                    if t in checkpoints:
+                        out[t] = {"params": [tp.numpy().copy() for tp in tparams],
+                                  "state": [{mine: opt.state[tp][theirs].numpy().copy() for mine, theirs in slots.items()
+                                             if theirs in opt.state[tp]} for tp in tparams]}
+        finally:
+            torch.set_num_threads(saved)
+        return out
+
+    return run
+
+
+def _versioned(module: str, distribution: str, version: str) -> Any:
+    package = pytest.importorskip(module)
+    found = importlib.metadata.version(distribution)
+    assert found == version, f"the reference is {distribution} {version}, found {found}"
+    return package
+
+
+def lion_package(tparams: list, hyper: dict[str, Any]):
+    return pytest.importorskip("lion_pytorch").Lion(tparams, **hyper)
+
+
+def grams_package(tparams: list, hyper: dict[str, Any]):
+    return pytest.importorskip("grams").Grams(tparams, **hyper)
+
+
+def pytorch_optimizer(cls_name: str, **fixed: Any) -> Callable[[list, dict], Any]:
+    """pytorch-optimizer 4.1.0's ``cls_name`` on its per-param path (foreach=False)."""
+
+    def make(tparams: list, hyper: dict[str, Any]):
+        package = _versioned("pytorch_optimizer", "pytorch-optimizer", "4.1.0")
+        return getattr(package, cls_name)(tparams, foreach=False, **fixed, **hyper)
+
+    return make
+
+
+def laprop_package(tparams: list, hyper: dict[str, Any]):
+    """LaProp takes steps_before_using_centered as an int constructor argument."""
+    hyper = dict(hyper)
+    steps = int(hyper.pop("steps_before_using_centered"))
+    return pytorch_optimizer("LaProp", steps_before_using_centered=steps)(tparams, hyper)
+
+
+def ademamix_package(tparams: list, hyper: dict[str, Any]):
+    """AdEMAMix: pyopt's t_alpha_beta3 = 0 (no warmup) is the reference's None."""
+    hyper = dict(hyper)
+    hyper["t_alpha_beta3"] = hyper["t_alpha_beta3"] or None
+    return pytorch_optimizer("AdEMAMix")(tparams, hyper)
+
+
+def adabelief_package(tparams: list, hyper: dict[str, Any]):
+    """adabelief-pytorch 0.2.0, its change log and flag announcements silenced."""
+    package = _versioned("adabelief_pytorch", "adabelief-pytorch", "0.2.0")
+    with contextlib.redirect_stdout(io.StringIO()):
+        return package.AdaBelief(tparams, print_change_log=False, **hyper)
+
+
+def schedulefree_package(cls_name: str) -> Callable[[list, dict], Any]:
+    """facebookresearch schedulefree 1.4.1 (per-param path, foreach=False), put in train mode."""
+
+    def make(tparams: list, hyper: dict[str, Any]):
+        package = _versioned("schedulefree", "schedulefree", "1.4.1")
+        opt = getattr(package, cls_name)(tparams, foreach=False, **hyper)
+        opt.train()
+        return opt
+
+    return make
+
+
+# ----- float64 numpy models ----------------------------------------------------------------------
+def numpy_model(init: Callable[[np.ndarray, dict], dict], step: Callable[..., None]) -> Reference:
+    """A float64 numpy model: ``init(p, h)`` makes a param's state, ``step(h, t, p, g, state)``
+    updates in place (g already negated for maximize)."""
+
+    def run(hyper: dict, params: list[np.ndarray], grads: list[list[np.ndarray]], checkpoints: tuple) -> Trajectory:
+        out: Trajectory = {}
+        ps = [p.astype(np.float64) for p in params]
+        states = [init(p, hyper) for p in ps]
+        for t, gs in enumerate(grads, start=1):
+            for p, g, st in zip(ps, gs, states):
+                g = g.astype(np.float64)
+                step(hyper, t, p, -g if hyper.get("maximize") else g, st)
+            if t in checkpoints:
+                out[t] = {"params": [p.copy() for p in ps], "state": [{k: v.copy() for k, v in st.items()} for st in states]}
+        return out
+
+    return run
+
+
+def zeros(*slots: str) -> Callable[[np.ndarray, dict], dict]:
+    return lambda p, h: {k: np.zeros_like(p) for k in slots}
+
+
+def grams_step(h: dict, t: int, p: np.ndarray, g: np.ndarray, st: dict) -> None:
+    """Gunale0926/Grams grams.py, correct_bias=True."""
+    lr, (b1, b2), eps, wd = h["lr"], h["betas"], h["eps"], h["weight_decay"]
+    if wd > 0:
+        p -= lr * wd * p
+    m, v = st["exp_avg"], st["exp_avg_sq"]
+    m[...] = b1 * m + (1 - b1) * g
+    v[...] = b2 * v + (1 - b2) * g * g
+    denom = np.sqrt(v) + eps
+    step_size = lr * np.sqrt(1 - b2 ** t) / (1 - b1 ** t)
+    p -= step_size * np.sign(g) * np.abs(m) / denom
+
+
+def adan_step(h: dict, t: int, p: np.ndarray, g: np.ndarray, st: dict) -> None:
+    """sail-sg/Adan adan.py, _single_tensor_adan (clip factor 1)."""
+    lr, (b1, b2, b3), eps, wd = h["lr"], h["betas"], h["eps"], h["weight_decay"]
+    if t == 1:
+        st["pre_grad"][...] = g
+    diff = g - st["pre_grad"]
+    m, n, d = st["exp_avg"], st["exp_avg_sq"], st["exp_avg_diff"]
+    m[...] = b1 * m + (1 - b1) * g
+    d[...] = b2 * d + (1 - b2) * diff
+    u = g + b2 * diff
+    n[...] = b3 * n + (1 - b3) * u * u
+    denom = np.sqrt(n) / np.sqrt(1 - b3 ** t) + eps
+    if h["no_prox"]:
+        p *= 1 - lr * wd
+    p -= (lr / (1 - b1 ** t)) * m / denom
+    p -= (lr * b2 / (1 - b2 ** t)) * d / denom
+    if not h["no_prox"]:
+        p /= 1 + lr * wd
+    st["pre_grad"][...] = g
+
+
+def lamb_step(h: dict, t: int, p: np.ndarray, g: np.ndarray, st: dict) -> None:
+    """optax.lamb: scale_by_adam, add_decayed_weights, scale_by_trust_ratio, scale_by_learning_rate."""
+    lr, (b1, b2), eps, wd = h["lr"], h["betas"], h["eps"], h["weight_decay"]
+    m, v = st["exp_avg"], st["exp_avg_sq"]
+    m[...] = (1 - b1) * g + b1 * m
+    v[...] = (1 - b2) * g * g + b2 * v
+    u = (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps) + wd * p
+    param_norm, update_norm = np.linalg.norm(p), np.linalg.norm(u)
+    trust = 1.0 if param_norm == 0 or update_norm == 0 else param_norm / update_norm
+    p -= lr * trust * u
+
+
+def lars_init(p: np.ndarray, h: dict) -> dict:
+    return {"momentum_buffer": np.zeros_like(p)} if h["momentum"] else {}
+
+
+def lars_step(h: dict, t: int, p: np.ndarray, g: np.ndarray, st: dict) -> None:
+    """optax.lars: add_decayed_weights, scale_by_trust_ratio(η, ε), scale_by_learning_rate, trace(μ)."""
+    u = g + h["weight_decay"] * p
+    param_norm, update_norm = np.linalg.norm(p), np.linalg.norm(u)
+    trust = 1.0 if param_norm == 0 or update_norm == 0 else h["trust_coefficient"] * param_norm / (update_norm + h["eps"])
+    u = -h["lr"] * trust * u
+    if not h["momentum"]:
+        p += u
+        return
+    b = st["momentum_buffer"]
+    b[...] = u + h["momentum"] * b
+    p += u + h["momentum"] * b if h["nesterov"] else b
