@@ -7,7 +7,7 @@
 PYOPT_KERNEL_NAMESPACE_BEGIN
 
 #define PYOPT_RULE(Rule, ...) {{&driver::run<rules::Rule, float>, &driver::run<rules::Rule, double>}},
-#define PYOPT_INTERNAL(Rule, ...) PYOPT_RULE(Rule)
+#define PYOPT_INTERNAL(Rule, ...) {{&driver::run<rules::Rule, float>, &driver::run<rules::Rule, double>}},
 #define PYOPT_PYTHON_ONLY(...)
 extern const RuleKernels kernel_table[];
 const RuleKernels kernel_table[] = {
