@@ -126,18 +126,6 @@ std::vector<OptimizerSpec> build_optimizers() {
   return out;
 }
 
-// Kernels an optimizer runs besides its step (not listed by optimizers()).
-std::vector<OptimizerSpec> build_internal() {
-  const std::vector<Entry> entries = {
-      {"sophia_hessian", "sophia_hessian", {}, {}, "SophiaG's Hessian EMA: h = beta2*h + (1 - beta2)*estimate",
-       "Liuhong99/Sophia (hessian update in the training loop)"},
-      {"lerp", "lerp", {}, {}, "p = lerp(p, end, weight) as torch.lerp_ (schedule-free train/eval)", "torch.Tensor.lerp_"},
-  };
-  std::vector<OptimizerSpec> out;
-  for (const Entry& e : entries) out.push_back(make_spec(e));
-  return out;
-}
-
 }  // namespace
 
 int RuleInfo::hyper_index(const std::string& key) const {
@@ -164,9 +152,6 @@ const std::vector<OptimizerSpec>& optimizers() {
 
 const OptimizerSpec& find_optimizer(const std::string& name) {
   for (const OptimizerSpec& s : optimizers())
-    if (s.name == name) return s;
-  static const std::vector<OptimizerSpec> internal = build_internal();
-  for (const OptimizerSpec& s : internal)
     if (s.name == name) return s;
   std::string valid;
   for (const OptimizerSpec& s : optimizers()) valid += (valid.empty() ? "" : ", ") + s.name;

@@ -42,7 +42,6 @@ struct OptimizerSpec {
 
 const std::vector<RuleInfo>& all_rules();
 const std::vector<OptimizerSpec>& optimizers();
-// Also finds the internal kernels optimizers run besides their step (e.g. "sophia_hessian").
 // Throws std::invalid_argument naming the valid optimizers.
 const OptimizerSpec& find_optimizer(const std::string& name);
 

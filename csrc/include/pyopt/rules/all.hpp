@@ -53,10 +53,8 @@
   X(Lamb)                      \
   X(Lars)                      \
   X(Sophia)                    \
-  X(SophiaHessian)              \
   X(ScheduleFreeAdamW)          \
   X(ScheduleFreeSgd)            \
-  X(Lerp)                      \
   X(QHAdam)                    \
   X(Tiger)                     \
   X(AdEMAMix)                  \
