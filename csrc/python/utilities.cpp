@@ -147,7 +147,8 @@ void run_labeled_map(ElementMap map, const std::vector<double>& group_coeffs, vo
   std::vector<Span> spans;
   for (py::handle item : tensors) {
     auto t = item.cast<py::tuple>();
-    if (t.size() != 3) throw py::value_error("tensors[" + std::to_string(targets.size()) + "]: expected (label, group, array)");
+    if (t.size() != 3)
+      throw py::value_error("tensors[" + std::to_string(targets.size()) + "]: expected (label, group, array)");
     Target target{t[0].cast<std::string>(), t[1].cast<int>(), {}};
     if (target.group < 0 || std::size_t(target.group) >= group_coeffs.size())
       throw std::invalid_argument(target.label + ": bad group index");

@@ -16,7 +16,7 @@ HAS_FMA_PATH = any(isa in ISAS for isa in ("avx2", "avx512"))
 
 @pytest.mark.parametrize("name", ["lerp", "sophia_hessian"])
 def test_internal_kernels_are_not_optimizers(name: str) -> None:
-    for call in (lambda: _core.validate(name, [0.5]), lambda: _core.slots_needed(name, [0.5]),
+    for call in (lambda: _core.validate(name, [0.5]),
                  lambda: _core.Engine(name, [[0.5]], [], np.zeros(0, np.int64), np.zeros((0, _core.MAX_SCALARS))),
                  lambda: _core.apply(name, np.zeros(3), np.zeros(3), [], 1, [0.5], np.zeros(_core.MAX_SCALARS))):
         with pytest.raises((ValueError, TypeError), match=f"unknown optimizer '{name}'"):

@@ -40,7 +40,8 @@ void adafactor(const AdafactorArgs& a, int num_threads) {
   const int team = num_threads <= 1 || n < kSerialThreshold || omp_in_parallel() ? 1 : team_size(n, num_threads);
 
   // α from ‖p‖ before the decay.
-  const double p_norm = std::sqrt(blocked_sum(n, kReduceBlock, team, [&](int64_t i) { return double(p[i]) * double(p[i]); }));
+  const double p_norm =
+      std::sqrt(blocked_sum(n, kReduceBlock, team, [&](int64_t i) { return double(p[i]) * double(p[i]); }));
   const double alpha = std::max(h.eps2, p_norm / std::sqrt(double(n))) * rho;
   if (h.weight_decay != 0.0) {
     const T decay = T(1.0 - h.lr * h.weight_decay);
@@ -75,7 +76,8 @@ void adafactor(const AdafactorArgs& a, int num_threads) {
         T& cv = col_var[b * cols + c];
         cv = ema(cv, T(s / double(rows)));  // col_var.lerp_(norm(g, dim=-2)² / rows, β̂)
       }
-      const double mean = sum_in_order(0, rows, [&](int64_t r) { return double(row_var[b * rows + r]); }) / double(rows);
+      const double row_sum = sum_in_order(0, rows, [&](int64_t r) { return double(row_var[b * rows + r]); });
+      const double mean = row_sum / double(rows);
       row_mean_floor[size_t(b)] = T(std::max(mean, eps1));  // row_var.mean(-2).clamp_(min=eps1)
     }
   } else {

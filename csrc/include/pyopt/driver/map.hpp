@@ -100,8 +100,9 @@ void run_map(const MapArgs* tensors, int64_t count, int num_threads) {
     return;
   }
 #pragma omp parallel num_threads(team_size(total, num_threads))
-  for_my_chunk(count, total, [&](int64_t i) { return tensors[i].size; },
-               [&](int64_t i, int64_t begin, int64_t end) { map_variant(tensors[i], prepared[i], begin, end, Variants{}); });
+  for_my_chunk(count, total, [&](int64_t i) { return tensors[i].size; }, [&](int64_t i, int64_t begin, int64_t end) {
+    map_variant(tensors[i], prepared[i], begin, end, Variants{});
+  });
 }
 
 }  // namespace driver

@@ -25,7 +25,10 @@ double blocked_sum(int64_t n, int64_t block, int team, F f) {
   const int64_t blocks = (n + block - 1) / block;
   std::vector<double> partial(size_t(blocks), 0.0);
 #pragma omp parallel for num_threads(team) schedule(static)
-  for (int64_t b = 0; b < blocks; ++b) partial[b] = sum_in_order(b * block, b * block + block < n ? b * block + block : n, f);
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t begin = b * block, end = begin + block < n ? begin + block : n;
+    partial[b] = sum_in_order(begin, end, f);
+  }
   return sum_in_order(0, blocks, [&](int64_t b) { return partial[b]; });
 }
 
