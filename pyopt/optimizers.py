@@ -38,19 +38,16 @@ class _SophiaG(Optimizer):
             self._rebuild()  # allocates the state (h starts at 0)
         elif self._hyper_changed:
             self._refresh_hypers()
-        flats: list[list[float]] = []
+        beta2: list[float] = []
         tensors: list[Any] = []
         index = 0
         for g, group in enumerate(self.param_groups):
-            flats.append([float(group["betas"][1])])
+            beta2.append(float(group["betas"][1]))
             for _ in group["params"]:
                 tensors.append((f"{self._owner_label}: {self._labels[index]} (hessian estimate)", g,
-                                self._slots[index]["hessian"], []))
+                                self._slots[index]["hessian"]))
                 index += 1
-        n = len(tensors)
-        engine = _core.Engine("sophia_hessian", flats, tensors, np.zeros(n, np.int64),
-                              np.zeros((n, _core.MAX_SCALARS), np.float64))
-        engine.step(self._grad_list(estimates))
+        _core.sophia_hessian_update(beta2, tensors, self._grad_list(estimates))
 
 
 class _ScheduleFree(Optimizer):
@@ -85,7 +82,7 @@ class _ScheduleFree(Optimizer):
     def _swap(self, to_train: bool) -> None:
         if self._train_mode == to_train:
             return
-        flats: list[list[float]] = []
+        weights: list[float] = []
         tensors: list[Any] = []
         ends: list[Any] = []
         index = 0
@@ -93,17 +90,15 @@ class _ScheduleFree(Optimizer):
             beta = float(self._beta(group))
             if not to_train and beta == 0.0:
                 raise ValueError(f"{self._owner_label}: eval() needs a momentum / beta1 > 0 (x = lerp(y, z, 1 - 1/beta))")
-            flats.append([1.0 - beta if to_train else 1.0 - 1.0 / beta])
+            weights.append(1.0 - beta if to_train else 1.0 - 1.0 / beta)
             for p in group["params"]:
                 z = self._slots[index].get("z")
                 if z is not None and self._steps[index] > 0:
-                    tensors.append((self._labels[index], g, p, []))
+                    tensors.append((self._labels[index], g, p))
                     ends.append(z)
                 index += 1
         if tensors:
-            n = len(tensors)
-            _core.Engine("lerp", flats, tensors, np.zeros(n, np.int64),
-                         np.zeros((n, _core.MAX_SCALARS), np.float64)).step(ends)
+            _core.lerp_inplace(weights, tensors, ends)
         self._train_mode = to_train
 
     @_locked

@@ -1,9 +1,14 @@
-// _core.ema_update: avg <- lerp(avg, param, 1 - decay) over many tensors in one OpenMP region.
+// Training utilities that are not optimizer steps, run by the element-wise maps of
+// driver/map.hpp (on the ISA path set_isa() selects, with the driver's threads and chunking):
+//   ema_update             avg <- lerp(avg, param, 1 - decay)       (pyopt.EMA, pyopt.Lookahead)
+//   lerp_inplace           target <- lerp(target, end, weight)      (schedule-free train()/eval())
+//   sophia_hessian_update  h <- beta2*h + (1 - beta2)*estimate       (SophiaG.update_hessian)
+// and adafactor_step, Adafactor's per-ISA kernel for one param.
 //
 // Rounding follows torch.lerp on CPU (ATen's lerp_vec and its scalar lerp, both one fused
-// multiply-add): with w = T(1 - decay),
-//   |w| <  0.5:  avg + w·(param − avg)          as fma(w, param − avg, avg)
-//   |w| >= 0.5:  param − (1 − w)·(param − avg)  as fma(w − 1, param − avg, param)
+// multiply-add): with w = T(weight) (for ema_update, T(1 - decay)),
+//   |w| <  0.5:  start + w·(end − start)          as fma(w, end − start, start)
+//   |w| >= 0.5:  end − (1 − w)·(end − start)      as fma(w − 1, end − start, end)
 // so torch.optim.swa_utils.get_ema_multi_avg_fn / timm's `ema.lerp_(p, 1 - decay)` and
 // pytorch-optimizer's Lookahead `p.lerp_(slow, 1 - alpha)` are matched bit for bit where the CPU
 // has FMA (the avx2 / avx512 ISA paths). Under the baseline ISA (set_isa("baseline") or a CPU
@@ -22,7 +27,8 @@
 
 #include "arrays.hpp"
 #include "pyopt/adafactor.hpp"
-#include "pyopt/registry.hpp"
+#include "pyopt/kernels.hpp"
+#include "pyopt/rules/common.hpp"
 
 namespace py = pybind11;
 
@@ -30,21 +36,20 @@ namespace pyopt::python {
 namespace {
 
 struct Pair {
-  void* avg;
-  const void* param;
+  void* target;
+  const void* source;
   int64_t size;
   bool f64;
+  double coeff;
 };
 
-// The optimizers' own "lerp" rule (rules/schedulefree.hpp) does the work: the "param" is the
-// average and the "grad" the param, so the ISA dispatch, threads and chunking are the driver's.
-void run_pairs(const std::vector<Pair>& pairs, double weight) {
-  const RuleInfo& lerp = *find_optimizer("lerp").rule;
-  std::vector<TensorArgs> by_dtype[kNumDTypes];
+// Runs `map` over every pair with size > 0, one call per dtype.
+void run_pairs(ElementMap map, const std::vector<Pair>& pairs) {
+  std::vector<MapArgs> by_dtype[kNumDTypes];
   for (const Pair& p : pairs)
-    if (p.size > 0) by_dtype[p.f64 ? 1 : 0].push_back(TensorArgs{p.avg, p.param, {}, p.size, 1, &weight, nullptr});
+    if (p.size > 0) by_dtype[p.f64 ? 1 : 0].push_back(MapArgs{p.target, p.source, p.size, p.coeff});
   for (int d = 0; d < kNumDTypes; ++d)
-    if (!by_dtype[d].empty()) run_kernel(lerp, DType(d), by_dtype[d].data(), int64_t(by_dtype[d].size()));
+    if (!by_dtype[d].empty()) run_map(map, DType(d), by_dtype[d].data(), int64_t(by_dtype[d].size()));
 }
 
 std::string type_name(py::handle obj) { return py::str(py::type::of(obj).attr("__name__")).cast<std::string>(); }
@@ -68,30 +73,26 @@ struct Span {
   size_t index;
 };
 
-// No average may share memory with another average or with any param: the update would read
-// values it has already written (or write one element twice).
-void check_no_alias(const std::vector<py::array>& avgs, const std::vector<py::array>& params) {
-  std::vector<Span> spans;
-  auto add = [&](const py::array& a, bool written, size_t i) {
-    if (a.nbytes() > 0) {
-      const auto s = reinterpret_cast<uintptr_t>(a.data());
-      spans.push_back({s, s + static_cast<uintptr_t>(a.nbytes()), written, i});
-    }
-  };
-  for (size_t i = 0; i < avgs.size(); ++i) add(avgs[i], true, i);
-  for (size_t i = 0; i < params.size(); ++i) add(params[i], false, i);
+void add_span(std::vector<Span>& spans, const py::array& a, bool written, size_t index) {
+  if (a.nbytes() > 0) {
+    const auto s = reinterpret_cast<uintptr_t>(a.data());
+    spans.push_back({s, s + static_cast<uintptr_t>(a.nbytes()), written, index});
+  }
+}
+
+// No written array may share memory with any other array (read ones may share among themselves):
+// the map would read values it has already written, or write one element twice. Calls
+// overlap(earlier, later) (it throws) for the first overlap found in address order.
+template <class OnOverlap>
+void check_no_alias(std::vector<Span> spans, OnOverlap overlap) {
   std::sort(spans.begin(), spans.end(), [](const Span& x, const Span& y) { return x.start < y.start; });
-  const Span* far_any = nullptr;   // the span seen so far reaching furthest
-  const Span* far_avg = nullptr;   // the average seen so far reaching furthest
-  auto name = [](const Span& s) {
-    return std::string(s.written ? "averages[" : "params[") + std::to_string(s.index) + "]";
-  };
+  const Span* far_any = nullptr;      // the span seen so far reaching furthest
+  const Span* far_written = nullptr;  // the written span seen so far reaching furthest
   for (const Span& s : spans) {
-    const Span* other = s.written ? far_any : far_avg;
-    if (other && s.start < other->end)
-      throw py::value_error("ema_update: " + name(*other) + " and " + name(s) + " share memory");
+    const Span* other = s.written ? far_any : far_written;
+    if (other && s.start < other->end) overlap(*other, s);
     if (!far_any || s.end > far_any->end) far_any = &s;
-    if (s.written && (!far_avg || s.end > far_avg->end)) far_avg = &s;
+    if (s.written && (!far_written || s.end > far_written->end)) far_written = &s;
   }
 }
 
@@ -106,7 +107,7 @@ void ema_update(const py::sequence& averages, const py::sequence& params, double
   std::vector<py::array> avgs = as_arrays(averages, "averages");
   const std::vector<py::array> prms = as_arrays(params, "params");
   std::vector<Pair> pairs;
-  pairs.reserve(avgs.size());
+  std::vector<Span> spans;
   for (size_t i = 0; i < avgs.size(); ++i) {
     const std::string idx = "[" + std::to_string(i) + "]";
     check_param(avgs[i], "ema_update: averages" + idx);  // float32/64, C-contiguous, writeable
@@ -116,11 +117,81 @@ void ema_update(const py::sequence& averages, const py::sequence& params, double
     if (!(p.flags() & py::array::c_style)) throw py::value_error(plabel + ": array is not C-contiguous");
     // dtype, shape, contiguity and writeability of the average against its param
     check_state(avgs[i], p, "ema_update: averages" + idx);
-    pairs.push_back({avgs[i].mutable_data(), p.data(), static_cast<int64_t>(p.size()), p.itemsize() == 8});
+    pairs.push_back({avgs[i].mutable_data(), p.data(), static_cast<int64_t>(p.size()), p.itemsize() == 8, 1.0 - decay});
   }
-  check_no_alias(avgs, prms);
+  for (size_t i = 0; i < avgs.size(); ++i) add_span(spans, avgs[i], true, i);
+  for (size_t i = 0; i < prms.size(); ++i) add_span(spans, prms[i], false, i);
+  auto name = [](const Span& s) {
+    return std::string(s.written ? "averages[" : "params[") + std::to_string(s.index) + "]";
+  };
+  check_no_alias(spans, [&](const Span& a, const Span& b) {
+    throw py::value_error("ema_update: " + name(a) + " and " + name(b) + " share memory");
+  });
   py::gil_scoped_release release;
-  run_pairs(pairs, 1.0 - decay);
+  run_pairs(ElementMap::Lerp, pairs);
+}
+
+// lerp_inplace and sophia_hessian_update: `tensors` are (label, group, target array) tuples and
+// `sources` holds one array (or None: skip the target) per tensor; target <- map(target, source,
+// coeffs[group]). The checks and messages are an optimizer step's (engine.cpp), all before any
+// array is written.
+void run_labeled_map(ElementMap map, const std::vector<double>& group_coeffs, void (*check_coeff)(double),
+                     const py::list& tensors, const py::sequence& sources) {
+  for (double c : group_coeffs) check_coeff(c);
+  struct Target {
+    std::string label;
+    int group;
+    py::array array;
+  };
+  std::vector<Target> targets;
+  std::vector<Span> spans;
+  for (py::handle item : tensors) {
+    auto t = item.cast<py::tuple>();
+    if (t.size() != 3)
+      throw py::value_error("tensors[" + std::to_string(targets.size()) + "]: expected (label, group, array)");
+    Target target{t[0].cast<std::string>(), t[1].cast<int>(), {}};
+    if (target.group < 0 || std::size_t(target.group) >= group_coeffs.size())
+      throw std::invalid_argument(target.label + ": bad group index");
+    check_param(t[2], target.label);
+    target.array = t[2].cast<py::array>();
+    add_span(spans, target.array, true, targets.size());
+    targets.push_back(std::move(target));
+  }
+  check_no_alias(spans, [&](const Span& a, const Span& b) {
+    throw py::value_error(targets[a.index].label + " and " + targets[b.index].label + " share memory");
+  });
+  const std::size_t n = targets.size();
+  if (std::size_t(py::len(sources)) != n)
+    throw std::invalid_argument("expected " + std::to_string(n) + " gradients (one per param), got " +
+                                std::to_string(py::len(sources)));
+  std::vector<py::array> held;  // sources converted to their target's dtype stay alive until the run
+  std::vector<Pair> pairs;
+  for (std::size_t i = 0; i < n; ++i) {
+    py::handle source = sources[i];
+    if (source.is_none()) continue;
+    Target& t = targets[i];
+    held.push_back(grad_for(source, t.array, t.label));
+    add_span(spans, held.back(), false, i);
+    pairs.push_back({t.array.mutable_data(), held.back().data(), int64_t(t.array.size()), t.array.itemsize() == 8,
+                     group_coeffs[std::size_t(t.group)]});
+  }
+  check_no_alias(spans, [&](const Span& a, const Span& b) {  // targets are disjoint: one is a source
+    const Span& read = a.written ? b : a;
+    const Span& written = a.written ? a : b;
+    throw py::value_error(targets[read.index].label + ": gradient shares memory with " +
+                          (read.index == written.index ? std::string("its param") : targets[written.index].label));
+  });
+  py::gil_scoped_release release;
+  run_pairs(map, pairs);
+}
+
+void lerp_inplace(const std::vector<double>& weights, const py::list& tensors, const py::sequence& ends) {
+  run_labeled_map(ElementMap::Lerp, weights, [](double w) { rules::require_finite("weight", w); }, tensors, ends);
+}
+
+void sophia_hessian_update(const std::vector<double>& beta2, const py::list& tensors, const py::sequence& estimates) {
+  run_labeled_map(ElementMap::HessianEma, beta2, [](double b) { rules::require_beta("beta2", b); }, tensors,
+                  estimates);
 }
 
 void adafactor_step(py::handle param_obj, py::handle grad_obj, py::object row_obj, py::object col_obj,
@@ -186,6 +257,14 @@ void register_utilities(py::module_& m) {
   m.def("ema_update", &ema_update, py::arg("averages"), py::arg("params"), py::arg("decay"),
         "averages[i] <- averages[i] + (1 - decay) * (params[i] - averages[i]) for every i, in place, in torch.lerp's "
         "rounding (weight 1 - decay). Every array is checked before any is written.");
+  m.def("lerp_inplace", &lerp_inplace, py::arg("weights"), py::arg("tensors"), py::arg("ends"),
+        "For each (label, group, target) of `tensors`: target <- lerp(target, ends[i], weights[group]) in place, "
+        "rounded as torch's target.lerp_(end, weight); a None end skips its target. Every array is checked before "
+        "any is written.");
+  m.def("sophia_hessian_update", &sophia_hessian_update, py::arg("beta2"), py::arg("tensors"), py::arg("estimates"),
+        "For each (label, group, hessian) of `tensors`: hessian <- beta2[group]*hessian + (1 - beta2[group])*"
+        "estimates[i] in place, as hess.mul_(beta2).add_(estimate, alpha=1 - beta2); a None estimate skips its "
+        "hessian. Every array is checked before any is written.");
 }
 
 }  // namespace pyopt::python

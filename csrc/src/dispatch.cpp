@@ -6,8 +6,10 @@
 #include <stdexcept>
 #include <string>
 
+#include "pyopt/kernels.hpp"
 #include "pyopt/registry.hpp"
 #include "pyopt/version.hpp"
+#include "pyopt_isa_list.hpp"  // PYOPT_FOR_EACH_ISA(X): the compiled paths, worst first (cmake/pyopt_isa.cmake)
 
 #if defined(__x86_64__) || defined(_M_X64)
 #define PYOPT_X86_64 1
@@ -16,34 +18,28 @@
 
 namespace pyopt {
 
-// One kernel table per ISA build (src/kernels_isa.cpp compiled with that ISA's flags).
-inline namespace baseline {
-extern const RuleKernels kernel_table[];
-}
-#if PYOPT_X86_64 && PYOPT_HAVE_AVX2
-inline namespace avx2 {
-extern const RuleKernels kernel_table[];
-}
-#endif
-#if PYOPT_X86_64 && PYOPT_HAVE_AVX512
-inline namespace avx512 {
-extern const RuleKernels kernel_table[];
-}
-#endif
+// The kernels of each compiled ISA path (src/kernels_isa.cpp compiled with that ISA's flags).
+#define PYOPT_DECLARE_ISA(Isa) \
+  inline namespace Isa {       \
+  extern const IsaKernels isa_kernels; \
+  }
+PYOPT_FOR_EACH_ISA(PYOPT_DECLARE_ISA)
+#undef PYOPT_DECLARE_ISA
 
 namespace {
 
 struct IsaPath {
   const char* name;
-  const RuleKernels* table;
+  const IsaKernels* kernels;
   bool supported;
 };
 
-#if PYOPT_X86_64
+// Which ISA paths this CPU runs: one field per name that cmake/pyopt_isa.cmake may compile.
 struct CpuFeatures {
-  bool v2 = false, avx2_fma = false, avx512 = false;
+  bool baseline = false, avx2 = false, avx512 = false;
 };
 
+#if PYOPT_X86_64
 CpuFeatures detect_cpu() {
   CpuFeatures f;
   unsigned a, b, c, d;
@@ -51,7 +47,7 @@ CpuFeatures detect_cpu() {
   const bool sse42 = c & bit_SSE4_2, popcnt = c & bit_POPCNT, ssse3 = c & bit_SSSE3, sse41 = c & bit_SSE4_1;
   const bool cx16 = c & bit_CMPXCHG16B;
   const bool fma = c & bit_FMA, osxsave = c & bit_OSXSAVE, avx = c & bit_AVX, f16c = c & bit_F16C;
-  f.v2 = sse42 && popcnt && ssse3 && sse41 && cx16;
+  f.baseline = sse42 && popcnt && ssse3 && sse41 && cx16;  // x86-64-v2
   unsigned long long xcr0 = 0;
   if (osxsave) {
     unsigned lo, hi;
@@ -63,10 +59,16 @@ CpuFeatures detect_cpu() {
   unsigned a7 = 0, b7 = 0, c7 = 0, d7 = 0;
   if (__get_cpuid_max(0, nullptr) >= 7) __cpuid_count(7, 0, a7, b7, c7, d7);
   const bool avx2 = b7 & bit_AVX2, bmi1 = b7 & bit_BMI, bmi2 = b7 & bit_BMI2;
-  f.avx2_fma = f.v2 && os_ymm && avx && avx2 && fma && f16c && bmi1 && bmi2;
+  f.avx2 = f.baseline && os_ymm && avx && avx2 && fma && f16c && bmi1 && bmi2;  // x86-64-v3
   const bool avx512f = b7 & bit_AVX512F, avx512bw = b7 & bit_AVX512BW, avx512vl = b7 & bit_AVX512VL,
              avx512dq = b7 & bit_AVX512DQ, avx512cd = b7 & bit_AVX512CD;
-  f.avx512 = f.avx2_fma && os_zmm && avx512f && avx512bw && avx512vl && avx512dq && avx512cd;
+  f.avx512 = f.avx2 && os_zmm && avx512f && avx512bw && avx512vl && avx512dq && avx512cd;
+  return f;
+}
+#else
+CpuFeatures detect_cpu() {
+  CpuFeatures f;
+  f.baseline = true;
   return f;
 }
 #endif
@@ -74,18 +76,10 @@ CpuFeatures detect_cpu() {
 const std::vector<IsaPath>& paths() {  // best last
   static const std::vector<IsaPath> all = [] {
     std::vector<IsaPath> v;
-#if PYOPT_X86_64
     const CpuFeatures cpu = detect_cpu();
-    v.push_back({"baseline", baseline::kernel_table, cpu.v2});
-#if PYOPT_HAVE_AVX2
-    v.push_back({"avx2", avx2::kernel_table, cpu.avx2_fma});
-#endif
-#if PYOPT_HAVE_AVX512
-    v.push_back({"avx512", avx512::kernel_table, cpu.avx512});
-#endif
-#else
-    v.push_back({"baseline", baseline::kernel_table, true});
-#endif
+#define PYOPT_ISA_PATH(Isa) v.push_back({#Isa, &Isa::isa_kernels, cpu.Isa});
+    PYOPT_FOR_EACH_ISA(PYOPT_ISA_PATH)
+#undef PYOPT_ISA_PATH
     return v;
   }();
   return all;
@@ -125,8 +119,16 @@ std::atomic<int>& thread_setting() {
 }  // namespace
 
 void run_kernel(const RuleInfo& rule, DType dtype, const TensorArgs* tensors, int64_t count) {
-  const KernelFn fn = selected().load()->table[rule.index].by_dtype[static_cast<int>(dtype)];
+  const KernelFn fn = selected().load()->kernels->rules[rule.index].by_dtype[static_cast<int>(dtype)];
   fn(tensors, count, num_threads());
+}
+
+void run_map(ElementMap map, DType dtype, const MapArgs* tensors, int64_t count) {
+  selected().load()->kernels->maps[static_cast<int>(map)][static_cast<int>(dtype)](tensors, count, num_threads());
+}
+
+void run_adafactor(DType dtype, const AdafactorArgs& args) {
+  selected().load()->kernels->adafactor[static_cast<int>(dtype)](args, num_threads());
 }
 
 std::string isa() { return selected().load()->name; }

@@ -5,7 +5,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "pyopt/registry.hpp"
+#include "pyopt/kernels.hpp"
 
 namespace pyopt {
 namespace {
@@ -38,15 +38,12 @@ std::size_t Ema::add(const void* param, std::size_t size, DType dtype) {
 }
 
 void Ema::update() {
-  // The "lerp" kernel (rules/schedulefree.hpp): its "param" is the average, its "grad" the param.
-  const RuleInfo& lerp = *find_optimizer("lerp").rule;
   const double weight = 1.0 - decay_;
-  std::vector<TensorArgs> by_dtype[kNumDTypes];
+  std::vector<MapArgs> by_dtype[kNumDTypes];
   for (Entry& e : params_)
-    if (e.size)
-      by_dtype[int(e.dtype)].push_back(TensorArgs{e.avg.data(), e.param, {}, int64_t(e.size), 1, &weight, nullptr});
+    if (e.size) by_dtype[int(e.dtype)].push_back(MapArgs{e.avg.data(), e.param, int64_t(e.size), weight});
   for (int d = 0; d < kNumDTypes; ++d)
-    if (!by_dtype[d].empty()) run_kernel(lerp, DType(d), by_dtype[d].data(), int64_t(by_dtype[d].size()));
+    if (!by_dtype[d].empty()) run_map(ElementMap::Lerp, DType(d), by_dtype[d].data(), int64_t(by_dtype[d].size()));
 }
 
 void Ema::copy_to_params() {

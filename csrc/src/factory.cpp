@@ -138,7 +138,6 @@ OptimizerConfig parse_config(const json::Value& config) {
   }
   if (!listed) {
     find_optimizer(out.name);  // says so when it is written in Python (muon, adafactor)
-    // an internal kernel (sophia_hessian, lerp)
     throw std::invalid_argument("unknown optimizer '" + out.name + "'; available: " + join(names));
   }
   if (const json::Value* h = config.find("hyperparameters")) {

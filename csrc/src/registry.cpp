@@ -1,6 +1,5 @@
 // The catalogue, built once from the records (records.def): the rules in kernel-table order, the
-// public names (a record and its aliases), the optimizers written in Python, and the internal
-// kernels. Every record is checked against its rule on first use (record_check.hpp).
+// public names (a record and its aliases) and the optimizers written in Python. Every record is checked against its rule on first use (record_check.hpp).
 #include "pyopt/registry.hpp"
 
 #include <algorithm>
@@ -42,11 +41,9 @@ constexpr auto rule_check() -> void (*)(const double*) {
 
 constexpr int kNumRules = 0
 #define PYOPT_RULE(Rule, ...) +1
-#define PYOPT_INTERNAL(Rule, ...) +1
 #define PYOPT_PYTHON_ONLY(...)
 #include "pyopt/records.def"
 #undef PYOPT_RULE
-#undef PYOPT_INTERNAL
 #undef PYOPT_PYTHON_ONLY
     ;
 
@@ -91,7 +88,6 @@ struct Catalogue {
   std::vector<RuleInfo> rule_infos;           // kernel-table order
   std::vector<OptimizerSpec> optimizers;      // public, run by C++
   std::vector<OptimizerSpec> python_only;
-  std::vector<OptimizerSpec> internal;
 
   template <class Rule>
   const RuleInfo& add_rule(const OptimizerRecord& r) {
@@ -152,10 +148,6 @@ struct Catalogue {
     optimizers.push_back(make_spec(r, nullptr, &rule));
     for (const AliasRecord& a : r.aliases) optimizers.push_back(make_spec(r, &a, &rule));
   }
-  template <class Rule>
-  void add_internal(const OptimizerRecord& r) {
-    internal.push_back(make_spec(r, nullptr, &add_rule<Rule>(r)));
-  }
   void add_python_only(const OptimizerRecord& r) {
     check_record(r);
     python_only.push_back(make_spec(r, nullptr, nullptr));
@@ -165,14 +157,12 @@ struct Catalogue {
     using namespace record_terms;
     rule_infos.reserve(kNumRules);  // specs point into it
 #define PYOPT_RULE(Rule, ...) add<rules::Rule>(OptimizerRecord __VA_ARGS__);
-#define PYOPT_INTERNAL(Rule, ...) add_internal<rules::Rule>(OptimizerRecord __VA_ARGS__);
 #define PYOPT_PYTHON_ONLY(...) add_python_only(OptimizerRecord __VA_ARGS__);
 #include "pyopt/records.def"
 #undef PYOPT_RULE
-#undef PYOPT_INTERNAL
 #undef PYOPT_PYTHON_ONLY
     std::vector<std::string> names;
-    for (const auto* list : {&optimizers, &python_only, &internal})
+    for (const auto* list : {&optimizers, &python_only})
       for (const OptimizerSpec& s : *list) {
         for (const std::string& n : names)
           if (n == s.name) throw std::logic_error("pyopt: two records name '" + s.name + "'");
@@ -291,9 +281,8 @@ const std::vector<OptimizerSpec>& python_only_optimizers() { return catalogue().
 
 const OptimizerSpec& find_optimizer(const std::string& name) {
   const Catalogue& c = catalogue();
-  for (const auto* list : {&c.optimizers, &c.internal})
-    for (const OptimizerSpec& s : *list)
-      if (s.name == name) return s;
+  for (const OptimizerSpec& s : c.optimizers)
+    if (s.name == name) return s;
   std::string valid;
   for (const OptimizerSpec& s : c.optimizers) valid += (valid.empty() ? "" : ", ") + s.name;
   for (const OptimizerSpec& s : c.python_only)

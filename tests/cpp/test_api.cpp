@@ -50,6 +50,11 @@ PYOPT_TEST(unknown_optimizer_name) {
   CHECK_THROWS(std::invalid_argument, pyopt::Optimizer(""));
   CHECK_THROWS(std::invalid_argument, pyopt::Optimizer("Adam"));  // names are case-sensitive
   CHECK_THROWS(std::invalid_argument, pyopt::find_optimizer("adamx"));
+  // The element-wise maps optimizers run besides their step (driver/map.hpp) are not optimizers.
+  for (const char* internal : {"lerp", "sophia_hessian"}) {
+    const std::string m = CHECK_THROWS(std::invalid_argument, pyopt::find_optimizer(internal));
+    CHECK_MSG(contains(m, std::string("unknown optimizer '") + internal + "'"), m);
+  }
 }
 
 PYOPT_TEST(unknown_hyperparameter) {

@@ -2,8 +2,9 @@
 
 Vectors follow torch's element operations one for one, so they differ only through torch's
 float32 norms (‖p‖, ‖u‖, accumulated in float32; pyopt's in float64) and its rsqrt: an ulp or so.
-Matrices also differ by the row and column norms, a few ulps after 100 steps. The kernel is
-compiled once (not per ISA) and its sums run in a fixed order, so threads do not change a bit."""
+Matrices also differ by the row and column norms, a few ulps after 100 steps. The kernel's sums
+run in a fixed order, so threads do not change a bit; it is compiled per ISA like the rules
+(test_maps.py checks that set_isa applies to it)."""
 from __future__ import annotations
 
 from typing import Any

@@ -1,10 +1,12 @@
 #pragma once
 // Adafactor (Shazeer & Stern, 2018, arXiv:1804.04235) as torch.optim.Adafactor 2.13 computes it
 // (_single_tensor_adafactor). Its state is not shaped like the param (a matrix keeps one value per
-// row and one per column), so it does not fit the element-wise rule/driver; this is its own
-// kernel: for each tensor, one OpenMP region with a reduction pass (‖p‖, row and column means of
-// g², ‖update‖) and the update pass. Sums are taken in double in a fixed order (rows in order,
-// column partials per fixed block of rows), so the bits never depend on the thread count.
+// row and one per column), so it is not an element-wise rule; its kernel (driver/adafactor.hpp) is
+// compiled per ISA like the rules and runs on the path set_isa() selects: for each tensor, a
+// reduction pass (‖p‖, row and column means of g², ‖update‖) and the update pass. Sums are taken in
+// double in a fixed order (rows in order, column partials per fixed block of rows), so the bits
+// never depend on the thread count. The AVX2 / AVX-512 paths fuse multiply-adds where torch does;
+// the baseline path (no FMA) rounds them twice, as the optimizer rules do there.
 //
 //   β̂ = t^beta2_decay;  ρ = min(lr, 1/√t);  α = max(eps2, ‖p‖/√n)·ρ;  p ← p·(1 − lr·wd) (wd ≠ 0)
 //   ≥ 2-D (batch × rows × cols):  R ← lerp(R, mean_cols(g²), β̂);  C ← lerp(C, mean_rows(g²), β̂)

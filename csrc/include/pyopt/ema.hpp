@@ -1,7 +1,7 @@
 #pragma once
 // pyopt::Ema — exponential moving averages of caller-owned parameter buffers (weight EMA), updated
 // by one fused kernel over all of them: avg ← lerp(avg, param, 1 − decay), rounded as torch.lerp
-// (the same kernel as Python's pyopt.EMA).
+// (the Lerp map of driver/map.hpp, as Python's pyopt.EMA; on the ISA path set_isa() selects).
 //
 //   pyopt::Ema ema(0.999);
 //   ema.add_param(w.data(), w.size());

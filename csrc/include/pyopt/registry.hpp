@@ -59,7 +59,6 @@ const std::vector<RuleInfo>& all_rules();
 const std::vector<OptimizerSpec>& optimizers();
 // The optimizers written in Python (muon, adafactor): records without a rule.
 const std::vector<OptimizerSpec>& python_only_optimizers();
-// Also finds the internal kernels optimizers run besides their step (e.g. "sophia_hessian").
 // Throws std::invalid_argument naming the valid optimizers (or, for muon and adafactor, saying
 // they are written in Python).
 const OptimizerSpec& find_optimizer(const std::string& name);

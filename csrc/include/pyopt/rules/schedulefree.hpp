@@ -107,33 +107,5 @@ struct ScheduleFreeSgd : ScheduleFreeBase {
   }
 };
 
-// p ← lerp(p, end, weight) as torch's p.lerp_(end, weight): schedule-free's train()/eval() swap
-// (the "param" is the param array, the "grad" is z).
-struct Lerp : RuleBase {
-  static constexpr const char* name = "lerp";
-
-  enum Hyper { weight, kNumHyper };
-  static constexpr HyperSpec hyper[kNumHyper] = {{"weight", 0.5, HyperKind::Real}};
-  static constexpr const char* slot_names[] = {"unused"};
-  enum Variant { kFromEnd = 1 };
-  static constexpr int num_variants = 2;
-  static int variant(const double* h) { return lerp_from_end(h[weight]) ? kFromEnd : 0; }
-  static constexpr unsigned slot_mask(int) { return 0u; }
-  static void validate(const double* h) { require_finite("weight", h[weight]); }
-
-  template <class T>
-  struct Coeffs {
-    T coeff;
-  };
-  template <class T>
-  static Coeffs<T> prepare(const double* h, int64_t, double*) {
-    return {lerp_coeff<T>(h[weight])};
-  }
-  template <int V, class T>
-  static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T end, T*) {
-    p = lerp<(V & kFromEnd) != 0>(p, end, k.coeff);
-  }
-};
-
 }  // namespace rules
 PYOPT_KERNEL_NAMESPACE_END

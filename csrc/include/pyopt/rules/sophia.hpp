@@ -5,8 +5,8 @@
 //   g ← −g if maximize;  p ← p·(1 − lr·wd);  m ← β1·m + (1 − β1)·g   (no bias correction)
 //   ratio ← min(|m| / (ρ·bs·h + 1e-15), 1);  p ← p − lr·sign(m)·ratio
 //
-// h, the EMA of a diagonal Hessian estimate, changes only in SophiaHessian (every k steps, from
-// the caller's estimate ĥ): h ← β2·h + (1 − β2)·ĥ. It starts at 0, so early steps are ±lr.
+// h, the EMA of a diagonal Hessian estimate, changes only in the HessianEma map (driver/map.hpp),
+// every k steps, from the caller's estimate ĥ: h ← β2·h + (1 − β2)·ĥ. It starts at 0, so early steps are ±lr.
 // bs (the official step(bs) argument, tokens per batch) is a hyperparameter here.
 #include "pyopt/rules/base.hpp"
 #include "pyopt/rules/sign.hpp"
@@ -40,33 +40,6 @@ struct Sophia : RuleBase {
     T ratio = std::fabs(m) / (hess * k.rho_bs + T(1e-15));              // exp_avg.abs() / (ρ·bs·hess + 1e-15)
     ratio = (ratio != ratio) | (ratio < T(1)) ? ratio : T(1);           // .clamp(None, 1), NaN kept
     p = fmadd(k.neg_lr * sign(m), ratio, p);                            // param.addcmul_(sign, ratio, value=−lr)
-  }
-};
-
-// Sophia's Hessian EMA, run on the hessian arrays themselves (the "param" here is h and the
-// "grad" the caller's estimate ĥ): h ← h·β2 + (1 − β2)·ĥ, as hess.mul_(β2).add_(ĥ, alpha=1 − β2).
-struct SophiaHessian : RuleBase {
-  static constexpr const char* name = "sophia_hessian";
-
-  enum Hyper { beta2, kNumHyper };
-  static constexpr HyperSpec hyper[kNumHyper] = {{"beta2", 0.99, HyperKind::Real}};
-  static constexpr const char* slot_names[] = {"unused"};
-  static constexpr int num_variants = 1;
-  static int variant(const double*) { return 0; }
-  static constexpr unsigned slot_mask(int) { return 0u; }
-  static void validate(const double* h) { require_beta("beta2", h[beta2]); }
-
-  template <class T>
-  struct Coeffs {
-    T beta2, one_minus_beta2;
-  };
-  template <class T>
-  static Coeffs<T> prepare(const double* h, int64_t, double*) {
-    return {T(h[beta2]), T(1.0 - h[beta2])};
-  }
-  template <int V, class T>
-  static PYOPT_INLINE void update(const Coeffs<T>& k, T& h, T estimate, T*) {
-    h = fmadd(k.one_minus_beta2, estimate, h * k.beta2);
   }
 };
 
