@@ -42,14 +42,15 @@ def _main(argv: list[str] | None = None) -> int:
     listing = sub.add_parser("list", help="the optimizers and their default hyperparameters")
     listing.add_argument("--markdown", action="store_true", help="print docs/optimizers.md (a table of all optimizers)")
     tune = sub.add_parser("tune", help="search the optimizer and its hyperparameters for a task (Optuna)")
-    try:
-        from .tuner.cli import add_arguments  # type: ignore[import-not-found]
-    except ImportError as exc:  # optuna is an extra: pip install ".[tune]"
-        tune_error: ImportError | None = exc
-        tune.add_argument("rest", nargs=argparse.REMAINDER)
-    else:
-        tune_error = None
-        add_arguments(tune)
+    tune_error: ImportError | None = None
+    if argv[:1] == ["tune"]:  # the tuner (and optuna) are imported for `pyopt tune` only
+        try:
+            from .tuner.cli import add_arguments  # type: ignore[import-not-found]
+        except ImportError as exc:  # optuna is an extra: pip install ".[tune]"
+            tune_error = exc
+            tune.add_argument("rest", nargs=argparse.REMAINDER)
+        else:
+            add_arguments(tune)
     sub.add_parser("bench", help="time the optimizers against numpy, torch.optim, DeepSpeed and the bandwidth "
                    "floor (pyopt bench --help)")
     args = parser.parse_args(argv)

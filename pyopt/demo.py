@@ -9,17 +9,16 @@ mini-batches of 64, float32 throughout. ``train`` returns the per-epoch history;
 """
 from __future__ import annotations
 
-import io
 import sys
 import time
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Callable
 
 import numpy as np
 
 import pyopt
 from pyopt._spec import spec
+from pyopt.datasets import load_digits  # noqa: F401 (pyopt.demo.load_digits is public)
 
 #: Learning rate per optimizer when ``lr`` is not given (each record's demo_lr): each makes the
 #: loss fall clearly in 30 epochs. (sophia: the demo never calls update_hessian, so h = 0 and the
@@ -52,13 +51,6 @@ class Result:
     @property
     def steps_per_second(self) -> float:
         return self.steps / self.seconds if self.seconds > 0 else float("inf")
-
-
-def load_digits() -> tuple[np.ndarray, np.ndarray]:
-    """The bundled UCI digits: uint8 ``images`` (1797, 64) in 0..16 and uint8 ``labels`` (1797,)."""
-    data = resources.files("pyopt").joinpath("data/digits.npz").read_bytes()
-    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-        return npz["images"], npz["labels"]
 
 
 def _split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -28,7 +28,7 @@ except ImportError:  # numpy < 2
 
 from . import _core
 from ._pybase import PyOptimizer, real
-from .optimizer import GradsLike, ParamsLike, restore_schedules, save_schedules
+from .optimizer import ParamsLike
 
 __all__ = ["Muon"]
 
@@ -106,19 +106,11 @@ class Muon(PyOptimizer):
             )
         return out
 
-    def step(self, grads: GradsLike) -> None:
-        """Update every param in place from its gradient (see ``PyOptimizer.step``).
-
-        All or nothing: every param of the step is checked again (still writeable, float32/float64,
+    def _checked_step(self, glist: Sequence[Any]) -> tuple[list[dict[str, Any]], list[tuple[int, np.ndarray]]]:
+        """Every param of the step is checked again (still writeable, float32/float64,
         C-contiguous, 2-D, the shape of its state), every gradient (shape, dtype, no memory shared
-        with a param of the step), and every group's hyperparameters, before anything changes.
-        Attached schedules then set the lrs, which are checked in turn; a refused step leaves
-        params, state, step counts, schedules and lrs as they were.
-        """
+        with a param of the step), then every group's hyperparameters."""
         who = self._owner_label
-        glist = self._grad_list(grads)  # type: ignore[misc]
-        if len(glist) != len(self._params):
-            raise ValueError(f"{who}: expected {len(self._params)} gradients (one per param), got {len(glist)}")
         checked = []
         for i, (p, g) in enumerate(zip(self._params, glist)):
             if g is None:
@@ -132,14 +124,7 @@ class Muon(PyOptimizer):
                                  f"{buf.dtype} {buf.shape}; it was changed in place")
             checked.append((i, self._check_grad(g, p, label)))
         self._check_grads_share_no_memory(checked)
-        hypers = self._groups_checked()
-        if self._schedules:
-            hypers = self._run_schedules()
-        owner = [g for g, group in enumerate(self.param_groups) for _ in group["params"]]
-        for i, g in checked:
-            state = self._state[i]
-            state["step"] = state.get("step", 0) + 1
-            self._update(self._params[i], g, state, hypers[owner[i]])
+        return self._groups_checked(), checked
 
     def _check_grads_share_no_memory(self, checked: list[tuple[int, np.ndarray]]) -> None:
         """No gradient may share memory with a param this step updates: params are updated one
@@ -158,18 +143,6 @@ class Muon(PyOptimizer):
                 if np.shares_memory(g, p):
                     whose = "its param" if i == j else self._labels[j]
                     raise ValueError(f"{self._owner_label}: {self._labels[i]}: gradient shares memory with {whose}")
-
-    def _run_schedules(self) -> list[dict[str, Any]]:
-        """Attached schedules set the lrs; the hyperparameters are then checked again (a schedule
-        may set a bad lr, or fail). On failure the schedules and lrs are put back."""
-        saved = save_schedules(self)
-        try:
-            for schedule in self._schedules:
-                schedule._before_step(self)
-            return self._groups_checked()
-        except BaseException:
-            restore_schedules(self, saved)
-            raise
 
     def _update(self, p: np.ndarray, g: np.ndarray, state: dict[str, Any], group: Mapping[str, Any]) -> None:
         buf = state.get("momentum_buffer")

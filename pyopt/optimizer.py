@@ -6,7 +6,7 @@ import math
 import numbers
 import threading
 import warnings
-from typing import Any, ClassVar, Iterable, Mapping, Sequence, Union
+from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence, Union
 
 import numpy as np
 
@@ -89,7 +89,204 @@ def restore_schedules(opt: Any, saved: tuple[list[tuple[Any, int, list[float] | 
             group["lr"] = lr
 
 
-class Optimizer:
+class OptimizerBase:
+    """What every pyopt optimizer shares, whether its step runs in the C++ engine (``Optimizer``)
+    or in Python (``pyopt._pybase.PyOptimizer``): params and param groups with their defaults,
+    ``add_param_group``, the parsing of grads, attached lr schedules, ``state_dict`` /
+    ``load_state_dict`` (checked whole before anything changes) and the lock (see ``Optimizer``).
+
+    A subclass gives its per-param state through the hooks ``_new_group``, ``_params_added``,
+    ``state``, ``_saved_group_values`` and ``_restore_state`` (and, optionally,
+    ``_check_param_extra``), and its ``step``.
+    """
+
+    name: ClassVar[str] = ""
+    # The learning rates pyopt.tuner searches (log scale); Adam-like by default, set per class.
+    lr_range: ClassVar[tuple[float, float]] = (1e-5, 1e-1)
+    tuples: ClassVar[frozenset[str]] = frozenset()  # tuple hyperparameters (lists in a state_dict)
+
+    def __init__(self, params: ParamsLike, defaults: Mapping[str, Any]) -> None:
+        self._owner_label = type(self).__name__
+        self.defaults: dict[str, Any] = dict(defaults)
+        self.param_groups: list[ParamGroup] = []
+        self._params: list[np.ndarray] = []
+        self._labels: list[str] = []
+        self._names: list[str] | None = None  # set when params came with names
+        self._engine: Any = None  # the C++ engine (Optimizer); ParamGroup edits reset or flag it
+        self._hyper_changed = False  # a group's hyperparameters were edited since the engine saw them
+        self._schedules: list[Any] = []  # attached lr schedules (pyopt.schedules), run before each step
+        self._pending_schedules: list[dict[str, Any]] = []  # loaded schedule states not yet claimed
+        # Serializes step / load_state_dict / state_dict / add_param_group / zero_state across threads.
+        self._lock = threading.RLock()
+        for group in _as_groups(params, self._owner_label):
+            self.add_param_group(group)
+
+    # ----- subclass hooks ------------------------------------------------------------------
+    def _new_group(self, param_group: Mapping[str, Any], where: str) -> "ParamGroup":  # pragma: no cover
+        """The ParamGroup (without ``params``) of a new group's hyperparameters, defaults filled
+        in, checked (TypeError / ValueError naming ``where``)."""
+        raise NotImplementedError
+
+    def _check_param_extra(self, p: np.ndarray, label: str) -> None:
+        """Rules on a param beyond pyopt's usual ones (float32/float64, C-contiguous, writeable)."""
+
+    def _params_added(self, count: int) -> None:  # pragma: no cover
+        """Room for the state of ``count`` params just appended."""
+        raise NotImplementedError
+
+    @property
+    def state(self) -> dict[int, dict[str, Any]]:  # pragma: no cover
+        """Per-param state by param index (live arrays; ``state_dict`` returns copies)."""
+        raise NotImplementedError
+
+    def _saved_group_values(self, saved: Mapping[str, Any], group: Mapping[str, Any],
+                            where: str) -> dict[str, Any]:  # pragma: no cover
+        """The values a state_dict's param group gives ``group``, checked; nothing changes yet."""
+        raise NotImplementedError
+
+    def _restore_state(self, entries: dict[int, Mapping[str, Any]]) -> Callable[[], None]:  # pragma: no cover
+        """Checks a state_dict's per-param state; returns what puts it in place (nothing changes before)."""
+        raise NotImplementedError
+
+    # ----- params and groups ---------------------------------------------------------------
+    @_locked
+    def add_param_group(self, param_group: Mapping[str, Any]) -> None:
+        """Add a group of params with its own hyperparameters (defaults fill the rest)."""
+        who = self._owner_label
+        if not isinstance(param_group, Mapping) or "params" not in param_group:
+            raise TypeError(f"{who}: a param group is a dict with a 'params' entry")
+        params, names = _as_param_list(param_group["params"], who)
+        if not params:
+            raise ValueError(f"{who}: a param group has no params")
+        unknown = sorted(set(param_group) - set(self.defaults) - {"params"})
+        if unknown:
+            raise TypeError(
+                f"{who}: unknown hyperparameter {', '.join(map(repr, unknown))} in a param group; "
+                f"valid: {', '.join(self.defaults)}"
+            )
+        if self._params and (names is not None) != (self._names is not None):
+            raise ValueError(f"{who}: either every param group names its params (dict) or none does")
+        start = len(self._params)
+        labels = [f"params[{n!r}]" for n in names] if names is not None else [
+            f"params[{start + k}]" for k in range(len(params))]
+        for p, label in zip(params, labels):
+            _core.check_param(p, f"{who}: {label}")
+            self._check_param_extra(p, f"{who}: {label}")
+        _check_no_overlap(self._params + params, self._labels + labels, who)
+        if names is not None:
+            taken = set(self._names or [])
+            clash = [n for n in names if n in taken]
+            if clash:
+                raise ValueError(f"{who}: param names used twice: {clash}")
+
+        group = self._new_group(param_group, f"{who} (param group {len(self.param_groups)})")
+        dict.__setitem__(group, "params", list(params))
+        self.param_groups.append(group)
+        self._params.extend(params)
+        self._labels.extend(labels)
+        if names is not None:
+            self._names = (self._names or []) + list(names)
+        self._params_added(len(params))
+
+    def _grad_list(self, grads: GradsLike) -> Sequence[Any]:
+        if type(grads) is list or type(grads) is tuple:  # the hot path first (an ABC check costs ~0.3 µs)
+            return grads
+        if isinstance(grads, Mapping):
+            if self._names is None:
+                raise TypeError(f"{self._owner_label}: grads given as a dict, but the params were not named")
+            if len(grads) != len(self._names) or any(n not in grads for n in self._names):
+                missing = [n for n in self._names if n not in grads]
+                extra = [n for n in grads if n not in set(self._names)]
+                raise ValueError(f"{self._owner_label}: grads do not match the params: missing {missing}, unexpected {extra}")
+            return [grads[n] for n in self._names]
+        if isinstance(grads, np.ndarray):
+            if len(self._params) != 1:
+                raise ValueError(f"{self._owner_label}: a single gradient array given for {len(self._params)} params")
+            return (grads,)
+        if isinstance(grads, (list, tuple)):
+            return grads
+        raise TypeError(f"{self._owner_label}: grads must be a list, tuple, dict or array, got {type(grads).__name__}")
+
+    # ----- schedules -----------------------------------------------------------------------
+    @property
+    def schedules(self) -> tuple[Any, ...]:
+        """The lr schedules attached with ``sched.attach(opt)``, in the order they run."""
+        return tuple(self._schedules)
+
+    def _attach_schedule(self, schedule: Any) -> None:
+        if self._pending_schedules:
+            schedule.load_state_dict(self._pending_schedules[0])
+            del self._pending_schedules[0]
+        self._schedules.append(schedule)
+
+    # ----- checkpoints ---------------------------------------------------------------------
+    @_locked
+    def state_dict(self) -> dict[str, Any]:
+        """A checkpoint: arrays (copies) and plain JSON-able values only."""
+        state = {
+            i: {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in entry.items()}
+            for i, entry in self.state.items()
+        }
+        return _state_dict(self, state, self.tuples)
+
+    @_locked
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore a ``state_dict``: hyperparameters, steps and state.
+
+        The whole dict is checked before anything changes: its keys and format, the optimizer
+        name, each group's keys and hyperparameters (types and ranges), each param's state (``step``
+        an int in [0, 2**63), scalars real numbers, arrays float ndarrays of the param's shape, no
+        unknown names) and the schedule states. Bad types raise TypeError, bad values ValueError."""
+        who = self._owner_label
+        saved_groups, saved_schedules, entries = _check_state_dict(self, state_dict)
+        new_values = [self._saved_group_values(saved, group, f"{who}: state_dict param group {i}")
+                      for i, (saved, group) in enumerate(zip(saved_groups, self.param_groups))]
+        put_state_in_place = self._restore_state(entries)
+
+        for group, values in zip(self.param_groups, new_values):
+            dict.update(group, values)
+        put_state_in_place()
+        for schedule, saved in zip(self._schedules, saved_schedules):
+            schedule.load_state_dict(saved)
+        self._pending_schedules = [dict(s) for s in saved_schedules[len(self._schedules):]]
+
+    def _each_group(self, check: Callable[[ParamGroup, str], Any]) -> list[Any]:
+        """``check(group, where)`` of every group, after checking that none lacks a hyperparameter."""
+        out = []
+        for i, group in enumerate(self.param_groups):
+            where = f"{self._owner_label} (param group {i})"
+            missing = [k for k in self.defaults if k not in group]
+            if missing:
+                raise ValueError(f"{where}: missing hyperparameter(s) {missing}")
+            out.append(check(group, where))
+        return out
+
+    def _check_groups_unedited(self) -> None:
+        """Each group's ``params`` list is still the params it was added with, in order."""
+        index = 0
+        for g, group in enumerate(self.param_groups):
+            count = len(group["params"])
+            if index + count > len(self._params) or any(
+                p is not q for p, q in zip(group["params"], self._params[index : index + count])
+            ):
+                raise ValueError(
+                    f"{self._owner_label}: param group {g}'s 'params' list was edited; use add_param_group instead"
+                )
+            index += count
+        if index != len(self._params):
+            raise ValueError(f"{self._owner_label}: param groups were edited; use add_param_group instead")
+
+    def __repr__(self) -> str:
+        lines = [f"{type(self).__name__} ("]
+        for i, group in enumerate(self.param_groups):
+            lines.append(f"Parameter Group {i}")
+            for key in sorted(k for k in group if k != "params"):
+                lines.append(f"    {key}: {group[key]}")
+        lines.append(")")
+        return "\n".join(lines)
+
+
+class Optimizer(OptimizerBase):
     """Base class of every pyopt optimizer.
 
     ``params`` is an array, a list of arrays, a dict name → array, or a list of param-group
@@ -108,9 +305,7 @@ class Optimizer:
     each other; they are only read).
     """
 
-    name: ClassVar[str] = ""
-    # The learning rates pyopt.tuner searches (log scale); Adam-like by default, set per class.
-    lr_range: ClassVar[tuple[float, float]] = (1e-5, 1e-1)
+    tuples: ClassVar[frozenset[str]] = frozenset(TUPLES)
 
     def __init__(self, params: ParamsLike, **hyper: Any) -> None:
         self._spec: Spec = spec(self.name)
@@ -122,75 +317,27 @@ class Optimizer:
                 f"{self._owner_label}: unknown hyperparameter {', '.join(map(repr, unknown))}; "
                 f"valid: {', '.join(defaults)}"
             )
-        self.defaults: dict[str, Any] = {**defaults, **hyper}
-        self.param_groups: list[ParamGroup] = []
-        self._params: list[np.ndarray] = []
-        self._labels: list[str] = []
-        self._names: list[str] | None = None  # set when params came with names
         self._slots: list[dict[str, np.ndarray]] = []
         self._steps = np.zeros(0, np.int64)
         self._scalars = np.zeros((0, _core.MAX_SCALARS), np.float64)
-        self._engine: Any = None
-        self._hyper_changed = False  # a group's hyperparameters were edited since the engine saw them
-        self._schedules: list[Any] = []  # attached lr schedules (pyopt.schedules), run before each step
-        self._pending_schedules: list[dict[str, Any]] = []  # loaded schedule states not yet claimed
         self.last_grad_norm: float | None = None  # global grad norm of the last clipped / checked step
         self.skipped_steps = 0  # steps skipped by skip_nonfinite
-        # Serializes step / load_state_dict / state_dict / add_param_group / zero_state across threads.
-        self._lock = threading.RLock()
-
-        groups = _as_groups(params, self._owner_label)
-        for group in groups:
-            self.add_param_group(group)
+        super().__init__(params, {**defaults, **hyper})
         # Fail at construction, not at the first step, on out-of-range hyperparameters.
         self._flat_hypers()
 
-    # ----- params and groups ---------------------------------------------------------------
-    @_locked
-    def add_param_group(self, param_group: Mapping[str, Any]) -> None:
-        """Add a group of params with its own hyperparameters (defaults fill the rest)."""
-        if not isinstance(param_group, Mapping) or "params" not in param_group:
-            raise TypeError(f"{self._owner_label}: a param group is a dict with a 'params' entry")
-        params, names = _as_param_list(param_group["params"], self._owner_label)
-        if not params:
-            raise ValueError(f"{self._owner_label}: a param group has no params")
-        unknown = sorted(set(param_group) - set(self.defaults) - {"params"})
-        if unknown:
-            raise TypeError(
-                f"{self._owner_label}: unknown hyperparameter {', '.join(map(repr, unknown))} in a param group; "
-                f"valid: {', '.join(self.defaults)}"
-            )
-        has_names = names is not None
-        if self._params and has_names != (self._names is not None):
-            raise ValueError(f"{self._owner_label}: either every param group names its params (dict) or none does")
-        start = len(self._params)
-        labels = [f"params[{n!r}]" for n in names] if names is not None else [
-            f"params[{start + k}]" for k in range(len(params))]
-        for p, label in zip(params, labels):
-            _core.check_param(p, f"{self._owner_label}: {label}")
-        _check_no_overlap(self._params + params, self._labels + labels, self._owner_label)
-        if names is not None:
-            taken = set(self._names or [])
-            clash = [n for n in names if n in taken]
-            if clash:
-                raise ValueError(f"{self._owner_label}: param names used twice: {clash}")
-
+    def _new_group(self, param_group: Mapping[str, Any], where: str) -> ParamGroup:
         group = ParamGroup(self, {k: v for k, v in param_group.items() if k != "params"})
         for key, value in self.defaults.items():
             if key not in group:
                 dict.__setitem__(group, key, value)
-        dict.__setitem__(group, "params", list(params))
-        where = f"{self._owner_label} (param group {len(self.param_groups)})"
         self._spec.validate(self._spec.flat(group, where), where)
+        return group
 
-        self.param_groups.append(group)
-        self._params.extend(params)
-        self._labels.extend(labels)
-        if names is not None:
-            self._names = (self._names or []) + list(names)
-        self._slots.extend({} for _ in params)
-        self._steps = np.concatenate([self._steps, np.zeros(len(params), np.int64)])
-        fresh = np.zeros((len(params), _core.MAX_SCALARS), np.float64)
+    def _params_added(self, count: int) -> None:
+        self._slots.extend({} for _ in range(count))
+        self._steps = np.concatenate([self._steps, np.zeros(count, np.int64)])
+        fresh = np.zeros((count, _core.MAX_SCALARS), np.float64)
         for j, (_, initial) in enumerate(self._spec.scalars):
             fresh[:, j] = initial
         self._scalars = np.concatenate([self._scalars, fresh])
@@ -261,48 +408,12 @@ class Optimizer:
                           stacklevel=4)  # step -> _update -> here
         return bool(applied)
 
-    # ----- schedules -----------------------------------------------------------------------
-    @property
-    def schedules(self) -> tuple[Any, ...]:
-        """The lr schedules attached with ``sched.attach(opt)``, in the order they run."""
-        return tuple(self._schedules)
-
-    def _attach_schedule(self, schedule: Any) -> None:
-        if self._pending_schedules:
-            schedule.load_state_dict(self._pending_schedules[0])
-            del self._pending_schedules[0]
-        self._schedules.append(schedule)
-
-    def _grad_list(self, grads: GradsLike) -> Sequence[Any]:
-        if type(grads) is list or type(grads) is tuple:  # the hot path first (an ABC check costs ~0.3 µs)
-            return grads
-        if isinstance(grads, Mapping):
-            if self._names is None:
-                raise TypeError(f"{self._owner_label}: grads given as a dict, but the params were not named")
-            if len(grads) != len(self._names) or any(n not in grads for n in self._names):
-                missing = [n for n in self._names if n not in grads]
-                extra = [n for n in grads if n not in set(self._names)]
-                raise ValueError(f"{self._owner_label}: grads do not match the params: missing {missing}, unexpected {extra}")
-            return [grads[n] for n in self._names]
-        if isinstance(grads, np.ndarray):
-            if len(self._params) != 1:
-                raise ValueError(f"{self._owner_label}: a single gradient array given for {len(self._params)} params")
-            return (grads,)
-        if isinstance(grads, (list, tuple)):
-            return grads
-        raise TypeError(f"{self._owner_label}: grads must be a list, tuple, dict or array, got {type(grads).__name__}")
-
     def _flat_hypers(self) -> list[list[float]]:
-        out = []
-        for i, group in enumerate(self.param_groups):
-            where = f"{self._owner_label} (param group {i})"
-            missing = [k for k in self.defaults if k not in group]
-            if missing:
-                raise ValueError(f"{where}: missing hyperparameter(s) {missing}")
-            flat = self._spec.flat(group, where)
-            self._spec.validate(flat, where)
-            out.append(flat)
-        return out
+        def flat(group: ParamGroup, where: str) -> list[float]:
+            values = self._spec.flat(group, where)
+            self._spec.validate(values, where)
+            return values
+        return self._each_group(flat)
 
     def _refresh_hypers(self) -> None:
         """Hand edited hyperparameters to the engine; rebuild only if they need new state slots."""
@@ -316,16 +427,10 @@ class Optimizer:
     def _rebuild(self) -> None:
         """Rebuild the C++ engine after groups or hyperparameters changed; allocate new state slots."""
         flats = self._flat_hypers()
+        self._check_groups_unedited()
         tensors = []
         index = 0
         for g, group in enumerate(self.param_groups):
-            count = len(group["params"])
-            if index + count > len(self._params) or any(
-                p is not q for p, q in zip(group["params"], self._params[index : index + count])
-            ):
-                raise ValueError(
-                    f"{self._owner_label}: param group {g}'s 'params' list was edited; use add_param_group instead"
-                )
             needed = _core.slots_needed(self.name, flats[g])
             for p in group["params"]:
                 slots = self._slots[index]
@@ -334,8 +439,6 @@ class Optimizer:
                         slots[slot] = np.full_like(p, initial) if initial else np.zeros_like(p)
                 tensors.append((self._labels[index], g, p, [slots.get(s) for s in self._spec.slots]))
                 index += 1
-        if index != len(self._params):
-            raise ValueError(f"{self._owner_label}: param groups were edited; use add_param_group instead")
         self._engine = _core.Engine(self.name, flats, tensors, self._steps, self._scalars)
         self._hyper_changed = False
 
@@ -354,34 +457,15 @@ class Optimizer:
             out[i] = entry
         return out
 
-    @_locked
-    def state_dict(self) -> dict[str, Any]:
-        """A checkpoint: arrays (copies) and plain JSON-able values only."""
-        state = {
-            i: {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in entry.items()}
-            for i, entry in self.state.items()
-        }
-        return _state_dict(self, state, TUPLES)
+    def _saved_group_values(self, saved: Mapping[str, Any], group: Mapping[str, Any], where: str) -> dict[str, Any]:
+        values = {k: (tuple(v) if k in TUPLES and isinstance(v, list) else v)
+                  for k, v in saved.items() if k in self.defaults}
+        candidate = {**{k: v for k, v in group.items() if k != "params"}, **values}
+        self._spec.validate(self._spec.flat(candidate, where), where)
+        return values
 
-    @_locked
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Restore a ``state_dict``: hyperparameters, steps and state.
-
-        The whole dict is checked before anything changes: its keys and format, the optimizer
-        name, each group's keys and hyperparameters (types and ranges), each param's state (``step``
-        an int in [0, 2**63), scalars real numbers, arrays float ndarrays of the param's shape, no
-        unknown names) and the schedule states. Bad types raise TypeError, bad values ValueError."""
+    def _restore_state(self, entries: dict[int, Mapping[str, Any]]) -> Callable[[], None]:
         who = self._owner_label
-        saved_groups, saved_schedules, entries = _check_state_dict(self, state_dict)
-        new_values = []
-        for i, (saved, group) in enumerate(zip(saved_groups, self.param_groups)):
-            values = {k: (tuple(v) if k in TUPLES and isinstance(v, list) else v)
-                      for k, v in saved.items() if k in self.defaults}
-            candidate = {**{k: v for k, v in group.items() if k != "params"}, **values}
-            where = f"{who}: state_dict param group {i}"
-            self._spec.validate(self._spec.flat(candidate, where), where)
-            new_values.append(values)
-
         slot_names = set(self._spec.slots)
         scalar_names = [name for name, _ in self._spec.scalars]
         new_slots: dict[int, dict[str, np.ndarray]] = {}
@@ -404,15 +488,12 @@ class Optimizer:
                     raise ValueError(f"{where} has unknown state {name!r} for {self.name}")
             new_slots[i] = slots
 
-        for group, values in zip(self.param_groups, new_values):
-            dict.update(group, values)
-        self._slots = [new_slots.get(i, {}) for i in range(len(self._params))]
-        self._steps = new_steps
-        self._scalars = new_scalars
-        self._engine = None
-        for schedule, saved in zip(self._schedules, saved_schedules):
-            schedule.load_state_dict(saved)
-        self._pending_schedules = [dict(s) for s in saved_schedules[len(self._schedules):]]
+        def put_in_place() -> None:
+            self._slots = [new_slots.get(i, {}) for i in range(len(self._params))]
+            self._steps = new_steps
+            self._scalars = new_scalars
+            self._engine = None
+        return put_in_place
 
     @_locked
     def zero_state(self) -> None:
@@ -423,16 +504,6 @@ class Optimizer:
         for j, (_, initial) in enumerate(self._spec.scalars):
             self._scalars[:, j] = initial
         self._engine = None
-
-    def __repr__(self) -> str:
-        lines = [f"{type(self).__name__} ("]
-        for i, group in enumerate(self.param_groups):
-            lines.append(f"Parameter Group {i}")
-            for key in sorted(k for k in group if k != "params"):
-                lines.append(f"    {key}: {group[key]}")
-        lines.append(")")
-        return "\n".join(lines)
-
 
 
 # ----- state_dict pieces shared with the Python-written optimizers (pyopt/_pybase.py) ---------

@@ -13,7 +13,7 @@ tuner runs one trial as::
 
 The built-in tasks are numpy only, with analytic gradients, and need no network: the two
 scikit-learn data sets they use are bundled in ``data/`` (see ``data/README.md``) and the digits
-come from ``pyopt.demo.load_digits()``. Parameters are float32; every ``loss_and_grads`` also
+come from ``pyopt.datasets.load_digits()``. Parameters are float32; every ``loss_and_grads`` also
 works on float64 parameters (the gradient checks use that) and returns gradients of the
 parameters' dtype and shape. Tasks are optimizer-agnostic: no learning rates live here.
 
@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Protocol, Tuple, runtime_checkable
 
 import numpy as np
+
+from pyopt.datasets import load_digits
 
 Params = Dict[str, np.ndarray]
 
@@ -139,8 +141,6 @@ def _diabetes_split() -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 @functools.lru_cache(maxsize=None)
 def _digits_split() -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The same split and scaling as ``pyopt demo``: 1500 train / 297 validation, split seed 0."""
-    from pyopt.demo import load_digits
-
     images, labels = load_digits()
     order = np.random.default_rng(0).permutation(len(labels))
     train, val = order[:1500], order[1500:]
@@ -440,7 +440,7 @@ class _Digits(_Supervised):
 
 
 class SoftmaxDigits(_Digits):
-    """Softmax regression on the UCI 8x8 digits bundled with pyopt (``pyopt.demo.load_digits``).
+    """Softmax regression on the UCI 8x8 digits bundled with pyopt (``pyopt.datasets.load_digits``).
 
     The split and scaling of ``pyopt demo``: 1500 train / 297 validation (split seed 0), pixels
     standardized with the training statistics; mean cross-entropy, batches of 64. Parameters

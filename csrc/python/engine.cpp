@@ -7,7 +7,7 @@
 #include <stdexcept>
 
 #include "arrays.hpp"
-#include "pyopt/grad_norm.hpp"
+#include "pyopt/step_pipeline.hpp"
 
 namespace pyopt::python {
 
@@ -93,85 +93,34 @@ py::tuple Engine::step(py::sequence grads, double clip_norm, double clip_value, 
   if (std::size_t(py::len(grads)) != n)
     throw std::invalid_argument("expected " + std::to_string(n) + " gradients (one per param), got " +
                                 std::to_string(py::len(grads)));
-  if (!(clip_value >= 0.0)) throw std::invalid_argument("clip_value must be >= 0, got " + std::to_string(clip_value));
-  if (std::isnan(clip_norm)) throw std::invalid_argument("clip_norm must be a number, not NaN");
+  const StepOptions options{clip_norm, clip_value, skip_nonfinite};
+  check_step_options(options, "");
 
-  // 1. Check (and convert where needed) every gradient; nothing is written yet.
+  // Check (and convert where needed) every gradient; nothing is written yet.
   // py::object, not py::array: a default-constructed py::array is a new (empty) numpy array.
   std::vector<py::object> held(n);
-  std::vector<const void*> grad_data(n, nullptr);
-  std::vector<bool> skipped(n, false);
+  StepPipeline pipeline;
+  int64_t* steps = steps_.mutable_data();
+  double* scalars = scalars_.mutable_data();
   for (std::size_t i = 0; i < n; ++i) {
-    const Tensor& t = tensors_[i];
+    Tensor& t = tensors_[i];
     py::handle g = grads[i];
-    if (g.is_none()) {
-      skipped[i] = true;
-      continue;
-    }
+    if (g.is_none()) continue;
     if (!t.param.writeable()) throw py::value_error(t.label + ": array became read-only");
     py::array grad = grad_for(g, t.param, t.label);
     check_grad_disjoint(grad, i);
-    grad_data[i] = grad.data();
+    TensorArgs a{t.param.mutable_data(), grad.data(), {}, int64_t(t.param.size()), 0,
+                 group_hyper_[t.group].data(), scalars + i * kMaxScalars};
+    for (int j = 0; j < kMaxSlots; ++j) a.slots[j] = t.slots[j] ? t.slots[j]->mutable_data() : nullptr;
+    pipeline.add(i, t.dtype, a, steps + i);
     held[i] = std::move(grad);
   }
-
-  std::vector<TensorArgs> by_dtype[kNumDTypes];
-  std::vector<std::size_t> index_by_dtype[kNumDTypes];
-  for (std::size_t i = 0; i < n; ++i) {
-    if (skipped[i] || tensors_[i].param.size() == 0) continue;
-    Tensor& t = tensors_[i];
-    TensorArgs a{t.param.mutable_data(), grad_data[i], {}, int64_t(t.param.size()), 0,
-                 group_hyper_[t.group].data(), nullptr};
-    a.grad_clip = clip_value;
-    for (int j = 0; j < kMaxSlots; ++j) a.slots[j] = t.slots[j] ? t.slots[j]->mutable_data() : nullptr;
-    by_dtype[int(t.dtype)].push_back(a);
-    index_by_dtype[int(t.dtype)].push_back(i);
-  }
-
-  // 2. The global norm, when asked for (one pass over the gradients).
-  double total_norm = std::nan("");
-  std::vector<std::size_t> nonfinite;
-  if (clip_norm >= 0.0 || skip_nonfinite) {
-    double sum = 0.0;
-    {
-      py::gil_scoped_release release;
-      for (int d = 0; d < kNumDTypes; ++d) {
-        std::vector<double> sums(by_dtype[d].size());
-        grad_sq_sums(DType(d), by_dtype[d].data(), int64_t(by_dtype[d].size()), sums.data());
-        for (std::size_t k = 0; k < sums.size(); ++k) {
-          sum += sums[k];
-          if (!std::isfinite(sums[k])) nonfinite.push_back(index_by_dtype[d][k]);
-        }
-      }
-    }
-    total_norm = std::sqrt(sum);
-    std::sort(nonfinite.begin(), nonfinite.end());
-    if (skip_nonfinite && !std::isfinite(total_norm)) return py::make_tuple(false, total_norm, py::cast(nonfinite));
-    if (clip_norm >= 0.0) {
-      const double coef = clip_norm / (total_norm + 1e-6);  // torch: max_norm / (total_norm + 1e-6), clamped at 1
-      if (!(coef >= 1.0))
-        for (auto& list : by_dtype)
-          for (TensorArgs& a : list) a.grad_scale = coef;
-    }
-  }
-
-  // 3. Bump step counters and run one kernel per dtype, without the GIL.
-  int64_t* steps = steps_.mutable_data();
-  double* scalars = scalars_.mutable_data();
-  for (std::size_t i = 0; i < n; ++i)
-    if (!skipped[i]) ++steps[i];
-  for (int d = 0; d < kNumDTypes; ++d)
-    for (std::size_t k = 0; k < by_dtype[d].size(); ++k) {
-      const std::size_t i = index_by_dtype[d][k];
-      by_dtype[d][k].step = steps[i];
-      by_dtype[d][k].scalars = scalars + i * kMaxScalars;
-    }
+  StepOutcome outcome;
   {
     py::gil_scoped_release release;
-    for (int d = 0; d < kNumDTypes; ++d)
-      if (!by_dtype[d].empty()) run_kernel(*spec_->rule, DType(d), by_dtype[d].data(), int64_t(by_dtype[d].size()));
+    outcome = pipeline.run(*spec_->rule, options);
   }
-  return py::make_tuple(true, total_norm, py::cast(nonfinite));
+  return py::make_tuple(outcome.applied, outcome.grad_norm, py::cast(outcome.nonfinite));
 }
 
 bool Engine::set_hyper(std::size_t group, std::vector<double> hyper) {

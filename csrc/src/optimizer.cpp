@@ -1,9 +1,6 @@
 #include "pyopt/optimizer.hpp"
-#include "pyopt/grad_norm.hpp"
 
 #include <algorithm>
-#include <cmath>
-
 #include <cstring>
 #include <stdexcept>
 
@@ -100,9 +97,7 @@ void Optimizer::ensure_slots(Param& p) {
 void Optimizer::step(const std::vector<GradRef>& grads) { step(grads, StepOptions{}); }
 
 bool Optimizer::step(const std::vector<GradRef>& grads, const StepOptions& options) {
-  if (!(options.clip_value >= 0.0))
-    throw std::invalid_argument("step: clip_value must be >= 0, got " + std::to_string(options.clip_value));
-  if (std::isnan(options.clip_norm)) throw std::invalid_argument("step: clip_norm must not be NaN");
+  check_step_options(options, "step: ");
   if (grads.size() != params_.size())
     throw std::invalid_argument("step: expected " + std::to_string(params_.size()) + " gradients, got " +
                                 std::to_string(grads.size()));
@@ -119,44 +114,22 @@ bool Optimizer::step(const std::vector<GradRef>& grads, const StepOptions& optio
       throw std::invalid_argument("step: gradient " + std::to_string(i) + " overlaps " +
                                   (other->param == i ? std::string("its param") : "param " + std::to_string(other->param)));
   }
-  std::vector<TensorArgs> by_dtype[kNumDTypes];
+  StepPipeline pipeline;
   for (std::size_t i = 0; i < grads.size(); ++i) {
     if (!grads[i].data) continue;
     Param& p = params_[i];
-    TensorArgs a{p.data, grads[i].data, {}, int64_t(p.size), 0, hyper_.data(), p.scalars};
-    a.grad_clip = options.clip_value;
-    by_dtype[int(p.dtype)].push_back(a);
+    pipeline.add(i, p.dtype, TensorArgs{p.data, grads[i].data, {}, int64_t(p.size), 0, hyper_.data(), p.scalars},
+                 &p.step);
   }
-
-  last_grad_norm_ = std::nan("");
-  if (options.clip_norm >= 0.0 || options.skip_nonfinite) {
-    double sum = 0.0;
-    for (int d = 0; d < kNumDTypes; ++d) {
-      std::vector<double> sums(by_dtype[d].size());
-      grad_sq_sums(DType(d), by_dtype[d].data(), int64_t(sums.size()), sums.data());
-      for (double x : sums) sum += x;
-    }
-    last_grad_norm_ = std::sqrt(sum);
-    if (options.skip_nonfinite && !std::isfinite(last_grad_norm_)) return false;  // nothing touched
-    const double coef = options.clip_norm / (last_grad_norm_ + 1e-6);
-    if (options.clip_norm >= 0.0 && !(coef >= 1.0))
-      for (auto& list : by_dtype)
-        for (TensorArgs& a : list) a.grad_scale = coef;
-  }
-
-  for (Param& p : params_) ensure_slots(p);
-  std::size_t k[kNumDTypes] = {};
-  for (std::size_t i = 0; i < grads.size(); ++i) {
-    if (!grads[i].data) continue;
-    Param& p = params_[i];
-    TensorArgs& a = by_dtype[int(p.dtype)][k[int(p.dtype)]++];
-    a.step = ++p.step;
-    for (int j = 0; j < kMaxSlots; ++j) a.slots[j] = p.slots[j].empty() ? nullptr : p.slots[j].data();
-  }
-  for (int d = 0; d < kNumDTypes; ++d)
-    if (!by_dtype[d].empty())
-      run_kernel(*spec_->rule, DType(d), by_dtype[d].data(), int64_t(by_dtype[d].size()));
-  return true;
+  // State is allocated (for slots a set() switched on) only once the step is sure to happen.
+  const StepOutcome outcome = pipeline.run(*spec_->rule, options, [&] {
+    for (Param& p : params_) ensure_slots(p);
+    pipeline.for_each([&](std::size_t i, TensorArgs& a) {
+      for (int j = 0; j < kMaxSlots; ++j) a.slots[j] = params_[i].slots[j].empty() ? nullptr : params_[i].slots[j].data();
+    });
+  });
+  last_grad_norm_ = outcome.grad_norm;
+  return outcome.applied;
 }
 
 double Optimizer::get(const std::string& key) const {

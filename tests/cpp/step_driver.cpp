@@ -5,9 +5,11 @@
 // __driver__: a 0-d string with a JSON object
 //   {"optimizer": name, "hyperparameters": {...as in best.json...}, "steps": N,
 //    "load": "ckpt.npz" (optional, Optimizer::load before stepping),
-//    "save": "ckpt.npz" (optional, Optimizer::save after stepping)}
+//    "save": "ckpt.npz" (optional, Optimizer::save after stepping),
+//    "step_options": {"clip_norm": x, "clip_value": x, "skip_nonfinite": bool} (optional, each key too)}
 // The optimizer is built with pyopt::make_optimizer (the best.json path). OUT.npz gets the
-// params after the steps, as param/<i>. Errors: message on stderr, exit code 1.
+// params after the steps, as param/<i>, and per step whether it was applied and last_grad_norm()
+// (float64 arrays "applied" and "grad_norm"). Errors: message on stderr, exit code 1.
 #include <pyopt/pyopt.hpp>
 
 #include <cstdio>
@@ -53,7 +55,15 @@ int run(const std::string& in_path, const std::string& out_path) {
   }
   if (const pyopt::json::Value* load = cfg.find("load")) opt.load(load->as_string());
 
+  pyopt::StepOptions options;
+  if (const pyopt::json::Value* o = cfg.find("step_options")) {
+    if (const pyopt::json::Value* v = o->find("clip_norm")) options.clip_norm = v->as_number();
+    if (const pyopt::json::Value* v = o->find("clip_value")) options.clip_value = v->as_number();
+    if (const pyopt::json::Value* v = o->find("skip_nonfinite")) options.skip_nonfinite = v->as_bool();
+  }
   const int steps = int(cfg["steps"].as_number());
+  std::vector<double> applied, grad_norms;
+  static const double empty_grad = 0.0;  // an empty gradient still needs a non-null pointer (null skips the param)
   for (int t = 0; t < steps; ++t) {
     std::vector<pyopt::npz::Array> grads;
     std::vector<pyopt::GradRef> refs;
@@ -66,12 +76,14 @@ int run(const std::string& in_path, const std::string& out_path) {
       grads.push_back(*g);
     }
     for (std::size_t i = 0; i < params.size(); ++i) {
+      const void* data = grads[i].data.empty() ? static_cast<const void*>(&empty_grad) : grads[i].data.data();
       if (params[i].array.descr == "<f4")
-        refs.emplace_back(reinterpret_cast<const float*>(grads[i].data.data()));
+        refs.emplace_back(static_cast<const float*>(data));
       else
-        refs.emplace_back(reinterpret_cast<const double*>(grads[i].data.data()));
+        refs.emplace_back(static_cast<const double*>(data));
     }
-    opt.step(refs);
+    applied.push_back(opt.step(refs, options) ? 1.0 : 0.0);
+    grad_norms.push_back(opt.last_grad_norm());
   }
   if (const pyopt::json::Value* save = cfg.find("save")) opt.save(save->as_string());
 
@@ -83,6 +95,8 @@ int run(const std::string& in_path, const std::string& out_path) {
     if (p.array.shape.empty()) a.shape.clear();
     out.emplace_back("param/" + std::to_string(i), std::move(a));
   }
+  out.emplace_back("applied", pyopt::npz::Array::from(applied.data(), applied.size(), {applied.size()}));
+  out.emplace_back("grad_norm", pyopt::npz::Array::from(grad_norms.data(), grad_norms.size(), {grad_norms.size()}));
   pyopt::npz::save(out_path, out);
   return 0;
 }

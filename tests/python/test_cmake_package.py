@@ -5,6 +5,7 @@ All C++ comes from one session build (conftest.py cpp_build) plus small consumer
 import json
 import subprocess
 import sys
+import warnings
 import zlib
 from pathlib import Path
 
@@ -64,9 +65,14 @@ def python_steps(name, hyper, params, grads, checkpoint=None):
     return params, opt
 
 
-def cpp_steps(cpp_build, tmp_path, name, hyper, params, grads, load=None, save=None, tag="run"):
+def cpp_steps(cpp_build, tmp_path, name, hyper, params, grads, load=None, save=None, tag="run", step_options=None,
+              outcome=None):
+    """The driver's params after the steps; ``outcome`` (a dict), if given, gets its per-step
+    ``applied`` and ``grad_norm`` arrays."""
     driver = cpp_build / "tests" / "cpp" / "pyopt_step_driver"
     spec = {"optimizer": name, "hyperparameters": hyper, "steps": len(grads)}
+    if step_options:
+        spec["step_options"] = step_options
     if load:
         spec["load"] = str(load)
     if save:
@@ -82,6 +88,8 @@ def cpp_steps(cpp_build, tmp_path, name, hyper, params, grads, load=None, save=N
     result = subprocess.run([str(driver), str(src), str(out)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     with np.load(out) as data:
+        if outcome is not None:
+            outcome.update(applied=data["applied"], grad_norm=data["grad_norm"])
         return [data[f"param/{i}"] for i in range(len(params))]
 
 
@@ -100,6 +108,52 @@ def test_cpp_step_equals_python_step(cpp_build, tmp_path, name):
         np.testing.assert_array_equal(g, e)
         assert np.all(np.isfinite(g))
     assert any(not np.array_equal(p, g) for p, g in zip(params, got)), "the params did not move"
+
+
+def checkpoint_state(path):
+    """A pyopt .npz checkpoint's per-param state: the meta's steps and scalars, and the non-empty
+    arrays (C++ allocates no state for an empty param, Python zero-size arrays)."""
+    with np.load(path, allow_pickle=False) as data:
+        meta = json.loads(str(data["__pyopt_meta__"]))
+        return meta["state"], {k: data[k] for k in data.files if k.startswith("state/") and data[k].size}
+
+
+@pytest.mark.parametrize("name", ["nadam", "adamw", "lamb", "sgd"])
+def test_cpp_step_options_equal_python(cpp_build, tmp_path, name):
+    """clip_value, clip_norm and skip_nonfinite (one C++ step pipeline under both APIs): C++ and
+    Python give equal params, applied flags, global norms and state, bit for bit, an empty param
+    included (it steps like any other: its count and scalar state advance, as in torch)."""
+    rng = np.random.default_rng(zlib.crc32(name.encode()) + 7)
+    shapes = SHAPES + [((0,), np.float32)]
+    params = [rng.standard_normal(shape).astype(dtype) for shape, dtype in shapes]
+    grads = [[(3.0 * rng.standard_normal(shape)).astype(dtype) for shape, dtype in shapes] for _ in range(6)]
+    grads[2][1][0, 0] = np.nan  # that step is skipped
+    options = {"clip_norm": 1.0, "clip_value": 2.5, "skip_nonfinite": True}
+
+    expected = [p.copy() for p in params]
+    opt = pyopt.create(name, expected)
+    applied, norms = [], []
+    for g in grads:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            applied.append(float(opt.step([x.copy() for x in g], **options)))
+        norms.append(opt.last_grad_norm)
+    pyopt.save(opt, tmp_path / "py.npz")
+
+    outcome = {}
+    got = cpp_steps(cpp_build, tmp_path, name, {}, params, grads, save=tmp_path / "cpp.npz", step_options=options,
+                    outcome=outcome)
+    for e, g in zip(expected, got):
+        np.testing.assert_array_equal(g, e)
+    np.testing.assert_array_equal(outcome["applied"], applied)
+    assert applied == [1, 1, 0, 1, 1, 1]
+    np.testing.assert_array_equal(outcome["grad_norm"], norms)
+    py_meta, py_arrays = checkpoint_state(tmp_path / "py.npz")
+    cpp_meta, cpp_arrays = checkpoint_state(tmp_path / "cpp.npz")
+    assert py_meta == cpp_meta and py_meta[str(len(shapes) - 1)]["step"] == 5
+    assert py_arrays.keys() == cpp_arrays.keys()
+    for key in py_arrays:
+        np.testing.assert_array_equal(cpp_arrays[key], py_arrays[key], err_msg=key)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "pyopt/registry.hpp"
+#include "pyopt/step_pipeline.hpp"  // StepOptions
 #include "pyopt/types.hpp"
 
 namespace pyopt {
@@ -28,17 +29,6 @@ struct GradRef {
   GradRef(std::nullptr_t) : data(nullptr), dtype(DType::Float32) {}  // skip this param this step
   const void* data;
   DType dtype;
-};
-
-// Options of one step (all off by default): clip_value clamps every gradient element to
-// [-clip_value, clip_value]; clip_norm (>= 0) then scales the gradients by clip_norm/(N + 1e-6)
-// when that is below 1, N being the global L2 norm of all gradients of the step (torch's
-// clip_grad_norm_); skip_nonfinite skips the whole step, touching nothing, when a gradient holds
-// NaN or Inf. The caller's gradient buffers are never written.
-struct StepOptions {
-  double clip_norm = -1.0;
-  double clip_value = std::numeric_limits<double>::infinity();
-  bool skip_nonfinite = false;
 };
 
 class Optimizer {

@@ -5,6 +5,7 @@
 #include "pyopt/grad_norm.hpp"
 #include "pyopt/optimizer.hpp"
 #include "pyopt/registry.hpp"
+#include "pyopt/step_pipeline.hpp"
 #include "pyopt/types.hpp"
 #include "pyopt/version.hpp"
 // Configs (best.json), checkpoints (.npz shared with Python) and their JSON / npz layers.
