@@ -29,7 +29,9 @@ struct AdaBelief : RuleBase {
 
   enum Variant { kAmsgrad = 1, kRectify = 2 };
   static constexpr int num_variants = 4;
-  static int variant(const double* h) { return (h[amsgrad] != 0.0 ? kAmsgrad : 0) | (h[rectify] != 0.0 ? kRectify : 0); }
+  static int variant(const double* h) {
+    return (h[amsgrad] != 0.0 ? kAmsgrad : 0) | (h[rectify] != 0.0 ? kRectify : 0);
+  }
   static constexpr unsigned slot_mask(int v) { return (v & kAmsgrad) ? 0b111u : 0b011u; }
 
   template <class T>
