@@ -21,12 +21,8 @@ std::string format_value(double v) {
   return buf;
 }
 
-// The rule's cross-field check. During the move to records a rule may still have its own full
-// `validate` (ranges included, so it repeats the record's checks with the same messages).
-template <class Rule, class = void>
-struct HasValidate : std::false_type {};
-template <class Rule>
-struct HasValidate<Rule, std::void_t<decltype(&Rule::validate)>> : std::true_type {};
+// The rule's conditions across hyperparameters (SGD's nesterov rule), or null. Single-value
+// ranges are the record's.
 template <class Rule, class = void>
 struct HasCheck : std::false_type {};
 template <class Rule>
@@ -34,8 +30,7 @@ struct HasCheck<Rule, std::void_t<decltype(&Rule::check)>> : std::true_type {};
 
 template <class Rule>
 constexpr auto rule_check() -> void (*)(const double*) {
-  if constexpr (HasValidate<Rule>::value) return &Rule::validate;
-  else if constexpr (HasCheck<Rule>::value) return &Rule::check;
+  if constexpr (HasCheck<Rule>::value) return &Rule::check;
   else return nullptr;
 }
 

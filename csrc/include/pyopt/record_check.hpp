@@ -5,8 +5,7 @@
 //   - the record lists exactly Rule::kNumHyper hyperparameters;
 //   - the policy hyperparameters the driver reads by the rule's enum (maximize, weight_decay,
 //     decoupled_weight_decay, weight_decouple, fixed_decay) sit at that enum index in the record,
-//     and a record has none of them that the rule's enum lacks;
-//   - while a rule still carries its own `hyper[]` table, the record agrees with it.
+//     and a record has none of them that the rule's enum lacks.
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -33,12 +32,6 @@ PYOPT_DETECT_ENUMERATOR(decoupled_weight_decay)
 PYOPT_DETECT_ENUMERATOR(weight_decouple)
 PYOPT_DETECT_ENUMERATOR(fixed_decay)
 #undef PYOPT_DETECT_ENUMERATOR
-
-// The rule's own hyperparameter table, from before the records: compared with the record below.
-template <class Rule, class = void>
-struct has_hyper : std::false_type {};
-template <class Rule>
-struct has_hyper<Rule, std::void_t<decltype(Rule::hyper[0].name)>> : std::true_type {};
 
 inline int record_index(const OptimizerRecord& r, const char* name) {
   int i = 0;
@@ -69,16 +62,6 @@ void check_rule_record(const OptimizerRecord& r) {
   check_policy(r, "decoupled_weight_decay", index_of_decoupled_weight_decay<Rule>());
   check_policy(r, "weight_decouple", index_of_weight_decouple<Rule>());
   check_policy(r, "fixed_decay", index_of_fixed_decay<Rule>());
-  if constexpr (has_hyper<Rule>::value) {
-    int i = 0;
-    for (const HyperSpec& h : r.hyper) {
-      const auto& own = Rule::hyper[i];
-      if (std::string(h.name) != own.name || h.default_value != own.default_value || h.kind != own.kind)
-        throw std::logic_error(who + ": hyperparameter #" + std::to_string(i) + " '" + h.name +
-                               "' differs from the rule's table ('" + own.name + "')");
-      ++i;
-    }
-  }
 }
 
 }  // namespace record_check
