@@ -21,7 +21,7 @@ target_include_directories(pyopt_headers INTERFACE $<INSTALL_INTERFACE:${PYOPT_I
 
 install(DIRECTORY ${PROJECT_SOURCE_DIR}/csrc/include/pyopt
   DESTINATION ${PYOPT_INSTALL_INCLUDEDIR}
-  FILES_MATCHING PATTERN "*.hpp")
+  FILES_MATCHING PATTERN "*.hpp" PATTERN "*.def")
 install(TARGETS pyopt_headers pyopt_kernels pyopt_pyopt
   EXPORT pyoptTargets
   ARCHIVE DESTINATION ${PYOPT_INSTALL_LIBDIR}

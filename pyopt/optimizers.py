@@ -175,9 +175,8 @@ def _describe(param: Param) -> str:
 
 
 def rule_file(rule: str) -> str:
-    """Where a rule lives: rules/<rule>.hpp, or rules/<family>.hpp for the rules of a family named
-    <family>_<variant> (schedulefree_adamw and schedulefree_sgd: rules/schedulefree.hpp)."""
-    return f"csrc/include/pyopt/rules/{rule.split('_')[0]}.hpp"
+    """Where a rule lives: one file per rule, named after it."""
+    return f"csrc/include/pyopt/rules/{rule}.hpp"
 
 
 def docstring(s: Spec, base: type | None = None) -> str:

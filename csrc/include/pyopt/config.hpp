@@ -13,6 +13,11 @@
 #define PYOPT_KERNEL_NAMESPACE_END \
   }                                \
   }
+// The update rules (csrc/include/pyopt/rules/) live in pyopt::<isa>::rules.
+#define PYOPT_RULES_BEGIN PYOPT_KERNEL_NAMESPACE_BEGIN namespace rules {
+#define PYOPT_RULES_END \
+  }                     \
+  PYOPT_KERNEL_NAMESPACE_END
 
 #if defined(__GNUC__) || defined(__clang__)
 #define PYOPT_INLINE inline __attribute__((always_inline))

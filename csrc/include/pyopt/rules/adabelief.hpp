@@ -14,8 +14,7 @@
 //     ρ_t < 5: degenerated_to_sgd ? p ← p − (lr/(1 − β1^t))·m : p unchanged
 #include "pyopt/rules/base.hpp"
 
-PYOPT_KERNEL_NAMESPACE_BEGIN
-namespace rules {
+PYOPT_RULES_BEGIN
 
 struct AdaBelief : RuleBase {
   static constexpr const char* name = "adabelief";
@@ -34,8 +33,7 @@ struct AdaBelief : RuleBase {
   }
   static constexpr unsigned slot_mask(int v) { return (v & kAmsgrad) ? 0b111u : 0b011u; }
 
-  template <class T>
-  struct Coeffs {
+  template <class T> struct Coeffs {
     T beta1, one_minus_beta1, beta2, one_minus_beta2, eps, bc2_sqrt;
     T neg_step;       // unrectified: −lr/bc1; rectified: −r·lr in adaptive steps (ρ_t ≥ 5), else 1
     T adaptive;       // rectified: 1 if ρ_t ≥ 5, else 0 (a T: GCC vectorizes a select on a T compare)
@@ -45,8 +43,7 @@ struct AdaBelief : RuleBase {
     T neg_zero;       // −0, read instead of m by the term a step does not take: x + (−0) = x exactly
     T eps_adaptive;   // ε in adaptive steps, 0 otherwise (√1 + 0 = 1 exactly)
   };
-  template <class T>
-  static Coeffs<T> prepare(const double* h, int64_t t, double*) {
+  template <class T> static Coeffs<T> prepare(const double* h, int64_t t, double*) {
     const double b1 = h[beta1], b2 = h[beta2], lrv = h[lr];
     const double bc1 = 1.0 - std::pow(b1, double(t));
     const double beta2_t = std::pow(b2, double(t));
@@ -85,8 +82,7 @@ struct AdaBelief : RuleBase {
             T(adaptive ? h[eps] : 0.0)};
   }
 
-  template <int V, class T>
-  static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
+  template <int V, class T> static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
     T& m = s[0];
     T& v = s[1];
     m = fmadd(k.one_minus_beta1, g, m * k.beta1);                      // exp_avg.mul_(β1).add_(g, alpha=1 − β1)
@@ -113,5 +109,4 @@ struct AdaBelief : RuleBase {
   }
 };
 
-}  // namespace rules
-PYOPT_KERNEL_NAMESPACE_END
+PYOPT_RULES_END

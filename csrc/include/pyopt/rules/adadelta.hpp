@@ -5,8 +5,7 @@
 //   δ = √(u + ε) / √(v + ε) · g   (old u);  u ← ρ·u + (1 − ρ)·δ²;  p ← p − lr·δ
 #include "pyopt/rules/base.hpp"
 
-PYOPT_KERNEL_NAMESPACE_BEGIN
-namespace rules {
+PYOPT_RULES_BEGIN
 
 struct Adadelta : RuleBase {
   static constexpr const char* name = "adadelta";
@@ -16,17 +15,14 @@ struct Adadelta : RuleBase {
   static constexpr Decay decay_policy = Decay::Coupled;
   static constexpr unsigned slot_mask(int) { return 0b11u; }
 
-  template <class T>
-  struct Coeffs {
+  template <class T> struct Coeffs {
     T rho, one_minus_rho, eps, neg_lr;
   };
-  template <class T>
-  static Coeffs<T> prepare(const double* h, int64_t, double*) {
+  template <class T> static Coeffs<T> prepare(const double* h, int64_t, double*) {
     return {T(h[rho]), T(1.0 - h[rho]), T(h[eps]), T(-h[lr])};
   }
 
-  template <int V, class T>
-  static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
+  template <int V, class T> static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
     T& square_avg = s[0];
     T& acc_delta = s[1];
     square_avg = fmadd(k.one_minus_rho * g, g, square_avg * k.rho);  // .mul_(ρ).addcmul_(g, g, value=1 − ρ)
@@ -37,5 +33,4 @@ struct Adadelta : RuleBase {
   }
 };
 
-}  // namespace rules
-PYOPT_KERNEL_NAMESPACE_END
+PYOPT_RULES_END

@@ -5,8 +5,7 @@
 //   s ← s + g²;  p ← p − clr · g / (√s + ε)
 #include "pyopt/rules/base.hpp"
 
-PYOPT_KERNEL_NAMESPACE_BEGIN
-namespace rules {
+PYOPT_RULES_BEGIN
 
 struct Adagrad : RuleBase {
   static constexpr const char* name = "adagrad";
@@ -18,18 +17,15 @@ struct Adagrad : RuleBase {
 
   static constexpr unsigned slot_mask(int) { return 0b1u; }
 
-  template <class T>
-  struct Coeffs {
+  template <class T> struct Coeffs {
     T eps, neg_clr;
   };
-  template <class T>
-  static Coeffs<T> prepare(const double* h, int64_t t, double*) {
+  template <class T> static Coeffs<T> prepare(const double* h, int64_t t, double*) {
     const double clr = h[lr] / (1.0 + double(t - 1) * h[lr_decay]);
     return {T(h[eps]), T(-clr)};
   }
 
-  template <int V, class T>
-  static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
+  template <int V, class T> static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
     T& sum = s[0];
     sum = fmadd(g, g, sum);  // state_sum.addcmul_(grad, grad, value=1)
     const T std_ = std::sqrt(sum) + k.eps;
@@ -37,5 +33,4 @@ struct Adagrad : RuleBase {
   }
 };
 
-}  // namespace rules
-PYOPT_KERNEL_NAMESPACE_END
+PYOPT_RULES_END

@@ -7,8 +7,7 @@
 //   p ← p − (lr / (1 − β1^t)) · m / (√v / √(1 − β2^t) + ε)
 #include "pyopt/rules/base.hpp"
 
-PYOPT_KERNEL_NAMESPACE_BEGIN
-namespace rules {
+PYOPT_RULES_BEGIN
 
 struct Adam : RuleBase {
   static constexpr const char* name = "adam";
@@ -26,12 +25,10 @@ struct Adam : RuleBase {
   }
   static constexpr unsigned slot_mask(int v) { return (v & kAmsgrad) ? 0b111u : 0b011u; }
 
-  template <class T>
-  struct Coeffs {
+  template <class T> struct Coeffs {
     T beta1_weight, beta2, one_minus_beta2, bc2_sqrt, eps, neg_step_size;
   };
-  template <class T>
-  static Coeffs<T> prepare(const double* h, int64_t t, double*) {
+  template <class T> static Coeffs<T> prepare(const double* h, int64_t t, double*) {
     const double bc1 = 1.0 - std::pow(h[beta1], double(t));
     const double bc2 = 1.0 - std::pow(h[beta2], double(t));
     return {lerp_coeff<T>(1.0 - h[beta1]),
@@ -42,8 +39,7 @@ struct Adam : RuleBase {
             T(-(h[lr] / bc1))};
   }
 
-  template <int V, class T>
-  static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
+  template <int V, class T> static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
     T& m = s[0];
     T& v = s[1];
     m = lerp<(V & kLerpFromEnd) != 0>(m, g, k.beta1_weight);
@@ -58,5 +54,4 @@ struct Adam : RuleBase {
   }
 };
 
-}  // namespace rules
-PYOPT_KERNEL_NAMESPACE_END
+PYOPT_RULES_END

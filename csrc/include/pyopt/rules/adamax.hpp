@@ -5,8 +5,7 @@
 //   p ← p − (lr / (1 − β1^t)) · m / u
 #include "pyopt/rules/base.hpp"
 
-PYOPT_KERNEL_NAMESPACE_BEGIN
-namespace rules {
+PYOPT_RULES_BEGIN
 
 struct Adamax : RuleBase {
   static constexpr const char* name = "adamax";
@@ -20,18 +19,15 @@ struct Adamax : RuleBase {
   static int variant(const double* h) { return lerp_from_end(1.0 - h[beta1]) ? kLerpFromEnd : 0; }
   static constexpr unsigned slot_mask(int) { return 0b11u; }
 
-  template <class T>
-  struct Coeffs {
+  template <class T> struct Coeffs {
     T beta1_weight, beta2, eps, neg_clr;
   };
-  template <class T>
-  static Coeffs<T> prepare(const double* h, int64_t t, double*) {
+  template <class T> static Coeffs<T> prepare(const double* h, int64_t t, double*) {
     const double bc1 = 1.0 - std::pow(h[beta1], double(t));
     return {lerp_coeff<T>(1.0 - h[beta1]), T(h[beta2]), T(h[eps]), T(-(h[lr] / bc1))};
   }
 
-  template <int V, class T>
-  static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
+  template <int V, class T> static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
     T& m = s[0];
     T& u = s[1];
     m = lerp<(V & kLerpFromEnd) != 0>(m, g, k.beta1_weight);
@@ -40,5 +36,4 @@ struct Adamax : RuleBase {
   }
 };
 
-}  // namespace rules
-PYOPT_KERNEL_NAMESPACE_END
+PYOPT_RULES_END

@@ -16,8 +16,7 @@
 // pytorch-optimizer 4.1.0's Adan is a different rule (it differs from this one in ~1% of elements).
 #include "pyopt/rules/base.hpp"
 
-PYOPT_KERNEL_NAMESPACE_BEGIN
-namespace rules {
+PYOPT_RULES_BEGIN
 
 struct Adan : RuleBase {
   static constexpr const char* name = "adan";
@@ -35,13 +34,11 @@ struct Adan : RuleBase {
   }
   static constexpr unsigned slot_mask(int) { return 0b1111u; }
 
-  template <class T>
-  struct Coeffs {
+  template <class T> struct Coeffs {
     T diff_gate, beta1, one_minus_beta1, beta2, one_minus_beta2, beta3, one_minus_beta3,
         bc3_sqrt, eps, neg_step_size, neg_step_size_diff, decay, prox_divisor;
   };
-  template <class T>
-  static Coeffs<T> prepare(const double* h, int64_t t, double*) {
+  template <class T> static Coeffs<T> prepare(const double* h, int64_t t, double*) {
     const double bc1 = 1.0 - std::pow(h[beta1], double(t));
     const double bc2 = 1.0 - std::pow(h[beta2], double(t));
     const double bc3 = 1.0 - std::pow(h[beta3], double(t));
@@ -60,8 +57,7 @@ struct Adan : RuleBase {
             T(1.0 + h[lr] * h[weight_decay])};
   }
 
-  template <int V, class T>
-  static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
+  template <int V, class T> static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
     T& m = s[0];
     T& n = s[1];
     T& d = s[2];
@@ -80,5 +76,4 @@ struct Adan : RuleBase {
   }
 };
 
-}  // namespace rules
-PYOPT_KERNEL_NAMESPACE_END
+PYOPT_RULES_END

@@ -17,8 +17,7 @@
 // The reference's undocumented **kwargs flags `cautious` and `stable_adamw` are not supported.
 #include "pyopt/rules/base.hpp"
 
-PYOPT_KERNEL_NAMESPACE_BEGIN
-namespace rules {
+PYOPT_RULES_BEGIN
 
 struct AdEMAMix : RuleBase {
   static constexpr const char* name = "ademamix";
@@ -57,13 +56,11 @@ struct AdEMAMix : RuleBase {
     return h[beta3] < b ? h[beta3] : b;  // Python's min(b, β3)
   }
 
-  template <class T>
-  struct Coeffs {
+  template <class T> struct Coeffs {
     T beta1_weight, beta2, one_minus_beta2, slow_weight, bc1, bc2_sqrt, alpha, eps, neg_lr;
     bool slow_from_end;
   };
-  template <class T>
-  static Coeffs<T> prepare(const double* h, int64_t t, double*) {
+  template <class T> static Coeffs<T> prepare(const double* h, int64_t t, double*) {
     const double bc1 = 1.0 - std::pow(h[beta1], double(t));
     const double bc2_sqrt = std::sqrt(1.0 - std::pow(h[beta2], double(t)));
     const double w3 = 1.0 - beta3_at(h, t);
@@ -71,8 +68,7 @@ struct AdEMAMix : RuleBase {
             T(bc2_sqrt), T(alpha_at(h, t)), T(h[eps]), T(-h[lr]), lerp_from_end(w3)};
   }
 
-  template <int V, class T>
-  static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
+  template <int V, class T> static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
     T& m = s[0];
     T& v = s[1];
     T& slow = s[2];
@@ -85,5 +81,4 @@ struct AdEMAMix : RuleBase {
   }
 };
 
-}  // namespace rules
-PYOPT_KERNEL_NAMESPACE_END
+PYOPT_RULES_END

@@ -17,8 +17,7 @@
 // would put the division under a branch, which GCC then does not vectorize on AVX2 or SSE.
 #include "pyopt/rules/base.hpp"
 
-PYOPT_KERNEL_NAMESPACE_BEGIN
-namespace rules {
+PYOPT_RULES_BEGIN
 
 struct Adopt : RuleBase {
   static constexpr const char* name = "adopt";
@@ -32,22 +31,19 @@ struct Adopt : RuleBase {
   static int variant(const double* h) { return lerp_from_end(1.0 - h[beta1]) ? kLerpFromEnd : 0; }
   static constexpr unsigned slot_mask(int) { return 0b11u; }
 
-  template <class T>
-  struct Coeffs {
+  template <class T> struct Coeffs {
     T eps, clip, neg_clip, beta1_weight;
     T takes_step;  // 0 at t = 1, else 1 (a T: GCC vectorizes a select on a T compare, not on a bool)
     T beta2, one_minus_beta2, neg_lr;
   };
-  template <class T>
-  static Coeffs<T> prepare(const double* h, int64_t t, double*) {
+  template <class T> static Coeffs<T> prepare(const double* h, int64_t t, double*) {
     const bool first = t == 1;
     const double clip = std::pow(double(t), 0.25);  // math.pow(step, 0.25)
     return {T(first ? 1.0 : h[eps]), T(clip), T(-clip), lerp_coeff<T>(1.0 - h[beta1]), T(first ? 0.0 : 1.0),
             T(first ? 1.0 : h[beta2]), T(first ? 1.0 : 1.0 - h[beta2]), T(first ? -0.0 : -h[lr])};
   }
 
-  template <int V, class T>
-  static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
+  template <int V, class T> static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
     T& m = s[0];
     T& v = s[1];
     const T numerator = k.takes_step != T(0) ? g : m;
@@ -61,5 +57,4 @@ struct Adopt : RuleBase {
   }
 };
 
-}  // namespace rules
-PYOPT_KERNEL_NAMESPACE_END
+PYOPT_RULES_END

@@ -14,8 +14,7 @@
 
 #include "pyopt/rules/base.hpp"
 
-PYOPT_KERNEL_NAMESPACE_BEGIN
-namespace rules {
+PYOPT_RULES_BEGIN
 
 struct Asgd : RuleBase {
   static constexpr const char* name = "asgd";
@@ -31,20 +30,17 @@ struct Asgd : RuleBase {
 
   static constexpr unsigned slot_mask(int) { return 0b1u; }
 
-  template <class T>
-  struct Coeffs {
+  template <class T> struct Coeffs {
     T decay, neg_eta, mu;
     bool copy;  // μ == 1: torch copies p into ax instead of averaging
   };
-  template <class T>
-  static double round_to(double x) {
+  template <class T> static double round_to(double x) {
     if constexpr (std::is_same_v<T, float>)
       return double(float(x));
     else
       return x;
   }
-  template <class T>
-  static Coeffs<T> prepare(const double* h, int64_t t, double* scalars) {
+  template <class T> static Coeffs<T> prepare(const double* h, int64_t t, double* scalars) {
     const double eta = t == 1 ? round_to<T>(h[lr]) : scalars[0];
     const double mu = t == 1 ? 1.0 : scalars[1];
     const double step = double(t);
@@ -53,8 +49,7 @@ struct Asgd : RuleBase {
     return {T(1.0 - h[lambd] * eta), T(-eta), T(mu), T(mu) == T(1)};
   }
 
-  template <int V, class T>
-  static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
+  template <int V, class T> static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
     T& ax = s[0];
     p = p * k.decay;
     p = fmadd(k.neg_eta, g, p);
@@ -63,5 +58,4 @@ struct Asgd : RuleBase {
   }
 };
 
-}  // namespace rules
-PYOPT_KERNEL_NAMESPACE_END
+PYOPT_RULES_END

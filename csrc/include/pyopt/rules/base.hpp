@@ -29,8 +29,7 @@
 //   g ← g·(−1 if h[maximize] else 1);  p ← p·decay (decoupled);  g ← fmadd(wd, p, g) (coupled).
 #include "pyopt/rules/common.hpp"
 
-PYOPT_KERNEL_NAMESPACE_BEGIN
-namespace rules {
+PYOPT_RULES_BEGIN
 
 // The weight-decay conventions the driver applies (driver/driver.hpp), read from the rule's own
 // hyperparameters (its enum Hyper names them). Decay is only applied when weight_decay ≠ 0: with
@@ -56,5 +55,4 @@ struct RuleBase {
   static double initial_scalar(int /*index*/) { return 0.0; }
 };
 
-}  // namespace rules
-PYOPT_KERNEL_NAMESPACE_END
+PYOPT_RULES_END

@@ -12,8 +12,7 @@
 #include "pyopt/config.hpp"
 #include "pyopt/types.hpp"
 
-PYOPT_KERNEL_NAMESPACE_BEGIN
-namespace rules {
+PYOPT_RULES_BEGIN
 
 // Hyperparameter checks. Messages name the hyperparameter and the bad value;
 // `!(x >= lo)` is written so that NaN is rejected too.
@@ -43,8 +42,7 @@ inline void require_finite(const char* name, double v) {
 // Both comparisons are always evaluated (`|`, not `||`): a comparison that only runs when the
 // other is false may trap on NaN, so GCC would not if-convert it and the loop would not vectorize
 // on AVX2 or SSE.
-template <class T>
-PYOPT_INLINE T nan_max(T a, T b) {
+template <class T> PYOPT_INLINE T nan_max(T a, T b) {
   return ((a != a) | (a > b)) ? a : b;
 }
 
@@ -67,8 +65,7 @@ PYOPT_INLINE T nan_max(T a, T b) {
 #endif
 
 // a·b + c, rounded once where the hardware has FMA, twice where it does not.
-template <class T>
-PYOPT_INLINE T fmadd(T a, T b, T c) {
+template <class T> PYOPT_INLINE T fmadd(T a, T b, T c) {
 #if PYOPT_RULES_FUSED_MULTIPLY_ADD
   return std::fma(a, b, c);
 #else
@@ -84,12 +81,10 @@ PYOPT_INLINE T fmadd(T a, T b, T c) {
 // The form is chosen by the float32 weight, as torch's float32 lerp chooses it; a float64 weight
 // within 2^-26 below 0.5 (it rounds to 0.5f) takes the other form than torch's float64 lerp.
 inline bool lerp_from_end(double w) { return !(std::fabs(float(w)) < 0.5f); }
-template <class T>
-T lerp_coeff(double w) {
+template <class T> T lerp_coeff(double w) {
   return lerp_from_end(w) ? T(w) - T(1) : T(w);
 }
-template <bool FromEnd, class T>
-PYOPT_INLINE T lerp(T a, T b, T coeff) {
+template <bool FromEnd, class T> PYOPT_INLINE T lerp(T a, T b, T coeff) {
   return fmadd(coeff, b - a, FromEnd ? b : a);
 }
 
@@ -97,18 +92,14 @@ PYOPT_INLINE T lerp(T a, T b, T coeff) {
 // debiased β1), so its form can too: `from_end` is a per-step (loop-invariant) flag from prepare(),
 // and `coeff` is lerp_coeff of the weight, or, for a weight already in T (a 0-dim tensor weight),
 // tensor_lerp_coeff.
-template <class T>
-PYOPT_INLINE T lerp_step(T a, T b, T coeff, bool from_end) {
+template <class T> PYOPT_INLINE T lerp_step(T a, T b, T coeff, bool from_end) {
   return fmadd(coeff, b - a, from_end ? b : a);
 }
-template <class T>
-bool tensor_lerp_from_end(T w) {
+template <class T> bool tensor_lerp_from_end(T w) {
   return !(std::fabs(w) < T(0.5));
 }
-template <class T>
-T tensor_lerp_coeff(T w) {
+template <class T> T tensor_lerp_coeff(T w) {
   return tensor_lerp_from_end(w) ? w - T(1) : w;
 }
 
-}  // namespace rules
-PYOPT_KERNEL_NAMESPACE_END
+PYOPT_RULES_END

@@ -13,8 +13,7 @@
 #include "pyopt/rules/base.hpp"
 #include "pyopt/rules/sign.hpp"
 
-PYOPT_KERNEL_NAMESPACE_BEGIN
-namespace rules {
+PYOPT_RULES_BEGIN
 
 struct Grams : RuleBase {
   static constexpr const char* name = "grams";
@@ -29,12 +28,10 @@ struct Grams : RuleBase {
   static int variant(const double* h) { return h[weight_decay] > 0.0 ? kDecay : 0; }
   static constexpr unsigned slot_mask(int) { return 0b11u; }
 
-  template <class T>
-  struct Coeffs {
+  template <class T> struct Coeffs {
     T neg_lr_wd, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, neg_step_size;
   };
-  template <class T>
-  static Coeffs<T> prepare(const double* h, int64_t t, double*) {
+  template <class T> static Coeffs<T> prepare(const double* h, int64_t t, double*) {
     const double bc1 = 1.0 - std::pow(h[beta1], double(t));
     const double bc2 = 1.0 - std::pow(h[beta2], double(t));
     return {T(-h[lr] * h[weight_decay]),
@@ -46,8 +43,7 @@ struct Grams : RuleBase {
             T(-(h[lr] * std::sqrt(bc2) / bc1))};  // step_size * math.sqrt(bc2) / bc1
   }
 
-  template <int V, class T>
-  static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
+  template <int V, class T> static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
     T& m = s[0];
     T& v = s[1];
     if constexpr (V & kDecay) p = fmadd(k.neg_lr_wd, p, p);      // p.add_(p, alpha=−lr·wd)
@@ -59,5 +55,4 @@ struct Grams : RuleBase {
   }
 };
 
-}  // namespace rules
-PYOPT_KERNEL_NAMESPACE_END
+PYOPT_RULES_END

@@ -12,8 +12,7 @@
 // clamped at 10); this is the paper's and optax's rule.
 #include "pyopt/rules/base.hpp"
 
-PYOPT_KERNEL_NAMESPACE_BEGIN
-namespace rules {
+PYOPT_RULES_BEGIN
 
 struct Lamb : RuleBase {
   static constexpr const char* name = "lamb";
@@ -28,27 +27,23 @@ struct Lamb : RuleBase {
   static int variant(const double* h) { return h[weight_decay] != 0.0 ? kDecay : 0; }
   static constexpr unsigned slot_mask(int) { return 0b11u; }
 
-  template <class T>
-  struct Coeffs {
+  template <class T> struct Coeffs {
     T beta1, one_minus_beta1, beta2, one_minus_beta2, bc1, bc2, eps, weight_decay;
     T trust, neg_lr;  // set by finish()
   };
-  template <class T>
-  static Coeffs<T> prepare(const double* h, int64_t t, double*) {
+  template <class T> static Coeffs<T> prepare(const double* h, int64_t t, double*) {
     return {T(h[beta1]), T(1.0 - h[beta1]), T(h[beta2]), T(1.0 - h[beta2]),
             T(1.0 - std::pow(h[beta1], double(t))), T(1.0 - std::pow(h[beta2], double(t))), T(h[eps]),
             T(h[weight_decay]), T(1), T(-h[lr])};
   }
 
-  template <int V, class T>
-  static PYOPT_INLINE T direction(const Coeffs<T>& k, T p, const T* s) {
+  template <int V, class T> static PYOPT_INLINE T direction(const Coeffs<T>& k, T p, const T* s) {
     T u = (s[0] / k.bc1) / (std::sqrt(s[1] / k.bc2) + k.eps);
     if constexpr (V & kDecay) u = u + k.weight_decay * p;
     return u;
   }
 
-  template <int V, class T>
-  static PYOPT_INLINE void reduce(const Coeffs<T>& k, T p, T g, T* s, T* r) {
+  template <int V, class T> static PYOPT_INLINE void reduce(const Coeffs<T>& k, T p, T g, T* s, T* r) {
     s[0] = k.one_minus_beta1 * g + k.beta1 * s[0];
     s[1] = k.one_minus_beta2 * (g * g) + k.beta2 * s[1];
     const T u = direction<V>(k, p, s);
@@ -56,18 +51,15 @@ struct Lamb : RuleBase {
     r[1] = u * u;
   }
 
-  template <class T>
-  static void finish(Coeffs<T>& k, const double*, const double* sums) {
+  template <class T> static void finish(Coeffs<T>& k, const double*, const double* sums) {
     const double param_norm = std::sqrt(sums[0]);
     const double update_norm = std::sqrt(sums[1]);
     k.trust = (param_norm == 0.0 || update_norm == 0.0) ? T(1) : T(param_norm / update_norm);
   }
 
-  template <int V, class T>
-  static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T, T* s) {
+  template <int V, class T> static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T, T* s) {
     p = p + (direction<V>(k, p, s) * k.trust) * k.neg_lr;
   }
 };
 
-}  // namespace rules
-PYOPT_KERNEL_NAMESPACE_END
+PYOPT_RULES_END

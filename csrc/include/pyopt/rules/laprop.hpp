@@ -23,8 +23,7 @@
 
 #include "pyopt/rules/base.hpp"
 
-PYOPT_KERNEL_NAMESPACE_BEGIN
-namespace rules {
+PYOPT_RULES_BEGIN
 
 struct Laprop : RuleBase {
   static constexpr const char* name = "laprop";
@@ -53,10 +52,8 @@ struct Laprop : RuleBase {
   }
 
   // x & mask, bit for bit: x where the mask has every bit set, +0 where it has none.
-  template <class T>
-  using Bits = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
-  template <class T>
-  static PYOPT_INLINE T bitwise_and(T x, T mask) {
+  template <class T> using Bits = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+  template <class T> static PYOPT_INLINE T bitwise_and(T x, T mask) {
     Bits<T> a, b;
     std::memcpy(&a, &x, sizeof a);
     std::memcpy(&b, &mask, sizeof b);
@@ -64,22 +61,19 @@ struct Laprop : RuleBase {
     std::memcpy(&x, &a, sizeof a);
     return x;
   }
-  template <class T>
-  static T all_or_no_bits(bool on) {
+  template <class T> static T all_or_no_bits(bool on) {
     const Bits<T> bits = on ? ~Bits<T>(0) : Bits<T>(0);
     T x;
     std::memcpy(&x, &bits, sizeof x);
     return x;
   }
 
-  template <class T>
-  struct Coeffs {
+  template <class T> struct Coeffs {
     T beta2, one_minus_beta2, mean_weight;
     T centering;  // a mask for bitwise_and: all bits set after steps_before_using_centered steps, else none
     T ams_eps, eps, bc2_sqrt, beta1, grad_coeff, neg_step_size, decay;
   };
-  template <class T>
-  static Coeffs<T> prepare(const double* h, int64_t t, double* scalars) {
+  template <class T> static Coeffs<T> prepare(const double* h, int64_t t, double* scalars) {
     const double b1 = h[beta1], b2 = h[beta2];
     scalars[0] = scalars[0] * b1 + (1.0 - b1) * h[lr];  // state['exp_avg_lr_1']
     scalars[1] = scalars[1] * b2 + (1.0 - b2);          // state['exp_avg_lr_2']
@@ -98,8 +92,7 @@ struct Laprop : RuleBase {
             T(1.0 - h[weight_decay] * (h[fixed_decay] != 0.0 ? 1.0 : h[lr]))};
   }
 
-  template <int V, class T>
-  static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
+  template <int V, class T> static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
     T& m = s[0];
     T& v = s[1];
     v = fmadd(k.one_minus_beta2 * g, g, v * k.beta2);  // exp_avg_sq.mul_(β2).addcmul_(g, g, 1 − β2)
@@ -121,5 +114,4 @@ struct Laprop : RuleBase {
   }
 };
 
-}  // namespace rules
-PYOPT_KERNEL_NAMESPACE_END
+PYOPT_RULES_END

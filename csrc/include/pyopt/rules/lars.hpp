@@ -10,8 +10,7 @@
 // Exclude biases and norm scales with a param group (pyopt.param_groups) as the paper does.
 #include "pyopt/rules/base.hpp"
 
-PYOPT_KERNEL_NAMESPACE_BEGIN
-namespace rules {
+PYOPT_RULES_BEGIN
 
 struct Lars : RuleBase {
   static constexpr const char* name = "lars";
@@ -30,31 +29,26 @@ struct Lars : RuleBase {
   }
   static constexpr unsigned slot_mask(int v) { return (v & kMomentum) ? 0b1u : 0u; }
 
-  template <class T>
-  struct Coeffs {
+  template <class T> struct Coeffs {
     T weight_decay, momentum, neg_lr;
     T trust;  // set by finish()
   };
-  template <class T>
-  static Coeffs<T> prepare(const double* h, int64_t, double*) {
+  template <class T> static Coeffs<T> prepare(const double* h, int64_t, double*) {
     return {T(h[weight_decay]), T(h[momentum]), T(-h[lr]), T(1)};
   }
 
-  template <int V, class T>
-  static PYOPT_INLINE T direction(const Coeffs<T>& k, T p, T g) {
+  template <int V, class T> static PYOPT_INLINE T direction(const Coeffs<T>& k, T p, T g) {
     if constexpr (V & kDecay) g = g + k.weight_decay * p;
     return g;
   }
 
-  template <int V, class T>
-  static PYOPT_INLINE void reduce(const Coeffs<T>& k, T p, T g, T*, T* r) {
+  template <int V, class T> static PYOPT_INLINE void reduce(const Coeffs<T>& k, T p, T g, T*, T* r) {
     const T u = direction<V>(k, p, g);
     r[0] = p * p;
     r[1] = u * u;
   }
 
-  template <class T>
-  static void finish(Coeffs<T>& k, const double* h, const double* sums) {
+  template <class T> static void finish(Coeffs<T>& k, const double* h, const double* sums) {
     const double param_norm = std::sqrt(sums[0]);
     const double update_norm = std::sqrt(sums[1]);
     k.trust = (param_norm == 0.0 || update_norm == 0.0)
@@ -62,8 +56,7 @@ struct Lars : RuleBase {
                   : T(h[trust_coefficient] * param_norm / (update_norm + h[eps]));
   }
 
-  template <int V, class T>
-  static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
+  template <int V, class T> static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
     const T u = (direction<V>(k, p, g) * k.trust) * k.neg_lr;
     if constexpr (V & kMomentum) {
       s[0] = u + k.momentum * s[0];
@@ -74,5 +67,4 @@ struct Lars : RuleBase {
   }
 };
 
-}  // namespace rules
-PYOPT_KERNEL_NAMESPACE_END
+PYOPT_RULES_END

@@ -13,8 +13,7 @@
 #include "pyopt/rules/base.hpp"
 #include "pyopt/rules/sign.hpp"
 
-PYOPT_KERNEL_NAMESPACE_BEGIN
-namespace rules {
+PYOPT_RULES_BEGIN
 
 struct Lion : RuleBase {
   static constexpr const char* name = "lion";
@@ -25,17 +24,14 @@ struct Lion : RuleBase {
   static constexpr Decay decay_policy = Decay::Decoupled;
   static constexpr unsigned slot_mask(int) { return 0b1u; }
 
-  template <class T>
-  struct Coeffs {
+  template <class T> struct Coeffs {
     T beta1, one_minus_beta1, beta2, one_minus_beta2, neg_lr;
   };
-  template <class T>
-  static Coeffs<T> prepare(const double* h, int64_t, double*) {
+  template <class T> static Coeffs<T> prepare(const double* h, int64_t, double*) {
     return {T(h[beta1]), T(1.0 - h[beta1]), T(h[beta2]), T(1.0 - h[beta2]), T(-h[lr])};
   }
 
-  template <int V, class T>
-  static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
+  template <int V, class T> static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
     T& m = s[0];
     const T c = fmadd(k.one_minus_beta1, g, m * k.beta1);        // exp_avg·β1, .add(g, alpha=1 − β1)
     p = fmadd(k.neg_lr, sign(c), p);                              // p.add_(update.sgn_(), alpha=−lr)
@@ -43,5 +39,4 @@ struct Lion : RuleBase {
   }
 };
 
-}  // namespace rules
-PYOPT_KERNEL_NAMESPACE_END
+PYOPT_RULES_END

@@ -19,8 +19,7 @@
 // (for the functional API too: the x0 passed in at step 1 is overwritten).
 #include "pyopt/rules/base.hpp"
 
-PYOPT_KERNEL_NAMESPACE_BEGIN
-namespace rules {
+PYOPT_RULES_BEGIN
 
 struct Madgrad : RuleBase {
   static constexpr const char* name = "madgrad";
@@ -40,13 +39,11 @@ struct Madgrad : RuleBase {
   }
   static constexpr unsigned slot_mask(int v) { return (v & kMomentum) ? 0b111u : 0b011u; }
 
-  template <class T>
-  struct Coeffs {
+  template <class T> struct Coeffs {
     T weight_decay, lambda, third, eps, momentum_weight, neg_decay;
     bool first;
   };
-  template <class T>
-  static Coeffs<T> prepare(const double* h, int64_t t, double*) {
+  template <class T> static Coeffs<T> prepare(const double* h, int64_t t, double*) {
     const double eta = h[lr] != 0.0 ? h[lr] + h[eps] : 0.0;
     return {T(h[weight_decay]),
             T(eta * std::pow(double(t), 0.5)),  // lr · math.pow(k + 1, 0.5)
@@ -57,15 +54,13 @@ struct Madgrad : RuleBase {
             t == 1};
   }
 
-  template <int V, class T>
-  static PYOPT_INLINE T rms(const Coeffs<T>& k, T grad_sum_sq) {
+  template <int V, class T> static PYOPT_INLINE T rms(const Coeffs<T>& k, T grad_sum_sq) {
     T r = std::pow(grad_sum_sq, k.third) + k.eps;  // grad_sum_sq.pow(1/3).add_(eps)
     if constexpr (V & kEpsZero) r = r == T(0) ? T(INFINITY) : r;
     return r;
   }
 
-  template <int V, class T>
-  static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
+  template <int V, class T> static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
     T& nu = s[0];
     T& sum = s[1];
     if constexpr (V & kCoupledDecay) g = fmadd(k.weight_decay, p, g);  // grad.add_(p, alpha=wd)
@@ -89,5 +84,4 @@ struct Madgrad : RuleBase {
   }
 };
 
-}  // namespace rules
-PYOPT_KERNEL_NAMESPACE_END
+PYOPT_RULES_END

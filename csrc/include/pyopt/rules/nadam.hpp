@@ -8,8 +8,7 @@
 
 #include "pyopt/rules/base.hpp"
 
-PYOPT_KERNEL_NAMESPACE_BEGIN
-namespace rules {
+PYOPT_RULES_BEGIN
 
 struct Nadam : RuleBase {
   static constexpr const char* name = "nadam";
@@ -27,12 +26,10 @@ struct Nadam : RuleBase {
   static int variant(const double* h) { return lerp_from_end(1.0 - h[beta1]) ? kLerpFromEnd : 0; }
   static constexpr unsigned slot_mask(int) { return 0b11u; }
 
-  template <class T>
-  struct Coeffs {
+  template <class T> struct Coeffs {
     T beta1_weight, beta2, one_minus_beta2, bc2, eps, neg_grad_step, neg_momentum_step;
   };
-  template <class T>
-  static Coeffs<T> prepare(const double* h, int64_t t, double* scalars) {
+  template <class T> static Coeffs<T> prepare(const double* h, int64_t t, double* scalars) {
     const double b1 = h[beta1], psi = h[momentum_decay];
     const double mu = b1 * (1.0 - 0.5 * std::pow(0.96, double(t) * psi));
     const double mu_next = b1 * (1.0 - 0.5 * std::pow(0.96, double(t + 1) * psi));
@@ -48,8 +45,7 @@ struct Nadam : RuleBase {
             T((-h[lr] * mu_next) / (1.0 - mu_product_next))};
   }
 
-  template <int V, class T>
-  static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
+  template <int V, class T> static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
     T& m = s[0];
     T& v = s[1];
     m = lerp<(V & kLerpFromEnd) != 0>(m, g, k.beta1_weight);
@@ -60,5 +56,4 @@ struct Nadam : RuleBase {
   }
 };
 
-}  // namespace rules
-PYOPT_KERNEL_NAMESPACE_END
+PYOPT_RULES_END

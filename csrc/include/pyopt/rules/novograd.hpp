@@ -17,8 +17,7 @@
 // lr by √(1 − β2^t)) is not supported.
 #include "pyopt/rules/base.hpp"
 
-PYOPT_KERNEL_NAMESPACE_BEGIN
-namespace rules {
+PYOPT_RULES_BEGIN
 
 struct NovoGrad : RuleBase {
   static constexpr const char* name = "novograd";
@@ -41,28 +40,24 @@ struct NovoGrad : RuleBase {
   }
   static constexpr unsigned slot_mask(int) { return 0b1u; }
 
-  template <class T>
-  struct Coeffs {
+  template <class T> struct Coeffs {
     T decay, weight_decay, beta1, grad_scale, neg_lr, ema_weight, eps;
     bool first, ema_from_end;
     double* scalars;
     T denom;  // set by finish()
   };
-  template <class T>
-  static Coeffs<T> prepare(const double* h, int64_t t, double* scalars) {
+  template <class T> static Coeffs<T> prepare(const double* h, int64_t t, double* scalars) {
     const bool first = t == 1;
     return {T(1.0 - h[weight_decay] * (h[fixed_decay] != 0.0 ? 1.0 : h[lr])), T(h[weight_decay]),
             T(first ? 0.0 : h[beta1]), T(first || h[grad_averaging] == 0.0 ? 1.0 : 1.0 - h[beta1]), T(-h[lr]),
             lerp_coeff<T>(1.0 - h[beta2]), T(h[eps]), first, lerp_from_end(1.0 - h[beta2]), scalars, T(1)};
   }
 
-  template <int V, class T>
-  static PYOPT_INLINE void reduce(const Coeffs<T>&, T, T g, T*, T* r) {
+  template <int V, class T> static PYOPT_INLINE void reduce(const Coeffs<T>&, T, T g, T*, T* r) {
     r[0] = g * g;  // grad.pow(2) (the sign of g does not matter)
   }
 
-  template <class T>
-  static void finish(Coeffs<T>& k, const double*, const double* sums) {
+  template <class T> static void finish(Coeffs<T>& k, const double*, const double* sums) {
     const T n = T(sums[0]);  // grad.pow(2).sum()
     T v = n;
     if (!k.first) v = lerp_step(T(k.scalars[0]), n, k.ema_weight, k.ema_from_end);  // grads_ema.lerp_(n, 1 − β2)
@@ -70,8 +65,7 @@ struct NovoGrad : RuleBase {
     k.denom = std::sqrt(v) + k.eps;  // grads_ema.sqrt().add_(eps)
   }
 
-  template <int V, class T>
-  static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
+  template <int V, class T> static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
     T& m = s[0];
     g = g / k.denom;                                                   // grad.div_(de_nom)
     if constexpr (V & kDecoupledDecay) p = p * k.decay;
@@ -81,5 +75,4 @@ struct NovoGrad : RuleBase {
   }
 };
 
-}  // namespace rules
-PYOPT_KERNEL_NAMESPACE_END
+PYOPT_RULES_END

@@ -15,8 +15,7 @@
 // avg_grad_rms = exp_avg_sq.mul(ν2).add_(g², alpha=1 − ν2); p.addcdiv_(u, rms, value=−lr).
 #include "pyopt/rules/base.hpp"
 
-PYOPT_KERNEL_NAMESPACE_BEGIN
-namespace rules {
+PYOPT_RULES_BEGIN
 
 struct QHAdam : RuleBase {
   static constexpr const char* name = "qhadam";
@@ -33,13 +32,11 @@ struct QHAdam : RuleBase {
   static int variant(const double* h) { return (h[nu1] != 1.0 ? kNu1 : 0) | (h[nu2] != 1.0 ? kNu2 : 0); }
   static constexpr unsigned slot_mask(int) { return 0b11u; }
 
-  template <class T>
-  struct Coeffs {
+  template <class T> struct Coeffs {
     T w1, w2, nu1, one_minus_nu1, nu2, one_minus_nu2, eps, neg_lr;
     bool w1_from_end, w2_from_end;
   };
-  template <class T>
-  static Coeffs<T> prepare(const double* h, int64_t, double* scalars) {
+  template <class T> static Coeffs<T> prepare(const double* h, int64_t, double* scalars) {
     // beta_weight.mul_(β).add_(1.0), then .reciprocal(), all in float32; then .to(param dtype)
     const float w1 = float(scalars[0]) * float(h[beta1]) + 1.0f;
     const float w2 = float(scalars[1]) * float(h[beta2]) + 1.0f;
@@ -50,8 +47,7 @@ struct QHAdam : RuleBase {
             T(1.0 - h[nu2]), T(h[eps]), T(-h[lr]), tensor_lerp_from_end(r1), tensor_lerp_from_end(r2)};
   }
 
-  template <int V, class T>
-  static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
+  template <int V, class T> static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
     T& m = s[0];
     T& v = s[1];
     const T g2 = g * g;                                  // grad.pow(2)
@@ -66,5 +62,4 @@ struct QHAdam : RuleBase {
   }
 };
 
-}  // namespace rules
-PYOPT_KERNEL_NAMESPACE_END
+PYOPT_RULES_END

@@ -8,8 +8,7 @@
 //   else:    p ← p − m̂·lr
 #include "pyopt/rules/base.hpp"
 
-PYOPT_KERNEL_NAMESPACE_BEGIN
-namespace rules {
+PYOPT_RULES_BEGIN
 
 struct Radam : RuleBase {
   static constexpr const char* name = "radam";
@@ -23,14 +22,12 @@ struct Radam : RuleBase {
   static int variant(const double* h) { return lerp_from_end(1.0 - h[beta1]) ? kLerpFromEnd : 0; }
   static constexpr unsigned slot_mask(int) { return 0b11u; }
 
-  template <class T>
-  struct Coeffs {
+  template <class T> struct Coeffs {
     T beta1_weight, beta2, one_minus_beta2, bc1, lr, bc2_sqrt, eps, rect;
     T rectified;   // 1 if ρ_t > 5, else 0 (a T: GCC vectorizes a select on a T compare, not on a bool)
     T v_stand_in;  // 1, read instead of v in unrectified steps
   };
-  template <class T>
-  static Coeffs<T> prepare(const double* h, int64_t t, double*) {
+  template <class T> static Coeffs<T> prepare(const double* h, int64_t t, double*) {
     const double b2 = h[beta2];
     const double bc1 = 1.0 - std::pow(h[beta1], double(t));
     const double bc2 = 1.0 - std::pow(b2, double(t));
@@ -47,8 +44,7 @@ struct Radam : RuleBase {
             T(rectified ? 1.0 : 0.0), T(1.0)};
   }
 
-  template <int V, class T>
-  static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
+  template <int V, class T> static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
     T& m = s[0];
     T& v = s[1];
     m = lerp<(V & kLerpFromEnd) != 0>(m, g, k.beta1_weight);
@@ -65,5 +61,4 @@ struct Radam : RuleBase {
   }
 };
 
-}  // namespace rules
-PYOPT_KERNEL_NAMESPACE_END
+PYOPT_RULES_END

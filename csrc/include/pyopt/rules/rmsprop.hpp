@@ -7,8 +7,7 @@
 //   momentum: b ← μ·b + g/a, p ← p − lr·b;  else p ← p − lr·g/a
 #include "pyopt/rules/base.hpp"
 
-PYOPT_KERNEL_NAMESPACE_BEGIN
-namespace rules {
+PYOPT_RULES_BEGIN
 
 struct Rmsprop : RuleBase {
   static constexpr const char* name = "rmsprop";
@@ -28,18 +27,15 @@ struct Rmsprop : RuleBase {
     return 0b001u | ((v & kMomentum) ? 0b010u : 0u) | ((v & kCentered) ? 0b100u : 0u);
   }
 
-  template <class T>
-  struct Coeffs {
+  template <class T> struct Coeffs {
     T alpha, one_minus_alpha, grad_avg_weight, eps, momentum, neg_lr;
   };
-  template <class T>
-  static Coeffs<T> prepare(const double* h, int64_t, double*) {
+  template <class T> static Coeffs<T> prepare(const double* h, int64_t, double*) {
     return {T(h[alpha]), T(1.0 - h[alpha]),
             lerp_coeff<T>(1.0 - h[alpha]), T(h[eps]), T(h[momentum]), T(-h[lr])};
   }
 
-  template <int V, class T>
-  static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
+  template <int V, class T> static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
     T& square_avg = s[0];
     square_avg = fmadd(k.one_minus_alpha * g, g, square_avg * k.alpha);  // .mul_(α).addcmul_(g, g, value=1 − α)
     T avg;
@@ -61,5 +57,4 @@ struct Rmsprop : RuleBase {
   }
 };
 
-}  // namespace rules
-PYOPT_KERNEL_NAMESPACE_END
+PYOPT_RULES_END

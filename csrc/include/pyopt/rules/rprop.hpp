@@ -11,8 +11,7 @@
 #include "pyopt/rules/base.hpp"
 #include "pyopt/rules/sign.hpp"
 
-PYOPT_KERNEL_NAMESPACE_BEGIN
-namespace rules {
+PYOPT_RULES_BEGIN
 
 struct Rprop : RuleBase {
   static constexpr const char* name = "rprop";
@@ -23,17 +22,14 @@ struct Rprop : RuleBase {
 
   static constexpr unsigned slot_mask(int) { return 0b11u; }
 
-  template <class T>
-  struct Coeffs {
+  template <class T> struct Coeffs {
     T etaminus, etaplus, lo, hi;
   };
-  template <class T>
-  static Coeffs<T> prepare(const double* h, int64_t, double*) {
+  template <class T> static Coeffs<T> prepare(const double* h, int64_t, double*) {
     return {T(h[etaminus]), T(h[etaplus]), T(h[step_size_min]), T(h[step_size_max])};
   }
 
-  template <int V, class T>
-  static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
+  template <int V, class T> static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
     T& prev = s[0];
     T& step_size = s[1];
     // torch: sign = (g·prev).sign(); sign[sign > 0] = η+; sign[sign < 0] = η−; sign[sign == 0] = 1
@@ -51,5 +47,4 @@ struct Rprop : RuleBase {
   }
 };
 
-}  // namespace rules
-PYOPT_KERNEL_NAMESPACE_END
+PYOPT_RULES_END

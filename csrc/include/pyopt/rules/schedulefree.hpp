@@ -1,6 +1,7 @@
 #pragma once
-// Schedule-free AdamW and SGD (Defazio et al., 2024, arXiv:2405.15682). Reference: facebookresearch
-// `schedulefree` 1.4.1, AdamWScheduleFree / SGDScheduleFree, foreach=False.
+// What schedule-free AdamW and SGD (rules/schedulefree_adamw.hpp, rules/schedulefree_sgd.hpp) share
+// (Defazio et al., 2024, arXiv:2405.15682). Reference: facebookresearch `schedulefree` 1.4.1,
+// AdamWScheduleFree / SGDScheduleFree, foreach=False.
 //
 // The param array holds y (where gradients are taken) while training; z is the base iterate and
 // x = lerp(y, z, 1 − 1/β) the average that Python's eval() swaps into the array. With k = t − 1:
@@ -13,8 +14,7 @@
 // reference keeps them per group; the same while every param gets a gradient every step).
 #include "pyopt/rules/base.hpp"
 
-PYOPT_KERNEL_NAMESPACE_BEGIN
-namespace rules {
+PYOPT_RULES_BEGIN
 
 // The per-step schedule both rules share; scalars = {lr_max, weight_sum}.
 struct ScheduleFreeStep {
@@ -31,16 +31,14 @@ struct ScheduleFreeStep {
   }
 };
 
-template <class T>
-struct ScheduleFreeCoeffs {
+template <class T> struct ScheduleFreeCoeffs {
   T beta2, one_minus_beta2, bc2, eps, weight_decay;
   T ckp1_coeff, y_coeff, neg_lr;
   bool ckp1_from_end, first_step;
 };
 
 // y ← lerp(y, z, c); y ← y + y_coeff·ĝ; z ← z − lr·ĝ. z is s[z_slot], initialised from y at step 1.
-template <class T>
-PYOPT_INLINE void schedulefree_move(const ScheduleFreeCoeffs<T>& k, T& y, T update, T& z) {
+template <class T> PYOPT_INLINE void schedulefree_move(const ScheduleFreeCoeffs<T>& k, T& y, T update, T& z) {
   const T z_now = k.first_step ? y : z;  // state['z'] = torch.clone(p) on the first step
   y = fmadd(k.ckp1_coeff, z_now - y, k.ckp1_from_end ? z_now : y);  // y.lerp_(end=z, weight=ckp1)
   y = fmadd(k.y_coeff, update, y);                                   // y.add_(ĝ, alpha=lr·(β(1 − c) − 1))
@@ -55,57 +53,4 @@ struct ScheduleFreeBase : RuleBase {
   static double initial_scalar(int index) { return index == 0 ? -1.0 : 0.0; }
 };
 
-struct ScheduleFreeAdamW : ScheduleFreeBase {
-  static constexpr const char* name = "schedulefree_adamw";
-  enum Hyper { lr, beta1, beta2, eps, weight_decay, warmup_steps, r, weight_lr_power, kNumHyper };
-  static constexpr const char* slot_names[] = {"exp_avg_sq", "z"};
-  // Own weight decay: added to the normalised update, not to g (the driver's coupled decay).
-  enum Variant { kDecay = 1 };
-  static constexpr int num_variants = 2;
-  static int variant(const double* h) { return h[weight_decay] != 0.0 ? kDecay : 0; }
-  static constexpr unsigned slot_mask(int) { return 0b11u; }
-
-  template <class T>
-  using Coeffs = ScheduleFreeCoeffs<T>;
-  template <class T>
-  static Coeffs<T> prepare(const double* h, int64_t t, double* scalars) {
-    const auto s = ScheduleFreeStep::advance(h[lr], h[warmup_steps], h[r], h[weight_lr_power], t, scalars);
-    const double bc2 = 1.0 - std::pow(h[beta2], double(t));
-    return {T(h[beta2]), T(1.0 - h[beta2]), T(bc2), T(h[eps]), T(h[weight_decay]), lerp_coeff<T>(s.ckp1),
-            T(s.lr * (h[beta1] * (1.0 - s.ckp1) - 1.0)), T(-s.lr), lerp_from_end(s.ckp1), t == 1};
-  }
-
-  template <int V, class T>
-  static PYOPT_INLINE void update(const Coeffs<T>& k, T& y, T g, T* s) {
-    T& v = s[0];
-    v = fmadd(k.one_minus_beta2 * g, g, v * k.beta2);  // exp_avg_sq.mul_(β2).addcmul_(g, g, value=1 − β2)
-    T update = g / (std::sqrt(v / k.bc2) + k.eps);      // grad.div_(exp_avg_sq.div(bc2).sqrt_().add_(eps))
-    if constexpr (V & kDecay) update = fmadd(k.weight_decay, y, update);  // .add_(y, alpha=wd)
-    schedulefree_move(k, y, update, s[1]);
-  }
-};
-
-struct ScheduleFreeSgd : ScheduleFreeBase {
-  static constexpr const char* name = "schedulefree_sgd";
-  enum Hyper { lr, momentum, weight_decay, warmup_steps, r, weight_lr_power, kNumHyper };
-  static constexpr const char* slot_names[] = {"z"};
-  static constexpr Decay decay_policy = Decay::Coupled;  // grad.add_(y, alpha=wd): y is the param array
-  static constexpr unsigned slot_mask(int) { return 0b1u; }
-
-  template <class T>
-  using Coeffs = ScheduleFreeCoeffs<T>;
-  template <class T>
-  static Coeffs<T> prepare(const double* h, int64_t t, double* scalars) {
-    const auto s = ScheduleFreeStep::advance(h[lr], h[warmup_steps], h[r], h[weight_lr_power], t, scalars);
-    return {T(0), T(0), T(1), T(0), T(0), lerp_coeff<T>(s.ckp1),
-            T(s.lr * (h[momentum] * (1.0 - s.ckp1) - 1.0)), T(-s.lr), lerp_from_end(s.ckp1), t == 1};
-  }
-
-  template <int V, class T>
-  static PYOPT_INLINE void update(const Coeffs<T>& k, T& y, T g, T* s) {
-    schedulefree_move(k, y, g, s[0]);
-  }
-};
-
-}  // namespace rules
-PYOPT_KERNEL_NAMESPACE_END
+PYOPT_RULES_END

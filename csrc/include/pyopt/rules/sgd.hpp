@@ -7,8 +7,7 @@
 //   p ← p − lr·g
 #include "pyopt/rules/base.hpp"
 
-PYOPT_KERNEL_NAMESPACE_BEGIN
-namespace rules {
+PYOPT_RULES_BEGIN
 
 struct Sgd : RuleBase {
   static constexpr const char* name = "sgd";
@@ -29,19 +28,16 @@ struct Sgd : RuleBase {
       throw std::invalid_argument("nesterov momentum requires momentum > 0 and dampening = 0");
   }
 
-  template <class T>
-  struct Coeffs {
+  template <class T> struct Coeffs {
     T momentum, buffer_keep, grad_gain, neg_lr;
   };
   // The buffer starts as a copy of the first gradient: b = 0·b + 1·g on a zeroed buffer.
-  template <class T>
-  static Coeffs<T> prepare(const double* h, int64_t t, double*) {
+  template <class T> static Coeffs<T> prepare(const double* h, int64_t t, double*) {
     const bool first = t == 1;
     return {T(h[momentum]), T(first ? 0.0 : h[momentum]), T(first ? 1.0 : 1.0 - h[dampening]), T(-h[lr])};
   }
 
-  template <int V, class T>
-  static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
+  template <int V, class T> static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
     if constexpr (V & kMomentum) {
       T& b = s[0];
       b = fmadd(k.grad_gain, g, b * k.buffer_keep);  // buf.mul_(μ).add_(grad, alpha=1 − τ)
@@ -54,5 +50,4 @@ struct Sgd : RuleBase {
   }
 };
 
-}  // namespace rules
-PYOPT_KERNEL_NAMESPACE_END
+PYOPT_RULES_END

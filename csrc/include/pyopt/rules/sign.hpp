@@ -4,13 +4,10 @@
 // converted to T and subtracted: branch-free, no libm call, so the loops stay vectorized.
 #include "pyopt/rules/common.hpp"
 
-PYOPT_KERNEL_NAMESPACE_BEGIN
-namespace rules {
+PYOPT_RULES_BEGIN
 
-template <class T>
-PYOPT_INLINE T sign(T x) {
+template <class T> PYOPT_INLINE T sign(T x) {
   return T(x > T(0)) - T(x < T(0));
 }
 
-}  // namespace rules
-PYOPT_KERNEL_NAMESPACE_END
+PYOPT_RULES_END

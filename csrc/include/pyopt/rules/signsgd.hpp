@@ -11,8 +11,7 @@
 #include "pyopt/rules/base.hpp"
 #include "pyopt/rules/sign.hpp"
 
-PYOPT_KERNEL_NAMESPACE_BEGIN
-namespace rules {
+PYOPT_RULES_BEGIN
 
 struct SignSgd : RuleBase {
   static constexpr const char* name = "signsgd";
@@ -29,17 +28,14 @@ struct SignSgd : RuleBase {
   }
   static constexpr unsigned slot_mask(int v) { return (v & kMomentum) ? 0b1u : 0u; }
 
-  template <class T>
-  struct Coeffs {
+  template <class T> struct Coeffs {
     T momentum_weight, neg_lr;
   };
-  template <class T>
-  static Coeffs<T> prepare(const double* h, int64_t, double*) {
+  template <class T> static Coeffs<T> prepare(const double* h, int64_t, double*) {
     return {lerp_coeff<T>(1.0 - h[momentum]), T(-h[lr])};
   }
 
-  template <int V, class T>
-  static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
+  template <int V, class T> static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
     T u = g;
     if constexpr (V & kMomentum) {
       s[0] = lerp<(V & kLerpFromEnd) != 0>(s[0], g, k.momentum_weight);  // buf.lerp_(grad, 1 − μ)
@@ -49,5 +45,4 @@ struct SignSgd : RuleBase {
   }
 };
 
-}  // namespace rules
-PYOPT_KERNEL_NAMESPACE_END
+PYOPT_RULES_END

@@ -11,8 +11,7 @@
 #include "pyopt/rules/base.hpp"
 #include "pyopt/rules/sign.hpp"
 
-PYOPT_KERNEL_NAMESPACE_BEGIN
-namespace rules {
+PYOPT_RULES_BEGIN
 
 struct Sophia : RuleBase {
   static constexpr const char* name = "sophia";
@@ -23,17 +22,14 @@ struct Sophia : RuleBase {
   static constexpr Decay decay_policy = Decay::Decoupled;
   static constexpr unsigned slot_mask(int) { return 0b11u; }
 
-  template <class T>
-  struct Coeffs {
+  template <class T> struct Coeffs {
     T beta1, one_minus_beta1, rho_bs, neg_lr;
   };
-  template <class T>
-  static Coeffs<T> prepare(const double* h, int64_t, double*) {
+  template <class T> static Coeffs<T> prepare(const double* h, int64_t, double*) {
     return {T(h[beta1]), T(1.0 - h[beta1]), T(h[rho] * h[bs]), T(-h[lr])};
   }
 
-  template <int V, class T>
-  static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
+  template <int V, class T> static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
     T& m = s[0];
     const T hess = s[1];
     m = fmadd(k.one_minus_beta1, g, m * k.beta1);                       // exp_avg.mul_(β1).add_(g, alpha=1 − β1)
@@ -43,5 +39,4 @@ struct Sophia : RuleBase {
   }
 };
 
-}  // namespace rules
-PYOPT_KERNEL_NAMESPACE_END
+PYOPT_RULES_END

@@ -19,8 +19,7 @@
 // Quirk kept: with weight_decouple the decay is scaled by the RMS-clipped η, not lr.
 #include "pyopt/rules/base.hpp"
 
-PYOPT_KERNEL_NAMESPACE_BEGIN
-namespace rules {
+PYOPT_RULES_BEGIN
 
 struct StableAdamW : RuleBase {
   static constexpr const char* name = "stableadamw";
@@ -43,14 +42,12 @@ struct StableAdamW : RuleBase {
     return (beta_n - beta) / (beta_n - 1.0);
   }
 
-  template <class T>
-  struct Coeffs {
+  template <class T> struct Coeffs {
     T weight_decay, beta1_weight, beta2_hat, one_minus_beta2_hat, eps_sq, eps, lr;
     bool beta1_from_end;
     T decay, neg_step;  // set by finish()
   };
-  template <class T>
-  static Coeffs<T> prepare(const double* h, int64_t t, double*) {
+  template <class T> static Coeffs<T> prepare(const double* h, int64_t t, double*) {
     const double beta1_comp = 1.0 - debias_beta(h[beta1], t);
     const double beta2_hat = debias_beta(h[beta2], t);
     return {T(h[weight_decay]),
@@ -65,8 +62,7 @@ struct StableAdamW : RuleBase {
             T(-h[lr])};
   }
 
-  template <int V, class T>
-  static PYOPT_INLINE void reduce(const Coeffs<T>& k, T p, T g, T* s, T* r) {
+  template <int V, class T> static PYOPT_INLINE void reduce(const Coeffs<T>& k, T p, T g, T* s, T* r) {
     T& m = s[0];
     T& v = s[1];
     if constexpr (V & kCoupledDecay) g = fmadd(k.weight_decay, p, g);  // grad.add_(p, alpha=wd)
@@ -76,8 +72,7 @@ struct StableAdamW : RuleBase {
     r[1] = T(1);
   }
 
-  template <class T>
-  static void finish(Coeffs<T>& k, const double*, const double* sums) {
+  template <class T> static void finish(Coeffs<T>& k, const double*, const double* sums) {
     const T mean = T(sums[0]) / T(sums[1]);                 // .mean()
     T rms = std::sqrt(mean);                                // .sqrt_()
     rms = (rms != rms) ? rms : (rms < T(1) ? T(1) : rms);   // .clip_(min=1.0)
@@ -86,13 +81,11 @@ struct StableAdamW : RuleBase {
     k.neg_step = -step;
   }
 
-  template <int V, class T>
-  static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T, T* s) {
+  template <int V, class T> static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T, T* s) {
     if constexpr (V & kDecoupledDecay) p = p * k.decay;    // p.mul_(1 − wd·η)
     const T denom = (std::sqrt(s[1]) + k.eps) / k.neg_step;  // sqrt().add_(ε).div_(−η)
     p = p + s[0] / denom;                                     // p.addcdiv_(exp_avg, de_nom)
   }
 };
 
-}  // namespace rules
-PYOPT_KERNEL_NAMESPACE_END
+PYOPT_RULES_END

@@ -12,8 +12,7 @@
 #include "pyopt/rules/base.hpp"
 #include "pyopt/rules/sign.hpp"
 
-PYOPT_KERNEL_NAMESPACE_BEGIN
-namespace rules {
+PYOPT_RULES_BEGIN
 
 struct Tiger : RuleBase {
   static constexpr const char* name = "tiger";
@@ -27,22 +26,18 @@ struct Tiger : RuleBase {
   static int variant(const double* h) { return lerp_from_end(1.0 - h[beta]) ? kLerpFromEnd : 0; }
   static constexpr unsigned slot_mask(int) { return 0b1u; }
 
-  template <class T>
-  struct Coeffs {
+  template <class T> struct Coeffs {
     T beta_weight, neg_lr;
   };
-  template <class T>
-  static Coeffs<T> prepare(const double* h, int64_t, double*) {
+  template <class T> static Coeffs<T> prepare(const double* h, int64_t, double*) {
     return {lerp_coeff<T>(1.0 - h[beta]), T(-h[lr])};
   }
 
-  template <int V, class T>
-  static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
+  template <int V, class T> static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
     T& m = s[0];
     m = lerp<(V & kLerpFromEnd) != 0>(m, g, k.beta_weight);             // exp_avg.lerp_(grad, 1 − β)
     p = fmadd(k.neg_lr, sign(m), p);                                    // p.add_(sign(m), alpha=−lr)
   }
 };
 
-}  // namespace rules
-PYOPT_KERNEL_NAMESPACE_END
+PYOPT_RULES_END
