@@ -30,3 +30,25 @@ def cpp_build(tmp_path_factory):
     if not (ROOT / "CMakeLists.txt").exists():
         pytest.skip("needs the source tree")
     return build_repo(tmp_path_factory.mktemp("cpp") / "build")
+
+
+@pytest.fixture
+def isa(request):
+    """Switch the kernels to ISA path ``request.param`` (parametrize with ``indirect=True``) for one
+    test; restore the previous path. Modules that run every test on every path override it with
+    ``@pytest.fixture(params=ISAS)``."""
+    from refcheck import isa_path
+
+    with isa_path(request.param) as name:
+        yield name
+
+
+@pytest.fixture
+def threads():
+    """Run pyopt's kernels on one thread for the reference comparisons: the rules are elementwise,
+    and test_thread_count_does_not_change_results checks that more threads give the same bits.
+    Several OpenMP threads on a busy 2-core machine wait milliseconds per step at the barrier."""
+    from refcheck import num_threads
+
+    with num_threads(1) as n:
+        yield n

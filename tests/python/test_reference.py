@@ -42,23 +42,7 @@ def needs(row: Row) -> None:
         pytest.importorskip(module)
 
 
-# ----- fixtures ---------------------------------------------------------------------------------
-@pytest.fixture
-def isa(request: pytest.FixtureRequest):
-    """Switch the kernels to ISA path ``request.param`` for one test; restore the previous path."""
-    with isa_path(request.param) as name:
-        yield name
-
-
-@pytest.fixture
-def threads():
-    """Run pyopt's kernels on one thread for the reference comparisons: the rules are elementwise,
-    and test_thread_count_does_not_change_results checks that more threads give the same bits.
-    Several OpenMP threads on a busy 2-core machine wait milliseconds per step at the barrier."""
-    with num_threads(1) as n:
-        yield n
-
-
+# ----- fixtures (isa, threads: conftest.py) ------------------------------------------------------
 @pytest.fixture(scope="module", autouse=True)
 def _report():
     """Set PYOPT_REFERENCE_REPORT=<path> to dump OBSERVED as JSON after this module."""

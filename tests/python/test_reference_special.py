@@ -21,23 +21,11 @@ import pyopt  # noqa: E402
 from pyopt import functional  # noqa: E402
 from pyopt._spec import spec  # noqa: E402
 from pyopt.optimizers import CLASSES  # noqa: E402
-from refcheck import DTYPES, ISAS, STEPS, fma_isas, isa_path, merge_errors, num_threads, write_report  # noqa: E402
+from refcheck import DTYPES, ISAS, STEPS, fma_isas, isa_path, merge_errors, write_report  # noqa: E402
 from refcompare import assert_close_torch, run_pyopt  # noqa: E402
 from reference_table import BY_NAME, PACKAGE_SQRT, cached, reference_case, sparse_data  # noqa: E402
 
 OBSERVED: dict[tuple[str, str, str], dict[str, float]] = collections.defaultdict(dict)
-
-
-@pytest.fixture
-def isa(request: pytest.FixtureRequest):
-    with isa_path(request.param) as name:
-        yield name
-
-
-@pytest.fixture
-def threads():
-    with num_threads(1):
-        yield
 
 
 @pytest.fixture(scope="module", autouse=True)
