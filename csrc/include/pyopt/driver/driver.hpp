@@ -130,8 +130,16 @@ int checked_variant(const double* h) {
 
 // ---- Element loops ----
 
+// One out-of-line body per kernel, shared by the float32 arrays and the 16-bit tiles (inlined into
+// both callers it would double the kernels' code and compile time).
+#if defined(__GNUC__) || defined(__clang__)
+#define PYOPT_KERNEL_BODY __attribute__((noinline))
+#else
+#define PYOPT_KERNEL_BODY
+#endif
+
 template <class Rule, int V, class T>
-void update_range(const TensorArgs& a, const typename Rule::template Coeffs<T>& k, const Policies<T>& policies,
+PYOPT_KERNEL_BODY void update_range(const TensorArgs& a, const typename Rule::template Coeffs<T>& k, const Policies<T>& policies,
                   int64_t begin, int64_t end) {
   constexpr int rule_variant = V % Rule::num_variants, decay_step = V / Rule::num_variants;
   constexpr unsigned mask = Rule::slot_mask(rule_variant);
@@ -192,7 +200,7 @@ PYOPT_INLINE bool stored_as_computed(const TensorArgs& a) {
 
 // Elements [first, first + n) of a float32-step tensor as float32 arrays: param and grad converted
 // into the buffers where stored in 16 bits, state slots pointing into the caller's arrays.
-inline TensorArgs float_tile(const TensorArgs& a, int64_t first, int64_t n, float* param_buffer,
+inline PYOPT_TILE_CONVERSION TensorArgs float_tile(const TensorArgs& a, int64_t first, int64_t n, float* param_buffer,
                              float* grad_buffer) {
   TensorArgs t = a;
   if (a.param_storage == Storage::Compute) {
@@ -245,7 +253,7 @@ PYOPT_INLINE void update_tensor(int variant, const TensorArgs& a, const typename
 // (it may update the state slots, not the param) and yields num_reductions values to be summed in
 // double. Elements [begin, end) lie in one block; the block's sums go to out[0..R).
 template <class Rule, int V, class T>
-void reduce_block(const TensorArgs& a, const typename Rule::template Coeffs<T>& k, const Policies<T>& policies,
+PYOPT_KERNEL_BODY void reduce_block(const TensorArgs& a, const typename Rule::template Coeffs<T>& k, const Policies<T>& policies,
                   int64_t begin, int64_t end, double* out) {
   static_assert(V < Rule::num_variants, "rules with reductions have no decay steps");
   constexpr int R = Rule::num_reductions;
