@@ -139,8 +139,8 @@ int checked_variant(const double* h) {
 #endif
 
 template <class Rule, int V, class T>
-PYOPT_KERNEL_BODY void update_range(const TensorArgs& a, const typename Rule::template Coeffs<T>& k, const Policies<T>& policies,
-                  int64_t begin, int64_t end) {
+PYOPT_KERNEL_BODY void update_range(const TensorArgs& a, const typename Rule::template Coeffs<T>& k,
+                                    const Policies<T>& policies, int64_t begin, int64_t end) {
   constexpr int rule_variant = V % Rule::num_variants, decay_step = V / Rule::num_variants;
   constexpr unsigned mask = Rule::slot_mask(rule_variant);
   T* __restrict p = static_cast<T*>(a.param);
@@ -200,8 +200,8 @@ PYOPT_INLINE bool stored_as_computed(const TensorArgs& a) {
 
 // Elements [first, first + n) of a float32-step tensor as float32 arrays: param and grad converted
 // into the buffers where stored in 16 bits, state slots pointing into the caller's arrays.
-inline PYOPT_TILE_CONVERSION TensorArgs float_tile(const TensorArgs& a, int64_t first, int64_t n, float* param_buffer,
-                             float* grad_buffer) {
+inline PYOPT_TILE_CONVERSION TensorArgs float_tile(const TensorArgs& a, int64_t first, int64_t n,
+                                                   float* param_buffer, float* grad_buffer) {
   TensorArgs t = a;
   if (a.param_storage == Storage::Compute) {
     t.param = static_cast<float*>(a.param) + first;
@@ -253,8 +253,8 @@ PYOPT_INLINE void update_tensor(int variant, const TensorArgs& a, const typename
 // (it may update the state slots, not the param) and yields num_reductions values to be summed in
 // double. Elements [begin, end) lie in one block; the block's sums go to out[0..R).
 template <class Rule, int V, class T>
-PYOPT_KERNEL_BODY void reduce_block(const TensorArgs& a, const typename Rule::template Coeffs<T>& k, const Policies<T>& policies,
-                  int64_t begin, int64_t end, double* out) {
+PYOPT_KERNEL_BODY void reduce_block(const TensorArgs& a, const typename Rule::template Coeffs<T>& k,
+                                    const Policies<T>& policies, int64_t begin, int64_t end, double* out) {
   static_assert(V < Rule::num_variants, "rules with reductions have no decay steps");
   constexpr int R = Rule::num_reductions;
   constexpr unsigned mask = Rule::slot_mask(V);
@@ -314,7 +314,6 @@ void reduce_tensor(int variant, const TensorArgs& a, const typename Rule::templa
                    const Policies<T>& policies, int64_t begin, int64_t end, double* out, Variants variants) {
   if constexpr (std::is_same<T, float>::value) {
     if (!stored_as_computed(a)) {
-      static_assert(kReduceBlock % kChunkAlign == 0, "");
       std::unique_ptr<float[]> buffers(new float[2 * kReduceBlock]);
       const TensorArgs block = float_tile(a, begin, end - begin, buffers.get(), buffers.get() + kReduceBlock);
       reduce_variant<Rule, T>(variant, block, k, policies, 0, end - begin, out, variants);

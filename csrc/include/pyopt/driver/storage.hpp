@@ -91,7 +91,8 @@ PYOPT_INLINE uint16_t float_to_f16(float f) {
 #endif
 
 // out[0..n) = the float32 values of stored[first..first + n).
-inline PYOPT_TILE_CONVERSION void load_floats(Storage kind, const void* stored, int64_t first, int64_t n, float* __restrict out) {
+inline PYOPT_TILE_CONVERSION void load_floats(Storage kind, const void* stored, int64_t first, int64_t n,
+                                              float* __restrict out) {
   const uint16_t* __restrict in = static_cast<const uint16_t*>(stored) + first;
   if (kind == Storage::BFloat16) {
     for (int64_t i = 0; i < n; ++i) out[i] = bf16_to_float(in[i]);
@@ -106,7 +107,8 @@ inline PYOPT_TILE_CONVERSION void load_floats(Storage kind, const void* stored, 
 }
 
 // stored[first..first + n) = values[0..n) rounded to nearest even.
-inline PYOPT_TILE_CONVERSION void store_floats(Storage kind, const float* __restrict values, int64_t n, void* stored, int64_t first) {
+inline PYOPT_TILE_CONVERSION void store_floats(Storage kind, const float* __restrict values, int64_t n,
+                                               void* stored, int64_t first) {
   uint16_t* __restrict out = static_cast<uint16_t*>(stored) + first;
   if (kind == Storage::BFloat16) {
     for (int64_t i = 0; i < n; ++i) out[i] = float_to_bf16(values[i]);
