@@ -198,3 +198,13 @@ def test_unsupported_param_dtypes_and_optimizers_are_type_errors():
     big_endian = np.zeros(3, ">f2")
     with pytest.raises(TypeError, match="not supported"):
         pyopt.Adam([big_endian])
+
+
+@pytest.mark.parametrize("grad_dtype", [np.float32, BF16])
+def test_non_contiguous_grad_of_a_16bit_param_is_read_as_a_copy(grad_dtype):
+    param, grads = draws(17, BF16, seed=4)
+    wide = np.repeat(grads[0].astype(grad_dtype), 2)[::2]  # a strided view with the same values
+    assert not wide.flags.c_contiguous
+    expected = model_steps("adam", param.copy(), [grads[0].astype(grad_dtype)], {"lr": 0.01})
+    F.adam_(param, wide, np.zeros(17, np.float32), np.zeros(17, np.float32), step=1, lr=0.01)
+    assert np.array_equal(bits(param), bits(expected))
