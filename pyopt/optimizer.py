@@ -104,6 +104,9 @@ class OptimizerBase:
     # The learning rates pyopt.tuner searches (log scale); Adam-like by default, set per class.
     lr_range: ClassVar[tuple[float, float]] = (1e-5, 1e-1)
     tuples: ClassVar[frozenset[str]] = frozenset()  # tuple hyperparameters (lists in a state_dict)
+    # float16 / ml_dtypes.bfloat16 params (float32 states, computed in float32): the C++ engine's
+    # element-wise rules only, not the optimizers with steps of their own in Python.
+    accepts_16bit_params: ClassVar[bool] = False
 
     def __init__(self, params: ParamsLike, defaults: Mapping[str, Any]) -> None:
         self._owner_label = type(self).__name__
@@ -170,7 +173,7 @@ class OptimizerBase:
         labels = [f"params[{n!r}]" for n in names] if names is not None else [
             f"params[{start + k}]" for k in range(len(params))]
         for p, label in zip(params, labels):
-            _core.check_param(p, f"{who}: {label}")
+            _core.check_param(p, f"{who}: {label}", self.accepts_16bit_params)
             self._check_param_extra(p, f"{who}: {label}")
         _check_no_overlap(self._params + params, self._labels + labels, who)
         if names is not None:
@@ -291,7 +294,9 @@ class Optimizer(OptimizerBase):
 
     ``params`` is an array, a list of arrays, a dict name → array, or a list of param-group
     dicts (``{"params": [...], "lr": 1e-4}``) as in torch. Arrays must be C-contiguous,
-    writeable float32/float64 ndarrays; they are updated in place by ``step``.
+    writeable float32/float64 ndarrays; they are updated in place by ``step``. float16 and
+    ``ml_dtypes.bfloat16`` params are computed in float32 and rounded back to nearest even each step
+    (states float32; grads of the param's dtype or float32).
 
     Thread safety: each optimizer has a lock, held by ``step``, ``load_state_dict``,
     ``state_dict``, ``add_param_group`` and ``zero_state`` (and Sophia's ``update_hessian``, the
@@ -304,6 +309,8 @@ class Optimizer(OptimizerBase):
     view of any param or state array is a ValueError naming both (gradients may share memory with
     each other; they are only read).
     """
+
+    accepts_16bit_params: ClassVar[bool] = True
 
     tuples: ClassVar[frozenset[str]] = frozenset(TUPLES)
 
@@ -436,7 +443,7 @@ class Optimizer(OptimizerBase):
                 slots = self._slots[index]
                 for slot, initial in needed:
                     if slot not in slots:
-                        slots[slot] = np.full_like(p, initial) if initial else np.zeros_like(p)
+                        slots[slot] = np.full(p.shape, initial, _state_dtype(p))
                 tensors.append((self._labels[index], g, p, [slots.get(s) for s in self._spec.slots]))
                 index += 1
         self._engine = _core.Engine(self.name, flats, tensors, self._steps, self._scalars)
@@ -483,7 +490,7 @@ class Optimizer(OptimizerBase):
                 elif name in scalar_names:
                     new_scalars[i, scalar_names.index(name)] = _saved_real(value, f"{where} state {name!r}")
                 elif name in slot_names:
-                    slots[name] = _state_array(value, p.shape, p.dtype, f"{where} state {name!r}")
+                    slots[name] = _state_array(value, p.shape, _state_dtype(p), f"{where} state {name!r}")
                 else:
                     raise ValueError(f"{where} has unknown state {name!r} for {self.name}")
             new_slots[i] = slots
@@ -621,6 +628,11 @@ def _saved_real(value: Any, what: str) -> float:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
         raise TypeError(f"{what} must be a real number, got {value!r}")
     return float(value)
+
+
+def _state_dtype(p: np.ndarray) -> np.dtype:
+    """The dtype of a param's state arrays: float32 for float16/bfloat16 params, else the param's."""
+    return np.dtype(np.float32) if p.dtype.itemsize == 2 else p.dtype
 
 
 def _state_array(value: Any, shape: Any, dtype: Any, what: str) -> np.ndarray:

@@ -24,6 +24,7 @@ class _SophiaG(Optimizer):
     """Call ``update_hessian`` every k steps (k = 10 in the paper) with a diagonal Hessian estimate
     per param (``pyopt.hessian`` has the Gauss-Newton-Bartlett and Hutchinson estimators); until
     then h = 0 and the steps are ±lr."""
+    accepts_16bit_params = False  # its Python-side maps are float32/float64 only
 
     @_locked
     def update_hessian(self, estimates: GradsLike) -> None:
@@ -55,6 +56,7 @@ class _ScheduleFree(Optimizer):
     taken) while training, and ``eval()`` swaps in the average x = lerp(y, z, 1 − 1/β), in place,
     until ``train()`` swaps y back. Unlike the reference, a new optimizer starts in train mode;
     ``step`` in eval mode raises. The mode is part of ``state_dict``."""
+    accepts_16bit_params = False  # its Python-side maps are float32/float64 only
 
     def __init__(self, params: ParamsLike, **hyper: Any) -> None:
         super().__init__(params, **hyper)

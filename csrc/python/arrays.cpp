@@ -18,7 +18,31 @@ bool same_shape(const py::array& a, const py::array& b) {
   return true;
 }
 
+bool is_bfloat16(const py::dtype& dt) {
+  return dt.itemsize() == 2 && dt.kind() == 'V' && py::str(dt).cast<std::string>() == "bfloat16";
+}
+bool is_float16(const py::dtype& dt) {  // native byte order only (kernels read uint16_t words)
+  return dt.itemsize() == 2 && dt.kind() == 'f' && dt.attr("isnative").cast<bool>();
+}
+
 }  // namespace
+
+Storage storage_of(const py::array& array) {
+  const py::dtype dt = array.dtype();
+  if (is_float16(dt)) return Storage::Float16;
+  if (is_bfloat16(dt)) return Storage::BFloat16;
+  return Storage::Compute;
+}
+
+StoredType stored_param_type(const py::array& param, const std::string& label) {
+  const Storage storage = storage_of(param);
+  if (storage != Storage::Compute) return {DType::Float32, storage};
+  const py::dtype dt = param.dtype();
+  if (dt.kind() == 'f' && dt.itemsize() == 4) return {DType::Float32, storage};
+  if (dt.kind() == 'f' && dt.itemsize() == 8) return {DType::Float64, storage};
+  throw py::type_error(label + ": dtype " + dtype_str(param) +
+                       " is not supported; use float32, float64, float16 or bfloat16 (ml_dtypes)");
+}
 
 DType param_dtype(const py::array& param, const std::string& label) {
   const py::dtype dt = param.dtype();
@@ -27,12 +51,15 @@ DType param_dtype(const py::array& param, const std::string& label) {
   throw py::type_error(label + ": dtype " + dtype_str(param) + " is not supported; use float32 or float64");
 }
 
-void check_param(py::handle obj, const std::string& label) {
+void check_param(py::handle obj, const std::string& label, bool allow_16bit) {
   if (!py::isinstance<py::array>(obj))
     throw py::type_error(label + ": expected a numpy.ndarray (updated in place), got " +
                          py::str(py::type::of(obj).attr("__name__")).cast<std::string>());
   const auto param = py::reinterpret_borrow<py::array>(obj);
-  param_dtype(param, label);
+  if (allow_16bit)
+    stored_param_type(param, label);
+  else
+    param_dtype(param, label);
   if (!(param.flags() & py::array::c_style))
     throw py::value_error(label + ": array is not C-contiguous; pass np.ascontiguousarray(x) and keep that array");
   if (!param.writeable()) throw py::value_error(label + ": array is read-only");
@@ -57,6 +84,20 @@ py::array grad_for(py::handle obj, const py::array& param, const std::string& la
                            py::str(py::type::of(obj).attr("__name__")).cast<std::string>() + " to an array");
     }
   }
+  if (storage_of(param) != Storage::Compute) {
+    const py::dtype dt = grad.dtype();
+    if (!(dt.equal(param.dtype()) || (dt.kind() == 'f' && dt.itemsize() == 4)))
+      throw py::type_error(label + ": gradient dtype " + dtype_str(grad) + " does not fit a " + dtype_str(param) +
+                           " param; pass " + dtype_str(param) + " or float32");
+    if (!same_shape(grad, param))
+      throw py::value_error(label + ": gradient shape " + shape_str(grad) + " does not match param shape " +
+                            shape_str(param));
+    if (!(grad.flags() & py::array::c_style))
+      grad = py::module_::import("numpy").attr("ascontiguousarray")(grad).cast<py::array>();
+    else if (overlaps(grad, param))
+      throw py::value_error(label + ": gradient shares memory with its param");
+    return grad;
+  }
   const char kind = grad.dtype().kind();
   if (kind != 'f' && kind != 'i' && kind != 'u')
     throw py::type_error(label + ": gradient dtype " + dtype_str(grad) + " is not a real number type");
@@ -78,8 +119,14 @@ py::array grad_for(py::handle obj, const py::array& param, const std::string& la
 void check_state(py::handle obj, const py::array& param, const std::string& label) {
   if (!py::isinstance<py::array>(obj)) throw py::type_error(label + ": expected a numpy.ndarray");
   const auto state = py::reinterpret_borrow<py::array>(obj);
-  if (!state.dtype().equal(param.dtype()))
+  if (storage_of(param) != Storage::Compute) {
+    const py::dtype dt = state.dtype();
+    if (!(dt.kind() == 'f' && dt.itemsize() == 4))
+      throw py::type_error(label + ": dtype " + dtype_str(state) + " is not supported for a " + dtype_str(param) +
+                           " param; its states are float32");
+  } else if (!state.dtype().equal(param.dtype())) {
     throw py::type_error(label + ": dtype " + dtype_str(state) + " does not match its param's " + dtype_str(param));
+  }
   if (!same_shape(state, param))
     throw py::value_error(label + ": shape " + shape_str(state) + " does not match its param's " + shape_str(param));
   if (!(state.flags() & py::array::c_style)) throw py::value_error(label + ": array is not C-contiguous");

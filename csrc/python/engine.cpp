@@ -34,9 +34,11 @@ Engine::Engine(const std::string& name, std::vector<std::vector<double>> group_h
     tensor.group = t[1].cast<int>();
     if (tensor.group < 0 || std::size_t(tensor.group) >= group_hyper_.size())
       throw std::invalid_argument(tensor.label + ": bad group index");
-    check_param(t[2], tensor.label);
+    check_param(t[2], tensor.label, true);
     tensor.param = t[2].cast<py::array>();
-    tensor.dtype = param_dtype(tensor.param, tensor.label);
+    const StoredType type = stored_param_type(tensor.param, tensor.label);
+    tensor.dtype = type.compute;
+    tensor.storage = type.storage;
     auto slots = t[3].cast<py::list>();
     const unsigned needed = rule.slots_needed(group_hyper_[tensor.group].data());
     for (int j = 0; j < rule.num_slots; ++j) {
@@ -112,6 +114,8 @@ py::tuple Engine::step(py::sequence grads, double clip_norm, double clip_value, 
     TensorArgs a{t.param.mutable_data(), grad.data(), {}, int64_t(t.param.size()), 0,
                  group_hyper_[t.group].data(), scalars + i * kMaxScalars};
     for (int j = 0; j < kMaxSlots; ++j) a.slots[j] = t.slots[j] ? t.slots[j]->mutable_data() : nullptr;
+    a.param_storage = t.storage;
+    a.grad_storage = storage_of(grad);
     pipeline.add(i, t.dtype, a, steps + i);
     held[i] = std::move(grad);
   }
@@ -147,9 +151,10 @@ void apply(const std::string& name, py::handle param_obj, py::handle grad_obj, p
     throw std::invalid_argument(name + ": expected " + std::to_string(rule.num_hyper) + " hyperparameters");
   rule.validate(hyper.data());
   if (step < 1) throw std::invalid_argument("step must be >= 1 (the count of this step), got " + std::to_string(step));
-  check_param(param_obj, "param");
+  check_param(param_obj, "param", true);
   auto param = py::reinterpret_borrow<py::array>(param_obj);
-  const DType dtype = param_dtype(param, "param");
+  const StoredType type = stored_param_type(param, "param");
+  const DType dtype = type.compute;
   py::array grad = grad_for(grad_obj, param, "grad");
 
   const unsigned needed = rule.slots_needed(hyper.data());
@@ -163,6 +168,8 @@ void apply(const std::string& name, py::handle param_obj, py::handle grad_obj, p
                                 " state arrays (" + names + "), got " + std::to_string(slot_objs.size()));
   }
   TensorArgs a{param.mutable_data(), grad.data(), {}, int64_t(param.size()), step, hyper.data(), nullptr};
+  a.param_storage = type.storage;
+  a.grad_storage = storage_of(grad);
   std::vector<py::array> held;
   int k = 0;
   for (int j = 0; j < rule.num_slots; ++j) {

@@ -37,7 +37,8 @@ class Engine {
     std::string label;
     int group = 0;
     py::array param;
-    DType dtype = DType::Float32;
+    DType dtype = DType::Float32;  // what the kernels compute in
+    Storage storage = Storage::Compute;
     std::optional<py::array> slots[kMaxSlots];  // absent when these hyperparameters do not use the slot
   };
   // The memory the step writes (params and state arrays): disjoint byte ranges sorted by start,

@@ -129,8 +129,9 @@ PYBIND11_MODULE(_core, m) {
     return out;
   }, "The state slots these hyperparameters need, as (name, initial value).");
 
-  m.def("check_param", &python::check_param, py::arg("param"), py::arg("label"),
-        "Raise TypeError/ValueError unless `param` is a writeable, C-contiguous float32/float64 ndarray.");
+  m.def("check_param", &python::check_param, py::arg("param"), py::arg("label"), py::arg("allow_16bit") = false,
+        "Raise TypeError/ValueError unless `param` is a writeable, C-contiguous float32/float64 ndarray "
+        "(with allow_16bit: also float16 or ml_dtypes.bfloat16).");
   m.def("isa", &isa, "The instruction set the kernels run on.");
   m.def("isa_available", &isa_available, "Instruction sets compiled in and supported by this CPU, best last.");
   m.def("isa_compiled", &isa_compiled, "Instruction sets compiled in.");

@@ -2,6 +2,7 @@
 
 #include <omp.h>
 
+#include <type_traits>
 #include <vector>
 
 #include "pyopt/driver/driver.hpp"
@@ -37,7 +38,16 @@ void sq_sums(const TensorArgs* tensors, int64_t count, double* out) {
   std::vector<double> block_sums(size_t(blocks.size()), 0.0);
   auto run = [&](int64_t b_lo, int64_t b_hi) {
     blocks.visit(tensors, b_lo, b_hi, [&](int64_t i, int64_t begin, int64_t end, int64_t b) {
-      block_sums[b] = block_sq_sum(static_cast<const T*>(tensors[i].grad), begin, end, T(tensors[i].grad_clip));
+      const TensorArgs& a = tensors[i];
+      if constexpr (std::is_same<T, float>::value) {
+        if (a.grad_storage != Storage::Compute) {  // 16-bit grads: the sums of their float32 values
+          float values[driver::kReduceBlock];
+          storage::load_floats(a.grad_storage, a.grad, begin, end - begin, values);
+          block_sums[b] = block_sq_sum(values, 0, end - begin, float(a.grad_clip));
+          return;
+        }
+      }
+      block_sums[b] = block_sq_sum(static_cast<const T*>(a.grad), begin, end, T(a.grad_clip));
     });
   };
   const int threads = num_threads();

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "pyopt/config.hpp"
+#include "pyopt/driver/storage.hpp"
 #include "pyopt/rules/base.hpp"
 #include "pyopt/types.hpp"
 
@@ -129,9 +130,17 @@ int checked_variant(const double* h) {
 
 // ---- Element loops ----
 
+// One out-of-line body per kernel, shared by the float32 arrays and the 16-bit tiles (inlined into
+// both callers it would double the kernels' code and compile time).
+#if defined(__GNUC__) || defined(__clang__)
+#define PYOPT_KERNEL_BODY __attribute__((noinline))
+#else
+#define PYOPT_KERNEL_BODY
+#endif
+
 template <class Rule, int V, class T>
-void update_range(const TensorArgs& a, const typename Rule::template Coeffs<T>& k, const Policies<T>& policies,
-                  int64_t begin, int64_t end) {
+PYOPT_KERNEL_BODY void update_range(const TensorArgs& a, const typename Rule::template Coeffs<T>& k,
+                                    const Policies<T>& policies, int64_t begin, int64_t end) {
   constexpr int rule_variant = V % Rule::num_variants, decay_step = V / Rule::num_variants;
   constexpr unsigned mask = Rule::slot_mask(rule_variant);
   T* __restrict p = static_cast<T*>(a.param);
@@ -178,12 +187,74 @@ PYOPT_INLINE void update_variant(int variant, const TensorArgs& a, const typenam
   ((variant == Vs ? (run_kernel(std::integral_constant<int, Vs>{}), 0) : 0), ...);
 }
 
+// ---- Params and grads stored in 16 bits (TensorArgs::param_storage, grad_storage) ----
+// The element loops above are the only kernels: a stored tensor is walked in tiles converted into
+// float32 buffers (L1-resident), the tile is run through the float32 kernel, and the param tile is
+// rounded back. So no rule is compiled again per storage kind, a float32 path never pays for one,
+// and the result is by construction "upcast, float32 step, round to nearest even".
+constexpr int64_t kStorageTile = 512;
+
+PYOPT_INLINE bool stored_as_computed(const TensorArgs& a) {
+  return a.param_storage == Storage::Compute && a.grad_storage == Storage::Compute;
+}
+
+// Elements [first, first + n) of a float32-step tensor as float32 arrays: param and grad converted
+// into the buffers where stored in 16 bits, state slots pointing into the caller's arrays.
+inline PYOPT_TILE_CONVERSION TensorArgs float_tile(const TensorArgs& a, int64_t first, int64_t n,
+                                                   float* param_buffer, float* grad_buffer) {
+  TensorArgs t = a;
+  if (a.param_storage == Storage::Compute) {
+    t.param = static_cast<float*>(a.param) + first;
+  } else {
+    storage::load_floats(a.param_storage, a.param, first, n, param_buffer);
+    t.param = param_buffer;
+  }
+  if (a.grad_storage == Storage::Compute) {
+    t.grad = static_cast<const float*>(a.grad) + first;
+  } else {
+    storage::load_floats(a.grad_storage, a.grad, first, n, grad_buffer);
+    t.grad = grad_buffer;
+  }
+  for (int j = 0; j < kMaxSlots; ++j)
+    if (a.slots[j]) t.slots[j] = static_cast<float*>(a.slots[j]) + first;
+  t.size = n;
+  t.param_storage = t.grad_storage = Storage::Compute;
+  return t;
+}
+
+template <class Rule, class T, class Variants>
+void update_stored(int variant, const TensorArgs& a, const typename Rule::template Coeffs<T>& k,
+                   const Policies<T>& policies, int64_t begin, int64_t end, Variants variants) {
+  static_assert(std::is_same<T, float>::value, "only float32 steps have 16-bit storage");
+  alignas(64) float param_buffer[kStorageTile];
+  alignas(64) float grad_buffer[kStorageTile];
+  for (int64_t first = begin; first < end; first += kStorageTile) {
+    const int64_t n = end - first < kStorageTile ? end - first : kStorageTile;
+    const TensorArgs tile = float_tile(a, first, n, param_buffer, grad_buffer);
+    update_variant<Rule, T>(variant, tile, k, policies, 0, n, variants);
+    if (a.param_storage != Storage::Compute) storage::store_floats(a.param_storage, param_buffer, n, a.param, first);
+  }
+}
+
+// update_variant for any storage: float32/float64 arrays run the kernels directly.
+template <class Rule, class T, class Variants>
+PYOPT_INLINE void update_tensor(int variant, const TensorArgs& a, const typename Rule::template Coeffs<T>& k,
+                                const Policies<T>& policies, int64_t begin, int64_t end, Variants variants) {
+  if constexpr (std::is_same<T, float>::value) {
+    if (!stored_as_computed(a)) {
+      update_stored<Rule, T>(variant, a, k, policies, begin, end, variants);
+      return;
+    }
+  }
+  update_variant<Rule, T>(variant, a, k, policies, begin, end, variants);
+}
+
 // The reduction pass of a rule with num_reductions > 0: Rule::reduce<V> sees each element once
 // (it may update the state slots, not the param) and yields num_reductions values to be summed in
 // double. Elements [begin, end) lie in one block; the block's sums go to out[0..R).
 template <class Rule, int V, class T>
-void reduce_block(const TensorArgs& a, const typename Rule::template Coeffs<T>& k, const Policies<T>& policies,
-                  int64_t begin, int64_t end, double* out) {
+PYOPT_KERNEL_BODY void reduce_block(const TensorArgs& a, const typename Rule::template Coeffs<T>& k,
+                                    const Policies<T>& policies, int64_t begin, int64_t end, double* out) {
   static_assert(V < Rule::num_variants, "rules with reductions have no decay steps");
   constexpr int R = Rule::num_reductions;
   constexpr unsigned mask = Rule::slot_mask(V);
@@ -236,6 +307,22 @@ PYOPT_INLINE void reduce_variant(int variant, const TensorArgs& a, const typenam
   ((variant == Vs ? (reduce_block<Rule, Vs, T>(a, k, policies, begin, end, out), 0) : 0), ...);
 }
 
+// reduce_variant for any storage. A reduction block is converted whole, so its elements keep
+// their lanes (position in the block) and the sums their bits.
+template <class Rule, class T, class Variants>
+void reduce_tensor(int variant, const TensorArgs& a, const typename Rule::template Coeffs<T>& k,
+                   const Policies<T>& policies, int64_t begin, int64_t end, double* out, Variants variants) {
+  if constexpr (std::is_same<T, float>::value) {
+    if (!stored_as_computed(a)) {
+      std::unique_ptr<float[]> buffers(new float[2 * kReduceBlock]);
+      const TensorArgs block = float_tile(a, begin, end - begin, buffers.get(), buffers.get() + kReduceBlock);
+      reduce_variant<Rule, T>(variant, block, k, policies, 0, end - begin, out, variants);
+      return;
+    }
+  }
+  reduce_variant<Rule, T>(variant, a, k, policies, begin, end, out, variants);
+}
+
 template <class Rule, class T>
 struct Prepared {
   typename Rule::template Coeffs<T> coeffs;
@@ -272,8 +359,8 @@ void for_my_chunk(int64_t count, int64_t total, SizeOf size_of, Visit visit) {
 template <class Rule, class T>
 void update_my_chunk(const TensorArgs* tensors, int64_t count, const Prepared<Rule, T>* prepared, int64_t total) {
   for_my_chunk(count, total, [&](int64_t i) { return tensors[i].size; }, [&](int64_t i, int64_t begin, int64_t end) {
-    update_variant<Rule, T>(prepared[i].variant, tensors[i], prepared[i].coeffs, prepared[i].policies, begin, end,
-                            KernelVariants<Rule>{});
+    update_tensor<Rule, T>(prepared[i].variant, tensors[i], prepared[i].coeffs, prepared[i].policies, begin, end,
+                           KernelVariants<Rule>{});
   });
 }
 
@@ -319,8 +406,8 @@ void run_reduced(const TensorArgs* tensors, int64_t count, Prepared<Rule, T>* pr
   std::vector<double> block_sums(size_t(blocks.size() * R));
   auto reduce_blocks = [&](int64_t b_lo, int64_t b_hi) {
     blocks.visit(tensors, b_lo, b_hi, [&](int64_t i, int64_t begin, int64_t end, int64_t b) {
-      reduce_variant<Rule, T>(prepared[i].variant, tensors[i], prepared[i].coeffs, prepared[i].policies, begin, end,
-                              &block_sums[b * R], Variants{});
+      reduce_tensor<Rule, T>(prepared[i].variant, tensors[i], prepared[i].coeffs, prepared[i].policies, begin, end,
+                             &block_sums[b * R], Variants{});
     });
   };
   auto finish_all = [&] {
@@ -336,8 +423,8 @@ void run_reduced(const TensorArgs* tensors, int64_t count, Prepared<Rule, T>* pr
     reduce_blocks(0, blocks.size());
     finish_all();
     for (int64_t i = 0; i < count; ++i)
-      update_variant<Rule, T>(prepared[i].variant, tensors[i], prepared[i].coeffs, prepared[i].policies, 0,
-                              tensors[i].size, Variants{});
+      update_tensor<Rule, T>(prepared[i].variant, tensors[i], prepared[i].coeffs, prepared[i].policies, 0,
+                             tensors[i].size, Variants{});
     return;
   }
 #pragma omp parallel num_threads(team_size(total, num_threads))
@@ -364,8 +451,12 @@ void run(const TensorArgs* tensors, int64_t count, int num_threads) {
     prepared = heap_buffer.get();
   }
 
-  // Every variant is checked before the first prepare(), which may advance scalar state.
-  for (int64_t i = 0; i < count; ++i) prepared[i].variant = checked_variant<Rule>(tensors[i].hyper);
+  // Every variant and storage is checked before the first prepare(), which may advance scalar state.
+  for (int64_t i = 0; i < count; ++i) {
+    prepared[i].variant = checked_variant<Rule>(tensors[i].hyper);
+    if (!std::is_same<T, float>::value && !stored_as_computed(tensors[i]))
+      throw std::invalid_argument(std::string("rule ") + Rule::name + ": 16-bit storage needs a float32 step");
+  }
 
   // Per-step scalars, once per tensor, in double. Tensors of the same group at the same step share
   // them unless the rule keeps scalar state of its own.
@@ -390,8 +481,8 @@ void run(const TensorArgs* tensors, int64_t count, int num_threads) {
   const bool serial = num_threads <= 1 || total < kSerialThreshold || omp_in_parallel();
   if (serial) {
     for (int64_t i = 0; i < count; ++i)
-      update_variant<Rule, T>(prepared[i].variant, tensors[i], prepared[i].coeffs, prepared[i].policies, 0,
-                              tensors[i].size, KernelVariants<Rule>{});
+      update_tensor<Rule, T>(prepared[i].variant, tensors[i], prepared[i].coeffs, prepared[i].policies, 0,
+                             tensors[i].size, KernelVariants<Rule>{});
     return;
   }
 #pragma omp parallel num_threads(team_size(total, num_threads))
