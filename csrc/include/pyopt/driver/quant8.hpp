@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "pyopt/config.hpp"
@@ -93,24 +94,33 @@ inline const Codebook& dynamic_codebook(bool is_signed) {
   return is_signed ? signed_book : unsigned_book;
 }
 
-// max |x[i]|, NaN ignored (as bnb's std::max(absmax, fabs(x)) reduction).
+// max |x[i]|, NaN ignored (as bnb's std::max(absmax, fabs(x)) reduction). On the bit patterns with
+// the sign cleared, integer order is magnitude order, and NaN patterns are those above +inf's:
+// an integer max the compiler vectorizes (a float max reduction it would not, without fast-math).
 PYOPT_INLINE float block_absmax(const float* x, int64_t n) {
-  float absmax = 0.0f;
+  constexpr int32_t kInfBits = 0x7f800000;
+  int32_t block_bits[kBlockSize];
+  std::memcpy(block_bits, x, size_t(n) * sizeof(float));
+  int32_t absmax_bits = 0;
   for (int64_t i = 0; i < n; ++i) {
-    const float a = std::fabs(x[i]);
-    absmax = absmax < a ? a : absmax;
+    const int32_t magnitude = block_bits[i] & 0x7fffffff;
+    absmax_bits = std::max(absmax_bits, magnitude & -int32_t(magnitude <= kInfBits));
   }
+  float absmax;
+  std::memcpy(&absmax, &absmax_bits, sizeof absmax);
   return absmax;
 }
 
-PYOPT_INLINE unsigned char quantize_scaled(const Codebook& book, float scaled) {
+// The table bin of x / absmax (as x · (1 / absmax), clamped to [-1, 1]); a NaN ratio takes bin 0,
+// as bnb's float-to-integer conversion gives on x86.
+PYOPT_INLINE int32_t quantization_bin(float scaled) {
   const float v = scaled < -1.0f ? -1.0f : (1.0f < scaled ? 1.0f : scaled);
   const float position = (v + 1.0f) * 0.5f * float(kBins - 1) + 0.5f;
-  const int32_t bin = position == position ? int32_t(position) : 0;  // NaN: bin 0 (bnb on x86)
-  return book.lut[bin];
+  return int32_t(position == position ? position : 0.0f);
 }
 
-// Quantizes one block of n <= kBlockSize values into codes; returns its absmax.
+// Quantizes one block of n <= kBlockSize values into codes; returns its absmax. The bins are
+// computed in a vectorizable loop, the table lookups in a second one.
 PYOPT_INLINE float quantize_block(const Codebook& book, const float* x, int64_t n, unsigned char* codes) {
   const float absmax = block_absmax(x, n);
   if (absmax == 0.0f) {
@@ -118,7 +128,9 @@ PYOPT_INLINE float quantize_block(const Codebook& book, const float* x, int64_t 
     return absmax;
   }
   const float inverse = 1.0f / absmax;
-  for (int64_t i = 0; i < n; ++i) codes[i] = quantize_scaled(book, x[i] * inverse);
+  int32_t bins[kBlockSize];
+  for (int64_t i = 0; i < n; ++i) bins[i] = quantization_bin(x[i] * inverse);
+  for (int64_t i = 0; i < n; ++i) codes[i] = book.lut[bins[i]];
   return absmax;
 }
 
