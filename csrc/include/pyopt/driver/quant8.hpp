@@ -111,25 +111,31 @@ PYOPT_INLINE float block_absmax(const float* x, int64_t n) {
   return absmax;
 }
 
-// The table bin of x / absmax (as x · (1 / absmax), clamped to [-1, 1]); a NaN ratio takes bin 0,
-// as bnb's float-to-integer conversion gives on x86.
-PYOPT_INLINE int32_t quantization_bin(float scaled) {
-  const float v = scaled < -1.0f ? -1.0f : (1.0f < scaled ? 1.0f : scaled);
-  const float position = (v + 1.0f) * 0.5f * float(kBins - 1) + 0.5f;
-  return int32_t(position == position ? position : 0.0f);
-}
-
-// Quantizes one block of n <= kBlockSize values into codes; returns its absmax. The bins are
-// computed in a vectorizable loop, the table lookups in a second one.
+// Quantizes one block of n <= kBlockSize values into codes; returns its absmax. The table bin of
+// each x is that of v = clamp(x · (1 / absmax), -1, 1), a NaN ratio taking bin 0 (as bnb's
+// float-to-integer conversion gives on x86). The clamp and the NaN test work on the bit patterns:
+// without -fno-trapping-math the compiler does not vectorize float selects, integer ones it does.
 PYOPT_INLINE float quantize_block(const Codebook& book, const float* x, int64_t n, unsigned char* codes) {
   const float absmax = block_absmax(x, n);
   if (absmax == 0.0f) {
     for (int64_t i = 0; i < n; ++i) codes[i] = 0;
     return absmax;
   }
+  constexpr int32_t kOneBits = 0x3f800000, kMinusOneBits = int32_t(0xbf800000u), kInfBits = 0x7f800000;
+  constexpr int32_t kSignBit = int32_t(0x80000000u);
   const float inverse = 1.0f / absmax;
+  float ratios[kBlockSize];
+  for (int64_t i = 0; i < n; ++i) ratios[i] = x[i] * inverse;
+  int32_t bits[kBlockSize];
+  std::memcpy(bits, ratios, size_t(n) * sizeof(float));
+  for (int64_t i = 0; i < n; ++i) {
+    const int32_t magnitude = bits[i] & 0x7fffffff;
+    const int32_t clamped = (bits[i] & kSignBit) | std::min(magnitude, kOneBits);
+    bits[i] = magnitude > kInfBits ? kMinusOneBits : clamped;
+  }
+  std::memcpy(ratios, bits, size_t(n) * sizeof(float));
   int32_t bins[kBlockSize];
-  for (int64_t i = 0; i < n; ++i) bins[i] = quantization_bin(x[i] * inverse);
+  for (int64_t i = 0; i < n; ++i) bins[i] = int32_t((ratios[i] + 1.0f) * 0.5f * float(kBins - 1) + 0.5f);
   for (int64_t i = 0; i < n; ++i) codes[i] = book.lut[bins[i]];
   return absmax;
 }
