@@ -10,7 +10,9 @@
 //   v = clamp(x · (1 / absmax), -1, 1); then a 65536-entry table: bin = trunc((v + 1)·0.5·65535 + 0.5)
 //   (a NaN v takes bin 0), code = lut[bin] = the number of midpoints between neighbouring map values
 //   that are below the bin's centre −1 + 2·bin / 65535 (float32). So the code is nearest-to-the-bin-
-//   centre, ties to the lower code; near 0 the bins (3e-5 wide) are coarser than the map (1e-7).
+//   centre, ties to the lower code (no bin centre equals a midpoint of either map); near 0 the bins
+//   (3e-5 wide) are coarser than the map (1e-7): a 0 in a block with absmax > 0 takes code 131
+//   (signed, 2.125e-5) or 7 (unsigned, 1.5625e-5), not the code of 0.
 // (The fused and unfused forms of (v + 1)·0.5·65535 + 0.5 give the same bin for every float32 v in
 // [-1, 1]: checked exhaustively, so the ISA paths agree.)
 #include <omp.h>
