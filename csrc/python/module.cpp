@@ -7,6 +7,7 @@
 #include "arrays.hpp"
 #include "engine.hpp"
 #include "probe.hpp"
+#include "quant8.hpp"
 #include "utilities.hpp"
 #include "pyopt/registry.hpp"
 #include "pyopt/version.hpp"
@@ -151,4 +152,5 @@ PYBIND11_MODULE(_core, m) {
         py::arg("step"), py::arg("hyper"), py::arg("scalars"));
   python::register_utilities(m);
   python::register_probe(m);
+  python::register_quant8(m);
 }

@@ -131,6 +131,14 @@ void run_adafactor(DType dtype, const AdafactorArgs& args) {
   selected().load()->kernels->adafactor[static_cast<int>(dtype)](args, num_threads());
 }
 
+void run_quantize8(const float* x, int64_t n, bool is_signed, unsigned char* codes, float* absmax) {
+  selected().load()->kernels->quantize8(x, n, is_signed, codes, absmax, num_threads());
+}
+
+void run_dequantize8(const unsigned char* codes, const float* absmax, int64_t n, bool is_signed, float* x) {
+  selected().load()->kernels->dequantize8(codes, absmax, n, is_signed, x, num_threads());
+}
+
 std::string isa() { return selected().load()->name; }
 
 std::vector<std::string> isa_available() {

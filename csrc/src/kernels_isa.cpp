@@ -4,6 +4,7 @@
 #include "pyopt/driver/adafactor.hpp"
 #include "pyopt/driver/driver.hpp"
 #include "pyopt/driver/map.hpp"
+#include "pyopt/driver/quant8.hpp"
 #include "pyopt/rules/all.hpp"
 
 PYOPT_KERNEL_NAMESPACE_BEGIN
@@ -20,7 +21,9 @@ static const RuleKernels kernel_table[] = {
 extern const IsaKernels isa_kernels;
 const IsaKernels isa_kernels = {kernel_table,
                                 {PYOPT_FOR_EACH_MAP(PYOPT_MAP_ENTRY)},
-                                {&driver::adafactor<float>, &driver::adafactor<double>}};
+                                {&driver::adafactor<float>, &driver::adafactor<double>},
+                                &driver::quant8::quantize,
+                                &driver::quant8::dequantize};
 #undef PYOPT_MAP_ENTRY
 
 PYOPT_KERNEL_NAMESPACE_END

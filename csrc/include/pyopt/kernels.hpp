@@ -50,15 +50,26 @@ struct AdafactorArgs {
 };
 using AdafactorFn = void (*)(const AdafactorArgs& args, int num_threads);
 
+// Blockwise dynamic 8-bit quantization as bitsandbytes 0.50 (driver/quant8.hpp): codes[n] and
+// absmax[ceil(n / 256)], with the signed (first moments) or unsigned (second moments) map.
+using Quantize8Fn = void (*)(const float* x, int64_t n, bool is_signed, unsigned char* codes, float* absmax,
+                             int num_threads);
+using Dequantize8Fn = void (*)(const unsigned char* codes, const float* absmax, int64_t n, bool is_signed, float* x,
+                               int num_threads);
+
 // The kernels of one ISA build.
 struct IsaKernels {
   const RuleKernels* rules;                     // indexed by RuleInfo::index
   MapFn maps[kNumElementMaps][kNumDTypes];      // indexed by ElementMap, then DType
   AdafactorFn adafactor[kNumDTypes];
+  Quantize8Fn quantize8;
+  Dequantize8Fn dequantize8;
 };
 
 // Run on the selected ISA with num_threads() threads (src/dispatch.cpp).
 void run_map(ElementMap map, DType dtype, const MapArgs* tensors, int64_t count);
 void run_adafactor(DType dtype, const AdafactorArgs& args);
+void run_quantize8(const float* x, int64_t n, bool is_signed, unsigned char* codes, float* absmax);
+void run_dequantize8(const unsigned char* codes, const float* absmax, int64_t n, bool is_signed, float* x);
 
 }  // namespace pyopt
