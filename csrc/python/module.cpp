@@ -72,9 +72,13 @@ py::dict describe(const OptimizerSpec& s) {
     d["range_note"] = h.range_note;
     hyper.append(d);
   }
-  py::list slots, scalars;
+  py::list slots, scalars, int8_slots, nonnegative_slots;
   if (const RuleInfo* r = s.rule) {
-    for (int j = 0; j < r->num_slots; ++j) slots.append(r->slot_names[j]);
+    for (int j = 0; j < r->num_slots; ++j) {
+      slots.append(r->slot_names[j]);
+      if (r->int8_slots & (1u << j)) int8_slots.append(r->slot_names[j]);
+      if (r->nonnegative_slots & (1u << j)) nonnegative_slots.append(r->slot_names[j]);
+    }
     for (int j = 0; j < r->num_scalars; ++j) scalars.append(py::make_tuple(r->scalar_names[j], r->initial_scalar(j)));
   }
   py::dict d;
@@ -92,6 +96,8 @@ py::dict describe(const OptimizerSpec& s) {
   d["fixed"] = s.fixed;
   d["slots"] = slots;
   d["scalars"] = scalars;
+  d["int8_slots"] = int8_slots;                // may be 8-bit states (state_dtype="int8")
+  d["nonnegative_slots"] = nonnegative_slots;  // of those, quantized with the unsigned map
   return d;
 }
 

@@ -98,6 +98,8 @@ struct Catalogue {
                              Rule::num_scalars,
                              &Rule::variant,
                              +[](int v) { return Rule::slot_mask(v); },
+                             Rule::int8_slots,
+                             Rule::nonnegative_slots,
                              rule_check<Rule>(),
                              &Rule::initial_state,
                              &Rule::initial_scalar});

@@ -24,14 +24,14 @@
 #include <vector>
 
 #include "pyopt/config.hpp"
+#include "pyopt/types.hpp"
 
 PYOPT_KERNEL_NAMESPACE_BEGIN
 namespace driver {
 namespace quant8 {
 
-constexpr int64_t kBlockSize = 256;
+constexpr int64_t kBlockSize = kQuantBlock;  // types.hpp
 // bnb's optimizers keep tensors with fewer elements than this in float32 (min_8bit_size).
-constexpr int64_t kMin8bitSize = 4096;
 constexpr int kBins = 65536;
 
 struct Codebook {

@@ -11,6 +11,7 @@ struct Adagrad : RuleBase {
   static constexpr const char* name = "adagrad";
   enum Hyper { lr, lr_decay, weight_decay, initial_accumulator_value, eps, maximize, kNumHyper };
   static constexpr const char* slot_names[] = {"sum"};
+  static constexpr unsigned int8_slots = 0b1, nonnegative_slots = 0b1;
   static constexpr bool maximize_policy = true;
   static constexpr Decay decay_policy = Decay::Coupled;
   static double initial_state(int, const double* h) { return h[initial_accumulator_value]; }

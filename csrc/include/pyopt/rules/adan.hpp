@@ -22,6 +22,8 @@ struct Adan : RuleBase {
   static constexpr const char* name = "adan";
   enum Hyper { lr, beta1, beta2, beta3, eps, weight_decay, no_prox, maximize, kNumHyper };
   static constexpr const char* slot_names[] = {"exp_avg", "exp_avg_sq", "exp_avg_diff", "pre_grad"};
+  // pre_grad stays float32 in 8-bit mode: it enters g − g_prev, which quantization noise would swamp.
+  static constexpr unsigned int8_slots = 0b111, nonnegative_slots = 0b10;
   static constexpr bool maximize_policy = true;
 
   // With wd = 0 the code multiplies or divides by exactly 1: skipping it is the same.

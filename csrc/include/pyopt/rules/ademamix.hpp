@@ -26,6 +26,7 @@ struct AdEMAMix : RuleBase {
     kNumHyper
   };
   static constexpr const char* slot_names[] = {"exp_avg", "exp_avg_sq", "exp_avg_slow"};
+  static constexpr unsigned int8_slots = 0b111, nonnegative_slots = 0b10;
   static constexpr bool maximize_policy = true;
   static constexpr Decay decay_policy = Decay::WeightDecouple;
 

@@ -11,6 +11,8 @@
 //     static constexpr int num_variants;            // compile-time specialisations (flags that change the loop;
 //     static int variant(const double* h);          //   default 1) and which one these hyperparameters need
 //     static constexpr unsigned slot_mask(int v);   // which slots that specialisation reads and writes
+//     static constexpr unsigned int8_slots;         // optional: slots that may be 8-bit states, and of
+//     static constexpr unsigned nonnegative_slots;  //   those the second moments (unsigned map)
 //     static void check(const double* h);           // optional: conditions across hyperparameters
 //                                                   // (each one's range is in its record), throws
 //                                                   // std::invalid_argument
@@ -51,6 +53,10 @@ struct RuleBase {
   static constexpr int num_scalars = 0;                 // per-tensor scalar state (beyond the step)
   static constexpr int num_reductions = 0;              // per-tensor sums: see rules/lamb.hpp
   static constexpr const char* const* scalar_names = nullptr;
+  // Slots that may be stored as 8-bit block-quantized states (state_dtype="int8"; 0: the rule does
+  // not support it), and of those the nonnegative ones, which use the unsigned dynamic map.
+  static constexpr unsigned int8_slots = 0;
+  static constexpr unsigned nonnegative_slots = 0;
   static double initial_state(int /*slot*/, const double* /*h*/) { return 0.0; }
   static double initial_scalar(int /*index*/) { return 0.0; }
 };

@@ -13,6 +13,7 @@ struct Rmsprop : RuleBase {
   static constexpr const char* name = "rmsprop";
   enum Hyper { lr, alpha, eps, weight_decay, momentum, centered, maximize, kNumHyper };
   static constexpr const char* slot_names[] = {"square_avg", "momentum_buffer", "grad_avg"};
+  static constexpr unsigned int8_slots = 0b111, nonnegative_slots = 0b1;
   static constexpr bool maximize_policy = true;
   static constexpr Decay decay_policy = Decay::Coupled;
 

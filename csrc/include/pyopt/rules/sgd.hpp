@@ -13,6 +13,7 @@ struct Sgd : RuleBase {
   static constexpr const char* name = "sgd";
   enum Hyper { lr, momentum, dampening, weight_decay, nesterov, maximize, kNumHyper };
   static constexpr const char* slot_names[] = {"momentum_buffer"};
+  static constexpr unsigned int8_slots = 0b1, nonnegative_slots = 0b0;
   static constexpr bool maximize_policy = true;
   static constexpr Decay decay_policy = Decay::Coupled;
 
