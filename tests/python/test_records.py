@@ -11,7 +11,7 @@ RECORDS = _core.optimizers()
 
 def test_schema():
     keys = {"name", "rule", "alias_of", "class_name", "summary", "reference", "paper", "paper_url", "lr_range",
-            "demo_lr", "fixed", "slots", "scalars", "hyper"}
+            "demo_lr", "fixed", "slots", "scalars", "hyper", "int8_slots", "nonnegative_slots"}
     hyper_keys = {"name", "default", "kind", "range", "search", "low", "high", "keyword_only", "doc", "range_note"}
     for name, d in RECORDS.items():
         assert set(d) == keys, name
@@ -22,6 +22,16 @@ def test_schema():
     assert [n for n, d in RECORDS.items() if d["rule"] is None] == ["muon", "adafactor"]
     assert RECORDS["adamw"]["alias_of"] == "adam" and RECORDS["adam"]["alias_of"] is None
     assert set(_core.hyper_tuples()) >= {"betas", "etas", "step_sizes", "nus"}
+
+
+def test_8bit_slots_are_the_issues_list_with_second_moments_unsigned():
+    int8 = {name for name, d in RECORDS.items() if d["int8_slots"]}
+    assert int8 >= {"adam", "adamw", "amsgrad", "lion", "sgd", "momentum", "adan", "ademamix", "rmsprop", "adagrad"}
+    for d in RECORDS.values():
+        assert set(d["nonnegative_slots"]) <= set(d["int8_slots"]) <= set(d["slots"])
+    assert RECORDS["adamw"]["nonnegative_slots"] == ["exp_avg_sq", "max_exp_avg_sq"]
+    assert RECORDS["adan"]["int8_slots"] == ["exp_avg", "exp_avg_sq", "exp_avg_diff"]
+    assert RECORDS["lion"]["nonnegative_slots"] == [] and RECORDS["adagrad"]["nonnegative_slots"] == ["sum"]
 
 
 # That the classes, papers, demo lrs and search spaces derived from the records are what the
