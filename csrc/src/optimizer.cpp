@@ -4,11 +4,34 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "pyopt/driver/storage.hpp"
+#include "pyopt/kernels.hpp"
+
 namespace pyopt {
 namespace {
 
 std::size_t dtype_size(DType d) { return d == DType::Float32 ? sizeof(float) : sizeof(double); }
 const char* dtype_name(DType d) { return d == DType::Float32 ? "float32" : "float64"; }
+
+bool is_16bit(Storage s) { return s == Storage::Float16 || s == Storage::BFloat16; }
+const char* storage_name(Storage s) {
+  switch (s) {
+    case Storage::Compute: return "compute";
+    case Storage::Float16: return "float16";
+    case Storage::BFloat16: return "bfloat16";
+    case Storage::Int8Signed: return "int8 (signed)";
+    case Storage::Int8Unsigned: return "int8 (unsigned)";
+  }
+  return "unknown storage";
+}
+// What a gradient or param holds: "float32", "float64", "bfloat16", ...
+const char* element_name(DType dtype, Storage storage) {
+  return storage == Storage::Compute ? dtype_name(dtype) : storage_name(storage);
+}
+std::size_t element_size(DType dtype, Storage storage) {
+  return storage == Storage::Compute ? dtype_size(dtype) : is_16bit(storage) ? sizeof(uint16_t) : 1;
+}
+std::size_t quant_blocks(std::size_t size) { return (size + std::size_t(kQuantBlock) - 1) / std::size_t(kQuantBlock); }
 
 template <class T>
 void fill(std::vector<char>& buffer, std::size_t size, double value) {
@@ -19,8 +42,32 @@ void fill(std::vector<char>& buffer, std::size_t size, double value) {
 
 }  // namespace
 
-Optimizer::Optimizer(const std::string& name, const std::map<std::string, double>& hyper)
-    : spec_(&find_optimizer(name)), hyper_(spec_->defaults) {
+const char* state_dtype_name(StateDType d) {
+  switch (d) {
+    case StateDType::Float32: return "float32";
+    case StateDType::BFloat16: return "bfloat16";
+    case StateDType::Int8: return "int8";
+  }
+  return "unknown";
+}
+
+StateDType parse_state_dtype(const std::string& name) {
+  for (StateDType d : {StateDType::Float32, StateDType::BFloat16, StateDType::Int8})
+    if (name == state_dtype_name(d)) return d;
+  throw std::invalid_argument("state_dtype must be \"float32\", \"bfloat16\" or \"int8\", got \"" + name + "\"");
+}
+
+Optimizer::Optimizer(const std::string& name, const std::map<std::string, double>& hyper, const StorageOptions& storage)
+    : spec_(&find_optimizer(name)), storage_(storage), hyper_(spec_->defaults) {
+  if (storage.state_dtype != StateDType::Float32 && storage.state_dtype != StateDType::BFloat16 &&
+      storage.state_dtype != StateDType::Int8)
+    throw std::invalid_argument(name + ": state_dtype " + std::to_string(int(storage.state_dtype)) + " is not a StateDType");
+  if (storage.state_dtype == StateDType::Int8 && spec_->rule->int8_slots == 0) {
+    std::string supported;
+    for (const OptimizerSpec& o : optimizers())
+      if (o.rule->int8_slots) supported += (supported.empty() ? "" : ", ") + o.name;
+    throw std::invalid_argument(name + ": state_dtype int8 is not supported (8-bit states exist for " + supported + ")");
+  }
   for (const auto& [key, value] : hyper) {
     const int i = spec_->rule->hyper_index(key);
     if (i < 0) throw std::invalid_argument(name + ": unknown hyperparameter '" + key + "'");
@@ -30,8 +77,14 @@ Optimizer::Optimizer(const std::string& name, const std::map<std::string, double
   spec_->rule->validate(hyper_.data());
 }
 
-std::size_t Optimizer::add_param(float* data, std::size_t size) { return add(data, size, DType::Float32); }
-std::size_t Optimizer::add_param(double* data, std::size_t size) { return add(data, size, DType::Float64); }
+std::size_t Optimizer::add_param(float* data, std::size_t size) { return add(data, size, DType::Float32, Storage::Compute); }
+std::size_t Optimizer::add_param(double* data, std::size_t size) { return add(data, size, DType::Float64, Storage::Compute); }
+std::size_t Optimizer::add_param(uint16_t* data, std::size_t size, Storage kind) {
+  if (!is_16bit(kind))
+    throw std::invalid_argument(std::string("add_param: a uint16_t param is Storage::Float16 or Storage::BFloat16, not ") +
+                                storage_name(kind));
+  return add(data, size, DType::Float32, kind);
+}
 
 namespace {
 std::size_t product(const std::vector<std::size_t>& shape) {
@@ -42,25 +95,43 @@ std::size_t product(const std::vector<std::size_t>& shape) {
 }  // namespace
 
 std::size_t Optimizer::add_param(float* data, const std::vector<std::size_t>& shape) {
-  const std::size_t i = add(data, product(shape), DType::Float32);
+  const std::size_t i = add(data, product(shape), DType::Float32, Storage::Compute);
   params_[i].shape = shape;
   return i;
 }
 std::size_t Optimizer::add_param(double* data, const std::vector<std::size_t>& shape) {
-  const std::size_t i = add(data, product(shape), DType::Float64);
+  const std::size_t i = add(data, product(shape), DType::Float64, Storage::Compute);
+  params_[i].shape = shape;
+  return i;
+}
+std::size_t Optimizer::add_param(uint16_t* data, const std::vector<std::size_t>& shape, Storage kind) {
+  const std::size_t i = add_param(data, product(shape), kind);
   params_[i].shape = shape;
   return i;
 }
 
-std::size_t Optimizer::add(void* data, std::size_t size, DType dtype) {
+// The storage of state slot j of a param: see StorageOptions.
+Storage Optimizer::slot_storage_for(std::size_t size, DType dtype, int j) const {
+  if (dtype == DType::Float64) return Storage::Compute;
+  switch (storage_.state_dtype) {
+    case StateDType::BFloat16: return Storage::BFloat16;
+    case StateDType::Int8:
+      if (!(spec_->rule->int8_slots >> j & 1u) || size < std::size_t(kMin8bitSize)) return Storage::Compute;
+      return spec_->rule->nonnegative_slots >> j & 1u ? Storage::Int8Unsigned : Storage::Int8Signed;
+    default: return Storage::Compute;
+  }
+}
+
+std::size_t Optimizer::add(void* data, std::size_t size, DType dtype, Storage storage) {
   if (!data && size) throw std::invalid_argument("add_param: null buffer");
   const char* begin = static_cast<const char*>(data);
-  const Span span{begin, begin + size * dtype_size(dtype), params_.size()};
+  const Span span{begin, begin + size * element_size(dtype, storage), params_.size()};
   if (const Span* other = overlapping(span))
     throw std::invalid_argument("add_param: param " + std::to_string(span.param) + " overlaps param " +
                                 std::to_string(other->param));
-  Param p{data, size, dtype, {}, {}, 0, {}};
+  Param p{data, size, dtype, storage, {}, {}, 0, {}, {}, {}, {}};
   for (int j = 0; j < spec_->rule->num_scalars; ++j) p.scalars[j] = spec_->rule->initial_scalar(j);
+  for (int j = 0; j < kMaxSlots; ++j) p.slot_storage[j] = slot_storage_for(size, dtype, j);
   ensure_slots(p);
   params_.push_back(std::move(p));
   if (span.begin != span.end) {
@@ -87,11 +158,30 @@ void Optimizer::ensure_slots(Param& p) {
   for (int j = 0; j < spec_->rule->num_slots; ++j) {
     if (!(mask & (1u << j)) || !p.slots[j].empty() || p.size == 0) continue;
     const double init = spec_->rule->initial_state(j, hyper_.data());
-    if (p.dtype == DType::Float32)
+    const Storage kind = p.slot_storage[j];
+    if (kind == Storage::BFloat16) {
+      fill<uint16_t>(p.slots[j], p.size, storage::float_to_bf16(float(init)));  // via float32, as ml_dtypes
+    } else if (is_int8(kind)) {
+      // bitsandbytes' fresh state: codes 0, absmax 0; a nonzero initial value is quantized.
+      p.slots[j].assign(p.size, 0);
+      p.absmax[j].assign(quant_blocks(p.size), 0.0f);
+      if (init != 0.0) {
+        const std::vector<float> values(p.size, float(init));
+        run_quantize8(values.data(), int64_t(p.size), kind == Storage::Int8Signed,
+                      reinterpret_cast<unsigned char*>(p.slots[j].data()), p.absmax[j].data());
+      }
+    } else if (p.dtype == DType::Float32) {
       fill<float>(p.slots[j], p.size, init);
-    else
+    } else {
       fill<double>(p.slots[j], p.size, init);
+    }
   }
+}
+
+void Optimizer::ensure_master(Param& p) {
+  if (!wants_master(p) || !p.master.empty() || p.size == 0) return;
+  p.master.resize(p.size);
+  storage::load_floats(p.storage, p.data, 0, int64_t(p.size), p.master.data());
 }
 
 void Optimizer::step(const std::vector<GradRef>& grads) { step(grads, StepOptions{}); }
@@ -103,14 +193,21 @@ bool Optimizer::step(const std::vector<GradRef>& grads, const StepOptions& optio
                                 std::to_string(grads.size()));
   for (std::size_t i = 0; i < grads.size(); ++i) {
     const Param& p = params_[i];
-    if (!grads[i].data) continue;
-    if (grads[i].dtype != p.dtype)
-      throw std::invalid_argument("step: gradient " + std::to_string(i) + " is " + dtype_name(grads[i].dtype) +
-                                  " but its param is " + dtype_name(p.dtype));
+    const GradRef& grad = grads[i];
+    if (!grad.data) continue;
+    // A gradient is stored as its param, or (16-bit params) as float32.
+    const bool same = grad.dtype == p.dtype && grad.storage == p.storage;
+    const bool float32_of_16bit = p.storage != Storage::Compute && grad.storage == Storage::Compute &&
+                                  grad.dtype == DType::Float32;
+    if (!same && !float32_of_16bit)
+      throw std::invalid_argument("step: gradient " + std::to_string(i) + " is " + element_name(grad.dtype, grad.storage) +
+                                  " but its param is " + element_name(p.dtype, p.storage) +
+                                  (p.storage == Storage::Compute ? "" : " (pass " + std::string(storage_name(p.storage)) +
+                                                                            " or float32)"));
     // A gradient must not overlap any param (it would be read while being written, so the result
     // would depend on the thread count); the state is the optimizer's own memory.
-    const char* g = static_cast<const char*>(grads[i].data);
-    if (const Span* other = overlapping({g, g + p.size * dtype_size(p.dtype), i}))
+    const char* g = static_cast<const char*>(grad.data);
+    if (const Span* other = overlapping({g, g + p.size * element_size(grad.dtype, grad.storage), i}))
       throw std::invalid_argument("step: gradient " + std::to_string(i) + " overlaps " +
                                   (other->param == i ? std::string("its param") : "param " + std::to_string(other->param)));
   }
@@ -118,14 +215,26 @@ bool Optimizer::step(const std::vector<GradRef>& grads, const StepOptions& optio
   for (std::size_t i = 0; i < grads.size(); ++i) {
     if (!grads[i].data) continue;
     Param& p = params_[i];
-    pipeline.add(i, p.dtype, TensorArgs{p.data, grads[i].data, {}, int64_t(p.size), 0, hyper_.data(), p.scalars},
-                 &p.step);
+    TensorArgs args{p.data, grads[i].data, {}, int64_t(p.size), 0, hyper_.data(), p.scalars};
+    args.param_storage = p.storage;
+    args.grad_storage = grads[i].storage;
+    pipeline.add(i, p.dtype, args, &p.step);
   }
-  // State is allocated (for slots a set() switched on) only once the step is sure to happen.
+  // State is allocated (for slots a set() switched on, and master copies) only once the step is
+  // sure to happen.
   const StepOutcome outcome = pipeline.run(*spec_->rule, options, [&] {
     for (Param& p : params_) ensure_slots(p);
     pipeline.for_each([&](std::size_t i, TensorArgs& a) {
-      for (int j = 0; j < kMaxSlots; ++j) a.slots[j] = params_[i].slots[j].empty() ? nullptr : params_[i].slots[j].data();
+      Param& p = params_[i];
+      ensure_master(p);
+      for (int j = 0; j < kMaxSlots; ++j) {
+        a.slots[j] = p.slots[j].empty() ? nullptr : p.slots[j].data();
+        a.slot_storage[j] = p.slot_storage[j];
+        a.slot_absmax[j] = p.absmax[j].empty() ? nullptr : p.absmax[j].data();
+      }
+      a.master = p.master.empty() ? nullptr : p.master.data();
+      a.stochastic_rounding = storage_.stochastic_rounding;
+      a.rounding_seed = uint64_t(i);  // the param's index, in Python too
     });
   });
   last_grad_norm_ = outcome.grad_norm;
@@ -154,18 +263,43 @@ std::map<std::string, double> Optimizer::hyperparameters() const {
   return out;
 }
 
-std::vector<double> Optimizer::state(std::size_t param, const std::string& slot) const {
+RawState Optimizer::raw_state(std::size_t param, const std::string& slot) const {
   const Param& p = params_.at(param);
   for (int j = 0; j < spec_->rule->num_slots; ++j) {
     if (slot != spec_->rule->slot_names[j]) continue;
-    if (p.slots[j].empty()) return {};
-    std::vector<double> out(p.size);
-    for (std::size_t i = 0; i < p.size; ++i)
-      out[i] = p.dtype == DType::Float32 ? double(reinterpret_cast<const float*>(p.slots[j].data())[i])
-                                         : reinterpret_cast<const double*>(p.slots[j].data())[i];
-    return out;
+    RawState r;
+    r.storage = p.slot_storage[j];
+    if (p.slots[j].empty()) return r;
+    r.data = p.slots[j].data();
+    r.size = p.size;
+    r.absmax = p.absmax[j].empty() ? nullptr : p.absmax[j].data();
+    r.absmax_size = p.absmax[j].size();
+    return r;
   }
   throw std::invalid_argument(spec_->name + ": no state slot '" + slot + "'");
+}
+
+std::vector<double> Optimizer::state(std::size_t param, const std::string& slot) const {
+  const Param& p = params_.at(param);
+  const RawState r = raw_state(param, slot);
+  if (!r.data) return {};
+  std::vector<double> out(p.size);
+  if (is_int8(r.storage)) {
+    std::vector<float> values(p.size);
+    run_dequantize8(static_cast<const unsigned char*>(r.data), r.absmax, int64_t(p.size),
+                    r.storage == Storage::Int8Signed, values.data());
+    std::copy(values.begin(), values.end(), out.begin());
+    return out;
+  }
+  for (std::size_t i = 0; i < p.size; ++i) {
+    if (r.storage == Storage::BFloat16)
+      out[i] = double(storage::bf16_to_float(static_cast<const uint16_t*>(r.data)[i]));
+    else if (p.dtype == DType::Float32)
+      out[i] = double(static_cast<const float*>(r.data)[i]);
+    else
+      out[i] = static_cast<const double*>(r.data)[i];
+  }
+  return out;
 }
 
 }  // namespace pyopt

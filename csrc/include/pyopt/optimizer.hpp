@@ -9,6 +9,19 @@
 // Params may not overlap each other, nor a gradient any param (std::invalid_argument). Not
 // thread-safe: one thread at a time per Optimizer (step, set, load, save); distinct Optimizers are
 // independent.
+//
+// 16-bit params (bfloat16 / float16 words in uint16_t buffers) and the storage options:
+//
+//   std::vector<uint16_t> w(n);  // bfloat16 bits
+//   pyopt::StorageOptions storage;
+//   storage.master_weights = true;
+//   storage.state_dtype = pyopt::StateDType::Int8;
+//   pyopt::Optimizer opt("adamw", {{"lr", 1e-3}}, storage);
+//   opt.add_param(w.data(), w.size(), pyopt::Storage::BFloat16);
+//   opt.step({pyopt::GradRef(g_bf16.data(), pyopt::Storage::BFloat16)});  // or a float32 gradient
+//
+// Every step computes in float32 and writes the param back rounded to nearest even (or
+// stochastically); see StorageOptions for the state.
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -22,20 +35,64 @@
 
 namespace pyopt {
 
-// A gradient buffer of either dtype; converts implicitly from float* and double*.
+// How the state of an optimizer is stored (the Python optimizers' keyword options of the same
+// names; checkpoints record them):
+//   master_weights       a float32 master copy of each float16/bfloat16 param: the step updates
+//                        the master and writes the param from it (rounded). It is taken from the
+//                        param when the param first steps (or restored by load()); afterwards the
+//                        caller's writes to such a param are overwritten. No-op for float32/float64.
+//   state_dtype          Float32: states in float32 (float64 for float64 params).
+//                        BFloat16: states of float32 and 16-bit params as bfloat16 (float64 params
+//                        keep float64 states).
+//                        Int8: the rule's 8-bit-capable slots (RuleInfo::int8_slots) of float32 and
+//                        16-bit params of at least kMin8bitSize elements are bitsandbytes' blockwise
+//                        8-bit states: a uint8 code per element and a float32 absmax per kQuantBlock
+//                        elements, the unsigned map for RuleInfo::nonnegative_slots, else the signed
+//                        one. Other slots, smaller params and float64 params keep the float32 (64)
+//                        states. Rules without 8-bit slots throw std::invalid_argument.
+//   stochastic_rounding  16-bit writes (params without a master, bfloat16 states) round
+//                        stochastically; param i uses rounding seed i (TensorArgs::rounding_seed), as
+//                        the Python optimizers do, so both languages give the same bits.
+enum class StateDType : uint8_t { Float32 = 0, BFloat16 = 1, Int8 = 2 };
+struct StorageOptions {
+  bool master_weights = false;
+  StateDType state_dtype = StateDType::Float32;
+  bool stochastic_rounding = false;
+};
+const char* state_dtype_name(StateDType d);  // "float32", "bfloat16", "int8" (Python's spelling)
+StateDType parse_state_dtype(const std::string& name);  // std::invalid_argument for other names
+
+// A gradient buffer: float32 or float64 (converts implicitly from float* and double*), or the
+// 16-bit words of a float16/bfloat16 param's gradient (GradRef(ptr, Storage::BFloat16)); a 16-bit
+// param takes its own storage or float32.
 struct GradRef {
   GradRef(const float* p) : data(p), dtype(DType::Float32) {}
   GradRef(const double* p) : data(p), dtype(DType::Float64) {}
+  GradRef(const uint16_t* p, Storage kind) : data(p), dtype(DType::Float32), storage(kind) {}
   GradRef(std::nullptr_t) : data(nullptr), dtype(DType::Float32) {}  // skip this param this step
   const void* data;
   DType dtype;
+  Storage storage = Storage::Compute;  // Compute: stored as dtype
+};
+
+// The raw bytes of one state slot (Optimizer::raw_state): `size` elements stored as `storage`
+// (Compute: the param's dtype; BFloat16: uint16_t words; Int8*: uint8 codes with `absmax_size`
+// float32 scales).
+struct RawState {
+  Storage storage = Storage::Compute;
+  const void* data = nullptr;  // null when the slot is not allocated
+  std::size_t size = 0;
+  const float* absmax = nullptr;
+  std::size_t absmax_size = 0;
 };
 
 class Optimizer {
  public:
   // name: one of optimizers(); hyper: any of its hyperparameters (bools as 0/1). Throws
   // std::invalid_argument for unknown names, pinned or out-of-range hyperparameters.
-  explicit Optimizer(const std::string& name, const std::map<std::string, double>& hyper = {});
+  // storage: see StorageOptions (std::invalid_argument for Int8 on a rule without 8-bit slots).
+  explicit Optimizer(const std::string& name, const std::map<std::string, double>& hyper = {},
+                     const StorageOptions& storage = {});
 
   // Registers a caller-owned buffer; its state is allocated here. Returns the param's index.
   std::size_t add_param(float* data, std::size_t size);
@@ -44,6 +101,10 @@ class Optimizer {
   // it, so pyopt.load sees arrays shaped as the numpy params (else they are 1-d of `size`).
   std::size_t add_param(float* data, const std::vector<std::size_t>& shape);
   std::size_t add_param(double* data, const std::vector<std::size_t>& shape);
+  // A float16 or bfloat16 param (kind Storage::Float16 / Storage::BFloat16; others throw
+  // std::invalid_argument): `size` 16-bit words.
+  std::size_t add_param(uint16_t* data, std::size_t size, Storage kind);
+  std::size_t add_param(uint16_t* data, const std::vector<std::size_t>& shape, Storage kind);
 
   // One step: a gradient per registered param, in registration order (nullptr skips a param).
   // Everything is checked before any buffer is written.
@@ -60,8 +121,16 @@ class Optimizer {
   const std::string& name() const { return spec_->name; }
   std::size_t num_params() const { return params_.size(); }
   int64_t step_count(std::size_t param) const { return params_.at(param).step; }
-  // The state array `slot` (e.g. "exp_avg") of a param; empty when this configuration has no such slot.
+  // The state array `slot` (e.g. "exp_avg") of a param; empty when this configuration has no such
+  // slot. bfloat16 and 8-bit states are returned dequantized (their float32 values).
   std::vector<double> state(std::size_t param, const std::string& slot) const;
+  // How that slot is stored and its bytes (valid until the next step, load, set or add_param).
+  RawState raw_state(std::size_t param, const std::string& slot) const;
+  // The float32 master copy of a 16-bit param (master_weights); empty before its first step and
+  // for params without one.
+  const std::vector<float>& master(std::size_t param) const { return params_.at(param).master; }
+  const StorageOptions& storage() const { return storage_; }
+  Storage param_storage(std::size_t param) const { return params_.at(param).storage; }
 
   // Checkpoints, in pyopt.save's .npz format (see pyopt/checkpoint.hpp): one file works in both
   // languages. save() writes hyperparameters, steps and state (not the params themselves);
@@ -76,21 +145,29 @@ class Optimizer {
     void* data;
     std::size_t size;
     DType dtype;
-    std::vector<char> slots[kMaxSlots];  // raw storage in the param's dtype
+    Storage storage;  // Compute (stored as dtype) or a 16-bit kind
+    std::vector<char> slots[kMaxSlots];  // raw storage as slot_storage says
     double scalars[kMaxScalars];
     int64_t step;
     std::vector<std::size_t> shape;  // empty: 1-d of `size`
+    Storage slot_storage[kMaxSlots];
+    std::vector<float> absmax[kMaxSlots];  // Int8 slots: ceil(size / kQuantBlock) scales
+    std::vector<float> master;             // master_weights of a 16-bit param (from its first step)
   };
   struct Span {  // the bytes of a param
     const char* begin;
     const char* end;
     std::size_t param;
   };
-  std::size_t add(void* data, std::size_t size, DType dtype);
+  std::size_t add(void* data, std::size_t size, DType dtype, Storage storage);
   void ensure_slots(Param& p);
+  void ensure_master(Param& p);
+  Storage slot_storage_for(std::size_t size, DType dtype, int slot) const;
+  bool wants_master(const Param& p) const { return storage_.master_weights && p.storage != Storage::Compute; }
   const Span* overlapping(const Span& s) const;  // a param sharing bytes with s, or nullptr
 
   const OptimizerSpec* spec_;
+  StorageOptions storage_;
   std::vector<double> hyper_;
   std::vector<Param> params_;
   std::vector<Span> spans_;  // the non-empty params' bytes, disjoint, sorted by address
