@@ -57,26 +57,104 @@ std::string shape_text(const std::vector<std::size_t>& shape) {
   return s + (shape.size() == 1 ? ",)" : ")");
 }
 
+const char* const kStorageKey = "storage";
+const char* const kArrayDTypesKey = "array_dtypes";
+const char* const kMasterEntry = "master";
+const char* const kAbsmaxSuffix = "_absmax";
+
+json::Value storage_json(const StorageOptions& o) {
+  json::Value v = json::Value::object();
+  v.set("master_weights", json::Value(o.master_weights));
+  v.set("state_dtype", json::Value(state_dtype_name(o.state_dtype)));
+  v.set("stochastic_rounding", json::Value(o.stochastic_rounding));
+  return v;
+}
+
+// The meta's "storage" object (the defaults when absent: files from before the option existed).
+StorageOptions storage_of(const json::Value& meta, const std::string& who) {
+  StorageOptions o;
+  const json::Value* v = meta.find(kStorageKey);
+  if (!v) return o;
+  const std::string bad = who + "bad 'storage' " + json::dump(*v).substr(0, 200) +
+                          " (an object {\"master_weights\": bool, \"state_dtype\": \"float32\"|\"bfloat16\"|\"int8\", "
+                          "\"stochastic_rounding\": bool})";
+  if (!v->is_object()) throw std::invalid_argument(bad);
+  std::set<std::string> seen;
+  for (const auto& [key, value] : v->as_object()) {
+    if (!seen.insert(key).second) throw std::invalid_argument(bad);
+    if (key == "master_weights" && value.is_bool()) {
+      o.master_weights = value.as_bool();
+    } else if (key == "stochastic_rounding" && value.is_bool()) {
+      o.stochastic_rounding = value.as_bool();
+    } else if (key == "state_dtype" && value.is_string()) {
+      try {
+        o.state_dtype = parse_state_dtype(value.as_string());
+      } catch (const std::invalid_argument&) {
+        throw std::invalid_argument(bad);
+      }
+    } else {
+      throw std::invalid_argument(bad);
+    }
+  }
+  return o;
+}
+
+// The meta's "array_dtypes": entry name -> the dtype its stored bits stand for ("bfloat16", stored
+// as <u2). Absent: none.
+std::set<std::string> bfloat16_entries(const json::Value& meta, const npz::Archive& archive, const std::string& who) {
+  std::set<std::string> out;
+  const json::Value* v = meta.find(kArrayDTypesKey);
+  if (!v) return out;
+  if (!v->is_object()) throw std::invalid_argument(who + "'" + kArrayDTypesKey + "' must be an object");
+  for (const auto& [name, dtype] : v->as_object()) {
+    if (!dtype.is_string() || dtype.as_string() != "bfloat16")
+      throw std::invalid_argument(who + "'" + kArrayDTypesKey + "': entry '" + name + "' has dtype " +
+                                  json::dump(dtype).substr(0, 80) + " (only \"bfloat16\" is known)");
+    const npz::Array* a = npz::find(archive, name);
+    if (!a) throw std::invalid_argument(who + "'" + kArrayDTypesKey + "' names entry '" + name + "', which the file lacks");
+    if (a->descr != "<u2")
+      throw std::invalid_argument(who + "entry '" + name + "' is bfloat16 stored as " + a->descr +
+                                  " (bfloat16 arrays are stored as their <u2 bits)");
+    if (!out.insert(name).second) throw std::invalid_argument(who + "'" + kArrayDTypesKey + "' lists '" + name + "' twice");
+  }
+  return out;
+}
+
+std::string storage_text(const StorageOptions& o) { return json::dump(storage_json(o)); }
+
 }  // namespace
 
 json::Value checkpoint_meta(const std::string& path) { return meta_of(npz::load(path), path); }
 std::string checkpoint_optimizer(const std::string& path) { return checkpoint_meta(path)["optimizer"].as_string(); }
+StorageOptions checkpoint_storage(const std::string& path) { return storage_of(checkpoint_meta(path), path + ": "); }
 
 void Optimizer::save(const std::string& path) const {
   const RuleInfo& rule = *spec_->rule;
   npz::Archive archive;
   json::Value state = json::Value::object();
+  json::Value bfloat16 = json::Value::object();
   for (std::size_t i = 0; i < params_.size(); ++i) {
     const Param& p = params_[i];
+    const std::string prefix = "state/" + std::to_string(i) + "/";
+    const std::vector<std::size_t> shape = p.shape.empty() ? std::vector<std::size_t>{p.size} : p.shape;
     bool any_slot = false;
     for (int j = 0; j < rule.num_slots; ++j) {
       if (p.slots[j].empty()) continue;
       any_slot = true;
+      const Storage kind = p.slot_storage[j];
       npz::Array a;
-      a.descr = p.dtype == DType::Float32 ? "<f4" : "<f8";
-      a.shape = p.shape.empty() ? std::vector<std::size_t>{p.size} : p.shape;
+      a.descr = kind == Storage::BFloat16 ? "<u2" : is_int8(kind) ? "|u1" : p.dtype == DType::Float32 ? "<f4" : "<f8";
+      a.shape = shape;
       a.data = p.slots[j];
-      archive.emplace_back("state/" + std::to_string(i) + "/" + rule.slot_names[j], std::move(a));
+      const std::string name = prefix + rule.slot_names[j];
+      if (kind == Storage::BFloat16) bfloat16.set(name, json::Value("bfloat16"));
+      archive.emplace_back(name, std::move(a));
+      if (is_int8(kind))
+        archive.emplace_back(name + kAbsmaxSuffix, npz::Array::from(p.absmax[j].data(), p.absmax[j].size()));
+    }
+    if (!p.master.empty()) {
+      any_slot = true;
+      archive.emplace_back(prefix + kMasterEntry, npz::Array::from(p.master.data(), p.master.size(), shape));
     }
     if (p.step == 0 && !any_slot) continue;  // as Python's Optimizer.state
     json::Value entry = json::Value::object();
@@ -93,6 +171,8 @@ void Optimizer::save(const std::string& path) const {
   meta.set("optimizer", json::Value(spec_->name));
   meta.set("state", std::move(state));
   meta.set("param_groups", json::Value(json::Value::Array{std::move(group)}));
+  meta.set(kStorageKey, storage_json(storage_));
+  if (bfloat16.size()) meta.set(kArrayDTypesKey, std::move(bfloat16));
   archive.emplace_back(kMeta, npz::Array::string(json::dump(meta)));
   npz::save(path, archive);
 }
@@ -110,6 +190,12 @@ void Optimizer::load(const std::string& path) {
   if (const json::Value* mode = meta.find("train_mode"))  // schedule-free saved in eval mode: params hold x
     if (!mode->is_bool() || !mode->as_bool())
       throw std::invalid_argument(who + "saved in eval mode (train_mode false); call opt.train() before pyopt.save");
+  const StorageOptions saved_storage = storage_of(meta, who);
+  if (storage_text(saved_storage) != storage_text(storage_))
+    throw std::invalid_argument(who + "saved with storage " + storage_text(saved_storage) + ", this optimizer has " +
+                                storage_text(storage_) + " (construct it with the checkpoint's StorageOptions: "
+                                "pyopt::checkpoint_storage)");
+  const std::set<std::string> bfloat16 = bfloat16_entries(meta, archive, who);
 
   // Hyperparameters: every group must agree (one set in C++).
   std::vector<double> hyper = hyper_;
@@ -148,6 +234,9 @@ void Optimizer::load(const std::string& path) {
     int64_t step = 0;
     double scalars[kMaxScalars];
     std::vector<char> slots[kMaxSlots];
+    std::vector<float> absmax[kMaxSlots];
+    bool has_absmax[kMaxSlots] = {};
+    std::vector<float> master;
   };
   std::vector<Loaded> loaded(params_.size());
   for (Loaded& l : loaded)
@@ -177,20 +266,71 @@ void Optimizer::load(const std::string& path) {
       throw std::invalid_argument(who + "unexpected entry '" + name + "'");
     const std::string index = name.substr(6, b - 6), slot = name.substr(b + 1);
     const std::size_t i = param_index(index, params_.size(), who + "entry '" + name + "'");
+    const Param& p = params_[i];
+    const std::string what = who + "param " + index + " state '" + slot + "'";
+    const bool is_bfloat16 = bfloat16.count(name) != 0;
+    const std::string dtype_text = is_bfloat16 ? std::string("bfloat16") : array.descr;
+    const std::vector<std::size_t> param_shape = p.shape.empty() ? std::vector<std::size_t>{p.size} : p.shape;
     int s = -1;
     for (int j = 0; j < rule.num_slots; ++j)
       if (slot == rule.slot_names[j]) s = j;
+    // The 8-bit scales of slot `base`: float32, one per kQuantBlock elements.
+    int absmax_of = -1;
+    const std::size_t suffix = std::strlen(kAbsmaxSuffix);
+    if (s < 0 && slot.size() > suffix && slot.compare(slot.size() - suffix, suffix, kAbsmaxSuffix) == 0)
+      for (int j = 0; j < rule.num_slots; ++j)
+        if (slot.compare(0, slot.size() - suffix, rule.slot_names[j]) == 0 && is_int8(p.slot_storage[j])) absmax_of = j;
+    if (absmax_of >= 0) {
+      const std::vector<std::size_t> want_shape{(p.size + std::size_t(kQuantBlock) - 1) / std::size_t(kQuantBlock)};
+      if (array.descr != "<f4" || is_bfloat16)
+        throw std::invalid_argument(what + " has dtype " + dtype_text + ", 8-bit scales are float32 (<f4)");
+      if (array.shape != want_shape)
+        throw std::invalid_argument(what + " has shape " + shape_text(array.shape) + ", 8-bit scales of " +
+                                    std::to_string(p.size) + " elements have shape " + shape_text(want_shape));
+      std::vector<float>& out = loaded[i].absmax[absmax_of];
+      out.resize(want_shape[0]);
+      if (array.data.size() != out.size() * sizeof(float)) throw std::invalid_argument(what + ": truncated data");
+      if (!out.empty()) std::memcpy(out.data(), array.data.data(), array.data.size());
+      loaded[i].has_absmax[absmax_of] = true;
+      continue;
+    }
+    if (s < 0 && slot == kMasterEntry) {
+      if (!wants_master(p))
+        throw std::invalid_argument(what + ": this optimizer keeps no master copy of param " + index + " (" +
+                                    (storage_.master_weights ? "not a 16-bit param" : "master_weights is off") + ")");
+      if (array.descr != "<f4" || is_bfloat16)
+        throw std::invalid_argument(what + " has dtype " + dtype_text + ", master weights are float32 (<f4)");
+      if (array.shape != param_shape)
+        throw std::invalid_argument(what + " has shape " + shape_text(array.shape) + ", the param has shape " +
+                                    shape_text(param_shape));
+      std::vector<float>& out = loaded[i].master;
+      out.resize(p.size);
+      if (array.data.size() != out.size() * sizeof(float)) throw std::invalid_argument(what + ": truncated data");
+      if (!out.empty()) std::memcpy(out.data(), array.data.data(), array.data.size());
+      continue;
+    }
     if (s < 0) throw std::invalid_argument(who + "param " + index + " has unknown state '" + slot + "' for " + spec_->name);
-    const Param& p = params_[i];
     if (array.size() != p.size)
-      throw std::invalid_argument(who + "param " + index + " state '" + slot + "' has " + std::to_string(array.size()) +
-                                  " elements, the param has " + std::to_string(p.size));
-    const std::vector<std::size_t> param_shape = p.shape.empty() ? std::vector<std::size_t>{p.size} : p.shape;
+      throw std::invalid_argument(what + " has " + std::to_string(array.size()) + " elements, the param has " +
+                                  std::to_string(p.size));
     if (array.shape != param_shape)
-      throw std::invalid_argument(who + "param " + index + " state '" + slot + "' has shape " + shape_text(array.shape) +
-                                  ", the param has shape " + shape_text(param_shape));
-    if (array.descr != "<f4" && array.descr != "<f8")
-      throw std::invalid_argument(who + "param " + index + " state '" + slot + "' has dtype " + array.descr);
+      throw std::invalid_argument(what + " has shape " + shape_text(array.shape) + ", the param has shape " +
+                                  shape_text(param_shape));
+    const Storage kind = p.slot_storage[s];
+    if (kind != Storage::Compute) {  // bfloat16 bits or 8-bit codes, taken as they are
+      const bool ok = kind == Storage::BFloat16 ? is_bfloat16 : array.descr == "|u1" && !is_bfloat16;
+      if (!ok)
+        throw std::invalid_argument(what + " has dtype " + dtype_text + ", this optimizer stores it as " +
+                                    (kind == Storage::BFloat16 ? "bfloat16 (<u2 bits)" : "8-bit codes (|u1)") +
+                                    " (state_dtype " + state_dtype_name(storage_.state_dtype) + ")");
+      if (array.data.size() != p.size * (kind == Storage::BFloat16 ? 2 : 1))
+        throw std::invalid_argument(what + ": truncated data");
+      loaded[i].slots[s] = array.data;
+      continue;
+    }
+    if ((array.descr != "<f4" && array.descr != "<f8") || is_bfloat16)
+      throw std::invalid_argument(what + " has dtype " + dtype_text + ", this optimizer stores it as " +
+                                  (p.dtype == DType::Float32 ? "float32" : "float64"));
     const std::string want = p.dtype == DType::Float32 ? "<f4" : "<f8";
     if (array.descr == want) {
       loaded[i].slots[s] = array.data;
@@ -210,13 +350,27 @@ void Optimizer::load(const std::string& path) {
     }
   }
 
+  // Codes and scales of an 8-bit state come together.
+  for (std::size_t i = 0; i < params_.size(); ++i)
+    for (int j = 0; j < rule.num_slots; ++j)
+      if (is_int8(params_[i].slot_storage[j]) && loaded[i].slots[j].empty() != !loaded[i].has_absmax[j])
+        throw std::invalid_argument(who + "param " + std::to_string(i) + " state '" + rule.slot_names[j] + "': " +
+                                    (loaded[i].has_absmax[j] ? "scales ('" + std::string(rule.slot_names[j]) +
+                                                                   kAbsmaxSuffix + "') without codes"
+                                                             : "8-bit codes without their scales ('" +
+                                                                   std::string(rule.slot_names[j]) + kAbsmaxSuffix + "')"));
+
   // Commit.
   hyper_ = hyper;
   for (std::size_t i = 0; i < params_.size(); ++i) {
     Param& p = params_[i];
     p.step = loaded[i].step;
     for (int j = 0; j < kMaxScalars; ++j) p.scalars[j] = j < rule.num_scalars ? loaded[i].scalars[j] : 0.0;
-    for (int j = 0; j < kMaxSlots; ++j) p.slots[j] = std::move(loaded[i].slots[j]);
+    for (int j = 0; j < kMaxSlots; ++j) {
+      p.slots[j] = std::move(loaded[i].slots[j]);
+      p.absmax[j] = std::move(loaded[i].absmax[j]);
+    }
+    p.master = std::move(loaded[i].master);  // none saved: taken from the param at its next step
     ensure_slots(p);  // slots the checkpoint lacks start from their initial values, as in Python
   }
 }

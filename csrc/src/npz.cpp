@@ -133,6 +133,7 @@ std::vector<double> Array::to_doubles() const {
   else if (descr == "<i4") load(int32_t());
   else if (descr == "<i8") load(int64_t());
   else if (descr == "|u1" || descr == "<u1" || descr == "|b1") load(uint8_t());
+  else if (descr == "<u2") load(uint16_t());
   else throw std::runtime_error("npy: cannot read dtype '" + descr + "' as numbers");
   return out;
 }
@@ -286,8 +287,8 @@ Array from_npy(const std::string& b, const std::string& where) {
   a.shape = parse_shape(header_field(h, "shape", where), where);
   if (a.descr == "<u1" || a.descr == "|i1" || a.descr == "<b1") a.descr[0] = '|';
   std::size_t itemsize = 0, count = 0, bytes = 0;
-  const bool known = a.descr == "<f4" || a.descr == "<f8" || a.descr == "<i4" || a.descr == "<i8" ||
-                     a.descr == "|u1" || a.descr == "|b1" || (a.descr.compare(0, 2, "<U") == 0 && parse_itemsize(a.descr, itemsize));
+  const bool known = a.descr == "<f2" || a.descr == "<f4" || a.descr == "<f8" || a.descr == "<i4" ||
+                     a.descr == "<i8" || a.descr == "|u1" || a.descr == "<u2" || a.descr == "|b1" || (a.descr.compare(0, 2, "<U") == 0 && parse_itemsize(a.descr, itemsize));
   if (!known) fail(where, "unsupported dtype '" + a.descr + "' (little-endian float, int, bool and str only)");
   if (fortran == "True" && a.shape.size() > 1) fail(where, "Fortran-order arrays are not supported");
   if (!parse_itemsize(a.descr, itemsize) || !element_count(a.shape, count) || !multiply(count, itemsize, bytes))

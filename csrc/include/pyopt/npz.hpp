@@ -6,7 +6,8 @@
 // with CRC-32, as np.savez does; the reader takes stored entries (np.savez, any zip64 layout
 // numpy writes) and throws on compressed ones (np.savez_compressed). .npy versions 1.0, 2.0, 3.0;
 // C order (Fortran order only for 0-d/1-d arrays); little-endian dtypes:
-//   <f4 <f8 (float32/64)   <i4 <i8 <u1 |u1 |b1 (ints, bool)   <U<n> (numpy's UTF-32 string)
+//   <f2 <f4 <f8 (float16/32/64)   <i4 <i8 <u1 |u1 <u2 |b1 (ints, bool)   <U<n> (numpy's UTF-32 string)
+// (bfloat16 has no numpy dtype string: checkpoints store its bits as <u2, see checkpoint.hpp)
 // Errors throw std::runtime_error naming the file and the entry. Every offset, length and shape in
 // a file is checked against its size before use, and zip entries may not overlap, so a reader never
 // allocates more than the file holds.
@@ -48,6 +49,7 @@ template <> struct dtype_of<double> { static constexpr const char* descr = "<f8"
 template <> struct dtype_of<int32_t> { static constexpr const char* descr = "<i4"; };
 template <> struct dtype_of<int64_t> { static constexpr const char* descr = "<i8"; };
 template <> struct dtype_of<uint8_t> { static constexpr const char* descr = "|u1"; };
+template <> struct dtype_of<uint16_t> { static constexpr const char* descr = "<u2"; };
 
 template <class T>
 Array Array::from(const T* values, std::size_t n, std::vector<std::size_t> shape) {
