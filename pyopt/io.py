@@ -1,4 +1,15 @@
-"""Checkpoints: ``pyopt.save(opt, path)`` / ``pyopt.load(path, params)`` as ``.npz``, no pickle."""
+"""Checkpoints: ``pyopt.save(opt, path)`` / ``pyopt.load(path, params)`` as ``.npz``, no pickle.
+
+The format is the C++ API's too (csrc/include/pyopt/checkpoint.hpp): ``state/<i>/<name>`` arrays and
+a JSON ``__pyopt_meta__`` holding the rest of the state_dict. Arrays are stored as the optimizer
+holds them, bit for bit: float32/float64 states, float16 as ``<f2``, 8-bit states as their uint8
+codes (``<slot>``) and float32 scales (``<slot>_absmax``), float32 master copies (``master``).
+numpy has no bfloat16 dtype (an ``ml_dtypes.bfloat16`` array would be saved as raw ``|V2``), so a
+bfloat16 array is stored as its 16-bit words (``<u2``, what ``np.load`` returns) and its entry name
+is listed in the meta's ``"array_dtypes": {"state/0/exp_avg": "bfloat16"}`` (only when there is
+one); ``load_state_dict`` gives it back as ``ml_dtypes.bfloat16``. The state_dict's ``storage``
+options (master_weights, state_dtype, stochastic_rounding) travel in the meta, and ``load`` builds
+the optimizer with them."""
 from __future__ import annotations
 
 import io
@@ -18,6 +29,8 @@ from .optimizer import STATE_DICT_FORMAT, ParamsLike, _as_param_list
 
 _META = "__pyopt_meta__"
 _LOOKAHEAD = "lookahead_slow"
+_ARRAY_DTYPES = "array_dtypes"  # meta key: entry name -> the dtype its stored bits stand for
+_STORAGE_DEFAULTS = {"master_weights": False, "state_dtype": "float32", "stochastic_rounding": False}
 _LOCAL_HEADER = struct.Struct(zipfile.structFileHeader)  # a zip entry's local file header
 
 
@@ -42,6 +55,15 @@ def save(opt: Any, path: str | os.PathLike[str]) -> None:
                 plain[key] = value
         state_meta[str(i)] = plain
     meta = {**sd, "state": state_meta}
+    array_dtypes = {}
+    for key, value in arrays.items():
+        if _is_bfloat16(value.dtype):
+            arrays[key] = value.view(np.uint16)
+            array_dtypes[key] = "bfloat16"
+        elif value.dtype.kind == "V":
+            raise TypeError(f"pyopt.save: array {key!r} has dtype {value.dtype}, which a checkpoint cannot hold")
+    if array_dtypes:
+        meta[_ARRAY_DTYPES] = array_dtypes
     arrays[_META] = np.array(json.dumps(meta))
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
@@ -162,6 +184,9 @@ def _read_npy(f: Any, info: zipfile.ZipInfo) -> np.ndarray:
         raise _Malformed(f"entry {entry!r} is not a valid .npy array ({exc})") from None
     if dtype.hasobject:
         raise _Malformed(f"entry {entry!r} holds Python objects (pickled data), which pyopt never writes")
+    if dtype.kind == "V":
+        raise _Malformed(f"entry {entry!r} holds raw {dtype.str} records (pyopt stores bfloat16 as uint16 bits "
+                         f"named in {_ARRAY_DTYPES!r})")
     if any(n < 0 for n in shape):
         raise _Malformed(f"entry {entry!r} has a negative dimension in shape {shape}")
     count = math.prod(shape)
@@ -208,6 +233,9 @@ def _assemble(meta: Any, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
         if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)
                                   or len(names) != len(group["params"])):
             raise _Malformed(f"param group {i}: 'param_names' must be a list of strings, one per param")
+    meta = dict(meta)
+    _restore_dtypes(meta.pop(_ARRAY_DTYPES, {}), arrays)
+    _check_storage(meta)
     state: dict[int, dict[str, Any]] = {}
     for key, entry in meta["state"].items():
         if not isinstance(entry, dict):
@@ -233,6 +261,41 @@ def _assemble(meta: Any, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
     elif slow:
         raise _Malformed("Lookahead slow weights without a 'lookahead' entry")
     return out
+
+
+def _is_bfloat16(dtype: np.dtype) -> bool:
+    return dtype.kind == "V" and dtype.name == "bfloat16"
+
+
+def _restore_dtypes(array_dtypes: Any, arrays: dict[str, np.ndarray]) -> None:
+    """Views the uint16 entries the meta names as bfloat16 (see the module docstring)."""
+    if not isinstance(array_dtypes, dict):
+        raise _Malformed(f"{_ARRAY_DTYPES!r} must be a JSON object, got {array_dtypes!r:.80}")
+    for key, dtype in array_dtypes.items():
+        if dtype != "bfloat16":
+            raise _Malformed(f"{_ARRAY_DTYPES!r}: entry {key!r} has dtype {dtype!r:.40} (only 'bfloat16' is known)")
+        if key not in arrays:
+            raise _Malformed(f"{_ARRAY_DTYPES!r} names entry {key!r}, which the file lacks")
+        if arrays[key].dtype != np.dtype("<u2"):
+            raise _Malformed(f"entry {key!r} is bfloat16 stored as {arrays[key].dtype.str} "
+                             "(bfloat16 arrays are stored as their <u2 bits)")
+    if array_dtypes:
+        import ml_dtypes
+
+        for key in array_dtypes:
+            arrays[key] = arrays[key].view(ml_dtypes.bfloat16)
+
+
+def _check_storage(meta: dict[str, Any]) -> None:
+    """The meta's ``storage`` options, if any: the three keys with their types."""
+    if "storage" not in meta:
+        return
+    storage = meta["storage"]
+    if (not isinstance(storage, dict) or set(storage) != set(_STORAGE_DEFAULTS)
+            or not isinstance(storage["master_weights"], bool) or not isinstance(storage["stochastic_rounding"], bool)
+            or storage["state_dtype"] not in ("float32", "bfloat16", "int8")):
+        raise _Malformed(f"bad 'storage' {storage!r:.200} (an object with master_weights: bool, state_dtype: "
+                         "'float32' | 'bfloat16' | 'int8', stochastic_rounding: bool)")
 
 
 def load(path: str | os.PathLike[str], params: ParamsLike, *, optimizer: Any = None) -> Any:
@@ -284,8 +347,17 @@ def load(path: str | os.PathLike[str], params: ParamsLike, *, optimizer: Any = N
                 group.setdefault(key, tuple(value) if key in TUPLES and isinstance(value, list) else value)
     try:
         py_class = python_optimizer(saved_name)  # an optimizer written in Python (Muon, Adafactor)
+        # The storage options the checkpoint was saved with (only those off their defaults, so
+        # optimizers without the options load as before).
+        storage = {k: v for k, v in sd.get("storage", {}).items() if v != _STORAGE_DEFAULTS[k]}
         if py_class is not None:
-            opt: Any = py_class(groups)  # type: ignore[call-arg]
+            opt: Any = py_class(groups, **storage)  # type: ignore[call-arg]
+        elif storage:
+            from .optimizers import CLASSES
+
+            if saved_name not in CLASSES:
+                raise ValueError(f"unknown optimizer {saved_name!r}")
+            opt = CLASSES[saved_name](groups, **storage)
         else:
             opt = create(saved_name, groups)
         if "lookahead" in sd:

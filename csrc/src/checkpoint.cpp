@@ -171,7 +171,7 @@ void Optimizer::save(const std::string& path) const {
   meta.set("optimizer", json::Value(spec_->name));
   meta.set("state", std::move(state));
   meta.set("param_groups", json::Value(json::Value::Array{std::move(group)}));
-  meta.set(kStorageKey, storage_json(storage_));
+  if (storage_text(storage_) != storage_text(StorageOptions{})) meta.set(kStorageKey, storage_json(storage_));
   if (bfloat16.size()) meta.set(kArrayDTypesKey, std::move(bfloat16));
   archive.emplace_back(kMeta, npz::Array::string(json::dump(meta)));
   npz::save(path, archive);

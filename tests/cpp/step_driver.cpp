@@ -1,13 +1,16 @@
 // pyopt_step_driver IN.npz OUT.npz — steps an optimizer over arrays written by Python, so the
 // Python tests can compare C++ and Python steps bit for bit (tests/python/test_cmake_package.py).
 //
-// IN.npz holds param/<i> (float32/float64, any shape), grad/<t>/<i> for t < steps, and
+// IN.npz holds param/<i> (float32/float64, float16 as <f2, bfloat16 as its <u2 bits; any shape),
+// grad/<t>/<i> for t < steps (the param's dtype, or float32 for 16-bit params), and
 // __driver__: a 0-d string with a JSON object
 //   {"optimizer": name, "hyperparameters": {...as in best.json...}, "steps": N,
+//    "storage": {"master_weights": bool, "state_dtype": "float32"|"bfloat16"|"int8",
+//                "stochastic_rounding": bool} (optional, each key too),
 //    "load": "ckpt.npz" (optional, Optimizer::load before stepping),
 //    "save": "ckpt.npz" (optional, Optimizer::save after stepping),
 //    "step_options": {"clip_norm": x, "clip_value": x, "skip_nonfinite": bool} (optional, each key too)}
-// The optimizer is built with pyopt::make_optimizer (the best.json path). OUT.npz gets the
+// The optimizer is built from pyopt::parse_config (the best.json path) and the storage options. OUT.npz gets the
 // params after the steps, as param/<i>, and per step whether it was applied and last_grad_norm()
 // (float64 arrays "applied" and "grad_norm"). Errors: message on stderr, exit code 1.
 #include <pyopt/pyopt.hpp>
@@ -24,14 +27,26 @@ struct Param {
   pyopt::npz::Array array;
   std::vector<float> f;
   std::vector<double> d;
+  std::vector<uint16_t> h;  // float16 (<f2) or bfloat16 bits (<u2)
 };
+
+pyopt::StorageOptions storage_options(const pyopt::json::Value& cfg) {
+  pyopt::StorageOptions o;
+  if (const pyopt::json::Value* s = cfg.find("storage")) {
+    if (const pyopt::json::Value* v = s->find("master_weights")) o.master_weights = v->as_bool();
+    if (const pyopt::json::Value* v = s->find("state_dtype")) o.state_dtype = pyopt::parse_state_dtype(v->as_string());
+    if (const pyopt::json::Value* v = s->find("stochastic_rounding")) o.stochastic_rounding = v->as_bool();
+  }
+  return o;
+}
 
 int run(const std::string& in_path, const std::string& out_path) {
   const pyopt::npz::Archive in = pyopt::npz::load(in_path);
   const pyopt::npz::Array* spec = pyopt::npz::find(in, "__driver__");
   if (!spec) throw std::runtime_error(in_path + ": no __driver__ entry");
   const pyopt::json::Value cfg = pyopt::json::parse(spec->as_string());
-  pyopt::Optimizer opt = pyopt::make_optimizer(cfg);
+  const pyopt::OptimizerConfig config = pyopt::parse_config(cfg);
+  pyopt::Optimizer opt(config.name, config.hyperparameters, storage_options(cfg));
 
   std::vector<Param> params;
   for (std::size_t i = 0;; ++i) {
@@ -49,6 +64,11 @@ int run(const std::string& in_path, const std::string& out_path) {
       p.d.resize(n);
       if (n) std::memcpy(p.d.data(), p.array.data.data(), n * sizeof(double));
       opt.add_param(p.d.data(), p.array.shape);
+    } else if (p.array.descr == "<f2" || p.array.descr == "<u2") {
+      p.h.resize(n);
+      if (n) std::memcpy(p.h.data(), p.array.data.data(), n * sizeof(uint16_t));
+      opt.add_param(p.h.data(), p.array.shape,
+                    p.array.descr == "<f2" ? pyopt::Storage::Float16 : pyopt::Storage::BFloat16);
     } else {
       throw std::runtime_error("param dtype " + p.array.descr);
     }
@@ -72,12 +92,18 @@ int run(const std::string& in_path, const std::string& out_path) {
       const std::string key = "grad/" + std::to_string(t) + "/" + std::to_string(i);
       const pyopt::npz::Array* g = pyopt::npz::find(in, key);
       if (!g) throw std::runtime_error(in_path + ": no " + key);
-      if (g->descr != params[i].array.descr) throw std::runtime_error(key + ": dtype differs from the param's");
+      const bool sixteen = !params[i].h.empty() || params[i].array.descr == "<f2" || params[i].array.descr == "<u2";
+      if (g->descr != params[i].array.descr && !(sixteen && g->descr == "<f4"))
+        throw std::runtime_error(key + ": dtype differs from the param's");
       grads.push_back(*g);
     }
     for (std::size_t i = 0; i < params.size(); ++i) {
       const void* data = grads[i].data.empty() ? static_cast<const void*>(&empty_grad) : grads[i].data.data();
-      if (params[i].array.descr == "<f4")
+      const std::string& descr = params[i].array.descr;
+      if (grads[i].descr == "<f2" || grads[i].descr == "<u2")
+        refs.emplace_back(static_cast<const uint16_t*>(data),
+                          descr == "<f2" ? pyopt::Storage::Float16 : pyopt::Storage::BFloat16);
+      else if (grads[i].descr == "<f4")
         refs.emplace_back(static_cast<const float*>(data));
       else
         refs.emplace_back(static_cast<const double*>(data));
@@ -90,8 +116,10 @@ int run(const std::string& in_path, const std::string& out_path) {
   pyopt::npz::Archive out;
   for (std::size_t i = 0; i < params.size(); ++i) {
     const Param& p = params[i];
-    pyopt::npz::Array a = p.array.descr == "<f4" ? pyopt::npz::Array::from(p.f.data(), p.f.size(), p.array.shape)
-                                                 : pyopt::npz::Array::from(p.d.data(), p.d.size(), p.array.shape);
+    pyopt::npz::Array a = p.array.descr == "<f4"   ? pyopt::npz::Array::from(p.f.data(), p.f.size(), p.array.shape)
+                          : p.array.descr == "<f8" ? pyopt::npz::Array::from(p.d.data(), p.d.size(), p.array.shape)
+                                                   : pyopt::npz::Array::from(p.h.data(), p.h.size(), p.array.shape);
+    a.descr = p.array.descr;
     if (p.array.shape.empty()) a.shape.clear();
     out.emplace_back("param/" + std::to_string(i), std::move(a));
   }

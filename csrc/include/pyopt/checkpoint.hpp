@@ -15,8 +15,10 @@
 //
 // Storage options (StorageOptions in optimizer.hpp; the Python optimizers' keyword options):
 //   "storage": {"master_weights": false, "state_dtype": "float32", "stochastic_rounding": false}
-//                      in the meta (absent in older files: these defaults). load() requires the
-//                      optimizer to have been built with the same options (checkpoint_storage).
+//                      in the meta; absent means these defaults (C++ writes it only when an
+//                      option differs from them, so such files stay readable by older versions).
+//                      load() requires the optimizer to have been built with the same options
+//                      (checkpoint_storage() reads them).
 //   state/<i>/<slot>   a float32/float64 state as above; a bfloat16 state as its raw 16-bit
 //                      words, dtype <u2 (numpy has no bfloat16; np.load gives uint16, whose
 //                      .view(ml_dtypes.bfloat16) is the state), its entry name listed in the meta's
