@@ -8,8 +8,8 @@ numpy has no bfloat16 dtype (an ``ml_dtypes.bfloat16`` array would be saved as r
 bfloat16 array is stored as its 16-bit words (``<u2``, what ``np.load`` returns) and its entry name
 is listed in the meta's ``"array_dtypes": {"state/0/exp_avg": "bfloat16"}`` (only when there is
 one); ``load_state_dict`` gives it back as ``ml_dtypes.bfloat16``. The state_dict's ``storage``
-options (master_weights, state_dtype, stochastic_rounding) travel in the meta, and ``load`` builds
-the optimizer with them."""
+options (master_weights, state_dtype, stochastic_rounding) travel in the meta; the optimizer's
+``load_state_dict`` takes them over."""
 from __future__ import annotations
 
 import io
@@ -30,7 +30,6 @@ from .optimizer import STATE_DICT_FORMAT, ParamsLike, _as_param_list
 _META = "__pyopt_meta__"
 _LOOKAHEAD = "lookahead_slow"
 _ARRAY_DTYPES = "array_dtypes"  # meta key: entry name -> the dtype its stored bits stand for
-_STORAGE_DEFAULTS = {"master_weights": False, "state_dtype": "float32", "stochastic_rounding": False}
 _LOCAL_HEADER = struct.Struct(zipfile.structFileHeader)  # a zip entry's local file header
 
 
@@ -235,7 +234,6 @@ def _assemble(meta: Any, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
             raise _Malformed(f"param group {i}: 'param_names' must be a list of strings, one per param")
     meta = dict(meta)
     _restore_dtypes(meta.pop(_ARRAY_DTYPES, {}), arrays)
-    _check_storage(meta)
     state: dict[int, dict[str, Any]] = {}
     for key, entry in meta["state"].items():
         if not isinstance(entry, dict):
@@ -284,18 +282,6 @@ def _restore_dtypes(array_dtypes: Any, arrays: dict[str, np.ndarray]) -> None:
 
         for key in array_dtypes:
             arrays[key] = arrays[key].view(ml_dtypes.bfloat16)
-
-
-def _check_storage(meta: dict[str, Any]) -> None:
-    """The meta's ``storage`` options, if any: the three keys with their types."""
-    if "storage" not in meta:
-        return
-    storage = meta["storage"]
-    if (not isinstance(storage, dict) or set(storage) != set(_STORAGE_DEFAULTS)
-            or not isinstance(storage["master_weights"], bool) or not isinstance(storage["stochastic_rounding"], bool)
-            or storage["state_dtype"] not in ("float32", "bfloat16", "int8")):
-        raise _Malformed(f"bad 'storage' {storage!r:.200} (an object with master_weights: bool, state_dtype: "
-                         "'float32' | 'bfloat16' | 'int8', stochastic_rounding: bool)")
 
 
 def load(path: str | os.PathLike[str], params: ParamsLike, *, optimizer: Any = None) -> Any:
@@ -347,19 +333,10 @@ def load(path: str | os.PathLike[str], params: ParamsLike, *, optimizer: Any = N
                 group.setdefault(key, tuple(value) if key in TUPLES and isinstance(value, list) else value)
     try:
         py_class = python_optimizer(saved_name)  # an optimizer written in Python (Muon, Adafactor)
-        # The storage options the checkpoint was saved with (only those off their defaults, so
-        # optimizers without the options load as before).
-        storage = {k: v for k, v in sd.get("storage", {}).items() if v != _STORAGE_DEFAULTS[k]}
         if py_class is not None:
-            opt: Any = py_class(groups, **storage)  # type: ignore[call-arg]
-        elif storage:
-            from .optimizers import CLASSES
-
-            if saved_name not in CLASSES:
-                raise ValueError(f"unknown optimizer {saved_name!r}")
-            opt = CLASSES[saved_name](groups, **storage)
+            opt: Any = py_class(groups)  # type: ignore[call-arg]
         else:
-            opt = create(saved_name, groups)
+            opt = create(saved_name, groups)  # load_state_dict takes the saved storage options
         if "lookahead" in sd:
             from .lookahead import Lookahead
 

@@ -190,11 +190,10 @@ void Optimizer::load(const std::string& path) {
   if (const json::Value* mode = meta.find("train_mode"))  // schedule-free saved in eval mode: params hold x
     if (!mode->is_bool() || !mode->as_bool())
       throw std::invalid_argument(who + "saved in eval mode (train_mode false); call opt.train() before pyopt.save");
+  // The saved storage options replace this optimizer's (as Python's load_state_dict does); each
+  // array must be stored as they say.
   const StorageOptions saved_storage = storage_of(meta, who);
-  if (storage_text(saved_storage) != storage_text(storage_))
-    throw std::invalid_argument(who + "saved with storage " + storage_text(saved_storage) + ", this optimizer has " +
-                                storage_text(storage_) + " (construct it with the checkpoint's StorageOptions: "
-                                "pyopt::checkpoint_storage)");
+  check_storage(saved_storage, who + "saved with storage " + storage_text(saved_storage) + ": ");
   const std::set<std::string> bfloat16 = bfloat16_entries(meta, archive, who);
 
   // Hyperparameters: every group must agree (one set in C++).
@@ -237,10 +236,14 @@ void Optimizer::load(const std::string& path) {
     std::vector<float> absmax[kMaxSlots];
     bool has_absmax[kMaxSlots] = {};
     std::vector<float> master;
+    Storage slot_storage[kMaxSlots];
   };
   std::vector<Loaded> loaded(params_.size());
-  for (Loaded& l : loaded)
-    for (int j = 0; j < rule.num_scalars; ++j) l.scalars[j] = rule.initial_scalar(j);
+  for (std::size_t i = 0; i < params_.size(); ++i) {
+    for (int j = 0; j < rule.num_scalars; ++j) loaded[i].scalars[j] = rule.initial_scalar(j);
+    for (int j = 0; j < kMaxSlots; ++j)
+      loaded[i].slot_storage[j] = slot_storage_for(saved_storage, params_[i].size, params_[i].dtype, j);
+  }
   for (const auto& [key, entry] : meta["state"].as_object()) {
     const std::size_t i = param_index(key, params_.size(), who + "state key");
     if (!entry.is_object()) throw std::invalid_argument(who + "state of param " + key + " is not an object");
@@ -279,7 +282,8 @@ void Optimizer::load(const std::string& path) {
     const std::size_t suffix = std::strlen(kAbsmaxSuffix);
     if (s < 0 && slot.size() > suffix && slot.compare(slot.size() - suffix, suffix, kAbsmaxSuffix) == 0)
       for (int j = 0; j < rule.num_slots; ++j)
-        if (slot.compare(0, slot.size() - suffix, rule.slot_names[j]) == 0 && is_int8(p.slot_storage[j])) absmax_of = j;
+        if (slot.compare(0, slot.size() - suffix, rule.slot_names[j]) == 0 && is_int8(loaded[i].slot_storage[j]))
+          absmax_of = j;
     if (absmax_of >= 0) {
       const std::vector<std::size_t> want_shape{(p.size + std::size_t(kQuantBlock) - 1) / std::size_t(kQuantBlock)};
       if (array.descr != "<f4" || is_bfloat16)
@@ -295,9 +299,9 @@ void Optimizer::load(const std::string& path) {
       continue;
     }
     if (s < 0 && slot == kMasterEntry) {
-      if (!wants_master(p))
-        throw std::invalid_argument(what + ": this optimizer keeps no master copy of param " + index + " (" +
-                                    (storage_.master_weights ? "not a 16-bit param" : "master_weights is off") + ")");
+      if (!wants_master(saved_storage, p))
+        throw std::invalid_argument(what + ": no master copy of param " + index + " is kept (" +
+                                    (saved_storage.master_weights ? "not a 16-bit param" : "master_weights is off") + ")");
       if (array.descr != "<f4" || is_bfloat16)
         throw std::invalid_argument(what + " has dtype " + dtype_text + ", master weights are float32 (<f4)");
       if (array.shape != param_shape)
@@ -316,21 +320,22 @@ void Optimizer::load(const std::string& path) {
     if (array.shape != param_shape)
       throw std::invalid_argument(what + " has shape " + shape_text(array.shape) + ", the param has shape " +
                                   shape_text(param_shape));
-    const Storage kind = p.slot_storage[s];
+    const Storage kind = loaded[i].slot_storage[s];
     if (kind != Storage::Compute) {  // bfloat16 bits or 8-bit codes, taken as they are
       const bool ok = kind == Storage::BFloat16 ? is_bfloat16 : array.descr == "|u1" && !is_bfloat16;
       if (!ok)
-        throw std::invalid_argument(what + " has dtype " + dtype_text + ", this optimizer stores it as " +
+        throw std::invalid_argument(what + " has dtype " + dtype_text + ", stored as " +
                                     (kind == Storage::BFloat16 ? "bfloat16 (<u2 bits)" : "8-bit codes (|u1)") +
-                                    " (state_dtype " + state_dtype_name(storage_.state_dtype) + ")");
+                                    " with state_dtype " + state_dtype_name(saved_storage.state_dtype));
       if (array.data.size() != p.size * (kind == Storage::BFloat16 ? 2 : 1))
         throw std::invalid_argument(what + ": truncated data");
       loaded[i].slots[s] = array.data;
       continue;
     }
     if ((array.descr != "<f4" && array.descr != "<f8") || is_bfloat16)
-      throw std::invalid_argument(what + " has dtype " + dtype_text + ", this optimizer stores it as " +
-                                  (p.dtype == DType::Float32 ? "float32" : "float64"));
+      throw std::invalid_argument(what + " has dtype " + dtype_text + ", stored as " +
+                                  (p.dtype == DType::Float32 ? "float32" : "float64") + " with state_dtype " +
+                                  state_dtype_name(saved_storage.state_dtype));
     const std::string want = p.dtype == DType::Float32 ? "<f4" : "<f8";
     if (array.descr == want) {
       loaded[i].slots[s] = array.data;
@@ -353,7 +358,7 @@ void Optimizer::load(const std::string& path) {
   // Codes and scales of an 8-bit state come together.
   for (std::size_t i = 0; i < params_.size(); ++i)
     for (int j = 0; j < rule.num_slots; ++j)
-      if (is_int8(params_[i].slot_storage[j]) && loaded[i].slots[j].empty() != !loaded[i].has_absmax[j])
+      if (is_int8(loaded[i].slot_storage[j]) && loaded[i].slots[j].empty() != !loaded[i].has_absmax[j])
         throw std::invalid_argument(who + "param " + std::to_string(i) + " state '" + rule.slot_names[j] + "': " +
                                     (loaded[i].has_absmax[j] ? "scales ('" + std::string(rule.slot_names[j]) +
                                                                    kAbsmaxSuffix + "') without codes"
@@ -362,11 +367,13 @@ void Optimizer::load(const std::string& path) {
 
   // Commit.
   hyper_ = hyper;
+  storage_ = saved_storage;
   for (std::size_t i = 0; i < params_.size(); ++i) {
     Param& p = params_[i];
     p.step = loaded[i].step;
     for (int j = 0; j < kMaxScalars; ++j) p.scalars[j] = j < rule.num_scalars ? loaded[i].scalars[j] : 0.0;
     for (int j = 0; j < kMaxSlots; ++j) {
+      p.slot_storage[j] = loaded[i].slot_storage[j];
       p.slots[j] = std::move(loaded[i].slots[j]);
       p.absmax[j] = std::move(loaded[i].absmax[j]);
     }

@@ -59,15 +59,7 @@ StateDType parse_state_dtype(const std::string& name) {
 
 Optimizer::Optimizer(const std::string& name, const std::map<std::string, double>& hyper, const StorageOptions& storage)
     : spec_(&find_optimizer(name)), storage_(storage), hyper_(spec_->defaults) {
-  if (storage.state_dtype != StateDType::Float32 && storage.state_dtype != StateDType::BFloat16 &&
-      storage.state_dtype != StateDType::Int8)
-    throw std::invalid_argument(name + ": state_dtype " + std::to_string(int(storage.state_dtype)) + " is not a StateDType");
-  if (storage.state_dtype == StateDType::Int8 && spec_->rule->int8_slots == 0) {
-    std::string supported;
-    for (const OptimizerSpec& o : optimizers())
-      if (o.rule->int8_slots) supported += (supported.empty() ? "" : ", ") + o.name;
-    throw std::invalid_argument(name + ": state_dtype int8 is not supported (8-bit states exist for " + supported + ")");
-  }
+  check_storage(storage, name + ": ");
   for (const auto& [key, value] : hyper) {
     const int i = spec_->rule->hyper_index(key);
     if (i < 0) throw std::invalid_argument(name + ": unknown hyperparameter '" + key + "'");
@@ -75,6 +67,20 @@ Optimizer::Optimizer(const std::string& name, const std::map<std::string, double
     hyper_[i] = value;
   }
   spec_->rule->validate(hyper_.data());
+}
+
+void Optimizer::check_storage(const StorageOptions& o, const std::string& who) const {
+  if (o.state_dtype != StateDType::Float32 && o.state_dtype != StateDType::BFloat16 && o.state_dtype != StateDType::Int8)
+    throw std::invalid_argument(who + "state_dtype " + std::to_string(int(o.state_dtype)) + " is not a StateDType");
+  if (o.state_dtype == StateDType::Int8 && spec_->rule->int8_slots == 0) {
+    std::string supported;
+    for (const OptimizerSpec& s : optimizers())
+      if (s.rule->int8_slots) supported += (supported.empty() ? "" : ", ") + s.name;
+    throw std::invalid_argument(who + spec_->name + " has no 8-bit states (state_dtype int8); optimizers that do: " +
+                                supported);
+  }
+  if (o.state_dtype == StateDType::BFloat16 && spec_->rule->num_reductions > 0)
+    throw std::invalid_argument(who + spec_->name + " keeps float32 states only (its per-tensor sums), not bfloat16");
 }
 
 std::size_t Optimizer::add_param(float* data, std::size_t size) { return add(data, size, DType::Float32, Storage::Compute); }
@@ -111,9 +117,9 @@ std::size_t Optimizer::add_param(uint16_t* data, const std::vector<std::size_t>&
 }
 
 // The storage of state slot j of a param: see StorageOptions.
-Storage Optimizer::slot_storage_for(std::size_t size, DType dtype, int j) const {
+Storage Optimizer::slot_storage_for(const StorageOptions& o, std::size_t size, DType dtype, int j) const {
   if (dtype == DType::Float64) return Storage::Compute;
-  switch (storage_.state_dtype) {
+  switch (o.state_dtype) {
     case StateDType::BFloat16: return Storage::BFloat16;
     case StateDType::Int8:
       if (!(spec_->rule->int8_slots >> j & 1u) || size < std::size_t(kMin8bitSize)) return Storage::Compute;
@@ -131,7 +137,7 @@ std::size_t Optimizer::add(void* data, std::size_t size, DType dtype, Storage st
                                 std::to_string(other->param));
   Param p{data, size, dtype, storage, {}, {}, 0, {}, {}, {}, {}};
   for (int j = 0; j < spec_->rule->num_scalars; ++j) p.scalars[j] = spec_->rule->initial_scalar(j);
-  for (int j = 0; j < kMaxSlots; ++j) p.slot_storage[j] = slot_storage_for(size, dtype, j);
+  for (int j = 0; j < kMaxSlots; ++j) p.slot_storage[j] = slot_storage_for(storage_, size, dtype, j);
   ensure_slots(p);
   params_.push_back(std::move(p));
   if (span.begin != span.end) {
@@ -179,7 +185,7 @@ void Optimizer::ensure_slots(Param& p) {
 }
 
 void Optimizer::ensure_master(Param& p) {
-  if (!wants_master(p) || !p.master.empty() || p.size == 0) return;
+  if (!wants_master(storage_, p) || !p.master.empty() || p.size == 0) return;
   p.master.resize(p.size);
   storage::load_floats(p.storage, p.data, 0, int64_t(p.size), p.master.data());
 }

@@ -230,7 +230,11 @@ PYOPT_TEST(storage_errors_change_nothing) {
   pyopt::StorageOptions int8;
   int8.state_dtype = pyopt::StateDType::Int8;
   std::string msg = CHECK_THROWS(std::invalid_argument, pyopt::Optimizer("adadelta", {}, int8));
-  CHECK_MSG(contains(msg, "adadelta") && contains(msg, "int8") && contains(msg, "adamw"), msg);
+  CHECK_MSG(contains(msg, "adadelta has no 8-bit states") && contains(msg, "adamw"), msg);
+  pyopt::StorageOptions bf16_states;
+  bf16_states.state_dtype = pyopt::StateDType::BFloat16;
+  msg = CHECK_THROWS(std::invalid_argument, pyopt::Optimizer("lamb", {}, bf16_states));
+  CHECK_MSG(contains(msg, "lamb keeps float32 states only"), msg);
   pyopt::StorageOptions bad;
   bad.state_dtype = pyopt::StateDType(7);
   CHECK_THROWS(std::invalid_argument, pyopt::Optimizer("adam", {}, bad));

@@ -191,6 +191,29 @@ PYOPT_TEST(storage_checkpoint_round_trip) {
   std::remove(again.c_str());
 }
 
+// load() gives the optimizer the checkpoint's storage options, as Python's load_state_dict: an
+// int8 + master checkpoint into a default optimizer, and a default one back.
+PYOPT_TEST(storage_checkpoint_load_adopts_the_saved_options) {
+  const std::string path = temp_path("storage_adopt.npz"), plain = temp_path("storage_plain.npz");
+  const pyopt::StorageOptions int8 = options(pyopt::StateDType::Int8, true);
+  npz::save(path, crafted(int8, path));
+  CHECK(pyopt::checkpoint_storage(path).state_dtype == pyopt::StateDType::Int8);
+  Params params;
+  pyopt::Optimizer opt("adam", {{"amsgrad", 1}});
+  params.add_to(opt);
+  opt.save(plain);
+  opt.load(path);
+  CHECK(opt.storage().state_dtype == pyopt::StateDType::Int8 && opt.storage().master_weights);
+  CHECK(opt.raw_state(0, "exp_avg_sq").storage == Storage::Int8Unsigned && opt.raw_state(0, "exp_avg").absmax_size == 18);
+  CHECK(opt.raw_state(1, "exp_avg").storage == Storage::Compute && opt.master(0).size() == 4608);
+  opt.load(plain);  // no "storage": the defaults
+  CHECK(opt.storage().state_dtype == pyopt::StateDType::Float32 && !opt.storage().master_weights);
+  CHECK(opt.raw_state(0, "exp_avg").storage == Storage::Compute && opt.master(0).empty());
+  CHECK(opt.state(0, "exp_avg") == std::vector<double>(4608, 0.0));
+  std::remove(path.c_str());
+  std::remove(plain.c_str());
+}
+
 // Malformed storage in a checkpoint: a clear std::invalid_argument, and the optimizer as it was.
 PYOPT_TEST(storage_checkpoint_malformed_changes_nothing) {
   const std::string path = temp_path("storage_bad.npz");
@@ -202,7 +225,7 @@ PYOPT_TEST(storage_checkpoint_malformed_changes_nothing) {
   };
   const Case cases[] = {
       {pyopt::StateDType::Int8, false, [](npz::Archive& a) { entry(a, "state/0/exp_avg").descr = "|b1"; },
-       "state 'exp_avg' has dtype |b1, this optimizer stores it as 8-bit codes (|u1)"},
+       "state 'exp_avg' has dtype |b1, stored as 8-bit codes (|u1) with state_dtype int8"},
       {pyopt::StateDType::Int8, false,
        [](npz::Archive& a) { entry(a, "state/0/exp_avg") = npz::Array::from(std::vector<float>(4608, 0.0f)); },
        "has shape (4608,), the param has shape (18, 256)"},
@@ -213,7 +236,7 @@ PYOPT_TEST(storage_checkpoint_malformed_changes_nothing) {
          c.descr = "<f4";
          c.data.resize(4608 * 4);
        },
-       "state 'exp_avg' has dtype <f4, this optimizer stores it as 8-bit codes (|u1)"},
+       "state 'exp_avg' has dtype <f4, stored as 8-bit codes (|u1) with state_dtype int8"},
       {pyopt::StateDType::Int8, false,
        [](npz::Archive& a) { entry(a, "state/0/exp_avg").shape = {256, 18}; },
        "state 'exp_avg' has shape (256, 18), the param has shape (18, 256)"},
@@ -236,7 +259,7 @@ PYOPT_TEST(storage_checkpoint_malformed_changes_nothing) {
        [](npz::Archive& a) { a.emplace_back("state/1/exp_avg_absmax", npz::Array::from(std::vector<float>(1, 1.0f))); },
        "param 1 has unknown state 'exp_avg_absmax'"},
       {pyopt::StateDType::BFloat16, false, [](npz::Archive& a) { set_meta(a, "array_dtypes", json::Value()); },
-       "state 'exp_avg' has dtype <u2, this optimizer stores it as bfloat16 (<u2 bits)"},
+       "state 'exp_avg' has dtype <u2, stored as bfloat16 (<u2 bits) with state_dtype bfloat16"},
       {pyopt::StateDType::BFloat16, false,
        [](npz::Archive& a) {
          json::Value d = json::Value::object();
@@ -267,7 +290,7 @@ PYOPT_TEST(storage_checkpoint_malformed_changes_nothing) {
          d.set("state/2/exp_avg", json::Value("bfloat16"));
          set_meta(a, "array_dtypes", d);
        },
-       "state 'exp_avg' has dtype bfloat16, this optimizer stores it as float32"},
+       "state 'exp_avg' has dtype bfloat16, stored as float32 with state_dtype float32"},
       {pyopt::StateDType::Float32, true,
        [](npz::Archive& a) {
          npz::Array& m = entry(a, "state/0/master");
@@ -277,13 +300,18 @@ PYOPT_TEST(storage_checkpoint_malformed_changes_nothing) {
        "has dtype <u2, master weights are float32"},
       {pyopt::StateDType::Float32, true,
        [](npz::Archive& a) { a.emplace_back("state/2/master", npz::Array::from(std::vector<float>(5000, 0.0f))); },
-       "keeps no master copy of param 2 (not a 16-bit param)"},
+       "no master copy of param 2 is kept (not a 16-bit param)"},
       {pyopt::StateDType::Float32, true,
        [](npz::Archive& a) {
          json::Value s = json::parse(R"({"master_weights": false, "state_dtype": "float32", "stochastic_rounding": false})");
          set_meta(a, "storage", s);
        },
-       "saved with storage {\"master_weights\": false"},
+       "state 'master': no master copy of param 0 is kept (master_weights is off)"},
+      {pyopt::StateDType::Float32, false,
+       [](npz::Archive& a) {
+         set_meta(a, "storage", json::parse(R"({"master_weights": false, "state_dtype": "int8", "stochastic_rounding": false})"));
+       },
+       "state 'exp_avg' has dtype <f4, stored as 8-bit codes (|u1) with state_dtype int8"},
       {pyopt::StateDType::Float32, false,
        [](npz::Archive& a) {
          set_meta(a, "storage", json::parse(R"({"master_weights": false, "state_dtype": "fp8", "stochastic_rounding": false})"));
@@ -311,12 +339,20 @@ PYOPT_TEST(storage_checkpoint_malformed_changes_nothing) {
     CHECK_MSG(snapshot(opt) == before, "case " << k);
     ++k;
   }
-  // The storage checked before any array: an int8 file into a float32 optimizer.
-  npz::save(path, crafted(options(pyopt::StateDType::Int8, false), path));
-  Params params;
-  pyopt::Optimizer opt("adam", {{"amsgrad", 1}});
-  params.add_to(opt);
-  const std::string msg = CHECK_THROWS(std::invalid_argument, opt.load(path));
-  CHECK_MSG(contains(msg, "\"state_dtype\": \"int8\"") && contains(msg, "checkpoint_storage"), msg);
+  // Storage options a rule cannot have: 8-bit states of adadelta, bfloat16 states of LAMB.
+  for (const char* name : {"adadelta", "lamb"}) {
+    Params params;
+    pyopt::Optimizer opt(name);
+    params.add_to(opt);
+    opt.save(path);
+    npz::Archive archive = npz::load(path);
+    set_meta(archive, "storage", json::parse(std::string(R"({"master_weights": false, "state_dtype": ")") +
+                                             (name[0] == 'l' ? "bfloat16" : "int8") + R"(", "stochastic_rounding": false})"));
+    npz::save(path, archive);
+    const std::string before = snapshot(opt);
+    const std::string msg = CHECK_THROWS(std::invalid_argument, opt.load(path));
+    CHECK_MSG(contains(msg, "saved with storage") && contains(msg, name), msg);
+    CHECK(snapshot(opt) == before && !opt.storage().master_weights);
+  }
   std::remove(path.c_str());
 }

@@ -17,8 +17,8 @@
 //   "storage": {"master_weights": false, "state_dtype": "float32", "stochastic_rounding": false}
 //                      in the meta; absent means these defaults (C++ writes it only when an
 //                      option differs from them, so such files stay readable by older versions).
-//                      load() requires the optimizer to have been built with the same options
-//                      (checkpoint_storage() reads them).
+//                      load() gives the optimizer the saved options, as Python's load_state_dict
+//                      (checkpoint_storage() reads them without loading).
 //   state/<i>/<slot>   a float32/float64 state as above; a bfloat16 state as its raw 16-bit
 //                      words, dtype <u2 (numpy has no bfloat16; np.load gives uint16, whose
 //                      .view(ml_dtypes.bfloat16) is the state), its entry name listed in the meta's
@@ -29,7 +29,7 @@
 //                      param's shape.
 // Everything is stored bit for bit as the optimizer holds it (8-bit states are never
 // dequantized), so save -> load -> save gives the same arrays, in either language. load() checks
-// each array's dtype and shape against what this optimizer stores for that slot (and that codes
+// each array's dtype and shape against what the saved options store for that slot (and that codes
 // and scales come in pairs) before changing anything.
 //
 // A C++ Optimizer has one hyperparameter set: it writes one param group, and loads a file with

@@ -49,7 +49,8 @@ namespace pyopt {
 //                        8-bit states: a uint8 code per element and a float32 absmax per kQuantBlock
 //                        elements, the unsigned map for RuleInfo::nonnegative_slots, else the signed
 //                        one. Other slots, smaller params and float64 params keep the float32 (64)
-//                        states. Rules without 8-bit slots throw std::invalid_argument.
+//                        states. Rules without 8-bit slots throw std::invalid_argument, and so do
+//                        rules with per-tensor sums (LAMB, LARS) for BFloat16 (float32 states only).
 //   stochastic_rounding  16-bit writes (params without a master, bfloat16 states) round
 //                        stochastically; param i uses rounding seed i (TensorArgs::rounding_seed), as
 //                        the Python optimizers do, so both languages give the same bits.
@@ -135,8 +136,10 @@ class Optimizer {
   // Checkpoints, in pyopt.save's .npz format (see pyopt/checkpoint.hpp): one file works in both
   // languages. save() writes hyperparameters, steps and state (not the params themselves);
   // load() restores them into this optimizer, which must run the same optimizer over the same
-  // number of params of the same sizes. load() checks the whole file before changing anything;
-  // errors throw std::runtime_error (unreadable file) or std::invalid_argument (mismatch).
+  // number of params of the same sizes. Like the hyperparameters, the checkpoint's storage options
+  // replace this optimizer's (as Python's load_state_dict does). load() checks the whole file before
+  // changing anything; errors throw std::runtime_error (unreadable file) or std::invalid_argument
+  // (mismatch).
   void save(const std::string& path) const;
   void load(const std::string& path);
 
@@ -162,8 +165,12 @@ class Optimizer {
   std::size_t add(void* data, std::size_t size, DType dtype, Storage storage);
   void ensure_slots(Param& p);
   void ensure_master(Param& p);
-  Storage slot_storage_for(std::size_t size, DType dtype, int slot) const;
-  bool wants_master(const Param& p) const { return storage_.master_weights && p.storage != Storage::Compute; }
+  // std::invalid_argument (prefixed by who) for options this optimizer's rule cannot have.
+  void check_storage(const StorageOptions& o, const std::string& who) const;
+  Storage slot_storage_for(const StorageOptions& o, std::size_t size, DType dtype, int slot) const;
+  static bool wants_master(const StorageOptions& o, const Param& p) {
+    return o.master_weights && p.storage != Storage::Compute;
+  }
   const Span* overlapping(const Span& s) const;  // a param sharing bytes with s, or nullptr
 
   const OptimizerSpec* spec_;
