@@ -5,6 +5,7 @@
 #include <pyopt/driver/storage.hpp>  // float16 conversions of the model
 #include <pyopt/pyopt.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -288,4 +289,95 @@ PYOPT_TEST(storage_errors_change_nothing) {
   check_unchanged();
   opt.step({pyopt::GradRef(g16.data(), Storage::BFloat16), g32.data(), g32.data()});
   CHECK(a != a0 && b != b0 && c != c0);
+}
+
+// master_weights: the master follows the float32 optimizer on the same gradients bit for bit (every
+// ISA path, 1 and 2 threads, bfloat16 or float32 gradients), and the param is the master rounded.
+PYOPT_TEST(storage_master_trajectory_equals_float32) {
+  IsaGuard guard;
+  pyopt::StorageOptions storage;
+  storage.master_weights = true;
+  for (const std::string& isa : pyopt::isa_available())
+    for (int threads : {1, 2}) {
+      pyopt::set_isa(isa);
+      pyopt::set_num_threads(threads);
+      const std::size_t n = 40000;
+      const std::map<std::string, double> hyper = {{"lr", 0.003}, {"weight_decay", 0.1}, {"amsgrad", 1}};
+      pyopt::Optimizer opt("adamw", hyper, storage), reference("adamw", hyper);
+      std::vector<uint16_t> param = bf16_of(wave(n, 0.3, 1.0));
+      std::vector<float> param32(n);
+      for (std::size_t i = 0; i < n; ++i) param32[i] = from_bf16(param[i]);
+      opt.add_param(param.data(), param.size(), pyopt::Storage::BFloat16);
+      reference.add_param(param32.data(), param32.size());
+      for (int t = 0; t < 4; ++t) {
+        std::vector<float> g = wave(n, 1.0 + t, 1.5);
+        std::vector<uint16_t> g16 = bf16_of(g);
+        if (t % 2) {
+          for (std::size_t i = 0; i < n; ++i) g[i] = from_bf16(g16[i]);
+          opt.step({pyopt::GradRef(g16.data(), pyopt::Storage::BFloat16)});
+        } else {
+          opt.step({g.data()});
+        }
+        reference.step({g.data()});
+        CHECK_MSG(opt.master(0) == param32, isa << " threads " << threads << " step " << t);
+        CHECK(bf16_of(param32) == param);
+      }
+      CHECK(opt.state(0, "max_exp_avg_sq") == reference.state(0, "max_exp_avg_sq"));
+    }
+}
+
+// 8-bit states: the moments stay within quantization noise (5% of their block's absmax) of the
+// float32 optimizer's, and so does the param. (The exact "dequantize, float32 step, quantize" model
+// is checked in tests/python/test_storage_options.py on every ISA path.)
+PYOPT_TEST(storage_int8_states_step_within_quantization_noise) {
+  pyopt::StorageOptions storage;
+  storage.state_dtype = pyopt::StateDType::Int8;
+  const std::size_t n = 5000;
+  pyopt::Optimizer opt("adamw", {{"lr", 0.01}}, storage), reference("adamw", {{"lr", 0.01}});
+  std::vector<float> w = wave(n, 0.2, 1.0), w32 = w;
+  opt.add_param(w.data(), w.size());
+  reference.add_param(w32.data(), w32.size());
+  for (int t = 0; t < 5; ++t) {
+    const std::vector<float> g = wave(n, 2.0 + t, 1.0);
+    opt.step({g.data()});
+    reference.step({g.data()});
+  }
+  for (const char* slot : {"exp_avg", "exp_avg_sq"}) {
+    const std::vector<double> q = opt.state(0, slot), r = reference.state(0, slot);
+    const pyopt::RawState raw = opt.raw_state(0, slot);
+    CHECK(raw.absmax_size == 20);
+    for (std::size_t i = 0; i < n; ++i) {
+      const double absmax = raw.absmax[i / 256];
+      CHECK_MSG(std::fabs(q[i] - r[i]) <= 0.05 * absmax, slot << " element " << i << ": " << q[i] << " vs " << r[i]);
+    }
+  }
+  double max_diff = 0.0;
+  for (std::size_t i = 0; i < n; ++i) max_diff = std::max(max_diff, double(std::fabs(w[i] - w32[i])));
+  CHECK_MSG(max_diff > 0.0 && max_diff < 0.01, max_diff);  // 5 steps of lr 0.01: noise, not divergence
+}
+
+// stochastic_rounding: the same bits for 1 and 2 threads and on every run (seeded by param index
+// and step), not the round-to-nearest result, and unbiased on average.
+PYOPT_TEST(storage_stochastic_rounding_is_deterministic) {
+  IsaGuard guard;
+  pyopt::StorageOptions storage;
+  storage.stochastic_rounding = true;
+  const std::size_t n = 40000;
+  std::vector<std::vector<uint16_t>> results;
+  for (int threads : {1, 2, 1}) {
+    pyopt::set_num_threads(threads);
+    pyopt::Optimizer opt("sgd", {{"lr", 1e-3}}, storage);
+    std::vector<uint16_t> w(n, to_bf16(1.0f));
+    opt.add_param(w.data(), w.size(), pyopt::Storage::BFloat16);
+    const std::vector<float> g(n, 1.0f);  // 1 − 1e-3: between the bfloat16 neighbours 0.99609375 and 1
+    opt.step({g.data()});
+    results.push_back(w);
+  }
+  CHECK(results[0] == results[1] && results[0] == results[2]);
+  double mean = 0.0;
+  for (uint16_t h : results[0]) mean += double(from_bf16(h));
+  mean /= double(n);
+  // Round to nearest gives 1.0 everywhere; the stochastic mean is 0.999 within a few standard errors.
+  const double sd = std::sqrt((1.0 - 0.999) * (0.999 - 0.99609375) / double(n));
+  CHECK_MSG(std::fabs(mean - double(1.0f - 1e-3f)) < 6 * sd, mean);
 }
