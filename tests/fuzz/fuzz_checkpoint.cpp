@@ -1,7 +1,9 @@
 // libFuzzer target: the checkpoint reader on arbitrary bytes — the zip and .npy readers in memory
 // (npz::read), then checkpoint_meta and Optimizer::load from a file into a small optimizer (params
-// float32 (3,) and float64 (2, 2), as the seed corpus of tests/fuzz/make_corpus.py). A failed load
-// must leave the optimizer exactly as it was; a successful one must leave state that steps.
+// float32 (3,), float64 (2, 2) and bfloat16 (16, 256) — large enough for 8-bit states — as the seed
+// corpus of tests/fuzz/make_corpus.py, which also covers the storage options). A failed load must
+// leave the optimizer exactly as it was; a successful one (which takes the file's storage options)
+// must leave state that steps.
 #include <pyopt/pyopt.hpp>
 
 #include <unistd.h>
@@ -50,6 +52,8 @@ struct Model {
   std::vector<double> w1 = {1.0, -0.25, 0.125, 3.0};
   std::vector<float> g0 = {0.1f, 0.2f, -0.3f};
   std::vector<double> g1 = {-0.5, 0.25, 1.0, -2.0};
+  std::vector<uint16_t> w2 = std::vector<uint16_t>(4096, 0x3f00);  // bfloat16 0.5
+  std::vector<float> g2 = std::vector<float>(4096, 0.25f);
 };
 
 }  // namespace
@@ -79,16 +83,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
     pyopt::Optimizer opt(name);
     opt.add_param(m.w0.data(), std::vector<std::size_t>{3});
     opt.add_param(m.w1.data(), std::vector<std::size_t>{2, 2});
-    opt.step({m.g0.data(), m.g1.data()});
+    opt.add_param(m.w2.data(), std::vector<std::size_t>{16, 256}, pyopt::Storage::BFloat16);
+    opt.step({m.g0.data(), m.g1.data(), m.g2.data()});
     const std::string before = snapshot(opt);
     const std::vector<float> w0 = m.w0;
     const std::vector<double> w1 = m.w1;
+    const std::vector<uint16_t> w2 = m.w2;
     if (accepted([&] { opt.load(path); })) {
-      opt.step({m.g0.data(), m.g1.data()});  // the loaded state has the params' sizes (ASan checks)
+      // The loaded state (8-bit codes and scales, bfloat16 words, masters) has the params' sizes (ASan checks).
+      opt.step({m.g0.data(), m.g1.data(), m.g2.data()});
       snapshot(opt);
     } else {
       require(snapshot(opt) == before, "a failed load changed the optimizer");
-      require(m.w0 == w0 && m.w1 == w1, "a failed load changed the params");
+      require(m.w0 == w0 && m.w1 == w1 && m.w2 == w2, "a failed load changed the params");
     }
   });
   return 0;

@@ -1,6 +1,7 @@
 """Writes the seed corpora of the fuzz targets (tests/fuzz/corpus/, committed; rerun after a
 checkpoint format change): small pyopt.save checkpoints of the layout fuzz_checkpoint.cpp loads
-(params float32 (3,) and float64 (2, 2)), and best.json-style configs.
+(params float32 (3,), float64 (2, 2) and bfloat16 (16, 256); some with storage options: 8-bit and
+bfloat16 states, master weights), and best.json-style configs.
 
     python tests/fuzz/make_corpus.py        # with pyopt importable
 """
@@ -18,13 +19,17 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 
 
-def checkpoint(name, **hyper):
-    params = [np.array([0.5, -1.0, 2.0], np.float32), np.array([[1.0, -0.25], [0.125, 3.0]])]
-    opt = pyopt.create(name, params, **hyper)
-    grads = [np.array([0.1, 0.2, -0.3], np.float32), np.array([[-0.5, 0.25], [1.0, -2.0]])]
+def checkpoint(name, tag="", storage=None, **hyper):
+    import ml_dtypes
+
+    params = [np.array([0.5, -1.0, 2.0], np.float32), np.array([[1.0, -0.25], [0.125, 3.0]]),
+              np.full((16, 256), 0.5, ml_dtypes.bfloat16)]
+    opt = pyopt.create(name, params, **hyper, **(storage or {}))
+    grads = [np.array([0.1, 0.2, -0.3], np.float32), np.array([[-0.5, 0.25], [1.0, -2.0]]),
+             np.linspace(-1, 1, 4096, dtype=np.float32).reshape(16, 256)]
     for _ in range(2):
         opt.step(grads)
-    path = HERE / "corpus" / "checkpoint" / f"{name}.npz"
+    path = HERE / "corpus" / "checkpoint" / f"{name}{tag}.npz"
     pyopt.save(opt, path)
     return path
 
@@ -46,6 +51,9 @@ def main():
     checkpoint("adamw", lr=0.01, amsgrad=True)
     checkpoint("sgd", lr=0.1, momentum=0.9, nesterov=True)
     adan = checkpoint("adan")
+    checkpoint("adamw", "_int8_master", {"state_dtype": "int8", "master_weights": True}, lr=0.01)
+    checkpoint("adam", "_bf16_states", {"state_dtype": "bfloat16", "stochastic_rounding": True})
+    checkpoint("lion", "_int8", {"state_dtype": "int8"})
     without_zip64(adan, HERE / "corpus" / "checkpoint" / "adan_plain_zip.npz")
     shutil.copy(ROOT / "examples" / "cpp" / "best.json", HERE / "corpus" / "json" / "best.json")
     configs = {
