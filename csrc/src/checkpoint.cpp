@@ -277,7 +277,7 @@ void Optimizer::load(const std::string& path) {
     int s = -1;
     for (int j = 0; j < rule.num_slots; ++j)
       if (slot == rule.slot_names[j]) s = j;
-    // The 8-bit scales of slot `base`: float32, one per kQuantBlock elements.
+    // "<slot>_absmax": the float32 scales of an 8-bit slot, one per kQuantBlock elements.
     int absmax_of = -1;
     const std::size_t suffix = std::strlen(kAbsmaxSuffix);
     if (s < 0 && slot.size() > suffix && slot.compare(slot.size() - suffix, suffix, kAbsmaxSuffix) == 0)
