@@ -13,21 +13,19 @@ from typing import Any, Sequence
 import ml_dtypes
 import numpy as np
 
-from . import _core
+from . import _core, optimizers
+from ._pybase import python_optimizer
 from ._spec import record, spec
+from .storage import MIN_8BIT_SIZE, QUANT_BLOCK, STATE_DTYPES
 
 __all__ = ["memory_estimate"]
 
-QUANT_BLOCK = 256  # elements per float32 absmax of an 8-bit state (bitsandbytes' blocksize)
-MIN_8BIT_SIZE = 4096  # smaller tensors keep float32 states (bitsandbytes' min_8bit_size)
 
 _F16, _BF16 = np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16)
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 PARAM_DTYPES = (_F32, _F64, _F16, _BF16)
-STATE_DTYPES = ("float32", "bfloat16", "int8")
 _ALIASES = {"bf16": "bfloat16", "fp16": "float16", "f16": "float16", "half": "float16",
             "fp32": "float32", "f32": "float32", "fp64": "float64", "f64": "float64"}
-_PYTHON_WRITTEN = ("muon", "adafactor")  # no C++ rule: states in the param's dtype only
 
 
 def memory_estimate(name: str, n_params: int | Sequence[int], *, param_dtype: Any = "float32",
@@ -41,7 +39,7 @@ def memory_estimate(name: str, n_params: int | Sequence[int], *, param_dtype: An
     those the optimizer keeps with these hyperparameters (``amsgrad=True`` adds
     ``max_exp_avg_sq``); ``master`` is the float32 copy ``master_weights=True`` keeps of float16 /
     bfloat16 params (0 otherwise); ``total`` is the sum of all parts. ``grad_dtype`` defaults to
-    the param dtype (float32 is the other choice). A float64 param keeps float64 states.
+    the param dtype (float32 is the other choice). A float64 param keeps float64 states whatever ``state_dtype`` says.
     ``opt.memory()`` reports the same bytes of a live optimizer (without grads).
 
     The accounting of mixed-precision Adam (float16 params and grads, float32 master weights and
@@ -60,47 +58,52 @@ def memory_estimate(name: str, n_params: int | Sequence[int], *, param_dtype: An
     6.03125
     """
     where = "memory_estimate"
+    if not isinstance(name, str):
+        raise TypeError(f"{where}: name must be an optimizer name (str), got {name!r}")
+    try:
+        rec = record(name)
+    except ValueError as exc:
+        raise ValueError(f"{where}: name: {exc}") from None
+    cls = python_optimizer(name) or getattr(optimizers, rec.class_name)
     sizes = _sizes(n_params, where)
     param = _dtype(param_dtype, "param_dtype", PARAM_DTYPES, where)
     grad = param if grad_dtype is None else _dtype(grad_dtype, "grad_dtype", PARAM_DTYPES, where)
     if grad not in (param, _F32):
         raise ValueError(f"{where}: grad_dtype must be the param dtype ({param.name}) or float32, got {grad.name}")
+    if param.itemsize == 2 and not cls.accepts_16bit_params:
+        raise ValueError(f"{where}: param_dtype {param.name}: {name} takes float32 or float64 params only")
     states = _state_dtype(state_dtype, where)
     for key, value in (("master_weights", master_weights), ("stochastic_rounding", stochastic_rounding)):
         if not isinstance(value, (bool, np.bool_)):
             raise TypeError(f"{where}: {key} must be a bool, got {value!r}")
-    if not isinstance(name, str):
-        raise TypeError(f"{where}: name must be an optimizer name (str), got {name!r}")
-    try:
-        record(name)
-    except ValueError as exc:
-        raise ValueError(f"{where}: name: {exc}") from None
-
-    compute = _F64 if param == _F64 else _F32  # the dtype the rule computes in: float32 states
-    if name in _PYTHON_WRITTEN:
-        slots = _python_slots(name, param, grad, states, bool(master_weights), hyper, where)
-        int8_slots: frozenset[str] = frozenset()
+    facts = _core.optimizers()[name]
+    int8_slots = frozenset(facts["int8_slots"])
+    allowed = [d for d in facts["state_dtypes"] if d in getattr(cls, "state_dtypes", STATE_DTYPES)]
+    if states == "int8" and not int8_slots:
+        supported = [n for n, d in _core.optimizers().items() if d["int8_slots"]]
+        raise ValueError(f"{where}: state_dtype='int8' is not supported by {name} (its states: "
+                         f"{' or '.join(map(repr, allowed))}); optimizers with 8-bit states: {', '.join(supported)}")
+    if states not in allowed:
+        raise ValueError(f"{where}: state_dtype={states!r}: {name} keeps its states as "
+                         f"{' or '.join(map(repr, allowed))} only")
+    if rec.rule is None:
+        slots = _python_slots(name, grad != param or bool(master_weights), hyper, where)
     else:
         slots = _rule_slots(name, hyper, where)
-        int8_slots = frozenset(_core.optimizers()[name]["int8_slots"])
-        if states == "int8" and not int8_slots:
-            supported = [n for n, d in _core.optimizers().items() if d["int8_slots"]]
-            raise ValueError(f"{where}: state_dtype='int8' is not supported by {name}; "
-                             f"optimizers with 8-bit states: {', '.join(supported)}")
 
-    has_master = bool(master_weights) and param in (_F16, _BF16)
+    has_master = bool(master_weights) and param.itemsize == 2
     out = {"params": sum(sizes) * param.itemsize, "grads": sum(sizes) * grad.itemsize,
            "master": sum(sizes) * _F32.itemsize if has_master else 0}
     for slot in slots:
-        out[slot] = sum(_slot_bytes(n, states if slot in int8_slots or states != "int8" else "float32",
-                                    compute) for n in sizes)
+        out[slot] = sum(_slot_bytes(n, states if slot in int8_slots or states != "int8" else "float32", param)
+                        for n in sizes)
     out["total"] = sum(out.values())
     return out
 
 
-def _slot_bytes(n: int, state_dtype: str, compute: np.dtype) -> int:
-    if compute == _F64:  # float64 params keep float64 states (no bfloat16 ones)
-        return n * 8 if state_dtype != "int8" or n < MIN_8BIT_SIZE else _int8_bytes(n)
+def _slot_bytes(n: int, state_dtype: str, param: np.dtype) -> int:
+    if param == _F64:  # float64 params keep float64 states whatever state_dtype says
+        return n * 8
     if state_dtype == "bfloat16":
         return n * 2
     if state_dtype == "int8" and n >= MIN_8BIT_SIZE:
@@ -126,29 +129,26 @@ def _rule_slots(name: str, hyper: dict[str, Any], where: str) -> list[str]:
     return [slot for slot, _ in _core.slots_needed(name, flat)]
 
 
-def _python_slots(name: str, param: np.dtype, grad: np.dtype, states: str, master: bool,
-                  hyper: dict[str, Any], where: str) -> list[str]:
-    """Muon keeps its momentum buffer in the param's dtype (float32/float64 params, no storage
-    options); Adafactor's state is factored by each matrix's shape, which sizes do not tell."""
-    only = (f"{name} is written in Python and keeps its state in the param's dtype: float32 or float64 "
-            "params and grads, state_dtype='float32', no master_weights")
-    if param not in (_F32, _F64) or grad != param or states != "float32" or master:
-        raise ValueError(f"{where}: {only}")
+def _python_slots(name: str, storage_options: bool, hyper: dict[str, Any], where: str) -> list[str]:
+    """Muon keeps its momentum buffer in the param's dtype and has no storage options; Adafactor's
+    state is factored by each matrix's shape, which sizes do not tell."""
+    if storage_options:
+        raise ValueError(f"{where}: {name} is written in Python and keeps float32 (float64) states in its params' "
+                         "dtype: grads of the param dtype, state_dtype='float32', no master_weights")
     if name == "adafactor":
         raise ValueError(f"{where}: adafactor's state is factored by each matrix's shape (one value per row "
                          "and per column), so tensor sizes cannot give its bytes")
-    from .muon import Muon
-
-    accepted = set(inspect.signature(Muon.__init__).parameters) - {"self", "params"}
+    cls = python_optimizer(name)
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "params"}
     unknown = sorted(set(hyper) - accepted)
     if unknown:
         raise TypeError(f"{where}: unknown hyperparameter {', '.join(map(repr, unknown))} for {name}; "
                         f"valid: {', '.join(sorted(accepted))}")
     try:  # its own checks of the hyperparameters' values
-        Muon([np.zeros((1, 1), param)], **hyper)
+        cls([np.zeros((1, 1), np.float32)], **hyper)
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"{where}: {exc}") from None
-    return list(Muon.slots)
+    return list(cls.slots)
 
 
 def _sizes(n_params: Any, where: str) -> list[int]:

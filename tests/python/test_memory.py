@@ -46,6 +46,7 @@ def test_seed_float16_adam_is_16_bytes_per_param():
     ("float32", False, "bfloat16", 4 + 4 + 2 + 2),
     ("float32", True, "float32", 4 + 4 + 4 + 4),  # master weights: a no-op for float32 params
     ("float64", True, "bfloat16", 8 + 8 + 8 + 8),  # float64 params keep float64 states
+    ("float64", False, "int8", 8 + 8 + 8 + 8),
 ])
 def test_bytes_per_param(param_dtype, master, state_dtype, per_param):
     P = 3 * 256 * 1000
@@ -180,14 +181,19 @@ def test_sequence_forms():
     (dict(param_dtype="float32", grad_dtype="float64"), ValueError, ["grad_dtype", "float32"]),
     (dict(name="adamax", state_dtype="int8"), ValueError, ["state_dtype", "adamax", "adam", "lion", "adan"]),
     (dict(name="novograd", state_dtype="int8"), ValueError, ["novograd", "ademamix", "rmsprop", "adagrad"]),
-    (dict(name="muon", state_dtype="bfloat16"), ValueError, ["muon", "float32", "state_dtype='float32'"]),
-    (dict(name="muon", state_dtype="int8"), ValueError, ["muon", "state_dtype='float32'"]),
-    (dict(name="muon", param_dtype="bfloat16"), ValueError, ["muon", "float32 or float64"]),
+    (dict(name="muon", state_dtype="bfloat16"), ValueError, ["state_dtype='bfloat16'", "muon", "'float32' only"]),
+    (dict(name="muon", state_dtype="int8"), ValueError, ["muon", "(its states: 'float32')"]),
+    (dict(name="lamb", state_dtype="bfloat16"), ValueError, ["lamb", "'float32' only"]),
+    (dict(name="sophia", state_dtype="bfloat16"), ValueError, ["sophia", "'float32' only"]),
+    (dict(name="sophia", param_dtype="bfloat16"), ValueError, ["param_dtype", "sophia", "float32 or float64"]),
+    (dict(name="schedulefree_adamw", param_dtype="float16"), ValueError, ["schedulefree_adamw", "float32 or float64"]),
+    (dict(name="muon", param_dtype="bfloat16"), ValueError, ["param_dtype", "muon", "float32 or float64"]),
+    (dict(name="muon", param_dtype="float64", grad_dtype="float32"), ValueError, ["muon", "grads of the param dtype"]),
     (dict(name="muon", master_weights=True), ValueError, ["muon", "master_weights"]),
     (dict(name="muon", momentum=1.5), ValueError, ["momentum"]),
     (dict(name="muon", betas=(0.9, 0.99)), TypeError, ["'betas'", "momentum"]),
     (dict(name="adafactor"), ValueError, ["adafactor", "shape"]),
-    (dict(name="adafactor", state_dtype="int8"), ValueError, ["adafactor", "state_dtype='float32'"]),
+    (dict(name="adafactor", state_dtype="int8"), ValueError, ["adafactor", "(its states: 'float32')"]),
     (dict(master_weights=1), TypeError, ["master_weights"]),
     (dict(stochastic_rounding="yes"), TypeError, ["stochastic_rounding"]),
     (dict(lr=-1.0), ValueError, ["lr"]),
@@ -202,3 +208,35 @@ def test_errors_name_the_parameter(kwargs, error, words):
     assert message.startswith("memory_estimate:")
     for word in words:
         assert word in message, (word, message)
+
+
+def live_memory(name: str, sizes: list[int], param_dtype, grad_dtype, storage: dict, hyper: dict) -> dict[str, int]:
+    cls = getattr(pyopt, pyopt._spec.spec(name).class_name)
+    params = [np.ones(n, param_dtype) for n in sizes]
+    opt = cls(params, **storage, **hyper)
+    opt.step([np.full(n, 0.1, np.float32).astype(grad_dtype) for n in sizes])
+    return opt.memory()
+
+
+@pytest.mark.parametrize("name", pyopt.available())
+def test_estimate_equals_opt_memory(name):
+    """memory_estimate, less the grads, is what opt.memory() counts after a step: every param
+    dtype, state_dtype and master_weights the optimizer takes, small and 8-bit-sized tensors."""
+    cls = getattr(pyopt, pyopt._spec.spec(name).class_name)
+    sizes = [4096, 100, 3 * 256 + 5000]
+    hyper = {"momentum": 0.9} if name in ("sgd", "rmsprop") else {"amsgrad": True} if name == "adam" else {}
+    param_dtypes = [np.float32, np.float64] + ([np.float16, BF16] if cls.accepts_16bit_params else [])
+    checked = 0
+    for state_dtype in [d for d in _core.optimizers()[name]["state_dtypes"] if d in cls.state_dtypes]:
+        for param_dtype in param_dtypes:
+            for grad_dtype in {np.dtype(param_dtype), np.dtype(np.float32)}:
+                for master in (False, True):
+                    storage = dict(state_dtype=state_dtype, master_weights=master)
+                    est = memory_estimate(name, sizes, param_dtype=param_dtype, grad_dtype=grad_dtype,
+                                          **storage, **hyper)
+                    expected = {k: v for k, v in est.items() if k != "grads"}
+                    expected["total"] -= est["grads"]
+                    assert live_memory(name, sizes, param_dtype, grad_dtype, storage, hyper) == expected, (
+                        state_dtype, np.dtype(param_dtype).name, grad_dtype, master)
+                    checked += 1
+    assert checked >= 6
