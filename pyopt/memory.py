@@ -39,7 +39,8 @@ def memory_estimate(name: str, n_params: int | Sequence[int], *, param_dtype: An
     those the optimizer keeps with these hyperparameters (``amsgrad=True`` adds
     ``max_exp_avg_sq``); ``master`` is the float32 copy ``master_weights=True`` keeps of float16 /
     bfloat16 params (0 otherwise); ``total`` is the sum of all parts. ``grad_dtype`` defaults to
-    the param dtype (float32 is the other choice). A float64 param keeps float64 states whatever ``state_dtype`` says.
+    the param dtype (float32 is the other choice). A float64 param keeps float64 states whatever
+    ``state_dtype`` says.
     ``opt.memory()`` reports the same bytes of a live optimizer (without grads).
 
     The accounting of mixed-precision Adam (float16 params and grads, float32 master weights and

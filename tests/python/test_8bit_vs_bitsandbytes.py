@@ -9,12 +9,12 @@ bnb's 8-bit trajectory from pyopt's float32 one; the 8-bit trajectories must be 
 other than that. Measured (seed 0, 200 steps; re-measure with
 ``python tests/python/test_8bit_vs_bitsandbytes.py``; Δp = final param difference):
 
-    case            codes equal      codes equal       max|Δp| 8-bit  max|Δp| fp32  ratio  mean|Δp| 8-bit  max|Δp| 8-bit
-                    after step 1     after 200 steps   vs bnb 8-bit   vs bnb 8-bit         / fp32          / (lr*steps)
-    AdamW 4096      1 (m), 1 (v)     1, 1              2.4e-7         1.8e-3        1e-4   4.1e-9/2.7e-4   1.2e-6
-    AdamW 100003    1, 1             0.99998, 0.99996  7.3e-4         2.2e-3        0.33   4.4e-7/2.6e-4   3.7e-3
-    Lion  4096      1                1                 0              4.0e-3        0      0/4.1e-4        0
-    Lion  100003    1                0.99994           6.0e-4 (6 lr)  4.6e-3        0.13   1.0e-8/4.3e-4   0.03
+    case          codes equal   codes equal       max|Δp| 8-bit  max|Δp| fp32  ratio  mean|Δp| 8-bit  max|Δp| 8-bit
+                  after step 1  after 200 steps   vs bnb 8-bit   vs bnb 8-bit         / fp32          / (lr*steps)
+    AdamW 4096    1 (m), 1 (v)  1, 1              2.4e-7         1.8e-3        1e-4   4.1e-9/2.7e-4   1.2e-6
+    AdamW 100003  1, 1          0.99998, 0.99996  7.3e-4         2.2e-3        0.33   4.4e-7/2.6e-4   3.7e-3
+    Lion  4096    1             1                 0              4.0e-3        0      0/4.1e-4        0
+    Lion  100003  1             0.99994           6.0e-4 (6 lr)  4.6e-3        0.13   1.0e-8/4.3e-4   0.03
 
 After step 1 the absmax are identical too, after 200 steps within 3.1e-7 relative. AdamW's
 parameters differ in the last bits in 14% of the elements (the two update formulas round
