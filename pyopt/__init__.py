@@ -25,6 +25,7 @@ from .io import load, load_state_dict, save
 from .muon import Muon
 from .adafactor import Adafactor
 from .ema import EMA
+from .memory import memory_estimate
 from .lookahead import Lookahead
 from . import hessian
 from .optimizer import Optimizer, ParamGroup
@@ -47,7 +48,7 @@ __all__ = [
 __all__ += optimizers.__all__
 __all__ += [
     "from_config", "Muon", "Adafactor", "EMA", "Lookahead", "hessian", "Optimizer", "ParamGroup", "available", "functional",
-    "info", "load", "load_state_dict", "save", "set_isa", "set_num_threads",
+    "info", "load", "load_state_dict", "memory_estimate", "save", "set_isa", "set_num_threads",
 ]
 
 

@@ -38,8 +38,12 @@ def entries() -> list[dict[str, Any]]:
         else:
             params = inspect.signature(cls.__init__).parameters
             defaults = {k: p.default for k, p in params.items() if k not in ("self", "params")}
+        allowed = getattr(cls, "state_dtypes", ("float32",))
+        record = pyopt._core.optimizers()[name]
         out.append({"name": name, "class": s.class_name, "defaults": defaults, "summary": s.summary,
-                    "reference": s.reference, "paper": (s.paper, s.paper_url) if s.paper else None})
+                    "reference": s.reference, "paper": (s.paper, s.paper_url) if s.paper else None,
+                    "state_dtypes": [d for d in record["state_dtypes"] if d in allowed],
+                    "int8_slots": record["int8_slots"]})
     return out
 
 
@@ -64,15 +68,17 @@ def markdown() -> str:
         "`pyopt.create(name, params, ...)`; every one is tested against the reference implementation named "
         "here, over 100+ steps, random hyperparameters, odd sizes and every ISA path "
         "(tests/python/test_reference*.py and the per-optimizer test files). The update rule of each is in "
-        "its class docstring and in `csrc/include/pyopt/rules/<name>.hpp`.",
+        "its class docstring and in `csrc/include/pyopt/rules/<name>.hpp`. *States*: the `state_dtype`s "
+        "it takes (`int8` quantizes the slots named; see `pyopt.storage`).",
         "",
-        "| name | class | hyperparameters (defaults) | matches | paper |",
-        "|---|---|---|---|---|",
+        "| name | class | hyperparameters (defaults) | states | matches | paper |",
+        "|---|---|---|---|---|---|",
     ]
     for e in rows:
         hyper = ", ".join(f"`{k}={_value(v)}`" for k, v in e["defaults"].items())
         paper = f"[{e['paper'][0]}]({e['paper'][1]})" if e["paper"] else ""
-        lines.append(f"| `{e['name']}` | `{e['class']}` | {hyper} | {e['reference']} | {paper} |")
+        states = ", ".join(d if d != "int8" else f"int8 ({', '.join(e['int8_slots'])})" for d in e["state_dtypes"])
+        lines.append(f"| `{e['name']}` | `{e['class']}` | {hyper} | {states} | {e['reference']} | {paper} |")
     lines += [
         "",
         "## Training utilities",

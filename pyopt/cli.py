@@ -38,6 +38,9 @@ def _main(argv: list[str] | None = None) -> int:
     demo.add_argument("--epochs", type=int, default=30)
     demo.add_argument("--lr", type=float, default=None, help="learning rate (default: the optimizer's demo default)")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--precision", default="f32",
+                      help="params and optimizer storage, e.g. bf16+master+int8: bf16 params, a float32 master copy, "
+                           "8-bit states (default f32)")
     sub.add_parser("info", help="version, compiler, ISA and threads as JSON")
     listing = sub.add_parser("list", help="the optimizers and their default hyperparameters")
     listing.add_argument("--markdown", action="store_true", help="print docs/optimizers.md (a table of all optimizers)")
@@ -58,7 +61,7 @@ def _main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from .demo import run
 
-        return run(optimizer=args.optimizer, epochs=args.epochs, lr=args.lr, seed=args.seed)
+        return run(optimizer=args.optimizer, epochs=args.epochs, lr=args.lr, seed=args.seed, precision=args.precision)
     if args.command == "tune":
         if tune_error is not None:
             print(f"pyopt tune needs the tuner's dependencies (in a checkout of pyopt: pip install '.[tune]'): {tune_error}",

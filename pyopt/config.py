@@ -7,6 +7,7 @@ import os
 from typing import Any, Mapping
 
 from .optimizer import ParamsLike
+from .storage import StorageOptions
 
 
 def from_config(config: Mapping[str, Any] | str | os.PathLike[str], params: ParamsLike) -> Any:
@@ -31,4 +32,7 @@ def from_config(config: Mapping[str, Any] | str | os.PathLike[str], params: Para
     if not isinstance(hyper, Mapping):
         raise ValueError("from_config: 'hyperparameters' must be an object")
     hyper = {k: tuple(v) if isinstance(v, list) else v for k, v in hyper.items()}
-    return create(config["optimizer"], params, **hyper)
+    storage = config.get("storage", {})  # best.json of a run with --precision: the optimizer's storage options
+    if not isinstance(storage, Mapping) or not set(storage) <= set(StorageOptions().as_dict()):
+        raise ValueError(f"from_config: 'storage' must be an object of {', '.join(StorageOptions().as_dict())}")
+    return create(config["optimizer"], params, **hyper, **storage)

@@ -18,6 +18,7 @@ import numpy as np
 
 import pyopt
 from pyopt._spec import spec
+from pyopt.storage import parse_precision
 from pyopt.datasets import load_digits  # noqa: F401 (pyopt.demo.load_digits is public)
 
 #: Learning rate per optimizer when ``lr`` is not given (each record's demo_lr): each makes the
@@ -116,39 +117,46 @@ def _evaluate(p: dict[str, np.ndarray], epoch: int, data: tuple[np.ndarray, ...]
 
 
 def train(optimizer: str = "adamw", epochs: int = 30, lr: float | None = None, seed: int = 0,
-          on_epoch: Callable[[Epoch], None] | None = None) -> Result:
+          on_epoch: Callable[[Epoch], None] | None = None, precision: str = "f32") -> Result:
     """Train the MLP; ``history[0]`` is before training, ``history[k]`` after epoch k.
 
-    ``seed`` sets the initial weights and the batch order. ValueError for an unknown optimizer,
-    a negative epoch count or an invalid lr, before any training.
+    ``seed`` sets the initial weights and the batch order. ``precision`` (``pyopt.storage.
+    parse_precision``, e.g. "bf16+master+int8") stores the params as f16/bf16 and sets the
+    optimizer's storage options; forward and backward run in float32 on upcast copies, the
+    gradients are float32. ValueError for an unknown optimizer, a negative epoch count, an invalid
+    lr or precision, before any training.
     """
     if optimizer not in pyopt.available():
         raise ValueError(f"unknown optimizer {optimizer!r}; available: {', '.join(pyopt.available())}")
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"epochs must be an int >= 0, got {epochs!r}")
     lr = DEFAULT_LR[optimizer] if lr is None else float(lr)
+    stored = parse_precision(precision)
 
     data = _split()
     x_train, y_train = data[0], data[1]
     rng = np.random.default_rng(seed)
-    params = _init_params(rng, x_train.shape[1], int(y_train.max()) + 1)
-    opt = pyopt.create(optimizer, params, lr=lr)  # ValueError for a bad lr
+    params = {k: v.astype(stored.dtype) for k, v in _init_params(rng, x_train.shape[1], int(y_train.max()) + 1).items()}
+    opt = pyopt.create(optimizer, params, lr=lr, **stored.options.as_dict())  # ValueError for a bad lr
+
+    def computed() -> dict[str, np.ndarray]:  # float32 views (copies of 16-bit params) for the math
+        return {k: v.astype(np.float32, copy=False) for k, v in params.items()}
 
     result = Result(optimizer, lr)
     start = time.perf_counter()
-    result.history.append(_evaluate(params, 0, data))
+    result.history.append(_evaluate(computed(), 0, data))
     if on_epoch:
         on_epoch(result.history[-1])
     for epoch in range(1, epochs + 1):
         order = rng.permutation(len(y_train))
         for i in range(0, len(order), BATCH_SIZE):
             batch = order[i:i + BATCH_SIZE]
-            opt.step(_grads(params, x_train[batch], y_train[batch]))  # updates params in place
+            opt.step(_grads(computed(), x_train[batch], y_train[batch]))  # updates params in place
             result.steps += 1
         evaluate_mode = getattr(opt, "eval", None)  # schedule-free: evaluate the averaged params
         if evaluate_mode:
             evaluate_mode()
-        result.history.append(_evaluate(params, epoch, data))
+        result.history.append(_evaluate(computed(), epoch, data))
         if evaluate_mode:
             opt.train()  # type: ignore[attr-defined]
         if on_epoch:
@@ -157,20 +165,22 @@ def train(optimizer: str = "adamw", epochs: int = 30, lr: float | None = None, s
     return result
 
 
-def run(optimizer: str = "adamw", epochs: int = 30, lr: float | None = None, seed: int = 0) -> int:
+def run(optimizer: str = "adamw", epochs: int = 30, lr: float | None = None, seed: int = 0,
+        precision: str = "f32") -> int:
     """``pyopt demo``: print one line per epoch and the timing; exit code 0, or 2 for bad arguments."""
 
     def show(e: Epoch) -> None:
         if e.epoch == 0:  # the optimizer exists by now, so the arguments were valid
             shown_lr = DEFAULT_LR[optimizer] if lr is None else lr
-            print(f"pyopt demo: {optimizer} (lr={shown_lr:g}) on UCI digits, {N_TRAIN} train / "
+            shown_precision = "" if precision == "f32" else f", precision {precision}"
+            print(f"pyopt demo: {optimizer} (lr={shown_lr:g}{shown_precision}) on UCI digits, {N_TRAIN} train / "
                   f"{N_SAMPLES - N_TRAIN} validation, MLP 64-{HIDDEN}-10 tanh, batch {BATCH_SIZE}, seed {seed}, "
                   f"isa {pyopt.info()['isa']}")
             print(f"{'epoch':>5}  {'train_loss':>10}  {'val_loss':>8}  {'val_acc':>7}")
         print(f"{e.epoch:5d}  {e.train_loss:10.4f}  {e.val_loss:8.4f}  {e.val_acc:7.4f}", flush=True)
 
     try:
-        result = train(optimizer, epochs=epochs, lr=lr, seed=seed, on_epoch=show)
+        result = train(optimizer, epochs=epochs, lr=lr, seed=seed, on_epoch=show, precision=precision)
     except ValueError as exc:
         print(f"pyopt demo: {exc}", file=sys.stderr)
         return 2

@@ -32,8 +32,8 @@ import numpy as np
 
 from . import _core
 
-__all__ = ["StorageOptions", "STATE_DTYPES", "QUANT_BLOCK", "MIN_8BIT_SIZE", "quantize_blockwise",
-           "dequantize_blockwise"]
+__all__ = ["StorageOptions", "Precision", "parse_precision", "STATE_DTYPES", "QUANT_BLOCK", "MIN_8BIT_SIZE",
+           "quantize_blockwise", "dequantize_blockwise"]
 
 STATE_DTYPES = ("float32", "bfloat16", "int8")
 QUANT_BLOCK = 256
@@ -51,6 +51,60 @@ class StorageOptions:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+_SHORT_DTYPES = {"f32": "float32", "f16": "float16", "bf16": "bfloat16"}
+_SHORT_STATES = {"f32": "float32", "bf16": "bfloat16", "int8": "int8"}
+PARAM_DTYPES = {"float32": np.dtype(np.float32), "float16": np.dtype(np.float16), "bfloat16": BFLOAT16}
+
+
+@dataclass(frozen=True)
+class Precision:
+    """A training precision: how params are stored and the optimizer's storage options."""
+    param_dtype: str = "float32"
+    options: StorageOptions = StorageOptions()
+
+    @property
+    def dtype(self) -> np.dtype:
+        return PARAM_DTYPES[self.param_dtype]
+
+    def __str__(self) -> str:
+        short = {v: k for k, v in _SHORT_DTYPES.items()}
+        parts = [short[self.param_dtype]]
+        if self.options.master_weights:
+            parts.append("master")
+        if self.options.state_dtype != "float32":
+            parts.append({v: k for k, v in _SHORT_STATES.items()}[self.options.state_dtype])
+        if self.options.stochastic_rounding:
+            parts.append("sr")
+        return "+".join(parts)
+
+
+def parse_precision(text: str) -> Precision:
+    """``"bf16+master+int8"``: the params' dtype (f32, f16, bf16), then any of ``master`` (float32
+    master weights), a state dtype (f32, bf16, int8) and ``sr`` (stochastic rounding). A lone state
+    dtype that is not a param dtype (``"int8"``) means float32 params. ValueError naming the part."""
+    if not isinstance(text, str) or not text:
+        raise ValueError(f"precision {text!r}: expected e.g. 'f32', 'bf16', 'bf16+master+int8'")
+    parts = text.split("+")
+    if parts[0] in _SHORT_DTYPES:
+        param_dtype, rest = _SHORT_DTYPES[parts[0]], parts[1:]
+    else:
+        param_dtype, rest = "float32", parts
+    master, state, stochastic = False, None, False
+    for part in rest:
+        if part == "master" and not master:
+            master = True
+        elif part == "sr" and not stochastic:
+            stochastic = True
+        elif part in _SHORT_STATES and state is None:
+            state = _SHORT_STATES[part]
+        else:
+            raise ValueError(f"precision {text!r}: unexpected {part!r} (params f32|f16|bf16, then any of master, "
+                             "a state dtype f32|bf16|int8, sr)")
+    if master and param_dtype == "float32":
+        raise ValueError(f"precision {text!r}: master weights are for f16/bf16 params")
+    return Precision(param_dtype, StorageOptions(master, state or "float32", stochastic))
 
 
 def int8_slots(name: str) -> tuple[str, ...]:

@@ -27,6 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="what to search besides the optimizer: lr only, + betas/momentum/weight decay, + eps/flags")
     p.add_argument("--fair", action="store_true", help="one study per optimizer with the same number of trials")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--precision", default="f32",
+                   help="train every trial with 16-bit params and optimizer storage, e.g. bf16+master+int8 "
+                        "(bf16 params, float32 master copy, 8-bit states); default f32")
 
 
 def list_all() -> int:
@@ -71,7 +74,8 @@ def _run(args: argparse.Namespace) -> int:
     optimizers = [s.strip() for s in args.optimizers.split(",") if s.strip()] if args.optimizers else None
     try:
         task = load_task(args.task)
-        check_arguments(optimizers or (), args.trials, args.jobs, args.storage, args.budget, args.sampler, args.pruner)
+        check_arguments(optimizers or (), args.trials, args.jobs, args.storage, args.budget, args.sampler, args.pruner,
+                        args.precision)
     except (ValueError, ImportError, OSError) as exc:
         print(f"pyopt tune: error: {exc}", file=sys.stderr)
         return 2
@@ -84,6 +88,7 @@ def _run(args: argparse.Namespace) -> int:
         result = tune(args.task, optimizers, trials=args.trials, timeout=args.timeout, storage=storage,
                       study=args.study, jobs=args.jobs, seed=args.seed, out=out, pruner=args.pruner,
                       sampler=args.sampler, budget=args.budget, fair=args.fair, progress=not args.no_progress,
+                      precision=args.precision,
                       log=lambda msg: print(f"pyopt tune: {msg}", flush=True))
     except ValueError as exc:
         print(f"pyopt tune: error: {exc}", file=sys.stderr)

@@ -7,6 +7,8 @@ import math
 import os
 from typing import Any, Sequence
 
+from pyopt.storage import parse_precision
+
 
 def _finished(study: Any) -> list[Any]:
     import optuna
@@ -31,9 +33,14 @@ def best_config(studies: Sequence[Any], task: str) -> dict[str, Any] | None:
     if found is None:
         return None
     study, t = found
-    return {"optimizer": t.params.get("optimizer", t.user_attrs.get("optimizer")),
-            "hyperparameters": t.user_attrs.get("hyperparameters", {}), "value": float(t.value), "task": task,
-            "study": study.study_name, "trial": t.number, "pyopt_version": pyopt.__version__}
+    config = {"optimizer": t.params.get("optimizer", t.user_attrs.get("optimizer")),
+              "hyperparameters": t.user_attrs.get("hyperparameters", {}), "value": float(t.value), "task": task,
+              "study": study.study_name, "trial": t.number, "pyopt_version": pyopt.__version__}
+    precision = t.user_attrs.get("precision", "f32")
+    if precision != "f32":  # how the params were stored, and the optimizer's storage options
+        config["precision"] = precision
+        config["storage"] = parse_precision(precision).options.as_dict()
+    return config
 
 
 def summary_rows(studies: Sequence[Any]) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import pyopt
+from pyopt.storage import parse_precision
 
 from . import owners, report, space
 from .study import create_study, make_function_objective, make_objective
@@ -68,7 +69,7 @@ def _watch_parent(parent: int) -> None:
 
 
 def _worker(task_spec: str, optimizers: list[str], storage: str, study_name: str, target: int, timeout: float | None,
-            seed: int, sampler: str, pruner: str, budget: str, parent: int) -> None:
+            seed: int, sampler: str, pruner: str, budget: str, parent: int, precision: str = "f32") -> None:
     """One extra process of a parallel study: the same storage and study, its own sampler seed,
     one kernel thread (the processes share the cores). Started with SIGINT ignored (a Ctrl-C
     during its start-up would print a traceback); it takes Ctrl-C once it can fail its trial."""
@@ -83,7 +84,8 @@ def _worker(task_spec: str, optimizers: list[str], storage: str, study_name: str
         study = create_study(task, optimizers, storage=storage, study_name=study_name, sampler=sampler, pruner=pruner,
                              seed=seed, budget=budget, parallel=True, prepare=False)
         stop = optuna.study.MaxTrialsCallback(target, states=None)
-        study.optimize(make_objective(task, optimizers, budget, seed=0), n_trials=None, timeout=timeout,
+        study.optimize(make_objective(task, optimizers, budget, seed=0, precision=precision), n_trials=None,
+                       timeout=timeout,
                        callbacks=[stop], catch=(Exception,), gc_after_trial=False)
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -110,11 +112,18 @@ def _stop_workers(procs: list[Any]) -> None:
 
 
 def check_arguments(optimizers: Sequence[str], trials: int, jobs: int, storage: str | None, budget: str,
-                    sampler: str, pruner: str) -> list[str]:
-    """The checks ``tune`` makes before it touches anything; returns the optimizer names."""
+                    sampler: str, pruner: str, precision: str = "f32") -> list[str]:
+    """The checks ``tune`` makes before it touches anything; returns the optimizer names (without a
+    list, the default set minus those whose states cannot be stored as ``precision`` says)."""
     from .study import PRUNERS, SAMPLERS, check_storage
 
-    names = _check_optimizers(list(optimizers) if optimizers else list(DEFAULT_OPTIMIZERS))
+    stored = parse_precision(precision)  # ValueError naming the bad part
+    state_dtype = stored.options.state_dtype
+    names = _check_optimizers(list(optimizers) if optimizers else
+                              [n for n in DEFAULT_OPTIMIZERS if state_dtype in pyopt._core.optimizers()[n]["state_dtypes"]])
+    unable = [n for n in names if state_dtype not in pyopt._core.optimizers()[n]["state_dtypes"]]
+    if unable:
+        raise ValueError(f"precision {precision!r}: {', '.join(unable)} cannot keep {state_dtype} states")
     if isinstance(trials, bool) or not isinstance(trials, numbers.Integral) or trials < 1:
         raise ValueError(f"trials must be an integer >= 1, got {trials!r}")
     if isinstance(jobs, bool) or not isinstance(jobs, numbers.Integral) or jobs < 1:
@@ -132,12 +141,14 @@ def check_arguments(optimizers: Sequence[str], trials: int, jobs: int, storage: 
 def tune(task: Task | str | Callable[..., float], optimizers: Sequence[str] | None = None, *, trials: int = 40, timeout: float | None = None,
          storage: str | None = None, study: str | None = None, jobs: int = 1, seed: int = 0, out: str | None = None,
          pruner: str = "hyperband", sampler: str = "tpe", budget: str = "auto", fair: bool = False,
-         progress: bool = True, log: Callable[[str], None] | None = None) -> TuneResult:
+         progress: bool = True, log: Callable[[str], None] | None = None, precision: str = "f32") -> TuneResult:
     """Search the optimizer and its hyperparameters for ``task`` (a Task, a built-in name or
     ``path/file.py:OBJECT``, or a plain objective ``fn(make_optimizer, report) -> float`` for a loop
     a Task cannot express). ``trials`` new trials run (per optimizer when ``fair``), whatever the
     study already holds; with ``jobs`` > 1, up to jobs - 1 more may start at the end. Writes
-    best.json, trials.csv and plots to ``out`` when given. Returns a TuneResult."""
+    best.json, trials.csv and plots to ``out`` when given. ``precision`` (e.g. "bf16+master+int8",
+    see ``pyopt.storage.parse_precision``) trains every trial with 16-bit params and those storage
+    options (Task objectives only). Returns a TuneResult."""
     from .tasks import check_task
 
     function = None
@@ -147,7 +158,9 @@ def tune(task: Task | str | Callable[..., float], optimizers: Sequence[str] | No
     else:
         task_obj = load_task(task) if isinstance(task, str) else task
     task_spec = task if isinstance(task, str) else None
-    names = check_arguments(optimizers or (), trials, jobs, storage, budget, sampler, pruner)
+    names = check_arguments(optimizers or (), trials, jobs, storage, budget, sampler, pruner, precision)
+    if function is not None and precision != "f32":
+        raise ValueError("precision is for Task objectives (a plain function creates its own params)")
     if jobs > 1 and task_spec is None:
         raise ValueError("jobs > 1 needs the task as a name or path/file.py:OBJECT (each process loads it)")
     if jobs > 1 and (storage is None or storage in ("memory", ":memory:")):
@@ -180,7 +193,8 @@ def tune(task: Task | str | Callable[..., float], optimizers: Sequence[str] | No
             try:
                 for worker in range(1, jobs):
                     p = ctx.Process(target=_worker, args=(task_spec, group, storage, name, target, timeout, seed + worker,
-                                                          sampler, pruner, chosen_budget, os.getpid()), daemon=True)
+                                                          sampler, pruner, chosen_budget, os.getpid(), precision),
+                                    daemon=True)
                     with owners.sigint_ignored():  # inherited: see _worker
                         p.start()
                     procs.append(p)
@@ -196,7 +210,7 @@ def tune(task: Task | str | Callable[..., float], optimizers: Sequence[str] | No
             if jobs > 1:
                 pyopt.set_num_threads(1)
             objective = make_function_objective(function, group, chosen_budget) if function is not None else \
-                make_objective(task_obj, group, chosen_budget, seed=0)
+                make_objective(task_obj, group, chosen_budget, seed=0, precision=precision)
             st.optimize(objective, n_trials=None if jobs > 1 else trials,
                         timeout=timeout, catch=(Exception,), show_progress_bar=progress and jobs == 1,
                         callbacks=[optuna.study.MaxTrialsCallback(target, states=None)] if jobs > 1 else None)

@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 import pyopt
+from pyopt.storage import parse_precision
 
 from . import owners, space
 from .tasks import Task
@@ -30,15 +31,23 @@ def _cap(initial: float) -> float:
 
 
 def train(task: Task, optimizer: str, hyper: dict[str, Any], seed: int = 0,
-          report: Callable[[float, int], bool] | None = None) -> tuple[float, dict[str, Any]]:
+          report: Callable[[float, int], bool] | None = None, precision: str = "f32") -> tuple[float, dict[str, Any]]:
     """Train ``task`` with ``optimizer`` (``pyopt.create(optimizer, params, **hyper)``) for its
     epochs; returns (final validation loss, info). ``report(val_loss, epoch)`` is called after each
-    epoch and returns True to stop (pruning): then optuna.TrialPruned is raised."""
-    params = task.init_params(seed)
-    opt = pyopt.create(optimizer, params, **hyper)
+    epoch and returns True to stop (pruning): then optuna.TrialPruned is raised. ``precision``
+    (``pyopt.storage.parse_precision``, e.g. "bf16+master+int8"): the params are stored as
+    f16/bf16 and the optimizer gets those storage options; the task computes on float32 copies."""
+    stored = parse_precision(precision)
+    if stored.param_dtype == "float32":
+        params = task.init_params(seed)
+        computed = lambda: params  # noqa: E731
+    else:
+        params = {k: np.asarray(v, np.float32).astype(stored.dtype) for k, v in task.init_params(seed).items()}
+        computed = lambda: {k: v.astype(np.float32) for k, v in params.items()}  # noqa: E731
+    opt = pyopt.create(optimizer, params, **hyper, **stored.options.as_dict())
     evaluate_mode = getattr(opt, "eval", None)  # schedule-free: validate the averaged params
     rng = np.random.default_rng(seed)
-    initial = float(task.validation_loss(params))
+    initial = float(task.validation_loss(computed()))
     cap = _cap(initial)
     info: dict[str, Any] = {"initial_val_loss": initial, "diverged": False, "steps": 0, "epochs": 0}
     start = time.perf_counter()
@@ -46,14 +55,14 @@ def train(task: Task, optimizer: str, hyper: dict[str, Any], seed: int = 0,
     try:
         for epoch in range(task.epochs):
             for batch in task.train_batches(epoch, rng):
-                loss, grads = task.loss_and_grads(params, batch)
+                loss, grads = task.loss_and_grads(computed(), batch)
                 if not math.isfinite(loss):
                     raise Diverged(f"training loss {loss} at epoch {epoch}")
                 opt.step(grads)
                 info["steps"] += 1
             if evaluate_mode:
                 evaluate_mode()
-            val = float(task.validation_loss(params))
+            val = float(task.validation_loss(computed()))
             if evaluate_mode:
                 opt.train()
             info["epochs"] = epoch + 1
@@ -87,19 +96,21 @@ def _draw(trial: Any, optimizers: Sequence[str], budget: str) -> tuple[str, dict
     return name, hyper
 
 
-def make_objective(task: Task, optimizers: Sequence[str], budget: str, seed: int) -> Callable[[Any], float]:
-    """The Optuna objective: choose an optimizer, draw its hyperparameters, train, return the
-    final validation loss. Errors raised by the task are kept in the trial's ``error`` attr."""
+def make_objective(task: Task, optimizers: Sequence[str], budget: str, seed: int,
+                   precision: str = "f32") -> Callable[[Any], float]:
+    """The Optuna objective: choose an optimizer, draw its hyperparameters, train (in ``precision``),
+    return the final validation loss. Errors raised by the task are kept in the trial's ``error`` attr."""
 
     def objective(trial: Any) -> float:
         name, hyper = _draw(trial, optimizers, budget)
+        trial.set_user_attr("precision", precision)
 
         def report(val: float, epoch: int) -> bool:
             trial.report(val, epoch)
             return bool(trial.should_prune())
 
         try:
-            value, info = train(task, name, hyper, seed=seed, report=report)
+            value, info = train(task, name, hyper, seed=seed, report=report, precision=precision)
         except Exception as exc:
             if type(exc).__name__ == "TrialPruned":
                 trial.set_user_attr("pruned", True)

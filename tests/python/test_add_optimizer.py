@@ -188,7 +188,8 @@ def test_the_toy_is_a_pyopt_optimizer(toy_tree):
     """ % str(tree)))
     assert ("[('params', <class 'inspect._empty'>, 'POSITIONAL_OR_KEYWORD'), ('lr', 0.01, 'POSITIONAL_OR_KEYWORD'), "
             "('momentum', 0.9, 'POSITIONAL_OR_KEYWORD'), ('weight_decay', 0.0, 'POSITIONAL_OR_KEYWORD'), "
-            "('maximize', False, 'KEYWORD_ONLY')]") in out
+            "('maximize', False, 'KEYWORD_ONLY'), ('master_weights', False, 'KEYWORD_ONLY'), "
+            "('state_dtype', 'float32', 'KEYWORD_ONLY'), ('stochastic_rounding', False, 'KEYWORD_ONLY')]") in out
     assert "refused:" in out and "momentum" in out
     assert "toy_heavy_ball" in run(tree, environment, "-m", "pyopt", "list")
 

@@ -139,35 +139,64 @@ int checked_variant(const double* h) {
 #define PYOPT_KERNEL_BODY
 #endif
 
-template <class Rule, int V, class T>
+// How update_range reads and writes its arrays: Plain = every array in the step's dtype (the one
+// layout of most kernels); the others are the bfloat16 layouts some rules fuse into their loop
+// (Rule::fused_bfloat16) instead of going through tiles: a bfloat16 param (and grad), a float32
+// master beside a bfloat16 param, bfloat16 states. Same bits as the tiles: convert, step, round.
+enum class Layout { Plain, Bf16Param, MasterBf16Param, Bf16States, Bf16ParamStates, MasterBf16ParamStates };
+constexpr int kNumLayouts = 6;
+constexpr bool bf16_param(Layout l) { return l == Layout::Bf16Param || l == Layout::Bf16ParamStates; }
+constexpr bool has_master(Layout l) { return l == Layout::MasterBf16Param || l == Layout::MasterBf16ParamStates; }
+constexpr bool bf16_states(Layout l) {
+  return l == Layout::Bf16States || l == Layout::Bf16ParamStates || l == Layout::MasterBf16ParamStates;
+}
+constexpr bool bf16_grad(Layout l) { return bf16_param(l) || has_master(l); }
+
+PYOPT_INLINE float widen(uint16_t bf16) { return storage::bf16_to_float(bf16); }
+template <class T>
+PYOPT_INLINE T widen(T x) { return x; }
+template <class Stored, class T>
+PYOPT_INLINE Stored narrow(T x) {
+  if constexpr (std::is_same<Stored, uint16_t>::value)
+    return storage::float_to_bf16(x);
+  else
+    return x;
+}
+
+template <class Rule, int V, class T, Layout L = Layout::Plain>
 PYOPT_KERNEL_BODY void update_range(const TensorArgs& a, const typename Rule::template Coeffs<T>& k,
                                     const Policies<T>& policies, int64_t begin, int64_t end) {
   constexpr int rule_variant = V % Rule::num_variants, decay_step = V / Rule::num_variants;
   constexpr unsigned mask = Rule::slot_mask(rule_variant);
-  T* __restrict p = static_cast<T*>(a.param);
-  const T* __restrict g = static_cast<const T*>(a.grad);
-  T* __restrict s0 = static_cast<T*>(a.slots[0]);
-  T* __restrict s1 = static_cast<T*>(a.slots[1]);
-  T* __restrict s2 = static_cast<T*>(a.slots[2]);
-  T* __restrict s3 = static_cast<T*>(a.slots[3]);
+  using P = std::conditional_t<bf16_param(L), uint16_t, T>;
+  using G = std::conditional_t<bf16_grad(L), uint16_t, T>;
+  using S = std::conditional_t<bf16_states(L), uint16_t, T>;
+  P* __restrict p = static_cast<P*>(has_master(L) ? static_cast<void*>(a.master) : a.param);
+  uint16_t* __restrict rounded = static_cast<uint16_t*>(has_master(L) ? a.param : nullptr);
+  const G* __restrict g = static_cast<const G*>(a.grad);
+  S* __restrict s0 = static_cast<S*>(a.slots[0]);
+  S* __restrict s1 = static_cast<S*>(a.slots[1]);
+  S* __restrict s2 = static_cast<S*>(a.slots[2]);
+  S* __restrict s3 = static_cast<S*>(a.slots[3]);
   const T clip = T(a.grad_clip), scale = T(a.grad_scale);
   const Policies<T> pol = policies;
   PYOPT_VECTORIZE_LOOP
   for (int64_t i = begin; i < end; ++i) {
     T s[kMaxSlots] = {};
-    if constexpr (mask & 1u) s[0] = s0[i];
-    if constexpr (mask & 2u) s[1] = s1[i];
-    if constexpr (mask & 4u) s[2] = s2[i];
-    if constexpr (mask & 8u) s[3] = s3[i];
-    T param = p[i];
-    T grad = clipped_grad(g[i], clip, scale);
+    if constexpr (mask & 1u) s[0] = widen(s0[i]);
+    if constexpr (mask & 2u) s[1] = widen(s1[i]);
+    if constexpr (mask & 4u) s[2] = widen(s2[i]);
+    if constexpr (mask & 8u) s[3] = widen(s3[i]);
+    T param = widen(p[i]);
+    T grad = clipped_grad(T(widen(g[i])), clip, scale);
     apply_policies<Rule, decay_step>(pol, param, grad);
     Rule::template update<rule_variant>(k, param, grad, s);
-    p[i] = param;
-    if constexpr (mask & 1u) s0[i] = s[0];
-    if constexpr (mask & 2u) s1[i] = s[1];
-    if constexpr (mask & 4u) s2[i] = s[2];
-    if constexpr (mask & 8u) s3[i] = s[3];
+    p[i] = narrow<P>(param);
+    if constexpr (has_master(L)) rounded[i] = narrow<uint16_t>(param);
+    if constexpr (mask & 1u) s0[i] = narrow<S>(s[0]);
+    if constexpr (mask & 2u) s1[i] = narrow<S>(s[1]);
+    if constexpr (mask & 4u) s2[i] = narrow<S>(s[2]);
+    if constexpr (mask & 8u) s3[i] = narrow<S>(s[3]);
   }
 }
 
@@ -177,18 +206,57 @@ using KernelVariants = std::make_integer_sequence<int, Rule::num_variants * kNum
 template <class Rule, int V>
 constexpr bool kernel_exists = decay_step_used(Rule::decay_policy, V / Rule::num_variants);
 
-template <class Rule, class T, int... Vs>
+template <class Rule, class T, Layout L = Layout::Plain, int... Vs>
 PYOPT_INLINE void update_variant(int variant, const TensorArgs& a, const typename Rule::template Coeffs<T>& k,
                                  const Policies<T>& policies, int64_t begin, int64_t end,
                                  std::integer_sequence<int, Vs...>) {
   auto run_kernel = [&](auto v) {
     if constexpr (kernel_exists<Rule, decltype(v)::value>)
-      update_range<Rule, decltype(v)::value, T>(a, k, policies, begin, end);
+      update_range<Rule, decltype(v)::value, T, L>(a, k, policies, begin, end);
   };
   ((variant == Vs ? (run_kernel(std::integral_constant<int, Vs>{}), 0) : 0), ...);
 }
 
-// ---- Arrays stored other than as the step's dtype (driver/tiles.hpp) ----
+template <class Rule, class = void>
+struct has_fused_bfloat16 : std::false_type {};
+template <class Rule>
+struct has_fused_bfloat16<Rule, std::void_t<decltype(Rule::fused_bfloat16)>>
+    : std::integral_constant<bool, Rule::fused_bfloat16> {};
+
+// The fused layout of a tensor, or Plain when it has none (then its storage goes through tiles).
+PYOPT_INLINE Layout fused_layout(const TensorArgs& a) {
+  if (a.stochastic_rounding) return Layout::Plain;
+  bool all_bf16 = true, all_plain = true;
+  for (int j = 0; j < kMaxSlots; ++j) {
+    if (!a.slots[j]) continue;
+    all_bf16 = all_bf16 && a.slot_storage[j] == Storage::BFloat16;
+    all_plain = all_plain && a.slot_storage[j] == Storage::Compute;
+  }
+  if (!all_bf16 && !all_plain) return Layout::Plain;  // 8-bit or mixed states
+  const bool states = !all_plain;
+  if (a.param_storage == Storage::Compute && a.grad_storage == Storage::Compute && !a.master)
+    return states ? Layout::Bf16States : Layout::Plain;
+  if (a.param_storage != Storage::BFloat16 || a.grad_storage != Storage::BFloat16) return Layout::Plain;
+  if (a.master) return states ? Layout::MasterBf16ParamStates : Layout::MasterBf16Param;
+  return states ? Layout::Bf16ParamStates : Layout::Bf16Param;
+}
+
+template <class Rule, class T, class Variants>
+PYOPT_INLINE bool update_fused(Layout layout, int variant, const TensorArgs& a,
+                               const typename Rule::template Coeffs<T>& k, const Policies<T>& policies, int64_t begin,
+                               int64_t end, Variants variants) {
+  if constexpr (has_fused_bfloat16<Rule>::value && std::is_same<T, float>::value) {
+    switch (layout) {
+      case Layout::Bf16Param: update_variant<Rule, T, Layout::Bf16Param>(variant, a, k, policies, begin, end, variants); return true;
+      case Layout::MasterBf16Param: update_variant<Rule, T, Layout::MasterBf16Param>(variant, a, k, policies, begin, end, variants); return true;
+      case Layout::Bf16States: update_variant<Rule, T, Layout::Bf16States>(variant, a, k, policies, begin, end, variants); return true;
+      case Layout::Bf16ParamStates: update_variant<Rule, T, Layout::Bf16ParamStates>(variant, a, k, policies, begin, end, variants); return true;
+      case Layout::MasterBf16ParamStates: update_variant<Rule, T, Layout::MasterBf16ParamStates>(variant, a, k, policies, begin, end, variants); return true;
+      default: return false;
+    }
+  }
+  return false;
+}
 
 template <class Rule, class T, class Variants>
 void update_stored(int variant, const TensorArgs& a, const typename Rule::template Coeffs<T>& k,
@@ -198,6 +266,8 @@ void update_stored(int variant, const TensorArgs& a, const typename Rule::templa
   const TileBuffers buffers{buffer[0], buffer[1], {buffer[2], buffer[3], buffer[4], buffer[5]}};
   for (int64_t first = begin; first < end; first += kStorageTile) {
     const int64_t n = end - first < kStorageTile ? end - first : kStorageTile;
+    const int64_t next = first + kStorageTile;
+    if (next < end) prefetch_tile(a, next, end - next < kStorageTile ? end - next : kStorageTile);
     const TensorArgs tile = float_tile(a, first, n, buffers);
     update_variant<Rule, T>(variant, tile, k, policies, 0, n, variants);
     store_tile(a, tile, first, n, true);
@@ -210,7 +280,8 @@ PYOPT_INLINE void update_tensor(int variant, const TensorArgs& a, const typename
                                 const Policies<T>& policies, int64_t begin, int64_t end, Variants variants) {
   if constexpr (std::is_same<T, float>::value) {
     if (!stored_as_computed(a)) {
-      update_stored<Rule, T>(variant, a, k, policies, begin, end, variants);
+      if (!update_fused<Rule, T>(fused_layout(a), variant, a, k, policies, begin, end, variants))
+        update_stored<Rule, T>(variant, a, k, policies, begin, end, variants);
       return;
     }
   }

@@ -26,6 +26,10 @@
 #include "pyopt/config.hpp"
 #include "pyopt/types.hpp"
 
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
 PYOPT_KERNEL_NAMESPACE_BEGIN
 namespace driver {
 namespace quant8 {
@@ -36,7 +40,7 @@ constexpr int kBins = 65536;
 
 struct Codebook {
   float values[256];           // ascending, in [-1, 1]
-  unsigned char lut[kBins];    // bin -> code
+  unsigned char lut[kBins + 4];  // bin -> code; 4 bytes of padding: SIMD gathers read 32 bits at lut + bin
 };
 
 // torch.linspace(start, end, steps, dtype=float32) on CPU: step in float32, each point one fused
@@ -83,7 +87,7 @@ inline void build_lut(const float* values, unsigned char* lut) {
 }
 
 inline Codebook make_codebook(bool is_signed) {
-  Codebook book;
+  Codebook book{};
   build_dynamic_map(is_signed, book.values);
   build_lut(book.values, book.lut);
   return book;
@@ -117,34 +121,89 @@ PYOPT_INLINE float block_absmax(const float* x, int64_t n) {
 // each x is that of v = clamp(x · (1 / absmax), -1, 1), a NaN ratio taking bin 0 (as bnb's
 // float-to-integer conversion gives on x86). The clamp and the NaN test work on the bit patterns:
 // without -fno-trapping-math the compiler does not vectorize float selects, integer ones it does.
+constexpr int32_t kOneBits = 0x3f800000, kMinusOneBits = int32_t(0xbf800000u), kInfBits = 0x7f800000;
+constexpr int32_t kSignBit = int32_t(0x80000000u);
+
+// The bin of x·inverse: clamped to [−1, 1] (NaN → −1) on its bits, then ((r + 1)·0.5)·65535 + 0.5
+// truncated, each operation rounded separately (as bitsandbytes' compiled loop does).
+PYOPT_INLINE int32_t bin_of(float x, float inverse) {
+  float r = x * inverse;
+  int32_t bits;
+  std::memcpy(&bits, &r, sizeof r);
+  const int32_t magnitude = bits & 0x7fffffff;
+  const int32_t clamped = (bits & kSignBit) | std::min(magnitude, kOneBits);
+  bits = magnitude > kInfBits ? kMinusOneBits : clamped;
+  std::memcpy(&r, &bits, sizeof r);
+  return int32_t((r + 1.0f) * 0.5f * float(kBins - 1) + 0.5f);
+}
+
 PYOPT_INLINE float quantize_block(const Codebook& book, const float* x, int64_t n, unsigned char* codes) {
   const float absmax = block_absmax(x, n);
   if (absmax == 0.0f) {
     for (int64_t i = 0; i < n; ++i) codes[i] = 0;
     return absmax;
   }
-  constexpr int32_t kOneBits = 0x3f800000, kMinusOneBits = int32_t(0xbf800000u), kInfBits = 0x7f800000;
-  constexpr int32_t kSignBit = int32_t(0x80000000u);
   const float inverse = 1.0f / absmax;
-  float ratios[kBlockSize];
-  for (int64_t i = 0; i < n; ++i) ratios[i] = x[i] * inverse;
-  int32_t bits[kBlockSize];
-  std::memcpy(bits, ratios, size_t(n) * sizeof(float));
-  for (int64_t i = 0; i < n; ++i) {
-    const int32_t magnitude = bits[i] & 0x7fffffff;
-    const int32_t clamped = (bits[i] & kSignBit) | std::min(magnitude, kOneBits);
-    bits[i] = magnitude > kInfBits ? kMinusOneBits : clamped;
+  int64_t i = 0;
+  // The same operations as bin_of, 16 or 8 lanes at a time, and the code looked up by a gather of
+  // 32 bits at lut + bin (the low byte is the code).
+#if defined(__AVX512F__)
+  const __m512 inv = _mm512_set1_ps(inverse);
+  for (; i + 16 <= n; i += 16) {
+    const __m512i bits = _mm512_castps_si512(_mm512_mul_ps(_mm512_loadu_ps(x + i), inv));
+    const __m512i magnitude = _mm512_and_si512(bits, _mm512_set1_epi32(0x7fffffff));
+    const __m512i clamped = _mm512_or_si512(_mm512_and_si512(bits, _mm512_set1_epi32(kSignBit)),
+                                            _mm512_min_epi32(magnitude, _mm512_set1_epi32(kOneBits)));
+    const __m512i ratio = _mm512_mask_mov_epi32(clamped, _mm512_cmpgt_epi32_mask(magnitude, _mm512_set1_epi32(kInfBits)),
+                                                _mm512_set1_epi32(kMinusOneBits));
+    __m512 t = _mm512_add_ps(_mm512_castsi512_ps(ratio), _mm512_set1_ps(1.0f));
+    t = _mm512_mul_ps(t, _mm512_set1_ps(0.5f));
+    t = _mm512_mul_ps(t, _mm512_set1_ps(float(kBins - 1)));
+    t = _mm512_add_ps(t, _mm512_set1_ps(0.5f));
+    const __m512i looked_up = _mm512_i32gather_epi32(_mm512_cvttps_epi32(t), book.lut, 1);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(codes + i), _mm512_cvtepi32_epi8(looked_up));
   }
-  std::memcpy(ratios, bits, size_t(n) * sizeof(float));
-  int32_t bins[kBlockSize];
-  for (int64_t i = 0; i < n; ++i) bins[i] = int32_t((ratios[i] + 1.0f) * 0.5f * float(kBins - 1) + 0.5f);
-  for (int64_t i = 0; i < n; ++i) codes[i] = book.lut[bins[i]];
+#elif defined(__AVX2__)
+  const __m256 inv = _mm256_set1_ps(inverse);
+  const __m256i low_bytes = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,  //
+                                             0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+  for (; i + 8 <= n; i += 8) {
+    const __m256i bits = _mm256_castps_si256(_mm256_mul_ps(_mm256_loadu_ps(x + i), inv));
+    const __m256i magnitude = _mm256_and_si256(bits, _mm256_set1_epi32(0x7fffffff));
+    const __m256i clamped = _mm256_or_si256(_mm256_and_si256(bits, _mm256_set1_epi32(kSignBit)),
+                                            _mm256_min_epi32(magnitude, _mm256_set1_epi32(kOneBits)));
+    const __m256i is_nan = _mm256_cmpgt_epi32(magnitude, _mm256_set1_epi32(kInfBits));
+    const __m256i ratio = _mm256_blendv_epi8(clamped, _mm256_set1_epi32(kMinusOneBits), is_nan);
+    __m256 t = _mm256_add_ps(_mm256_castsi256_ps(ratio), _mm256_set1_ps(1.0f));
+    t = _mm256_mul_ps(t, _mm256_set1_ps(0.5f));
+    t = _mm256_mul_ps(t, _mm256_set1_ps(float(kBins - 1)));
+    t = _mm256_add_ps(t, _mm256_set1_ps(0.5f));
+    const __m256i looked_up =
+        _mm256_i32gather_epi32(reinterpret_cast<const int*>(book.lut), _mm256_cvttps_epi32(t), 1);
+    const __m256i packed = _mm256_permutevar8x32_epi32(_mm256_shuffle_epi8(looked_up, low_bytes),
+                                                       _mm256_setr_epi32(0, 4, 1, 1, 1, 1, 1, 1));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(codes + i), _mm256_castsi256_si128(packed));
+  }
+#endif
+  for (; i < n; ++i) codes[i] = book.lut[bin_of(x[i], inverse)];
   return absmax;
 }
 
 PYOPT_INLINE void dequantize_block(const Codebook& book, const unsigned char* codes, int64_t n, float absmax,
                                    float* x) {
-  for (int64_t i = 0; i < n; ++i) x[i] = book.values[codes[i]] * absmax;
+  int64_t i = 0;
+#if defined(__AVX512F__)
+  for (; i + 16 <= n; i += 16) {
+    const __m512i index = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + i)));
+    _mm512_storeu_ps(x + i, _mm512_mul_ps(_mm512_i32gather_ps(index, book.values, 4), _mm512_set1_ps(absmax)));
+  }
+#elif defined(__AVX2__)
+  for (; i + 8 <= n; i += 8) {
+    const __m256i index = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + i)));
+    _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_i32gather_ps(book.values, index, 4), _mm256_set1_ps(absmax)));
+  }
+#endif
+  for (; i < n; ++i) x[i] = book.values[codes[i]] * absmax;
 }
 
 inline int64_t block_count(int64_t n) { return (n + kBlockSize - 1) / kBlockSize; }

@@ -39,6 +39,30 @@ struct TileBuffers {
   float* slots[kMaxSlots];
 };
 
+PYOPT_INLINE int element_bytes(Storage kind) {
+  return kind == Storage::Compute ? 4 : is_int8(kind) ? 1 : 2;
+}
+
+// Asks for elements [first, first + n) of every array of the tensor ahead of their tile: the
+// passes over one tile touch each array for a few lines only, too briefly for the hardware
+// prefetchers to run ahead of them.
+inline PYOPT_TILE_CONVERSION void prefetch_tile(const TensorArgs& a, int64_t first, int64_t n) {
+  auto ahead = [&](const void* base, int bytes, bool written) {
+    const char* begin = static_cast<const char*>(base) + first * bytes;
+    for (int64_t offset = 0; offset < n * bytes; offset += 64) {
+      if (written)
+        __builtin_prefetch(begin + offset, 1);
+      else
+        __builtin_prefetch(begin + offset, 0);
+    }
+  };
+  ahead(a.master ? static_cast<const void*>(a.master) : a.param, a.master ? 4 : element_bytes(a.param_storage), true);
+  if (a.master) ahead(a.param, element_bytes(a.param_storage), true);
+  ahead(a.grad, element_bytes(a.grad_storage), false);
+  for (int j = 0; j < kMaxSlots; ++j)
+    if (a.slots[j]) ahead(a.slots[j], element_bytes(a.slot_storage[j]), true);
+}
+
 // Elements [first, first + n) of a float32-step tensor as float32 arrays: the master (when there
 // is one) in place of the param, float32 arrays pointed into, the others converted into the
 // buffers. An 8-bit slot needs `first` on a block boundary.

@@ -14,6 +14,7 @@ struct Adam : RuleBase {
   enum Hyper { lr, beta1, beta2, eps, weight_decay, amsgrad, decoupled_weight_decay, maximize, kNumHyper };
   static constexpr const char* slot_names[] = {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"};
   static constexpr unsigned int8_slots = 0b111, nonnegative_slots = 0b110;
+  static constexpr bool fused_bfloat16 = true;  // bfloat16 params/states in its own loop (driver.hpp)
   static constexpr bool maximize_policy = true;
   static constexpr Decay decay_policy = Decay::TorchFlag;
 

@@ -20,6 +20,7 @@ struct Lion : RuleBase {
   enum Hyper { lr, beta1, beta2, weight_decay, maximize, kNumHyper };
   static constexpr const char* slot_names[] = {"exp_avg"};
   static constexpr unsigned int8_slots = 0b1, nonnegative_slots = 0b0;
+  static constexpr bool fused_bfloat16 = true;  // bfloat16 params/states in its own loop (driver.hpp)
   static constexpr bool maximize_policy = true;
   // lion-pytorch multiplies by 1 − lr·wd even when wd = 0; p·1 = p exactly, so skipping it is the same.
   static constexpr Decay decay_policy = Decay::Decoupled;

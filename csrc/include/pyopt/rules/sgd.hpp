@@ -14,6 +14,7 @@ struct Sgd : RuleBase {
   enum Hyper { lr, momentum, dampening, weight_decay, nesterov, maximize, kNumHyper };
   static constexpr const char* slot_names[] = {"momentum_buffer"};
   static constexpr unsigned int8_slots = 0b1, nonnegative_slots = 0b0;
+  static constexpr bool fused_bfloat16 = true;  // bfloat16 params/states in its own loop (driver.hpp)
   static constexpr bool maximize_policy = true;
   static constexpr Decay decay_policy = Decay::Coupled;
 
