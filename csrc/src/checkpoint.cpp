@@ -62,41 +62,15 @@ const char* const kArrayDTypesKey = "array_dtypes";
 const char* const kMasterEntry = "master";
 const char* const kAbsmaxSuffix = "_absmax";
 
-json::Value storage_json(const StorageOptions& o) {
-  json::Value v = json::Value::object();
-  v.set("master_weights", json::Value(o.master_weights));
-  v.set("state_dtype", json::Value(state_dtype_name(o.state_dtype)));
-  v.set("stochastic_rounding", json::Value(o.stochastic_rounding));
-  return v;
-}
-
-// The meta's "storage" object (the defaults when absent: files from before the option existed).
+// The meta's "storage" (the defaults when absent: files from before the options existed).
 StorageOptions storage_of(const json::Value& meta, const std::string& who) {
-  StorageOptions o;
   const json::Value* v = meta.find(kStorageKey);
-  if (!v) return o;
-  const std::string bad = who + "bad 'storage' " + json::dump(*v).substr(0, 200) +
-                          " (an object {\"master_weights\": bool, \"state_dtype\": \"float32\"|\"bfloat16\"|\"int8\", "
-                          "\"stochastic_rounding\": bool})";
-  if (!v->is_object()) throw std::invalid_argument(bad);
-  std::set<std::string> seen;
-  for (const auto& [key, value] : v->as_object()) {
-    if (!seen.insert(key).second) throw std::invalid_argument(bad);
-    if (key == "master_weights" && value.is_bool()) {
-      o.master_weights = value.as_bool();
-    } else if (key == "stochastic_rounding" && value.is_bool()) {
-      o.stochastic_rounding = value.as_bool();
-    } else if (key == "state_dtype" && value.is_string()) {
-      try {
-        o.state_dtype = parse_state_dtype(value.as_string());
-      } catch (const std::invalid_argument&) {
-        throw std::invalid_argument(bad);
-      }
-    } else {
-      throw std::invalid_argument(bad);
-    }
+  if (!v) return StorageOptions{};
+  try {
+    return storage_options_from_json(*v);
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(who + e.what());
   }
-  return o;
 }
 
 // The meta's "array_dtypes": entry name -> the dtype its stored bits stand for ("bfloat16", stored
@@ -120,7 +94,7 @@ std::set<std::string> bfloat16_entries(const json::Value& meta, const npz::Archi
   return out;
 }
 
-std::string storage_text(const StorageOptions& o) { return json::dump(storage_json(o)); }
+std::string storage_text(const StorageOptions& o) { return json::dump(storage_options_json(o)); }
 
 }  // namespace
 
@@ -171,7 +145,7 @@ void Optimizer::save(const std::string& path) const {
   meta.set("optimizer", json::Value(spec_->name));
   meta.set("state", std::move(state));
   meta.set("param_groups", json::Value(json::Value::Array{std::move(group)}));
-  if (storage_text(storage_) != storage_text(StorageOptions{})) meta.set(kStorageKey, storage_json(storage_));
+  if (storage_text(storage_) != storage_text(StorageOptions{})) meta.set(kStorageKey, storage_options_json(storage_));
   if (bfloat16.size()) meta.set(kArrayDTypesKey, std::move(bfloat16));
   archive.emplace_back(kMeta, npz::Array::string(json::dump(meta)));
   npz::save(path, archive);

@@ -1,6 +1,7 @@
 #include "pyopt/factory.hpp"
 
 #include <cmath>
+#include <set>
 #include <stdexcept>
 #include <utility>
 #include <vector>
@@ -145,10 +146,53 @@ OptimizerConfig parse_config(const json::Value& config) {
       throw std::invalid_argument("make_optimizer: 'hyperparameters' must be an object, got " + json::dump(*h));
     out.hyperparameters = flat_hyperparameters(out.name, *h);
   }
+  if (const json::Value* storage = config.find("storage")) {
+    try {
+      out.storage = storage_options_from_json(*storage);
+    } catch (const std::invalid_argument& e) {
+      throw std::invalid_argument(std::string("make_optimizer: ") + e.what());
+    }
+  }
   return out;
 }
 
-Optimizer make_optimizer(const OptimizerConfig& config) { return Optimizer(config.name, config.hyperparameters); }
+StorageOptions storage_options_from_json(const json::Value& v) {
+  const std::string bad = "bad 'storage' " + json::dump(v).substr(0, 200) +
+                          " (an object of master_weights: bool, state_dtype: \"float32\" | \"bfloat16\" | \"int8\", "
+                          "stochastic_rounding: bool)";
+  if (!v.is_object()) throw std::invalid_argument(bad);
+  StorageOptions o;
+  std::set<std::string> seen;
+  for (const auto& [key, value] : v.as_object()) {
+    if (!seen.insert(key).second) throw std::invalid_argument(bad);
+    if (key == "master_weights" && value.is_bool()) {
+      o.master_weights = value.as_bool();
+    } else if (key == "stochastic_rounding" && value.is_bool()) {
+      o.stochastic_rounding = value.as_bool();
+    } else if (key == "state_dtype" && value.is_string()) {
+      try {
+        o.state_dtype = parse_state_dtype(value.as_string());
+      } catch (const std::invalid_argument&) {
+        throw std::invalid_argument(bad);
+      }
+    } else {
+      throw std::invalid_argument(bad);
+    }
+  }
+  return o;
+}
+
+json::Value storage_options_json(const StorageOptions& o) {
+  json::Value v = json::Value::object();
+  v.set("master_weights", json::Value(o.master_weights));
+  v.set("state_dtype", json::Value(state_dtype_name(o.state_dtype)));
+  v.set("stochastic_rounding", json::Value(o.stochastic_rounding));
+  return v;
+}
+
+Optimizer make_optimizer(const OptimizerConfig& config) {
+  return Optimizer(config.name, config.hyperparameters, config.storage);
+}
 Optimizer make_optimizer(const json::Value& config) { return make_optimizer(parse_config(config)); }
 Optimizer make_optimizer_from_json(const std::string& text) { return make_optimizer(json::parse(text)); }
 

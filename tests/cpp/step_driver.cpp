@@ -6,11 +6,11 @@
 // __driver__: a 0-d string with a JSON object
 //   {"optimizer": name, "hyperparameters": {...as in best.json...}, "steps": N,
 //    "storage": {"master_weights": bool, "state_dtype": "float32"|"bfloat16"|"int8",
-//                "stochastic_rounding": bool} (optional, each key too),
+//                "stochastic_rounding": bool} (optional, each key too, as in best.json),
 //    "load": "ckpt.npz" (optional, Optimizer::load before stepping),
 //    "save": "ckpt.npz" (optional, Optimizer::save after stepping),
 //    "step_options": {"clip_norm": x, "clip_value": x, "skip_nonfinite": bool} (optional, each key too)}
-// The optimizer is built from pyopt::parse_config (the best.json path) and the storage options. OUT.npz gets the
+// The optimizer is built with pyopt::make_optimizer (the best.json path, storage options included). OUT.npz gets the
 // params after the steps, as param/<i>, and per step whether it was applied and last_grad_norm()
 // (float64 arrays "applied" and "grad_norm"). Errors: message on stderr, exit code 1.
 #include <pyopt/pyopt.hpp>
@@ -30,23 +30,12 @@ struct Param {
   std::vector<uint16_t> h;  // float16 (<f2) or bfloat16 bits (<u2)
 };
 
-pyopt::StorageOptions storage_options(const pyopt::json::Value& cfg) {
-  pyopt::StorageOptions o;
-  if (const pyopt::json::Value* s = cfg.find("storage")) {
-    if (const pyopt::json::Value* v = s->find("master_weights")) o.master_weights = v->as_bool();
-    if (const pyopt::json::Value* v = s->find("state_dtype")) o.state_dtype = pyopt::parse_state_dtype(v->as_string());
-    if (const pyopt::json::Value* v = s->find("stochastic_rounding")) o.stochastic_rounding = v->as_bool();
-  }
-  return o;
-}
-
 int run(const std::string& in_path, const std::string& out_path) {
   const pyopt::npz::Archive in = pyopt::npz::load(in_path);
   const pyopt::npz::Array* spec = pyopt::npz::find(in, "__driver__");
   if (!spec) throw std::runtime_error(in_path + ": no __driver__ entry");
   const pyopt::json::Value cfg = pyopt::json::parse(spec->as_string());
-  const pyopt::OptimizerConfig config = pyopt::parse_config(cfg);
-  pyopt::Optimizer opt(config.name, config.hyperparameters, storage_options(cfg));
+  pyopt::Optimizer opt = pyopt::make_optimizer(cfg);
 
   std::vector<Param> params;
   for (std::size_t i = 0;; ++i) {

@@ -381,3 +381,20 @@ PYOPT_TEST(storage_stochastic_rounding_is_deterministic) {
   const double sd = std::sqrt((1.0 - 0.999) * (0.999 - 0.99609375) / double(n));
   CHECK_MSG(std::fabs(mean - double(1.0f - 1e-3f)) < 6 * sd, mean);
 }
+
+// best.json of `pyopt tune --precision`: its "storage" reaches the optimizer (make_optimizer).
+PYOPT_TEST(storage_options_from_config) {
+  pyopt::Optimizer opt = pyopt::make_optimizer_from_json(
+      R"({"optimizer": "adamw", "hyperparameters": {"lr": 0.01}, "storage": {"master_weights": true, "state_dtype": "int8"}})");
+  CHECK(opt.storage().master_weights && opt.storage().state_dtype == pyopt::StateDType::Int8 &&
+        !opt.storage().stochastic_rounding);
+  CHECK(!pyopt::make_optimizer_from_json(R"({"optimizer": "adamw"})").storage().master_weights);
+  for (const char* bad : {R"("int8")", R"({"state_dtype": "int4"})", R"({"master_weights": 1})", R"({"fast": true})"}) {
+    const std::string msg = CHECK_THROWS(std::invalid_argument, pyopt::make_optimizer_from_json(
+                                                                    std::string(R"({"optimizer": "adam", "storage": )") + bad + "}"));
+    CHECK_MSG(contains(msg, "make_optimizer: bad 'storage'"), msg);
+  }
+  const std::string msg = CHECK_THROWS(std::invalid_argument, pyopt::make_optimizer_from_json(
+                                                                  R"({"optimizer": "adadelta", "storage": {"state_dtype": "int8"}})"));
+  CHECK_MSG(contains(msg, "adadelta has no 8-bit states"), msg);
+}

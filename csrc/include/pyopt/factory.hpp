@@ -7,6 +7,10 @@
 //   pyopt::Optimizer opt = pyopt::make_optimizer_from_file("runs/best.json");
 //   opt.add_param(w.data(), w.size());
 //
+// A run of `pyopt tune --precision ...` adds the optimizer's storage options (StorageOptions):
+//   "storage": {"master_weights": true, "state_dtype": "int8", "stochastic_rounding": false}
+// (any of the three keys; the others keep their defaults), applied as Python's from_config does.
+//
 // Hyperparameters use the Python (torch) spelling: tuples travel as JSON arrays and map onto the
 // flat C++ names — betas -> beta1, beta2 (, beta3); etas -> etaminus, etaplus;
 // step_sizes -> step_size_min, step_size_max; nus -> nu1, nu2 — and flags are JSON true/false
@@ -24,6 +28,7 @@ namespace pyopt {
 struct OptimizerConfig {
   std::string name;
   std::map<std::string, double> hyperparameters;  // flat C++ names, bools as 0/1
+  StorageOptions storage;
 };
 
 // Parses and checks a config object (as above) without building the optimizer.
@@ -37,6 +42,11 @@ Optimizer make_optimizer_from_file(const std::string& path);
 // Python-spelled hyperparameters (a JSON object as in best.json) -> the flat C++ map for
 // optimizer `name`; throws as above. Values are not range-checked here (the Optimizer does it).
 std::map<std::string, double> flat_hyperparameters(const std::string& name, const json::Value& hyperparameters);
+// Storage options from JSON (best.json's and a checkpoint's "storage"): an object with any of
+// master_weights (bool), state_dtype ("float32" | "bfloat16" | "int8"), stochastic_rounding (bool);
+// std::invalid_argument naming what is wrong otherwise. And back (all three keys).
+StorageOptions storage_options_from_json(const json::Value& storage);
+json::Value storage_options_json(const StorageOptions& options);
 // The other way: all settable hyperparameters of `name` in Python's spelling and order (the
 // pinned ones left out), from a full flat map such as Optimizer::hyperparameters().
 json::Value public_hyperparameters(const std::string& name, const std::map<std::string, double>& flat);
