@@ -3,6 +3,7 @@ csrc/include/pyopt/checkpoint.hpp): bfloat16 arrays as uint16 bits named in the 
 "array_dtypes", 8-bit codes (uint8) with float32 scales, master copies, the "storage" meta; and
 malformed files that are clear ValueErrors."""
 import json
+import os
 import subprocess
 import zlib
 
@@ -40,7 +41,10 @@ def cpp_steps(cpp_build, tmp_path, name, hyper, params, grads, load=None, save=N
     src, out = tmp_path / f"{tag}-in.npz", tmp_path / f"{tag}-out.npz"
     np.savez(src, **arrays)
     driver = cpp_build / "tests" / "cpp" / "pyopt_step_driver"
-    result = subprocess.run([str(driver), str(src), str(out)], capture_output=True, text=True)
+    # The ISA path this Python module runs (a baseline-only editable build next to a full C++ build
+    # would otherwise compare float32 steps with and without FMA).
+    env = {**os.environ, "PYOPT_ISA": pyopt._core.isa()}
+    result = subprocess.run([str(driver), str(src), str(out)], capture_output=True, text=True, env=env)
     if result.returncode != 0:
         raise RuntimeError(result.stderr)
     with np.load(out) as data:
