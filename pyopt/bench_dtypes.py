@@ -86,10 +86,14 @@ def parse_dtype_spec(text: str) -> DtypeSpec:
     if master:
         rest = rest[1:]
     state = "float32"
+    if rest and rest[0] == "master":
+        raise bad("+master given twice")
     if rest:
         if rest[0] not in STATE_NAMES:
-            raise bad(f"unknown state dtype {rest[0]!r}" if rest[0] != "master" else "+master goes right after PARAM")
+            raise bad(f"unknown state dtype {rest[0]!r}")
         state, rest = STATE_NAMES[rest[0]], rest[1:]
+    if "master" in rest:
+        raise bad("+master goes right after PARAM")
     if rest:
         raise bad(f"unexpected {'+'.join(rest)!r} after the state dtype")
     if master and param not in ("float16", "bfloat16"):
