@@ -68,8 +68,6 @@ class DtypeSpec:
 def parse_dtype_spec(text: str) -> DtypeSpec:
     """'bf16+master+int8' -> DtypeSpec; ValueError naming the spec if it is unknown or malformed."""
     raw = text.strip()
-    if raw in ("float32", "float64"):
-        return DtypeSpec(raw, raw, False, "float32")
 
     def bad(why: str) -> ValueError:
         return ValueError(f"bad dtype spec {text!r}: {why}; use {GRAMMAR}")
@@ -100,6 +98,8 @@ def parse_dtype_spec(text: str) -> DtypeSpec:
         raise bad("+master needs a 16-bit param (f16 or bf16): float32/float64 params are their own master")
     if param == "float64" and state != "float32":
         raise bad("float64 params keep float64 states")
+    if param in ("float32", "float64") and state == "float32":
+        return DtypeSpec(param, param, False, state)  # f32 is the plain float32 case of before
     name = "+".join([SHORT[param]] + (["master"] if master else []) + ([SHORT[state]] if state != "float32" else []))
     return DtypeSpec(name, param, master, state)
 

@@ -300,7 +300,8 @@ from pyopt import bench_dtypes as bd  # noqa: E402
 @pytest.mark.parametrize("text,name,param,master,state", [
     ("float32", "float32", "float32", False, "float32"),
     ("float64", "float64", "float64", False, "float32"),
-    ("f32", "f32", "float32", False, "float32"),
+    ("f32", "float32", "float32", False, "float32"),
+    ("f64+f32", "float64", "float64", False, "float32"),
     ("bf16", "bf16", "bfloat16", False, "float32"),
     ("bfloat16+f32", "bf16", "bfloat16", False, "float32"),
     ("f16+bf16", "f16+bf16", "float16", False, "bfloat16"),
@@ -513,3 +514,20 @@ def test_bitsandbytes_peer_is_pyopt_step_within_8bit_noise(name, dtype_text):
 def test_torchao_peer_is_pyopt_step_within_8bit_noise():
     pytest.importorskip("torch")
     _int8_peer_matches_pyopt("torchao-8bit", "adamw", 8192, "int8")  # torch.compile: ~20 s the first time
+
+
+@pytest.mark.parametrize("name", ["adamw", "lion", "momentum", "adan"])
+@pytest.mark.parametrize("text", ["bf16", "bf16+bf16", "bf16+master", "bf16+int8", "bf16+master+int8", "int8",
+                                  "f16+master+bf16", "float32"])
+@pytest.mark.parametrize("n", [1000, 4096, 70_001])
+def test_bytes_model_is_what_the_optimizer_holds(name, text, n):
+    """The probe's bytes per array are the bytes pyopt really keeps (opt.memory())."""
+    dspec = bd.parse_dtype_spec(text)
+    p = np.ones(n, dspec.param_dtype)
+    opt = pyopt.create(name, [p], **dspec.storage_options())
+    opt.step([np.full(n, 0.5, dspec.param_dtype)])
+    held = opt.memory()
+    assert held["params"] == p.nbytes
+    parts = {k: v for k, v in held.items() if k not in ("params", "total") and v}
+    assert parts == bd.slot_bytes(name, dspec, n)
+    assert bd.step_bytes(name, dspec, 1, n).read_write == held["total"] + p.nbytes
