@@ -22,6 +22,7 @@ from typing import Any, Callable, ClassVar, Mapping, Sequence
 import numpy as np
 
 from . import _core
+from .storage import StorageOptions
 from .optimizer import (
     GradsLike,
     OptimizerBase,
@@ -176,8 +177,12 @@ class PyOptimizer(OptimizerBase):
         candidate = {**{k: v for k, v in group.items() if k != "params"}, **values}
         return self._check_hypers(candidate, where)
 
-    def _restore_state(self, entries: dict[int, Mapping[str, Any]]) -> Callable[[], None]:
+    def _restore_state(self, entries: dict[int, Mapping[str, Any]], state_dict: Mapping[str, Any]) -> Callable[[], None]:
         who = self._owner_label
+        saved_storage = state_dict.get("storage")
+        if saved_storage is not None and saved_storage != StorageOptions().as_dict():
+            raise ValueError(f"{who}: state_dict 'storage' is {saved_storage!r:.120}; {self.name} has no storage "
+                             "options (its states are its params' dtype)")
         new_state: dict[int, dict[str, Any]] = {}
         for i, entry in entries.items():
             p = self._params[i]

@@ -11,6 +11,7 @@ from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence, Union
 import numpy as np
 
 from . import _core
+from . import storage
 from ._spec import TUPLES, Spec, spec
 
 ParamsLike = Union[np.ndarray, Sequence[np.ndarray], Mapping[str, np.ndarray], Sequence[Mapping[str, Any]]]
@@ -147,9 +148,15 @@ class OptimizerBase:
         """The values a state_dict's param group gives ``group``, checked; nothing changes yet."""
         raise NotImplementedError
 
-    def _restore_state(self, entries: dict[int, Mapping[str, Any]]) -> Callable[[], None]:  # pragma: no cover
-        """Checks a state_dict's per-param state; returns what puts it in place (nothing changes before)."""
+    def _restore_state(self, entries: dict[int, Mapping[str, Any]],
+                       state_dict: Mapping[str, Any]) -> Callable[[], None]:  # pragma: no cover
+        """Checks a state_dict's per-param state (``entries``, by param index; the whole dict for
+        subclass keys such as ``storage``); returns what puts it in place (nothing changes before)."""
         raise NotImplementedError
+
+    def _state_dict_extras(self) -> dict[str, Any]:
+        """Top-level state_dict keys of a subclass (checked back by its ``_restore_state``)."""
+        return {}
 
     # ----- params and groups ---------------------------------------------------------------
     @_locked
@@ -230,7 +237,7 @@ class OptimizerBase:
             i: {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in entry.items()}
             for i, entry in self.state.items()
         }
-        return _state_dict(self, state, self.tuples)
+        return {**_state_dict(self, state, self.tuples), **self._state_dict_extras()}
 
     @_locked
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
@@ -244,7 +251,7 @@ class OptimizerBase:
         saved_groups, saved_schedules, entries = _check_state_dict(self, state_dict)
         new_values = [self._saved_group_values(saved, group, f"{who}: state_dict param group {i}")
                       for i, (saved, group) in enumerate(zip(saved_groups, self.param_groups))]
-        put_state_in_place = self._restore_state(entries)
+        put_state_in_place = self._restore_state(entries, state_dict)
 
         for group, values in zip(self.param_groups, new_values):
             dict.update(group, values)
@@ -296,7 +303,12 @@ class Optimizer(OptimizerBase):
     dicts (``{"params": [...], "lr": 1e-4}``) as in torch. Arrays must be C-contiguous,
     writeable float32/float64 ndarrays; they are updated in place by ``step``. float16 and
     ``ml_dtypes.bfloat16`` params are computed in float32 and rounded back to nearest even each step
-    (states float32; grads of the param's dtype or float32).
+    (grads of the param's dtype or float32).
+
+    Storage options (keyword-only, every optimizer; see ``pyopt.storage``): ``state_dtype`` =
+    "float32" | "bfloat16" | "int8" (bitsandbytes' blockwise 8-bit states, for the optimizers whose
+    record lists 8-bit slots), ``master_weights`` (a float32 master copy of 16-bit params) and
+    ``stochastic_rounding`` (of 16-bit writes without a master). ``memory()`` reports the bytes held.
 
     Thread safety: each optimizer has a lock, held by ``step``, ``load_state_dict``,
     ``state_dict``, ``add_param_group`` and ``zero_state`` (and Sophia's ``update_hessian``, the
@@ -311,12 +323,16 @@ class Optimizer(OptimizerBase):
     """
 
     accepts_16bit_params: ClassVar[bool] = True
+    state_dtypes: ClassVar[tuple[str, ...]] = storage.STATE_DTYPES  # what state_dtype may be
 
     tuples: ClassVar[frozenset[str]] = frozenset(TUPLES)
 
-    def __init__(self, params: ParamsLike, **hyper: Any) -> None:
+    def __init__(self, params: ParamsLike, *, master_weights: bool = False, state_dtype: str = "float32",
+                 stochastic_rounding: bool = False, **hyper: Any) -> None:
         self._spec: Spec = spec(self.name)
         self._owner_label = type(self).__name__
+        self._storage = storage.check_options(self.name, self._owner_label, master_weights, state_dtype,
+                                              stochastic_rounding, self.state_dtypes)
         defaults = self._spec.defaults
         unknown = sorted(set(hyper) - set(defaults))
         if unknown:
@@ -437,16 +453,22 @@ class Optimizer(OptimizerBase):
         self._check_groups_unedited()
         tensors = []
         index = 0
+        options = self._storage
         for g, group in enumerate(self.param_groups):
             needed = _core.slots_needed(self.name, flats[g])
             for p in group["params"]:
-                slots = self._slots[index]
+                entries = self._slots[index]
                 for slot, initial in needed:
-                    if slot not in slots:
-                        slots[slot] = np.full(p.shape, initial, _state_dtype(p))
-                tensors.append((self._labels[index], g, p, [slots.get(s) for s in self._spec.slots]))
+                    if slot not in entries:
+                        entries.update(storage.new_state(options, self.name, p, slot, initial))
+                if storage.has_master(options, p) and storage.MASTER not in entries:
+                    entries[storage.MASTER] = storage.new_master(p)
+                tensors.append((self._labels[index], g, p,
+                                [storage.engine_state(entries, s) for s in self._spec.slots],
+                                entries.get(storage.MASTER)))
                 index += 1
-        self._engine = _core.Engine(self.name, flats, tensors, self._steps, self._scalars)
+        self._engine = _core.Engine(self.name, flats, tensors, self._steps, self._scalars,
+                                    options.stochastic_rounding)
         self._hyper_changed = False
 
     # ----- state ---------------------------------------------------------------------------
@@ -471,9 +493,34 @@ class Optimizer(OptimizerBase):
         self._spec.validate(self._spec.flat(candidate, where), where)
         return values
 
-    def _restore_state(self, entries: dict[int, Mapping[str, Any]]) -> Callable[[], None]:
+    @property
+    def storage(self) -> dict[str, Any]:
+        """The storage options (``state_dtype``, ``master_weights``, ``stochastic_rounding``)."""
+        return self._storage.as_dict()
+
+    @_locked
+    def memory(self) -> dict[str, int]:
+        """Bytes this optimizer holds, by part: ``params`` (the caller's arrays it updates),
+        ``master``, one entry per state slot held (an 8-bit slot's codes and absmax together), and
+        ``total`` (their sum). States are allocated at the first step; before it there are none.
+        ``pyopt.memory_estimate`` predicts the same numbers (plus the gradients) from sizes alone."""
+        out = {"params": sum(int(p.nbytes) for p in self._params), storage.MASTER: 0}
+        for entries in self._slots:
+            for part, nbytes in storage.entry_bytes(entries).items():
+                out[part] = out.get(part, 0) + nbytes
+        out["total"] = sum(out.values())
+        return out
+
+    def _state_dict_extras(self) -> dict[str, Any]:
+        return {"storage": self._storage.as_dict()}
+
+    def _restore_state(self, entries: dict[int, Mapping[str, Any]], state_dict: Mapping[str, Any]) -> Callable[[], None]:
+        """The saved storage options (``storage``; absent in checkpoints from before them: the
+        defaults) replace this optimizer's, and each state entry must be stored as they say."""
         who = self._owner_label
-        slot_names = set(self._spec.slots)
+        saved = state_dict.get("storage")
+        options = (storage.StorageOptions() if saved is None else
+                   storage.saved_options(saved, self.name, who, self.state_dtypes))
         scalar_names = [name for name, _ in self._spec.scalars]
         new_slots: dict[int, dict[str, np.ndarray]] = {}
         new_steps = np.zeros_like(self._steps)
@@ -483,22 +530,32 @@ class Optimizer(OptimizerBase):
         for i, entry in entries.items():
             p = self._params[i]
             where = f"{who}: state_dict param {i}"
+            layout = storage.layout(options, self.name, p, self._spec.slots)
             slots = {}
             for name, value in entry.items():
                 if name == "step":
                     new_steps[i] = _saved_step(value, where)
                 elif name in scalar_names:
                     new_scalars[i, scalar_names.index(name)] = _saved_real(value, f"{where} state {name!r}")
-                elif name in slot_names:
-                    slots[name] = _state_array(value, p.shape, _state_dtype(p), f"{where} state {name!r}")
+                elif name in layout:
+                    dtype, shape = layout[name]
+                    slots[name] = storage.saved_entry(value, dtype, shape, f"{where} state {name!r}")
                 else:
-                    raise ValueError(f"{where} has unknown state {name!r} for {self.name}")
+                    raise ValueError(f"{where} has unknown state {name!r} for {self.name} with storage "
+                                     f"{options.as_dict()}; it may hold {', '.join(layout)}")
+            for name in slots:
+                pair = name + storage.ABSMAX_SUFFIX if name + storage.ABSMAX_SUFFIX in layout else None
+                if pair and pair not in slots:
+                    raise ValueError(f"{where}: 8-bit state {name!r} comes without its {pair!r}")
+                if name.endswith(storage.ABSMAX_SUFFIX) and name[: -len(storage.ABSMAX_SUFFIX)] not in slots:
+                    raise ValueError(f"{where}: {name!r} comes without its codes")
             new_slots[i] = slots
 
         def put_in_place() -> None:
             self._slots = [new_slots.get(i, {}) for i in range(len(self._params))]
             self._steps = new_steps
             self._scalars = new_scalars
+            self._storage = options
             self._engine = None
         return put_in_place
 
@@ -535,7 +592,8 @@ def _state_dict(opt: Any, state: dict[int, dict[str, Any]], tuples: Iterable[str
 
 # Top-level keys a state_dict may hold: Lookahead adds "lookahead" (its inner optimizer is handed
 # the whole dict), the schedule-free optimizers "train_mode".
-_STATE_DICT_KEYS = frozenset({"format", "optimizer", "state", "param_groups", "schedules", "lookahead", "train_mode"})
+_STATE_DICT_KEYS = frozenset({"format", "optimizer", "state", "param_groups", "schedules", "lookahead", "train_mode",
+                              "storage"})
 _INT64_MAX = 2**63 - 1
 
 
@@ -628,11 +686,6 @@ def _saved_real(value: Any, what: str) -> float:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
         raise TypeError(f"{what} must be a real number, got {value!r}")
     return float(value)
-
-
-def _state_dtype(p: np.ndarray) -> np.dtype:
-    """The dtype of a param's state arrays: float32 for float16/bfloat16 params, else the param's."""
-    return np.dtype(np.float32) if p.dtype.itemsize == 2 else p.dtype
 
 
 def _state_array(value: Any, shape: Any, dtype: Any, what: str) -> np.ndarray:

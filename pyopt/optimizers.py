@@ -18,6 +18,9 @@ import numpy as np
 from . import _core
 from ._spec import HyperSpec, Param, Spec, available, spec
 from .optimizer import GradsLike, Optimizer, ParamsLike, _locked
+from .storage import StorageOptions
+
+STORAGE_OPTIONS = tuple(StorageOptions().as_dict())  # keyword-only options of every class (pyopt.storage)
 
 
 class _SophiaG(Optimizer):
@@ -25,6 +28,7 @@ class _SophiaG(Optimizer):
     per param (``pyopt.hessian`` has the Gauss-Newton-Bartlett and Hutchinson estimators); until
     then h = 0 and the steps are ±lr."""
     accepts_16bit_params = False  # its Python-side maps are float32/float64 only
+    state_dtypes = ("float32",)
 
     @_locked
     def update_hessian(self, estimates: GradsLike) -> None:
@@ -57,6 +61,7 @@ class _ScheduleFree(Optimizer):
     until ``train()`` swaps y back. Unlike the reference, a new optimizer starts in train mode;
     ``step`` in eval mode raises. The mode is part of ``state_dict``."""
     accepts_16bit_params = False  # its Python-side maps are float32/float64 only
+    state_dtypes = ("float32",)
 
     def __init__(self, params: ParamsLike, **hyper: Any) -> None:
         super().__init__(params, **hyper)
@@ -196,6 +201,16 @@ def docstring(s: Spec, base: type | None = None) -> str:
         lines += [" ".join(base.__doc__.split()), ""]
     lines.append("Hyperparameters:")
     lines += [f"    {_describe(p)}" for p in s.params]
+    lines.append("Storage (keyword-only; see pyopt.storage):")
+    record = _core.optimizers()[s.name]
+    int8 = record["int8_slots"]
+    allowed = getattr(base, "state_dtypes", Optimizer.state_dtypes) if base is not None else Optimizer.state_dtypes
+    state_dtypes = [d for d in record["state_dtypes"] if d in allowed]
+    lines.append(f"    state_dtype (str, default 'float32'): one of {', '.join(map(repr, state_dtypes))}"
+                 + (f"; 'int8' quantizes {', '.join(int8)} of params with >= 4096 elements" if "int8" in state_dtypes
+                    else ""))
+    lines.append("    master_weights (bool, default False): a float32 master copy of float16/bfloat16 params")
+    lines.append("    stochastic_rounding (bool, default False): round 16-bit writes without a master stochastically")
     lines += ["", f"The tuner searches lr in [{s.lr_range[0]:g}, {s.lr_range[1]:g}] (log scale)."]
     return "\n".join(lines)
 
@@ -211,7 +226,10 @@ def make_class(s: Spec, base: type[Optimizer] = Optimizer) -> type[Optimizer]:
             parts.append("*")
             keyword_only = True
         parts.append(f"{p.name}: {annotations.get(p.name, _annotation(p))} = _defaults[{p.name!r}]")
-    forward = ", ".join(f"{p.name}={p.name}" for p in s.params)
+    if not keyword_only:
+        parts.append("*")
+    parts += ["master_weights: bool = False", "state_dtype: str = 'float32'", "stochastic_rounding: bool = False"]
+    forward = ", ".join(f"{name}={name}" for name in [p.name for p in s.params] + list(STORAGE_OPTIONS))
     source = (f"class {s.class_name}(_base):\n"
               f"    def __init__(self, params: ParamsLike, {', '.join(parts)}) -> None:\n"
               f"        super().__init__(params, {forward})\n")
@@ -245,7 +263,7 @@ def create(name: str, params: ParamsLike, **hyper: Any) -> Any:
         return py_class(params, **hyper)
     if name not in CLASSES:
         raise ValueError(f"unknown optimizer {name!r}; available: {', '.join(CLASSES)}, muon, adafactor")
-    valid = spec(name).defaults
+    valid = [*spec(name).defaults, *STORAGE_OPTIONS]
     unknown = sorted(set(hyper) - set(valid))
     if unknown:
         raise TypeError(f"{name}: unknown hyperparameter {', '.join(map(repr, unknown))}; valid: {', '.join(valid)}")

@@ -116,22 +116,72 @@ py::array grad_for(py::handle obj, const py::array& param, const std::string& la
   return grad;
 }
 
-void check_state(py::handle obj, const py::array& param, const std::string& label) {
+namespace {
+
+void check_writable_beside(const py::array& a, const py::array& param, const std::string& label) {
+  if (!(a.flags() & py::array::c_style)) throw py::value_error(label + ": array is not C-contiguous");
+  if (!a.writeable()) throw py::value_error(label + ": array is read-only");
+  if (overlaps(a, param)) throw py::value_error(label + ": shares memory with its param");
+}
+
+bool is_float32(const py::dtype& dt) { return dt.kind() == 'f' && dt.itemsize() == 4; }
+
+}  // namespace
+
+Storage check_state(py::handle obj, const py::array& param, const std::string& label) {
   if (!py::isinstance<py::array>(obj)) throw py::type_error(label + ": expected a numpy.ndarray");
   const auto state = py::reinterpret_borrow<py::array>(obj);
+  const bool float32_step = stored_param_type(param, label).compute == DType::Float32;
+  const Storage storage = float32_step && is_bfloat16(state.dtype()) ? Storage::BFloat16 : Storage::Compute;
   if (storage_of(param) != Storage::Compute) {
-    const py::dtype dt = state.dtype();
-    if (!(dt.kind() == 'f' && dt.itemsize() == 4))
+    if (!is_float32(state.dtype()) && storage == Storage::Compute)
       throw py::type_error(label + ": dtype " + dtype_str(state) + " is not supported for a " + dtype_str(param) +
-                           " param; its states are float32");
-  } else if (!state.dtype().equal(param.dtype())) {
-    throw py::type_error(label + ": dtype " + dtype_str(state) + " does not match its param's " + dtype_str(param));
+                           " param; its states are float32 or bfloat16");
+  } else if (!state.dtype().equal(param.dtype()) && storage == Storage::Compute) {
+    throw py::type_error(label + ": dtype " + dtype_str(state) + " does not match its param's " + dtype_str(param) +
+                         (float32_step ? " (nor is it bfloat16)" : ""));
   }
   if (!same_shape(state, param))
     throw py::value_error(label + ": shape " + shape_str(state) + " does not match its param's " + shape_str(param));
-  if (!(state.flags() & py::array::c_style)) throw py::value_error(label + ": array is not C-contiguous");
-  if (!state.writeable()) throw py::value_error(label + ": array is read-only");
-  if (overlaps(state, param)) throw py::value_error(label + ": shares memory with its param");
+  check_writable_beside(state, param, label);
+  return storage;
+}
+
+Int8State check_int8_state(py::handle obj, const py::array& param, const std::string& label) {
+  auto pair = py::reinterpret_borrow<py::tuple>(obj);
+  if (pair.size() != 2 || !py::isinstance<py::array>(pair[0]) || !py::isinstance<py::array>(pair[1]))
+    throw py::type_error(label + ": an 8-bit state is a pair (codes uint8 array, absmax float32 array)");
+  Int8State s{pair[0].cast<py::array>(), pair[1].cast<py::array>()};
+  if (stored_param_type(param, label).compute != DType::Float32)
+    throw py::type_error(label + ": 8-bit states need a float32, float16 or bfloat16 param");
+  if (!(s.codes.dtype().kind() == 'u' && s.codes.dtype().itemsize() == 1))
+    throw py::type_error(label + ": codes dtype " + dtype_str(s.codes) + " is not uint8");
+  if (!same_shape(s.codes, param))
+    throw py::value_error(label + ": codes shape " + shape_str(s.codes) + " does not match its param's " +
+                          shape_str(param));
+  const py::ssize_t blocks = (param.size() + kQuantBlock - 1) / kQuantBlock;
+  if (!is_float32(s.absmax.dtype()))
+    throw py::type_error(label + ": absmax dtype " + dtype_str(s.absmax) + " is not float32");
+  if (s.absmax.ndim() != 1 || s.absmax.shape(0) != blocks)
+    throw py::value_error(label + ": absmax shape " + shape_str(s.absmax) + " is not (" + std::to_string(blocks) +
+                          ",) (one per " + std::to_string(kQuantBlock) + " elements)");
+  check_writable_beside(s.codes, param, label + " codes");
+  check_writable_beside(s.absmax, param, label + " absmax");
+  if (overlaps(s.codes, s.absmax)) throw py::value_error(label + ": codes and absmax share memory");
+  return s;
+}
+
+py::array check_master(py::handle obj, const py::array& param, const std::string& label) {
+  if (!py::isinstance<py::array>(obj)) throw py::type_error(label + ": expected a numpy.ndarray");
+  auto master = py::reinterpret_borrow<py::array>(obj);
+  if (storage_of(param) == Storage::Compute)
+    throw py::type_error(label + ": only float16 and bfloat16 params have a float32 master copy");
+  if (!is_float32(master.dtype()))
+    throw py::type_error(label + ": dtype " + dtype_str(master) + " is not float32");
+  if (!same_shape(master, param))
+    throw py::value_error(label + ": shape " + shape_str(master) + " does not match its param's " + shape_str(param));
+  check_writable_beside(master, param, label);
+  return master;
 }
 
 }  // namespace pyopt::python

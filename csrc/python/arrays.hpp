@@ -32,9 +32,18 @@ Storage storage_of(const py::array& array);
 // A float16/bfloat16 param takes a gradient of its own dtype or float32 (never converted: a
 // TypeError otherwise); check with storage_of() which one it is.
 py::array grad_for(py::handle grad, const py::array& param, const std::string& label);
-// A state array must have its param's compute dtype (float32 for 16-bit params) and shape, be
-// C-contiguous and writeable, and not alias the param.
-void check_state(py::handle state, const py::array& param, const std::string& label);
+// A state array must have its param's compute dtype (float32 for 16-bit params) or be bfloat16
+// (params of float32 steps), have the param's shape, be C-contiguous and writeable, and not alias
+// the param. Returns its storage (Compute or BFloat16).
+Storage check_state(py::handle state, const py::array& param, const std::string& label);
+// An 8-bit state: (codes uint8 of the param's shape, absmax float32 of ceil(size / 256)), both
+// C-contiguous, writeable and apart from the param and each other. Params of float32 steps only.
+struct Int8State {
+  py::array codes, absmax;
+};
+Int8State check_int8_state(py::handle pair, const py::array& param, const std::string& label);
+// The float32 master copy of a float16/bfloat16 param: its shape, C-contiguous, writeable.
+py::array check_master(py::handle master, const py::array& param, const std::string& label);
 
 bool overlaps(const py::array& a, const py::array& b);
 

@@ -12,8 +12,12 @@
 namespace pyopt::python {
 
 Engine::Engine(const std::string& name, std::vector<std::vector<double>> group_hyper, py::list tensors,
-               py::array_t<int64_t> steps, py::array_t<double> scalars)
-    : spec_(&find_optimizer(name)), group_hyper_(std::move(group_hyper)), steps_(steps), scalars_(scalars) {
+               py::array_t<int64_t> steps, py::array_t<double> scalars, bool stochastic_rounding)
+    : spec_(&find_optimizer(name)),
+      group_hyper_(std::move(group_hyper)),
+      steps_(steps),
+      scalars_(scalars),
+      stochastic_rounding_(stochastic_rounding) {
   const RuleInfo& rule = *spec_->rule;
   for (std::size_t g = 0; g < group_hyper_.size(); ++g) {
     if (int(group_hyper_[g].size()) != rule.num_hyper)
@@ -28,7 +32,7 @@ Engine::Engine(const std::string& name, std::vector<std::vector<double>> group_h
     throw std::invalid_argument("scalars must be a writeable float64 array of shape (n, kMaxScalars)");
 
   for (py::handle item : tensors) {
-    auto t = item.cast<py::tuple>();  // (label, group, param, [slot arrays or None])
+    auto t = item.cast<py::tuple>();  // (label, group, param, [slot states or None], master or None)
     Tensor tensor;
     tensor.label = t[0].cast<std::string>();
     tensor.group = t[1].cast<int>();
@@ -44,12 +48,12 @@ Engine::Engine(const std::string& name, std::vector<std::vector<double>> group_h
     for (int j = 0; j < rule.num_slots; ++j) {
       if (j < int(slots.size()) && !slots[j].is_none()) {
         const std::string label = tensor.label + " state '" + rule.slot_names[j] + "'";
-        check_state(slots[j], tensor.param, label);
-        tensor.slots[j] = slots[j].cast<py::array>();
+        set_slot(tensor, j, slots[j], rule, label);
       } else if (needed & (1u << j)) {
         throw std::invalid_argument(tensor.label + ": missing state '" + rule.slot_names[j] + "'");
       }
     }
+    if (t.size() > 4 && !t[4].is_none()) tensor.master = check_master(t[4], tensor.param, tensor.label + " master");
     tensors_.push_back(std::move(tensor));
   }
   for (std::size_t i = 0; i < tensors_.size(); ++i) {
@@ -59,8 +63,11 @@ Engine::Engine(const std::string& name, std::vector<std::vector<double>> group_h
       written_.push_back({begin, begin + a.nbytes(), i, slot});
     };
     add(tensors_[i].param, -1);
-    for (int j = 0; j < kMaxSlots; ++j)
+    for (int j = 0; j < kMaxSlots; ++j) {
       if (tensors_[i].slots[j]) add(*tensors_[i].slots[j], j);
+      if (tensors_[i].absmax[j]) add(*tensors_[i].absmax[j], kMaxSlots + j);
+    }
+    if (tensors_[i].master) add(*tensors_[i].master, 2 * kMaxSlots);
   }
   std::sort(written_.begin(), written_.end(), [](const Span& a, const Span& b) { return a.begin < b.begin; });
   for (std::size_t k = 1; k < written_.size(); ++k)
@@ -70,7 +77,26 @@ Engine::Engine(const std::string& name, std::vector<std::vector<double>> group_h
 
 std::string Engine::span_label(const Span& s) const {
   const Tensor& t = tensors_[s.tensor];
-  return s.slot < 0 ? t.label : t.label + " state '" + spec_->rule->slot_names[s.slot] + "'";
+  if (s.slot < 0) return t.label;
+  if (s.slot == 2 * kMaxSlots) return t.label + " master";
+  const std::string state = t.label + " state '" + spec_->rule->slot_names[s.slot % kMaxSlots] + "'";
+  return s.slot >= kMaxSlots ? state + " absmax" : state;
+}
+
+// A state of the rule's slot j: an array (Compute or BFloat16) or, for the rule's int8 slots, an
+// 8-bit (codes, absmax) pair quantized with the slot's map.
+void Engine::set_slot(Tensor& tensor, int j, py::handle state, const RuleInfo& rule, const std::string& label) {
+  if (py::isinstance<py::tuple>(state)) {
+    if (!((rule.int8_slots >> j) & 1u))
+      throw py::type_error(label + ": " + spec_->name + " cannot keep this state in 8 bits");
+    Int8State pair = check_int8_state(state, tensor.param, label);
+    tensor.slots[j] = std::move(pair.codes);
+    tensor.absmax[j] = std::move(pair.absmax);
+    tensor.slot_storage[j] = ((rule.nonnegative_slots >> j) & 1u) ? Storage::Int8Unsigned : Storage::Int8Signed;
+    return;
+  }
+  tensor.slot_storage[j] = check_state(state, tensor.param, label);
+  tensor.slots[j] = state.cast<py::array>();
 }
 
 // A gradient is only read, but it must not share memory with any array the step writes (its own
@@ -113,7 +139,14 @@ py::tuple Engine::step(py::sequence grads, double clip_norm, double clip_value, 
     check_grad_disjoint(grad, i);
     TensorArgs a{t.param.mutable_data(), grad.data(), {}, int64_t(t.param.size()), 0,
                  group_hyper_[t.group].data(), scalars + i * kMaxScalars};
-    for (int j = 0; j < kMaxSlots; ++j) a.slots[j] = t.slots[j] ? t.slots[j]->mutable_data() : nullptr;
+    for (int j = 0; j < kMaxSlots; ++j) {
+      a.slots[j] = t.slots[j] ? t.slots[j]->mutable_data() : nullptr;
+      a.slot_storage[j] = t.slot_storage[j];
+      a.slot_absmax[j] = t.absmax[j] ? static_cast<float*>(t.absmax[j]->mutable_data()) : nullptr;
+    }
+    a.master = t.master ? static_cast<float*>(t.master->mutable_data()) : nullptr;
+    a.stochastic_rounding = stochastic_rounding_;
+    a.rounding_seed = uint64_t(i);
     a.param_storage = t.storage;
     a.grad_storage = storage_of(grad);
     pipeline.add(i, t.dtype, a, steps + i);
@@ -144,7 +177,7 @@ bool Engine::set_hyper(std::size_t group, std::vector<double> hyper) {
 }
 
 void apply(const std::string& name, py::handle param_obj, py::handle grad_obj, py::list slot_objs, int64_t step,
-           std::vector<double> hyper, py::array_t<double> scalars) {
+           std::vector<double> hyper, py::array_t<double> scalars, py::object master_obj, int64_t rounding_seed) {
   const OptimizerSpec& spec = find_optimizer(name);
   const RuleInfo& rule = *spec.rule;
   if (int(hyper.size()) != rule.num_hyper)
@@ -174,10 +207,28 @@ void apply(const std::string& name, py::handle param_obj, py::handle grad_obj, p
   int k = 0;
   for (int j = 0; j < rule.num_slots; ++j) {
     if (!(needed & (1u << j))) continue;
-    check_state(slot_objs[k], param, std::string("state '") + rule.slot_names[j] + "'");
-    held.push_back(slot_objs[k++].cast<py::array>());
-    a.slots[j] = held.back().mutable_data();
+    const std::string label = std::string("state '") + rule.slot_names[j] + "'";
+    py::handle state = slot_objs[k++];
+    if (py::isinstance<py::tuple>(state)) {
+      if (!((rule.int8_slots >> j) & 1u)) throw py::type_error(label + ": " + name + " cannot keep this state in 8 bits");
+      Int8State pair = check_int8_state(state, param, label);
+      a.slot_storage[j] = ((rule.nonnegative_slots >> j) & 1u) ? Storage::Int8Unsigned : Storage::Int8Signed;
+      held.push_back(pair.codes);
+      a.slots[j] = pair.codes.mutable_data();
+      held.push_back(pair.absmax);
+      a.slot_absmax[j] = static_cast<float*>(pair.absmax.mutable_data());
+    } else {
+      a.slot_storage[j] = check_state(state, param, label);
+      held.push_back(state.cast<py::array>());
+      a.slots[j] = held.back().mutable_data();
+    }
   }
+  if (!master_obj.is_none()) {
+    held.push_back(check_master(master_obj, param, "master"));
+    a.master = static_cast<float*>(held.back().mutable_data());
+  }
+  a.stochastic_rounding = rounding_seed >= 0;
+  a.rounding_seed = uint64_t(rounding_seed);
   // A handful of arrays: pairwise. (check_state and grad_for have checked each against the param.)
   for (std::size_t x = 0; x < held.size(); ++x) {
     if (overlaps(grad, held[x])) throw py::value_error("grad shares memory with state array " + std::to_string(x));

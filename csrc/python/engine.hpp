@@ -16,10 +16,14 @@ namespace py = pybind11;
 
 class Engine {
  public:
-  // tensors: a list of (label, group index, param array, [state array or None per slot]).
-  // steps (int64, n) and scalars (float64, n × kMaxScalars) are the Python layer's arrays, updated in place.
+  // tensors: a list of (label, group index, param array, [state per slot], master or None). A
+  // state is None (slot unused), an array (the param's compute dtype, or bfloat16 for float32
+  // steps) or an 8-bit pair (codes, absmax) for the rule's int8 slots; master is the float32 copy
+  // of a 16-bit param. steps (int64, n) and scalars (float64, n × kMaxScalars) are the Python
+  // layer's arrays, updated in place. stochastic_rounding: 16-bit writes without a master round
+  // stochastically, seeded by the tensor's position in `tensors`.
   Engine(const std::string& name, std::vector<std::vector<double>> group_hyper, py::list tensors,
-         py::array_t<int64_t> steps, py::array_t<double> scalars);
+         py::array_t<int64_t> steps, py::array_t<double> scalars, bool stochastic_rounding = false);
   // One step; grads: one per param in order, None skips a param. clip_value (>= 0, inf: off)
   // clamps every gradient element; clip_norm (>= 0, negative: off) then scales all gradients so
   // their global L2 norm is at most clip_norm, as torch.nn.utils.clip_grad_norm_ does. The norm
@@ -40,6 +44,9 @@ class Engine {
     DType dtype = DType::Float32;  // what the kernels compute in
     Storage storage = Storage::Compute;
     std::optional<py::array> slots[kMaxSlots];  // absent when these hyperparameters do not use the slot
+    Storage slot_storage[kMaxSlots] = {};
+    std::optional<py::array> absmax[kMaxSlots];  // 8-bit slots
+    std::optional<py::array> master;
   };
   // The memory the step writes (params and state arrays): disjoint byte ranges sorted by start,
   // so that each gradient is checked against all of them by one binary search.
@@ -47,9 +54,10 @@ class Engine {
     const char* begin;
     const char* end;
     std::size_t tensor;
-    int slot;  // -1: the param itself
+    int slot;  // -1: the param itself; kMaxSlots + j: absmax of slot j; 2 kMaxSlots: the master
   };
   std::string span_label(const Span& s) const;
+  void set_slot(Tensor& tensor, int j, py::handle state, const RuleInfo& rule, const std::string& label);
   void check_grad_disjoint(const py::array& grad, std::size_t i) const;
 
   const OptimizerSpec* spec_;
@@ -58,10 +66,14 @@ class Engine {
   py::array_t<int64_t> steps_;
   py::array_t<double> scalars_;
   std::vector<Span> written_;
+  bool stochastic_rounding_ = false;
 };
 
 // The stateless layer under pyopt.functional: one param, its state arrays, this step's t.
+// slots: arrays, or (codes, absmax) pairs for 8-bit slots, as Engine takes them; master: as Engine;
+// rounding_seed >= 0 turns stochastic rounding on with that seed.
 void apply(const std::string& name, py::handle param, py::handle grad, py::list slots, int64_t step,
-           std::vector<double> hyper, py::array_t<double> scalars);
+           std::vector<double> hyper, py::array_t<double> scalars, py::object master = py::none(),
+           int64_t rounding_seed = -1);
 
 }  // namespace pyopt::python

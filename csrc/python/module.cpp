@@ -98,6 +98,13 @@ py::dict describe(const OptimizerSpec& s) {
   d["scalars"] = scalars;
   d["int8_slots"] = int8_slots;                // may be 8-bit states (state_dtype="int8")
   d["nonnegative_slots"] = nonnegative_slots;  // of those, quantized with the unsigned map
+  // What state_dtype may be: rules with per-tensor sums (their reduction pass stores the states the
+  // update pass reads) and the optimizers written in Python keep float32 states.
+  py::list state_dtypes;
+  state_dtypes.append("float32");
+  if (s.rule && s.rule->num_reductions == 0) state_dtypes.append("bfloat16");
+  if (s.rule && s.rule->int8_slots) state_dtypes.append("int8");
+  d["state_dtypes"] = state_dtypes;
   return d;
 }
 
@@ -149,13 +156,15 @@ PYBIND11_MODULE(_core, m) {
 
   py::class_<python::Engine>(m, "Engine")
       .def(py::init<const std::string&, std::vector<std::vector<double>>, py::list, py::array_t<int64_t>,
-                    py::array_t<double>>(),
-           py::arg("name"), py::arg("group_hyper"), py::arg("tensors"), py::arg("steps"), py::arg("scalars"))
+                    py::array_t<double>, bool>(),
+           py::arg("name"), py::arg("group_hyper"), py::arg("tensors"), py::arg("steps"), py::arg("scalars"),
+           py::arg("stochastic_rounding") = false)
       .def("step", &python::Engine::step, py::arg("grads"), py::arg("clip_norm") = -1.0,
            py::arg("clip_value") = INFINITY, py::arg("skip_nonfinite") = false)
       .def("set_hyper", &python::Engine::set_hyper, py::arg("group"), py::arg("hyper"));
   m.def("apply", &python::apply, py::arg("name"), py::arg("param"), py::arg("grad"), py::arg("slots"),
-        py::arg("step"), py::arg("hyper"), py::arg("scalars"));
+        py::arg("step"), py::arg("hyper"), py::arg("scalars"), py::arg("master") = py::none(),
+        py::arg("rounding_seed") = -1);
   python::register_utilities(m);
   python::register_probe(m);
   python::register_quant8(m);

@@ -100,6 +100,7 @@ struct Catalogue {
                              +[](int v) { return Rule::slot_mask(v); },
                              Rule::int8_slots,
                              Rule::nonnegative_slots,
+                             Rule::num_reductions,
                              rule_check<Rule>(),
                              &Rule::initial_state,
                              &Rule::initial_scalar});

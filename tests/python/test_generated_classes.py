@@ -6,6 +6,7 @@ import inspect
 import math
 import pathlib
 import pickle
+from inspect import Parameter
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from pyopt._spec import TUPLES, _core, record, records, spec
 from pyopt.optimizers import CLASSES
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
+KW = Parameter.KEYWORD_ONLY
 RULE_NAMES = [n for n, s in records().items() if s.rule is not None]
 PYTHON_ONLY = [n for n, s in records().items() if s.rule is None]
 
@@ -35,7 +37,10 @@ def test_class_is_generated_from_its_record(name: str) -> None:
     assert cls.name == name and cls.lr_range == s.lr_range
     params = list(inspect.signature(cls).parameters.values())
     assert params[0].name == "params"
-    shown = params[1:]
+    shown, storage = params[1:-3], params[-3:]
+    assert [(p.name, p.default, p.kind) for p in storage] == [
+        ("master_weights", False, KW), ("state_dtype", "float32", KW),
+        ("stochastic_rounding", False, KW)]
     assert [p.name for p in shown] == list(s.defaults)
     assert {p.name: p.default for p in shown} == s.defaults
     keyword_only = {p.name for p in s.params if p.keyword_only}
@@ -60,6 +65,9 @@ def test_docstring_is_generated_from_the_record(name: str) -> None:
     assert (ROOT / rule_file).is_file(), rule_file
     for p in s.params:
         assert f"\n    {p.name} (" in doc, (name, p.name)
+    for option in ("state_dtype", "master_weights", "stochastic_rounding"):
+        assert f"\n    {option} (" in doc, (name, option)
+    assert ("'int8' quantizes" in doc) == bool(pyopt._core.optimizers()[name]["int8_slots"]), name
     ranged = [h for h in s.specs if h.range in ("nonnegative", "positive") and h.name not in s.fixed]
     for h in ranged:
         assert (">= 0" if h.range == "nonnegative" else "> 0") in doc, (name, h.name)

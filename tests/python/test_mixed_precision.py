@@ -176,14 +176,14 @@ def test_wrong_grad_dtype_is_a_type_error_and_nothing_changes(dtype, grad_dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_state_not_float32_is_a_type_error(dtype):
+def test_state_neither_float32_nor_bfloat16_is_a_type_error(dtype):
     param, _ = draws(7, DTYPES[dtype], seed=0)
     before = param.copy()
-    m, v = np.zeros(7, DTYPES[dtype]), np.zeros(7, np.float32)
-    with pytest.raises(TypeError, match="state 'exp_avg'.*its states are float32"):
+    m, v = np.zeros(7, np.float16), np.zeros(7, np.float32)
+    with pytest.raises(TypeError, match="state 'exp_avg'.*its states are float32 or bfloat16"):
         F.adam_(param, np.ones(7, np.float32), m, v, step=1)
     m64 = np.zeros(7, np.float64)
-    with pytest.raises(TypeError, match="state 'exp_avg'.*its states are float32"):
+    with pytest.raises(TypeError, match="state 'exp_avg'.*its states are float32 or bfloat16"):
         F.adam_(param, np.ones(7, np.float32), m64, v, step=1)
     assert np.array_equal(bits(param), bits(before)) and not v.any()
 

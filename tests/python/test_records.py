@@ -11,7 +11,8 @@ RECORDS = _core.optimizers()
 
 def test_schema():
     keys = {"name", "rule", "alias_of", "class_name", "summary", "reference", "paper", "paper_url", "lr_range",
-            "demo_lr", "fixed", "slots", "scalars", "hyper", "int8_slots", "nonnegative_slots"}
+            "demo_lr", "fixed", "slots", "scalars", "hyper", "int8_slots", "nonnegative_slots",
+            "state_dtypes"}
     hyper_keys = {"name", "default", "kind", "range", "search", "low", "high", "keyword_only", "doc", "range_note"}
     for name, d in RECORDS.items():
         assert set(d) == keys, name
@@ -32,6 +33,9 @@ def test_8bit_slots_are_the_issues_list_with_second_moments_unsigned():
     assert RECORDS["adamw"]["nonnegative_slots"] == ["exp_avg_sq", "max_exp_avg_sq"]
     assert RECORDS["adan"]["int8_slots"] == ["exp_avg", "exp_avg_sq", "exp_avg_diff"]
     assert RECORDS["lion"]["nonnegative_slots"] == [] and RECORDS["adagrad"]["nonnegative_slots"] == ["sum"]
+    assert RECORDS["adamw"]["state_dtypes"] == ["float32", "bfloat16", "int8"]
+    assert RECORDS["lamb"]["state_dtypes"] == RECORDS["muon"]["state_dtypes"] == ["float32"]
+    assert RECORDS["nadam"]["state_dtypes"] == ["float32", "bfloat16"]
 
 
 # That the classes, papers, demo lrs and search spaces derived from the records are what the

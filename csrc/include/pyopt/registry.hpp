@@ -25,6 +25,7 @@ struct RuleInfo {
   unsigned (*slot_mask)(int variant);
   unsigned int8_slots;         // slots that may be 8-bit block-quantized (0: int8 states unsupported)
   unsigned nonnegative_slots;  // of those, the ones quantized with the unsigned map
+  int num_reductions;          // per-tensor sums (LAMB, LARS): their states are float32 only
   void (*check)(const double* hyper);  // the rule's cross-field check, or null
   double (*initial_state)(int slot, const double* hyper);
   double (*initial_scalar)(int index);

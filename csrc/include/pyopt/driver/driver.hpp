@@ -6,6 +6,7 @@
 // calls the rule, and stores it once.
 #include <omp.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <stdexcept>
@@ -15,7 +16,7 @@
 #include <vector>
 
 #include "pyopt/config.hpp"
-#include "pyopt/driver/storage.hpp"
+#include "pyopt/driver/tiles.hpp"
 #include "pyopt/rules/base.hpp"
 #include "pyopt/types.hpp"
 
@@ -187,52 +188,19 @@ PYOPT_INLINE void update_variant(int variant, const TensorArgs& a, const typenam
   ((variant == Vs ? (run_kernel(std::integral_constant<int, Vs>{}), 0) : 0), ...);
 }
 
-// ---- Params and grads stored in 16 bits (TensorArgs::param_storage, grad_storage) ----
-// The element loops above are the only kernels: a stored tensor is walked in tiles converted into
-// float32 buffers (L1-resident), the tile is run through the float32 kernel, and the param tile is
-// rounded back. So no rule is compiled again per storage kind, a float32 path never pays for one,
-// and the result is by construction "upcast, float32 step, round to nearest even".
-constexpr int64_t kStorageTile = 512;
-
-PYOPT_INLINE bool stored_as_computed(const TensorArgs& a) {
-  return a.param_storage == Storage::Compute && a.grad_storage == Storage::Compute;
-}
-
-// Elements [first, first + n) of a float32-step tensor as float32 arrays: param and grad converted
-// into the buffers where stored in 16 bits, state slots pointing into the caller's arrays.
-inline PYOPT_TILE_CONVERSION TensorArgs float_tile(const TensorArgs& a, int64_t first, int64_t n,
-                                                   float* param_buffer, float* grad_buffer) {
-  TensorArgs t = a;
-  if (a.param_storage == Storage::Compute) {
-    t.param = static_cast<float*>(a.param) + first;
-  } else {
-    storage::load_floats(a.param_storage, a.param, first, n, param_buffer);
-    t.param = param_buffer;
-  }
-  if (a.grad_storage == Storage::Compute) {
-    t.grad = static_cast<const float*>(a.grad) + first;
-  } else {
-    storage::load_floats(a.grad_storage, a.grad, first, n, grad_buffer);
-    t.grad = grad_buffer;
-  }
-  for (int j = 0; j < kMaxSlots; ++j)
-    if (a.slots[j]) t.slots[j] = static_cast<float*>(a.slots[j]) + first;
-  t.size = n;
-  t.param_storage = t.grad_storage = Storage::Compute;
-  return t;
-}
+// ---- Arrays stored other than as the step's dtype (driver/tiles.hpp) ----
 
 template <class Rule, class T, class Variants>
 void update_stored(int variant, const TensorArgs& a, const typename Rule::template Coeffs<T>& k,
                    const Policies<T>& policies, int64_t begin, int64_t end, Variants variants) {
-  static_assert(std::is_same<T, float>::value, "only float32 steps have 16-bit storage");
-  alignas(64) float param_buffer[kStorageTile];
-  alignas(64) float grad_buffer[kStorageTile];
+  static_assert(std::is_same<T, float>::value, "only float32 steps have other storage");
+  alignas(64) float buffer[2 + kMaxSlots][kStorageTile];
+  const TileBuffers buffers{buffer[0], buffer[1], {buffer[2], buffer[3], buffer[4], buffer[5]}};
   for (int64_t first = begin; first < end; first += kStorageTile) {
     const int64_t n = end - first < kStorageTile ? end - first : kStorageTile;
-    const TensorArgs tile = float_tile(a, first, n, param_buffer, grad_buffer);
+    const TensorArgs tile = float_tile(a, first, n, buffers);
     update_variant<Rule, T>(variant, tile, k, policies, 0, n, variants);
-    if (a.param_storage != Storage::Compute) storage::store_floats(a.param_storage, param_buffer, n, a.param, first);
+    store_tile(a, tile, first, n, true);
   }
 }
 
@@ -314,9 +282,12 @@ void reduce_tensor(int variant, const TensorArgs& a, const typename Rule::templa
                    const Policies<T>& policies, int64_t begin, int64_t end, double* out, Variants variants) {
   if constexpr (std::is_same<T, float>::value) {
     if (!stored_as_computed(a)) {
-      std::unique_ptr<float[]> buffers(new float[2 * kReduceBlock]);
-      const TensorArgs block = float_tile(a, begin, end - begin, buffers.get(), buffers.get() + kReduceBlock);
+      std::unique_ptr<float[]> buffer(new float[(2 + kMaxSlots) * kReduceBlock]);
+      TileBuffers buffers{buffer.get(), buffer.get() + kReduceBlock, {}};
+      for (int j = 0; j < kMaxSlots; ++j) buffers.slots[j] = buffer.get() + (2 + j) * kReduceBlock;
+      const TensorArgs block = float_tile(a, begin, end - begin, buffers);
       reduce_variant<Rule, T>(variant, block, k, policies, 0, end - begin, out, variants);
+      store_tile(a, block, begin, end - begin, false);
       return;
     }
   }
@@ -337,9 +308,10 @@ inline int team_size(int64_t total, int num_threads) {
 
 // Inside a parallel region: thread r takes the r-th contiguous slice of the concatenation of
 // `count` tensors (sizes from size_of(i)), so many small tensors and one large tensor balance the
-// same way; visit(i, begin, end) for each piece of it.
-template <class SizeOf, class Visit>
-void for_my_chunk(int64_t count, int64_t total, SizeOf size_of, Visit visit) {
+// same way; visit(i, begin, end) for each piece of it. Where align_of(i) > 1, the boundaries inside
+// tensor i are rounded up to its multiples (every thread rounds a shared boundary the same way).
+template <class SizeOf, class Visit, class AlignOf>
+void for_my_chunk(int64_t count, int64_t total, SizeOf size_of, Visit visit, AlignOf align_of) {
   const int64_t nthreads = omp_get_num_threads();
   const int64_t rank = omp_get_thread_num();
   int64_t per_thread = (total + nthreads - 1) / nthreads;
@@ -351,17 +323,27 @@ void for_my_chunk(int64_t count, int64_t total, SizeOf size_of, Visit visit) {
     const int64_t size = size_of(i);
     const int64_t begin = lo > offset ? lo - offset : 0;
     const int64_t end = hi < offset + size ? hi - offset : size;
-    if (begin < end) visit(i, begin, end);
+    const int64_t align = align_of(i);
+    auto aligned = [&](int64_t x) { return align <= 1 || x >= size ? x : std::min(size, (x + align - 1) / align * align); };
+    if (aligned(begin) < aligned(end)) visit(i, aligned(begin), aligned(end));
     offset += size;
   }
 }
 
+template <class SizeOf, class Visit>
+void for_my_chunk(int64_t count, int64_t total, SizeOf size_of, Visit visit) {
+  for_my_chunk(count, total, size_of, visit, [](int64_t) { return int64_t(1); });
+}
+
 template <class Rule, class T>
 void update_my_chunk(const TensorArgs* tensors, int64_t count, const Prepared<Rule, T>* prepared, int64_t total) {
-  for_my_chunk(count, total, [&](int64_t i) { return tensors[i].size; }, [&](int64_t i, int64_t begin, int64_t end) {
-    update_tensor<Rule, T>(prepared[i].variant, tensors[i], prepared[i].coeffs, prepared[i].policies, begin, end,
-                           KernelVariants<Rule>{});
-  });
+  for_my_chunk(
+      count, total, [&](int64_t i) { return tensors[i].size; },
+      [&](int64_t i, int64_t begin, int64_t end) {
+        update_tensor<Rule, T>(prepared[i].variant, tensors[i], prepared[i].coeffs, prepared[i].policies, begin, end,
+                               KernelVariants<Rule>{});
+      },
+      [&](int64_t i) { return has_int8_slot(tensors[i]) ? kQuantBlock : int64_t(1); });
 }
 
 // The fixed reduction blocks of a step's tensors (kReduceBlock elements; a tensor's last block may
@@ -439,6 +421,23 @@ void run_reduced(const TensorArgs* tensors, int64_t count, Prepared<Rule, T>* pr
   }
 }
 
+// Storage the tile path cannot serve is a caller's bug, reported before anything is touched.
+template <class Rule, class T>
+void check_storage(const TensorArgs& a) {
+  auto fail = [](const char* what) { throw std::invalid_argument(std::string("rule ") + Rule::name + ": " + what); };
+  if (stored_as_computed(a)) return;
+  if (!std::is_same<T, float>::value) fail("16-bit or 8-bit storage needs a float32 step");
+  if (a.master && a.param_storage == Storage::Compute) fail("a master copy needs a 16-bit param");
+  for (int j = 0; j < kMaxSlots; ++j) {
+    if (!a.slots[j]) continue;
+    // The reduction pass stores the states it updates, and the update pass would then read them
+    // rounded: not the "float32 step, store once" every other rule gets.
+    if (Rule::num_reductions > 0 && a.slot_storage[j] != Storage::Compute) fail("its states are float32 only");
+    if (is_int8(a.slot_storage[j]) && !a.slot_absmax[j]) fail("an 8-bit state slot needs its absmax array");
+    if (is_int8(a.slot_storage[j]) && !((Rule::int8_slots >> j) & 1u)) fail("this state slot cannot be 8-bit");
+  }
+}
+
 template <class Rule, class T>
 void run(const TensorArgs* tensors, int64_t count, int num_threads) {
   check_rule_table<Rule>();
@@ -454,8 +453,7 @@ void run(const TensorArgs* tensors, int64_t count, int num_threads) {
   // Every variant and storage is checked before the first prepare(), which may advance scalar state.
   for (int64_t i = 0; i < count; ++i) {
     prepared[i].variant = checked_variant<Rule>(tensors[i].hyper);
-    if (!std::is_same<T, float>::value && !stored_as_computed(tensors[i]))
-      throw std::invalid_argument(std::string("rule ") + Rule::name + ": 16-bit storage needs a float32 step");
+    check_storage<Rule, T>(tensors[i]);
   }
 
   // Per-step scalars, once per tensor, in double. Tensors of the same group at the same step share

@@ -123,5 +123,55 @@ inline PYOPT_TILE_CONVERSION void store_floats(Storage kind, const float* __rest
   for (; i < n; ++i) out[i] = float_to_f16(values[i]);
 }
 
+// ---- Stochastic rounding (TensorArgs::stochastic_rounding) ----
+
+PYOPT_INLINE uint64_t mix64(uint64_t x) {  // splitmix64's finalizer
+  x ^= x >> 30;
+  x *= 0xbf58476d1ce4e5b9ull;
+  x ^= x >> 27;
+  x *= 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+// The key of one array of one step of one tensor: each (seed, step, array) gets its own stream.
+inline uint64_t rounding_key(uint64_t seed, int64_t step, int array) {
+  return mix64(mix64(seed + 0x632be59bd9b4e019ull * uint64_t(step)) + uint64_t(array));
+}
+
+// 24 uniform bits for element `index` of the array `key`: a counter-based generator, so an element's
+// rounding depends on (seed, step, array, index) only, never on threads or tiles.
+PYOPT_INLINE uint32_t rounding_bits(uint64_t key, int64_t index) {
+  return uint32_t(mix64(key + 0x9e3779b97f4a7c15ull * uint64_t(index)) >> 40);
+}
+
+PYOPT_INLINE float stored_to_float(Storage kind, uint16_t h) {
+  return kind == Storage::BFloat16 ? bf16_to_float(h) : f16_to_float(h);
+}
+
+// x rounded to one of its two 16-bit neighbours, the upper one (in magnitude) with probability
+// (|x| − lower) / (upper − lower), drawn from 24 random bits: unbiased to 2^-24 of a step. Exact
+// values, NaN, and values beyond the largest finite one round as round-to-nearest-even does.
+PYOPT_INLINE uint16_t round_stochastic(Storage kind, float x, uint32_t random24) {
+  const uint16_t nearest = kind == Storage::BFloat16 ? float_to_bf16(x) : float_to_f16(x);
+  const float near_value = stored_to_float(kind, nearest);
+  const float magnitude = x < 0.0f ? -x : x;
+  const float near_magnitude = near_value < 0.0f ? -near_value : near_value;
+  if (!(near_value != x) || x != x || near_magnitude == __builtin_inff()) return nearest;
+  const uint16_t sign = nearest & 0x8000u;
+  const uint16_t lower = uint16_t(near_magnitude < magnitude ? (nearest & 0x7fffu) : (nearest & 0x7fffu) - 1u);
+  const uint16_t upper = uint16_t(lower + 1u);
+  const float low = stored_to_float(kind, lower), high = stored_to_float(kind, upper);
+  if (high == __builtin_inff()) return nearest;
+  const float up_probability = (magnitude - low) / (high - low);  // both differences exact
+  return uint16_t(sign | (float(random24) * 0x1p-24f < up_probability ? upper : lower));
+}
+
+// store_floats with stochastic rounding; element i of the tile is element first + i of the array.
+inline PYOPT_TILE_CONVERSION void store_floats_stochastic(Storage kind, const float* __restrict values, int64_t n,
+                                                          void* stored, int64_t first, uint64_t key) {
+  uint16_t* __restrict out = static_cast<uint16_t*>(stored) + first;
+  for (int64_t i = 0; i < n; ++i) out[i] = round_stochastic(kind, values[i], rounding_bits(key, first + i));
+}
+
 }  // namespace storage
 PYOPT_KERNEL_NAMESPACE_END
