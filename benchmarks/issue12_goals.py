@@ -3,7 +3,7 @@
     OMP_WAIT_POLICY=passive pyopt bench --optimizers adamw --cases 1x1048576,1x16M,1x64M --threads 2 \\
         --dtypes bf16,bf16+bf16,bf16+master+int8,bf16+int8,int8 \\
         --peers torch-fused,torch-fused-f32,bnb-8bit,torchao-8bit,probe --json i12.json
-    python benchmarks/issue12_goals.py i12.json
+    python benchmarks/issue12_goals.py i12.json [more.json ...]     # the rows of all reports together
 
 Prints one markdown row per goal and case: the measured ratio, the target, met or not.
 """
@@ -49,10 +49,10 @@ def goal_rows(report: dict[str, Any], optimizer: str = "adamw") -> list[list[str
     def check(case: str, dtype: str, against: str, target: float, what: str) -> list[str]:
         rows = cases.get((case, dtype))
         if rows is None:
-            return [dtype, case, what, "not measured", f">= {target}", "?"]
+            return [dtype, case, what, "not measured", f">= {target}x", "?"]
         value, label = _ratio(rows, against)
         if value is None:
-            return [dtype, case, what, label, f">= {target}", "?"]
+            return [dtype, case, what, label, f">= {target}x", "?"]
         return [dtype, case, what, f"{value:.2f}x", f">= {target}x", "met" if value >= target else "NOT met"]
 
     out = []
@@ -74,15 +74,18 @@ def goal_rows(report: dict[str, Any], optimizer: str = "adamw") -> list[list[str
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1:
+    if not argv:
         print(__doc__, file=sys.stderr)
         return 2
-    with open(argv[0]) as fh:
-        report = json.load(fh)
-    m = report["machine"]
-    print(f"{m['date']}  {m['cpu']} ({m['cores']} cores)  isa {m['isa']}  threads {m['pyopt_threads']}  "
-          f"torch {m.get('torch')}  bitsandbytes {m.get('bitsandbytes')}  torchao {m.get('torchao')}  "
-          f"OMP_WAIT_POLICY={m.get('omp_wait_policy')}  loadavg {m.get('loadavg')}")
+    report: dict[str, Any] = {"results": []}
+    for path in argv:
+        with open(path) as fh:
+            part = json.load(fh)
+        m = part["machine"]
+        print(f"{path}: {m['date']}  {m['cpu']} ({m['cores']} cores)  isa {m['isa']}  threads {m['pyopt_threads']}  "
+              f"torch {m.get('torch')}  bitsandbytes {m.get('bitsandbytes')}  torchao {m.get('torchao')}  "
+              f"OMP_WAIT_POLICY={m.get('omp_wait_policy')}  loadavg {m.get('loadavg')}")
+        report["results"] += part["results"]
     print("| dtype | case | goal | measured | target | |")
     print("|---|---|---|---|---|---|")
     for row in goal_rows(report):

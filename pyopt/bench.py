@@ -3,19 +3,33 @@
     pyopt bench                                  # a quick default set (see DEFAULTS below)
     pyopt bench --full --json out.json           # every optimizer, case and dtype
     pyopt bench --optimizers adamw,lion --cases 1x1M,1x16M --threads 2 --csv out.csv
+    pyopt bench --optimizers adamw --dtypes bf16,bf16+bf16,bf16+master+int8,int8   # storage options
     python -m pyopt.bench ...                    # the same
 
 For every case (optimizer x tensors x dtype) it builds, in this process, every implementation with
 its own params and state (the gradients are shared, read-only):
 
-``pyopt``          ``pyopt.create(name, params).step(grads)`` at the optimizer's default hyperparameters
+``pyopt``          ``pyopt.create(name, params, **storage).step(grads)`` at the optimizer's default
+                   hyperparameters, with the dtype spec's storage options
 ``numpy``          a straightforward numpy version of the same update (sgd, momentum, adam, adamw,
                    adagrad, rmsprop, lion; "n/a" for the rest), checked against pyopt in the tests
 ``torch-foreach``  ``torch.optim.<X>(..., foreach=True).step()``, grads preset on the params
-``torch-fused``    ``fused=True``, only where torch has a CPU fused kernel (Adam, AdamW, SGD, Adagrad)
+``torch-fused``    ``fused=True``, only where torch has a CPU fused kernel (Adam, AdamW, SGD, Adagrad);
+                   on the spec's param dtype (torch keeps states in the param dtype)
+``torch-fused-f32`` the same on float32 params and grads, for 16-bit param specs: the reference of
+                   the "vs torch-f32" ratio (for float32 params the torch-fused row is the reference)
 ``deepspeed``      ``deepspeed.ops.adam.DeepSpeedCPUAdam`` (adam / adamw, float32) when importable
+``bnb-8bit``       bitsandbytes' Adam8bit / AdamW8bit / Lion8bit on CPU, for int8 state specs
+``torchao-8bit``   torchao's Adam8bit / AdamW8bit (step compiled by torch.compile), int8 state specs,
+                   tensors whose size is a multiple of 256 (else torchao silently keeps float32 states)
 ``probe``          ``pyopt._core.rmw_probe``: one pass reading and writing the arrays this optimizer
-                   reads and writes (param and state slots read-write, grad read-only), no math
+                   reads and writes (param and state slots read-write, grad read-only), no math; for
+                   storage specs, float32 arrays holding exactly the bytes the configuration reads and
+                   writes (see pyopt.bench_dtypes.step_bytes)
+
+Dtype specs (``--dtypes``, see pyopt/bench_dtypes.py): ``float32``, ``float64`` or
+``PARAM[+master][+STATE]``: PARAM f32|f16|bf16 (grads in the same dtype), ``+master`` float32
+master weights, STATE bf16|int8 (default float32); ``int8`` alone is ``f32+int8``.
 
 Timing: after a warm-up, each implementation's time per step is estimated and a block size N is
 chosen so that one block lasts about ``--block-ms``. Then, ``--repeats`` times, every
@@ -37,7 +51,8 @@ load, so it must be set in the environment, not from Python.
 
 Reported per implementation: median time per step, GB/s (the bytes the optimizer must move per
 step / time), speedup of pyopt (peer time / pyopt time) and, for pyopt, the fraction of the probe
-(probe time / pyopt time; 1.0 means pyopt runs at the bandwidth floor).
+(probe time / pyopt time; 1.0 means pyopt runs at the bandwidth floor) and the speedup over torch's
+fused optimizer on float32 params (``vs_torch_fused_f32``).
 """
 from __future__ import annotations
 

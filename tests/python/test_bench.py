@@ -446,6 +446,19 @@ def test_cli_dtype_specs_end_to_end(tmp_path, capsys):
         if dspec.state == "int8":  # 5000 is not a multiple of 256: torchao would keep float32 states
             assert "multiple of 256" in rows[text, "torchao-8bit"]["status"]
 
+    # benchmarks/issue12_goals.py reads the report: one row per goal, measured where the case ran
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).parents[2] / "benchmarks" / "issue12_goals.py"
+    loader = importlib.util.spec_from_file_location("issue12_goals", path)
+    goals = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(goals)
+    table = goals.goal_rows(report)
+    assert [r[:3] for r in table if r[1] == "1x5000" and r[2] == "vs bnb-8bit"] == [["f32+int8", "1x5000", "vs bnb-8bit"]]
+    assert {r[0] for r in table if r[2] == "probe / pyopt"} == {"bf16", "bf16+bf16", "bf16+master+int8", "f32+int8"}
+    assert all(r[3] == "not measured" for r in table if r[1] == "1x64M")
+
 
 def test_missing_8bit_peers_are_reported_unavailable(monkeypatch):
     pytest.importorskip("torch")
