@@ -3,19 +3,33 @@
     pyopt bench                                  # a quick default set (see DEFAULTS below)
     pyopt bench --full --json out.json           # every optimizer, case and dtype
     pyopt bench --optimizers adamw,lion --cases 1x1M,1x16M --threads 2 --csv out.csv
+    pyopt bench --optimizers adamw --dtypes bf16,bf16+bf16,bf16+master+int8,int8   # storage options
     python -m pyopt.bench ...                    # the same
 
 For every case (optimizer x tensors x dtype) it builds, in this process, every implementation with
 its own params and state (the gradients are shared, read-only):
 
-``pyopt``          ``pyopt.create(name, params).step(grads)`` at the optimizer's default hyperparameters
+``pyopt``          ``pyopt.create(name, params, **storage).step(grads)`` at the optimizer's default
+                   hyperparameters, with the dtype spec's storage options
 ``numpy``          a straightforward numpy version of the same update (sgd, momentum, adam, adamw,
                    adagrad, rmsprop, lion; "n/a" for the rest), checked against pyopt in the tests
 ``torch-foreach``  ``torch.optim.<X>(..., foreach=True).step()``, grads preset on the params
-``torch-fused``    ``fused=True``, only where torch has a CPU fused kernel (Adam, AdamW, SGD, Adagrad)
+``torch-fused``    ``fused=True``, only where torch has a CPU fused kernel (Adam, AdamW, SGD, Adagrad);
+                   on the spec's param dtype (torch keeps states in the param dtype)
+``torch-fused-f32`` the same on float32 params and grads, for 16-bit param specs: the reference of
+                   the "vs torch-f32" ratio (for float32 params the torch-fused row is the reference)
 ``deepspeed``      ``deepspeed.ops.adam.DeepSpeedCPUAdam`` (adam / adamw, float32) when importable
+``bnb-8bit``       bitsandbytes' Adam8bit / AdamW8bit / Lion8bit on CPU, for int8 state specs
+``torchao-8bit``   torchao's Adam8bit / AdamW8bit (step compiled by torch.compile), int8 state specs,
+                   tensors whose size is a multiple of 256 (else torchao silently keeps float32 states)
 ``probe``          ``pyopt._core.rmw_probe``: one pass reading and writing the arrays this optimizer
-                   reads and writes (param and state slots read-write, grad read-only), no math
+                   reads and writes (param and state slots read-write, grad read-only), no math; for
+                   storage specs, float32 arrays holding exactly the bytes the configuration reads and
+                   writes (see pyopt.bench_dtypes.step_bytes)
+
+Dtype specs (``--dtypes``, see pyopt/bench_dtypes.py): ``float32``, ``float64`` or
+``PARAM[+master][+STATE]``: PARAM f32|f16|bf16 (grads in the same dtype), ``+master`` float32
+master weights, STATE bf16|int8 (default float32); ``int8`` alone is ``f32+int8``.
 
 Timing: after a warm-up, each implementation's time per step is estimated and a block size N is
 chosen so that one block lasts about ``--block-ms``. Then, ``--repeats`` times, every
@@ -37,7 +51,8 @@ load, so it must be set in the environment, not from Python.
 
 Reported per implementation: median time per step, GB/s (the bytes the optimizer must move per
 step / time), speedup of pyopt (peer time / pyopt time) and, for pyopt, the fraction of the probe
-(probe time / pyopt time; 1.0 means pyopt runs at the bandwidth floor).
+(probe time / pyopt time; 1.0 means pyopt runs at the bandwidth floor) and the speedup over torch's
+fused optimizer on float32 params (``vs_torch_fused_f32``).
 """
 from __future__ import annotations
 
@@ -61,8 +76,10 @@ import numpy as np
 import pyopt
 from . import _core
 from ._spec import spec
+from .bench_dtypes import (DtypeSpec, Unavailable, as_torch, bitsandbytes_8bit, int8_slots, make_probe,
+                           parse_dtype_spec, step_bytes, torchao_8bit)
 
-PEERS = ("numpy", "torch-foreach", "torch-fused", "deepspeed", "probe")
+PEERS = ("numpy", "torch-foreach", "torch-fused", "torch-fused-f32", "deepspeed", "bnb-8bit", "torchao-8bit", "probe")
 IMPLS = ("pyopt",) + PEERS
 DTYPES = {"float32": np.float32, "float64": np.float64}
 # name -> (tensors, elements per tensor)
@@ -259,10 +276,6 @@ def numpy_peer(name: str, params: list[np.ndarray], grads: list[np.ndarray]) -> 
 # ---------------------------------------------------------------------------------------------
 # Implementations of one case: each a zero-argument callable running exactly one step.
 
-class Unavailable(Exception):
-    """This implementation cannot run this case; str(exc) says why ("n/a" or "unavailable: ...")."""
-
-
 def _torch():
     try:
         import torch
@@ -290,9 +303,9 @@ def _torch_optimizer(name: str, mode: str, params: list[np.ndarray], grads: list
         kwargs[key] = value
     kwargs.update(TORCH_EXTRA.get(name, {}))
     kwargs[mode] = True
-    tensors = [torch.from_numpy(p) for p in params]
+    tensors = [as_torch(torch, p) for p in params]
     for t, g in zip(tensors, grads):
-        t.grad = torch.from_numpy(g)
+        t.grad = as_torch(torch, g)
     try:
         opt = cls(tensors, **kwargs)
     except Exception as exc:  # e.g. a torch without this fused kernel
@@ -338,11 +351,26 @@ def _probe(name: str, params: list[np.ndarray], grads: list[np.ndarray]):
     return lambda: probe(rw, ro, tensors)
 
 
-def make_impl(impl: str, name: str, params: list[np.ndarray], grads: list[np.ndarray]) -> Callable[[], Any]:
-    """One implementation of one step of ``name`` on (copies the caller gives of) ``params``."""
+def make_impl(impl: str, name: str, params: list[np.ndarray], grads: list[np.ndarray],
+              dtype: DtypeSpec | None = None) -> Callable[[], Any]:
+    """One implementation of one step of ``name`` on (copies the caller gives of) ``params``, whose
+    dtype is the spec's param dtype; ``dtype`` (default: the plain spec of the params' dtype) chooses
+    the storage options of pyopt, the 8-bit peers and the probe's bytes. torch-fused-f32 is
+    torch-fused on float32 params: run_case gives it float32 params and grads."""
+    dspec = dtype or parse_dtype_spec(params[0].dtype.name)
     if impl == "pyopt":
-        opt = pyopt.create(name, params)
+        opt = pyopt.create(name, params, **dspec.storage_options())
         return lambda: opt.step(grads)
+    if impl in ("numpy", "deepspeed") and not dspec.plain:
+        raise Unavailable("n/a")
+    if impl == "bnb-8bit":
+        return bitsandbytes_8bit(name, dspec, params, grads)
+    if impl == "torchao-8bit":
+        return torchao_8bit(name, dspec, params, grads)
+    if impl == "torch-fused-f32":
+        if not dspec.low_precision_param:
+            raise Unavailable("n/a")  # the torch-fused row is on the float32 (float64) params already
+        return _torch_optimizer(name, "fused", params, grads)
     if impl == "numpy":
         try:
             return numpy_peer(name, params, grads).step
@@ -355,7 +383,9 @@ def make_impl(impl: str, name: str, params: list[np.ndarray], grads: list[np.nda
     if impl == "deepspeed":
         return _deepspeed(name, params, grads)
     if impl == "probe":
-        return _probe(name, params, grads)
+        if dspec.plain:
+            return _probe(name, params, grads)
+        return make_probe(step_bytes(name, dspec, len(params), params[0].size))
     raise ValueError(f"unknown implementation {impl!r}; choose from {', '.join(IMPLS)}")
 
 
@@ -377,6 +407,7 @@ class Row:
     gbps: float | None = None         # bytes_per_step / median_s / 1e9
     pyopt_speedup: float | None = None  # this impl's median / pyopt's (how many times faster pyopt is)
     probe_fraction: float | None = None  # pyopt rows: probe median / pyopt median
+    vs_torch_fused_f32: float | None = None  # pyopt rows: torch fused on float32 params median / pyopt median
     samples_s: list[float] = field(default_factory=list)
 
 
@@ -415,13 +446,19 @@ def machine_info(threads: int | None = None) -> dict[str, Any]:
         out["torch_threads"] = torch.get_num_threads()
     except ImportError:
         out["torch"] = None
-    try:
-        import deepspeed  # type: ignore[import-not-found]
-
-        out["deepspeed"] = deepspeed.__version__
-    except Exception:
-        out["deepspeed"] = None
+    for module in ("deepspeed", "bitsandbytes", "torchao"):  # only those a run could use are imported
+        out[module] = _version_of(module)
     return out
+
+
+def _version_of(distribution: str) -> str | None:
+    """The installed version, without importing the package (bitsandbytes and torchao print on import)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def _set_threads(threads: int) -> None:
@@ -441,23 +478,37 @@ def _time_block(fn: Callable[[], Any], n: int) -> float:
     return (time.perf_counter() - start) / n
 
 
+def _case_arrays(rng: np.random.Generator, tensors: int, size: int, dtype: np.dtype) -> list[np.ndarray]:
+    return [rng.standard_normal(size).astype(np.float32 if dtype.itemsize < 4 else dtype).astype(dtype)
+            for _ in range(tensors)]
+
+
 def run_case(name: str, case: str, dtype: str, peers: Sequence[str] = PEERS, repeats: int = 11, warmup: int = 3,
              block_ms: float = 20.0, gap_ms: float = 20.0, seed: int = 0) -> list[Row]:
-    """All implementations of one case, interleaved; one Row per implementation (pyopt first)."""
+    """All implementations of one case, interleaved; one Row per implementation (pyopt first).
+    ``dtype`` is a dtype spec (see pyopt.bench_dtypes): "float32", "bf16+master+int8", ..."""
     tensors, size = parse_case(case)
-    np_dtype = DTYPES[dtype]
+    dspec = parse_dtype_spec(dtype)
     rng = np.random.default_rng(seed)
-    base = [rng.standard_normal(size).astype(np_dtype) for _ in range(tensors)]
-    grads = [rng.standard_normal(size).astype(np_dtype) for _ in range(tensors)]
-    nbytes = bytes_per_step(name, tensors, size, np.dtype(np_dtype).itemsize)
+    base = _case_arrays(rng, tensors, size, dspec.param_dtype)
+    grads = _case_arrays(rng, tensors, size, dspec.param_dtype)
+    nbytes = step_bytes(name, dspec, tensors, size).moved
     rows: dict[str, Row] = {}
     fns: dict[str, Callable[[], Any]] = {}
     for impl in ("pyopt",) + tuple(p for p in PEERS if p in peers):
-        row = Row(name, case, dtype, tensors, size, impl, "ok", nbytes)
+        row = Row(name, case, dspec.name, tensors, size, impl, "ok", nbytes)
         try:
-            fns[impl] = make_impl(impl, name, [p.copy() for p in base], grads)
+            if impl == "torch-fused-f32" and dspec.low_precision_param:  # the reference: float32 params and grads
+                f32 = parse_dtype_spec("float32")
+                row.bytes_per_step = step_bytes(name, f32, tensors, size).moved
+                fns[impl] = make_impl(impl, name, [p.astype(np.float32) for p in base],
+                                      [g.astype(np.float32) for g in grads], dspec)
+            else:
+                fns[impl] = make_impl(impl, name, [p.copy() for p in base], grads, dspec)
         except Unavailable as exc:
             row.status = str(exc)
+        except (TypeError, ValueError) as exc:  # pyopt or a peer refusing this configuration
+            row.status = f"unavailable: {type(exc).__name__}: {exc}"
         rows[impl] = row
     del base
     gap = gap_ms / 1e3
@@ -479,14 +530,24 @@ def run_case(name: str, case: str, dtype: str, peers: Sequence[str] = PEERS, rep
         if row.samples_s:
             row.median_s = statistics.median(row.samples_s)
             row.min_s = min(row.samples_s)
-            row.gbps = nbytes / row.median_s / 1e9
+            row.gbps = row.bytes_per_step / row.median_s / 1e9
     ours = rows["pyopt"].median_s
     for row in rows.values():
         if row.median_s is not None and ours:
             row.pyopt_speedup = row.median_s / ours
     if "probe" in rows and rows["probe"].median_s and ours:
         rows["pyopt"].probe_fraction = rows["probe"].median_s / ours
+    reference = rows.get(reference_impl(dspec) or "")
+    if reference is not None and reference.median_s and ours:
+        rows["pyopt"].vs_torch_fused_f32 = reference.median_s / ours
     return list(rows.values())
+
+
+def reference_impl(dspec: DtypeSpec) -> str | None:
+    """The row holding torch's fused optimizer on float32 params (the issue's reference), if any."""
+    if dspec.low_precision_param:
+        return "torch-fused-f32"
+    return "torch-fused" if dspec.param == "float32" else None
 
 
 def run(optimizers: Sequence[str] | None = None, cases: Sequence[str] | None = None,
@@ -503,9 +564,13 @@ def run(optimizers: Sequence[str] | None = None, cases: Sequence[str] | None = N
             raise ValueError(f"unknown optimizer {name!r}; available: {', '.join(sorted(known))}")
     for case in cases:
         parse_case(case)
-    for d in dtypes:
-        if d not in DTYPES:
-            raise ValueError(f"unknown dtype {d!r}; choose from {', '.join(DTYPES)}")
+    specs = [parse_dtype_spec(d) for d in dtypes]
+    for name in optimizers:
+        for d in specs:
+            if d.state == "int8" and not int8_slots(name):
+                raise ValueError(f"dtype spec {d.name!r}: {name} has no 8-bit states (optimizers with them: "
+                                 f"{', '.join(n for n in sorted(known) if int8_slots(n))})")
+    dtypes = [d.name for d in specs]
     for p in peers:
         if p not in PEERS:
             raise ValueError(f"unknown peer {p!r}; choose from {', '.join(PEERS)}")
@@ -549,18 +614,24 @@ def header_lines(machine: dict[str, Any]) -> list[str]:
         f"cpu: {machine['cpu']} ({machine['cores']} cores)  isa: {machine['isa']}  "
         f"pyopt {machine['pyopt']} threads={machine['pyopt_threads']}  "
         f"torch {machine.get('torch')} threads={machine.get('torch_threads')}  deepspeed {machine.get('deepspeed')}  "
+        f"bitsandbytes {machine.get('bitsandbytes')}  torchao {machine.get('torchao')}  "
         f"numpy {machine['numpy']}  OMP_WAIT_POLICY={machine.get('omp_wait_policy')}  "
         f"loadavg {' '.join(f'{x:.2f}' for x in machine.get('loadavg') or [])}",
     ]
 
 
 def table_lines(results: list[dict[str, Any]], peers: Sequence[str], markdown: bool = False) -> list[str]:
-    """One line per (optimizer, case, dtype): pyopt's time and GB/s, its fraction of the probe, and
-    each peer's time with pyopt's speedup against it (peer time / pyopt time)."""
-    shown = [p for p in PEERS if p in peers and p != "probe"]
+    """One line per (optimizer, case, dtype): pyopt's time and GB/s, its fraction of the probe, with
+    dtype specs its speedup over torch's fused optimizer on float32 params, and each peer's time with
+    pyopt's speedup against it (peer time / pyopt time). Peers that are n/a in every row are left out."""
+    shown = [p for p in PEERS if p in peers and p != "probe"
+             and any(r["impl"] == p and r["status"] != "n/a" for r in results)]
+    with_specs = any(not parse_dtype_spec(r["dtype"]).plain for r in results)
     cols = ["optimizer", "case", "dtype", "pyopt", "GB/s"]
     if "probe" in peers:
         cols += ["probe", "probe/pyopt"]
+    if with_specs:
+        cols.append("vs torch-f32")
     cols += shown
     groups: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = {}
     for r in results:
@@ -573,6 +644,8 @@ def table_lines(results: list[dict[str, Any]], peers: Sequence[str], markdown: b
             probe = by_impl.get("probe")
             line.append(_fmt_time(probe["median_s"]) if probe else "-")
             line.append(f"{ours['probe_fraction']:.2f}" if ours["probe_fraction"] else "-")
+        if with_specs:
+            line.append(f"{ours['vs_torch_fused_f32']:.2f}x" if ours.get("vs_torch_fused_f32") else "-")
         for p in shown:
             peer = by_impl.get(p)
             if peer is None:
@@ -580,7 +653,8 @@ def table_lines(results: list[dict[str, Any]], peers: Sequence[str], markdown: b
             elif peer["status"] != "ok":
                 line.append(peer["status"] if markdown or peer["status"] == "n/a" else peer["status"][:11])
             else:
-                line.append(f"{_fmt_time(peer['median_s'])} {peer['pyopt_speedup']:.2f}x")
+                ratio = f" {peer['pyopt_speedup']:.2f}x" if peer["pyopt_speedup"] else ""
+                line.append(_fmt_time(peer["median_s"]) + ratio)
         body.append(line)
     if markdown:
         out = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
@@ -625,13 +699,23 @@ def _csv_list(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+def _dtype_list(text: str) -> list[str]:
+    """--dtypes: the canonical names of the specs; argparse turns the error into 'error: argument --dtypes'."""
+    try:
+        return [parse_dtype_spec(t).name for t in _csv_list(text)]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     parser = parser or argparse.ArgumentParser(prog="pyopt bench", description=__doc__.splitlines()[0])
     parser.add_argument("--optimizers", type=_csv_list, help="comma-separated, or 'all' "
                         f"(default: {','.join(DEFAULTS['optimizers'])})")
     parser.add_argument("--cases", type=_csv_list, help=f"comma-separated TxN cases; known: {', '.join(CASES)} "
                         f"(default: {','.join(DEFAULTS['cases'])})")
-    parser.add_argument("--dtypes", type=_csv_list, help="float32,float64 (default: float32)")
+    parser.add_argument("--dtypes", type=_dtype_list, help="comma-separated dtype specs PARAM[+master][+STATE]: "
+                        "float32, float64, f32|f16|bf16 params, +master (float32 master weights), +bf16|+int8 states; "
+                        "e.g. bf16,bf16+bf16,bf16+master+int8,int8 (= f32+int8). Default: float32")
     parser.add_argument("--threads", type=int, help="threads for pyopt and torch (default: theirs)")
     parser.add_argument("--peers", type=_csv_list, default=list(PEERS), help=f"subset of {','.join(PEERS)} "
                         "(default: all; missing packages are reported as unavailable)")
@@ -689,7 +773,9 @@ def run_from_args(args: argparse.Namespace) -> int:
         print(f"pyopt bench: error: {exc}", file=sys.stderr)
         return 2
     print(f"median of {settings['repeats']} interleaved blocks per implementation; 'N.NNx' = pyopt's speedup "
-          "(peer time / pyopt time); probe/pyopt = fraction of the bandwidth floor")
+          "(peer time / pyopt time); probe/pyopt = fraction of the bandwidth floor"
+          + ("; vs torch-f32 = speedup over torch's fused optimizer on float32 params"
+             if any(not parse_dtype_spec(d).plain for d in report["settings"]["dtypes"]) else ""))
     print("\n".join(table_lines(report["results"], peers, markdown=args.markdown)))
     for note in unavailable_notes(report["results"]):
         print("note: " + note)

@@ -3,6 +3,7 @@ No timing assertions: only that the runner runs and the things it times do the r
 from __future__ import annotations
 
 import csv
+import sys
 import json
 
 import numpy as np
@@ -289,3 +290,257 @@ def test_deepspeed_peer_matches_pyopt_when_installed(name):
         step()
     for a, b in zip(_params(ours), theirs):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- dtype specs (--dtypes)
+
+from pyopt import bench_dtypes as bd  # noqa: E402
+
+
+@pytest.mark.parametrize("text,name,param,master,state", [
+    ("float32", "float32", "float32", False, "float32"),
+    ("float64", "float64", "float64", False, "float32"),
+    ("f32", "float32", "float32", False, "float32"),
+    ("f64+f32", "float64", "float64", False, "float32"),
+    ("bf16", "bf16", "bfloat16", False, "float32"),
+    ("bfloat16+f32", "bf16", "bfloat16", False, "float32"),
+    ("f16+bf16", "f16+bf16", "float16", False, "bfloat16"),
+    ("bf16+bf16", "bf16+bf16", "bfloat16", False, "bfloat16"),
+    ("bf16+master", "bf16+master", "bfloat16", True, "float32"),
+    ("bf16+master+int8", "bf16+master+int8", "bfloat16", True, "int8"),
+    ("bf16+int8", "bf16+int8", "bfloat16", False, "int8"),
+    ("int8", "f32+int8", "float32", False, "int8"),
+    (" f32+int8 ", "f32+int8", "float32", False, "int8"),
+])
+def test_parse_dtype_spec(text, name, param, master, state):
+    d = bd.parse_dtype_spec(text)
+    assert (d.name, d.param, d.master, d.state) == (name, param, master, state)
+    assert bd.parse_dtype_spec(d.name) == d  # the canonical name parses to the same spec
+    assert d.plain == (param in ("float32", "float64") and state == "float32")
+    options = d.storage_options()
+    assert options.get("master_weights", False) == master and options.get("state_dtype", "float32") == state
+
+
+@pytest.mark.parametrize("text,why", [
+    ("bf8", "unknown param dtype 'bf8'"), ("bf16+int4", "unknown state dtype 'int4'"), ("", "empty part"),
+    ("bf16++int8", "empty part"), ("bf16+int8+master", "+master goes right after PARAM"), ("bf16+bf16+int8", "unexpected"),
+    ("bf16+master+master", "+master given twice"), ("f32+master", "+master needs a 16-bit param"),
+    ("int8+int8", "unknown param dtype 'int8'"), ("f64+bf16", "float64 params keep float64 states"),
+    ("master", "unknown param dtype"),
+])
+def test_malformed_dtype_specs_are_errors_naming_the_spec(text, why):
+    with pytest.raises(ValueError, match="bad dtype spec " + repr(text).replace("+", r"\+")) as info:
+        bd.parse_dtype_spec(text)
+    assert why in str(info.value)
+
+
+@pytest.mark.parametrize("argv", [["--dtypes", "bf16,bf16+int4"], ["--dtypes", "float16x"]])
+def test_cli_bad_dtype_spec_exits_2_argparse_style(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        bench.main(["--quick"] + argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    bad = argv[1].split(",")[-1]
+    assert "usage:" in err and "error: argument --dtypes: bad dtype spec " + repr(bad) in err
+
+
+def test_cli_int8_spec_for_an_optimizer_without_8bit_states(capsys):
+    no_int8 = next(n for n in pyopt.available() if not bd.int8_slots(n))
+    assert bench.main(["--quick", "--optimizers", f"adamw,{no_int8}", "--dtypes", "bf16,int8"]) == 2
+    err = capsys.readouterr().err
+    assert "dtype spec 'f32+int8'" in err and no_int8 in err
+
+
+def _model_bytes(name, dspec, n):
+    """The contract's storage rules, written out: per slot float32 (float64 for float64 params),
+    2 B for bfloat16 states, n + 4*ceil(n/256) for an 8-bit-capable slot of a tensor >= 4096."""
+    param = dspec.param_dtype.itemsize
+    slots = bench.traffic(name)[0]
+    int8 = set(_core.optimizers()[name]["int8_slots"])
+    total = param * n  # the param, read and written
+    if dspec.master and param == 2:
+        total += 4 * n
+    for slot in slots:
+        if dspec.state == "int8" and slot in int8 and n >= 4096:
+            total += n + 4 * -(-n // 256)
+        elif dspec.state == "bfloat16" and param != 8:
+            total += 2 * n
+        else:
+            total += max(param, 4) * n
+    return total, param * n  # read-write, read-only (the grad)
+
+
+@pytest.mark.parametrize("name", ["adamw", "lion", "momentum", "adagrad", "adan", "nadam"])
+@pytest.mark.parametrize("text", ["float32", "float64", "bf16", "f16", "bf16+bf16", "bf16+master", "bf16+int8",
+                                  "bf16+master+int8", "int8", "f16+master+bf16"])
+@pytest.mark.parametrize("n", [1, 4095, 4096, 4097, 1_000_000])
+def test_step_bytes_follow_the_storage_rules(name, text, n):
+    dspec = bd.parse_dtype_spec(text)
+    rw, ro = _model_bytes(name, dspec, n)
+    got = bd.step_bytes(name, dspec, 3, n)
+    assert (got.read_write, got.read_only) == (3 * rw, 3 * ro)
+    assert got.moved == 3 * (2 * rw + ro)
+    if dspec.plain:
+        assert got.moved == bench.bytes_per_step(name, 3, n, dspec.param_dtype.itemsize)
+
+
+def test_int8_bytes_only_for_the_rules_8bit_slots():
+    n = 10_000
+    blocks = -(-n // 256)
+    int8 = bd.parse_dtype_spec("bf16+master+int8")
+    assert bd.slot_bytes("adamw", int8, n) == {"master": 4 * n, "exp_avg": n + 4 * blocks, "exp_avg_sq": n + 4 * blocks}
+    assert bd.slot_bytes("adamw", int8, 4095) == {"master": 4 * 4095, "exp_avg": 4 * 4095, "exp_avg_sq": 4 * 4095}
+    no_int8 = next(x for x in pyopt.available() if not bd.int8_slots(x) and bench.traffic(x)[0])
+    assert set(bd.slot_bytes(no_int8, int8, n).values()) == {4 * n}
+
+
+@pytest.mark.parametrize("rw,ro", [(12, 4), (10, 2), (6, 2), (8 * 1000 + 32, 2000), (4 * 1000 + 32, 2000),
+                                   (6 * 999 + 4, 4 * 999), (7, 3), (400, 4), (4 * 4097, 4 * 4097)])
+def test_probe_layout_moves_the_bytes_of_the_step(rw, ro):
+    layout = bd.probe_layout(bd.StepBytes(rw, ro))
+    assert 1 <= len(layout) <= 2
+    assert all(1 <= k <= 5 and b in (0, 1) and n >= 1 for k, b, n in layout)
+    arrays = sum(k + b for k, b, _ in layout)
+    got_rw = sum(4 * k * n for k, _, n in layout)
+    got_ro = sum(4 * b * n for _, b, n in layout)
+    assert rw <= got_rw < rw + 4 * arrays and ro <= got_ro < ro + 4  # whole float32 elements, rounded up
+    bd.make_probe(bd.StepBytes(rw, ro))()  # the probe accepts every layout
+
+
+def test_plain_probe_layout_is_the_optimizer_arrays():
+    # f32 adamw: param, m, v read-write and the grad read-only, one call of 3 + 1 arrays of n elements
+    assert bd.probe_layout(bd.step_bytes("adamw", bd.parse_dtype_spec("float32"), 1, 1000)) == [(3, 1, 1000)]
+
+
+DTYPE_PEERS = "torch-fused,torch-fused-f32,bnb-8bit,torchao-8bit,probe"
+
+
+def test_cli_dtype_specs_end_to_end(tmp_path, capsys):
+    js = tmp_path / "d.json"
+    specs = ["bf16", "bf16+bf16", "bf16+master+int8", "int8"]
+    assert bench.main(["--quick", "--cases", "1x5000", "--dtypes", ",".join(specs), "--peers", DTYPE_PEERS,
+                       "--json", str(js)]) == 0
+    out = capsys.readouterr().out
+    assert "vs torch-f32" in out and "bf16+master+int8" in out and "f32+int8" in out
+    report = json.loads(js.read_text())
+    assert report["settings"]["dtypes"] == ["bf16", "bf16+bf16", "bf16+master+int8", "f32+int8"]
+    rows = {(r["dtype"], r["impl"]): r for r in report["results"]}
+    assert len(rows) == len(report["results"]) == 4 * 6
+    for text in report["settings"]["dtypes"]:
+        dspec = bd.parse_dtype_spec(text)
+        ours = rows[text, "pyopt"]
+        assert ours["status"] == "ok", ours["status"]
+        assert ours["bytes_per_step"] == bd.step_bytes("adamw", dspec, 1, 5000).moved
+        assert ours["probe_fraction"] > 0 and rows[text, "probe"]["status"] == "ok"
+        reference = rows[text, "torch-fused-f32" if dspec.low_precision_param else "torch-fused"]
+        if reference["status"] == "ok":
+            assert ours["vs_torch_fused_f32"] == pytest.approx(reference["median_s"] / ours["median_s"])
+        if not dspec.low_precision_param:
+            assert rows[text, "torch-fused-f32"]["status"] == "n/a"  # torch-fused is on float32 params itself
+        for peer in ("bnb-8bit", "torchao-8bit"):
+            status = rows[text, peer]["status"]
+            if dspec.state != "int8":
+                assert status == "n/a"
+            else:
+                assert status == "ok" or status.startswith("unavailable: ")
+        if dspec.state == "int8":  # 5000 is not a multiple of 256: torchao would keep float32 states
+            assert "multiple of 256" in rows[text, "torchao-8bit"]["status"]
+
+    # benchmarks/issue12_goals.py reads the report: one row per goal, measured where the case ran
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).parents[2] / "benchmarks" / "issue12_goals.py"
+    loader = importlib.util.spec_from_file_location("issue12_goals", path)
+    goals = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(goals)
+    table = goals.goal_rows(report)
+    assert [r[:3] for r in table if r[1] == "1x5000" and r[2] == "vs bnb-8bit"] == [["f32+int8", "1x5000", "vs bnb-8bit"]]
+    assert {r[0] for r in table if r[2] == "probe / pyopt"} == {"bf16", "bf16+bf16", "bf16+master+int8", "f32+int8"}
+    assert all(r[3] == "not measured" for r in table if r[1] == "1x64M")
+
+
+def test_missing_8bit_peers_are_reported_unavailable(monkeypatch):
+    pytest.importorskip("torch")
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import raises ImportError
+    monkeypatch.setitem(sys.modules, "torchao", None)
+    monkeypatch.setitem(sys.modules, "torchao.optim", None)
+    int8 = bd.parse_dtype_spec("bf16+int8")
+    params, grads = [np.ones(4096, bd.BF16)], [np.ones(4096, bd.BF16)]
+    for impl, package in (("bnb-8bit", "bitsandbytes"), ("torchao-8bit", "torchao")):
+        with pytest.raises(bench.Unavailable, match=f"unavailable: {package} not importable"):
+            bench.make_impl(impl, "adamw", params, grads, int8)
+        with pytest.raises(bench.Unavailable, match="^n/a$"):
+            bench.make_impl(impl, "adamw", params, grads, bd.parse_dtype_spec("bf16+bf16"))
+        with pytest.raises(bench.Unavailable, match="^n/a$"):
+            bench.make_impl(impl, "adagrad", params, grads, int8)  # no such 8-bit optimizer there
+
+
+def test_torch_peers_on_bf16_params_update_them_in_place():
+    pytest.importorskip("torch")
+    rng = np.random.default_rng(5)
+    params = [rng.standard_normal(n).astype(np.float32).astype(bd.BF16) for n in (5, 3000)]
+    grads = [rng.standard_normal(n).astype(np.float32).astype(bd.BF16) for n in (5, 3000)]
+    dspec = bd.parse_dtype_spec("bf16")
+    ours = pyopt.create("adamw", [p.copy() for p in params])
+    theirs = [p.copy() for p in params]
+    step = bench.make_impl("torch-fused", "adamw", theirs, grads, dspec)
+    for _ in range(3):
+        ours.step(grads)
+        step()
+    for start, a, b in zip(params, _params(ours), theirs):
+        assert b.dtype == bd.BF16 and not np.array_equal(b, start)
+        # torch keeps bfloat16 moments, pyopt float32 ones: the same steps within bfloat16 rounding
+        np.testing.assert_allclose(a.astype(np.float32), b.astype(np.float32), rtol=2e-2, atol=1e-3)
+
+
+def _int8_peer_matches_pyopt(impl, name, n, dtype_text):
+    rng = np.random.default_rng(6)
+    dspec = bd.parse_dtype_spec(dtype_text)
+    # small params: a bfloat16 param of about 1 could not move by lr = 1e-3 (its spacing there is 2^-7)
+    params = [(0.01 * rng.standard_normal(n)).astype(np.float32).astype(dspec.param_dtype)]
+    grads = [np.zeros_like(params[0])]
+    ours = pyopt.create(name, [p.copy() for p in params], **dspec.storage_options())
+    theirs = [p.copy() for p in params]
+    try:
+        step = bench.make_impl(impl, name, theirs, grads, dspec)  # one step at zero grads: states start
+    except bench.Unavailable as exc:
+        pytest.skip(str(exc))
+    ours.step(grads)
+    lr = bench.spec(name).defaults["lr"]
+    for _ in range(3):
+        grads[0][:] = rng.standard_normal(n).astype(np.float32).astype(dspec.param_dtype)
+        ours.step(grads)
+        step()
+    moved = np.abs(theirs[0].astype(np.float32) - params[0].astype(np.float32))
+    assert moved.mean() > lr  # the peer ran its steps on the caller's params
+    diff = np.abs(_params(ours)[0].astype(np.float32) - theirs[0].astype(np.float32))
+    assert diff.mean() < 0.05 * lr * 3  # quantization noise, not another update rule or learning rate
+
+
+@pytest.mark.parametrize("name,dtype_text", [("adamw", "int8"), ("adamw", "bf16+master+int8"), ("lion", "int8")])
+def test_bitsandbytes_peer_is_pyopt_step_within_8bit_noise(name, dtype_text):
+    pytest.importorskip("torch")
+    _int8_peer_matches_pyopt("bnb-8bit", name, 8192, dtype_text)
+
+
+def test_torchao_peer_is_pyopt_step_within_8bit_noise():
+    pytest.importorskip("torch")
+    _int8_peer_matches_pyopt("torchao-8bit", "adamw", 8192, "int8")  # torch.compile: ~20 s the first time
+
+
+@pytest.mark.parametrize("name", ["adamw", "lion", "momentum", "adan"])
+@pytest.mark.parametrize("text", ["bf16", "bf16+bf16", "bf16+master", "bf16+int8", "bf16+master+int8", "int8",
+                                  "f16+master+bf16", "float32"])
+@pytest.mark.parametrize("n", [1000, 4096, 70_001])
+def test_bytes_model_is_what_the_optimizer_holds(name, text, n):
+    """The probe's bytes per array are the bytes pyopt really keeps (opt.memory())."""
+    dspec = bd.parse_dtype_spec(text)
+    p = np.ones(n, dspec.param_dtype)
+    opt = pyopt.create(name, [p], **dspec.storage_options())
+    opt.step([np.full(n, 0.5, dspec.param_dtype)])
+    held = opt.memory()
+    assert held["params"] == p.nbytes
+    parts = {k: v for k, v in held.items() if k not in ("params", "total") and v}
+    assert parts == bd.slot_bytes(name, dspec, n)
+    assert bd.step_bytes(name, dspec, 1, n).read_write == sum(parts.values()) + p.nbytes
