@@ -1,18 +1,21 @@
 """Dtype specs of ``pyopt bench --dtypes``, the bytes a step moves under them, the probe over those
 bytes and the peers that exist only for low-precision storage (bitsandbytes, torchao).
 
-A spec is ``PARAM[+master][+STATE]``:
+A spec is a training precision as ``pyopt tune --precision`` takes it (``storage.parse_precision``),
+``PARAM[+master][+STATE]``, the parts after PARAM in any order:
 
 ``PARAM``   f32 | f16 | bf16 (also float32 | float16 | bfloat16; float64/f64 alone); grads are in
             the param dtype
 ``+master`` a float32 master copy of a 16-bit param (``master_weights=True``)
 ``+STATE``  bf16 | int8 | f32 (the default): ``state_dtype`` of the optimizer
 ``int8``    alone means ``f32+int8`` (float32 params, 8-bit states: bitsandbytes' default setting)
+(stochastic rounding, ``+sr``, is not benchmarked.)
 
 "float32" and "float64" are the plain cases of before (same rows, same peers, same probe).
 """
 from __future__ import annotations
 
+import importlib
 import math
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -22,17 +25,14 @@ import numpy as np
 
 from . import _core
 from ._spec import spec
+from .storage import parse_precision
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
-PARAM_NAMES = {"f32": "float32", "float32": "float32", "f16": "float16", "float16": "float16",
-               "bf16": "bfloat16", "bfloat16": "bfloat16", "f64": "float64", "float64": "float64"}
-STATE_NAMES = {"f32": "float32", "float32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16", "int8": "int8"}
-SHORT = {"float32": "f32", "float16": "f16", "bfloat16": "bf16", "float64": "f64", "int8": "int8"}
 NUMPY_DTYPES = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64), "float16": np.dtype(np.float16),
                 "bfloat16": BF16}
 QUANT_BLOCK = 256     # elements per absmax of an 8-bit state (bitsandbytes' blocksize for optimizers)
 MIN_8BIT_SIZE = 4096  # smaller tensors keep float32 states (bitsandbytes' min_8bit_size)
-GRAMMAR = "PARAM[+master][+STATE] with PARAM f32|f16|bf16, STATE bf16|int8|f32 (e.g. bf16+master+int8), or int8"
+GRAMMAR = "PARAM[+master][+STATE] with PARAM f32|f16|bf16|f64, STATE bf16|int8|f32 (e.g. bf16+master+int8), or int8"
 
 
 @dataclass(frozen=True)
@@ -66,42 +66,21 @@ class DtypeSpec:
 
 
 def parse_dtype_spec(text: str) -> DtypeSpec:
-    """'bf16+master+int8' -> DtypeSpec; ValueError naming the spec if it is unknown or malformed."""
+    """'bf16+master+int8' -> DtypeSpec: the grammar of ``--precision`` (storage.parse_precision, long
+    dtype names allowed), plus float64 params (with float64 states); ValueError naming the spec."""
     raw = text.strip()
-
-    def bad(why: str) -> ValueError:
-        return ValueError(f"bad dtype spec {text!r}: {why}; use {GRAMMAR}")
-
     tokens = raw.split("+")
-    if any(not t for t in tokens):
-        raise bad("empty part")
-    if tokens == ["int8"]:
-        tokens = ["f32", "int8"]
-    if tokens[0] not in PARAM_NAMES:
-        raise bad(f"unknown param dtype {tokens[0]!r}")
-    param, rest = PARAM_NAMES[tokens[0]], tokens[1:]
-    master = bool(rest) and rest[0] == "master"
-    if master:
-        rest = rest[1:]
-    state = "float32"
-    if rest and rest[0] == "master":
-        raise bad("+master given twice")
-    if rest:
-        if rest[0] not in STATE_NAMES:
-            raise bad(f"unknown state dtype {rest[0]!r}")
-        state, rest = STATE_NAMES[rest[0]], rest[1:]
-    if "master" in rest:
-        raise bad("+master goes right after PARAM")
-    if rest:
-        raise bad(f"unexpected {'+'.join(rest)!r} after the state dtype")
-    if master and param not in ("float16", "bfloat16"):
-        raise bad("+master needs a 16-bit param (f16 or bf16): float32/float64 params are their own master")
-    if param == "float64" and state != "float32":
-        raise bad("float64 params keep float64 states")
-    if param in ("float32", "float64") and state == "float32":
-        return DtypeSpec(param, param, False, state)  # f32 is the plain float32 case of before
-    name = "+".join([SHORT[param]] + (["master"] if master else []) + ([SHORT[state]] if state != "float32" else []))
-    return DtypeSpec(name, param, master, state)
+    if tokens[0] in ("f64", "float64"):
+        if tokens[1:] not in ([], ["f32"]):
+            raise ValueError(f"bad dtype spec {text!r}: float64 params keep float64 states; use {GRAMMAR}")
+        return DtypeSpec("float64", "float64", False, "float32")
+    precision = parse_precision(raw, what="bad dtype spec")
+    if precision.options.stochastic_rounding:
+        raise ValueError(f"bad dtype spec {text!r}: stochastic rounding (sr) is not benchmarked; use {GRAMMAR}")
+    param, master, state = precision.param_dtype, precision.options.master_weights, precision.options.state_dtype
+    if param == "float32" and state == "float32":
+        return DtypeSpec("float32", "float32", False, state)  # f32 is the plain float32 case of before
+    return DtypeSpec(str(precision), param, master, state)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,19 +208,8 @@ def bitsandbytes_8bit(name: str, dspec: DtypeSpec, params: list[np.ndarray], gra
     if dspec.state != "int8" or name not in BNB_CLASSES:
         raise Unavailable("n/a")
     hyper = _hyper(name, ("lr", "betas", "eps", "weight_decay"))
-    tensors = _torch_params(params, grads)
-    try:
-        import bitsandbytes  # type: ignore[import-not-found]
-
-        cls = getattr(bitsandbytes.optim, BNB_CLASSES[name])
-    except Exception as exc:
-        raise Unavailable(f"unavailable: bitsandbytes not importable ({type(exc).__name__}: {exc})") from None
-    try:
-        opt = cls(tensors, min_8bit_size=MIN_8BIT_SIZE, **hyper)
-        opt.step()  # allocates the 8-bit states now, not in the timed loop
-    except Exception as exc:
-        raise Unavailable(f"unavailable: bitsandbytes {BNB_CLASSES[name]} failed ({type(exc).__name__}: {exc})") from None
-    return opt.step
+    return _stepped_peer("bitsandbytes", BNB_CLASSES[name], _torch_params(params, grads), min_8bit_size=MIN_8BIT_SIZE,
+                         **hyper)
 
 
 def torchao_8bit(name: str, dspec: DtypeSpec, params: list[np.ndarray], grads: list[np.ndarray]):
@@ -253,16 +221,21 @@ def torchao_8bit(name: str, dspec: DtypeSpec, params: list[np.ndarray], grads: l
     if odd:
         raise Unavailable(f"unavailable: torchao keeps float32 states for tensors whose size is not a multiple of "
                           f"{QUANT_BLOCK} (here {odd[0]}); use e.g. a 1x1048576 case")
-    tensors = _torch_params(params, grads)
-    try:
-        import torchao.optim  # type: ignore[import-not-found]
+    # torch.compile runs in the first step (seconds), not in the timed loop
+    return _stepped_peer("torchao", TORCHAO_CLASSES[name], _torch_params(params, grads), block_size=QUANT_BLOCK, **hyper)
 
-        cls = getattr(torchao.optim, TORCHAO_CLASSES[name])
-    except Exception as exc:
-        raise Unavailable(f"unavailable: torchao not importable ({type(exc).__name__}: {exc})") from None
+
+def _stepped_peer(package: str, class_name: str, tensors: list, **kwargs: Any):
+    """``<package>.optim.<class_name>(tensors, **kwargs)`` after one untimed step (which allocates its
+    states), as its step function; Unavailable saying why when the package or the class fails."""
     try:
-        opt = cls(tensors, block_size=QUANT_BLOCK, **hyper)
-        opt.step()  # torch.compile runs now (seconds), not in the timed loop
+        importlib.import_module(package)  # (its .optim may be in sys.modules without the package)
+        cls = getattr(importlib.import_module(f"{package}.optim"), class_name)
     except Exception as exc:
-        raise Unavailable(f"unavailable: torchao {TORCHAO_CLASSES[name]} failed ({type(exc).__name__}: {exc})") from None
+        raise Unavailable(f"unavailable: {package} not importable ({type(exc).__name__}: {exc})") from None
+    try:
+        opt = cls(tensors, **kwargs)
+        opt.step()
+    except Exception as exc:
+        raise Unavailable(f"unavailable: {package} {class_name} failed ({type(exc).__name__}: {exc})") from None
     return opt.step

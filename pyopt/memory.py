@@ -16,7 +16,7 @@ import numpy as np
 from . import _core, optimizers
 from ._pybase import python_optimizer
 from ._spec import record, spec
-from .storage import MIN_8BIT_SIZE, QUANT_BLOCK, STATE_DTYPES
+from .storage import MIN_8BIT_SIZE, QUANT_BLOCK, STATE_DTYPES, check_options
 
 __all__ = ["memory_estimate"]
 
@@ -74,19 +74,9 @@ def memory_estimate(name: str, n_params: int | Sequence[int], *, param_dtype: An
     if param.itemsize == 2 and not cls.accepts_16bit_params:
         raise ValueError(f"{where}: param_dtype {param.name}: {name} takes float32 or float64 params only")
     states = _state_dtype(state_dtype, where)
-    for key, value in (("master_weights", master_weights), ("stochastic_rounding", stochastic_rounding)):
-        if not isinstance(value, (bool, np.bool_)):
-            raise TypeError(f"{where}: {key} must be a bool, got {value!r}")
-    facts = _core.optimizers()[name]
-    int8_slots = frozenset(facts["int8_slots"])
-    allowed = [d for d in facts["state_dtypes"] if d in getattr(cls, "state_dtypes", STATE_DTYPES)]
-    if states == "int8" and not int8_slots:
-        supported = [n for n, d in _core.optimizers().items() if d["int8_slots"]]
-        raise ValueError(f"{where}: state_dtype='int8' is not supported by {name} (its states: "
-                         f"{' or '.join(map(repr, allowed))}); optimizers with 8-bit states: {', '.join(supported)}")
-    if states not in allowed:
-        raise ValueError(f"{where}: state_dtype={states!r}: {name} keeps its states as "
-                         f"{' or '.join(map(repr, allowed))} only")
+    check_options(name, where, master_weights, states, stochastic_rounding,
+                  state_dtypes=getattr(cls, "state_dtypes", STATE_DTYPES))
+    int8_slots = frozenset(_core.optimizers()[name]["int8_slots"])
     if rec.rule is None:
         slots = _python_slots(name, grad != param or bool(master_weights), hyper, where)
     else:

@@ -55,6 +55,7 @@ class StorageOptions:
 
 _SHORT_DTYPES = {"f32": "float32", "f16": "float16", "bf16": "bfloat16"}
 _SHORT_STATES = {"f32": "float32", "bf16": "bfloat16", "int8": "int8"}
+_LONG_NAMES = {"float32": "f32", "float16": "f16", "bfloat16": "bf16"}  # also accepted
 PARAM_DTYPES = {"float32": np.dtype(np.float32), "float16": np.dtype(np.float16), "bfloat16": BFLOAT16}
 
 
@@ -80,13 +81,14 @@ class Precision:
         return "+".join(parts)
 
 
-def parse_precision(text: str) -> Precision:
+def parse_precision(text: str, what: str = "precision") -> Precision:
     """``"bf16+master+int8"``: the params' dtype (f32, f16, bf16), then any of ``master`` (float32
     master weights), a state dtype (f32, bf16, int8) and ``sr`` (stochastic rounding). A lone state
-    dtype that is not a param dtype (``"int8"``) means float32 params. ValueError naming the part."""
+    dtype that is not a param dtype (``"int8"``) means float32 params. ValueError naming the part
+    (its message starts with ``what`` and the text)."""
     if not isinstance(text, str) or not text:
-        raise ValueError(f"precision {text!r}: expected e.g. 'f32', 'bf16', 'bf16+master+int8'")
-    parts = text.split("+")
+        raise ValueError(f"{what} {text!r}: expected e.g. 'f32', 'bf16', 'bf16+master+int8'")
+    parts = [_LONG_NAMES.get(part, part) for part in text.split("+")]
     if parts[0] in _SHORT_DTYPES:
         param_dtype, rest = _SHORT_DTYPES[parts[0]], parts[1:]
     else:
@@ -100,10 +102,10 @@ def parse_precision(text: str) -> Precision:
         elif part in _SHORT_STATES and state is None:
             state = _SHORT_STATES[part]
         else:
-            raise ValueError(f"precision {text!r}: unexpected {part!r} (params f32|f16|bf16, then any of master, "
+            raise ValueError(f"{what} {text!r}: unexpected {part!r} (params f32|f16|bf16, then any of master, "
                              "a state dtype f32|bf16|int8, sr)")
     if master and param_dtype == "float32":
-        raise ValueError(f"precision {text!r}: master weights are for f16/bf16 params")
+        raise ValueError(f"{what} {text!r}: master weights are for f16/bf16 params")
     return Precision(param_dtype, StorageOptions(master, state or "float32", stochastic))
 
 

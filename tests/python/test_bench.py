@@ -311,6 +311,8 @@ from pyopt import bench_dtypes as bd  # noqa: E402
     ("bf16+int8", "bf16+int8", "bfloat16", False, "int8"),
     ("int8", "f32+int8", "float32", False, "int8"),
     (" f32+int8 ", "f32+int8", "float32", False, "int8"),
+    ("bf16+int8+master", "bf16+master+int8", "bfloat16", True, "int8"),
+    ("float16+master", "f16+master", "float16", True, "float32"),
 ])
 def test_parse_dtype_spec(text, name, param, master, state):
     d = bd.parse_dtype_spec(text)
@@ -322,11 +324,11 @@ def test_parse_dtype_spec(text, name, param, master, state):
 
 
 @pytest.mark.parametrize("text,why", [
-    ("bf8", "unknown param dtype 'bf8'"), ("bf16+int4", "unknown state dtype 'int4'"), ("", "empty part"),
-    ("bf16++int8", "empty part"), ("bf16+int8+master", "+master goes right after PARAM"), ("bf16+bf16+int8", "unexpected"),
-    ("bf16+master+master", "+master given twice"), ("f32+master", "+master needs a 16-bit param"),
-    ("int8+int8", "unknown param dtype 'int8'"), ("f64+bf16", "float64 params keep float64 states"),
-    ("master", "unknown param dtype"),
+    ("bf8", "unexpected 'bf8'"), ("bf16+int4", "unexpected 'int4'"), ("", "expected e.g."),
+    ("bf16++int8", "unexpected ''"), ("bf16+bf16+int8", "unexpected 'int8'"),
+    ("bf16+master+master", "unexpected 'master'"), ("f32+master", "master weights are for f16/bf16 params"),
+    ("int8+int8", "unexpected 'int8'"), ("f64+bf16", "float64 params keep float64 states"),
+    ("master", "master weights are for f16/bf16 params"), ("bf16+sr", "stochastic rounding (sr) is not benchmarked"),
 ])
 def test_malformed_dtype_specs_are_errors_naming_the_spec(text, why):
     with pytest.raises(ValueError, match="bad dtype spec " + repr(text).replace("+", r"\+")) as info:

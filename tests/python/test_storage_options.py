@@ -95,21 +95,27 @@ def assert_states_equal(opt_state: dict, model: StateModel, where: str) -> None:
             np.testing.assert_array_equal(bits(opt_state[slot]), bits(stored), err_msg=f"{where}: {slot}")
 
 
+def run_against_model(name: str, hyper: dict, size: int, state_dtype: str, isa: str):
+    """Steps a float32 param with the optimizer and with StateModel; asserts the same param and state
+    bits; returns the optimizer and a description of the case."""
+    param, grads = draws(size, seed=size)
+    model_param, model = param.copy(), StateModel(name, hyper, size, state_dtype)
+    opt = pyopt.create(name, [param], state_dtype=state_dtype, **hyper)
+    for t, g in enumerate(grads, start=1):
+        opt.step([g])
+        model.step(model_param, g, t)
+    where = f"{name} size {size} on {isa}"
+    np.testing.assert_array_equal(param.view(np.uint32), model_param.view(np.uint32), err_msg=where)
+    assert_states_equal(opt.state[0], model, where)
+    return opt, where
+
+
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("name", INT8_HYPER)
 def test_8bit_states_equal_dequantize_step_requantize(isa, name):
-    hyper = INT8_HYPER[name]
     with isa_path(isa):
         for size in SIZES_8BIT + (4095, 7):
-            param, grads = draws(size, seed=size)
-            model_param, model = param.copy(), StateModel(name, hyper, size, "int8")
-            opt = pyopt.create(name, [param], state_dtype="int8", **hyper)
-            for t, g in enumerate(grads, start=1):
-                opt.step([g])
-                model.step(model_param, g, t)
-            where = f"{name} size {size} on {isa}"
-            np.testing.assert_array_equal(param.view(np.uint32), model_param.view(np.uint32), err_msg=where)
-            assert_states_equal(opt.state[0], model, where)
+            opt, where = run_against_model(name, INT8_HYPER[name], size, "int8", isa)
             if size < 4096:  # bitsandbytes' min_8bit_size: float32 states, the float32 optimizer exactly
                 assert all(v.dtype == np.float32 for k, v in opt.state[0].items() if k != "step"), where
 
@@ -117,18 +123,9 @@ def test_8bit_states_equal_dequantize_step_requantize(isa, name):
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("name", ["adamw", "lion", "momentum", "nadam", "adabelief", "rprop"])
 def test_bfloat16_states_equal_upcast_step_round(isa, name):
-    hyper = INT8_HYPER.get(name, {"lr": 0.01})
     with isa_path(isa):
         for size in (1, 7, 17, 1023, 100003):
-            param, grads = draws(size, seed=size)
-            model_param, model = param.copy(), StateModel(name, hyper, size, "bfloat16")
-            opt = pyopt.create(name, [param], state_dtype="bfloat16", **hyper)
-            for t, g in enumerate(grads, start=1):
-                opt.step([g])
-                model.step(model_param, g, t)
-            where = f"{name} size {size} on {isa}"
-            np.testing.assert_array_equal(param.view(np.uint32), model_param.view(np.uint32), err_msg=where)
-            assert_states_equal(opt.state[0], model, where)
+            run_against_model(name, INT8_HYPER.get(name, {"lr": 0.01}), size, "bfloat16", isa)
 
 
 @pytest.mark.parametrize("isa", ISAS)
