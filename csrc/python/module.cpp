@@ -105,6 +105,9 @@ py::dict describe(const OptimizerSpec& s) {
   if (s.rule && s.rule->num_reductions == 0) state_dtypes.append("bfloat16");
   if (s.rule && s.rule->int8_slots) state_dtypes.append("int8");
   d["state_dtypes"] = state_dtypes;
+  // Whether a step reads whole tensors (norms, sums, matrix products), not each element alone: such
+  // an optimizer cannot step flat partitions of several params (DeepSpeed ZeRO, pyopt.torch).
+  d["per_tensor"] = !s.rule || s.rule->num_reductions > 0;
   return d;
 }
 
@@ -122,7 +125,8 @@ PYBIND11_MODULE(_core, m) {
     return out;
   }, "Every optimizer's record: rule (None: written in Python), alias_of, class_name, summary, reference, "
      "paper, paper_url, lr_range, demo_lr, hyper (dicts: name, default, kind, range, search, low, high, "
-     "keyword_only, doc, range_note), fixed, slots, scalars.");
+     "keyword_only, doc, range_note), fixed, slots, scalars, int8_slots, nonnegative_slots, state_dtypes, "
+     "per_tensor.");
   m.def("hyper_tuples", [] {
     py::dict out;
     for (const auto& [name, members] : hyper_tuples()) out[py::str(name)] = members;

@@ -12,7 +12,7 @@ RECORDS = _core.optimizers()
 def test_schema():
     keys = {"name", "rule", "alias_of", "class_name", "summary", "reference", "paper", "paper_url", "lr_range",
             "demo_lr", "fixed", "slots", "scalars", "hyper", "int8_slots", "nonnegative_slots",
-            "state_dtypes"}
+            "state_dtypes", "per_tensor"}
     hyper_keys = {"name", "default", "kind", "range", "search", "low", "high", "keyword_only", "doc", "range_note"}
     for name, d in RECORDS.items():
         assert set(d) == keys, name
@@ -36,6 +36,13 @@ def test_8bit_slots_are_the_issues_list_with_second_moments_unsigned():
     assert RECORDS["adamw"]["state_dtypes"] == ["float32", "bfloat16", "int8"]
     assert RECORDS["lamb"]["state_dtypes"] == RECORDS["muon"]["state_dtypes"] == ["float32"]
     assert RECORDS["nadam"]["state_dtypes"] == ["float32", "bfloat16"]
+
+
+def test_per_tensor_optimizers_are_those_with_reductions_and_the_python_ones():
+    per_tensor = [name for name, d in RECORDS.items() if d["per_tensor"]]
+    assert per_tensor == ["lamb", "lars", "stableadamw", "novograd", "muon", "adafactor"]
+    for name in per_tensor:  # their reduction pass keeps the states float32
+        assert RECORDS[name]["state_dtypes"] == ["float32"], name
 
 
 # That the classes, papers, demo lrs and search spaces derived from the records are what the
