@@ -186,9 +186,10 @@ class Optimizer(torch.optim.Optimizer):
         inner = self.numpy_class(groups, **self._storage_options)
         params = [p for group in self.param_groups for p in group["params"]]
         carried = {i: self.state[p] for i, p in enumerate(params) if self.state.get(p)}
+        train_mode = getattr(self._inner, "train_mode", True)  # schedule-free: the mode carries over
+        if carried or not train_mode:
+            inner.load_state_dict(self._numpy_state_dict(inner, carried, self._storage_options, train_mode))
         self.state = defaultdict(dict)  # (the state of params no longer in the groups goes)
-        if carried:
-            inner.load_state_dict(self._numpy_state_dict(inner, carried, self._storage_options))
         self._inner = inner
         self._inner_key = self._key()
         self._synced = [{k: group[k] for k in self._hyper_keys} for group in self.param_groups]
@@ -196,7 +197,7 @@ class Optimizer(torch.optim.Optimizer):
         self._expose(inner, params, [i for i in carried])
 
     def _numpy_state_dict(self, inner: OptimizerBase, entries: Mapping[int, Mapping[str, Any]],
-                          storage: Mapping[str, Any] | None) -> dict[str, Any]:
+                          storage: Mapping[str, Any] | None, train_mode: Any = True) -> dict[str, Any]:
         """torch-style state entries (tensors, float steps) as the numpy optimizer's state_dict."""
         state = {}
         for i, entry in entries.items():
@@ -207,6 +208,8 @@ class Optimizer(torch.optim.Optimizer):
                     value = value.detach()
                     if value.dim() == 0:
                         value = value.item()
+                    elif value.dtype == torch.uint8:  # the codes of an 8-bit state
+                        value = value.cpu().contiguous().numpy()
                     else:
                         value = numpy_view(value.cpu().contiguous(), where)
                 if key == "step":
@@ -224,6 +227,8 @@ class Optimizer(torch.optim.Optimizer):
         out: dict[str, Any] = {"state": state, "param_groups": groups}
         if storage:
             out["storage"] = dict(storage)
+        if hasattr(inner, "train_mode"):
+            out["train_mode"] = train_mode
         return out
 
     def _expose(self, inner: OptimizerBase, params: list[torch.Tensor], indices: Iterable[int]) -> None:
@@ -254,6 +259,19 @@ class Optimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        inner = self._current()
+        params, grads = [], []
+        for g, group in enumerate(self.param_groups):
+            for k, p in enumerate(group["params"]):
+                params.append(p)
+                grads.append(None if p.grad is None else
+                             numpy_view(p.grad, f"{self._label}: grad of param_groups[{g}]['params'][{k}]"))
+        inner.step(grads)
+        self._after_step(inner, params, grads)
+        return loss
+
+    def _current(self) -> OptimizerBase:
+        """The numpy optimizer, rebuilt if the params changed, with the groups' current hyperparameters."""
         if self._inner_key != self._key():
             self._rebuild()
         inner = self._inner
@@ -268,15 +286,7 @@ class Optimizer(torch.optim.Optimizer):
                 elif value is not synced[key]:
                     inner.param_groups[g][key] = value
                     synced[key] = value
-        params, grads = [], []
-        for g, group in enumerate(self.param_groups):
-            for k, p in enumerate(group["params"]):
-                params.append(p)
-                grads.append(None if p.grad is None else
-                             numpy_view(p.grad, f"{self._label}: grad of param_groups[{g}]['params'][{k}]"))
-        inner.step(grads)
-        self._after_step(inner, params, grads)
-        return loss
+        return inner
 
     def _after_step(self, inner: OptimizerBase, params: list[torch.Tensor], grads: list[Any]) -> None:
         """Give newly stepped params their state entries (all of them when the numpy optimizer
@@ -321,6 +331,8 @@ class Optimizer(torch.optim.Optimizer):
         out["state"] = state
         if self._storage_options != StorageOptions().as_dict():
             out["storage"] = dict(self._storage_options)
+        if hasattr(self._inner, "train_mode"):
+            out["train_mode"] = self._current().train_mode
         return out
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -380,7 +392,7 @@ class Optimizer(torch.optim.Optimizer):
         for i, entry in entries.items():
             if not isinstance(entry, Mapping):
                 raise ValueError(f"{label}: state of param {i} must be a dict")
-        inner.load_state_dict(self._numpy_state_dict(inner, entries, storage))
+        inner.load_state_dict(self._numpy_state_dict(inner, entries, storage, state_dict.get("train_mode", True)))
 
         for group, new in zip(self.param_groups, new_groups):
             group.clear()
@@ -414,6 +426,39 @@ class Optimizer(torch.optim.Optimizer):
     def memory(self) -> dict[str, int]:
         """Bytes held, by part, as the numpy classes' ``memory()``."""
         return self._inner.memory()
+
+
+class _ScheduleFreeModes:
+    """The schedule-free optimizers' modes: the params hold y while training; ``eval()`` puts the
+    average x into them (in place) until ``train()`` puts y back. ``step`` in eval mode raises."""
+
+    def train(self) -> None:
+        self._current().train()
+
+    def eval(self) -> None:
+        self._current().eval()
+
+    @property
+    def train_mode(self) -> bool:
+        return self._current().train_mode
+
+
+class _HessianUpdates:
+    """SophiaG's Hessian estimates (``pyopt.hessian`` computes them from numpy arrays)."""
+
+    def update_hessian(self, estimates: list[torch.Tensor | None]) -> None:
+        """Fold a diagonal Hessian estimate per param (tensors in param order, None to skip) into
+        the ``hessian`` state: ``h = beta2·h + (1 − beta2)·estimate``."""
+        inner = self._current()
+        params = [p for group in self.param_groups for p in group["params"]]
+        if not isinstance(estimates, (list, tuple)) or len(estimates) != len(params):
+            raise ValueError(f"{self._label}: update_hessian takes one estimate (or None) per param, "
+                             f"{len(params)} in all")
+        views = [None if e is None else numpy_view(e, f"{self._label}: Hessian estimate {i}")
+                 for i, e in enumerate(estimates)]
+        inner.update_hessian(views)
+        self._engine_seen = None  # (the first update allocates the state)
+        self._after_step(inner, params, views)
 
 
 def _hyper_signature(numpy_class: type) -> inspect.Signature:
@@ -472,7 +517,9 @@ def _make_class(name: str, record: Mapping[str, Any]) -> type:
                + [p for p in params if p.kind == inspect.Parameter.KEYWORD_ONLY] + flag_params)
     doc = (f"{record['class_name']}: pyopt's ``{name}`` as a ``torch.optim.Optimizer`` (see ``pyopt.torch``).\n\n"
            + (numpy_class.__doc__ or ""))
-    cls = type(record["class_name"], (Optimizer,), {
+    mixins = ((_ScheduleFreeModes,) if hasattr(numpy_class, "train_mode") else ()) + (
+        (_HessianUpdates,) if hasattr(numpy_class, "update_hessian") else ())
+    cls = type(record["class_name"], mixins + (Optimizer,), {
         "name": name, "numpy_class": numpy_class, "implementation_flags": flags,
         "per_tensor": bool(record["per_tensor"]), "__doc__": doc, "__module__": __name__,
         "__signature__": inspect.Signature(ordered),
