@@ -164,7 +164,7 @@ def test_add_param_group_checks_before_adding():
     opt.add_param_group({"params": [b], "lr": 0.5})
     a.grad, b.grad = torch.ones(4), torch.ones(2)
     opt.step()
-    assert float(b[0]) < 0.6 and float(opt.state[b]["step"]) == 1
+    assert b[0].item() < 0.6 and float(opt.state[b]["step"]) == 1
 
 
 @pytest.mark.parametrize("make, error, words", [
@@ -338,7 +338,7 @@ def test_per_tensor_optimizers_refuse_params_they_were_not_given():
     elementwise = pt.AdamW([torch.nn.Parameter(torch.ones(4, 3))], lr=0.01)
     elementwise.param_groups[0]["params"] = [flat]
     elementwise.step()
-    assert float(flat[0]) < 1.0
+    assert flat[0].item() < 1.0
 
 
 def test_torch_flags_and_unknown_arguments():
