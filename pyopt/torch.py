@@ -61,9 +61,18 @@ class UnsupportedTensorError(TypeError, RuntimeError):
     RuntimeError torch.optim raises for complex params where it does not take them."""
 
 
+_VIEWED_AS_ITSELF = {torch.float32: True, torch.float64: True, torch.float16: True, torch.bfloat16: False}
+
+
 def numpy_view(t: torch.Tensor, what: str) -> np.ndarray:
     """The tensor's memory as an ndarray (no copy): CPU, strided, contiguous, float32 / float64 /
     bfloat16 (as ``ml_dtypes.bfloat16``) / float16."""
+    # The fast path of every step (a few hundred ns per grad); the checks below say what is wrong.
+    itself = _VIEWED_AS_ITSELF.get(getattr(t, "dtype", None))
+    if itself is not None and t.is_cpu and t.layout is torch.strided and t.is_contiguous():
+        if t.requires_grad:
+            t = t.detach()
+        return t.numpy() if itself else t.view(torch.int16).numpy().view(_BF16)
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{what} must be a torch.Tensor, got {type(t).__name__}")
     if t.layout != torch.strided:
@@ -162,7 +171,15 @@ class Optimizer(torch.optim.Optimizer):
             raise
 
     def _key(self) -> tuple:
-        return tuple(tuple((id(p), p.data_ptr()) for p in group["params"]) for group in self.param_groups)
+        """What identifies the params the numpy optimizer views: each group's size, each param's
+        identity and memory."""
+        key: list[int] = []
+        for group in self.param_groups:
+            key.append(len(group["params"]))
+            for p in group["params"]:
+                key.append(id(p))
+                key.append(p.data_ptr())
+        return tuple(key)
 
     def _rebuild(self) -> None:
         """A numpy optimizer over the current param groups, carrying over the state of every param
@@ -259,20 +276,29 @@ class Optimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        inner = self._current()
-        params, grads = [], []
+        params, grads, key = [], [], []
         for g, group in enumerate(self.param_groups):
+            key.append(len(group["params"]))
             for k, p in enumerate(group["params"]):
                 params.append(p)
-                grads.append(None if p.grad is None else
-                             numpy_view(p.grad, f"{self._label}: grad of param_groups[{g}]['params'][{k}]"))
+                key.append(id(p))
+                key.append(p.data_ptr())
+                grad = p.grad
+                if grad is None:
+                    grads.append(None)
+                elif (_VIEWED_AS_ITSELF.get(grad.dtype) and grad.is_cpu and grad.layout is torch.strided
+                      and not grad.requires_grad and grad.is_contiguous()):
+                    grads.append(grad.numpy())  # (the common case, without the checks' costs)
+                else:
+                    grads.append(numpy_view(grad, f"{self._label}: grad of param_groups[{g}]['params'][{k}]"))
+        inner = self._current(tuple(key))
         inner.step(grads)
         self._after_step(inner, params, grads)
         return loss
 
-    def _current(self) -> OptimizerBase:
+    def _current(self, key: tuple | None = None) -> OptimizerBase:
         """The numpy optimizer, rebuilt if the params changed, with the groups' current hyperparameters."""
-        if self._inner_key != self._key():
+        if self._inner_key != (self._key() if key is None else key):
             self._rebuild()
         inner = self._inner
         for g, group in enumerate(self.param_groups):  # hyperparameters edited since the last step
@@ -304,11 +330,14 @@ class Optimizer(torch.optim.Optimizer):
         engine = inner._engine
         if engine is not self._engine_seen:
             self._engine_seen = engine
-            self._expose(inner, params, [i for i, p in enumerate(params) if grads[i] is not None or self.state.get(p)])
+            self._exposed = {i for i, p in enumerate(params) if grads[i] is not None or self.state.get(p)}
+            self._expose(inner, params, self._exposed)
             return
-        for i, p in enumerate(params):
-            if grads[i] is not None and p not in self.state:
+        exposed = self._exposed
+        for i, grad in enumerate(grads):
+            if grad is not None and i not in exposed:
                 self._expose(inner, params, [i])
+                exposed.add(i)
 
     # ----- checkpoints -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
