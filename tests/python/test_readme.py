@@ -105,3 +105,21 @@ def test_two_setup_commands():
     commands = re.findall(r"^```bash\n(.*?)^```", section, flags=re.S | re.M)
     assert [c.strip() for c in commands] == ['pip install ".[tune]" && pyopt tune softmax-digits',
                                             'pip install ".[test]" && pytest']
+
+
+def test_torch_block_runs_and_prints_torchs_state_keys(tmp_path):
+    pytest.importorskip("torch")
+    block = block_containing("python", "pyopt.torch.AdamW(model.parameters()")
+    printed = re.search(r"^print\(.*\)  # (\[.*?\])", block, flags=re.M)
+    assert printed, "the README's torch block no longer shows what it prints"
+    result = subprocess.run([sys.executable, "-c", block], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=120, env=shell_env())
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == printed.group(1)
+    import torch  # the same keys as torch.optim.AdamW's own state_dict
+
+    p = torch.nn.Parameter(torch.ones(3))
+    p.grad = torch.ones(3)
+    opt = torch.optim.AdamW([p])
+    opt.step()
+    assert str(sorted(opt.state_dict()["state"][0])) == printed.group(1)
