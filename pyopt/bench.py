@@ -11,6 +11,10 @@ its own params and state (the gradients are shared, read-only):
 
 ``pyopt``          ``pyopt.create(name, params, **storage).step(grads)`` at the optimizer's default
                    hyperparameters, with the dtype spec's storage options
+``pyopt-torch``    ``pyopt.torch.<Class>`` (the torch.optim twin of the same optimizer) stepping torch
+                   tensors that view its own copies of the params, grads set on ``.grad``, with the
+                   spec's storage options: pyopt's kernels plus the adapter, so its time over
+                   pyopt's, minus 1, is the cost of ``pyopt.torch`` itself (``adapter_overhead``)
 ``numpy``          a straightforward numpy version of the same update (sgd, momentum, adam, adamw,
                    adagrad, rmsprop, lion; "n/a" for the rest), checked against pyopt in the tests
 ``torch-foreach``  ``torch.optim.<X>(..., foreach=True).step()``, grads preset on the params
@@ -52,13 +56,15 @@ load, so it must be set in the environment, not from Python.
 Reported per implementation: median time per step, GB/s (the bytes the optimizer must move per
 step / time), speedup of pyopt (peer time / pyopt time) and, for pyopt, the fraction of the probe
 (probe time / pyopt time; 1.0 means pyopt runs at the bandwidth floor) and the speedup over torch's
-fused optimizer on float32 params (``vs_torch_fused_f32``).
+fused optimizer on float32 params (``vs_torch_fused_f32``); for pyopt-torch, ``adapter_overhead`` =
+pyopt-torch time / pyopt time - 1 (the table's ``adapter`` column, e.g. +3.0%).
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import datetime as _dt
+import importlib
 import inspect
 import json
 import math
@@ -79,7 +85,8 @@ from ._spec import spec
 from .bench_dtypes import (DtypeSpec, Unavailable, as_torch, bitsandbytes_8bit, int8_slots, make_probe,
                            parse_dtype_spec, step_bytes, torchao_8bit)
 
-PEERS = ("numpy", "torch-foreach", "torch-fused", "torch-fused-f32", "deepspeed", "bnb-8bit", "torchao-8bit", "probe")
+PEERS = ("pyopt-torch", "numpy", "torch-foreach", "torch-fused", "torch-fused-f32", "deepspeed", "bnb-8bit",
+         "torchao-8bit", "probe")
 IMPLS = ("pyopt",) + PEERS
 DTYPES = {"float32": np.float32, "float64": np.float64}
 # name -> (tensors, elements per tensor)
@@ -313,6 +320,28 @@ def _torch_optimizer(name: str, mode: str, params: list[np.ndarray], grads: list
     return opt.step
 
 
+def pyopt_torch_class(name: str) -> type:
+    """The ``pyopt.torch`` class of optimizer ``name`` (imports torch; Unavailable if it cannot)."""
+    _torch()
+    classes = importlib.import_module("pyopt.torch")
+    for class_name in classes.__all__:
+        cls = getattr(classes, class_name)
+        if getattr(cls, "name", None) == name:
+            return cls
+    raise Unavailable(f"unavailable: pyopt.torch has no class for {name}")
+
+
+def _pyopt_torch(name: str, params: list[np.ndarray], grads: list[np.ndarray], dspec: DtypeSpec):
+    """pyopt.torch's ``name`` at its defaults with the spec's storage options, on torch tensors viewing
+    ``params`` (updated in place), grads on ``.grad``: its ``step`` is what a torch training loop calls."""
+    cls = pyopt_torch_class(name)
+    torch = _torch()
+    tensors = [as_torch(torch, p) for p in params]
+    for t, g in zip(tensors, grads):
+        t.grad = as_torch(torch, g)
+    return cls(tensors, **dspec.storage_options()).step
+
+
 def _deepspeed(name: str, params: list[np.ndarray], grads: list[np.ndarray]):
     if name not in ("adam", "adamw"):
         raise Unavailable("n/a")
@@ -361,6 +390,8 @@ def make_impl(impl: str, name: str, params: list[np.ndarray], grads: list[np.nda
     if impl == "pyopt":
         opt = pyopt.create(name, params, **dspec.storage_options())
         return lambda: opt.step(grads)
+    if impl == "pyopt-torch":
+        return _pyopt_torch(name, params, grads, dspec)
     if impl in ("numpy", "deepspeed") and not dspec.plain:
         raise Unavailable("n/a")
     if impl == "bnb-8bit":
@@ -408,6 +439,7 @@ class Row:
     pyopt_speedup: float | None = None  # this impl's median / pyopt's (how many times faster pyopt is)
     probe_fraction: float | None = None  # pyopt rows: probe median / pyopt median
     vs_torch_fused_f32: float | None = None  # pyopt rows: torch fused on float32 params median / pyopt median
+    adapter_overhead: float | None = None  # pyopt-torch rows: its median / pyopt's - 1 (pyopt.torch's own cost)
     samples_s: list[float] = field(default_factory=list)
 
 
@@ -520,7 +552,7 @@ def run_case(name: str, case: str, dtype: str, peers: Sequence[str] = PEERS, rep
         blocks[impl] = max(1, min(100_000, int(block_ms / 1e3 / max(best, 1e-9))))
         rows[impl].steps_per_block = blocks[impl]
     order = list(fns)
-    for r in range(repeats):
+    for r in range(repeats if order else 0):  # (none when pyopt and every peer refuse the case)
         k = r % len(order)
         for impl in order[k:] + order[:k]:
             time.sleep(gap)  # let the previous runtime's OpenMP threads stop spinning
@@ -535,6 +567,9 @@ def run_case(name: str, case: str, dtype: str, peers: Sequence[str] = PEERS, rep
     for row in rows.values():
         if row.median_s is not None and ours:
             row.pyopt_speedup = row.median_s / ours
+    adapter = rows.get("pyopt-torch")
+    if adapter is not None and adapter.median_s and ours:
+        adapter.adapter_overhead = adapter.median_s / ours - 1
     if "probe" in rows and rows["probe"].median_s and ours:
         rows["pyopt"].probe_fraction = rows["probe"].median_s / ours
     reference = rows.get(reference_impl(dspec) or "")
@@ -620,11 +655,16 @@ def header_lines(machine: dict[str, Any]) -> list[str]:
     ]
 
 
+def _status_cell(row: dict[str, Any], markdown: bool) -> str:
+    return row["status"] if markdown or row["status"] == "n/a" else row["status"][:11]
+
+
 def table_lines(results: list[dict[str, Any]], peers: Sequence[str], markdown: bool = False) -> list[str]:
     """One line per (optimizer, case, dtype): pyopt's time and GB/s, its fraction of the probe, with
-    dtype specs its speedup over torch's fused optimizer on float32 params, and each peer's time with
-    pyopt's speedup against it (peer time / pyopt time). Peers that are n/a in every row are left out."""
-    shown = [p for p in PEERS if p in peers and p != "probe"
+    dtype specs its speedup over torch's fused optimizer on float32 params, pyopt-torch's time and the
+    adapter's overhead (pyopt-torch time / pyopt time - 1), and each other peer's time with pyopt's
+    speedup against it (peer time / pyopt time). Peers that are n/a in every row are left out."""
+    shown = [p for p in PEERS if p in peers and p not in ("probe", "pyopt-torch")
              and any(r["impl"] == p and r["status"] != "n/a" for r in results)]
     with_specs = any(not parse_dtype_spec(r["dtype"]).plain for r in results)
     cols = ["optimizer", "case", "dtype", "pyopt", "GB/s"]
@@ -632,6 +672,8 @@ def table_lines(results: list[dict[str, Any]], peers: Sequence[str], markdown: b
         cols += ["probe", "probe/pyopt"]
     if with_specs:
         cols.append("vs torch-f32")
+    if "pyopt-torch" in peers:
+        cols += ["pyopt-torch", "adapter"]
     cols += shown
     groups: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = {}
     for r in results:
@@ -646,12 +688,21 @@ def table_lines(results: list[dict[str, Any]], peers: Sequence[str], markdown: b
             line.append(f"{ours['probe_fraction']:.2f}" if ours["probe_fraction"] else "-")
         if with_specs:
             line.append(f"{ours['vs_torch_fused_f32']:.2f}x" if ours.get("vs_torch_fused_f32") else "-")
+        if "pyopt-torch" in peers:
+            adapter = by_impl.get("pyopt-torch")
+            if adapter is None:
+                line += ["-", "-"]
+            elif adapter["status"] != "ok":
+                line += [_status_cell(adapter, markdown), "-"]
+            else:
+                overhead = adapter.get("adapter_overhead")
+                line += [_fmt_time(adapter["median_s"]), f"{overhead:+.1%}" if overhead is not None else "-"]
         for p in shown:
             peer = by_impl.get(p)
             if peer is None:
                 line.append("-")
             elif peer["status"] != "ok":
-                line.append(peer["status"] if markdown or peer["status"] == "n/a" else peer["status"][:11])
+                line.append(_status_cell(peer, markdown))
             else:
                 ratio = f" {peer['pyopt_speedup']:.2f}x" if peer["pyopt_speedup"] else ""
                 line.append(_fmt_time(peer["median_s"]) + ratio)
@@ -775,7 +826,9 @@ def run_from_args(args: argparse.Namespace) -> int:
     print(f"median of {settings['repeats']} interleaved blocks per implementation; 'N.NNx' = pyopt's speedup "
           "(peer time / pyopt time); probe/pyopt = fraction of the bandwidth floor"
           + ("; vs torch-f32 = speedup over torch's fused optimizer on float32 params"
-             if any(not parse_dtype_spec(d).plain for d in report["settings"]["dtypes"]) else ""))
+             if any(not parse_dtype_spec(d).plain for d in report["settings"]["dtypes"]) else "")
+          + ("; adapter = pyopt-torch time / pyopt time - 1 (the cost of pyopt.torch itself)"
+             if "pyopt-torch" in peers else ""))
     print("\n".join(table_lines(report["results"], peers, markdown=args.markdown)))
     for note in unavailable_notes(report["results"]):
         print("note: " + note)

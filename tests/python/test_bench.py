@@ -24,7 +24,7 @@ def threads():
 
 # --------------------------------------------------------------------------- CLI / runner
 
-QUICK = ["--quick", "--cases", "3x100", "--peers", "numpy,torch-foreach,torch-fused,probe"]
+QUICK = ["--quick", "--cases", "3x100", "--peers", "pyopt-torch,numpy,torch-foreach,torch-fused,probe"]
 
 
 def test_cli_writes_json_and_csv(tmp_path, capsys):
@@ -58,6 +58,14 @@ def test_cli_writes_json_and_csv(tmp_path, capsys):
     assert by["lion", "torch-fused"]["status"] == "n/a"
     assert by["lion", "numpy"]["status"] == "ok"
     assert by["adamw", "probe"]["status"] == "ok"
+    for name in ("adamw", "lion"):
+        adapter, ours = by[name, "pyopt-torch"], by[name, "pyopt"]
+        if adapter["status"] != "ok":  # (no torch here)
+            assert adapter["status"].startswith("unavailable: torch not importable")
+            continue
+        assert adapter["bytes_per_step"] == ours["bytes_per_step"]  # the same work, through pyopt.torch
+        assert adapter["adapter_overhead"] == pytest.approx(adapter["median_s"] / ours["median_s"] - 1)
+        assert ours["adapter_overhead"] is None
 
     with open(cs, newline="") as fh:
         reader = csv.DictReader(fh)
@@ -66,6 +74,26 @@ def test_cli_writes_json_and_csv(tmp_path, capsys):
     assert len(csv_rows) == len(rows)
     assert {(r["optimizer"], r["impl"], r["status"]) for r in csv_rows} == {
         (r["optimizer"], r["impl"], r["status"]) for r in rows}
+
+
+def test_table_shows_pyopt_torch_time_and_adapter_overhead(tmp_path, capsys):
+    pytest.importorskip("torch")
+    js = tmp_path / "t.json"
+    assert bench.main(["--quick", "--cases", "3x100", "--optimizers", "adamw,sgd", "--peers", "pyopt-torch,probe",
+                       "--markdown", "--json", str(js)]) == 0
+    out = capsys.readouterr().out
+    assert "adapter = pyopt-torch time / pyopt time - 1" in out
+    table = [line.strip("|").split("|") for line in out.splitlines() if line.startswith("| ")]
+    cols = [c.strip() for c in table[0]]
+    assert cols[cols.index("pyopt-torch") + 1] == "adapter"
+    by = {(r["optimizer"], r["impl"]): r for r in json.loads(js.read_text())["results"]}
+    for cells in table[1:]:
+        cell = dict(zip(cols, (c.strip() for c in cells)))
+        adapter = by[cell["optimizer"], "pyopt-torch"]
+        assert adapter["status"] == "ok" and adapter["median_s"] > 0
+        assert cell["pyopt-torch"] == bench._fmt_time(adapter["median_s"])
+        assert cell["adapter"] == f"{adapter['adapter_overhead']:+.1%}"
+    assert {c[0].strip() for c in table[1:]} == {"adamw", "sgd"}
 
 
 def test_pyopt_bench_subcommand_and_module(tmp_path, python_child):
@@ -256,6 +284,69 @@ def test_torch_peer_is_one_step_at_pyopt_defaults(name, mode):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("name", pyopt.available())
+def test_pyopt_torch_peer_is_pyopt_bit_for_bit(name):
+    """pyopt-torch runs pyopt's step (same defaults, same kernels) on torch tensors viewing its params."""
+    pytest.importorskip("torch")
+    rng = np.random.default_rng(7)
+    params = [rng.standard_normal(n).astype(np.float32) for n in (5, 300)]
+    grads = [rng.standard_normal(n).astype(np.float32) for n in (5, 300)]
+    ours = pyopt.create(name, [p.copy() for p in params])
+    theirs = [p.copy() for p in params]
+    step = bench.make_impl("pyopt-torch", name, theirs, grads)  # updates `theirs` in place
+    for _ in range(3):
+        ours.step(grads)
+        step()
+    for start, a, b in zip(params, _params(ours), theirs):
+        assert not np.array_equal(b, start), "pyopt-torch did not step the caller's params"
+        np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32))
+
+
+@pytest.mark.parametrize("name", ["adamw", "lion", "adan"])
+@pytest.mark.parametrize("text", ["float64", "bf16", "bf16+bf16", "bf16+master", "bf16+master+int8", "int8",
+                                  "f16+master"])
+def test_pyopt_torch_peer_takes_the_dtype_specs_storage_options(name, text):
+    pytest.importorskip("torch")
+    dspec = bd.parse_dtype_spec(text)
+    rng = np.random.default_rng(8)
+    # small params: a 16-bit param of about 1 could not move by lion's lr = 1e-4
+    params = [(0.01 * rng.standard_normal(n)).astype(np.float32).astype(dspec.param_dtype) for n in (5, 5000)]
+    grads = [rng.standard_normal(n).astype(np.float32).astype(dspec.param_dtype) for n in (5, 5000)]
+    ours = pyopt.create(name, [p.copy() for p in params], **dspec.storage_options())
+    theirs = [p.copy() for p in params]
+    step = bench.make_impl("pyopt-torch", name, theirs, grads, dspec)
+    for _ in range(3):
+        ours.step(grads)
+        step()
+    for start, a, b in zip(params, _params(ours), theirs):
+        assert b.dtype == dspec.param_dtype and not np.array_equal(b, start)
+        np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))  # master and 8-bit states included
+
+
+def test_pyopt_torch_peer_refuses_what_pyopt_refuses():
+    pytest.importorskip("torch")
+    bf16 = [np.ones(5000, bd.BF16)]
+    with pytest.raises(ValueError, match="LAMB: lamb keeps its states as 'float32' only"):
+        bench.make_impl("pyopt-torch", "lamb", bf16, bf16, bd.parse_dtype_spec("bf16+bf16"))
+    rows = bench.run_case("sophia", "1x100", "bf16", peers=["pyopt-torch"], repeats=1, warmup=1, block_ms=0.1,
+                          gap_ms=0.0)
+    assert [(r.impl, r.status.split(":")[0]) for r in rows] == [("pyopt", "unavailable"),
+                                                                ("pyopt-torch", "unavailable")]
+
+
+def test_pyopt_torch_peer_unavailable_without_torch(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # import raises ImportError
+    with pytest.raises(bench.Unavailable, match="unavailable: torch not importable"):
+        bench.make_impl("pyopt-torch", "adamw", [np.ones(3, np.float32)], [np.ones(3, np.float32)])
+    report = bench.run(["adamw"], ["2x50"], ["float32"], peers=["pyopt-torch"], repeats=1, warmup=1, block_ms=0.1,
+                       gap_ms=0.0)
+    ours, adapter = report["results"]
+    assert ours["status"] == "ok" and adapter["status"].startswith("unavailable: torch not importable")
+    assert adapter["median_s"] is None and adapter["adapter_overhead"] is None
+    cells = bench.table_lines(report["results"], ["pyopt-torch"])[1].split()
+    assert cells[-2:] == ["unavailable", "-"]  # (statuses cut to 11 characters in the text table)
+
+
 def test_torch_fused_only_where_torch_has_it():
     pytest.importorskip("torch")
     with pytest.raises(bench.Unavailable, match="n/a"):
@@ -414,7 +505,7 @@ def test_plain_probe_layout_is_the_optimizer_arrays():
     assert bd.probe_layout(bd.step_bytes("adamw", bd.parse_dtype_spec("float32"), 1, 1000)) == [(3, 1, 1000)]
 
 
-DTYPE_PEERS = "torch-fused,torch-fused-f32,bnb-8bit,torchao-8bit,probe"
+DTYPE_PEERS = "pyopt-torch,torch-fused,torch-fused-f32,bnb-8bit,torchao-8bit,probe"
 
 
 def test_cli_dtype_specs_end_to_end(tmp_path, capsys):
@@ -427,13 +518,16 @@ def test_cli_dtype_specs_end_to_end(tmp_path, capsys):
     report = json.loads(js.read_text())
     assert report["settings"]["dtypes"] == ["bf16", "bf16+bf16", "bf16+master+int8", "f32+int8"]
     rows = {(r["dtype"], r["impl"]): r for r in report["results"]}
-    assert len(rows) == len(report["results"]) == 4 * 6
+    assert len(rows) == len(report["results"]) == 4 * 7
     for text in report["settings"]["dtypes"]:
         dspec = bd.parse_dtype_spec(text)
         ours = rows[text, "pyopt"]
         assert ours["status"] == "ok", ours["status"]
         assert ours["bytes_per_step"] == bd.step_bytes("adamw", dspec, 1, 5000).moved
         assert ours["probe_fraction"] > 0 and rows[text, "probe"]["status"] == "ok"
+        adapter = rows[text, "pyopt-torch"]  # pyopt.torch on the spec's tensors and storage options
+        assert adapter["status"] == "ok", adapter["status"]
+        assert adapter["adapter_overhead"] == pytest.approx(adapter["median_s"] / ours["median_s"] - 1)
         reference = rows[text, "torch-fused-f32" if dspec.low_precision_param else "torch-fused"]
         if reference["status"] == "ok":
             assert ours["vs_torch_fused_f32"] == pytest.approx(reference["median_s"] / ours["median_s"])
