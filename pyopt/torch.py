@@ -105,10 +105,10 @@ def tensor_view(a: np.ndarray) -> torch.Tensor:
 
 def _plain(value: Any) -> Any:
     """A hyperparameter as the numpy optimizer takes it: 1-element tensors as floats (also inside
-    tuples such as betas)."""
+    tuples such as betas); the value itself when it holds no tensor."""
     if isinstance(value, torch.Tensor):
         return float(value)
-    if isinstance(value, tuple):
+    if isinstance(value, tuple) and any(isinstance(v, torch.Tensor) for v in value):
         return tuple(_plain(v) for v in value)
     return value
 
@@ -209,7 +209,7 @@ class Optimizer(torch.optim.Optimizer):
         self.state = defaultdict(dict)  # (the state of params no longer in the groups goes)
         self._inner = inner
         self._inner_key = self._key()
-        self._synced = [{k: group[k] for k in self._hyper_keys} for group in self.param_groups]
+        self._sync_all()
         self._engine_seen = None
         self._expose(inner, params, [i for i in carried])
 
@@ -268,7 +268,6 @@ class Optimizer(torch.optim.Optimizer):
             self.state[p] = entry
 
     # ----- stepping --------------------------------------------------------------------------
-    @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One step of every param with a ``.grad`` (params whose grad is None are skipped).
         ``closure`` re-evaluates the model and returns the loss (called with grad enabled)."""
@@ -296,6 +295,12 @@ class Optimizer(torch.optim.Optimizer):
         self._after_step(inner, params, grads)
         return loss
 
+    def _sync_all(self) -> None:
+        """Mark every group's hyperparameters as handed to the numpy optimizer (just built from them)."""
+        self._synced = [{k: group[k] for k in self._hyper_keys} for group in self.param_groups]
+        self._tensor_valued = {(g, k) for g, group in enumerate(self.param_groups) for k in self._hyper_keys
+                               if _plain(group[k]) is not group[k]}
+
     def _current(self, key: tuple | None = None) -> OptimizerBase:
         """The numpy optimizer, rebuilt if the params changed, with the groups' current hyperparameters."""
         if self._inner_key != (self._key() if key is None else key):
@@ -305,13 +310,17 @@ class Optimizer(torch.optim.Optimizer):
             synced = self._synced[g]
             for key in self._hyper_keys:
                 value = group[key]
-                if isinstance(value, (torch.Tensor, tuple)):  # a tensor may have been edited in place
-                    plain = _plain(value)
-                    if plain != inner.param_groups[g][key]:
-                        inner.param_groups[g][key] = plain
-                elif value is not synced[key]:
-                    inner.param_groups[g][key] = value
-                    synced[key] = value
+                # The same object is the same value, unless it holds a tensor (edited in place).
+                if value is synced[key] and (g, key) not in self._tensor_valued:
+                    continue
+                plain = _plain(value)
+                if plain != inner.param_groups[g][key]:
+                    inner.param_groups[g][key] = plain
+                synced[key] = value
+                if plain is not value:
+                    self._tensor_valued.add((g, key))
+                else:
+                    self._tensor_valued.discard((g, key))
         return inner
 
     def _after_step(self, inner: OptimizerBase, params: list[torch.Tensor], grads: list[Any]) -> None:
@@ -430,7 +439,7 @@ class Optimizer(torch.optim.Optimizer):
         self._storage_options = dict(storage)
         self._inner = inner
         self._inner_key = self._key()
-        self._synced = [{k: group[k] for k in self._hyper_keys} for group in self.param_groups]
+        self._sync_all()
         self._engine_seen = None
         self._expose(inner, params, sorted(entries))
         for post_hook in self._optimizer_load_state_dict_post_hooks.values():
@@ -439,7 +448,7 @@ class Optimizer(torch.optim.Optimizer):
     def __getstate__(self) -> dict[str, Any]:  # pickling, copy.deepcopy: the numpy optimizer is rebuilt
         out = super().__getstate__()
         out.update(_label=self._label, _hyper_keys=self._hyper_keys, _storage_options=self._storage_options,
-                   _constructing=False, _inner=None, _inner_key=None, _synced=[])
+                   _constructing=False, _inner=None, _inner_key=None, _synced=[], _tensor_valued=set())
         return out
 
     def __setstate__(self, state: dict[str, Any]) -> None:
