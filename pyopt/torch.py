@@ -45,6 +45,7 @@ import torch
 from . import _core
 from . import optimizers as _numpy_optimizers
 from ._pybase import PyOptimizer, python_optimizer
+from .optimizer import Optimizer as NumpyOptimizer
 from .optimizer import OptimizerBase
 from .storage import StorageOptions
 
@@ -118,10 +119,24 @@ def _scalar_dtype() -> torch.dtype:
     return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
 
 
+class _GroupStepper:
+    """The numpy optimizer of one param group, over ndarray views of its params."""
+
+    def __init__(self, inner: OptimizerBase, params: list[torch.Tensor]) -> None:
+        self.inner = inner
+        self.params = params
+        self.ids = frozenset(id(p) for p in params)
+        self.synced: dict[str, Any] = {}  # the group's hyperparameter objects last handed to `inner`
+        self.tensor_valued: set[str] = set()  # of those, the ones holding tensors (edited in place)
+        self.engine_seen: Any = None  # the C++ engine whose state arrays self.state views
+        self.exposed: set[int] = set()  # params (by index) whose state is in self.state
+
+
 class Optimizer(torch.optim.Optimizer):
     """Base class of the ``pyopt.torch`` optimizers (see the module docstring). A subclass names
-    its pyopt optimizer (``name``); the work is done by the numpy class of that optimizer, kept
-    over ndarray views of the tensors and rebuilt when the set of params changes."""
+    its pyopt optimizer (``name``); the work is done by its numpy class: one instance per param
+    group, over ndarray views of the group's tensors, kept for as long as the group holds the same
+    params (engines that step one group at a time by swapping ``param_groups`` find it again)."""
 
     name: ClassVar[str]
     numpy_class: ClassVar[type]
@@ -144,14 +159,15 @@ class Optimizer(torch.optim.Optimizer):
         _check_torch_arguments(label, hyper, flags)
         self._hyper_keys = tuple(hyper)
         self._label = label
-        self._inner: OptimizerBase | None = None
-        self._inner_key: tuple | None = None
-        self._synced: list[dict[str, Any]] = []
+        self._steppers: dict[tuple, _GroupStepper] = {}  # by group key (see _group_key)
+        self._train_mode = True  # schedule-free optimizers: the mode of every group
         self._given: dict[int, weakref.ref] = {}  # id -> param given to the constructor or add_param_group
         self._constructing = True
         super().__init__(params, {**hyper, **flags})
         self._constructing = False
-        self._rebuild()  # checks every param and hyperparameter now, not at the first step
+        for g, group in enumerate(self.param_groups):  # checks every param and hyperparameter now
+            if group["params"]:  # (torch.optim takes empty groups: ZeroRedundancyOptimizer makes some)
+                self._stepper(g)
 
     # ----- param groups ----------------------------------------------------------------------
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -164,54 +180,85 @@ class Optimizer(torch.optim.Optimizer):
         if self._constructing:
             return
         try:
-            self._rebuild()
+            if self.param_groups[before]["params"]:
+                self._stepper(before)
         except BaseException:
             del self.param_groups[before:]
-            self._rebuild()
             raise
 
-    def _key(self) -> tuple:
-        """What identifies the params the numpy optimizer views: each group's size, each param's
-        identity and memory."""
+    @staticmethod
+    def _group_key(group: Mapping[str, Any]) -> tuple:
+        """What identifies the params a group's numpy optimizer views: their identity and memory."""
         key: list[int] = []
-        for group in self.param_groups:
-            key.append(len(group["params"]))
-            for p in group["params"]:
-                key.append(id(p))
-                key.append(p.data_ptr())
+        for p in group["params"]:
+            key.append(id(p))
+            key.append(p.data_ptr())
         return tuple(key)
 
-    def _rebuild(self) -> None:
-        """A numpy optimizer over the current param groups, carrying over the state of every param
-        that has some; the tensors' state entries then view its arrays."""
-        if self.per_tensor:
-            for g, group in enumerate(self.param_groups):
-                for k, p in enumerate(group["params"]):
-                    known = self._given.get(id(p))
-                    if known is None or known() is not p:
-                        raise ValueError(
-                            f"{self._label}: param_groups[{g}]['params'][{k}] was not given to the optimizer "
-                            f"(its param groups were replaced, as DeepSpeed ZeRO does with flat partitions of "
-                            f"many params): {self.name} computes norms or matrix products over each whole param, "
-                            "which a partition is not. Use an element-wise optimizer there (e.g. AdamW, Lion), "
-                            "or give this optimizer the params themselves")
-        groups = []
-        for g, group in enumerate(self.param_groups):
-            views = [numpy_view(p, f"{self._label}: param_groups[{g}]['params'][{k}]")
-                     for k, p in enumerate(group["params"])]
-            groups.append({"params": views, **{k: _plain(group[k]) for k in self._hyper_keys}})
-        inner = self.numpy_class(groups, **self._storage_options)
-        params = [p for group in self.param_groups for p in group["params"]]
+    def _stepper(self, g: int, key: tuple | None = None) -> _GroupStepper:
+        """The numpy optimizer of param group g (built if its params changed), given the group's
+        current hyperparameters."""
+        group = self.param_groups[g]
+        key = self._group_key(group) if key is None else key
+        stepper = self._steppers.get(key)
+        if stepper is None:
+            stepper = self._build_stepper(g, key)
+        self._sync(stepper, group)
+        return stepper
+
+    def _check_given(self, g: int) -> None:
+        if not self.per_tensor:
+            return
+        for k, p in enumerate(self.param_groups[g]["params"]):
+            known = self._given.get(id(p))
+            if known is None or known() is not p:
+                raise ValueError(
+                    f"{self._label}: param_groups[{g}]['params'][{k}] was not given to the optimizer (its param "
+                    f"groups were replaced, as DeepSpeed ZeRO does with flat partitions of many params): "
+                    f"{self.name} computes norms or matrix products over each whole param, which a partition "
+                    "is not. Use an element-wise optimizer there (e.g. AdamW, Lion), or give this optimizer "
+                    "the params themselves")
+
+    def _numpy_optimizer(self, g: int, group: Mapping[str, Any], storage: Mapping[str, Any]) -> OptimizerBase:
+        views = [numpy_view(p, f"{self._label}: param_groups[{g}]['params'][{k}]")
+                 for k, p in enumerate(group["params"])]
+        return self.numpy_class([{"params": views, **{k: _plain(group[k]) for k in self._hyper_keys}}], **storage)
+
+    def _build_stepper(self, g: int, key: tuple) -> _GroupStepper:
+        """A numpy optimizer for group g, carrying over the state its params have (copied from the
+        optimizer that held it, which is then dropped: a param is in one numpy optimizer at most)."""
+        self._check_given(g)
+        group = self.param_groups[g]
+        params = list(group["params"])
+        inner = self._numpy_optimizer(g, group, self._storage_options)
         carried = {i: self.state[p] for i, p in enumerate(params) if self.state.get(p)}
-        train_mode = getattr(self._inner, "train_mode", True)  # schedule-free: the mode carries over
-        if carried or not train_mode:
-            inner.load_state_dict(self._numpy_state_dict(inner, carried, self._storage_options, train_mode))
-        self.state = defaultdict(dict)  # (the state of params no longer in the groups goes)
-        self._inner = inner
-        self._inner_key = self._key()
-        self._sync_all()
-        self._engine_seen = None
-        self._expose(inner, params, [i for i in carried])
+        if carried or not self._train_mode:
+            inner.load_state_dict(self._numpy_state_dict(inner, carried, self._storage_options, self._train_mode))
+        stepper = _GroupStepper(inner, params)
+        for other_key, other in list(self._steppers.items()):
+            if other.ids & stepper.ids:
+                del self._steppers[other_key]
+        self._steppers[key] = stepper
+        self._expose(stepper, carried)
+        return stepper
+
+    def _sync(self, stepper: _GroupStepper, group: Mapping[str, Any]) -> None:
+        """Hand the group's hyperparameters edited since the last step to its numpy optimizer (the
+        same object is the same value, unless it holds a tensor, which may be edited in place)."""
+        inner_group = stepper.inner.param_groups[0]
+        synced, tensor_valued = stepper.synced, stepper.tensor_valued
+        for key in self._hyper_keys:
+            value = group[key]
+            if key in synced and value is synced[key] and key not in tensor_valued:
+                continue
+            plain = _plain(value)
+            if plain != inner_group[key]:
+                inner_group[key] = plain
+            synced[key] = value
+            if plain is not value:
+                tensor_valued.add(key)
+            else:
+                tensor_valued.discard(key)
 
     def _numpy_state_dict(self, inner: OptimizerBase, entries: Mapping[int, Mapping[str, Any]],
                           storage: Mapping[str, Any] | None, train_mode: Any = True) -> dict[str, Any]:
@@ -235,24 +282,21 @@ class Optimizer(torch.optim.Optimizer):
             if "step" not in converted:  # torch's SGD keeps no step: a buffer means it has stepped
                 converted["step"] = 1 if converted else 0
             state[i] = converted
-        groups, index = [], 0
-        for group in inner.param_groups:
-            count = len(group["params"])
-            groups.append({**{k: v for k, v in group.items() if k != "params"},
-                           "params": list(range(index, index + count))})
-            index += count
-        out: dict[str, Any] = {"state": state, "param_groups": groups}
+        group = inner.param_groups[0]
+        out: dict[str, Any] = {"state": state, "param_groups": [
+            {**{k: v for k, v in group.items() if k != "params"}, "params": list(range(len(group["params"])))}]}
         if storage:
             out["storage"] = dict(storage)
         if hasattr(inner, "train_mode"):
             out["train_mode"] = train_mode
         return out
 
-    def _expose(self, inner: OptimizerBase, params: list[torch.Tensor], indices: Iterable[int]) -> None:
-        """self.state[p] of each param i in ``indices``: tensors viewing the numpy optimizer's state
-        arrays (live), with ``step`` and scalar entries (engine-backed: 0-d views too)."""
+    def _expose(self, stepper: _GroupStepper, indices: Iterable[int]) -> None:
+        """self.state[p] of each param i of the group in ``indices``: tensors viewing the numpy
+        optimizer's state arrays (live), with ``step`` and scalar entries (0-d views too where the
+        numpy optimizer keeps them in arrays)."""
+        inner = stepper.inner
         for i in indices:
-            p = params[i]
             entry: dict[str, Any] = {}
             if isinstance(inner, PyOptimizer):
                 for key, value in inner._state[i].items():
@@ -265,7 +309,10 @@ class Optimizer(torch.optim.Optimizer):
                     entry[key] = tensor_view(value)
                 for j, (key, _) in enumerate(inner._spec.scalars):
                     entry[key] = scalars[i, j]
-            self.state[p] = entry
+            self.state[stepper.params[i]] = entry
+
+    def _current_steppers(self) -> list[_GroupStepper]:
+        return [self._stepper(g) for g, group in enumerate(self.param_groups) if group["params"]]
 
     # ----- stepping --------------------------------------------------------------------------
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -275,11 +322,13 @@ class Optimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        params, grads, key = [], [], []
+        work = []
         for g, group in enumerate(self.param_groups):
-            key.append(len(group["params"]))
-            for k, p in enumerate(group["params"]):
-                params.append(p)
+            params = group["params"]
+            if not params:  # (ZeroRedundancyOptimizer and DeepSpeed ZeRO-3 make empty groups)
+                continue
+            key, grads = [], []
+            for k, p in enumerate(params):
                 key.append(id(p))
                 key.append(p.data_ptr())
                 grad = p.grad
@@ -290,62 +339,41 @@ class Optimizer(torch.optim.Optimizer):
                     grads.append(grad.numpy())  # (the common case, without the checks' costs)
                 else:
                     grads.append(numpy_view(grad, f"{self._label}: grad of param_groups[{g}]['params'][{k}]"))
-        inner = self._current(tuple(key))
-        inner.step(grads)
-        self._after_step(inner, params, grads)
+            work.append((g, tuple(key), grads))
+        # Every group's numpy optimizer and hyperparameters first, then the steps.
+        steppers = [self._stepper(g, key) for g, key, _ in work]
+        for stepper in steppers:
+            if isinstance(stepper.inner, NumpyOptimizer):
+                stepper.inner._flat_hypers()  # (checks them: a bad value stops the step before any change)
+        for stepper, (_, _, grads) in zip(steppers, work):
+            stepper.inner.step(grads)
+            self._after_step(stepper, grads)
         return loss
 
-    def _sync_all(self) -> None:
-        """Mark every group's hyperparameters as handed to the numpy optimizer (just built from them)."""
-        self._synced = [{k: group[k] for k in self._hyper_keys} for group in self.param_groups]
-        self._tensor_valued = {(g, k) for g, group in enumerate(self.param_groups) for k in self._hyper_keys
-                               if _plain(group[k]) is not group[k]}
-
-    def _current(self, key: tuple | None = None) -> OptimizerBase:
-        """The numpy optimizer, rebuilt if the params changed, with the groups' current hyperparameters."""
-        if self._inner_key != (self._key() if key is None else key):
-            self._rebuild()
-        inner = self._inner
-        for g, group in enumerate(self.param_groups):  # hyperparameters edited since the last step
-            synced = self._synced[g]
-            for key in self._hyper_keys:
-                value = group[key]
-                # The same object is the same value, unless it holds a tensor (edited in place).
-                if value is synced[key] and (g, key) not in self._tensor_valued:
-                    continue
-                plain = _plain(value)
-                if plain != inner.param_groups[g][key]:
-                    inner.param_groups[g][key] = plain
-                synced[key] = value
-                if plain is not value:
-                    self._tensor_valued.add((g, key))
-                else:
-                    self._tensor_valued.discard((g, key))
-        return inner
-
-    def _after_step(self, inner: OptimizerBase, params: list[torch.Tensor], grads: list[Any]) -> None:
+    def _after_step(self, stepper: _GroupStepper, grads: list[Any]) -> None:
         """Give newly stepped params their state entries (all of them when the numpy optimizer
         reallocated its state); refresh the steps of the Python-written optimizers."""
+        inner = stepper.inner
         if isinstance(inner, PyOptimizer):
-            for i, p in enumerate(params):
-                if grads[i] is None:
+            for i, grad in enumerate(grads):
+                if grad is None:
                     continue
-                entry = self.state.get(p)
+                entry = self.state.get(stepper.params[i])
                 if not entry or len(entry) != len(inner._state[i]):
-                    self._expose(inner, params, [i])
+                    self._expose(stepper, [i])
                 else:
                     entry["step"].fill_(float(inner._state[i]["step"]))
             return
         engine = inner._engine
-        if engine is not self._engine_seen:
-            self._engine_seen = engine
-            self._exposed = {i for i, p in enumerate(params) if grads[i] is not None or self.state.get(p)}
-            self._expose(inner, params, self._exposed)
+        if engine is not stepper.engine_seen:
+            stepper.engine_seen = engine
+            stepper.exposed = {i for i, p in enumerate(stepper.params) if grads[i] is not None or self.state.get(p)}
+            self._expose(stepper, stepper.exposed)
             return
-        exposed = self._exposed
+        exposed = stepper.exposed
         for i, grad in enumerate(grads):
             if grad is not None and i not in exposed:
-                self._expose(inner, params, [i])
+                self._expose(stepper, [i])
                 exposed.add(i)
 
     # ----- checkpoints -----------------------------------------------------------------------
@@ -369,8 +397,8 @@ class Optimizer(torch.optim.Optimizer):
         out["state"] = state
         if self._storage_options != StorageOptions().as_dict():
             out["storage"] = dict(self._storage_options)
-        if hasattr(self._inner, "train_mode"):
-            out["train_mode"] = self._current().train_mode
+        if hasattr(self.numpy_class, "train_mode"):
+            out["train_mode"] = self._train_mode
         return out
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -398,57 +426,56 @@ class Optimizer(torch.optim.Optimizer):
             index_to_param.update(zip(saved["params"], group["params"]))
             new_groups.append({**{k: v for k, v in saved.items() if k not in ("params", "param_names")},
                                **{k: group[k] for k in ("params", "param_names") if k in group}})
+            missing = [k for k in self._hyper_keys if k not in new_groups[-1]]
+            if missing:
+                raise ValueError(f"{label}: param group {g} of the state dict lacks {', '.join(missing)}")
         saved_state = state_dict["state"]
         if not isinstance(saved_state, Mapping):
             raise ValueError(f"{label}: state dict 'state' must be a dict by param index")
         unknown = [k for k in saved_state if k not in index_to_param]
         if unknown:
             raise ValueError(f"{label}: state dict has state for param index {unknown[0]!r}, which no group lists")
-        for g, group in enumerate(new_groups):
-            missing = [k for k in self._hyper_keys if k not in group]
-            if missing:
-                raise ValueError(f"{label}: param group {g} of the state dict lacks {', '.join(missing)}")
+        for k, entry in saved_state.items():
+            if not isinstance(entry, Mapping):
+                raise ValueError(f"{label}: state of param index {k!r} must be a dict")
         storage = state_dict.get("storage")
         if storage is None:
             storage = StorageOptions().as_dict() if self._storage_options else {}
         if not isinstance(storage, Mapping):
             raise TypeError(f"{label}: state dict 'storage' must be a dict of storage options, got {storage!r:.80}")
+        train_mode = state_dict.get("train_mode", True)
+        entries_of = {id(index_to_param[k]): entry for k, entry in saved_state.items()}
 
-        # Build and load the numpy optimizer first: it checks everything; nothing here changes before.
-        groups = [{"params": [numpy_view(p, f"{label}: param_groups[{g}]['params'][{k}]")
-                              for k, p in enumerate(group["params"])],
-                   **{key: _plain(group[key]) for key in self._hyper_keys}} for g, group in enumerate(new_groups)]
-        try:
-            inner = self.numpy_class(groups, **{**self._storage_options, **storage})
-        except TypeError as exc:
-            raise TypeError(f"{label}: state dict: {exc}") from None
-        except ValueError as exc:
-            raise ValueError(f"{label}: state dict: {exc}") from None
-        params = [p for group in new_groups for p in group["params"]]
-        position = {id(p): i for i, p in enumerate(params)}
-        entries = {position[id(index_to_param[k])]: v for k, v in saved_state.items()}
-        for i, entry in entries.items():
-            if not isinstance(entry, Mapping):
-                raise ValueError(f"{label}: state of param {i} must be a dict")
-        inner.load_state_dict(self._numpy_state_dict(inner, entries, storage, state_dict.get("train_mode", True)))
+        # Build and load the numpy optimizers first: they check everything; nothing changes before.
+        built = []
+        for g, group in enumerate(new_groups):
+            if not group["params"]:
+                continue
+            try:
+                inner = self._numpy_optimizer(g, group, {**self._storage_options, **storage})
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(f"{label}: state dict: {exc}") from None
+            entries = {i: entries_of[id(p)] for i, p in enumerate(group["params"]) if id(p) in entries_of}
+            inner.load_state_dict(self._numpy_state_dict(inner, entries, storage, train_mode))
+            built.append((self._group_key(group), _GroupStepper(inner, list(group["params"])), entries))
 
         for group, new in zip(self.param_groups, new_groups):
             group.clear()
             group.update(new)
         self.state = defaultdict(dict)
         self._storage_options = dict(storage)
-        self._inner = inner
-        self._inner_key = self._key()
-        self._sync_all()
-        self._engine_seen = None
-        self._expose(inner, params, sorted(entries))
+        self._train_mode = bool(train_mode)
+        self._steppers = {}
+        for key, stepper, entries in built:
+            self._steppers[key] = stepper
+            self._expose(stepper, sorted(entries))
         for post_hook in self._optimizer_load_state_dict_post_hooks.values():
             post_hook(self)
 
-    def __getstate__(self) -> dict[str, Any]:  # pickling, copy.deepcopy: the numpy optimizer is rebuilt
+    def __getstate__(self) -> dict[str, Any]:  # pickling, copy.deepcopy: the numpy optimizers are rebuilt
         out = super().__getstate__()
         out.update(_label=self._label, _hyper_keys=self._hyper_keys, _storage_options=self._storage_options,
-                   _constructing=False, _inner=None, _inner_key=None, _synced=[], _tensor_valued=set())
+                   _constructing=False, _steppers={}, _train_mode=self._train_mode)
         return out
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -462,8 +489,13 @@ class Optimizer(torch.optim.Optimizer):
         return dict(self._storage_options)
 
     def memory(self) -> dict[str, int]:
-        """Bytes held, by part, as the numpy classes' ``memory()``."""
-        return self._inner.memory()
+        """Bytes held by the params of the groups and their state, by part (as the numpy classes'
+        ``memory()``)."""
+        total: dict[str, int] = {}
+        for stepper in self._current_steppers():
+            for part, nbytes in stepper.inner.memory().items():
+                total[part] = total.get(part, 0) + nbytes
+        return total
 
 
 class _ScheduleFreeModes:
@@ -471,14 +503,26 @@ class _ScheduleFreeModes:
     average x into them (in place) until ``train()`` puts y back. ``step`` in eval mode raises."""
 
     def train(self) -> None:
-        self._current().train()
+        self._set_mode(True)
 
     def eval(self) -> None:
-        self._current().eval()
+        self._set_mode(False)
+
+    def _set_mode(self, train: bool) -> None:
+        steppers = self._current_steppers()
+        for stepper in steppers:  # eval needs a beta > 0 in every group: checked before any swap
+            if not train and stepper.inner._beta(stepper.inner.param_groups[0]) == 0.0:
+                stepper.inner.eval()  # (raises its ValueError)
+        for stepper in steppers:
+            if train:
+                stepper.inner.train()
+            else:
+                stepper.inner.eval()
+        self._train_mode = train
 
     @property
     def train_mode(self) -> bool:
-        return self._current().train_mode
+        return self._train_mode
 
 
 class _HessianUpdates:
@@ -487,16 +531,22 @@ class _HessianUpdates:
     def update_hessian(self, estimates: list[torch.Tensor | None]) -> None:
         """Fold a diagonal Hessian estimate per param (tensors in param order, None to skip) into
         the ``hessian`` state: ``h = beta2·h + (1 − beta2)·estimate``."""
-        inner = self._current()
         params = [p for group in self.param_groups for p in group["params"]]
         if not isinstance(estimates, (list, tuple)) or len(estimates) != len(params):
             raise ValueError(f"{self._label}: update_hessian takes one estimate (or None) per param, "
                              f"{len(params)} in all")
         views = [None if e is None else numpy_view(e, f"{self._label}: Hessian estimate {i}")
                  for i, e in enumerate(estimates)]
-        inner.update_hessian(views)
-        self._engine_seen = None  # (the first update allocates the state)
-        self._after_step(inner, params, views)
+        first = 0
+        for g, group in enumerate(self.param_groups):
+            count = len(group["params"])
+            if count:
+                stepper = self._stepper(g)
+                mine = views[first:first + count]
+                stepper.inner.update_hessian(mine)
+                stepper.engine_seen = None  # (the first update allocates the state)
+                self._after_step(stepper, mine)
+            first += count
 
 
 def _hyper_signature(numpy_class: type) -> inspect.Signature:
