@@ -55,6 +55,7 @@ STORAGE_OPTIONS = tuple(StorageOptions().as_dict())
 IMPLEMENTATION_FLAGS = ("foreach", "fused", "capturable", "differentiable")
 _BF16 = np.dtype(ml_dtypes.bfloat16)
 _TENSOR_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+TWINS_WITHOUT_STEP = ("SGD", "Muon")  # torch.optim classes whose state has no ``step``
 
 
 class UnsupportedTensorError(TypeError, RuntimeError):
@@ -157,6 +158,11 @@ class Optimizer(torch.optim.Optimizer):
         hyper = dict(bound.arguments)
         self._storage_options = {k: hyper.pop(k) for k in STORAGE_OPTIONS if k in hyper}
         _check_torch_arguments(label, hyper, flags)
+        # torch.optim checks its hyperparameters before its params (torch's own error inputs pass
+        # params=None): check them first, on a scratch param, so a bad value is a ValueError whatever
+        # params is.
+        self.numpy_class([{"params": [np.zeros((1, 1), np.float32)], **{k: _plain(v) for k, v in hyper.items()}}],
+                         **self._storage_options)
         self._hyper_keys = tuple(hyper)
         self._label = label
         self._steppers: dict[tuple, _GroupStepper] = {}  # by group key (see _group_key)
@@ -391,7 +397,7 @@ class Optimizer(torch.optim.Optimizer):
                     value = torch.tensor(float(value), dtype=_scalar_dtype())
                 converted[key] = value
             state[index] = converted
-        if self.implementation_flags and self.numpy_class.__name__ == "SGD":  # torch's SGD keeps no step
+        if self.numpy_class.__name__ in TWINS_WITHOUT_STEP:
             state = {index: {k: v for k, v in entry.items() if k != "step"} for index, entry in state.items()}
             state = {index: entry for index, entry in state.items() if entry}
         out["state"] = state

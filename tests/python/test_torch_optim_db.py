@@ -89,7 +89,7 @@ EXPECTED_TWINS = {"Adadelta", "Adafactor", "Adagrad", "Adam", "AdamW", "Adamax",
                   "RMSprop", "Rprop", "SGD"}
 EXPECTED_DEFAULT_DIFFERENCES = {"Muon": {"lr", "weight_decay"}}  # see the module docstring
 # State entries pyopt.torch has and torch.optim has not (see test_state_keys_match_torch).
-KNOWN_EXTRA_STATE_KEYS = {"Muon": {"step"}}
+KNOWN_EXTRA_STATE_KEYS: dict[str, set[str]] = {}
 STEPS = 30
 CHECKPOINT_STEPS = 12  # steps before the checkpoint in the round trips, and as many after
 DTYPES = [pytest.param(torch.float64, id="float64"), pytest.param(torch.float32, id="float32")]
@@ -328,11 +328,7 @@ def make_twins(info: Any, optim_input: Any) -> tuple[Callable, Callable]:
     return make_theirs, make_ours
 
 
-@pytest.mark.parametrize("info", [
-    pytest.param(info, id=info.optim_cls.__name__, marks=[pytest.mark.xfail(
-        strict=True, reason="pyopt.torch.Muon's state has a 'step' entry; torch.optim.Muon keeps none "
-        "(Optimizer.state_dict drops 'step' for SGD only)")] if info.optim_cls.__name__ == "Muon" else [])
-    for info in TWIN_INFOS])
+@pytest.mark.parametrize("info", TWIN_INFOS, ids=lambda info: info.optim_cls.__name__)
 def test_state_keys_match_torch(info):
     make_theirs, make_ours = make_twins(info, richest_input(info))
     theirs_params, ours_params = make_params(torch.float32), make_params(torch.float32)
@@ -384,13 +380,6 @@ def test_checkpoint_round_trip(info, direction, monkeypatch):
 
 
 # ----- error inputs -------------------------------------------------------------------------------
-PARAMS_NONE_XFAIL = pytest.mark.xfail(
-    strict=True, raises=TypeError,
-    reason="pyopt.torch checks non-tensor hyperparameter values after torch's Optimizer.__init__ has read "
-    "params, torch.optim before: with params=None (as torch's test_errors passes) torch raises the "
-    "ValueError, pyopt.torch TypeError('NoneType' object is not iterable)")
-
-
 def error_cases() -> list[Any]:
     """Every CONSTRUCTION_ERROR / STEP_ERROR input, with its params as given; those that give
     params=None once more with a 1x1 param, so the value check itself is compared too."""
@@ -402,11 +391,7 @@ def error_cases() -> list[Any]:
                 continue
             optim_input = error_input.optimizer_error_input
             label = _id(f"{name}-{k}-{optim_input.desc}")
-            hypers_checked_late = optim_input.params is None and not any(
-                isinstance(v, torch.Tensor) or (isinstance(v, tuple) and any(isinstance(b, torch.Tensor) for b in v))
-                for v in optim_input.kwargs.values())
-            out.append(pytest.param(info, error_input, False, id=label,
-                                    marks=[PARAMS_NONE_XFAIL] if hypers_checked_late else []))
+            out.append(pytest.param(info, error_input, False, id=label))
             if optim_input.params is None:
                 out.append(pytest.param(info, error_input, True, id=f"{label}-with-a-param"))
     return out
