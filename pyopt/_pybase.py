@@ -209,6 +209,18 @@ class PyOptimizer(OptimizerBase):
         """Forget all state (steps restart at 1); hyperparameters are kept."""
         self._state = [{} for _ in self._params]
 
+    @_locked
+    def memory(self) -> dict[str, int]:
+        """Bytes this optimizer holds, by part (as ``pyopt.Optimizer.memory``): ``params``, one
+        entry per state array, ``total``. States are allocated at a param's first step."""
+        out = {"params": sum(int(p.nbytes) for p in self._params)}
+        for entry in self._state:
+            for name, value in entry.items():
+                if isinstance(value, np.ndarray):
+                    out[name] = out.get(name, 0) + int(value.nbytes)
+        out["total"] = sum(out.values())
+        return out
+
 
 def real(where: str, name: str, value: Any) -> float:
     """A real-number hyperparameter (not a bool), as a float; TypeError otherwise."""

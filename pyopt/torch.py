@@ -32,8 +32,10 @@ This module imports torch; ``import pyopt`` does not.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
+import re
 import weakref
 from collections import defaultdict
 from typing import Any, Callable, ClassVar, Iterable, Mapping
@@ -45,6 +47,7 @@ import torch
 from . import _core
 from . import optimizers as _numpy_optimizers
 from ._pybase import PyOptimizer, python_optimizer
+from ._spec import spec
 from .optimizer import Optimizer as NumpyOptimizer
 from .optimizer import OptimizerBase
 from .storage import StorageOptions
@@ -66,7 +69,7 @@ class UnsupportedTensorError(TypeError, RuntimeError):
 _VIEWED_AS_ITSELF = {torch.float32: True, torch.float64: True, torch.float16: True, torch.bfloat16: False}
 
 
-def numpy_view(t: torch.Tensor, what: str) -> np.ndarray:
+def numpy_view(t: torch.Tensor, what: str, read_only: bool = False) -> np.ndarray:
     """The tensor's memory as an ndarray (no copy): CPU, strided, contiguous, float32 / float64 /
     bfloat16 (as ``ml_dtypes.bfloat16``) / float16."""
     # The fast path of every step (a few hundred ns per grad); the checks below say what is wrong.
@@ -89,9 +92,10 @@ def numpy_view(t: torch.Tensor, what: str) -> np.ndarray:
         raise ValueError(f"{what} is on {t.device}; pyopt.torch steps CPU tensors only (move the model "
                          "or the optimizer state to the CPU, e.g. ZeRO-Offload)")
     if not t.is_contiguous():
-        raise ValueError(f"{what} is not contiguous (strides {tuple(t.stride())}); pyopt.torch updates "
-                         "params in place and needs contiguous tensors (make the param contiguous once, "
-                         "before creating the optimizer)")
+        advice = ("pyopt.torch reads it in place and needs a contiguous one (pass .contiguous())" if read_only else
+                  "pyopt.torch updates params in place and needs contiguous tensors (make the param contiguous "
+                  "once, before creating the optimizer)")
+        raise ValueError(f"{what} is not contiguous (strides {tuple(t.stride())}); {advice}")
     t = t.detach()
     if t.dtype == torch.bfloat16:
         return t.view(torch.int16).numpy().view(_BF16)
@@ -120,6 +124,111 @@ def _scalar_dtype() -> torch.dtype:
     return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
 
 
+class _StateEntry(dict):
+    """``Optimizer.state[p]`` (tensors viewing a numpy optimizer's state): an edit other than in
+    place (torch code resets moments by assigning them) is reported to the optimizer."""
+    __slots__ = ("_state", "_param")
+
+    def __init__(self, state: Any = None, param: Any = None, *args: Any) -> None:
+        super().__init__(*args)
+        self._state, self._param = state, param
+
+    def __reduce__(self) -> Any:  # copies and pickles are plain dicts
+        return dict, (dict(self),)
+
+    def _changed(self) -> None:
+        state = getattr(self, "_state", None)  # (None while unpickling)
+        if state is not None:
+            state._changed(self._param)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        super().__setitem__(key, value)
+        self._changed()
+
+    def __delitem__(self, key: Any) -> None:
+        super().__delitem__(key)
+        self._changed()
+
+    def clear(self) -> None:
+        super().clear()
+        self._changed()
+
+    def pop(self, key: Any, *default: Any) -> Any:
+        value = super().pop(key, *default)
+        self._changed()
+        return value
+
+    def popitem(self) -> Any:
+        item = super().popitem()
+        self._changed()
+        return item
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        super().update(*args, **kwargs)
+        self._changed()
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        value = super().setdefault(key, default)
+        self._changed()
+        return value
+
+
+class _State(defaultdict):
+    """``Optimizer.state``: any edit of a param's entry (setting, replacing or removing it, e.g.
+    ``opt.state.clear()`` or ZeroRedundancyOptimizer's ``optim.state[p] = loaded``) is reported to
+    the optimizer, whose next step then reads that param's state from here, as torch.optim does."""
+
+    def __init__(self, owner: Any, *args: Any) -> None:
+        super().__init__(dict, *args)
+        self._owner = weakref.ref(owner)
+
+    def __reduce__(self) -> Any:  # copies and pickles are plain defaultdicts
+        return defaultdict, (dict,), None, None, iter(self.items())
+
+    def _changed(self, param: Any) -> None:
+        owner = self._owner()
+        if owner is not None:
+            owner._state_changed(param)
+
+    def __missing__(self, key: Any) -> Any:  # reading state[p] is no edit
+        entry = _StateEntry(self, key)
+        dict.__setitem__(self, key, entry)
+        return entry
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        super().__setitem__(key, value)
+        self._changed(key)
+
+    def __delitem__(self, key: Any) -> None:
+        super().__delitem__(key)
+        self._changed(key)
+
+    def pop(self, key: Any, *default: Any) -> Any:
+        value = super().pop(key, *default)
+        self._changed(key)
+        return value
+
+    def popitem(self) -> Any:
+        key, value = super().popitem()
+        self._changed(key)
+        return key, value
+
+    def clear(self) -> None:
+        keys = list(self)
+        super().clear()
+        for key in keys:
+            self._changed(key)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+
 class _GroupStepper:
     """The numpy optimizer of one param group, over ndarray views of its params."""
 
@@ -131,6 +240,7 @@ class _GroupStepper:
         self.tensor_valued: set[str] = set()  # of those, the ones holding tensors (edited in place)
         self.engine_seen: Any = None  # the C++ engine whose state arrays self.state views
         self.exposed: set[int] = set()  # params (by index) whose state is in self.state
+        self.stale = False  # a param's entry of self.state was edited: rebuild from self.state
 
 
 class Optimizer(torch.optim.Optimizer):
@@ -143,6 +253,8 @@ class Optimizer(torch.optim.Optimizer):
     numpy_class: ClassVar[type]
     implementation_flags: ClassVar[dict[str, Any]] = {}  # torch's flags the twin takes, with torch's defaults
     per_tensor: ClassVar[bool] = False
+    scalar_keys: ClassVar[frozenset[str]] = frozenset({"step"})  # state entries that are numbers, not arrays
+    has_torch_twin: ClassVar[bool] = False
 
     def __init__(self, params: Any, *args: Any, **kwargs: Any) -> None:
         label = type(self).__name__
@@ -170,6 +282,7 @@ class Optimizer(torch.optim.Optimizer):
         self._given: dict[int, weakref.ref] = {}  # id -> param given to the constructor or add_param_group
         self._constructing = True
         super().__init__(params, {**hyper, **flags})
+        self.state = _State(self)
         self._constructing = False
         for g, group in enumerate(self.param_groups):  # checks every param and hyperparameter now
             if group["params"]:  # (torch.optim takes empty groups: ZeroRedundancyOptimizer makes some)
@@ -206,11 +319,34 @@ class Optimizer(torch.optim.Optimizer):
         current hyperparameters."""
         group = self.param_groups[g]
         key = self._group_key(group) if key is None else key
+        if type(self.state) is not _State or self.state._owner() is not self:
+            # replaced (opt.state = defaultdict(dict) resets torch.optim) or unpickled: start from it
+            self.state = _State(self, self.state)
+            self._steppers = {}
         stepper = self._steppers.get(key)
-        if stepper is None:
+        if stepper is None or stepper.stale:
             stepper = self._build_stepper(g, key)
         self._sync(stepper, group)
         return stepper
+
+    def _state_changed(self, param: Any) -> None:
+        """self.state[param] was edited: the numpy optimizer holding param is rebuilt from it."""
+        for stepper in self._steppers.values():
+            if id(param) in stepper.ids:
+                stepper.stale = True
+
+    @contextlib.contextmanager
+    def _naming(self, g: int) -> Any:
+        """Errors of group g's numpy optimizer (which sees one group, its params numbered from 0)
+        name the group and param as ``param_groups`` does."""
+        try:
+            yield
+        except (TypeError, ValueError) as exc:
+            message = str(exc).replace("(param group 0)", f"(param_groups[{g}])")
+            message = re.sub(r"(?<![\w'])params\[(\d+)\]", lambda m: f"param_groups[{g}]['params'][{m[1]}]", message)
+            if not message.startswith(self._label):
+                message = f"{self._label}: {message}"
+            raise type(exc)(message) from None
 
     def _check_given(self, g: int) -> None:
         if not self.per_tensor:
@@ -236,13 +372,18 @@ class Optimizer(torch.optim.Optimizer):
         self._check_given(g)
         group = self.param_groups[g]
         params = list(group["params"])
-        inner = self._numpy_optimizer(g, group, self._storage_options)
-        carried = {i: self.state[p] for i, p in enumerate(params) if self.state.get(p)}
-        if carried or not self._train_mode:
-            inner.load_state_dict(self._numpy_state_dict(inner, carried, self._storage_options, self._train_mode))
+        with self._naming(g):
+            inner = self._numpy_optimizer(g, group, self._storage_options)
+            carried = {i: self.state[p] for i, p in enumerate(params) if self.state.get(p)}
+            if carried or not self._train_mode:
+                inner.load_state_dict(self._numpy_state_dict(inner, carried, self._storage_options, self._train_mode))
         stepper = _GroupStepper(inner, params)
+        # A param is in one numpy optimizer at most; one whose params are in no group and have no
+        # state (an engine's former partitions) is dropped rather than kept alive.
+        in_groups = {id(p) for group in self.param_groups for p in group["params"]}
         for other_key, other in list(self._steppers.items()):
-            if other.ids & stepper.ids:
+            unused = not other.ids & in_groups and not any(p in self.state for p in other.params)
+            if other.ids & stepper.ids or other.stale or unused:
                 del self._steppers[other_key]
         self._steppers[key] = stepper
         self._expose(stepper, carried)
@@ -315,7 +456,8 @@ class Optimizer(torch.optim.Optimizer):
                     entry[key] = tensor_view(value)
                 for j, (key, _) in enumerate(inner._spec.scalars):
                     entry[key] = scalars[i, j]
-            self.state[stepper.params[i]] = entry
+            p = stepper.params[i]
+            dict.__setitem__(self.state, p, _StateEntry(self.state, p, entry))
 
     def _current_steppers(self) -> list[_GroupStepper]:
         return [self._stepper(g) for g, group in enumerate(self.param_groups) if group["params"]]
@@ -344,16 +486,26 @@ class Optimizer(torch.optim.Optimizer):
                       and not grad.requires_grad and grad.is_contiguous()):
                     grads.append(grad.numpy())  # (the common case, without the checks' costs)
                 else:
-                    grads.append(numpy_view(grad, f"{self._label}: grad of param_groups[{g}]['params'][{k}]"))
+                    grads.append(numpy_view(grad, f"{self._label}: grad of param_groups[{g}]['params'][{k}]",
+                                            read_only=True))
             work.append((g, tuple(key), grads))
         # Every group's numpy optimizer and hyperparameters first, then the steps.
         steppers = [self._stepper(g, key) for g, key, _ in work]
-        for stepper in steppers:
-            if isinstance(stepper.inner, NumpyOptimizer):
-                stepper.inner._flat_hypers()  # (checks them: a bad value stops the step before any change)
-        for stepper, (_, _, grads) in zip(steppers, work):
-            stepper.inner.step(grads)
+        for stepper, (g, _, _) in zip(steppers, work):
+            inner = stepper.inner
+            with self._naming(g):  # (checks them: a bad value stops the step before any change)
+                if isinstance(inner, NumpyOptimizer):
+                    if inner._engine is None or inner._hyper_changed:  # (else checked when last handed over)
+                        inner._flat_hypers()
+                else:
+                    inner._groups_checked()
+        for stepper, (g, _, grads) in zip(steppers, work):
+            with self._naming(g):
+                stepper.inner.step(grads)
             self._after_step(stepper, grads)
+            # written through numpy: tell autograd, as an in-place torch op would (a step between a
+            # forward and its backward is then torch's RuntimeError, not silently wrong grads)
+            torch._C._increment_version([p for p, grad in zip(stepper.params, grads) if grad is not None])
         return loss
 
     def _after_step(self, stepper: _GroupStepper, grads: list[Any]) -> None:
@@ -393,15 +545,18 @@ class Optimizer(torch.optim.Optimizer):
         for index, entry in out["state"].items():
             converted = {}
             for key, value in entry.items():
-                if isinstance(value, torch.Tensor) and value.dim() == 0:
-                    value = torch.tensor(float(value), dtype=_scalar_dtype())
+                # ``step`` and the per-param scalars (not the state arrays of 0-d params): in torch's
+                # scalar dtype where a torch twin reads them, else exactly (float64)
+                if key in self.scalar_keys and isinstance(value, torch.Tensor):
+                    dtype = _scalar_dtype() if key == "step" or self.has_torch_twin else torch.float64
+                    value = torch.tensor(float(value), dtype=dtype)
                 converted[key] = value
             state[index] = converted
         if self.numpy_class.__name__ in TWINS_WITHOUT_STEP:
             state = {index: {k: v for k, v in entry.items() if k != "step"} for index, entry in state.items()}
             state = {index: entry for index, entry in state.items() if entry}
         out["state"] = state
-        if self._storage_options != StorageOptions().as_dict():
+        if self._storage_options and self._storage_options != StorageOptions().as_dict():
             out["storage"] = dict(self._storage_options)
         if hasattr(self.numpy_class, "train_mode"):
             out["train_mode"] = self._train_mode
@@ -432,6 +587,11 @@ class Optimizer(torch.optim.Optimizer):
             index_to_param.update(zip(saved["params"], group["params"]))
             new_groups.append({**{k: v for k, v in saved.items() if k not in ("params", "param_names")},
                                **{k: group[k] for k in ("params", "param_names") if k in group}})
+            # As torch's __setstate__: a checkpoint older than a hyperparameter gets its default
+            defaults = _signature_defaults(self.numpy_class)
+            for k in self._hyper_keys:
+                if k not in new_groups[-1] and k in defaults:
+                    new_groups[-1][k] = defaults[k]
             missing = [k for k in self._hyper_keys if k not in new_groups[-1]]
             if missing:
                 raise ValueError(f"{label}: param group {g} of the state dict lacks {', '.join(missing)}")
@@ -468,7 +628,7 @@ class Optimizer(torch.optim.Optimizer):
         for group, new in zip(self.param_groups, new_groups):
             group.clear()
             group.update(new)
-        self.state = defaultdict(dict)
+        self.state = _State(self)
         self._storage_options = dict(storage)
         self._train_mode = bool(train_mode)
         self._steppers = {}
@@ -524,6 +684,7 @@ class _ScheduleFreeModes:
                 stepper.inner.train()
             else:
                 stepper.inner.eval()
+            torch._C._increment_version(stepper.params)
         self._train_mode = train
 
     @property
@@ -541,8 +702,12 @@ class _HessianUpdates:
         if not isinstance(estimates, (list, tuple)) or len(estimates) != len(params):
             raise ValueError(f"{self._label}: update_hessian takes one estimate (or None) per param, "
                              f"{len(params)} in all")
-        views = [None if e is None else numpy_view(e, f"{self._label}: Hessian estimate {i}")
+        views = [None if e is None else numpy_view(e, f"{self._label}: Hessian estimate {i}", read_only=True)
                  for i, e in enumerate(estimates)]
+        for i, (p, view) in enumerate(zip(params, views)):  # all checked before any group's update
+            if view is not None and view.shape != tuple(p.shape):
+                raise ValueError(f"{self._label}: Hessian estimate {i} has shape {view.shape}, its param "
+                                 f"{tuple(p.shape)}")
         first = 0
         for g, group in enumerate(self.param_groups):
             count = len(group["params"])
@@ -558,6 +723,11 @@ class _HessianUpdates:
 def _hyper_signature(numpy_class: type) -> inspect.Signature:
     sig = inspect.signature(numpy_class.__init__)
     return sig.replace(parameters=[p for name, p in sig.parameters.items() if name not in ("self", "params")])
+
+
+def _signature_defaults(numpy_class: type) -> dict[str, Any]:
+    return {name: p.default for name, p in _hyper_signature(numpy_class).parameters.items()
+            if p.default is not inspect.Parameter.empty}
 
 
 def _whole_step(value: Any, where: str) -> int:
@@ -616,6 +786,9 @@ def _make_class(name: str, record: Mapping[str, Any]) -> type:
     cls = type(record["class_name"], mixins + (Optimizer,), {
         "name": name, "numpy_class": numpy_class, "implementation_flags": flags,
         "per_tensor": bool(record["per_tensor"]), "__doc__": doc, "__module__": __name__,
+        "scalar_keys": frozenset({"step", *(() if issubclass(numpy_class, PyOptimizer) else
+                                            (n for n, _ in spec(name).scalars))}),
+        "has_torch_twin": isinstance(getattr(torch.optim, record["class_name"], None), type),
         "__signature__": inspect.Signature(ordered),
     })
     return cls
