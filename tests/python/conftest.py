@@ -52,3 +52,15 @@ def threads():
 
     with num_threads(1) as n:
         yield n
+
+
+@pytest.fixture
+def one_torch_thread():
+    """torch on one thread for the test (tiny tensors and small GEMMs run several times faster and
+    give the same results); its thread count is restored afterwards."""
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)

@@ -32,12 +32,8 @@ COEFFS = (3.4445, -4.775, 2.0315)
 
 
 @pytest.fixture(autouse=True)
-def one_torch_thread():
-    """torch's bfloat16 GEMMs on these small matrices are ~50x faster on one thread (same results)."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+def _one_torch_thread(one_torch_thread):  # (conftest.py)
+    pass
 
 
 def hypers(seed: int) -> dict:

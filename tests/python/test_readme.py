@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import markdown
 from cpp_tools import ROOT, env, tool
 
 README = ROOT / "README.md"
@@ -23,13 +24,11 @@ def readme() -> str:
 
 
 def code_blocks(language: str) -> list[str]:
-    return re.findall(rf"^```{language}\n(.*?)^```", readme(), flags=re.S | re.M)
+    return markdown.code_blocks(readme(), language)
 
 
 def block_containing(language: str, needle: str) -> str:
-    blocks = [b for b in code_blocks(language) if needle in b]
-    assert len(blocks) == 1, f"expected one ```{language} block with {needle!r} in the README, found {len(blocks)}"
-    return blocks[0]
+    return markdown.block_containing(readme(), language, needle, "the README")
 
 
 def shell_env() -> dict[str, str]:

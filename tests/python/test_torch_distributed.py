@@ -31,6 +31,7 @@ import pyopt.torch as pt  # noqa: E402
 from pyopt import _core  # noqa: E402
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors  # noqa: E402
 
+import markdown  # noqa: E402
 import torch_distributed_worker as worker  # noqa: E402
 
 RECORDS = _core.optimizers()
@@ -404,13 +405,11 @@ def docs() -> str:
 
 
 def code_blocks(language: str) -> list[str]:
-    return re.findall(rf"^```{language}\n(.*?)^```", docs(), flags=re.S | re.M)
+    return markdown.code_blocks(docs(), language)
 
 
 def block_containing(language: str, needle: str) -> str:
-    blocks = [b for b in code_blocks(language) if needle in b]
-    assert len(blocks) == 1, f"expected one ```{language} block with {needle!r} in docs/torch.md, found {len(blocks)}"
-    return blocks[0]
+    return markdown.block_containing(docs(), language, needle, "docs/torch.md")
 
 
 def test_docs_table_lists_exactly_the_per_tensor_optimizers():

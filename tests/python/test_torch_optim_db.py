@@ -105,12 +105,8 @@ TWIN_INFOS = [info for info in common_optimizers.optim_db if hasattr(pt, info.op
 
 
 @pytest.fixture(autouse=True)
-def one_torch_thread():
-    """These tensors are tiny: one thread is several times faster (same results)."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+def _one_torch_thread(one_torch_thread):  # (conftest.py)
+    pass
 
 
 @contextlib.contextmanager
