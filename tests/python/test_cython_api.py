@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from markdown import block_containing
 
 import pyopt
 
@@ -195,10 +196,7 @@ setup(
 
 
 def readme_block(language: str, needle: str) -> str:
-    blocks = re.findall(rf"^```{language}\n(.*?)^```", README.read_text(encoding="utf-8"), flags=re.S | re.M)
-    blocks = [b for b in blocks if needle in b]
-    assert len(blocks) == 1, f"expected one ```{language} block with {needle!r} in the README, found {len(blocks)}"
-    return blocks[0]
+    return block_containing(README.read_text(encoding="utf-8"), language, needle, "README.md")
 
 
 def build(folder: Path, *args: str) -> None:
