@@ -21,7 +21,14 @@ target_include_directories(pyopt_headers INTERFACE $<INSTALL_INTERFACE:${PYOPT_I
 
 install(DIRECTORY ${PROJECT_SOURCE_DIR}/csrc/include/pyopt
   DESTINATION ${PYOPT_INSTALL_INCLUDEDIR}
-  FILES_MATCHING PATTERN "*.hpp" PATTERN "*.def")
+  FILES_MATCHING PATTERN "*.hpp" PATTERN "*.h" PATTERN "*.def")
+if(DEFINED SKBUILD)
+  # The Cython declarations of pyopt/capi.h next to it, so the one folder pyopt.get_include() serves
+  # both `#include "pyopt/capi.h"` and `cimport pyopt` (an editable install keeps the package's own
+  # copies in the source tree, where Cython does not look).
+  install(FILES ${PROJECT_SOURCE_DIR}/pyopt/__init__.pxd ${PROJECT_SOURCE_DIR}/pyopt/capi.pxd
+    DESTINATION ${PYOPT_INSTALL_INCLUDEDIR}/pyopt)
+endif()
 install(TARGETS pyopt_headers pyopt_kernels pyopt_pyopt
   EXPORT pyoptTargets
   ARCHIVE DESTINATION ${PYOPT_INSTALL_LIBDIR}

@@ -48,7 +48,7 @@ __all__ = [
 __all__ += optimizers.__all__
 __all__ += [
     "from_config", "Muon", "Adafactor", "EMA", "Lookahead", "hessian", "Optimizer", "ParamGroup", "available", "functional",
-    "info", "load", "load_state_dict", "memory_estimate", "save", "set_isa", "set_num_threads",
+    "get_include", "info", "load", "load_state_dict", "memory_estimate", "save", "set_isa", "set_num_threads",
 ]
 
 
@@ -63,6 +63,15 @@ def info() -> dict[str, Any]:
         "compiler": _core.compiler(),
         "openmp": True,
     }
+
+
+def get_include() -> str:
+    """The folder holding pyopt's C API header ``pyopt/capi.h`` and its Cython declarations
+    (``cimport pyopt``): the ``include_dirs`` (and Cython ``include_path``) of an extension that
+    steps pyopt optimizers from C or nogil Cython. Nothing to link: see ``pyopt/capi.h``."""
+    from ._cmake import get_include as include_folder
+
+    return include_folder()
 
 
 def set_num_threads(n: int) -> None:

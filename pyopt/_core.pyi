@@ -5,6 +5,7 @@ import numpy.typing as npt
 
 __version__: str
 MAX_SCALARS: int
+_C_API: Any  # PyCapsule "pyopt._core._C_API": the table of pyopt/capi.h
 
 def optimizers() -> dict[str, dict[str, Any]]: ...
 def hyper_tuples() -> dict[str, list[str]]: ...

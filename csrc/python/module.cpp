@@ -5,6 +5,7 @@
 #include <pybind11/stl.h>
 
 #include "arrays.hpp"
+#include "capi.hpp"
 #include "engine.hpp"
 #include "probe.hpp"
 #include "quant8.hpp"
@@ -172,4 +173,5 @@ PYBIND11_MODULE(_core, m) {
   python::register_utilities(m);
   python::register_probe(m);
   python::register_quant8(m);
+  python::register_capi(m);
 }

@@ -116,6 +116,8 @@ std::atomic<int>& thread_setting() {
   return n;
 }
 
+thread_local int calling_thread_count = 0;  // ThreadCountScope's; 0: none
+
 }  // namespace
 
 void run_kernel(const RuleInfo& rule, DType dtype, const TensorArgs* tensors, int64_t count) {
@@ -157,6 +159,7 @@ std::vector<std::string> isa_compiled() {
 void set_isa(const std::string& name) { selected().store(best_path_up_to(name)); }
 
 int num_threads() {
+  if (calling_thread_count > 0) return calling_thread_count;
   const int n = thread_setting().load();
   return n > 0 ? n : omp_get_max_threads();
 }
@@ -165,6 +168,13 @@ void set_num_threads(int n) {
   if (n < 1) throw std::invalid_argument("num_threads must be >= 1, got " + std::to_string(n));
   thread_setting().store(n);
 }
+
+ThreadCountScope::ThreadCountScope(int n) : previous_(calling_thread_count) {
+  if (n < 0) throw std::invalid_argument("num_threads must be >= 1 (or 0: the global setting), got " + std::to_string(n));
+  if (n > 0) calling_thread_count = n;
+}
+
+ThreadCountScope::~ThreadCountScope() { calling_thread_count = previous_; }
 
 std::string compiler() {
 #if defined(__clang__)

@@ -89,6 +89,18 @@ void set_isa(const std::string& name);     // throws std::invalid_argument
 // Threads: OMP_NUM_THREADS (or the core count) unless set_num_threads() says otherwise.
 int num_threads();
 void set_num_threads(int n);  // n >= 1
+// While it lives, num_threads() on the calling thread is n (n >= 1; 0 keeps the setting above):
+// one optimizer's steps on their own thread count (the C API's pyopt_set_num_threads).
+class ThreadCountScope {
+ public:
+  explicit ThreadCountScope(int n);
+  ~ThreadCountScope();
+  ThreadCountScope(const ThreadCountScope&) = delete;
+  ThreadCountScope& operator=(const ThreadCountScope&) = delete;
+
+ private:
+  int previous_;
+};
 
 std::string compiler();
 const char* version();
