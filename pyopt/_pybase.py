@@ -38,7 +38,7 @@ from .optimizer import (
 
 # Optimizers implemented in Python, by state_dict name -> module defining them (``pyopt.load``
 # looks here before the C++ catalogue).
-_MODULES = {"muon": ".muon", "adafactor": ".adafactor"}
+_MODULES = {"muon": ".muon", "adafactor": ".adafactor", "lbfgs": ".lbfgs"}
 
 
 def python_optimizer(name: str) -> type["PyOptimizer"] | None:
