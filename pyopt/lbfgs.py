@@ -16,8 +16,12 @@ those torch holds as Python floats (the losses, ``lr``, step sizes from Python a
 Python floats, so float32 params compute in float32 exactly where torch does (numpy 2's
 promotion of Python scalars is torch's). torch divides a Python number by a 0-d tensor as the
 tensor's reciprocal times the number; ``_divide`` does the same. What still differs is rounding
-only: torch's dot products are MKL's (another summation order) and its ``add_(x, alpha=a)`` is a
-fused multiply-add; numpy rounds the product first.
+only, in four kernels (``_dot``, ``_add_scaled``, ``_abs_sum``, ``_sqrt``): torch's dot products
+are MKL's (another summation order), its ``add_(y, alpha=a)`` is a fused multiply-add where numpy
+rounds the product first, its sums are summed in another order, and its square root of a float64
+is Sleef's (within 0.5001 ulp: not always the correctly rounded one numpy gives).
+tests/python/test_torch_optim_db.py swaps torch's kernels in for these four and compares the rest
+bit for bit.
 """
 from __future__ import annotations
 
@@ -42,6 +46,27 @@ MIN_CURVATURE = 1e-10
 # The state torch keeps once an iteration has run (on the first param), besides the counters.
 ITERATION_STATE = ("d", "t", "old_dirs", "old_stps", "ro", "H_diag", "prev_flat_grad", "prev_loss")
 COUNTERS = ("func_evals", "n_iter")
+
+
+# ----- the vector arithmetic of a step (see the module docstring) ------------------------------
+def _dot(a: np.ndarray, b: np.ndarray) -> Any:
+    """a·b, a numpy scalar of their dtype (torch: ``a.dot(b)``)."""
+    return np.dot(a, b)
+
+
+def _add_scaled(x: np.ndarray, y: np.ndarray, alpha: Any) -> None:
+    """x += alpha * y, in place (torch: ``x.add_(y, alpha=alpha)``)."""
+    x += y * alpha
+
+
+def _abs_sum(x: np.ndarray) -> Any:
+    """sum |x|, a numpy scalar of x's dtype (torch: ``x.abs().sum()``)."""
+    return np.abs(x).sum()
+
+
+def _sqrt(x: Any) -> Any:
+    """The square root of a numpy scalar (torch: ``x.sqrt()`` of a 0-d tensor)."""
+    return np.sqrt(x)
 
 
 class LBFGS(PyOptimizer):
@@ -177,7 +202,7 @@ class LBFGS(PyOptimizer):
         """params += step_size * direction (torch's ``_add_grad``)."""
         offset = 0
         for p in self._params:
-            p += direction[offset : offset + p.size].reshape(p.shape) * step_size
+            _add_scaled(p, direction[offset : offset + p.size].reshape(p.shape), step_size)
             offset += p.size
 
     def _set_params(self, values: list[np.ndarray]) -> None:
@@ -214,7 +239,7 @@ class LBFGS(PyOptimizer):
             else:
                 y = flat_grad - prev_flat_grad
                 s = d * t
-                ys = np.dot(y, s)
+                ys = _dot(y, s)
                 if ys > MIN_CURVATURE:
                     while len(old_dirs) >= history_size:  # (torch: == ; the same unless history_size was lowered)
                         old_dirs.pop(0)
@@ -223,18 +248,18 @@ class LBFGS(PyOptimizer):
                     old_dirs.append(y)
                     old_stps.append(s)
                     ro.append(1.0 / ys)
-                    H_diag = ys / np.dot(y, y)
+                    H_diag = ys / _dot(y, y)
                 al = state.setdefault("al", [None] * history_size)
                 if len(al) < len(old_dirs):  # (history_size raised since: torch would fail here)
                     al.extend([None] * (len(old_dirs) - len(al)))
                 q = -flat_grad
                 for i in range(len(old_dirs) - 1, -1, -1):
-                    al[i] = np.dot(old_stps[i], q) * ro[i]
-                    q += old_dirs[i] * -al[i]
+                    al[i] = _dot(old_stps[i], q) * ro[i]
+                    _add_scaled(q, old_dirs[i], -al[i])
                 d = r = q * H_diag
                 for i in range(len(old_dirs)):
-                    be_i = np.dot(old_dirs[i], r) * ro[i]
-                    r += old_stps[i] * (al[i] - be_i)
+                    be_i = _dot(old_dirs[i], r) * ro[i]
+                    _add_scaled(r, old_stps[i], al[i] - be_i)
 
             if prev_flat_grad is None:
                 prev_flat_grad = flat_grad.copy()
@@ -243,8 +268,8 @@ class LBFGS(PyOptimizer):
             prev_loss = loss
 
             # the step length
-            t = min(1.0, 1.0 / np.abs(flat_grad).sum()) * lr if state["n_iter"] == 1 else lr
-            gtd = np.dot(flat_grad, d)
+            t = min(1.0, 1.0 / _abs_sum(flat_grad)) * lr if state["n_iter"] == 1 else lr
+            gtd = _dot(flat_grad, d)
             if gtd > -tolerance_change:  # not a descent direction (any more)
                 break
 
@@ -334,7 +359,7 @@ def _cubic_minimizer(x1: Any, f1: float, g1: Any, x2: Any, f2: float, g2: Any,
     d1 = g1 + g2 - _divide(3 * (f1 - f2), x1 - x2)
     d2_square = d1**2 - g1 * g2
     if d2_square >= 0:
-        d2 = np.sqrt(d2_square)
+        d2 = _sqrt(d2_square)
         if x1 <= x2:
             minimizer = x2 - (x2 - x1) * ((g2 + d2 - d1) / (g2 - g1 + 2 * d2))
         else:
@@ -354,7 +379,7 @@ def _strong_wolfe(at: Callable[[Any], tuple[float, np.ndarray]], t: Any, d: np.n
     d_norm = np.abs(d).max()
     f_new, g_new = at(t)
     evals = 1
-    gtd_new = np.dot(g_new, d)
+    gtd_new = _dot(g_new, d)
 
     t_prev, f_prev, g_prev, gtd_prev = 0, f, g, gtd
     done = False
@@ -380,7 +405,7 @@ def _strong_wolfe(at: Callable[[Any], tuple[float, np.ndarray]], t: Any, d: np.n
         f_prev, g_prev, gtd_prev = f_new, g_new, gtd_new
         f_new, g_new = at(t)
         evals += 1
-        gtd_new = np.dot(g_new, d)
+        gtd_new = _dot(g_new, d)
         ls_iter += 1
     if ls_iter == max_ls:  # no bracket within max_ls evaluations
         bracket, bracket_f, bracket_g = [0, t], [f, f_new], [g, g_new]
@@ -406,7 +431,7 @@ def _strong_wolfe(at: Callable[[Any], tuple[float, np.ndarray]], t: Any, d: np.n
 
         f_new, g_new = at(t)
         evals += 1
-        gtd_new = np.dot(g_new, d)
+        gtd_new = _dot(g_new, d)
         ls_iter += 1
         if f_new > (f + c1 * t * gtd) or f_new >= bracket_f[low]:
             # not a sufficient decrease, or not below the bracket's low end: the new high end

@@ -759,7 +759,8 @@ class _ClosureSteps:
                           for k, p in enumerate(params)]
 
         try:
-            return stepper.inner.step(evaluate)
+            with torch.no_grad():  # (as torch's step: the closure runs with grad enabled)
+                return stepper.inner.step(evaluate)
         except (TypeError, ValueError) as exc:
             if from_closure and exc is from_closure[-1]:
                 raise
