@@ -519,3 +519,16 @@ def test_pyopt_torch_lbfgs_follows_torch(hyper):
         assert deviation(a.detach().numpy(), b.detach().numpy()) <= TOLERANCE_F64["logistic"]
     assert our_state["func_evals"] == their_state["func_evals"] and our_state["n_iter"] == their_state["n_iter"]
     assert [type(v) for v in our_state["ro"]] == [torch.Tensor] * len(their_state["ro"])
+
+
+def test_memory_estimate_is_what_a_full_history_holds():
+    start, loss_fn = logistic(torch.float64)
+    arrays = [p.numpy().copy() for p in start]
+    opt = LBFGS(arrays, max_iter=5, history_size=3)
+    run_steps(opt, arrays, loss_fn, 1)
+    estimate = pyopt.memory_estimate("lbfgs", [a.size for a in arrays], param_dtype="float64", history_size=3)
+    assert {k: v for k, v in estimate.items() if k not in ("grads", "master", "total")} == {
+        k: v for k, v in opt.memory().items() if k != "total"}
+    assert estimate["old_dirs"] == 3 * 40 * 8
+    with pytest.raises(ValueError, match="history_size"):
+        pyopt.memory_estimate("lbfgs", 40, history_size=0)
