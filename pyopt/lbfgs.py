@@ -165,8 +165,14 @@ class LBFGS(PyOptimizer):
             except BaseException:
                 restore_schedules(self, saved)
                 raise
+            settings = np.geterr()
+
+            def users_closure() -> Any:  # (under the caller's numpy error settings)
+                with np.errstate(**settings):
+                    return closure()
+
             with np.errstate(all="ignore"):  # inf and NaN propagate silently, as in torch
-                return self._run(closure, hypers[0])
+                return self._run(users_closure, hypers[0])
 
     def _check_params(self) -> None:
         """The params are still steppable (e.g. not made read-only since they were added), with
@@ -315,7 +321,8 @@ class LBFGS(PyOptimizer):
         out["state"] = {i: _packed(entry) for i, entry in out["state"].items()}
         return out
 
-    def _restore_state(self, entries: dict[int, Mapping[str, Any]], state_dict: Mapping[str, Any]) -> Callable[[], None]:
+    def _restore_state(self, entries: dict[int, Mapping[str, Any]],
+                       state_dict: Mapping[str, Any]) -> Callable[[], None]:
         who = self._owner_label
         for i in entries:
             if i != 0 and entries[i]:

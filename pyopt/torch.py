@@ -22,7 +22,10 @@ float32 for 16-bit params). Anything else is a ValueError / TypeError naming the
 anything changes. The storage options (``master_weights``, ``state_dtype``,
 ``stochastic_rounding``) are those of the numpy classes (``pyopt.storage``).
 
-Optimizers whose step reads whole tensors (LAMB, LARS, StableAdamW, NovoGrad, Muon, Adafactor:
+LBFGS steps with a closure, ``step(closure)``, as torch.optim.LBFGS does (the closure zeroes the
+grads, computes the loss, runs backward and returns the loss; it is called several times per step).
+
+Optimizers whose step reads whole tensors (LAMB, LARS, StableAdamW, NovoGrad, Muon, Adafactor, LBFGS:
 ``per_tensor`` in their record) refuse params that were not given to them, as happens when an
 engine such as DeepSpeed ZeRO replaces ``param_groups`` with flat partitions of many params: a
 norm over such a partition is not the norm of any param. The element-wise ones step such
@@ -423,7 +426,8 @@ class Optimizer(torch.optim.Optimizer):
                 if key == "step":
                     value = _whole_step(value, where)
                 converted[key] = value
-            if "step" not in converted and self.state_has_step:  # torch's SGD keeps no step: a buffer means it has stepped
+            # torch's SGD keeps no step: a buffer means it has stepped (LBFGS counts iterations instead)
+            if "step" not in converted and self.state_has_step:
                 converted["step"] = 1 if converted else 0
             state[i] = converted
         group = inner.param_groups[0]

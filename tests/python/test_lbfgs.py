@@ -151,9 +151,11 @@ def side_by_side(problem: str, dtype: torch.dtype, steps: int, **hyper: Any) -> 
             state_theirs, state_ours = theirs.state[params[0]], ours.state[0]
             where = f"{problem} {hyper} step {step + 1}"
             for key in ("func_evals", "n_iter"):
-                assert state_ours[key] == state_theirs[key], f"{where}: {key} {state_ours[key]}, torch's {state_theirs[key]}"
+                assert state_ours[key] == state_theirs[key], \
+                    f"{where}: {key} {state_ours[key]}, torch's {state_theirs[key]}"
             worst["loss"] = max(worst["loss"], deviation(float(loss_ours), float(loss_theirs)))
-            worst["params"] = max([worst["params"]] + [deviation(a, p.detach().numpy()) for a, p in zip(arrays, params)])
+            worst["params"] = max([worst["params"]]
+                                  + [deviation(a, p.detach().numpy()) for a, p in zip(arrays, params)])
             per_step.append({"evals": state_theirs["func_evals"] - before.get("func_evals", 0),
                              "iterations": state_theirs["n_iter"] - before.get("n_iter", 0),
                              "grad_max": max(float(p.grad.abs().max()) for p in params),
@@ -429,7 +431,8 @@ def test_state_dict_matches_torchs_state():
             assert len(saved[0][key]) == len(value) == (3 if key == "al" else len(saved[0][key]))
             assert deviation(saved[0][key], [float(v) for v in value]) <= TOLERANCE_F64["logistic"]
         else:
-            assert deviation(saved[0][key], value.numpy() if isinstance(value, torch.Tensor) else value) <= TOLERANCE_F64["logistic"]
+            expected_value = value.numpy() if isinstance(value, torch.Tensor) else value
+            assert deviation(saved[0][key], expected_value) <= TOLERANCE_F64["logistic"]
 
 
 @pytest.mark.parametrize("edit, error, words", [
@@ -532,3 +535,17 @@ def test_memory_estimate_is_what_a_full_history_holds():
     assert estimate["old_dirs"] == 3 * 40 * 8
     with pytest.raises(ValueError, match="history_size"):
         pyopt.memory_estimate("lbfgs", 40, history_size=0)
+
+
+def test_a_step_at_a_minimum_only_counts_the_evaluation_as_torch():
+    """The first gradient within tolerance_grad: one evaluation, no iteration, no other state."""
+    with default_dtype(torch.float64):
+        param = torch.nn.Parameter(torch.ones(3))
+        theirs = torch.optim.LBFGS([param])
+        theirs.step(torch_closure(theirs, [param], lambda p: ((p - 1) ** 2).sum()))
+    opt = LBFGS([np.ones(3)])
+    assert opt.step(lambda: (0.0, [np.zeros(3)])) == 0.0
+    assert opt.state[0] == dict(theirs.state[param]) == {"func_evals": 1, "n_iter": 0}
+    resumed = LBFGS([np.ones(3)])
+    resumed.load_state_dict(opt.state_dict())
+    assert resumed.state[0] == {"func_evals": 1, "n_iter": 0}
