@@ -175,8 +175,8 @@ class LBFGS(PyOptimizer):
                 return self._run(users_closure, hypers[0])
 
     def _check_params(self) -> None:
-        """The params are still steppable (e.g. not made read-only since they were added), with
-        elements, and the state fits them."""
+        """The params are still steppable (e.g. not made read-only since they were added) and have
+        elements (the state was checked against them when loaded)."""
         for p, label in zip(self._params, self._labels):
             _core.check_param(p, f"{self._owner_label}: {label}")
         if not sum(p.size for p in self._params):
