@@ -5,8 +5,8 @@ and pyopt/optimizers.pyi (``stub()``: the generated classes' signatures, for typ
 IDEs). Regenerate all three with ``python -m pyopt.catalog --write`` (in a source checkout);
 tests/python/test_catalog.py checks that they are current.
 
-The defaults of the two optimizers written in Python (Muon, Adafactor) are those of their class
-signatures, which tests/python/test_catalog.py ties to their records.
+The defaults of the optimizers written in Python (Muon, Adafactor, LBFGS) are those of their class
+signatures, which tests/python/test_generated_classes.py ties to their records.
 """
 from __future__ import annotations
 

@@ -332,7 +332,7 @@ def load(path: str | os.PathLike[str], params: ParamsLike, *, optimizer: Any = N
             if key not in ("params", "param_names"):
                 group.setdefault(key, tuple(value) if key in TUPLES and isinstance(value, list) else value)
     try:
-        py_class = python_optimizer(saved_name)  # an optimizer written in Python (Muon, Adafactor)
+        py_class = python_optimizer(saved_name)  # an optimizer written in Python (Muon, Adafactor, LBFGS)
         if py_class is not None:
             opt: Any = py_class(groups)  # type: ignore[call-arg]
         else:
@@ -351,7 +351,7 @@ def load(path: str | os.PathLike[str], params: ParamsLike, *, optimizer: Any = N
 
 def _canonical_name(optimizer: Any) -> str:
     """The state_dict name of the optimizer ``pyopt.create(optimizer, ...)`` (or the class) builds."""
-    from ._pybase import PyOptimizer, python_optimizer
+    from ._pybase import PYTHON_OPTIMIZERS, PyOptimizer, python_optimizer
     from .optimizer import Optimizer
     from .optimizers import CLASSES
 
@@ -363,5 +363,6 @@ def _canonical_name(optimizer: Any) -> str:
         return CLASSES[optimizer].name
     py_class = python_optimizer(optimizer)
     if py_class is None:
-        raise ValueError(f"pyopt.load: unknown optimizer {optimizer!r}; available: {', '.join(CLASSES)}, muon, adafactor")
+        raise ValueError(f"pyopt.load: unknown optimizer {optimizer!r}; available: "
+                         f"{', '.join([*CLASSES, *PYTHON_OPTIMIZERS])}")
     return py_class.name

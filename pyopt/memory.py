@@ -80,14 +80,14 @@ def memory_estimate(name: str, n_params: int | Sequence[int], *, param_dtype: An
     if rec.rule is None:
         slots = _python_slots(name, grad != param or bool(master_weights), hyper, where)
     else:
-        slots = _rule_slots(name, hyper, where)
+        slots = dict.fromkeys(_rule_slots(name, hyper, where), 1)
 
     has_master = bool(master_weights) and param.itemsize == 2
     out = {"params": sum(sizes) * param.itemsize, "grads": sum(sizes) * grad.itemsize,
            "master": sum(sizes) * _F32.itemsize if has_master else 0}
-    for slot in slots:
-        out[slot] = sum(_slot_bytes(n, states if slot in int8_slots or states != "int8" else "float32", param)
-                        for n in sizes)
+    for slot, vectors in slots.items():
+        out[slot] = vectors * sum(_slot_bytes(n, states if slot in int8_slots or states != "int8" else "float32", param)
+                                  for n in sizes)
     out["total"] = sum(out.values())
     return out
 
@@ -120,9 +120,12 @@ def _rule_slots(name: str, hyper: dict[str, Any], where: str) -> list[str]:
     return [slot for slot, _ in _core.slots_needed(name, flat)]
 
 
-def _python_slots(name: str, storage_options: bool, hyper: dict[str, Any], where: str) -> list[str]:
-    """Muon keeps its momentum buffer in the param's dtype and has no storage options; Adafactor's
-    state is factored by each matrix's shape, which sizes do not tell."""
+def _python_slots(name: str, storage_options: bool, hyper: dict[str, Any], where: str) -> dict[str, int]:
+    """Each state of an optimizer written in Python, with the vectors of the params' size it holds.
+    Muon keeps its momentum buffer in the param's dtype and has no storage options; LBFGS keeps
+    ``d`` and ``prev_flat_grad`` and two vectors per curvature pair (``history_size`` once its
+    history is full); Adafactor's state is factored by each matrix's shape, which sizes do not
+    tell."""
     if storage_options:
         raise ValueError(f"{where}: {name} is written in Python and keeps float32 (float64) states in its params' "
                          "dtype: grads of the param dtype, state_dtype='float32', no master_weights")
@@ -136,10 +139,13 @@ def _python_slots(name: str, storage_options: bool, hyper: dict[str, Any], where
         raise TypeError(f"{where}: unknown hyperparameter {', '.join(map(repr, unknown))} for {name}; "
                         f"valid: {', '.join(sorted(accepted))}")
     try:  # its own checks of the hyperparameters' values
-        cls([np.zeros((1, 1), np.float32)], **hyper)
+        opt = cls([np.zeros((1, 1), np.float32)], **hyper)
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"{where}: {exc}") from None
-    return list(cls.slots)
+    if name == "lbfgs":
+        history = opt.param_groups[0]["history_size"]
+        return {"d": 1, "prev_flat_grad": 1, "old_dirs": history, "old_stps": history}
+    return dict.fromkeys(cls.slots, 1)
 
 
 def _sizes(n_params: Any, where: str) -> list[int]:

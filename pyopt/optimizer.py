@@ -108,6 +108,9 @@ class OptimizerBase:
     # float16 / ml_dtypes.bfloat16 params (float32 states, computed in float32): the C++ engine's
     # element-wise rules only, not the optimizers with steps of their own in Python.
     accepts_16bit_params: ClassVar[bool] = False
+    # True: ``step(closure)``, the closure evaluating the loss and gradient (L-BFGS, which does so
+    # several times per step), where the others take ``step(grads)``.
+    step_requires_closure: ClassVar[bool] = False
 
     def __init__(self, params: ParamsLike, defaults: Mapping[str, Any]) -> None:
         self._owner_label = type(self).__name__

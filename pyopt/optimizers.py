@@ -255,14 +255,14 @@ __all__ = [cls.__name__ for cls in CLASSES.values()] + ["Sophia", "create"]
 
 def create(name: str, params: ParamsLike, **hyper: Any) -> Any:
     """Build an optimizer by name: ``pyopt.create("adamw", params, lr=3e-4)``. Besides the names
-    of ``pyopt.available()``, "muon" and "adafactor" (the optimizers written in Python) work."""
-    from ._pybase import python_optimizer
+    of ``pyopt.available()``, those written in Python work: "muon", "adafactor", "lbfgs"."""
+    from ._pybase import PYTHON_OPTIMIZERS, python_optimizer
 
     py_class = python_optimizer(name) if isinstance(name, str) else None
     if py_class is not None:
         return py_class(params, **hyper)
     if name not in CLASSES:
-        raise ValueError(f"unknown optimizer {name!r}; available: {', '.join(CLASSES)}, muon, adafactor")
+        raise ValueError(f"unknown optimizer {name!r}; available: {', '.join([*CLASSES, *PYTHON_OPTIMIZERS])}")
     valid = [*spec(name).defaults, *STORAGE_OPTIONS]
     unknown = sorted(set(hyper) - set(valid))
     if unknown:

@@ -22,7 +22,10 @@ float32 for 16-bit params). Anything else is a ValueError / TypeError naming the
 anything changes. The storage options (``master_weights``, ``state_dtype``,
 ``stochastic_rounding``) are those of the numpy classes (``pyopt.storage``).
 
-Optimizers whose step reads whole tensors (LAMB, LARS, StableAdamW, NovoGrad, Muon, Adafactor:
+LBFGS steps with a closure, ``step(closure)``, as torch.optim.LBFGS does (the closure zeroes the
+grads, computes the loss, runs backward and returns the loss; it is called several times per step).
+
+Optimizers whose step reads whole tensors (LAMB, LARS, StableAdamW, NovoGrad, Muon, Adafactor, LBFGS:
 ``per_tensor`` in their record) refuse params that were not given to them, as happens when an
 engine such as DeepSpeed ZeRO replaces ``param_groups`` with flat partitions of many params: a
 norm over such a partition is not the norm of any param. The element-wise ones step such
@@ -255,6 +258,7 @@ class Optimizer(torch.optim.Optimizer):
     per_tensor: ClassVar[bool] = False
     scalar_keys: ClassVar[frozenset[str]] = frozenset({"step"})  # state entries that are numbers, not arrays
     has_torch_twin: ClassVar[bool] = False
+    state_has_step: ClassVar[bool] = True  # the numpy optimizer counts steps (LBFGS counts iterations)
 
     def __init__(self, params: Any, *args: Any, **kwargs: Any) -> None:
         label = type(self).__name__
@@ -415,18 +419,15 @@ class Optimizer(torch.optim.Optimizer):
             converted: dict[str, Any] = {}
             for key, value in entry.items():
                 where = f"{self._label}: state of param {i}, {key!r}"
-                if isinstance(value, torch.Tensor):
-                    value = value.detach()
-                    if value.dim() == 0:
-                        value = value.item()
-                    elif value.dtype == torch.uint8:  # the codes of an 8-bit state
-                        value = value.cpu().contiguous().numpy()
-                    else:
-                        value = numpy_view(value.cpu().contiguous(), where)
+                if isinstance(value, list):  # (LBFGS's history: lists of tensors, None in its al)
+                    value = [_numpy_state_value(v, f"{where}[{k}]") for k, v in enumerate(value)]
+                else:
+                    value = _numpy_state_value(value, where)
                 if key == "step":
                     value = _whole_step(value, where)
                 converted[key] = value
-            if "step" not in converted:  # torch's SGD keeps no step: a buffer means it has stepped
+            # torch's SGD keeps no step: a buffer means it has stepped (LBFGS counts iterations instead)
+            if "step" not in converted and self.state_has_step:
                 converted["step"] = 1 if converted else 0
             state[i] = converted
         group = inner.param_groups[0]
@@ -720,6 +721,93 @@ class _HessianUpdates:
             first += count
 
 
+class _ClosureSteps:
+    """Optimizers that evaluate the model several times per step (LBFGS): ``step(closure)`` with
+    torch's closure (it zeroes the grads, runs backward and returns the loss), which the numpy
+    optimizer calls through a closure of its own returning ``(loss, [grad views])``. One param
+    group, as torch's LBFGS; the state on the first param with torch's keys and types (lists of
+    tensors, Python numbers), re-exposed after each step."""
+
+    state_has_step = False
+
+    def __init__(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(params, *args, **kwargs)  # type: ignore[call-arg]
+        for group in [self.defaults, *self.param_groups]:  # as torch's constructor, None is resolved
+            if group.get("max_eval") is None:
+                group["max_eval"] = group["max_iter"] * 5 // 4
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        if self.param_groups:
+            raise ValueError(f"{self._label}: {self._label} doesn't support per-parameter options (parameter "
+                             "groups): it steps all params as one vector; give them as one group")
+        super().add_param_group(param_group)  # type: ignore[misc]
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """One step (several evaluations of ``closure``); returns the loss of its first call."""
+        if closure is None or not callable(closure):
+            raise TypeError(f"{self._label}: step needs a closure that zeroes the grads, computes the loss, "
+                            "calls backward() and returns the loss: it is evaluated several times per step")
+        params = self.param_groups[0]["params"]
+        stepper = self._stepper(0)
+        from_closure: list[BaseException] = []
+
+        def evaluate() -> tuple[Any, list[np.ndarray | None]]:
+            try:
+                with torch.enable_grad():
+                    loss = closure()
+            except BaseException as exc:
+                from_closure.append(exc)
+                raise
+            return loss, [None if p.grad is None else
+                          numpy_view(p.grad, f"{self._label}: grad of param_groups[0]['params'][{k}]", read_only=True)
+                          for k, p in enumerate(params)]
+
+        try:
+            with torch.no_grad():  # (as torch's step: the closure runs with grad enabled)
+                return stepper.inner.step(evaluate)
+        except (TypeError, ValueError) as exc:
+            if from_closure and exc is from_closure[-1]:
+                raise
+            with self._naming(0):
+                raise
+        finally:
+            # the params were written through numpy: tell autograd, as an in-place torch op would
+            torch._C._increment_version(params)
+            self._expose(stepper, [0])
+
+    def _expose(self, stepper: _GroupStepper, indices: Iterable[int]) -> None:
+        """torch's LBFGS state: arrays as tensors viewing them, lists as lists of tensors, the
+        numbers torch keeps in 0-d tensors as 0-d tensors, ints and floats as they are."""
+        for i in indices:
+            entry = {key: _torch_state_value(value) for key, value in stepper.inner._state[i].items()}
+            if entry:
+                p = stepper.params[i]
+                dict.__setitem__(self.state, p, _StateEntry(self.state, p, entry))
+
+
+def _torch_state_value(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return tensor_view(value)
+    if isinstance(value, np.generic):  # (a 0-d tensor in torch)
+        return torch.from_numpy(np.array(value))
+    if isinstance(value, list):
+        return [None if v is None else _torch_state_value(v) for v in value]
+    return value
+
+
+def _numpy_state_value(value: Any, where: str) -> Any:
+    """A torch state value as the numpy optimizers take it: 0-d tensors as numbers, others as
+    ndarrays (viewing them where they are CPU and contiguous)."""
+    if not isinstance(value, torch.Tensor):
+        return value
+    value = value.detach()
+    if value.dim() == 0:
+        return value.item()
+    if value.dtype == torch.uint8:  # the codes of an 8-bit state
+        return value.cpu().contiguous().numpy()
+    return numpy_view(value.cpu().contiguous(), where)
+
+
 def _hyper_signature(numpy_class: type) -> inspect.Signature:
     sig = inspect.signature(numpy_class.__init__)
     return sig.replace(parameters=[p for name, p in sig.parameters.items() if name not in ("self", "params")])
@@ -782,7 +870,8 @@ def _make_class(name: str, record: Mapping[str, Any]) -> type:
     doc = (f"{record['class_name']}: pyopt's ``{name}`` as a ``torch.optim.Optimizer`` (see ``pyopt.torch``).\n\n"
            + (numpy_class.__doc__ or ""))
     mixins = ((_ScheduleFreeModes,) if hasattr(numpy_class, "train_mode") else ()) + (
-        (_HessianUpdates,) if hasattr(numpy_class, "update_hessian") else ())
+        (_HessianUpdates,) if hasattr(numpy_class, "update_hessian") else ()) + (
+        (_ClosureSteps,) if numpy_class.step_requires_closure else ())
     cls = type(record["class_name"], mixins + (Optimizer,), {
         "name": name, "numpy_class": numpy_class, "implementation_flags": flags,
         "per_tensor": bool(record["per_tensor"]), "__doc__": doc, "__module__": __name__,

@@ -33,8 +33,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def list_all() -> int:
-    import pyopt
-
     from . import space
     from .tasks import TASKS
 
@@ -44,7 +42,7 @@ def list_all() -> int:
         describe = getattr(task, "describe", None)
         print(f"  {name:<18} {describe() if describe else ''}")
     print("\nSearch spaces (budget full; 'lr' searches only lr, 'core' adds betas/momentum and weight decay):")
-    for name in list(pyopt.available()) + ["muon", "adafactor"]:
+    for name in space.tunable():
         print(f"  {name:<18} {space.describe(name, 'full')}")
     return 0
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import pyopt
+from pyopt._pybase import python_optimizer
 from pyopt.storage import parse_precision
 
 from . import owners, report, space
@@ -44,10 +45,13 @@ class _FunctionTask:
 
 
 def _check_optimizers(names: Sequence[str]) -> list[str]:
-    known = set(pyopt.available()) | {"muon", "adafactor"}
+    known = set(space.tunable())
     bad = [n for n in names if n not in known]
+    for name in bad:
+        if isinstance(name, str) and python_optimizer(name) is not None:
+            space.check_tunable(name)  # a pyopt optimizer the tuner cannot train: says why
     if bad:
-        raise ValueError(f"unknown optimizer(s) {', '.join(bad)}; available: {', '.join(sorted(known))}")
+        raise ValueError(f"unknown optimizer(s) {', '.join(map(str, bad))}; available: {', '.join(sorted(known))}")
     if not names:
         raise ValueError("no optimizers to tune")
     return list(dict.fromkeys(names))

@@ -49,6 +49,26 @@ class Dimension:
         return f"1-{name}" if self.kind == "one_minus_log" else name
 
 
+def tunable() -> list[str]:
+    """The optimizers the tuner searches: all of pyopt's but those whose step takes a closure."""
+    from pyopt._pybase import PYTHON_OPTIMIZERS, python_optimizer
+
+    return list(pyopt.available()) + [n for n in PYTHON_OPTIMIZERS if not python_optimizer(n).step_requires_closure]
+
+
+def check_tunable(optimizer: str) -> None:
+    """ValueError saying why, for an optimizer the tuner cannot train (or does not know)."""
+    from pyopt._pybase import python_optimizer
+
+    cls = python_optimizer(optimizer) if isinstance(optimizer, str) else None
+    if cls is not None and cls.step_requires_closure:
+        raise ValueError(f"{optimizer} cannot be tuned: its step takes a closure (step(closure), which evaluates "
+                         "the loss and gradient several times per step), and the tuner's training loop calls "
+                         "step(grads) once per batch")
+    if optimizer not in tunable():
+        raise ValueError(f"unknown optimizer {optimizer!r}; available: {', '.join(sorted(tunable()))}")
+
+
 def defaults(optimizer: str) -> dict[str, Any]:
     """The optimizer's default hyperparameters (the class signature's)."""
     if optimizer in pyopt.available():

@@ -37,6 +37,7 @@ def train(task: Task, optimizer: str, hyper: dict[str, Any], seed: int = 0,
     epoch and returns True to stop (pruning): then optuna.TrialPruned is raised. ``precision``
     (``pyopt.storage.parse_precision``, e.g. "bf16+master+int8"): the params are stored as
     f16/bf16 and the optimizer gets those storage options; the task computes on float32 copies."""
+    space.check_tunable(optimizer)
     stored = parse_precision(precision)
     if stored.param_dtype == "float32":
         params = task.init_params(seed)

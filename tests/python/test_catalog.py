@@ -47,7 +47,7 @@ def test_write_regenerates_every_file(tmp_path) -> None:
 
 def test_every_optimizer_is_documented() -> None:
     rows = {e["name"]: e for e in catalog.entries()}
-    assert set(pyopt.available()) | {"muon", "adafactor"} == set(rows)
+    assert set(pyopt.available()) | {"muon", "adafactor", "lbfgs"} == set(rows)
     for name, e in rows.items():
         assert e["paper"], f"{name}: its record has no paper"
         assert e["reference"] and e["summary"], name
@@ -64,9 +64,10 @@ def test_create_knows_the_python_optimizers() -> None:
 
     assert type(pyopt.create("muon", [np.ones((3, 4))], lr=0.01)) is pyopt.Muon
     assert type(pyopt.create("adafactor", [np.ones(5)])) is pyopt.Adafactor
+    assert type(pyopt.create("lbfgs", [np.ones(5)], history_size=5)) is pyopt.LBFGS
     try:
         pyopt.create("no-such", [np.ones(5)])
     except ValueError as exc:
-        assert "muon" in str(exc) and "adamw" in str(exc)
+        assert "muon" in str(exc) and "lbfgs" in str(exc) and "adamw" in str(exc)
     else:  # pragma: no cover
         raise AssertionError("create accepted an unknown name")

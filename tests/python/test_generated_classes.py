@@ -93,9 +93,10 @@ def test_extra_methods_and_aliases() -> None:
 
 
 # Signature entries of the Python-written classes the records spell differently: Muon's
-# adjust_lr_fn (a name or None: no number) is not in its record, and Adafactor's eps pair is the
-# record's eps1 (None there: NaN) and eps2.
-SPELLED_APART = {"muon": {"adjust_lr_fn": ()}, "adafactor": {"eps": ("eps1", "eps2")}}
+# adjust_lr_fn and LBFGS's line_search_fn (a name or None: no number) are not in their records, and
+# Adafactor's eps pair is the record's eps1 (None there: NaN) and eps2.
+SPELLED_APART = {"muon": {"adjust_lr_fn": ()}, "adafactor": {"eps": ("eps1", "eps2")},
+                 "lbfgs": {"line_search_fn": ()}}
 
 
 def _none_for_nan(value: object) -> object:
@@ -106,8 +107,8 @@ def _none_for_nan(value: object) -> object:
 
 @pytest.mark.parametrize("name", PYTHON_ONLY)
 def test_python_written_optimizers_agree_with_their_records(name: str) -> None:
-    """Muon and Adafactor are hand-written classes: their name, lr range, and every default and
-    keyword-only marker their record states must be the class's."""
+    """The Python-written classes (Muon, Adafactor, LBFGS) are hand-written: their name, lr range,
+    and every default and keyword-only marker their record states must be the class's."""
     s = record(name)
     cls = getattr(pyopt, s.class_name)
     assert cls.name == name and tuple(cls.lr_range) == s.lr_range

@@ -23,7 +23,8 @@ RECORDS = _core.optimizers()
 NAMES = list(RECORDS)
 # Hyperparameters for a short run where the defaults would barely move or need more (Muon: 2-D).
 HYPER = {"sgd": {"lr": 0.05}, "momentum": {"lr": 0.05}, "nag": {"lr": 0.05}, "signsgd": {"lr": 0.01},
-         "signum": {"lr": 0.01}, "lars": {"lr": 0.05}, "schedulefree_sgd": {"lr": 0.05}}
+         "signum": {"lr": 0.01}, "lars": {"lr": 0.05}, "schedulefree_sgd": {"lr": 0.05},
+         "lbfgs": {"max_iter": 4, "history_size": 3, "line_search_fn": "strong_wolfe"}}
 
 
 def numpy_class(name):
@@ -62,9 +63,34 @@ def test_one_class_per_optimizer_named_as_the_numpy_classes():
         assert list(sig.parameters)[: 1 + len(hyper)] == ["params"] + hyper, name
 
 
+def quadratic(arrays, seed=1):
+    """A loss with its gradients, in numpy (the same bits for both optimizers): the curvature and
+    minimum of each element drawn once."""
+    rng = np.random.default_rng(seed)
+    curvatures = [rng.uniform(0.5, 4.0, a.shape).astype(a.dtype) for a in arrays]
+    minima = [rng.standard_normal(a.shape).astype(a.dtype) for a in arrays]
+    grads = [c * (a - m) for a, c, m in zip(arrays, curvatures, minima)]
+    return sum(float(0.5 * (g * (a - m)).sum()) for a, g, m in zip(arrays, grads, minima)), grads
+
+
+def assert_same_state(got, expected, where):
+    """A torch state entry (tensors, lists of them) holds the bits of the numpy one."""
+    if isinstance(expected, list):
+        assert isinstance(got, list) and len(got) == len(expected), where
+        for k, (a, b) in enumerate(zip(got, expected)):
+            assert_same_state(a, b, f"{where}[{k}]")
+    elif expected is None:
+        assert got is None, where
+    elif isinstance(expected, np.ndarray):
+        np.testing.assert_array_equal(got.numpy(), expected, err_msg=where)
+    else:
+        assert float(got) == float(expected), where
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_steps_exactly_as_the_numpy_class_in_place(name):
-    """Same bits as the numpy optimizer on the same data; the tensors are updated in place (no copy)."""
+    """Same bits as the numpy optimizer on the same data; the tensors are updated in place (no copy).
+    LBFGS steps with closures (the torch one sets the grads the numpy one returns)."""
     hyper = HYPER.get(name, {})
     params, grads = draws(name)
     reference = [p.copy() for p in params]
@@ -72,7 +98,17 @@ def test_steps_exactly_as_the_numpy_class_in_place(name):
     tensors = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p in params]
     pointers = [t.data_ptr() for t in tensors]
     opt = torch_class(name)(tensors, **hyper)
+
+    def closure():
+        loss, step_grads = quadratic([t.detach().numpy() for t in tensors])
+        for t, g in zip(tensors, step_grads):
+            t.grad = torch.from_numpy(g)
+        return torch.tensor(loss, dtype=torch.float64)  # (the float the numpy closure returns)
+
     for step_grads in grads:
+        if numpy_opt.step_requires_closure:
+            assert float(numpy_opt.step(lambda: quadratic(reference))) == float(opt.step(closure))
+            continue
         numpy_opt.step(step_grads)
         for t, g in zip(tensors, step_grads):
             t.grad = torch.from_numpy(g.copy())
@@ -80,15 +116,13 @@ def test_steps_exactly_as_the_numpy_class_in_place(name):
     assert [t.data_ptr() for t in tensors] == pointers
     for t, r in zip(tensors, reference):
         np.testing.assert_array_equal(t.detach().numpy().view(np.uint32), r.view(np.uint32), err_msg=name)
+    assert len(opt.state) == len(numpy_opt.state) > 0
     for i, t in enumerate(tensors):
-        expected = numpy_opt.state[i]
-        got = opt.state[t]
+        expected = numpy_opt.state.get(i, {})
+        got = opt.state.get(t, {})
         assert set(got) == set(expected), name
         for key, value in expected.items():
-            if isinstance(value, np.ndarray):
-                np.testing.assert_array_equal(got[key].numpy(), value, err_msg=f"{name} {key}")
-            else:
-                assert float(got[key]) == float(value), (name, key)
+            assert_same_state(got[key], value, f"{name} {key}")
 
 
 def test_param_groups_schedulers_and_tensor_lr_follow_torch():

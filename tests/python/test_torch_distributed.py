@@ -350,8 +350,8 @@ def test_deepspeed_zero3_steps_each_sub_group_alone(name, groups):
         assert all(group["params"] == [] for group in rank.optimizer.param_groups)
 
 
-def test_the_per_tensor_optimizers_are_these_six():
-    assert PER_TENSOR == ["adafactor", "lamb", "lars", "muon", "novograd", "stableadamw"]
+def test_the_per_tensor_optimizers_are_these_seven():
+    assert PER_TENSOR == ["adafactor", "lamb", "lars", "lbfgs", "muon", "novograd", "stableadamw"]
     assert all(torch_class(name).per_tensor for name in PER_TENSOR)
     assert not any(torch_class(name).per_tensor for name in ELEMENT_WISE)
 
@@ -364,11 +364,26 @@ def test_per_tensor_optimizers_refuse_flat_partitions_and_change_nothing(name):
     def weights(model):
         return [p for p in model.parameters() if p.dim() == 2]  # (Muon steps matrices)
 
+    def step(opt, model, batch):  # (LBFGS takes a closure: the same gradient, evaluated as often as it needs)
+        def closure():
+            opt.zero_grad()
+            loss = loss_on(model, batch)
+            loss.backward()
+            return loss
+        if opt.numpy_class.step_requires_closure:
+            return opt.step(closure)
+        closure()
+        return opt.step()
+
+    def same(a, b):  # (LBFGS's state has lists of tensors and numbers)
+        if isinstance(b, list):
+            return isinstance(a, list) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+        return a is None and b is None or torch.equal(torch.as_tensor(a), torch.as_tensor(b))
+
     model, twin = worker.make_model(torch.float32), worker.make_model(torch.float32)
     optimizer, twin_optimizer = torch_class(name)(weights(model)), torch_class(name)(weights(twin))
     for m, opt in ((model, optimizer), (twin, twin_optimizer)):
-        loss_on(m, 0).backward()
-        opt.step()
+        step(opt, m, 0)
     params_before = [p.detach().clone() for p in weights(model)]
     state_before = copy.deepcopy(optimizer.state_dict())
 
@@ -380,7 +395,7 @@ def test_per_tensor_optimizers_refuse_flat_partitions_and_change_nothing(name):
     optimizer.param_groups[0]["params"] = [partition]
     with pytest.raises(ValueError, match=rf"{RECORDS[name]['class_name']}: param_groups\[0\]\['params'\]\[0\] was "
                                          rf"not given to the optimizer .*DeepSpeed ZeRO.*{name}.*element-wise"):
-        optimizer.step()
+        optimizer.step(lambda: loss_on(model, 1)) if optimizer.numpy_class.step_requires_closure else optimizer.step()
     assert torch.equal(partition, partition_before)
     assert all(torch.equal(a, b) for a, b in zip(weights(model), params_before))
     optimizer.param_groups[0]["params"] = original
@@ -388,12 +403,10 @@ def test_per_tensor_optimizers_refuse_flat_partitions_and_change_nothing(name):
     assert state_after["state"].keys() == state_before["state"].keys()
     for index, entry in state_before["state"].items():
         for key, value in entry.items():
-            assert torch.equal(torch.as_tensor(state_after["state"][index][key]), torch.as_tensor(value)), key
+            assert same(state_after["state"][index][key], value), key
 
     for m, opt in ((model, optimizer), (twin, twin_optimizer)):
-        opt.zero_grad()
-        loss_on(m, 1).backward()
-        opt.step()
+        step(opt, m, 1)
     assert all(torch.equal(a, b) for a, b in zip(weights(model), weights(twin)))
 
 

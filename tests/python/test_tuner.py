@@ -65,6 +65,10 @@ def quad(task_file):
     return tuner.load_task(f"{task_file}:TASK")
 
 
+def test_the_tuner_searches_every_optimizer_but_the_closure_based_one() -> None:
+    assert space.tunable() == list(pyopt.available()) + ["muon", "adafactor"]  # not lbfgs
+
+
 def test_space_defaults_round_trip() -> None:
     for name in list(pyopt.available()) + ["muon", "adafactor"]:
         for budget in space.BUDGETS:
@@ -219,6 +223,10 @@ def test_two_processes_share_a_journal(task_file, tmp_path) -> None:
 def test_bad_input(quad, task_file, tmp_path) -> None:
     with pytest.raises(ValueError, match="unknown optimizer"):
         tuner.tune(quad, ["adamw", "nope"], trials=2)
+    with pytest.raises(ValueError, match=r"lbfgs cannot be tuned: its step takes a closure .* step\(grads\)"):
+        tuner.tune(quad, ["adamw", "lbfgs"], trials=2)
+    with pytest.raises(ValueError, match="lbfgs cannot be tuned"):
+        tuner.train(quad, "lbfgs", {"lr": 0.1})
     with pytest.raises(ValueError, match="jobs > 1"):
         tuner.tune(quad, ["sgd"], trials=2, jobs=2)
     with pytest.raises(ValueError):
