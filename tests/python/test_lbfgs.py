@@ -12,10 +12,9 @@ line-search comparison would otherwise be decided by the last bits.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import pytest
@@ -40,14 +39,7 @@ def _one_torch_thread(one_torch_thread):  # (conftest.py)
     pass
 
 
-@contextlib.contextmanager
-def default_dtype(dtype: torch.dtype) -> Iterator[None]:
-    saved = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(saved)
+from torch_defaults import default_dtype  # noqa: E402
 
 
 # ----- problems: (start values, loss of the params as tensors) ------------------------------------

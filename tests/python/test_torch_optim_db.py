@@ -69,12 +69,11 @@ inputs that pass ``params=None`` get torch's TypeError for None instead of the V
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import inspect
 import io
 import re
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import pytest
@@ -128,15 +127,7 @@ def _one_torch_thread(one_torch_thread):  # (conftest.py)
     pass
 
 
-@contextlib.contextmanager
-def default_dtype(dtype: torch.dtype) -> Iterator[None]:
-    """torch.set_default_dtype for a block (torch keeps NAdam's mu_product, ASGD's eta... in it)."""
-    saved = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(saved)
+from torch_defaults import default_dtype  # noqa: E402
 
 
 def _hyper_parameters(optim_cls: type) -> dict[str, inspect.Parameter]:
