@@ -213,7 +213,7 @@ def record(name: str) -> Spec:
 
 @lru_cache(maxsize=None)
 def _catalogue() -> dict[str, Spec]:
-    """The optimizers with a C++ rule (what ``pyopt.available()`` lists)."""
+    """The optimizers with a C++ rule (what ``rule_optimizers()`` lists)."""
     return {name: s for name, s in records().items() if s.rule is not None}
 
 
@@ -225,4 +225,12 @@ def spec(name: str) -> Spec:
 
 
 def available() -> list[str]:
+    """Every optimizer name ``pyopt.create`` accepts: those with a C++ rule (and their aliases),
+    then those written in Python (Muon, Adafactor, L-BFGS, ...), in the records' order."""
+    return list(_catalogue()) + [name for name, s in records().items() if s.rule is None]
+
+
+def rule_optimizers() -> list[str]:
+    """The optimizers run by a C++ rule (and their aliases): those with a ``pyopt.Optimizer``
+    class, a functional form (``pyopt.functional``), a C API entry and a benchmark."""
     return list(_catalogue())

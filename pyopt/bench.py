@@ -81,7 +81,7 @@ import numpy as np
 
 import pyopt
 from . import _core
-from ._spec import spec
+from ._spec import rule_optimizers, spec
 from .bench_dtypes import (DtypeSpec, Unavailable, as_torch, bitsandbytes_8bit, int8_slots, make_probe,
                            parse_dtype_spec, step_bytes, torchao_8bit)
 
@@ -593,10 +593,10 @@ def run(optimizers: Sequence[str] | None = None, cases: Sequence[str] | None = N
     optimizers = list(optimizers or DEFAULTS["optimizers"])
     cases = list(cases or DEFAULTS["cases"])
     dtypes = list(dtypes or DEFAULTS["dtypes"])
-    known = set(pyopt.available())
+    known = set(rule_optimizers())
     for name in optimizers:
         if name not in known:
-            raise ValueError(f"unknown optimizer {name!r}; available: {', '.join(sorted(known))}")
+            raise ValueError(f"unknown optimizer {name!r}; pyopt bench times the optimizers with a C++ rule: {', '.join(sorted(known))}")
     for case in cases:
         parse_case(case)
     specs = [parse_dtype_spec(d) for d in dtypes]
@@ -792,12 +792,12 @@ def run_from_args(args: argparse.Namespace) -> int:
     settings: dict[str, Any] = {"repeats": 11, "warmup": 3, "block_ms": 20.0, "gap_ms": 20.0}
     optimizers, cases, dtypes = DEFAULTS["optimizers"], DEFAULTS["cases"], DEFAULTS["dtypes"]
     if args.full:
-        optimizers, cases, dtypes = pyopt.available(), list(CASES), list(DTYPES)
+        optimizers, cases, dtypes = rule_optimizers(), list(CASES), list(DTYPES)
     if args.quick:
         optimizers, cases, dtypes = QUICK["optimizers"], QUICK["cases"], QUICK["dtypes"]
         settings.update({k: QUICK[k] for k in settings})
     if args.optimizers:
-        optimizers = pyopt.available() if args.optimizers == ["all"] else args.optimizers
+        optimizers = rule_optimizers() if args.optimizers == ["all"] else args.optimizers
     cases = args.cases or cases
     dtypes = args.dtypes or dtypes
     for key in settings:

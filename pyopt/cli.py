@@ -76,17 +76,25 @@ def _main(argv: list[str] | None = None) -> int:
         print(json.dumps(pyopt.info(), indent=2))
         return 0
     if args.command == "list":
-        from ._spec import available, spec
+        from ._spec import available, record
 
         if args.markdown:
             from .catalog import markdown
 
             sys.stdout.write(markdown())
             return 0
+        import inspect
+
+        import pyopt
+
         for name in available():
-            s = spec(name)
+            s = record(name)
+            defaults = s.defaults
+            if s.rule is None:  # written in Python: its signature's spelling (tuples, None, ints)
+                signature = inspect.signature(getattr(pyopt, s.class_name)).parameters.values()
+                defaults = {p.name: p.default for p in signature if p.default is not inspect.Parameter.empty}
             print(f"{name:10s} {s.summary}  [matches {s.reference}]")
-            print(f"{'':10s} {s.defaults}")
+            print(f"{'':10s} {defaults}")
         return 0
     return 2
 

@@ -17,14 +17,14 @@ from typing import Callable
 import numpy as np
 
 import pyopt
-from pyopt._spec import spec
+from pyopt._spec import rule_optimizers, spec
 from pyopt.storage import parse_precision
 from pyopt.datasets import load_digits  # noqa: F401 (pyopt.demo.load_digits is public)
 
 #: Learning rate per optimizer when ``lr`` is not given (each record's demo_lr): each makes the
 #: loss fall clearly in 30 epochs. (sophia: the demo never calls update_hessian, so h = 0 and the
 #: steps are ±lr, sign momentum.)
-DEFAULT_LR: dict[str, float] = {name: spec(name).demo_lr for name in pyopt.available()}
+DEFAULT_LR: dict[str, float] = {name: spec(name).demo_lr for name in rule_optimizers()}
 
 N_SAMPLES = 1797
 N_TRAIN = 1500  # the other 297 samples are the validation set
@@ -126,8 +126,8 @@ def train(optimizer: str = "adamw", epochs: int = 30, lr: float | None = None, s
     gradients are float32. ValueError for an unknown optimizer, a negative epoch count, an invalid
     lr or precision, before any training.
     """
-    if optimizer not in pyopt.available():
-        raise ValueError(f"unknown optimizer {optimizer!r}; available: {', '.join(pyopt.available())}")
+    if optimizer not in DEFAULT_LR:
+        raise ValueError(f"unknown optimizer {optimizer!r}; the demo runs: {', '.join(DEFAULT_LR)}")
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"epochs must be an int >= 0, got {epochs!r}")
     lr = DEFAULT_LR[optimizer] if lr is None else float(lr)

@@ -23,7 +23,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import _core
-from ._spec import available, spec
+from ._spec import rule_optimizers, spec
 
 __all__ = ["state_slots"]
 
@@ -72,7 +72,7 @@ def _make(name: str) -> Callable[..., Any]:
     return apply
 
 
-for _name in available():
+for _name in rule_optimizers():
     globals()[f"{_name}_"] = _make(_name)
     __all__.append(f"{_name}_")
 del _name

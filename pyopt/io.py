@@ -351,7 +351,8 @@ def load(path: str | os.PathLike[str], params: ParamsLike, *, optimizer: Any = N
 
 def _canonical_name(optimizer: Any) -> str:
     """The state_dict name of the optimizer ``pyopt.create(optimizer, ...)`` (or the class) builds."""
-    from ._pybase import PYTHON_OPTIMIZERS, PyOptimizer, python_optimizer
+    from ._pybase import PyOptimizer, python_optimizer
+    from ._spec import available
     from .optimizer import Optimizer
     from .optimizers import CLASSES
 
@@ -364,5 +365,5 @@ def _canonical_name(optimizer: Any) -> str:
     py_class = python_optimizer(optimizer)
     if py_class is None:
         raise ValueError(f"pyopt.load: unknown optimizer {optimizer!r}; available: "
-                         f"{', '.join([*CLASSES, *PYTHON_OPTIMIZERS])}")
+                         f"{', '.join(available())}")
     return py_class.name

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from . import _core
-from ._spec import HyperSpec, Param, Spec, available, spec
+from ._spec import HyperSpec, Param, Spec, rule_optimizers, spec
 from .optimizer import GradsLike, Optimizer, ParamsLike, _locked
 from .storage import StorageOptions
 
@@ -246,7 +246,7 @@ def make_class(s: Spec, base: type[Optimizer] = Optimizer) -> type[Optimizer]:
 
 
 CLASSES: dict[str, type[Optimizer]] = {
-    name: make_class(spec(name), _BASES.get(name, Optimizer)) for name in available()}
+    name: make_class(spec(name), _BASES.get(name, Optimizer)) for name in rule_optimizers()}
 globals().update({cls.__name__: cls for cls in CLASSES.values()})
 Sophia = CLASSES["sophia"]  # SophiaG's short name
 
@@ -254,15 +254,15 @@ __all__ = [cls.__name__ for cls in CLASSES.values()] + ["Sophia", "create"]
 
 
 def create(name: str, params: ParamsLike, **hyper: Any) -> Any:
-    """Build an optimizer by name: ``pyopt.create("adamw", params, lr=3e-4)``. Besides the names
-    of ``pyopt.available()``, those written in Python work: "muon", "adafactor", "lbfgs"."""
-    from ._pybase import PYTHON_OPTIMIZERS, python_optimizer
+    """Build an optimizer by name, any of ``pyopt.available()``: ``pyopt.create("adamw", params, lr=3e-4)``."""
+    from ._pybase import python_optimizer
+    from ._spec import available
 
     py_class = python_optimizer(name) if isinstance(name, str) else None
     if py_class is not None:
         return py_class(params, **hyper)
     if name not in CLASSES:
-        raise ValueError(f"unknown optimizer {name!r}; available: {', '.join([*CLASSES, *PYTHON_OPTIMIZERS])}")
+        raise ValueError(f"unknown optimizer {name!r}; available: {', '.join(available())}")
     valid = [*spec(name).defaults, *STORAGE_OPTIONS]
     unknown = sorted(set(hyper) - set(valid))
     if unknown:

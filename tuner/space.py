@@ -51,9 +51,9 @@ class Dimension:
 
 def tunable() -> list[str]:
     """The optimizers the tuner searches: all of pyopt's but those whose step takes a closure."""
-    from pyopt._pybase import PYTHON_OPTIMIZERS, python_optimizer
+    from pyopt._pybase import python_optimizer
 
-    return list(pyopt.available()) + [n for n in PYTHON_OPTIMIZERS if not python_optimizer(n).step_requires_closure]
+    return [n for n in pyopt.available() if not getattr(python_optimizer(n), "step_requires_closure", False)]
 
 
 def check_tunable(optimizer: str) -> None:
@@ -71,7 +71,7 @@ def check_tunable(optimizer: str) -> None:
 
 def defaults(optimizer: str) -> dict[str, Any]:
     """The optimizer's default hyperparameters (the class signature's)."""
-    if optimizer in pyopt.available():
+    if record(optimizer).rule is not None:
         return dict(spec(optimizer).defaults)
     import inspect
 

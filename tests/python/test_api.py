@@ -36,10 +36,16 @@ def run(opt, params, steps, seed):
 
 
 def test_available_matches_classes_and_create():
-    assert pyopt.available() == list(CLASSES)
-    for name, cls in CLASSES.items():
-        assert isinstance(pyopt.create(name, [np.zeros(3)]), cls)
-        assert getattr(pyopt, cls.__name__) is cls
+    """available() is every name create() accepts: the C++ rules (CLASSES), then the Python ones."""
+    assert pyopt._spec.rule_optimizers() == list(CLASSES)
+    python_written = [n for n in pyopt.available() if n not in CLASSES]
+    assert pyopt.available() == list(CLASSES) + python_written
+    assert {"muon", "adafactor", "lbfgs"} <= set(python_written)
+    for name in pyopt.available():
+        cls = getattr(pyopt, pyopt._spec.record(name).class_name)
+        assert isinstance(pyopt.create(name, [np.zeros((3, 2))]), cls), name
+    with pytest.raises(ValueError, match="unknown optimizer 'adamz'; available: sgd, .*muon"):
+        pyopt.create("adamz", [np.zeros(3)])
 
 
 @pytest.mark.parametrize("name", list(CLASSES))

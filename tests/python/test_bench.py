@@ -284,7 +284,7 @@ def test_torch_peer_is_one_step_at_pyopt_defaults(name, mode):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", pyopt.available())
+@pytest.mark.parametrize("name", pyopt._spec.rule_optimizers())
 def test_pyopt_torch_peer_is_pyopt_bit_for_bit(name):
     """pyopt-torch runs pyopt's step (same defaults, same kernels) on torch tensors viewing its params."""
     pytest.importorskip("torch")
@@ -438,7 +438,7 @@ def test_cli_bad_dtype_spec_exits_2_argparse_style(argv, capsys):
 
 
 def test_cli_int8_spec_for_an_optimizer_without_8bit_states(capsys):
-    no_int8 = next(n for n in pyopt.available() if not bd.int8_slots(n))
+    no_int8 = next(n for n in pyopt._spec.rule_optimizers() if not bd.int8_slots(n))
     assert bench.main(["--quick", "--optimizers", f"adamw,{no_int8}", "--dtypes", "bf16,int8"]) == 2
     err = capsys.readouterr().err
     assert "dtype spec 'f32+int8'" in err and no_int8 in err
@@ -483,7 +483,7 @@ def test_int8_bytes_only_for_the_rules_8bit_slots():
     int8 = bd.parse_dtype_spec("bf16+master+int8")
     assert bd.slot_bytes("adamw", int8, n) == {"master": 4 * n, "exp_avg": n + 4 * blocks, "exp_avg_sq": n + 4 * blocks}
     assert bd.slot_bytes("adamw", int8, 4095) == {"master": 4 * 4095, "exp_avg": 4 * 4095, "exp_avg_sq": 4 * 4095}
-    no_int8 = next(x for x in pyopt.available() if not bd.int8_slots(x) and bench.traffic(x)[0])
+    no_int8 = next(x for x in pyopt._spec.rule_optimizers() if not bd.int8_slots(x) and bench.traffic(x)[0])
     assert set(bd.slot_bytes(no_int8, int8, n).values()) == {4 * n}
 
 

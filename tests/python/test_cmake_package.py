@@ -17,7 +17,7 @@ from cpp_tools import ROOT, configure_and_build, env, tool
 
 pytestmark = pytest.mark.skipif(not (ROOT / "CMakeLists.txt").exists(), reason="needs the source tree")
 
-NAMES = pyopt.available()
+NAMES = pyopt._spec.rule_optimizers()
 SHAPES = [((7,), np.float32), ((3, 5), np.float64), ((33,), np.float32), ((2, 2, 3), np.float64)]
 
 

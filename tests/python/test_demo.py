@@ -19,7 +19,7 @@ def test_bundled_digits():
 
 
 def test_every_optimizer_has_a_demo_lr():
-    assert set(demo.DEFAULT_LR) == set(pyopt.available())
+    assert set(demo.DEFAULT_LR) == set(pyopt._spec.rule_optimizers())
 
 
 # Measured over seeds 0-4 at 10 epochs: val loss 2.27-2.51 -> 0.04-0.17, val accuracy 0.96-0.99.
@@ -63,5 +63,5 @@ def test_cli_demo_unknown_optimizer(python_child):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "unknown optimizer 'nope'" in proc.stderr
-    for name in pyopt.available():
+    for name in pyopt._spec.rule_optimizers():
         assert name in proc.stderr

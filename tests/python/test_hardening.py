@@ -352,7 +352,7 @@ def test_a_refused_step_does_not_advance_schedules(name):
 
 # ----- NaN hyperparameters ---------------------------------------------------------------------
 def nan_cases():
-    for name in [*pyopt.available(), "adafactor"]:
+    for name in [*pyopt._spec.rule_optimizers(), "adafactor"]:
         defaults = pyopt.Adafactor([np.zeros(2)]).defaults if name == "adafactor" else spec(name).defaults
         for key, default in defaults.items():
             if isinstance(default, bool):

@@ -105,7 +105,7 @@ def test_hyperparameters_choose_the_slots():
         "square_avg", "momentum_buffer", "grad_avg"]
 
 
-@pytest.mark.parametrize("name", pyopt.available())
+@pytest.mark.parametrize("name", pyopt._spec.rule_optimizers())
 def test_keys_and_bytes_match_a_live_optimizer(name):
     """The slots the estimate names are the arrays the optimizer allocates, byte for byte."""
     cls = getattr(pyopt, pyopt._spec.spec(name).class_name)
@@ -218,7 +218,7 @@ def live_memory(name: str, sizes: list[int], param_dtype, grad_dtype, storage: d
     return opt.memory()
 
 
-@pytest.mark.parametrize("name", pyopt.available())
+@pytest.mark.parametrize("name", pyopt._spec.rule_optimizers())
 def test_estimate_equals_opt_memory(name):
     """memory_estimate, less the grads, is what opt.memory() counts after a step: every param
     dtype, state_dtype and master_weights the optimizer takes, small and 8-bit-sized tensors."""
