@@ -7,9 +7,11 @@ finite loss, so the sampler learns from it, and is marked ``diverged`` in the tr
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -20,6 +22,13 @@ from . import owners, space
 from .tasks import Task
 
 DIVERGED_FACTOR = 10.0
+# On a database server a worker's trials carry heartbeats: a trial whose worker has sent none for
+# the grace period is failed and retried by the next worker that starts a trial. The environment
+# variable overrides the defaults: "INTERVAL" or "INTERVAL,GRACE" in seconds (grace > interval).
+HEARTBEAT_ENV = "PYOPT_TUNE_HEARTBEAT"
+HEARTBEAT_DEFAULT = (30, 120)
+# PostgreSQL advisory lock key (any constant 64-bit int) that serializes the workers' set-up.
+_SETUP_LOCK_KEY = 0x70796F7074  # "pyopt"
 
 
 class Diverged(Exception):
@@ -267,14 +276,58 @@ def make_storage(url: str | None) -> Any:
         return JournalStorage(JournalFileBackend(path, lock_obj=OwnedSymlinkLock(path)))
     if url.startswith("sqlite:"):
         return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+    interval, grace = heartbeat_settings()
     return optuna.storages.RDBStorage(  # a database server
-        url, heartbeat_interval=30, grace_period=120,
+        url, heartbeat_interval=interval, grace_period=grace,
         heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2))
 
 
+def heartbeat_settings() -> tuple[int, int]:
+    """(interval, grace period) in seconds of the heartbeats on a database server:
+    HEARTBEAT_DEFAULT, or what $PYOPT_TUNE_HEARTBEAT says ("INTERVAL" gives a grace of 4 x INTERVAL)."""
+    text = os.environ.get(HEARTBEAT_ENV, "").strip()
+    if not text:
+        return HEARTBEAT_DEFAULT
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) == 1:
+        values.append(4 * values[0])
+    if len(values) != 2 or values[0] < 1 or values[1] <= values[0]:
+        raise ValueError(f"{HEARTBEAT_ENV}={text!r}: expected INTERVAL or INTERVAL,GRACE in whole seconds, "
+                         "INTERVAL >= 1 and GRACE > INTERVAL")
+    return values[0], values[1]
+
+
+@contextlib.contextmanager
+def setup_lock(url: str | None) -> Iterator[None]:
+    """Serializes the set-up of workers that share a PostgreSQL database (a session advisory lock,
+    released when its connection closes): Optuna's schema creation is not safe when two workers
+    create it at the same moment, and the warm starts would be enqueued twice. A no-op for other
+    storages (SQLite and journal files lock by themselves)."""
+    if url is None or not url.startswith(("postgresql:", "postgresql+", "postgres:")):
+        yield
+        return
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    engine = sqlalchemy.create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": _SETUP_LOCK_KEY})
+            connection.commit()
+            yield
+    finally:
+        engine.dispose()
+
+
 def check_storage(url: str | None) -> None:
-    if url is None or url in ("memory", ":memory:") or url.startswith("journal:") and len(url) > len("journal:") \
-            or "://" in url:
+    if url is None or url in ("memory", ":memory:") or url.startswith("journal:") and len(url) > len("journal:"):
+        return
+    if "://" in url:
+        if not url.startswith("sqlite:"):
+            heartbeat_settings()  # a malformed $PYOPT_TUNE_HEARTBEAT is refused before anything starts
         return
     raise ValueError(f"unknown storage {url!r}: use memory, journal:PATH, sqlite:///PATH or a database URL")
 
@@ -291,11 +344,19 @@ def create_study(task: Task, optimizers: Sequence[str], *, storage: str | None =
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("optuna.study._optimize").addFilter(_QUIET_INTERRUPTS)  # once: a set of filters
-    study = optuna.create_study(
-        study_name=study_name or f"pyopt-{task.name}", storage=make_storage(storage), direction="minimize",
-        sampler=make_sampler(sampler, seed, parallel), pruner=make_pruner(pruner, task.epochs), load_if_exists=True)
-    if not prepare:
-        return study
+    with setup_lock(storage):
+        study = optuna.create_study(
+            study_name=study_name or f"pyopt-{task.name}", storage=make_storage(storage), direction="minimize",
+            sampler=make_sampler(sampler, seed, parallel), pruner=make_pruner(pruner, task.epochs),
+            load_if_exists=True)
+        if prepare:
+            _prepare(study, task, optimizers, budget)
+    return study
+
+
+def _prepare(study: Any, task: Task, optimizers: Sequence[str], budget: str) -> None:
+    """The first process of a run: fail this host's trials whose process is gone and enqueue the
+    warm starts that have not run."""
     study.set_user_attr("task", task.name)
     study.set_user_attr("budget", budget)
     study.set_user_attr("optimizers", list(optimizers))
@@ -306,4 +367,3 @@ def create_study(task: Task, optimizers: Sequence[str], *, storage: str | None =
         params = {"optimizer": name, **space.default_params(name, budget)}
         if params not in tried:
             study.enqueue_trial(params, user_attrs={"warm_start": True})
-    return study
