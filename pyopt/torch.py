@@ -785,6 +785,36 @@ class _ClosureSteps:
                 dict.__setitem__(self.state, p, _StateEntry(self.state, p, entry))
 
 
+class _GlobalEstimate:
+    """Optimizers with a state of the whole optimizer besides the per-param one: the
+    learning-rate-free ones (pyopt/lr_free.py) and their distance estimate. The numpy optimizer of
+    each param group keeps its own (so with several param groups each group adapts its own
+    estimate, where the numpy class and pytorch-optimizer keep one for all groups), and after each
+    step its torch param group holds a copy under ``"global_state"`` (where pytorch-optimizer keeps
+    its ``d``): torch's state_dict saves it, load_state_dict hands it back."""
+
+    def _numpy_optimizer(self, g: int, group: Mapping[str, Any], storage: Mapping[str, Any]) -> OptimizerBase:
+        inner = super()._numpy_optimizer(g, group, storage)  # type: ignore[misc]
+        saved = group.get("global_state")
+        if saved:
+            inner._global = inner._saved_global(saved)
+        return inner
+
+    def _numpy_state_dict(self, inner: OptimizerBase, entries: Mapping[int, Mapping[str, Any]],
+                          storage: Mapping[str, Any] | None, train_mode: Any = True) -> dict[str, Any]:
+        out = super()._numpy_state_dict(inner, entries, storage, train_mode)  # type: ignore[misc]
+        if inner.global_state:  # type: ignore[attr-defined]
+            out["global_state"] = inner.global_state  # type: ignore[attr-defined]
+        return out
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        loss = super().step(closure)  # type: ignore[misc]
+        for g, group in enumerate(self.param_groups):  # type: ignore[attr-defined]
+            if group["params"]:
+                group["global_state"] = self._stepper(g).inner.global_state  # type: ignore[attr-defined]
+        return loss
+
+
 def _torch_state_value(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return tensor_view(value)
@@ -871,7 +901,8 @@ def _make_class(name: str, record: Mapping[str, Any]) -> type:
            + (numpy_class.__doc__ or ""))
     mixins = ((_ScheduleFreeModes,) if hasattr(numpy_class, "train_mode") else ()) + (
         (_HessianUpdates,) if hasattr(numpy_class, "update_hessian") else ()) + (
-        (_ClosureSteps,) if numpy_class.step_requires_closure else ())
+        (_ClosureSteps,) if numpy_class.step_requires_closure else ()) + (
+        (_GlobalEstimate,) if hasattr(numpy_class, "global_state") else ())
     cls = type(record["class_name"], mixins + (Optimizer,), {
         "name": name, "numpy_class": numpy_class, "implementation_flags": flags,
         "per_tensor": bool(record["per_tensor"]), "__doc__": doc, "__module__": __name__,
