@@ -53,6 +53,9 @@ TASK_FILE = textwrap.dedent('''
 ''')
 
 
+LR_FREE = ["prodigy", "dadapt_adam", "dadapt_sgd"]  # (test_lr_free.py runs a tuning trial of each)
+
+
 @pytest.fixture
 def task_file(tmp_path):
     path = tmp_path / "quad_task.py"
@@ -66,11 +69,11 @@ def quad(task_file):
 
 
 def test_the_tuner_searches_every_optimizer_but_the_closure_based_one() -> None:
-    assert space.tunable() == list(pyopt.available()) + ["muon", "adafactor"]  # not lbfgs
+    assert space.tunable() == list(pyopt.available()) + ["muon", "adafactor", *LR_FREE]  # not lbfgs
 
 
 def test_space_defaults_round_trip() -> None:
-    for name in list(pyopt.available()) + ["muon", "adafactor"]:
+    for name in list(pyopt.available()) + ["muon", "adafactor", *LR_FREE]:
         for budget in space.BUDGETS:
             params = {"optimizer": name, **space.default_params(name, budget)}
             hyper = space.suggest(optuna.trial.FixedTrial(params), name, budget)
