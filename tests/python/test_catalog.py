@@ -47,7 +47,7 @@ def test_write_regenerates_every_file(tmp_path) -> None:
 
 def test_every_optimizer_is_documented() -> None:
     rows = {e["name"]: e for e in catalog.entries()}
-    assert set(pyopt.available()) | {"muon", "adafactor", "lbfgs"} == set(rows)
+    assert set(pyopt.available()) | {"muon", "adafactor", "lbfgs", "prodigy", "dadapt_adam", "dadapt_sgd"} == set(rows)
     for name, e in rows.items():
         assert e["paper"], f"{name}: its record has no paper"
         assert e["reference"] and e["summary"], name
