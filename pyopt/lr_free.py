@@ -197,13 +197,16 @@ class Prodigy(_DistanceAdapted):
 
     .. math:: m \leftarrow \beta_1 m + d(1-\beta_1) g;\quad v \leftarrow \beta_2 v + d^2(1-\beta_2) g^2;\quad
               r \leftarrow \beta_3 r + \tfrac{d}{d_0} d_{lr}\, g\cdot(p_0 - p);\quad
-              s \leftarrow \beta_3 s + \tfrac{d}{d_0} d_{lr}\, g;\quad
-              d \leftarrow \max\!\big(d, \min(\hat d_{\max}, d\cdot\text{growth\_rate})\big),\
-              \hat d = d_{coef}\, r / \lVert s\rVert_1;\quad
+              s \leftarrow \beta_3 s + \tfrac{d}{d_0} d_{lr}\, g;
+
+    .. math:: \hat d = d_{coef}\, r / \lVert s\rVert_1;\quad d_{\max} \leftarrow \max(d_{\max}, \hat d);\quad
+              d \leftarrow \min(d_{\max}, d\cdot\text{growth\_rate});\quad
               p \leftarrow p - d_{lr}\, m / (\sqrt{v} + d\,\epsilon)
 
     with ``d_lr = d·lr`` (divided by Adam's bias correction when ``bias_correction``), ``β3``
-    ``sqrt(β2)`` when ``None``, the sums over all params, ``d`` starting at ``d0``. ``eps=None``
+    ``sqrt(β2)`` when ``None``, the sums over all params, ``d`` and ``d_max`` starting at ``d0``
+    (while ``d`` is ``d0``, it first becomes ``max(d, d̂)``), moments and sums taken before the
+    update (which uses the ``d_lr`` of the step's start, the moments the new ``d``). ``eps=None``
     steps by ``atan2(m, sqrt(v))``. ``safeguard_warmup`` takes ``d`` for ``d_lr`` in ``s`` (for
     lr warmups); ``weight_decouple`` decays ``p`` by ``d_lr·weight_decay`` (``fixed_decay``: by
     ``weight_decay``), else the decay is added to the gradient. One estimate for all groups: see
