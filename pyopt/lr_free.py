@@ -43,8 +43,8 @@ scratch array of the largest param's size. Memory: 4n, 3n and 2n elements of sta
 """
 from __future__ import annotations
 
+import contextlib
 import math
-import numbers
 from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
@@ -52,7 +52,7 @@ import numpy as np
 from ._pybase import PyOptimizer, real
 from .optimizer import ParamsLike, _locked, _saved_real, _saved_step, restore_schedules, save_schedules
 
-__all__ = ["Prodigy", "DAdaptAdam", "DAdaptSGD"]
+__all__ = ["Prodigy", "DAdaptAdam", "DAdaptSGD", "step_together"]
 
 
 class _DistanceAdapted(PyOptimizer):
@@ -107,31 +107,40 @@ class _DistanceAdapted(PyOptimizer):
         """Update every param in place from its gradient (see ``PyOptimizer.step``: the same
         forms, checks and all-or-nothing rule). The estimate is computed from the params that
         have a gradient (``None`` skips a param)."""
-        who = self._owner_label
         with self._lock:
-            glist = self._grad_list(grads)
-            if len(glist) != len(self._params):
-                raise ValueError(f"{who}: expected {len(self._params)} gradients (one per param), got {len(glist)}")
-            hypers, checked = self._checked_step(glist)
-            saved = save_schedules(self)
-            try:
-                for schedule in self._schedules:
-                    schedule._before_step(self)
-                if self._schedules:
-                    hypers = self._groups_checked()  # the lrs the schedules set
-            except BaseException:
-                restore_schedules(self, saved)
-                raise
-            owner = [g for g, group in enumerate(self.param_groups) for _ in group["params"]]
-            items = []
-            for i, g in checked:
-                state = self._state[i]
-                state["step"] = state.get("step", 0) + 1
-                items.append((self._params[i], g, state, hypers[owner[i]]))
+            hypers, items = self._prepare(grads)
             if not self._global:
                 self._global = {"step": 0, **self._initial_estimate(hypers[0])}
-            with np.errstate(all="ignore"):  # inf and NaN propagate silently, as in torch
-                self._run(items, hypers[0], self._global)
+            self._advance(items, hypers[0], self._global)
+
+    def _prepare(self, grads: Any) -> tuple[list[dict[str, Any]], list[tuple[np.ndarray, np.ndarray,
+                                                                             dict[str, Any], Mapping[str, Any]]]]:
+        """Everything a step checks, and the attached schedules run (put back if their lrs are
+        refused); nothing else changes. Returns each group's hyperparameters and the (param,
+        gradient, state, its group's hyperparameters) of the params with a gradient."""
+        who = self._owner_label
+        glist = self._grad_list(grads)
+        if len(glist) != len(self._params):
+            raise ValueError(f"{who}: expected {len(self._params)} gradients (one per param), got {len(glist)}")
+        hypers, checked = self._checked_step(glist)
+        saved = save_schedules(self)
+        try:
+            for schedule in self._schedules:
+                schedule._before_step(self)
+            if self._schedules:
+                hypers = self._groups_checked()  # the lrs the schedules set
+        except BaseException:
+            restore_schedules(self, saved)
+            raise
+        owner = [g for g, group in enumerate(self.param_groups) for _ in group["params"]]
+        return hypers, [(self._params[i], g, self._state[i], hypers[owner[i]]) for i, g in checked]
+
+    def _advance(self, items: list[tuple[np.ndarray, np.ndarray, dict[str, Any], Mapping[str, Any]]],
+                 hyper: Mapping[str, Any], est: dict[str, Any]) -> None:
+        for _, _, state, _ in items:
+            state["step"] = state.get("step", 0) + 1
+        with np.errstate(all="ignore"):  # inf and NaN propagate silently, as in torch
+            self._run(items, hyper, est)
 
     def _initial_estimate(self, hyper: Mapping[str, Any]) -> dict[str, float]:  # pragma: no cover
         raise NotImplementedError
@@ -466,6 +475,39 @@ class DAdaptSGD(_DistanceAdapted):
             t = scratch.like(p)
             np.subtract(state["x0"], state["s"], out=t)  # z
             _lerp_into(p, t, 1.0 - group["momentum"])
+
+
+def step_together(optimizers: Sequence[_DistanceAdapted], grads: Sequence[Any],
+                  naming: Callable[[int], Any] = lambda k: contextlib.nullcontext()) -> None:
+    """One step of several optimizers of one class as if their param groups were those of one
+    optimizer: one estimate from the sums over all of them, a copy of it left in each (pyopt.torch
+    steps its param groups' numpy optimizers so). ``naming(k)``: a context manager around the
+    checks of optimizer k (to rename its errors). All are checked before any changes; they may
+    have no attached schedules."""
+    if len({type(opt) for opt in optimizers}) > 1:
+        raise TypeError(f"step_together: optimizers of one class, got {sorted({type(o).__name__ for o in optimizers})}")
+    if not optimizers:
+        return
+    with contextlib.ExitStack() as locks:
+        for opt in optimizers:
+            locks.enter_context(opt._lock)
+            if opt._schedules:
+                raise ValueError(f"{opt._owner_label}: step_together runs no attached schedules")
+        hypers: list[dict[str, Any]] = []
+        items: list[tuple[np.ndarray, np.ndarray, dict[str, Any], Mapping[str, Any]]] = []
+        for k, (opt, g) in enumerate(zip(optimizers, grads)):
+            with naming(k):
+                opt_hypers, opt_items = opt._prepare(g)
+            hypers += opt_hypers
+            items += opt_items
+        first = optimizers[0]
+        first._check_shared(hypers)
+        est = next((dict(opt._global) for opt in optimizers if opt._global), None)
+        if est is None:
+            est = {"step": 0, **first._initial_estimate(hypers[0])}
+        first._advance(items, hypers[0], est)
+        for opt in optimizers:
+            opt._global = dict(est)
 
 
 # ----- the pieces they share ------------------------------------------------------------------

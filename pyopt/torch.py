@@ -500,14 +500,21 @@ class Optimizer(torch.optim.Optimizer):
                         inner._flat_hypers()
                 else:
                     inner._groups_checked()
+        self._step_groups(steppers, work)
+        return loss
+
+    def _step_groups(self, steppers: list[_GroupStepper], work: list[tuple[int, tuple, list[Any]]]) -> None:
+        """Step each group's numpy optimizer with its grads (``work``: (group index, key, grads))."""
         for stepper, (g, _, grads) in zip(steppers, work):
             with self._naming(g):
                 stepper.inner.step(grads)
-            self._after_step(stepper, grads)
-            # written through numpy: tell autograd, as an in-place torch op would (a step between a
-            # forward and its backward is then torch's RuntimeError, not silently wrong grads)
-            torch._C._increment_version([p for p, grad in zip(stepper.params, grads) if grad is not None])
-        return loss
+            self._stepped(stepper, grads)
+
+    def _stepped(self, stepper: _GroupStepper, grads: list[Any]) -> None:
+        self._after_step(stepper, grads)
+        # written through numpy: tell autograd, as an in-place torch op would (a step between a
+        # forward and its backward is then torch's RuntimeError, not silently wrong grads)
+        torch._C._increment_version([p for p, grad in zip(stepper.params, grads) if grad is not None])
 
     def _after_step(self, stepper: _GroupStepper, grads: list[Any]) -> None:
         """Give newly stepped params their state entries (all of them when the numpy optimizer
@@ -787,11 +794,11 @@ class _ClosureSteps:
 
 class _GlobalEstimate:
     """Optimizers with a state of the whole optimizer besides the per-param one: the
-    learning-rate-free ones (pyopt/lr_free.py) and their distance estimate. The numpy optimizer of
-    each param group keeps its own (so with several param groups each group adapts its own
-    estimate, where the numpy class and pytorch-optimizer keep one for all groups), and after each
-    step its torch param group holds a copy under ``"global_state"`` (where pytorch-optimizer keeps
-    its ``d``): torch's state_dict saves it, load_state_dict hands it back."""
+    learning-rate-free ones (pyopt/lr_free.py) and their distance estimate, one for all param
+    groups. The groups' numpy optimizers step together (``lr_free.step_together``: one estimate
+    from the sums over all groups, a copy of it in each), and after each step every torch param
+    group holds a copy under ``"global_state"`` (where pytorch-optimizer keeps its ``d``): torch's
+    state_dict saves it, load_state_dict hands it back."""
 
     def _numpy_optimizer(self, g: int, group: Mapping[str, Any], storage: Mapping[str, Any]) -> OptimizerBase:
         inner = super()._numpy_optimizer(g, group, storage)  # type: ignore[misc]
@@ -807,12 +814,14 @@ class _GlobalEstimate:
             out["global_state"] = inner.global_state  # type: ignore[attr-defined]
         return out
 
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = super().step(closure)  # type: ignore[misc]
-        for g, group in enumerate(self.param_groups):  # type: ignore[attr-defined]
-            if group["params"]:
-                group["global_state"] = self._stepper(g).inner.global_state  # type: ignore[attr-defined]
-        return loss
+    def _step_groups(self, steppers: list[_GroupStepper], work: list[tuple[int, tuple, list[Any]]]) -> None:
+        from .lr_free import step_together
+
+        step_together([s.inner for s in steppers], [grads for _, _, grads in work],
+                      lambda k: self._naming(work[k][0]))  # type: ignore[attr-defined]
+        for stepper, (g, _, grads) in zip(steppers, work):
+            self._stepped(stepper, grads)  # type: ignore[attr-defined]
+            self.param_groups[g]["global_state"] = stepper.inner.global_state  # type: ignore[attr-defined]
 
 
 def _torch_state_value(value: Any) -> Any:

@@ -314,9 +314,10 @@ def test_torch_twin_matches_and_round_trips(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_torch_twin_with_two_groups_keeps_one_estimate_per_group(name: str) -> None:
-    """pyopt.torch steps each param group with a numpy optimizer of its own, so there each group
-    adapts its own estimate (documented in pyopt/torch.py's _GlobalEstimate); each round-trips."""
+def test_torch_twin_with_two_groups_keeps_one_estimate(name: str) -> None:
+    """pyopt.torch steps each param group with a numpy optimizer of its own; they step together
+    (lr_free.step_together), so the twin with two groups steps as the numpy class with two groups,
+    and round-trips; a shared hyperparameter that differs between groups is refused."""
     import pyopt.torch as pt
 
     twin_class = getattr(pt, CLASSES[name].__name__)
@@ -324,7 +325,7 @@ def test_torch_twin_with_two_groups_keeps_one_estimate_per_group(name: str) -> N
     starts = [rng.standard_normal(s) for s in ((5,), (2, 3), (4,))]
     grads = [[rng.standard_normal(s.shape) for s in starts] for _ in range(10)]
     arrays = [s.copy() for s in starts]
-    per_group = [CLASSES[name](arrays[:2]), CLASSES[name](arrays[2:], weight_decay=0.1)]
+    numpy_opt = CLASSES[name]([{"params": arrays[:2]}, {"params": arrays[2:], "weight_decay": 0.1}])
     tensors = [torch.tensor(s, requires_grad=True) for s in starts]
 
     def build(ts):
@@ -334,19 +335,24 @@ def test_torch_twin_with_two_groups_keeps_one_estimate_per_group(name: str) -> N
     for step, gs in enumerate(grads):
         if step == 5:
             sd = twin.state_dict()
-            assert [g["global_state"]["step"] for g in sd["param_groups"]] == [5, 5]
+            assert [g["global_state"] for g in sd["param_groups"]] == [numpy_opt.global_state] * 2
             copies = [torch.tensor(t.detach().numpy(), requires_grad=True) for t in tensors]
             twin = build(copies)
             twin.load_state_dict(sd)
             tensors = copies
-        per_group[0].step(gs[:2])
-        per_group[1].step(gs[2:])
+        numpy_opt.step(gs)
         for t, g in zip(tensors, gs):
             t.grad = torch.from_numpy(g.copy())
         twin.step()
     for a, t in zip(arrays, tensors):
         np.testing.assert_array_equal(a, t.detach().numpy())
-    assert [g["global_state"] for g in twin.param_groups] == [o.global_state for o in per_group]
+    assert [g["global_state"] for g in twin.param_groups] == [numpy_opt.global_state] * 2
+    twin.param_groups[1]["lr"] = 0.5
+    before = [t.detach().clone() for t in tensors]
+    with pytest.raises(ValueError, match="lr"):
+        twin.step()
+    for b, t in zip(before, tensors):
+        assert torch.equal(b, t.detach())
 
 
 # ----- bad input ----------------------------------------------------------------------------------
