@@ -35,7 +35,9 @@ Where the state lives: per param, the arrays (``s``, ``p0``, ``exp_avg``, ``exp_
 ``x0``) and ``step``, in ``opt.state`` as for every pyopt optimizer; the estimate (``d`` and its
 accumulators, and the count of steps) is optimizer-wide, in ``opt.global_state`` and in the
 ``"global_state"`` entry of ``state_dict()`` (plain numbers: ``pyopt.save``/``pyopt.load`` keep it
-exactly). pytorch-optimizer keeps copies of it in every param group.
+exactly). pytorch-optimizer keeps copies of it in every param group, and so do pyopt.torch's twins
+(``pyopt.torch.Prodigy``...: ``param_groups[g]["global_state"]``, saved by torch's state_dict),
+whose per-group numpy optimizers step together (``step_together``).
 
 Cost per step, for n elements in all: Prodigy reads and writes four state arrays (16n float
 operations, two reductions per param), D-Adapt Adam three (14n), D-Adapt SGD two (8n), plus one
@@ -215,7 +217,7 @@ class Prodigy(_DistanceAdapted):
     with ``d_lr = d·lr`` (divided by Adam's bias correction when ``bias_correction``), ``β3``
     ``sqrt(β2)`` when ``None``, the sums over all params, ``d`` and ``d_max`` starting at ``d0``
     (while ``d`` is ``d0``, it first becomes ``max(d, d̂)``), moments and sums taken before the
-    update (which uses the ``d_lr`` of the step's start, the moments the new ``d``). ``eps=None``
+    update (which takes the ``d_lr`` of the step's start, and the new ``d`` in ``d·eps``). ``eps=None``
     steps by ``atan2(m, sqrt(v))``. ``safeguard_warmup`` takes ``d`` for ``d_lr`` in ``s`` (for
     lr warmups); ``weight_decouple`` decays ``p`` by ``d_lr·weight_decay`` (``fixed_decay``: by
     ``weight_decay``), else the decay is added to the gradient. One estimate for all groups: see
