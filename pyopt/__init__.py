@@ -49,7 +49,8 @@ __all__ = [
 ]
 __all__ += optimizers.__all__
 __all__ += [
-    "from_config", "Muon", "Adafactor", "LBFGS", "Prodigy", "DAdaptAdam", "DAdaptSGD", "EMA", "Lookahead", "hessian", "Optimizer", "ParamGroup", "available",
+    "from_config", "Muon", "Adafactor", "LBFGS", "EMA", "Lookahead", "hessian", "Optimizer", "ParamGroup", "available",
+    "Prodigy", "DAdaptAdam", "DAdaptSGD",
     "functional", "get_include", "info", "load", "load_state_dict", "memory_estimate", "save", "set_isa",
     "set_num_threads",
 ]

@@ -168,7 +168,8 @@ class _DistanceAdapted(PyOptimizer):
     def _state_dict_extras(self) -> dict[str, Any]:
         return {"global_state": dict(self._global)} if self._global else {}
 
-    def _restore_state(self, entries: dict[int, Mapping[str, Any]], state_dict: Mapping[str, Any]) -> Callable[[], None]:
+    def _restore_state(self, entries: dict[int, Mapping[str, Any]],
+                       state_dict: Mapping[str, Any]) -> Callable[[], None]:
         put_per_param = super()._restore_state(entries, state_dict)
         restored = self._saved_global(state_dict.get("global_state"))
 
@@ -320,7 +321,8 @@ class DAdaptAdam(_DistanceAdapted):
               m \leftarrow \beta_1 m + d_{lr}(1-\beta_1) g;\quad v \leftarrow \beta_2 v + (1-\beta_2) g^2;\quad
               s \leftarrow \sqrt{\beta_2}\, s + d_{lr}(1-\sqrt{\beta_2})\, g;
 
-    .. math:: d \leftarrow \max\!\Big(d, \min\big(\tfrac{r}{(1-\sqrt{\beta_2})\lVert s\rVert_1}, d\cdot\text{growth\_rate}\big)\Big);\quad
+    .. math:: \hat d = \frac{r}{(1-\sqrt{\beta_2})\lVert s\rVert_1};\quad
+              d \leftarrow \max\!\big(d, \min(\hat d, d\cdot\text{growth\_rate})\big);\quad
               p \leftarrow p - m / (\sqrt v + \epsilon)
 
     with ``d_lr = d·lr`` (divided by Adam's bias correction when ``bias_correction``), the sums

@@ -107,7 +107,6 @@ def run(name: str, dtype_name: str, seed: int, sizes=SIZES, steps: int = STEPS, 
         zero_first: bool = False, poison: str | None = None, hyper=None) -> dict[str, Any]:
     """Steps pyopt and pytorch-optimizer side by side; returns the final params of both and d."""
     dtype = np.dtype(dtype_name)
-    tdtype = {"float32": torch.float32, "float64": torch.float64}[dtype_name]
     rng_h = np.random.default_rng(1000 + seed)
     shared, groups, maximize = hyper if hyper is not None else draw(name, rng_h)
     shapes, starts, targets, curv, rng = make_problem(sizes, dtype, seed, scale)
@@ -269,7 +268,7 @@ def test_resumed_run_is_bit_identical(name: str, tmp_path) -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_bad_global_state_is_refused_before_anything_changes(name: str) -> None:
-    opt = CLASSES[name]([p := np.ones(3)])
+    opt = CLASSES[name]([np.ones(3)])
     opt.step([np.ones(3)])
     good = opt.state_dict()
     before = (opt.global_state, {k: v.copy() for k, v in opt.state[0].items() if isinstance(v, np.ndarray)})
