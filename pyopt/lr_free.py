@@ -84,19 +84,22 @@ class _DistanceAdapted(PyOptimizer):
 
     def _check_shared(self, groups: Sequence[Mapping[str, Any]]) -> None:
         for g, group in enumerate(groups[1:], 1):
-            for key in self.shared:
-                if group[key] != groups[0][key]:
-                    raise ValueError(
-                        f"{self._owner_label} (param group {g}): {key} is {group[key]!r}, param group 0's is "
-                        f"{groups[0][key]!r}; {type(self).__name__} keeps one distance estimate for all params, "
-                        f"whose {', '.join(self.shared)} must be the same in every group (to freeze a group, "
-                        "pass None as its grads)")
+            self._check_same(groups[0], group, f"{self._owner_label} (param group {g})")
+
+    def _check_same(self, first: Mapping[str, Any], group: Mapping[str, Any], where: str) -> None:
+        """``group`` has param group 0's (``first``) hyperparameters of the estimate."""
+        for key in self.shared:
+            if group[key] != first[key]:
+                raise ValueError(
+                    f"{where}: {key} is {group[key]!r}, param group 0's is {first[key]!r}; {type(self).__name__} "
+                    f"keeps one distance estimate for all params, whose {', '.join(self.shared)} must be the same "
+                    "in every group (to freeze a group, pass None as its grads)")
 
     def _new_group(self, param_group: Mapping[str, Any], where: str) -> Any:
         group = super()._new_group(param_group, where)
         if self.param_groups:
-            self._check_shared([self._check_hypers({k: self.param_groups[0][k] for k in self.defaults}, where),
-                                group])
+            self._check_same(self._check_hypers({k: self.param_groups[0][k] for k in self.defaults},
+                                                f"{self._owner_label} (param group 0)"), group, where)
         return group
 
     def _groups_checked(self) -> list[dict[str, Any]]:
