@@ -200,6 +200,18 @@ def test_tiny_and_huge_gradients(name: str, scale: float) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_lr_zero_as_the_reference(name: str) -> None:
+    """lr = 0 (the references skip the estimate's update then): nothing moves, in both."""
+    shared, groups, _ = draw(name, np.random.default_rng(21))
+    out = run(name, "float64", 21, steps=50, hyper=({**shared, "lr": 0.0}, groups, False))
+    assert relative_error(out) <= TOLERANCE["float64"]
+    decayed = any(g["weight_decay"] and g["weight_decouple"] and g["fixed_decay"] for g in groups)
+    if not decayed:  # (fixed decoupled decay shrinks the params whatever lr is)
+        for a, s in zip(out["mine"], out["starts"]):
+            np.testing.assert_array_equal(a, s)
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_zero_gradient_first(name: str) -> None:
     """An all-zero first gradient: the sums the estimate divides by are 0 (nothing moves that
     step), then the run goes on as the reference's."""
