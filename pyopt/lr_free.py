@@ -39,9 +39,12 @@ exactly). pytorch-optimizer keeps copies of it in every param group, and so do p
 (``pyopt.torch.Prodigy``...: ``param_groups[g]["global_state"]``, saved by torch's state_dict),
 whose per-group numpy optimizers step together (``step_together``).
 
-Cost per step, for n elements in all: Prodigy reads and writes four state arrays (16n float
-operations, two reductions per param), D-Adapt Adam three (14n), D-Adapt SGD two (8n), plus one
-scratch array of the largest param's size. Memory: 4n, 3n and 2n elements of state.
+Cost per step, for n elements in all: two numpy passes over the params and their state, about
+20n floating-point operations for Prodigy and D-Adapt Adam (four and three state arrays read and
+written) and 10n for D-Adapt SGD (two), a few reductions per param, one scratch array of the
+largest param's size, and Python overhead per param (so thousands of tiny params cost more than
+their elements). Memory: 4n, 3n and 2n elements of state. (On 1M float32 elements they took about
+1.3×, 1.3× and 0.6× pyopt.AdamW's time per step, measured on a busy 2-core machine.)
 """
 from __future__ import annotations
 
