@@ -366,6 +366,27 @@ def test_torch_twin_with_two_groups_keeps_one_estimate(name: str) -> None:
         assert torch.equal(b, t.detach())
 
 
+def test_step_together_checks_everything_first() -> None:
+    from pyopt.lr_free import step_together
+
+    a, b = np.ones(3), np.ones(2)
+    first, second = pyopt.Prodigy([a]), pyopt.Prodigy([b])
+    with pytest.raises(ValueError, match="gradient shape"):
+        step_together([first, second], [[np.ones(3)], [np.ones(3)]])
+    second.param_groups[0]["d_coef"] = 2.0
+    with pytest.raises(ValueError, match="d_coef"):
+        step_together([first, second], [[np.ones(3)], [np.ones(2)]])
+    assert first.global_state == second.global_state == {} and first.state == second.state == {}
+    with pytest.raises(TypeError, match="one class"):
+        step_together([first, pyopt.DAdaptAdam([np.ones(1)])], [[np.ones(3)], [np.ones(1)]])
+    second.param_groups[0]["d_coef"] = 1.0
+    step_together([first, second], [[np.ones(3)], [np.ones(2)]])
+    together = pyopt.Prodigy([{"params": [c := np.ones(3)]}, {"params": [e := np.ones(2)]}])
+    together.step([np.ones(3), np.ones(2)])
+    assert first.global_state == second.global_state == together.global_state
+    assert np.array_equal(a, c) and np.array_equal(b, e)
+
+
 # ----- bad input ----------------------------------------------------------------------------------
 BAD = {
     "prodigy": [(dict(lr=-1.0), ValueError, "lr"), (dict(betas=(1.0, 0.9)), ValueError, r"betas\[0\]"),
