@@ -500,14 +500,21 @@ class Optimizer(torch.optim.Optimizer):
                         inner._flat_hypers()
                 else:
                     inner._groups_checked()
+        self._step_groups(steppers, work)
+        return loss
+
+    def _step_groups(self, steppers: list[_GroupStepper], work: list[tuple[int, tuple, list[Any]]]) -> None:
+        """Step each group's numpy optimizer with its grads (``work``: (group index, key, grads))."""
         for stepper, (g, _, grads) in zip(steppers, work):
             with self._naming(g):
                 stepper.inner.step(grads)
-            self._after_step(stepper, grads)
-            # written through numpy: tell autograd, as an in-place torch op would (a step between a
-            # forward and its backward is then torch's RuntimeError, not silently wrong grads)
-            torch._C._increment_version([p for p, grad in zip(stepper.params, grads) if grad is not None])
-        return loss
+            self._stepped(stepper, grads)
+
+    def _stepped(self, stepper: _GroupStepper, grads: list[Any]) -> None:
+        self._after_step(stepper, grads)
+        # written through numpy: tell autograd, as an in-place torch op would (a step between a
+        # forward and its backward is then torch's RuntimeError, not silently wrong grads)
+        torch._C._increment_version([p for p, grad in zip(stepper.params, grads) if grad is not None])
 
     def _after_step(self, stepper: _GroupStepper, grads: list[Any]) -> None:
         """Give newly stepped params their state entries (all of them when the numpy optimizer
@@ -785,6 +792,38 @@ class _ClosureSteps:
                 dict.__setitem__(self.state, p, _StateEntry(self.state, p, entry))
 
 
+class _GlobalEstimate:
+    """Optimizers with a state of the whole optimizer besides the per-param one: the
+    learning-rate-free ones (pyopt/lr_free.py) and their distance estimate, one for all param
+    groups. The groups' numpy optimizers step together (``lr_free.step_together``: one estimate
+    from the sums over all groups, a copy of it in each), and after each step every torch param
+    group holds a copy under ``"global_state"`` (where pytorch-optimizer keeps its ``d``): torch's
+    state_dict saves it, load_state_dict hands it back."""
+
+    def _numpy_optimizer(self, g: int, group: Mapping[str, Any], storage: Mapping[str, Any]) -> OptimizerBase:
+        inner = super()._numpy_optimizer(g, group, storage)  # type: ignore[misc]
+        saved = group.get("global_state")
+        if saved:
+            inner._global = inner._saved_global(saved)
+        return inner
+
+    def _numpy_state_dict(self, inner: OptimizerBase, entries: Mapping[int, Mapping[str, Any]],
+                          storage: Mapping[str, Any] | None, train_mode: Any = True) -> dict[str, Any]:
+        out = super()._numpy_state_dict(inner, entries, storage, train_mode)  # type: ignore[misc]
+        if inner.global_state:  # type: ignore[attr-defined]
+            out["global_state"] = inner.global_state  # type: ignore[attr-defined]
+        return out
+
+    def _step_groups(self, steppers: list[_GroupStepper], work: list[tuple[int, tuple, list[Any]]]) -> None:
+        from .lr_free import step_together
+
+        step_together([s.inner for s in steppers], [grads for _, _, grads in work],
+                      lambda k: self._naming(work[k][0]))  # type: ignore[attr-defined]
+        for stepper, (g, _, grads) in zip(steppers, work):
+            self._stepped(stepper, grads)  # type: ignore[attr-defined]
+            self.param_groups[g]["global_state"] = stepper.inner.global_state  # type: ignore[attr-defined]
+
+
 def _torch_state_value(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return tensor_view(value)
@@ -871,7 +910,8 @@ def _make_class(name: str, record: Mapping[str, Any]) -> type:
            + (numpy_class.__doc__ or ""))
     mixins = ((_ScheduleFreeModes,) if hasattr(numpy_class, "train_mode") else ()) + (
         (_HessianUpdates,) if hasattr(numpy_class, "update_hessian") else ()) + (
-        (_ClosureSteps,) if numpy_class.step_requires_closure else ())
+        (_ClosureSteps,) if numpy_class.step_requires_closure else ()) + (
+        (_GlobalEstimate,) if hasattr(numpy_class, "global_state") else ())
     cls = type(record["class_name"], mixins + (Optimizer,), {
         "name": name, "numpy_class": numpy_class, "implementation_flags": flags,
         "per_tensor": bool(record["per_tensor"]), "__doc__": doc, "__module__": __name__,

@@ -328,8 +328,9 @@ ROWS: list[Row] = [
         "weight_decay": DECAY}, ROUNDING),
 ]
 BY_NAME = {row.name: row for row in ROWS}
-# Tested in their own files: sophia (test_sophia.py; its reference also needs update_hessian calls).
-ELSEWHERE = {"sophia"}
+# Tested in their own files: sophia (test_sophia.py; its reference also needs update_hessian calls);
+# the learning-rate-free optimizers, written in Python (test_lr_free.py: their estimate sums over all params).
+ELSEWHERE = {"sophia", "prodigy", "dadapt_adam", "dadapt_sgd"}
 
 _CACHE = RecentCache(keep=2)
 
