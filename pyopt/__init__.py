@@ -25,6 +25,11 @@ from .io import load, load_state_dict, save
 from .muon import Muon
 from .adafactor import Adafactor
 from .lbfgs import LBFGS
+from .sm3 import SM3
+from .fromage import Fromage
+from .polyak_sgd import PolyakSGD
+from .dog import DoG
+from .momo import Momo
 from .ema import EMA
 from .memory import memory_estimate
 from .lookahead import Lookahead
@@ -48,7 +53,7 @@ __all__ = [
 ]
 __all__ += optimizers.__all__
 __all__ += [
-    "from_config", "Muon", "Adafactor", "LBFGS", "EMA", "Lookahead", "hessian", "Optimizer", "ParamGroup", "available",
+    "from_config", "Muon", "Adafactor", "LBFGS", "SM3", "Fromage", "PolyakSGD", "DoG", "Momo", "EMA", "Lookahead", "hessian", "Optimizer", "ParamGroup", "available",
     "functional", "get_include", "info", "load", "load_state_dict", "memory_estimate", "save", "set_isa",
     "set_num_threads",
 ]
