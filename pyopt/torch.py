@@ -24,6 +24,7 @@ anything changes. The storage options (``master_weights``, ``state_dtype``,
 
 LBFGS steps with a closure, ``step(closure)``, as torch.optim.LBFGS does (the closure zeroes the
 grads, computes the loss, runs backward and returns the loss; it is called several times per step).
+PolyakSGD and MoMo, whose step uses the loss, need that closure too (called once per step).
 
 Optimizers whose step reads whole tensors (LAMB, LARS, StableAdamW, NovoGrad, Muon, Adafactor, LBFGS:
 ``per_tensor`` in their record) refuse params that were not given to them, as happens when an
@@ -468,6 +469,10 @@ class Optimizer(torch.optim.Optimizer):
         """One step of every param with a ``.grad`` (params whose grad is None are skipped).
         ``closure`` re-evaluates the model and returns the loss (called with grad enabled)."""
         loss = None
+        if closure is None and self.numpy_class.step_requires_loss:
+            raise TypeError(f"{self._label}: step needs a closure returning the loss ({self._label} scales its step "
+                            "by it): opt.step(closure), closure() computing the loss, calling backward() and "
+                            "returning the loss")
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
@@ -502,7 +507,10 @@ class Optimizer(torch.optim.Optimizer):
                     inner._groups_checked()
         for stepper, (g, _, grads) in zip(steppers, work):
             with self._naming(g):
-                stepper.inner.step(grads)
+                if self.numpy_class.step_requires_loss:  # (PolyakSGD, MoMo: the closure's loss)
+                    stepper.inner.step(grads, loss=loss.item() if isinstance(loss, torch.Tensor) else loss)
+                else:
+                    stepper.inner.step(grads)
             self._after_step(stepper, grads)
             # written through numpy: tell autograd, as an in-place torch op would (a step between a
             # forward and its backward is then torch's RuntimeError, not silently wrong grads)

@@ -329,7 +329,7 @@ ROWS: list[Row] = [
 ]
 BY_NAME = {row.name: row for row in ROWS}
 # Tested in their own files: sophia (test_sophia.py; its reference also needs update_hessian calls).
-ELSEWHERE = {"sophia"}
+ELSEWHERE = {"sophia", "sm3", "fromage", "polyak_sgd", "dog", "momo"}  # (the last five: test_optax_family.py)
 
 _CACHE = RecentCache(keep=2)
 

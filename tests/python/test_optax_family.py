@@ -219,3 +219,247 @@ def test_max_errors() -> None:
     """Prints the largest relative errors measured by test_matches_optax in this session."""
     for (name, dtype), err in sorted(MEASURED.items()):
         print(f"{name:12s} {dtype:8s} {err:.3g}")
+
+
+# ----- the step API, state and checkpoints --------------------------------------------------------
+def step(opt: Any, grads: list[np.ndarray], loss: float) -> None:
+    if opt.step_requires_loss:
+        opt.step(grads, loss=loss)
+    else:
+        opt.step(grads)
+
+
+def two_groups(name: str, params: list[np.ndarray], h: dict[str, Any]) -> Any:
+    """Two param groups, the second with another lr: each one optax tree."""
+    half = len(params) // 2
+    return pyopt.create(name, [{"params": params[:half]}, {"params": params[half:], "lr": h["lr"] * 0.5}], **h)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("name", NAMES)
+def test_state_dict_and_save_load_continue_bit_for_bit(name: str, dtype: type, tmp_path: Any) -> None:
+    """Halfway, the state_dict (and a pyopt.save checkpoint) rebuilt on copies of the params
+    continues with the same bits; the groups' scalars are 0-d arrays of the params' dtype on each
+    group's first param."""
+    h = draw(name, 2)
+    params0, grads, losses = data(2, dtype, SHAPES)
+    params = [p.copy() for p in params0]
+    opt = two_groups(name, params, h)
+    for gs, loss in zip(grads[:20], losses[:20]):
+        step(opt, gs, loss)
+    firsts = (0, len(params) // 2)
+    for i in firsts:
+        for key in getattr(opt, "group_slots", ()):
+            value = opt.state[i][key]
+            assert isinstance(value, np.ndarray) and value.shape == () and value.dtype == dtype, (name, key)
+    sd = opt.state_dict()
+    path = tmp_path / "ckpt.npz"
+    pyopt.save(opt, path)
+    copies = [p.copy() for p in params]
+    again = two_groups(name, copies, h)
+    again.load_state_dict(sd)
+    copies2 = [p.copy() for p in params]
+    loaded = pyopt.load(path, [{"params": copies2[:4]}, {"params": copies2[4:]}])
+    assert type(loaded) is type(opt)
+    for gs, loss in zip(grads[20:], losses[20:]):
+        for o in (opt, again, loaded):
+            step(o, gs, loss)
+    for k, p in enumerate(params):
+        for other in (copies, copies2):
+            np.testing.assert_array_equal(other[k].view(np.uint8), p.view(np.uint8), err_msg=f"{name} params[{k}]")
+    for o in (again, loaded):
+        for i, entry in opt.state.items():
+            assert set(o.state[i]) == set(entry), name
+            for key, value in entry.items():
+                np.testing.assert_array_equal(np.asarray(o.state[i][key]), np.asarray(value), err_msg=f"{name} {key}")
+
+
+@pytest.mark.parametrize("name", ["polyak_sgd", "dog", "momo"])
+def test_each_group_is_one_optax_tree(name: str) -> None:
+    """Two groups step as two optimizers of one group each (their norms do not mix)."""
+    h = draw(name, 3)
+    params0, grads, losses = data(3, np.float64, SHAPES)
+    params = [p.copy() for p in params0]
+    opt = two_groups(name, params, h)
+    halves = [[p.copy() for p in params0[:4]], [p.copy() for p in params0[4:]]]
+    apart = [pyopt.create(name, halves[0], **h), pyopt.create(name, halves[1], **{**h, "lr": h["lr"] * 0.5})]
+    for gs, loss in zip(grads, losses):
+        step(opt, gs, loss)
+        step(apart[0], gs[:4], loss)
+        step(apart[1], gs[4:], loss)
+    for p, q in zip(params, halves[0] + halves[1]):
+        np.testing.assert_array_equal(p, q, err_msg=name)
+
+
+def test_a_none_gradient_skips_its_param() -> None:
+    """DoG: a skipped param does not move; its gradient does not count, its distance does."""
+    params = [np.ones(3), np.full(4, 2.0)]
+    opt = pyopt.DoG(params, init_step=("distance", 0.1))
+    opt.step([np.ones(3), np.ones(4)])
+    before = params[1].copy()
+    opt.step([np.ones(3), None])
+    np.testing.assert_array_equal(params[1], before)
+    assert opt.state[0]["step"] == 2 and opt.state[1]["step"] == 1
+    np.testing.assert_array_equal(opt.state[0]["sum_sq_norm_grads"], 7.0 + 3.0)
+
+
+@pytest.mark.parametrize("name", ["polyak_sgd", "momo"])
+def test_the_loss_is_required_and_checked_before_anything_changes(name: str) -> None:
+    params = [np.ones(5), np.ones((2, 3))]
+    opt = pyopt.create(name, params)
+    grads = [np.full(5, 0.5), np.full((2, 3), 0.25)]
+    opt.step(grads, loss=2.0)
+    saved = [p.copy() for p in params]
+    sd = opt.state_dict()
+    for bad, error, words in [(None, TypeError, "loss=value"), ("1.0", TypeError, "loss must be a real number"),
+                              (True, TypeError, "loss must be a real number"),
+                              (np.ones(2), TypeError, "loss must be a real number")]:
+        with pytest.raises(error, match=words):
+            opt.step(grads, loss=bad) if bad is not None else opt.step(grads)
+    for p, s in zip(params, saved):
+        np.testing.assert_array_equal(p, s)
+    assert opt.state[0]["step"] == sd["state"][0]["step"] == 1
+    opt.step(grads, loss=np.float32(1.5))  # numpy scalars and 0-d arrays are numbers
+    opt.step(grads, loss=np.array(1.25))
+    assert opt.state[0]["step"] == 3
+
+
+BAD_HYPERPARAMETERS = {
+    "sm3": [({"lr": -1.0}, ValueError, "lr"), ({"momentum": 1.0}, ValueError, "momentum"),
+            ({"momentum": "0.9"}, TypeError, "momentum"), ({"lr": float("nan")}, ValueError, "lr")],
+    "fromage": [({"lr": -0.1}, ValueError, "lr"), ({"lr": float("inf")}, ValueError, "lr"),
+                ({"min_norm": -1.0}, ValueError, "min_norm"), ({"min_norm": None}, TypeError, "min_norm")],
+    "polyak_sgd": [({"max_learning_rate": -1.0}, ValueError, "max_learning_rate"), ({"eps": -1e-8}, ValueError, "eps"),
+                   ({"f_min": float("inf")}, ValueError, "f_min"), ({"variant": "sps-"}, ValueError, "variant"),
+                   ({"lr": True}, TypeError, "lr")],
+    "dog": [({"init_step": ("distanse", 1.0)}, ValueError, "init_step"),
+            ({"init_step": ("distance", -1.0)}, ValueError, "init_step"),
+            ({"init_step": 1e-6}, TypeError, "init_step"), ({"eps": -1.0}, ValueError, "eps"),
+            ({"weight_decay": -0.1}, ValueError, "weight_decay")],
+    "momo": [({"beta": 1.0}, ValueError, "beta"), ({"beta": -0.1}, ValueError, "beta"),
+             ({"lower_bound": float("nan")}, ValueError, "lower_bound"), ({"adapt_lower_bound": 1}, TypeError,
+                                                                         "adapt_lower_bound"),
+             ({"weight_decay": -1.0}, ValueError, "weight_decay")],
+}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bad_hyperparameters_raise_naming_them_before_anything_changes(name: str) -> None:
+    for bad, error, word in BAD_HYPERPARAMETERS[name]:
+        with pytest.raises(error, match=word):
+            pyopt.create(name, [np.ones(3)], **bad)
+        params = [np.ones(3), np.ones((2, 2))]
+        opt = pyopt.create(name, params)
+        step(opt, [np.full(3, 0.1), np.full((2, 2), 0.2)], 1.0)
+        saved, sd = [p.copy() for p in params], opt.state_dict()
+        key = next(iter(bad))
+        opt.param_groups[0][key] = bad[key]
+        with pytest.raises(error, match=word):
+            step(opt, [np.full(3, 0.1), np.full((2, 2), 0.2)], 1.0)
+        for p, s in zip(params, saved):
+            np.testing.assert_array_equal(p, s)
+        assert opt.state[0]["step"] == sd["state"][0]["step"] == 1
+
+
+def test_sm3_keeps_one_accumulator_per_slice_of_each_axis() -> None:
+    shapes = [(), (0,), (7,), (13, 9), (3, 5, 4), (0, 5)]
+    params = [np.ones(s) for s in shapes]
+    opt = pyopt.SM3(params, lr=0.1)
+    opt.step([np.full(s, 0.5) for s in shapes])
+    expected = [[(1,)], [(0,)], [(7,)], [(13,), (9,)], [(3,), (5,), (4,)], [(0,), (5,)]]
+    for i, axes in enumerate(expected):
+        got = [opt.state[i][f"accumulator_{a}"].shape for a in range(len(axes))]
+        assert got == axes and f"accumulator_{len(axes)}" not in opt.state[i], shapes[i]
+        assert opt.state[i]["momentum_buffer"].shape == shapes[i]
+    np.testing.assert_allclose(opt.state[3]["accumulator_1"], 0.25)
+    assert params[0] < 1.0  # a 0-d param steps as a 1-element vector
+
+
+# ----- pyopt.torch and the tuner -----------------------------------------------------------------
+@pytest.mark.parametrize("name", NAMES)
+def test_torch_twin_steps_with_the_closure_loss_and_round_trips_its_state(name: str) -> None:
+    """The twin (float64 tensors) steps as the numpy class; PolyakSGD and MoMo take the loss from
+    step(closure) and refuse a step without one; its state_dict loads into a new twin that
+    continues with the same bits (the groups' scalars are 0-d tensors)."""
+    torch = pytest.importorskip("torch")
+    import pyopt.torch as pt
+
+    h = draw(name, 2)
+    params0, grads, losses = data(2, np.float64, [(7,), (13, 9), (3, 5, 4)])
+    cls = getattr(pt, type(pyopt.create(name, [np.ones(1)])).__name__)
+    tensors = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p in params0]
+    opt = cls(tensors, **h)
+    reference = [p.copy() for p in params0]
+    numpy_opt = pyopt.create(name, reference, **h)
+
+    def torch_step(o: Any, ts: list[Any], gs: list[np.ndarray], loss: float) -> None:
+        def closure() -> Any:
+            for t, g in zip(ts, gs):
+                t.grad = torch.from_numpy(g.copy())
+            return torch.tensor(loss, dtype=torch.float64)
+        if o.numpy_class.step_requires_loss:
+            o.step(closure)
+        else:
+            closure()
+            o.step()
+
+    if numpy_opt.step_requires_loss:
+        with pytest.raises(TypeError, match="closure"):
+            opt.step()
+    for gs, loss in zip(grads[:10], losses[:10]):
+        torch_step(opt, tensors, gs, loss)
+        step(numpy_opt, gs, loss)
+    for t, r in zip(tensors, reference):
+        np.testing.assert_array_equal(t.detach().numpy(), r, err_msg=name)
+    for key in getattr(numpy_opt, "group_slots", ()):
+        value = opt.state[tensors[0]][key]
+        assert isinstance(value, torch.Tensor) and value.dim() == 0 and value.dtype == torch.float64
+        assert value.item() == float(numpy_opt.state[0][key])
+    copies = [torch.nn.Parameter(t.detach().clone()) for t in tensors]
+    again = cls(copies, **h)
+    again.load_state_dict(opt.state_dict())
+    for gs, loss in zip(grads[10:20], losses[10:20]):
+        torch_step(opt, tensors, gs, loss)
+        torch_step(again, copies, gs, loss)
+    for t, c in zip(tensors, copies):
+        np.testing.assert_array_equal(c.detach().numpy(), t.detach().numpy(), err_msg=name)
+
+
+class Quadratic:
+    """f(w) = 0.5 * sum(s (w - 1)²) with noisy gradients: a tiny task for one tuning trial."""
+
+    name = "quadratic-optax-family"
+    epochs = 2
+
+    def init_params(self, seed: int) -> dict[str, np.ndarray]:
+        return {"w": np.zeros((4, 5), np.float32), "b": np.zeros(3, np.float32)}
+
+    def train_batches(self, epoch: int, rng: Any) -> Iterator[float]:
+        for _ in range(5):
+            yield float(rng.standard_normal() * 0.01)
+
+    def loss_and_grads(self, params: dict[str, np.ndarray], batch: float) -> tuple[float, dict[str, np.ndarray]]:
+        grads = {k: (np.linspace(0.5, 2.0, v.size).reshape(v.shape) * (v - 1) + batch).astype(np.float32)
+                 for k, v in params.items()}
+        return self.validation_loss(params), grads
+
+    def validation_loss(self, params: dict[str, np.ndarray]) -> float:
+        return float(sum(0.5 * np.sum(np.linspace(0.5, 2.0, v.size).reshape(v.shape) * (v - 1.0) ** 2)
+                         for v in params.values()))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_tunable_from_the_record_and_one_trial_runs(name: str) -> None:
+    pytest.importorskip("optuna")
+    from pyopt import tuner
+    from pyopt.tuner import space
+
+    assert name in space.tunable()
+    dims = {d.key for d in space.dimensions(name, "full")}
+    assert "lr" in dims
+    task = Quadratic()
+    val, info = tuner.train(task, name, space.defaults(name))
+    assert info["steps"] == 10 and np.isfinite(val) and val < info["initial_val_loss"], (name, val, info)
+    result = tuner.tune(task, [name], trials=1, progress=False, budget="full")
+    assert len(result.studies[0].trials) == 1
+    assert result.studies[0].trials[0].params["optimizer"] == name

@@ -16,6 +16,9 @@ import pyopt  # noqa: E402
 from pyopt import tuner  # noqa: E402
 from pyopt.tuner import space  # noqa: E402
 
+# The optimizers of optax written in Python (pyopt/sm3.py, fromage.py, polyak_sgd.py, dog.py, momo.py).
+OPTAX_FAMILY = ["sm3", "fromage", "polyak_sgd", "dog", "momo"]
+
 TASK_FILE = textwrap.dedent('''
     import numpy as np
 
@@ -66,11 +69,11 @@ def quad(task_file):
 
 
 def test_the_tuner_searches_every_optimizer_but_the_closure_based_one() -> None:
-    assert space.tunable() == list(pyopt.available()) + ["muon", "adafactor"]  # not lbfgs
+    assert space.tunable() == list(pyopt.available()) + ["muon", "adafactor", *OPTAX_FAMILY]  # not lbfgs
 
 
 def test_space_defaults_round_trip() -> None:
-    for name in list(pyopt.available()) + ["muon", "adafactor"]:
+    for name in list(pyopt.available()) + ["muon", "adafactor", *OPTAX_FAMILY]:
         for budget in space.BUDGETS:
             params = {"optimizer": name, **space.default_params(name, budget)}
             hyper = space.suggest(optuna.trial.FixedTrial(params), name, budget)
