@@ -134,14 +134,13 @@ class GroupwiseOptimizer(PyOptimizer):
                                      "its param (a writeable 0-d array of its dtype)")
 
     def _restore_state(self, entries: dict[int, Mapping[str, Any]], state_dict: Mapping[str, Any]) -> Any:
-        put_in_place = super()._restore_state(entries, state_dict)
         firsts = set(self._first_params().values())
         for i, entry in entries.items():
             present = [k for k in self.group_slots if k in entry]
             if present and (i not in firsts or len(present) != len(self.group_slots)):
                 raise ValueError(f"{self._owner_label}: state_dict param {i}: a group's state "
                                  f"({', '.join(self.group_slots)}) goes, complete, on the group's first param")
-        return put_in_place
+        return super()._restore_state(entries, state_dict)
 
 
 def group_sum(values: Sequence[Any]) -> Any:

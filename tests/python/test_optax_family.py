@@ -463,3 +463,27 @@ def test_tunable_from_the_record_and_one_trial_runs(name: str) -> None:
     result = tuner.tune(task, [name], trials=1, progress=False, budget="full")
     assert len(result.studies[0].trials) == 1
     assert result.studies[0].trials[0].params["optimizer"] == name
+
+
+@pytest.mark.parametrize("name", ["dog", "momo"])
+def test_a_state_dict_with_misplaced_or_partial_group_state_is_refused(name: str) -> None:
+    params = [np.ones(3), np.ones(4)]
+    opt = pyopt.create(name, params)
+    step(opt, [np.full(3, 0.5), np.full(4, 0.25)], 1.0)
+    sd = opt.state_dict()
+    key = opt.group_slots[0]
+    moved = {**sd, "state": {0: {k: v for k, v in sd["state"][0].items() if k not in opt.group_slots},
+                             1: {**sd["state"][1], **{k: sd["state"][0][k] for k in opt.group_slots}}}}
+    partial = {**sd, "state": {**sd["state"], 0: {k: v for k, v in sd["state"][0].items() if k != key}}}
+    before = {k: np.array(v) for k, v in opt.state[0].items()}
+    for bad in (moved, partial):
+        with pytest.raises(ValueError, match="first param"):
+            opt.load_state_dict(bad)
+        for k, v in before.items():
+            np.testing.assert_array_equal(opt.state[0][k], v)
+    opt._state[0][key] = np.zeros(2)  # (the live state, edited to no longer fit)
+    saved = [p.copy() for p in params]
+    with pytest.raises(ValueError, match=key):
+        step(opt, [np.full(3, 0.5), np.full(4, 0.25)], 1.0)
+    for p, s in zip(params, saved):
+        np.testing.assert_array_equal(p, s)
