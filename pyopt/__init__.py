@@ -26,6 +26,11 @@ from .muon import Muon
 from .adafactor import Adafactor
 from .lbfgs import LBFGS
 from .lr_free import DAdaptAdam, DAdaptSGD, Prodigy
+from .sm3 import SM3
+from .fromage import Fromage
+from .polyak_sgd import PolyakSGD
+from .dog import DoG
+from .momo import Momo
 from .ema import EMA
 from .memory import memory_estimate
 from .lookahead import Lookahead
@@ -51,6 +56,7 @@ __all__ += optimizers.__all__
 __all__ += [
     "from_config", "Muon", "Adafactor", "LBFGS", "EMA", "Lookahead", "hessian", "Optimizer", "ParamGroup", "available",
     "Prodigy", "DAdaptAdam", "DAdaptSGD",
+    "SM3", "Fromage", "PolyakSGD", "DoG", "Momo",
     "functional", "get_include", "info", "load", "load_state_dict", "memory_estimate", "save", "set_isa",
     "set_num_threads",
 ]

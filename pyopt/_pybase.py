@@ -38,8 +38,19 @@ from .optimizer import (
 
 # Optimizers implemented in Python, by state_dict name -> module defining them (``pyopt.load``
 # looks here before the C++ catalogue).
-_MODULES = {"muon": ".muon", "adafactor": ".adafactor", "lbfgs": ".lbfgs", "prodigy": ".lr_free",
-            "dadapt_adam": ".lr_free", "dadapt_sgd": ".lr_free"}
+_MODULES = {
+    "muon": ".muon",
+    "adafactor": ".adafactor",
+    "lbfgs": ".lbfgs",
+    "prodigy": ".lr_free",
+    "dadapt_adam": ".lr_free",
+    "dadapt_sgd": ".lr_free",
+    "sm3": ".sm3",
+    "fromage": ".fromage",
+    "polyak_sgd": ".polyak_sgd",
+    "dog": ".dog",
+    "momo": ".momo",
+}
 PYTHON_OPTIMIZERS = tuple(_MODULES)  # their names, for the messages that list the optimizers
 
 

@@ -129,8 +129,8 @@ def _python_slots(name: str, storage_options: bool, hyper: dict[str, Any], where
     if storage_options:
         raise ValueError(f"{where}: {name} is written in Python and keeps float32 (float64) states in its params' "
                          "dtype: grads of the param dtype, state_dtype='float32', no master_weights")
-    if name == "adafactor":
-        raise ValueError(f"{where}: adafactor's state is factored by each matrix's shape (one value per row "
+    if name in ("adafactor", "sm3"):
+        raise ValueError(f"{where}: {name}'s state is factored by each tensor's shape (one value per row "
                          "and per column), so tensor sizes cannot give its bytes")
     cls = python_optimizer(name)
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "params"}
@@ -145,7 +145,7 @@ def _python_slots(name: str, storage_options: bool, hyper: dict[str, Any], where
     if name == "lbfgs":
         history = opt.param_groups[0]["history_size"]
         return {"d": 1, "prev_flat_grad": 1, "old_dirs": history, "old_stps": history}
-    return dict.fromkeys(cls.slots, 1)
+    return dict.fromkeys(getattr(cls, "param_slots", cls.slots), 1)  # (a group's scalars: no vectors)
 
 
 def _sizes(n_params: Any, where: str) -> list[int]:

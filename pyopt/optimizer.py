@@ -111,6 +111,9 @@ class OptimizerBase:
     # True: ``step(closure)``, the closure evaluating the loss and gradient (L-BFGS, which does so
     # several times per step), where the others take ``step(grads)``.
     step_requires_closure: ClassVar[bool] = False
+    # True: ``step(grads, loss=value)``, the loss at the current params scaling the step (Polyak
+    # SGD, MoMo).
+    step_requires_loss: ClassVar[bool] = False
 
     def __init__(self, params: ParamsLike, defaults: Mapping[str, Any]) -> None:
         self._owner_label = type(self).__name__

@@ -24,6 +24,7 @@ anything changes. The storage options (``master_weights``, ``state_dtype``,
 
 LBFGS steps with a closure, ``step(closure)``, as torch.optim.LBFGS does (the closure zeroes the
 grads, computes the loss, runs backward and returns the loss; it is called several times per step).
+PolyakSGD and MoMo, whose step uses the loss, need that closure too (called once per step).
 
 Optimizers whose step reads whole tensors (LAMB, LARS, StableAdamW, NovoGrad, Muon, Adafactor, LBFGS:
 ``per_tensor`` in their record) refuse params that were not given to them, as happens when an
@@ -468,6 +469,10 @@ class Optimizer(torch.optim.Optimizer):
         """One step of every param with a ``.grad`` (params whose grad is None are skipped).
         ``closure`` re-evaluates the model and returns the loss (called with grad enabled)."""
         loss = None
+        if closure is None and self.numpy_class.step_requires_loss:
+            raise TypeError(f"{self._label}: step needs a closure returning the loss ({self._label} scales its step "
+                            "by it): opt.step(closure), closure() computing the loss, calling backward() and "
+                            "returning the loss")
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
@@ -500,14 +505,19 @@ class Optimizer(torch.optim.Optimizer):
                         inner._flat_hypers()
                 else:
                     inner._groups_checked()
-        self._step_groups(steppers, work)
+        self._step_groups(steppers, work, loss)
         return loss
 
-    def _step_groups(self, steppers: list[_GroupStepper], work: list[tuple[int, tuple, list[Any]]]) -> None:
-        """Step each group's numpy optimizer with its grads (``work``: (group index, key, grads))."""
+    def _step_groups(self, steppers: list[_GroupStepper], work: list[tuple[int, tuple, list[Any]]],
+                     loss: Any = None) -> None:
+        """Step each group's numpy optimizer with its grads (``work``: (group index, key, grads));
+        ``loss``: the closure's, for the optimizers that step with it."""
         for stepper, (g, _, grads) in zip(steppers, work):
             with self._naming(g):
-                stepper.inner.step(grads)
+                if self.numpy_class.step_requires_loss:  # (PolyakSGD, MoMo: the closure's loss)
+                    stepper.inner.step(grads, loss=loss.item() if isinstance(loss, torch.Tensor) else loss)
+                else:
+                    stepper.inner.step(grads)
             self._stepped(stepper, grads)
 
     def _stepped(self, stepper: _GroupStepper, grads: list[Any]) -> None:
@@ -814,7 +824,8 @@ class _GlobalEstimate:
             out["global_state"] = inner.global_state  # type: ignore[attr-defined]
         return out
 
-    def _step_groups(self, steppers: list[_GroupStepper], work: list[tuple[int, tuple, list[Any]]]) -> None:
+    def _step_groups(self, steppers: list[_GroupStepper], work: list[tuple[int, tuple, list[Any]]],
+                     loss: Any = None) -> None:
         from .lr_free import step_together
 
         step_together([s.inner for s in steppers], [grads for _, _, grads in work],

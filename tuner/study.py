@@ -70,7 +70,10 @@ def train(task: Task, optimizer: str, hyper: dict[str, Any], seed: int = 0,
                 loss, grads = task.loss_and_grads(computed(), batch)
                 if not math.isfinite(loss):
                     raise Diverged(f"training loss {loss} at epoch {epoch}")
-                opt.step(grads)
+                if opt.step_requires_loss:  # (PolyakSGD, MoMo scale their step by the loss)
+                    opt.step(grads, loss=loss)
+                else:
+                    opt.step(grads)
                 info["steps"] += 1
             if evaluate_mode:
                 evaluate_mode()

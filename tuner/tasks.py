@@ -9,6 +9,7 @@ tuner runs one trial as::
         for batch in task.train_batches(epoch, rng):
             loss, grads = task.loss_and_grads(params, batch)
             opt.step(grads)                       # updates params in place
+                                                  # (opt.step(grads, loss=loss) if opt.step_requires_loss)
     score = task.validation_loss(params)
 
 The built-in tasks are numpy only, with analytic gradients, and need no network: the two

@@ -328,9 +328,10 @@ ROWS: list[Row] = [
         "weight_decay": DECAY}, ROUNDING),
 ]
 BY_NAME = {row.name: row for row in ROWS}
-# Tested in their own files: sophia (test_sophia.py; its reference also needs update_hessian calls);
-# the learning-rate-free optimizers, written in Python (test_lr_free.py: their estimate sums over all params).
-ELSEWHERE = {"sophia", "prodigy", "dadapt_adam", "dadapt_sgd"}
+# C++ rules tested in their own files: sophia (test_sophia.py; its reference also needs
+# update_hessian calls). The optimizers written in Python have their own test files too
+# (test_muon.py, test_lbfgs.py, test_lr_free.py, test_optax_family.py, ...).
+ELSEWHERE = {"sophia"}
 
 _CACHE = RecentCache(keep=2)
 

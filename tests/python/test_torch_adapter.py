@@ -109,6 +109,16 @@ def test_steps_exactly_as_the_numpy_class_in_place(name):
         if numpy_opt.step_requires_closure:
             assert float(numpy_opt.step(lambda: quadratic(reference))) == float(opt.step(closure))
             continue
+        if numpy_opt.step_requires_loss:  # (PolyakSGD, MoMo: the closure's loss, once per step)
+            loss = 1.0 + float(np.square(step_grads[0]).sum())
+            numpy_opt.step(step_grads, loss=loss)
+
+            def with_loss(step_grads=step_grads, loss=loss):
+                for t, g in zip(tensors, step_grads):
+                    t.grad = torch.from_numpy(g.copy())
+                return torch.tensor(loss, dtype=torch.float64)
+            assert float(opt.step(with_loss)) == loss
+            continue
         numpy_opt.step(step_grads)
         for t, g in zip(tensors, step_grads):
             t.grad = torch.from_numpy(g.copy())

@@ -350,9 +350,9 @@ def test_deepspeed_zero3_steps_each_sub_group_alone(name, groups):
         assert all(group["params"] == [] for group in rank.optimizer.param_groups)
 
 
-def test_the_per_tensor_optimizers_are_these_ten():
-    assert PER_TENSOR == ["adafactor", "dadapt_adam", "dadapt_sgd", "lamb", "lars", "lbfgs", "muon", "novograd",
-                          "prodigy", "stableadamw"]
+def test_the_per_tensor_optimizers_are_these():
+    assert PER_TENSOR == ["adafactor", "dadapt_adam", "dadapt_sgd", "dog", "fromage", "lamb", "lars", "lbfgs", "momo",
+                          "muon", "novograd", "polyak_sgd", "prodigy", "sm3", "stableadamw"]
     assert all(torch_class(name).per_tensor for name in PER_TENSOR)
     assert not any(torch_class(name).per_tensor for name in ELEMENT_WISE)
 
@@ -371,7 +371,7 @@ def test_per_tensor_optimizers_refuse_flat_partitions_and_change_nothing(name):
             loss = loss_on(model, batch)
             loss.backward()
             return loss
-        if opt.numpy_class.step_requires_closure:
+        if opt.numpy_class.step_requires_closure or opt.numpy_class.step_requires_loss:
             return opt.step(closure)
         closure()
         return opt.step()
@@ -396,7 +396,8 @@ def test_per_tensor_optimizers_refuse_flat_partitions_and_change_nothing(name):
     optimizer.param_groups[0]["params"] = [partition]
     with pytest.raises(ValueError, match=rf"{RECORDS[name]['class_name']}: param_groups\[0\]\['params'\]\[0\] was "
                                          rf"not given to the optimizer .*DeepSpeed ZeRO.*{name}.*element-wise"):
-        optimizer.step(lambda: loss_on(model, 1)) if optimizer.numpy_class.step_requires_closure else optimizer.step()
+        needs_closure = optimizer.numpy_class.step_requires_closure or optimizer.numpy_class.step_requires_loss
+        optimizer.step(lambda: loss_on(model, 1)) if needs_closure else optimizer.step()
     assert torch.equal(partition, partition_before)
     assert all(torch.equal(a, b) for a, b in zip(weights(model), params_before))
     optimizer.param_groups[0]["params"] = original
