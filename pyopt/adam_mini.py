@@ -131,7 +131,7 @@ class AdamMini(PyOptimizer):
                 what = f"{who}: state_dict param {i} state 'v_mean'"
                 arr = _float_array(entry["v_mean"], what)
                 size = self._params[i].size
-                if arr.ndim != 1 or arr.shape[0] < 1 or (size and size % arr.shape[0]):
+                if arr.ndim != 1 or (size and (arr.shape[0] < 1 or size % arr.shape[0])):
                     raise ValueError(f"{what} has shape {arr.shape}, expected (blocks,) with blocks dividing {size}")
                 if "v" in entry:
                     raise ValueError(f"{who}: state_dict param {i} has both 'v' and 'v_mean'")
