@@ -28,6 +28,7 @@ from .lbfgs import LBFGS
 from .adamp import AdamP
 from .came import CAME
 from .adam_mini import AdamMini
+from .normuon import NorMuon
 from .ema import EMA
 from .memory import memory_estimate
 from .lookahead import Lookahead
@@ -51,7 +52,7 @@ __all__ = [
 ]
 __all__ += optimizers.__all__
 __all__ += [
-    "from_config", "Muon", "Adafactor", "LBFGS", "AdamP", "CAME", "AdamMini", "EMA", "Lookahead", "hessian", "Optimizer", "ParamGroup", "available",
+    "from_config", "Muon", "Adafactor", "LBFGS", "AdamP", "CAME", "AdamMini", "NorMuon", "EMA", "Lookahead", "hessian", "Optimizer", "ParamGroup", "available",
     "functional", "get_include", "info", "load", "load_state_dict", "memory_estimate", "save", "set_isa",
     "set_num_threads",
 ]

@@ -39,7 +39,7 @@ from .optimizer import (
 # Optimizers implemented in Python, by state_dict name -> module defining them (``pyopt.load``
 # looks here before the C++ catalogue).
 _MODULES = {"muon": ".muon", "adafactor": ".adafactor", "lbfgs": ".lbfgs", "adamp": ".adamp", "came": ".came",
-            "adam_mini": ".adam_mini"}
+            "adam_mini": ".adam_mini", "normuon": ".normuon"}
 PYTHON_OPTIMIZERS = tuple(_MODULES)  # their names, for the messages that list the optimizers
 
 

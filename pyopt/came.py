@@ -1,6 +1,6 @@
 r"""CAME (Luo et al., 2023, "CAME: Confidence-guided Adaptive Memory Efficient Optimization", ACL;
-official code: https://github.com/yangluo7/CAME), as pytorch-optimizer 4.1.0's ``CAME`` computes
-it (its per-param loop, ``foreach=False``), in numpy.
+official code: https://github.com/huawei-noah/Pretrained-Language-Model/tree/master/CAME), as
+pytorch-optimizer 4.1.0's ``CAME`` computes it (its per-param loop, ``foreach=False``), in numpy.
 
 Like Adafactor, a param of two or more dimensions (a matrix, or a batch of matrices: the last two
 axes) keeps its second moment factored, one running mean of g² per row and one per column; CAME

@@ -114,13 +114,16 @@ def assert_refused_before_changes(make: Callable[[], tuple[Any, list[np.ndarray]
 
 
 class TinyTask:
-    """A noisy quadratic over one 2-D and one 1-D param: one tiny tuning trial."""
+    """A noisy quadratic over one 2-D and (unless ``matrices_only``) one 1-D param: one tiny tuning
+    trial."""
 
     name = "tiny-quadratic"
     epochs = 2
 
-    def __init__(self) -> None:
-        self.scale = {"w": np.logspace(-1, 1, 24).reshape(4, 6), "b": np.logspace(-1, 0, 6)}
+    def __init__(self, matrices_only: bool = False) -> None:
+        self.scale = {"w": np.logspace(-1, 1, 24).reshape(4, 6)}
+        if not matrices_only:
+            self.scale["b"] = np.logspace(-1, 0, 6)
 
     def init_params(self, seed: int) -> dict[str, np.ndarray]:
         rng = np.random.default_rng(seed)
@@ -138,7 +141,7 @@ class TinyTask:
         return sum(float(0.5 * np.sum(self.scale[k] * (params[k] - 1) ** 2)) for k in params)
 
 
-def run_one_tuning_trial(name: str) -> None:
+def run_one_tuning_trial(name: str, matrices_only: bool = False) -> None:
     """The tuner builds a search space for ``name`` from its record and runs one trial with it."""
     from pyopt import tuner
     from pyopt.tuner import space
@@ -146,6 +149,6 @@ def run_one_tuning_trial(name: str) -> None:
     assert name in space.tunable()
     for budget in space.BUDGETS:
         assert space.dimensions(name, budget)[0].key == "lr"
-    result = tuner.tune(TinyTask(), [name], trials=1, progress=False, budget="full")
+    result = tuner.tune(TinyTask(matrices_only), [name], trials=1, progress=False, budget="full")
     trial = result.studies[0].trials[0]
     assert trial.params["optimizer"] == name and trial.value is not None and np.isfinite(trial.value)

@@ -93,11 +93,12 @@ def test_extra_methods_and_aliases() -> None:
 
 
 # Signature entries of the Python-written classes the records spell differently: Muon's
-# adjust_lr_fn, LBFGS's line_search_fn (a name or None: no number) and AdamMini's blocks (a name or an
-# int) are not in their records, and
+# adjust_lr_fn, LBFGS's line_search_fn (a name or None: no number), AdamMini's blocks (a name or an
+# int) and NorMuon's update_scale are not in their records, and
 # Adafactor's eps pair is the record's eps1 (None there: NaN) and eps2.
 SPELLED_APART = {"muon": {"adjust_lr_fn": ()}, "adafactor": {"eps": ("eps1", "eps2")},
-                 "lbfgs": {"line_search_fn": ()}, "adam_mini": {"blocks": ()}}
+                 "lbfgs": {"line_search_fn": ()}, "adam_mini": {"blocks": ()},
+                 "normuon": {"update_scale": ()}}
 
 
 def _none_for_nan(value: object) -> object:
