@@ -45,9 +45,9 @@ def train(task: Task, optimizer: str, hyper: dict[str, Any], seed: int = 0,
     else:
         params = {k: np.asarray(v, np.float32).astype(stored.dtype) for k, v in task.init_params(seed).items()}
         computed = lambda: {k: v.astype(np.float32) for k, v in params.items()}  # noqa: E731
-    # Storage options only where they are not the defaults: the Python-written optimizers take none.
-    storage = stored.options.as_dict() if stored.options != StorageOptions() else {}
-    opt = pyopt.create(optimizer, params, **hyper, **storage)
+    # (only storage options that differ from the defaults: the Python-written optimizers take none)
+    options = {k: v for k, v in stored.options.as_dict().items() if v != StorageOptions().as_dict()[k]}
+    opt = pyopt.create(optimizer, params, **hyper, **options)
     evaluate_mode = getattr(opt, "eval", None)  # schedule-free: validate the averaged params
     rng = np.random.default_rng(seed)
     initial = float(task.validation_loss(computed()))
