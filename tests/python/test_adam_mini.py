@@ -229,3 +229,14 @@ def test_created_by_name_and_tunable():
     opt = pyopt.create("adam_mini", [np.ones((3, 4), np.float32)], lr=0.01, blocks="rows")
     assert isinstance(opt, pyopt.AdamMini) and opt.param_groups[0]["blocks"] == "rows"
     run_one_tuning_trial("adam_mini")
+
+
+def test_memory_estimate_counts_the_moments_of_the_size_of_the_params():
+    """m per element; v only with blocks="element" (the per-block values are a few per tensor)."""
+    four_bytes = 4 * (24 + 6)
+    assert pyopt.memory_estimate("adam_mini", [24, 6])["total"] == 3 * four_bytes  # params, grads, m
+    assert pyopt.memory_estimate("adam_mini", [24, 6], blocks="element")["total"] == 4 * four_bytes
+    assert pyopt.memory_estimate("normuon", [24, 6])["total"] == 3 * four_bytes
+    assert pyopt.memory_estimate("adamp", [24, 6])["total"] == 4 * four_bytes
+    with pytest.raises(ValueError, match="came's state is factored"):
+        pyopt.memory_estimate("came", [24, 6])
