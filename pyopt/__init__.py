@@ -31,6 +31,10 @@ from .fromage import Fromage
 from .polyak_sgd import PolyakSGD
 from .dog import DoG
 from .momo import Momo
+from .adamp import AdamP
+from .came import CAME
+from .adam_mini import AdamMini
+from .normuon import NorMuon
 from .ema import EMA
 from .memory import memory_estimate
 from .lookahead import Lookahead
@@ -57,6 +61,7 @@ __all__ += [
     "from_config", "Muon", "Adafactor", "LBFGS", "EMA", "Lookahead", "hessian", "Optimizer", "ParamGroup", "available",
     "Prodigy", "DAdaptAdam", "DAdaptSGD",
     "SM3", "Fromage", "PolyakSGD", "DoG", "Momo",
+    "AdamP", "CAME", "AdamMini", "NorMuon",
     "functional", "get_include", "info", "load", "load_state_dict", "memory_estimate", "save", "set_isa",
     "set_num_threads",
 ]

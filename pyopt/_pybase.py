@@ -50,6 +50,10 @@ _MODULES = {
     "polyak_sgd": ".polyak_sgd",
     "dog": ".dog",
     "momo": ".momo",
+    "adamp": ".adamp",
+    "came": ".came",
+    "adam_mini": ".adam_mini",
+    "normuon": ".normuon",
 }
 PYTHON_OPTIMIZERS = tuple(_MODULES)  # their names, for the messages that list the optimizers
 

@@ -99,7 +99,7 @@ class Spec:
         for h in self.specs:
             if h.name in self.fixed:
                 continue
-            if h.name in _MEMBER:
+            if h.name in _MEMBER and _MEMBER[h.name][0] in self._tuples:
                 tup, index = _MEMBER[h.name]
                 if index == 0:
                     members = tuple(s for m in self._tuples[tup] for s in self.specs if s.name == m)
@@ -114,7 +114,8 @@ class Spec:
         as Adan has) travel together as ``betas``."""
         names = {h[0] for h in self.hyper}
         out = {t: tuple(m for m in ms if m in names) for t, ms in TUPLES.items()}
-        return {t: ms for t, ms in out.items() if ms}
+        # A tuple is a prefix of its members; a lone later member (NorMuon's beta2) stays flat.
+        return {t: ms for t, ms in out.items() if ms and ms[0] == TUPLES[t][0]}
 
     @cached_property
     def _plan(self) -> tuple[tuple[str, str, int, str, float], ...]:
@@ -124,7 +125,7 @@ class Spec:
         for key, default, kind in self.hyper:
             if key in self.fixed:
                 plan.append((key, "", -1, "fixed", default))
-            elif key in _MEMBER:
+            elif key in _MEMBER and _MEMBER[key][0] in self._tuples:
                 tup, index = _MEMBER[key]
                 plan.append((f"{tup}[{index}]", tup, index, kind, 0.0))
             else:

@@ -124,12 +124,13 @@ def _python_slots(name: str, storage_options: bool, hyper: dict[str, Any], where
     """Each state of an optimizer written in Python, with the vectors of the params' size it holds.
     Muon keeps its momentum buffer in the param's dtype and has no storage options; LBFGS keeps
     ``d`` and ``prev_flat_grad`` and two vectors per curvature pair (``history_size`` once its
-    history is full); Adafactor's state is factored by each matrix's shape, which sizes do not
-    tell."""
+    history is full); Adafactor's and CAME's states are factored by each matrix's shape, which
+    sizes do not tell. AdamMini's one value per block (``blocks="element"``: its ``v`` per element)
+    and NorMuon's one per row are a few values per tensor, not counted."""
     if storage_options:
         raise ValueError(f"{where}: {name} is written in Python and keeps float32 (float64) states in its params' "
                          "dtype: grads of the param dtype, state_dtype='float32', no master_weights")
-    if name in ("adafactor", "sm3"):
+    if name in ("adafactor", "sm3", "came"):
         raise ValueError(f"{where}: {name}'s state is factored by each tensor's shape (one value per row "
                          "and per column), so tensor sizes cannot give its bytes")
     cls = python_optimizer(name)
@@ -145,6 +146,10 @@ def _python_slots(name: str, storage_options: bool, hyper: dict[str, Any], where
     if name == "lbfgs":
         history = opt.param_groups[0]["history_size"]
         return {"d": 1, "prev_flat_grad": 1, "old_dirs": history, "old_stps": history}
+    if name == "adam_mini":
+        return {"m": 1, "v": 1} if opt.param_groups[0]["blocks"] == "element" else {"m": 1}
+    if name == "normuon":
+        return {"momentum_buffer": 1}
     return dict.fromkeys(getattr(cls, "param_slots", cls.slots), 1)  # (a group's scalars: no vectors)
 
 
