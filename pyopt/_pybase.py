@@ -38,7 +38,8 @@ from .optimizer import (
 
 # Optimizers implemented in Python, by state_dict name -> module defining them (``pyopt.load``
 # looks here before the C++ catalogue).
-_MODULES = {"muon": ".muon", "adafactor": ".adafactor", "lbfgs": ".lbfgs"}
+_MODULES = {"muon": ".muon", "adafactor": ".adafactor", "lbfgs": ".lbfgs", "soap": ".soap", "shampoo": ".shampoo",
+            "kron": ".kron"}
 PYTHON_OPTIMIZERS = tuple(_MODULES)  # their names, for the messages that list the optimizers
 
 

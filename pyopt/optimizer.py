@@ -594,9 +594,9 @@ def _state_dict(opt: Any, state: dict[int, dict[str, Any]], tuples: Iterable[str
 
 
 # Top-level keys a state_dict may hold: Lookahead adds "lookahead" (its inner optimizer is handed
-# the whole dict), the schedule-free optimizers "train_mode".
+# the whole dict), the schedule-free optimizers "train_mode", Kron "global_state" (its generator and counters).
 _STATE_DICT_KEYS = frozenset({"format", "optimizer", "state", "param_groups", "schedules", "lookahead", "train_mode",
-                              "storage"})
+                              "storage", "global_state"})
 _INT64_MAX = 2**63 - 1
 
 
