@@ -85,8 +85,9 @@ class Kron(PreconditionedOptimizer):
     r"""PSGD Kron: Kronecker-factored (triangular or diagonal) preconditioners fitted by PSGD,
     applied to momentum (pytorch-optimizer 4.1.0's ``Kron``).
 
-    ``seed``: the optimizer's random generator (None: from the OS); its state is in the
-    state_dict. See the module docstring for the rule, the randomness, the update probability
+    ``seed``: seeds the optimizer's random generator when it is built (None: from the OS; the
+    first group's; a hyperparameter so that param groups and pyopt.torch can carry it, read only
+    then); the generator's state is in the state_dict. See the module docstring for the rule, the randomness, the update probability
     and the cost per step.
     """
 
@@ -99,17 +100,14 @@ class Kron(PreconditionedOptimizer):
                  momentum_into_precondition_update: bool = True, mu_dtype: Any = None,
                  precondition_dtype: Any = "float32", balance_prob: float = 0.01, maximize: bool = False, *,
                  precondition_lr: float = 0.1, precondition_init_scale: float = 1.0, seed: int | None = None) -> None:
-        if seed is not None and (isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral)
-                                 or seed < 0):
-            raise TypeError(f"Kron: seed must be None or an int >= 0, got {seed!r}")
         super().__init__(params, dict(
             lr=lr, momentum=momentum, weight_decay=weight_decay, weight_decouple=weight_decouple,
             pre_conditioner_update_probability=pre_conditioner_update_probability,
             max_size_triangular=max_size_triangular, min_ndim_triangular=min_ndim_triangular,
             memory_save_mode=memory_save_mode, momentum_into_precondition_update=momentum_into_precondition_update,
             mu_dtype=mu_dtype, precondition_dtype=precondition_dtype, balance_prob=balance_prob, maximize=maximize,
-            precondition_lr=precondition_lr, precondition_init_scale=precondition_init_scale))
-        self._rng = np.random.default_rng(seed)
+            precondition_lr=precondition_lr, precondition_init_scale=precondition_init_scale, seed=seed))
+        self._rng = np.random.default_rng(self.param_groups[0]["seed"])
         self._steps = 0  # step() calls (the reference's first group 'step')
         self._update_counter = 0  # steps since the last preconditioner update (the reference's 'update_counter')
         self._this_step: tuple[bool, bool] | None = None  # (update the preconditioner, balance) of this step
@@ -148,6 +146,10 @@ class Kron(PreconditionedOptimizer):
                              "(must be None, 'one_diag', 'smart_one_diag' or 'all_diag')")
         for key in ("weight_decouple", "momentum_into_precondition_update", "maximize"):
             out[key] = flag(where, group, key)
+        seed = group["seed"]
+        if seed is not None and (isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral)
+                                 or seed < 0):
+            raise TypeError(f"{where}: seed must be None or an int >= 0, got {seed!r}")
         for key in ("mu_dtype", "precondition_dtype"):
             out[key] = _dtype_name(where, key, group[key])
         return out

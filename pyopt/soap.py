@@ -91,7 +91,7 @@ class SOAP(PreconditionedOptimizer):
         betas = group["betas"]
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise TypeError(f"{where}: betas must be a tuple of 2 floats (beta1, beta2), got {betas!r}")
-        out["betas"] = tuple(unit_interval(where, {f"beta{k + 1}": b}, f"beta{k + 1}") for k, b in enumerate(betas))
+        out["betas"] = tuple(unit_interval(where, {f"betas[{k}]": b}, f"betas[{k}]") for k, b in enumerate(betas))
         if group["shampoo_beta"] is not None:
             out["shampoo_beta"] = nonnegative(where, group, "shampoo_beta")
         out["weight_decay"] = nonnegative(where, group, "weight_decay")
@@ -123,7 +123,8 @@ class SOAP(PreconditionedOptimizer):
                                  f"{p.size} elements (pytorch-optimizer's merge_small_dims; the reference raises "
                                  "RuntimeError): use merge_dims=False for this param")
         super()._check_step(p, g, state, group, label)
-        if "exp_avg" not in state and not np.isfinite(g).all():
+        if "exp_avg" not in state and any(n is not None for n in _factor_sizes(p.shape, group)) \
+                and not np.isfinite(g).all():
             raise ValueError(f"{label}: a non-finite gradient at its first step: SOAP's initial eigenbasis (eigh) "
                              "cannot be computed from it (pytorch-optimizer raises too)")
 
