@@ -148,7 +148,10 @@ def run_reference(name: str, hyper: dict, params: list[np.ndarray], grads: list[
     hyper = torch_hyper(name, hyper)
     if "precondition_dtype" not in hyper and name == "kron":
         hyper["precondition_dtype"] = torch.float32
-    opt = cls(tparams, **hyper)
+    # (the reference's Kron takes precondition_lr and precondition_init_scale from its param groups
+    # only: its constructor swallows them in **kwargs)
+    group_only = {k: hyper.pop(k) for k in ("precondition_lr", "precondition_init_scale") if k in hyper}
+    opt = cls([{"params": tparams, **group_only}], **hyper)
     with contextlib.ExitStack() as stack:
         if name == "soap" and patch_eigh:
             stack.enter_context(replayed_decompositions(list(draws)))

@@ -328,8 +328,9 @@ ROWS: list[Row] = [
         "weight_decay": DECAY}, ROUNDING),
 ]
 BY_NAME = {row.name: row for row in ROWS}
-# Tested in their own files: sophia (test_sophia.py; its reference also needs update_hessian calls).
-ELSEWHERE = {"sophia"}
+# Tested in their own files: sophia (test_sophia.py; its reference also needs update_hessian calls);
+# soap, shampoo, kron (test_preconditioned.py; Python-written, their decompositions and draws replayed).
+ELSEWHERE = {"sophia", "soap", "shampoo", "kron"}
 
 _CACHE = RecentCache(keep=2)
 

@@ -9,12 +9,15 @@ checked to be a valid one of the reference's own input. With that:
 
 - float64: SOAP ≤ 1e-12 (measured 3e-16); Kron ≤ 1e-8 with a float64 preconditioner (the
   reference's triangular solves are float32 whatever the dtype; measured 2e-10) and ≤ 1e-6 with
-  the default float32 one (measured 9e-9); Shampoo ≤ 1e-6 (measured 4e-9: the inverse 2k-th root
-  of nearly singular statistics amplifies LAPACK's rounding differences).
-- float32: SOAP and Kron ≤ 1e-5 (measured 1.6e-7). Shampoo's float32 inverse roots of
-  statistics with condition numbers up to 1e10 are rounding noise in both implementations, so
-  float32 Shampoo is held to the reference's own accuracy: its error against a float64 run of the
-  reference is at most 10x the reference's float32 run's (+1e-5).
+  the default float32 one (measured 9e-9).
+- float32: SOAP and Kron ≤ 1e-5 (measured 1.6e-7).
+- Shampoo: the inverse 2k-th roots of nearly singular statistics (matrix_eps * I plus fewer
+  gradients than the dimension) amplify rounding, and with momentum the preconditioned gradient
+  feeds back into the statistics: some runs are chaotic, in the reference itself (its result
+  moves by O(1) when its gradients move by one ulp). So Shampoo is held to the reference's own
+  sensitivity: its error is at most 10x the change of the reference's result when every
+  gradient moves by one ulp, + 1e-8 (float64) / 1e-5 (float32). Well-conditioned runs agree to
+  1e-16 .. 1e-11 (float64) and 1e-7 (float32).
 
 Errors are max |ours - theirs| / max(|theirs|, 1). Unpatched SOAP (torch's own eigh) is compared
 on a case whose factors have distinct eigenvalues: the column signs LAPACK picks do not matter.
@@ -81,7 +84,8 @@ def hypers(name: str, seed: int) -> dict:
         momentum_into_precondition_update=momentum_into,
         # (the reference's einsum cannot mix the raw gradient's dtype with another preconditioner dtype)
         precondition_dtype=_pick(rng, ["float32", None, "float64"]) if momentum_into else None,
-        mu_dtype=_pick(rng, [None, "float32"]), balance_prob=_pick(rng, [0.01, 0.5, 1.0]),
+        # (the reference's einsum cannot mix a float32 momentum with a float64 preconditioner either)
+        mu_dtype=_pick(rng, [None, "float32"]) if momentum_into else None, balance_prob=_pick(rng, [0.01, 0.5, 1.0]),
         maximize=bool(rng.integers(2)), precondition_lr=_pick(rng, [0.1, float(rng.uniform(0.01, 0.5))]),
         precondition_init_scale=_pick(rng, [1.0, float(rng.uniform(0.1, 3.0))]))
 
@@ -93,8 +97,8 @@ def shapes_for(name: str, hyper: dict) -> list[tuple[int, ...]]:
             limit = hyper.get("max_precondition_dim", 10000)
             shapes = [s for s in shapes if math.prod(merge_small_dims(s, limit)) == math.prod(s)]
         return shapes
-    if name == "shampoo":  # (a 1023-long statistic: one 1023² SVD per compute step; keep those few)
-        return [s if s != (1023,) or hyper.get("preconditioning_compute_steps", 1) >= 4 else (255,) for s in SHAPES]
+    if name == "shampoo":  # (a 1023-long vector is a 1023² SVD per compute step: too slow for this matrix)
+        return [{(1023,): (255,), (96, 80): (48, 40)}.get(s, s) for s in SHAPES]
     return SHAPES
 
 
@@ -119,12 +123,15 @@ def case(name: str, dtype, seed: int):
 def test_matches_pytorch_optimizer(name: str, dtype, seed: int) -> None:
     hyper, params, grads = case(name, dtype, seed)
     ours, _, draws = run_pyopt(name, hyper, params, grads, seed=seed)
-    if name == "shampoo" and dtype == np.float32:
-        up = [p.astype(np.float64) for p in params]
-        up_grads = [[None if g is None else g.astype(np.float64) for g in step] for step in grads]
-        exact = run_reference(name, hyper, up, up_grads)
+    if name == "shampoo":
         theirs = run_reference(name, hyper, params, grads)
-        assert max_relative_error(ours, exact) <= 10 * max_relative_error(theirs, exact) + 1e-5
+        rng = np.random.default_rng(seed)
+        nudged = [[np.nextafter(g, np.where(rng.random(g.shape) < 0.5, -np.inf, np.inf).astype(dtype))
+                   for g in step] for step in grads]
+        assert all(not np.array_equal(a, b) for step, nudge in zip(grads, nudged) for a, b in zip(step, nudge))
+        sensitivity = max_relative_error(run_reference(name, hyper, params, nudged), theirs)
+        error = max_relative_error(ours, theirs)
+        assert error <= 10 * sensitivity + (1e-8 if dtype == np.float64 else 1e-5), (hyper, error, sensitivity)
         return
     theirs = run_reference(name, hyper, params, grads, draws)
     error = max_relative_error(ours, theirs)
