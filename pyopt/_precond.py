@@ -43,7 +43,8 @@ class PreconditionedOptimizer(PyOptimizer):
                              "afresh)")
         for name, (shape, dtype) in layout.items():
             value = arrays[name]
-            if value.shape != shape or value.dtype != dtype or not value.flags.c_contiguous or not value.flags.writeable:
+            if (value.shape != shape or value.dtype != dtype or not value.flags.c_contiguous
+                    or not value.flags.writeable):
                 raise ValueError(f"{label}: state {name!r} ({value.dtype} {value.shape}) no longer fits its param "
                                  f"(expected {np.dtype(dtype)} {shape})")
 

@@ -27,7 +27,7 @@ With ``balance_prob`` probability (at steps that update the preconditioner) the 
 param of 2+ dimensions are rescaled to equal max norms (their product unchanged).
 
 Randomness, explicit and reproducible: the optimizer owns a ``numpy.random.Generator`` (PCG64,
-from ``seed``; None seeds it from the OS). Each step draws, in this order, one uniform (the
+from ``seed``, 0 by default; None seeds it from the OS). Each step draws, in this order, one uniform (the
 balance draw, drawn whether or not it is used, as the reference's ``np.random.random()``), then,
 if the preconditioner is updated, one standard normal array per param with a gradient, in
 param order (the reference's ``torch.randn_like``), in the preconditioner's dtype. The
@@ -85,10 +85,11 @@ class Kron(PreconditionedOptimizer):
     r"""PSGD Kron: Kronecker-factored (triangular or diagonal) preconditioners fitted by PSGD,
     applied to momentum (pytorch-optimizer 4.1.0's ``Kron``).
 
-    ``seed``: seeds the optimizer's random generator when it is built (None: from the OS; the
-    first group's; a hyperparameter so that param groups and pyopt.torch can carry it, read only
-    then); the generator's state is in the state_dict. See the module docstring for the rule, the randomness, the update probability
-    and the cost per step.
+    ``seed``: seeds the optimizer's random generator when it is built (default 0, so runs are
+    reproducible; None: from the OS). It is a hyperparameter (the first group's is used) so that
+    param groups and pyopt.torch can carry it; the generator's state is in the state_dict. See
+    the module docstring for the rule, the randomness, the update probability and the cost per
+    step.
     """
 
     name = "kron"
@@ -99,7 +100,7 @@ class Kron(PreconditionedOptimizer):
                  max_size_triangular: int = 8192, min_ndim_triangular: int = 2, memory_save_mode: str | None = None,
                  momentum_into_precondition_update: bool = True, mu_dtype: Any = None,
                  precondition_dtype: Any = "float32", balance_prob: float = 0.01, maximize: bool = False, *,
-                 precondition_lr: float = 0.1, precondition_init_scale: float = 1.0, seed: int | None = None) -> None:
+                 precondition_lr: float = 0.1, precondition_init_scale: float = 1.0, seed: int | None = 0) -> None:
         super().__init__(params, dict(
             lr=lr, momentum=momentum, weight_decay=weight_decay, weight_decouple=weight_decouple,
             pre_conditioner_update_probability=pre_conditioner_update_probability,

@@ -34,7 +34,7 @@ reshape a param whose dimensions would all merge into one (``merge_small_dims`` 
 ``[1]``; it raises RuntimeError), so pyopt refuses ``merge_dims=True`` for such a param with a
 ValueError naming it. As in the reference, ``shampoo_beta`` and ``precondition_frequency`` are
 read at a param's first step and kept in its state (``state['shampoo_beta']``,
-``state['precondition_frequency']``); later edits of the group do not change them.
+``state['precondition_frequency']``, 0-d float64 arrays); later edits of the group do not change them.
 
 How pyopt differs: the step count is per param (a param's first step with a gradient is its
 step 1; the reference counts the group's ``step()`` calls, so the two agree when every param has
@@ -72,7 +72,6 @@ class SOAP(PreconditionedOptimizer):
     name = "soap"
     lr_range = (1e-4, 3e-2)  # searched by pyopt.tuner
     tuples = frozenset({"betas"})
-    scalar_state = ("shampoo_beta", "precondition_frequency")
 
     def __init__(self, params: ParamsLike, lr: float = 3e-3, betas: Sequence[float] = (0.95, 0.95),
                  shampoo_beta: float | None = None, weight_decay: float = 1e-2, precondition_frequency: int = 10,
@@ -107,7 +106,9 @@ class SOAP(PreconditionedOptimizer):
 
     # ----- the state's layout -------------------------------------------------------------------
     def _layout(self, p: np.ndarray, group: Mapping[str, Any]) -> Layout:
-        out: Layout = {"exp_avg": (p.shape, p.dtype), "exp_avg_sq": (p.shape, p.dtype)}
+        # shampoo_beta and precondition_frequency as read at the first step (0-d float64 arrays)
+        out: Layout = {"exp_avg": (p.shape, p.dtype), "exp_avg_sq": (p.shape, p.dtype),
+                       "shampoo_beta": ((), np.dtype(np.float64)), "precondition_frequency": ((), np.dtype(np.float64))}
         for d, n in enumerate(_factor_sizes(p.shape, group)):
             if n is not None:
                 out[f"GG_{d}"] = out[f"Q_{d}"] = ((n, n), p.dtype)
@@ -171,9 +172,9 @@ class SOAP(PreconditionedOptimizer):
         """The reference's init_group: zero moments, the factors from this gradient, their
         eigenbases; the param does not move."""
         new: dict[str, Any] = {"step": 1, "exp_avg": np.zeros_like(p), "exp_avg_sq": np.zeros_like(p),
-                               "shampoo_beta": float(group["shampoo_beta"] if group["shampoo_beta"] is not None
-                                                     else group["betas"][1]),
-                               "precondition_frequency": group["precondition_frequency"]}
+                               "shampoo_beta": np.array(group["shampoo_beta"] if group["shampoo_beta"] is not None
+                                                        else group["betas"][1], np.float64),
+                               "precondition_frequency": np.array(group["precondition_frequency"], np.float64)}
         for d, n in enumerate(sizes):
             if n is not None:
                 new[f"GG_{d}"] = np.zeros((n, n), p.dtype)
@@ -188,7 +189,7 @@ class SOAP(PreconditionedOptimizer):
     def _update_factors(self, grad: np.ndarray, state: dict[str, Any], group: Mapping[str, Any],
                         sizes: list[int | None]) -> None:
         """GG_d <- lerp(GG_d, mode-d Gram matrix of the gradient, 1 - shampoo_beta)."""
-        weight = 1.0 - state["shampoo_beta"]
+        weight = 1.0 - float(state["shampoo_beta"])
         if grad.ndim == 1:
             if sizes[0] is not None:
                 state["GG_0"][...] = lerp(state["GG_0"], np.outer(grad, grad), weight)
