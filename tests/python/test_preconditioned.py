@@ -404,3 +404,15 @@ def test_the_tuner_searches_them(name: str) -> None:
     hyper = space.suggest(trial, name, "full")
     value, info = tuner.train(Quadratic(), name, hyper)
     assert np.isfinite(value) and info["epochs"] == 2
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_memory_counts_the_per_dimension_matrices(name: str) -> None:
+    with pytest.raises(ValueError, match="one matrix per dimension"):
+        pyopt.memory_estimate(name, [30, 7])
+    params = [np.zeros((6, 5), np.float32), np.zeros(4, np.float32)]
+    opt = CLASSES[name](params)
+    opt.step([np.ones((6, 5), np.float32), np.ones(4, np.float32)])
+    memory = opt.memory()
+    state = sum(v.nbytes for entry in opt.state.values() for v in entry.values() if isinstance(v, np.ndarray))
+    assert memory["total"] == memory["params"] + state and state > 2 * sum(p.nbytes for p in params)
