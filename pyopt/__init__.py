@@ -35,6 +35,9 @@ from .adamp import AdamP
 from .came import CAME
 from .adam_mini import AdamMini
 from .normuon import NorMuon
+from .soap import SOAP
+from .shampoo import Shampoo
+from .kron import Kron
 from .ema import EMA
 from .memory import memory_estimate
 from .lookahead import Lookahead
@@ -62,6 +65,7 @@ __all__ += [
     "Prodigy", "DAdaptAdam", "DAdaptSGD",
     "SM3", "Fromage", "PolyakSGD", "DoG", "Momo",
     "AdamP", "CAME", "AdamMini", "NorMuon",
+    "SOAP", "Shampoo", "Kron",
     "functional", "get_include", "info", "load", "load_state_dict", "memory_estimate", "save", "set_isa",
     "set_num_threads",
 ]

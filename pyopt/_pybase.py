@@ -54,6 +54,9 @@ _MODULES = {
     "came": ".came",
     "adam_mini": ".adam_mini",
     "normuon": ".normuon",
+    "soap": ".soap",
+    "shampoo": ".shampoo",
+    "kron": ".kron",
 }
 PYTHON_OPTIMIZERS = tuple(_MODULES)  # their names, for the messages that list the optimizers
 

@@ -133,6 +133,9 @@ def _python_slots(name: str, storage_options: bool, hyper: dict[str, Any], where
     if name in ("adafactor", "sm3", "came"):
         raise ValueError(f"{where}: {name}'s state is factored by each tensor's shape (one value per row "
                          "and per column), so tensor sizes cannot give its bytes")
+    if name in ("soap", "shampoo", "kron"):
+        raise ValueError(f"{where}: {name} keeps one matrix per dimension of each param (n_d x n_d), so tensor "
+                         "sizes cannot give its bytes; build it and call its memory()")
     cls = python_optimizer(name)
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "params"}
     unknown = sorted(set(hyper) - accepted)

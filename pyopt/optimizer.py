@@ -598,7 +598,7 @@ def _state_dict(opt: Any, state: dict[int, dict[str, Any]], tuples: Iterable[str
 
 # Top-level keys a state_dict may hold: Lookahead adds "lookahead" (its inner optimizer is handed
 # the whole dict), the schedule-free optimizers "train_mode", the learning-rate-free ones
-# (pyopt/lr_free.py) "global_state".
+# (pyopt/lr_free.py) and Kron (its generator and counters) "global_state".
 _STATE_DICT_KEYS = frozenset({"format", "optimizer", "state", "param_groups", "schedules", "lookahead", "train_mode",
                               "storage", "global_state"})
 _INT64_MAX = 2**63 - 1

@@ -94,11 +94,13 @@ def test_extra_methods_and_aliases() -> None:
 
 # Signature entries of the Python-written classes the records spell differently: Muon's
 # adjust_lr_fn, LBFGS's line_search_fn (a name or None: no number), AdamMini's blocks (a name or an
-# int) and NorMuon's update_scale are not in their records, and
+# int), NorMuon's update_scale, SOAP's data_format and Kron's dtypes, memory_save_mode and seed
+# (names, or None) are not in their records, and
 # Adafactor's eps pair is the record's eps1 (None there: NaN) and eps2.
 SPELLED_APART = {"muon": {"adjust_lr_fn": ()}, "adafactor": {"eps": ("eps1", "eps2")},
                  "lbfgs": {"line_search_fn": ()}, "polyak_sgd": {"variant": ()}, "dog": {"init_step": ()},
-                 "adam_mini": {"blocks": ()}, "normuon": {"update_scale": ()}}
+                 "adam_mini": {"blocks": ()}, "normuon": {"update_scale": ()}, "soap": {"data_format": ()},
+                 "kron": {"memory_save_mode": (), "mu_dtype": (), "precondition_dtype": (), "seed": ()}}
 # Prodigy's beta3 stands apart from its betas pair (pytorch-optimizer's signature); its record holds
 # it as betas' third member (beta3 is one of the members of betas there).
 SPLIT_OFF = {"prodigy": ("betas", "beta3")}

@@ -25,7 +25,7 @@ def test_schema():
             assert h["search"] in ("fixed", "log", "one_minus_log", "flag", "weight_decay")
     assert [n for n, d in RECORDS.items() if d["rule"] is None] == ["muon", "adafactor", "lbfgs", "prodigy", "dadapt_adam",
                                                                   "dadapt_sgd", *OPTAX_FAMILY, "adamp", "came",
-                                                                  "adam_mini", "normuon"]
+                                                                  "adam_mini", "normuon", "soap", "shampoo", "kron"]
     assert RECORDS["adamw"]["alias_of"] == "adam" and RECORDS["adam"]["alias_of"] is None
     assert set(_core.hyper_tuples()) >= {"betas", "etas", "step_sizes", "nus"}
 
@@ -47,7 +47,8 @@ def test_per_tensor_optimizers_are_those_with_reductions_and_the_python_ones():
     per_tensor = [name for name, d in RECORDS.items() if d["per_tensor"]]
     assert per_tensor == ["lamb", "lars", "stableadamw", "novograd", "muon", "adafactor", "lbfgs", "prodigy",
                           "dadapt_adam", "dadapt_sgd", *OPTAX_FAMILY, "adamp", "came", "adam_mini",
-                          "normuon"]
+                          "normuon", "soap",
+                          "shampoo", "kron"]
     for name in per_tensor:  # their reduction pass keeps the states float32
         assert RECORDS[name]["state_dtypes"] == ["float32"], name
 
@@ -73,3 +74,13 @@ def test_python_only_defaults_match_their_signatures():
     assert math.isnan(lbfgs.pop("max_eval")) and sig["max_eval"].default is None
     assert lbfgs == {key: sig[key].default for key in lbfgs}
     assert sig["line_search_fn"].default is None  # (a choice of string: not in the record)
+    for name, cls in (("soap", pyopt.SOAP), ("shampoo", pyopt.Shampoo), ("kron", pyopt.Kron)):
+        record = {h["name"]: h["default"] for h in RECORDS[name]["hyper"]}
+        sig = inspect.signature(cls.__init__).parameters
+        for key, value in record.items():
+            if key in ("beta1", "beta2"):
+                assert value == sig["betas"].default[int(key[-1]) - 1], (name, key)
+            elif math.isnan(value):
+                assert sig[key].default is None, (name, key)
+            else:
+                assert value == sig[key].default, (name, key)
