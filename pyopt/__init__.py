@@ -25,6 +25,8 @@ from .io import load, load_state_dict, save
 from .muon import Muon
 from .adafactor import Adafactor
 from .lbfgs import LBFGS
+from .rowwise_adagrad import RowwiseAdagrad
+from .sparse import RowSparse
 from .ema import EMA
 from .memory import memory_estimate
 from .lookahead import Lookahead
@@ -49,6 +51,7 @@ __all__ = [
 __all__ += optimizers.__all__
 __all__ += [
     "from_config", "Muon", "Adafactor", "LBFGS", "EMA", "Lookahead", "hessian", "Optimizer", "ParamGroup", "available",
+    "RowwiseAdagrad", "RowSparse",
     "functional", "get_include", "info", "load", "load_state_dict", "memory_estimate", "save", "set_isa",
     "set_num_threads",
 ]
