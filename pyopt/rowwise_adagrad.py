@@ -10,7 +10,9 @@ For each row ``r`` of a 2-D param with ``D`` columns and gradient row ``g`` (dup
           p_r \leftarrow p_r - \frac{\eta}{\sqrt{a_r} + \epsilon}\, g
 
 A ``RowSparse`` gradient updates only the rows it holds (their accumulators and params); a dense
-gradient updates every row. The accumulator (state ``sum``, shape ``(rows,)``) is kept in the
+gradient updates every row. A param of other than 2 dims has its rows along axis 0 (a 1-D param:
+one element per row, which is element-wise Adagrad without lr_decay), so the tuner's tasks and
+whole models can run it; FBGEMM's tables are 2-D. The accumulator (state ``sum``, shape ``(rows,)``) is kept in the
 param's dtype (FBGEMM keeps float32 ones); the row mean of g² is numpy's (pairwise summation in
 the param's dtype), the rest is element-wise numpy. Reference test: a float64 numpy model of the
 FBGEMM update (tests/python/test_row_sparse.py).
@@ -30,8 +32,8 @@ __all__ = ["RowwiseAdagrad"]
 
 class RowwiseAdagrad(PyOptimizer):
     r"""Row-wise Adagrad (FBGEMM's EXACT_ROWWISE_ADAGRAD, no weight decay): one accumulator of
-    the mean squared gradient per row; 2-D params only. Takes dense and ``pyopt.RowSparse``
-    gradients (only the rows present step).
+    the mean squared gradient per row (rows along axis 0; FBGEMM's tables are 2-D). Takes dense
+    gradients, and ``pyopt.RowSparse`` ones for 2-D params (only the rows present step).
 
     .. math:: a_r \leftarrow a_r + \mathrm{mean}_j(g_{rj}^2);\quad
               p_r \leftarrow p_r - \eta\, g_r / (\sqrt{a_r} + \epsilon)
@@ -45,9 +47,8 @@ class RowwiseAdagrad(PyOptimizer):
         super().__init__(params, dict(lr=lr, eps=eps, maximize=maximize))
 
     def _check_param_extra(self, p: np.ndarray, label: str) -> None:
-        if p.ndim != 2:
-            raise ValueError(f"{label}: RowwiseAdagrad takes only 2-D params (embedding tables: rows x columns), "
-                             f"got shape {p.shape}")
+        if p.ndim == 0:
+            raise ValueError(f"{label}: RowwiseAdagrad keeps one accumulator per row (axis 0); a 0-d param has none")
 
     def _state_shape(self, name: str, p: np.ndarray) -> tuple[int, ...] | None:
         return p.shape[:1]
@@ -77,6 +78,7 @@ class RowwiseAdagrad(PyOptimizer):
             rows, g = g.indices, g.rows
         else:
             rows = slice(None)
+            p, g = p.reshape(p.shape[0], -1), g.reshape(p.shape[0], -1)  # (views: p is C-contiguous)
         if g.size == 0:
             return
         dtype = p.dtype.type

@@ -317,7 +317,7 @@ def test_a_bad_dense_gradient_beside_a_row_sparse_one_changes_nothing() -> None:
     (lambda p: pyopt.Adagrad([p], weight_decay=0.1), ValueError, "weight_decay must be 0"),
     (lambda p: pyopt.SGD([p], lr=0.1, weight_decay=0.1), ValueError, "weight_decay must be 0"),
     (lambda p: pyopt.SparseAdam([p], state_dtype="bfloat16"), ValueError, "storage options"),
-    (lambda p: pyopt.RowwiseAdagrad([p.reshape(-1)]), ValueError, "2-D params"),
+    (lambda p: pyopt.RowwiseAdagrad([p[0, 0, ...]]), ValueError, "a 0-d param has none"),
 ])
 def test_optimizers_and_options_that_refuse_row_sparse(make, error, words: str) -> None:
     p = np.ones((4, 3), np.float32)
@@ -336,10 +336,26 @@ def test_clipping_options_refuse_row_sparse() -> None:
     assert np.array_equal(p, np.ones((4, 3)))
 
 
-def test_one_dimensional_param_refuses_row_sparse() -> None:
+@pytest.mark.parametrize("name", ["sparse_adam", "rowwise_adagrad"])
+def test_one_dimensional_param_refuses_row_sparse(name: str) -> None:
     p = np.ones(4)
     with pytest.raises(ValueError, match="2-D param"):
-        pyopt.SparseAdam([p]).step([pyopt.RowSparse([1], np.ones((1, 1)))])
+        pyopt.create(name, [p]).step([pyopt.RowSparse([1], np.ones((1, 1)))])
+    assert np.array_equal(p, np.ones(4))
+
+
+def test_rowwise_adagrad_on_a_vector_is_elementwise_adagrad() -> None:
+    """Rows along axis 0: a 1-D param has one element per row, so it steps as Adagrad (no lr_decay)."""
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal(17)
+    b = a.copy()
+    oa, ob = pyopt.RowwiseAdagrad([a], lr=0.1, eps=1e-10), pyopt.Adagrad([b], lr=0.1, eps=1e-10)
+    for _ in range(20):
+        g = rng.standard_normal(17)
+        oa.step([g])
+        ob.step([g])
+    np.testing.assert_allclose(a, b, rtol=1e-14)
+    np.testing.assert_allclose(oa.state[0]["sum"], ob.state[0]["sum"], rtol=1e-15)
 
 
 # ----- pyopt.torch: nn.Embedding(sparse=True) ----------------------------------------------------------

@@ -66,11 +66,11 @@ def quad(task_file):
 
 
 def test_the_tuner_searches_every_optimizer_but_the_closure_based_one() -> None:
-    assert space.tunable() == list(pyopt.available()) + ["muon", "adafactor"]  # not lbfgs
+    assert space.tunable() == list(pyopt.available()) + ["muon", "adafactor", "rowwise_adagrad"]  # not lbfgs
 
 
 def test_space_defaults_round_trip() -> None:
-    for name in list(pyopt.available()) + ["muon", "adafactor"]:
+    for name in list(pyopt.available()) + ["muon", "adafactor", "rowwise_adagrad"]:
         for budget in space.BUDGETS:
             params = {"optimizer": name, **space.default_params(name, budget)}
             hyper = space.suggest(optuna.trial.FixedTrial(params), name, budget)
@@ -127,7 +127,8 @@ def _by_name_rules(name: str, budget: str) -> list[space.Dimension]:
     return out
 
 
-@pytest.mark.parametrize("name", [n for n in list(pyopt.available()) + ["muon", "adafactor"] if n != "sophia"])
+@pytest.mark.parametrize("name", [n for n in list(pyopt.available()) + ["muon", "adafactor", "rowwise_adagrad"]
+                                  if n != "sophia"])
 def test_search_spaces_from_the_records_follow_the_old_rules(name: str) -> None:
     """The records' search kinds give every optimizer but SophiaG (see above) the space the
     name-based rules gave: same dimensions, kinds, ranges and warm starts."""
@@ -163,6 +164,19 @@ def test_tune_in_memory_writes_outputs(quad, tmp_path) -> None:
     opt = pyopt.from_config(str(out / "best.json"), params)
     assert opt.name == best["optimizer"] and opt.param_groups[0]["lr"] == pytest.approx(best["hyperparameters"]["lr"])
     assert "optimizer" in result.table() and "adam" in result.table()
+
+
+def test_sparse_adam_and_rowwise_adagrad_are_tuned_from_their_records(quad) -> None:
+    """The embedding-table optimizers (dense gradients here): a space from the record, trials that train."""
+    assert {d.label for d in space.dimensions("sparse_adam", "full")} >= {"lr", "1-betas[0]", "1-betas[1]", "eps"}
+    assert {d.label for d in space.dimensions("rowwise_adagrad", "full")} == {"lr", "eps"}
+    result = tuner.tune(quad, ["sparse_adam", "rowwise_adagrad"], trials=4, progress=False)
+    trials = result.studies[0].trials
+    assert {t.params["optimizer"] for t in trials} == {"sparse_adam", "rowwise_adagrad"}
+    initial = quad.validation_loss(quad.init_params(0))
+    warm = [t for t in trials if t.user_attrs.get("warm_start")]
+    assert len(warm) == 2 and all(not t.user_attrs["diverged"] and t.value < initial for t in warm), \
+        [(t.params, t.value, t.user_attrs) for t in trials]
 
 
 def test_failing_objective_is_recorded_and_the_study_goes_on(task_file) -> None:
