@@ -350,8 +350,8 @@ def test_deepspeed_zero3_steps_each_sub_group_alone(name, groups):
         assert all(group["params"] == [] for group in rank.optimizer.param_groups)
 
 
-def test_the_per_tensor_optimizers_are_these_seven():
-    assert PER_TENSOR == ["adafactor", "lamb", "lars", "lbfgs", "muon", "novograd", "stableadamw"]
+def test_the_per_tensor_optimizers_are_these_eight():
+    assert PER_TENSOR == ["adafactor", "lamb", "lars", "lbfgs", "muon", "novograd", "rowwise_adagrad", "stableadamw"]
     assert all(torch_class(name).per_tensor for name in PER_TENSOR)
     assert not any(torch_class(name).per_tensor for name in ELEMENT_WISE)
 
