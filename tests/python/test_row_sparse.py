@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import sys
 
 import numpy as np
@@ -379,3 +380,20 @@ def test_torch_adapter_trains_a_sparse_embedding_as_torch(cls: str, hyper: dict,
             assert model.weight.grad.is_sparse
             opt.step()
     torch.testing.assert_close(models[0].weight, models[1].weight, rtol=2e-5, atol=2e-6)
+
+
+# ----- docs/torch.md, "Sparse embedding gradients" -----------------------------------------------------
+def test_docs_examples_print_what_they_say(capsys) -> None:
+    import markdown
+
+    docs = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "torch.md")
+    if not os.path.exists(docs):
+        pytest.skip("needs the source tree")
+    text = open(docs, encoding="utf-8").read()
+    exec(compile(markdown.block_containing(text, "python", "SparseAdam(emb", "docs/torch.md"), "docs/torch.md", "exec"),
+         {"__name__": "__docs__"})
+    looked_up, changed = map(int, re.findall(r"rows looked up: (\d+), rows changed: (\d+)", capsys.readouterr().out)[0])
+    assert looked_up == changed and 0 < changed < 10_000
+    exec(compile(markdown.block_containing(text, "python", "RowwiseAdagrad({", "docs/torch.md"), "docs/torch.md",
+                 "exec"), {"__name__": "__docs__"})
+    assert capsys.readouterr().out.strip() == "[ 3 17] (1000,)"
