@@ -20,7 +20,7 @@ def test_schema():
             assert set(h) == hyper_keys, (name, h)
             assert h["kind"] in ("real", "bool", "int")
             assert h["search"] in ("fixed", "log", "one_minus_log", "flag", "weight_decay")
-    assert [n for n, d in RECORDS.items() if d["rule"] is None] == ["muon", "adafactor", "lbfgs"]
+    assert [n for n, d in RECORDS.items() if d["rule"] is None] == ["muon", "adafactor", "rowwise_adagrad", "lbfgs"]
     assert RECORDS["adamw"]["alias_of"] == "adam" and RECORDS["adam"]["alias_of"] is None
     assert set(_core.hyper_tuples()) >= {"betas", "etas", "step_sizes", "nus"}
 
