@@ -397,3 +397,38 @@ def test_docs_examples_print_what_they_say(capsys) -> None:
     exec(compile(markdown.block_containing(text, "python", "RowwiseAdagrad({", "docs/torch.md"), "docs/torch.md",
                  "exec"), {"__name__": "__docs__"})
     assert capsys.readouterr().out.strip() == "[ 3 17] (1000,)"
+
+
+@pytest.mark.parametrize("first, second", [("pyopt", "torch"), ("torch", "pyopt")])
+def test_torch_adapter_sparse_adam_checkpoints_load_into_torch_and_back(first: str, second: str,
+                                                                         one_torch_thread) -> None:
+    """Half a run with one side, its state_dict loaded into the other, the rest there: the run of
+    torch.optim.SparseAdam alone (float32 rounding of the duplicate sums apart)."""
+    import copy
+
+    import pyopt.torch
+
+    make = {"pyopt": pyopt.torch.SparseAdam, "torch": torch.optim.SparseAdam}
+    torch.manual_seed(0)
+    emb = torch.nn.EmbeddingBag(30, 4, mode="sum", sparse=True)
+    ref = copy.deepcopy(emb)
+    gen = torch.Generator().manual_seed(1)
+    batches = [(torch.randint(0, 30, (8, 3), generator=gen), torch.randn(8, 4, generator=gen)) for _ in range(12)]
+
+    def one_step(model, opt, batch):
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(model(batch[0]), batch[1]).backward()
+        opt.step()
+
+    opt, ref_opt = make[first](emb.parameters(), lr=0.01), torch.optim.SparseAdam(ref.parameters(), lr=0.01)
+    for batch in batches[:6]:
+        one_step(emb, opt, batch)
+        one_step(ref, ref_opt, batch)
+    resumed = make[second](emb.parameters(), lr=0.01)
+    resumed.load_state_dict(opt.state_dict())
+    for batch in batches[6:]:
+        one_step(emb, resumed, batch)
+        one_step(ref, ref_opt, batch)
+    assert not torch.equal(emb.weight, torch.zeros_like(emb.weight))
+    torch.testing.assert_close(emb.weight, ref.weight, rtol=1e-5, atol=1e-6)
+    assert float(resumed.state_dict()["state"][0]["step"]) == 12
