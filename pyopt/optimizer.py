@@ -221,7 +221,8 @@ class OptimizerBase:
             return grads
         if isinstance(grads, RowSparse):
             if len(self._params) != 1:
-                raise ValueError(f"{self._owner_label}: a single RowSparse gradient given for {len(self._params)} params")
+                raise ValueError(f"{self._owner_label}: a single RowSparse gradient given for "
+                                 f"{len(self._params)} params")
             return (grads,)
         raise TypeError(f"{self._owner_label}: grads must be a list, tuple, dict or array, got {type(grads).__name__}")
 
