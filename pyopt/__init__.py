@@ -38,6 +38,8 @@ from .normuon import NorMuon
 from .soap import SOAP
 from .shampoo import Shampoo
 from .kron import Kron
+from .rowwise_adagrad import RowwiseAdagrad
+from .sparse import RowSparse
 from .ema import EMA
 from .memory import memory_estimate
 from .lookahead import Lookahead
@@ -66,6 +68,7 @@ __all__ += [
     "SM3", "Fromage", "PolyakSGD", "DoG", "Momo",
     "AdamP", "CAME", "AdamMini", "NorMuon",
     "SOAP", "Shampoo", "Kron",
+    "RowwiseAdagrad", "RowSparse",
     "functional", "get_include", "info", "load", "load_state_dict", "memory_estimate", "save", "set_isa",
     "set_num_threads",
 ]

@@ -21,7 +21,8 @@ from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
 
-from . import _core
+from . import _core, sparse
+from .sparse import RowSparse
 from .storage import StorageOptions
 from .optimizer import (
     GradsLike,
@@ -41,6 +42,7 @@ from .optimizer import (
 _MODULES = {
     "muon": ".muon",
     "adafactor": ".adafactor",
+    "rowwise_adagrad": ".rowwise_adagrad",
     "lbfgs": ".lbfgs",
     "prodigy": ".lr_free",
     "dadapt_adam": ".lr_free",
@@ -155,7 +157,8 @@ class PyOptimizer(OptimizerBase):
             self._check_step(p, grad, self._state[i], hypers[owner[i]], label)
             checked.append((i, grad))
             arrays.append((p, self._labels[i], True))
-            arrays.append((grad, f"the gradient of {self._labels[i]}", False))
+            if isinstance(grad, np.ndarray):  # (a RowSparse's checked rows are fresh arrays)
+                arrays.append((grad, f"the gradient of {self._labels[i]}", False))
             arrays.extend((v, f"{self._labels[i]} state {k!r}", True)
                           for k, v in self._state[i].items() if isinstance(v, np.ndarray))
         _check_disjoint(arrays, who)
@@ -173,6 +176,8 @@ class PyOptimizer(OptimizerBase):
                 raise ValueError(f"{label}: state {name!r} no longer fits its param")
 
     def _check_grad(self, g: Any, p: np.ndarray, label: str) -> np.ndarray:
+        if isinstance(g, RowSparse):
+            raise sparse.refuse(self.name, f"{label}'s gradient")
         arr = g if isinstance(g, np.ndarray) else np.asarray(g)
         if arr.dtype.kind not in "fiu":
             raise TypeError(f"{label}: gradient dtype {arr.dtype} is not a real number type")

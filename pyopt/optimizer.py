@@ -11,8 +11,9 @@ from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence, Union
 import numpy as np
 
 from . import _core
-from . import storage
+from . import sparse, storage
 from ._spec import TUPLES, Spec, spec
+from .sparse import RowSparse
 
 ParamsLike = Union[np.ndarray, Sequence[np.ndarray], Mapping[str, np.ndarray], Sequence[Mapping[str, Any]]]
 GradsLike = Union[np.ndarray, Sequence[Any], Mapping[str, Any]]
@@ -221,6 +222,11 @@ class OptimizerBase:
             return (grads,)
         if isinstance(grads, (list, tuple)):
             return grads
+        if isinstance(grads, RowSparse):
+            if len(self._params) != 1:
+                raise ValueError(f"{self._owner_label}: a single RowSparse gradient given for "
+                                 f"{len(self._params)} params")
+            return (grads,)
         raise TypeError(f"{self._owner_label}: grads must be a list, tuple, dict or array, got {type(grads).__name__}")
 
     # ----- schedules -----------------------------------------------------------------------
@@ -421,6 +427,8 @@ class Optimizer(OptimizerBase):
         elif self._hyper_changed:
             self._refresh_hypers()
         grad_list = self._grad_list(grads)
+        if RowSparse in map(type, grad_list):
+            return sparse.step(self, grad_list, plain)
         if plain:
             self._engine.step(grad_list)
             return True

@@ -260,6 +260,12 @@ def create(name: str, params: ParamsLike, **hyper: Any) -> Any:
 
     py_class = python_optimizer(name) if isinstance(name, str) else None
     if py_class is not None:
+        # (the Python-written optimizers keep states in the params' dtype: the default storage
+        # options, as the tuner and from_config pass them, mean nothing to them)
+        default_storage = StorageOptions().as_dict()
+        storage = {k: hyper.pop(k) for k in STORAGE_OPTIONS if k in hyper}
+        if any(value != default_storage[k] for k, value in storage.items()):
+            raise ValueError(f"{name} has no storage options (its states are its params' dtype), got {storage}")
         return py_class(params, **hyper)
     if name not in CLASSES:
         raise ValueError(f"unknown optimizer {name!r}; available: {', '.join(available())}")

@@ -115,10 +115,13 @@ class MADGRAD(Optimizer):
 class NovoGrad(Optimizer):
     def __init__(self, params: ParamsLike, lr: float = 0.001, betas: tuple[float, float] = (0.95, 0.98), weight_decay: float = 0.0, weight_decouple: bool = False, fixed_decay: bool = False, grad_averaging: bool = False, eps: float = 1e-08, *, maximize: bool = False, master_weights: bool = False, state_dtype: str = 'float32', stochastic_rounding: bool = False) -> None: ...
 
+class SparseAdam(Optimizer):
+    def __init__(self, params: ParamsLike, lr: float = 0.001, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-08, *, maximize: bool = False, master_weights: bool = False, state_dtype: str = 'float32', stochastic_rounding: bool = False) -> None: ...
+
 
 Sophia = SophiaG
 CLASSES: dict[str, type[Optimizer]]
 
 def create(name: str, params: ParamsLike, **hyper: Any) -> Any: ...
 
-__all__ = ['SGD', 'Momentum', 'NAG', 'Adagrad', 'RMSprop', 'Adadelta', 'Adamax', 'Adam', 'AdamW', 'AMSGrad', 'NAdam', 'RAdam', 'Lion', 'Grams', 'Adan', 'SignSGD', 'Signum', 'Yogi', 'ADOPT', 'LaProp', 'ASGD', 'Rprop', 'AdaBelief', 'LAMB', 'LARS', 'SophiaG', 'ScheduleFreeAdamW', 'ScheduleFreeSGD', 'QHAdam', 'Tiger', 'AdEMAMix', 'StableAdamW', 'MADGRAD', 'NovoGrad', 'Sophia', 'create']
+__all__ = ['SGD', 'Momentum', 'NAG', 'Adagrad', 'RMSprop', 'Adadelta', 'Adamax', 'Adam', 'AdamW', 'AMSGrad', 'NAdam', 'RAdam', 'Lion', 'Grams', 'Adan', 'SignSGD', 'Signum', 'Yogi', 'ADOPT', 'LaProp', 'ASGD', 'Rprop', 'AdaBelief', 'LAMB', 'LARS', 'SophiaG', 'ScheduleFreeAdamW', 'ScheduleFreeSGD', 'QHAdam', 'Tiger', 'AdEMAMix', 'StableAdamW', 'MADGRAD', 'NovoGrad', 'SparseAdam', 'Sophia', 'create']

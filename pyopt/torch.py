@@ -54,6 +54,7 @@ from ._pybase import PyOptimizer, python_optimizer
 from ._spec import spec
 from .optimizer import Optimizer as NumpyOptimizer
 from .optimizer import OptimizerBase
+from .sparse import RowSparse
 from .storage import StorageOptions
 
 __all__ = ["Optimizer"]  # and one class per optimizer, added below
@@ -104,6 +105,17 @@ def numpy_view(t: torch.Tensor, what: str, read_only: bool = False) -> np.ndarra
     if t.dtype == torch.bfloat16:
         return t.view(torch.int16).numpy().view(_BF16)
     return t.numpy()
+
+
+def _row_sparse(t: torch.Tensor, what: str) -> RowSparse:
+    """A sparse COO gradient of a 2-D param with sparse rows (as ``nn.Embedding(sparse=True)`` makes
+    it; duplicates allowed) as a ``pyopt.RowSparse`` viewing its indices and values."""
+    if t.dim() != 2 or t.sparse_dim() != 1:
+        raise UnsupportedTensorError(f"{what} is a sparse tensor of shape {tuple(t.shape)} with {t.sparse_dim()} "
+                                     "sparse dims; pyopt.torch takes sparse gradients of 2-D params whose rows are "
+                                     "sparse (nn.Embedding(sparse=True)'s)")
+    t = t.detach()
+    return RowSparse(t._indices()[0].numpy(), numpy_view(t._values().contiguous(), what, read_only=True))
 
 
 def tensor_view(a: np.ndarray) -> torch.Tensor:
@@ -491,6 +503,8 @@ class Optimizer(torch.optim.Optimizer):
                 elif (_VIEWED_AS_ITSELF.get(grad.dtype) and grad.is_cpu and grad.layout is torch.strided
                       and not grad.requires_grad and grad.is_contiguous()):
                     grads.append(grad.numpy())  # (the common case, without the checks' costs)
+                elif grad.layout is torch.sparse_coo:  # nn.Embedding(sparse=True)
+                    grads.append(_row_sparse(grad, f"{self._label}: grad of param_groups[{g}]['params'][{k}]"))
                 else:
                     grads.append(numpy_view(grad, f"{self._label}: grad of param_groups[{g}]['params'][{k}]",
                                             read_only=True))

@@ -144,8 +144,9 @@ PYOPT_TEST(catalogue_comes_from_the_records) {
   CHECK(mu.search == Search::OneMinusLog && mu.default_value == 0.9);
   CHECK(find_optimizer("sgd").hyper[std::size_t(momentum.rule->hyper_index("momentum"))].search == Search::Fixed);
   // Written in Python: listed apart, refused by name with where to find it.
-  CHECK(python_only_optimizers().size() == 3 && python_only_optimizers()[0].rule == nullptr);
-  CHECK(python_only_optimizers()[2].name == "lbfgs" && python_only_optimizers()[2].rule == nullptr);
+  CHECK(python_only_optimizers().size() == 4 && python_only_optimizers()[0].rule == nullptr);
+  CHECK(python_only_optimizers()[2].name == "rowwise_adagrad" && python_only_optimizers()[2].rule == nullptr);
+  CHECK(python_only_optimizers()[3].name == "lbfgs" && python_only_optimizers()[3].rule == nullptr);
   const std::string msg = CHECK_THROWS(std::invalid_argument, find_optimizer("muon"));
   CHECK_MSG(contains(msg, "'muon' is written in Python (pyopt.Muon)"), msg);
   for (const OptimizerSpec& s : optimizers()) CHECK_MSG(s.rule != nullptr && !s.class_name.empty(), s.name);

@@ -76,6 +76,28 @@ def torch_optim(cls_name: str, **fixed: Any) -> Reference:
     return run
 
 
+def torch_sparse_adam(hyper: dict, params: list[np.ndarray], grads: list[list[np.ndarray]], checkpoints: tuple) -> Trajectory:
+    """torch.optim.SparseAdam, each dense gradient given to it as a sparse COO tensor holding every
+    row (index along dim 0): pyopt's meaning of a dense gradient for sparse_adam."""
+    torch = pytest.importorskip("torch")
+    tdtype = torch.float64 if params[0].dtype == np.float64 else torch.float32
+    out: Trajectory = {}
+    with torch_settings(tdtype), torch.no_grad():
+        tparams = [torch.from_numpy(p.copy()) for p in params]
+        opt = torch.optim.SparseAdam(tparams, **hyper)
+        for t, gs in enumerate(grads, start=1):
+            for tp, g in zip(tparams, gs):
+                rows = torch.arange(g.shape[0]).reshape(1, -1)
+                tp.grad = torch.sparse_coo_tensor(rows, torch.from_numpy(g.copy()), g.shape,
+                                                  is_coalesced=True, check_invariants=True)
+            opt.step()
+            if t in checkpoints:
+                states = [{key: float(value) if key == "step" else value.numpy().copy()
+                           for key, value in opt.state[tp].items()} for tp in tparams]
+                out[t] = {"params": [tp.numpy().copy() for tp in tparams], "state": states}
+    return out
+
+
 # ----- other torch packages ----------------------------------------------------------------------
 def torch_package(make: Callable[[list, dict], Any], slots: dict[str, str]) -> Reference:
     """A torch optimizer built by ``make(tparams, hyper)``, in the params' dtype; ``slots`` maps

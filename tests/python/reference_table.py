@@ -326,6 +326,10 @@ ROWS: list[Row] = [
     Row("novograd", PACKAGES, 18, package(ref.pytorch_optimizer("NovoGrad"), "moments"), {
         "lr": ADAM_LR, "betas": Tuple(Uniform(0.3, 0.95), Uniform(0.5, 0.99)), "eps": ADAM_EPS,
         "weight_decay": DECAY}, ROUNDING),
+    # Dense gradients (every row present: pyopt's meaning of a dense gradient for sparse_adam),
+    # given to torch.optim.SparseAdam as sparse tensors; its RowSparse path: test_row_sparse.py.
+    torch_row("sparse_adam", 14, ref.torch_sparse_adam, {
+        "lr": ADAM_LR, "betas": BETAS, "eps": ADAM_EPS}, TORCH_SQRT),
 ]
 BY_NAME = {row.name: row for row in ROWS}
 # C++ rules tested in their own files: sophia (test_sophia.py; its reference also needs

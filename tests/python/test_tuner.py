@@ -175,6 +175,19 @@ def test_tune_in_memory_writes_outputs(quad, tmp_path) -> None:
     assert "optimizer" in result.table() and "adam" in result.table()
 
 
+def test_sparse_adam_and_rowwise_adagrad_are_tuned_from_their_records(quad) -> None:
+    """The embedding-table optimizers (dense gradients here): a space from the record, trials that train."""
+    assert {d.label for d in space.dimensions("sparse_adam", "full")} >= {"lr", "1-betas[0]", "1-betas[1]", "eps"}
+    assert {d.label for d in space.dimensions("rowwise_adagrad", "full")} == {"lr", "eps"}
+    result = tuner.tune(quad, ["sparse_adam", "rowwise_adagrad"], trials=4, progress=False)
+    trials = result.studies[0].trials
+    assert {t.params["optimizer"] for t in trials} == {"sparse_adam", "rowwise_adagrad"}
+    initial = quad.validation_loss(quad.init_params(0))
+    warm = [t for t in trials if t.user_attrs.get("warm_start")]
+    assert len(warm) == 2 and all(not t.user_attrs["diverged"] and t.value < initial for t in warm), \
+        [(t.params, t.value, t.user_attrs) for t in trials]
+
+
 def test_failing_objective_is_recorded_and_the_study_goes_on(task_file) -> None:
     sys.path.insert(0, str(task_file.parent))
     try:
