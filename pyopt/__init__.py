@@ -24,6 +24,7 @@ from .config import from_config
 from .io import load, load_state_dict, save
 from .muon import Muon
 from .adafactor import Adafactor
+from .noisy_sgd import NoisySGD
 from .lbfgs import LBFGS
 from .ema import EMA
 from .memory import memory_estimate
@@ -48,7 +49,7 @@ __all__ = [
 ]
 __all__ += optimizers.__all__
 __all__ += [
-    "from_config", "Muon", "Adafactor", "LBFGS", "EMA", "Lookahead", "hessian", "Optimizer", "ParamGroup", "available",
+    "from_config", "Muon", "Adafactor", "LBFGS", "NoisySGD", "EMA", "Lookahead", "hessian", "Optimizer", "ParamGroup", "available",
     "functional", "get_include", "info", "load", "load_state_dict", "memory_estimate", "save", "set_isa",
     "set_num_threads",
 ]

@@ -38,7 +38,7 @@ from .optimizer import (
 
 # Optimizers implemented in Python, by state_dict name -> module defining them (``pyopt.load``
 # looks here before the C++ catalogue).
-_MODULES = {"muon": ".muon", "adafactor": ".adafactor", "lbfgs": ".lbfgs"}
+_MODULES = {"muon": ".muon", "adafactor": ".adafactor", "lbfgs": ".lbfgs", "noisy_sgd": ".noisy_sgd"}
 PYTHON_OPTIMIZERS = tuple(_MODULES)  # their names, for the messages that list the optimizers
 
 

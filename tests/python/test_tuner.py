@@ -66,7 +66,7 @@ def quad(task_file):
 
 
 def test_the_tuner_searches_every_optimizer_but_the_closure_based_one() -> None:
-    assert space.tunable() == list(pyopt.available()) + ["muon", "adafactor"]  # not lbfgs
+    assert space.tunable() == list(pyopt.available()) + ["muon", "adafactor", "noisy_sgd"]  # not lbfgs
 
 
 def test_space_defaults_round_trip() -> None:
