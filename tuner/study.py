@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 import pyopt
-from pyopt.storage import parse_precision
+from pyopt.storage import StorageOptions, parse_precision
 
 from . import owners, space
 from .tasks import Task
@@ -45,7 +45,9 @@ def train(task: Task, optimizer: str, hyper: dict[str, Any], seed: int = 0,
     else:
         params = {k: np.asarray(v, np.float32).astype(stored.dtype) for k, v in task.init_params(seed).items()}
         computed = lambda: {k: v.astype(np.float32) for k, v in params.items()}  # noqa: E731
-    opt = pyopt.create(optimizer, params, **hyper, **stored.options.as_dict())
+    # (only storage options that differ from the defaults: the Python-written optimizers take none)
+    options = {k: v for k, v in stored.options.as_dict().items() if v != StorageOptions().as_dict()[k]}
+    opt = pyopt.create(optimizer, params, **hyper, **options)
     evaluate_mode = getattr(opt, "eval", None)  # schedule-free: validate the averaged params
     rng = np.random.default_rng(seed)
     initial = float(task.validation_loss(computed()))
