@@ -20,7 +20,7 @@ def test_schema():
             assert set(h) == hyper_keys, (name, h)
             assert h["kind"] in ("real", "bool", "int")
             assert h["search"] in ("fixed", "log", "one_minus_log", "flag", "weight_decay")
-    assert [n for n, d in RECORDS.items() if d["rule"] is None] == ["muon", "adafactor", "lbfgs"]
+    assert [n for n, d in RECORDS.items() if d["rule"] is None] == ["muon", "adafactor", "lbfgs", "noisy_sgd"]
     assert RECORDS["adamw"]["alias_of"] == "adam" and RECORDS["adam"]["alias_of"] is None
     assert set(_core.hyper_tuples()) >= {"betas", "etas", "step_sizes", "nus"}
 
@@ -40,7 +40,7 @@ def test_8bit_slots_are_the_issues_list_with_second_moments_unsigned():
 
 def test_per_tensor_optimizers_are_those_with_reductions_and_the_python_ones():
     per_tensor = [name for name, d in RECORDS.items() if d["per_tensor"]]
-    assert per_tensor == ["lamb", "lars", "stableadamw", "novograd", "muon", "adafactor", "lbfgs"]
+    assert per_tensor == ["lamb", "lars", "stableadamw", "novograd", "muon", "adafactor", "lbfgs", "noisy_sgd"]
     for name in per_tensor:  # their reduction pass keeps the states float32
         assert RECORDS[name]["state_dtypes"] == ["float32"], name
 
