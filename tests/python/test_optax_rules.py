@@ -77,3 +77,38 @@ def test_the_tuner_searches_it_from_its_record(name: str) -> None:
 
     value, info = tuner.train(Quadratic(), name, hyper)
     assert np.isfinite(value) and info["epochs"] == 2
+
+
+@pytest.mark.parametrize("eps_zero", [False, True])
+@pytest.mark.parametrize("dtype_name", list(DTYPES))
+@pytest.mark.parametrize("name", OPTAX_RULES)
+def test_extreme_values_as_optax(name: str, dtype_name: str, eps_zero: bool) -> None:
+    """Huge, tiny and zero gradients, then NaN and ±Inf ones, and ε = 0 where the record allows it
+    (cocob's ε is L's start: > 0): the same bits as optax, NaN where optax has NaN."""
+    pytest.importorskip("jax")
+    row = BY_NAME[name]
+    hyper = row.draw(1)
+    if eps_zero:
+        if "eps" not in hyper or name == "cocob":
+            pytest.skip("no eps, or eps must be > 0")
+        hyper["eps"] = 0.0
+    dtype = DTYPES[dtype_name]
+    rng = np.random.default_rng([3, row.index])
+    big, tiny = (1e30, 1e-30) if dtype is np.float32 else (1e200, 1e-200)
+    params0 = [rng.standard_normal(64).astype(dtype), rng.standard_normal((3, 5)).astype(dtype)]
+    grads = []
+    for t in range(8):
+        g = [rng.standard_normal(p.shape).astype(dtype) for p in params0]
+        g[0][:8] = [big, -big, tiny, -tiny, 0.0, 0.0, big, tiny]
+        if t >= 5:
+            g[1].flat[:3] = [np.nan, np.inf, -np.inf]
+        grads.append(g)
+    with np.errstate(all="ignore"):
+        trajectory = row.reference(hyper, params0, grads, (4, 8))
+        params = [p.copy() for p in params0]
+        opt = pyopt.create(name, params, **hyper)
+        for t, gs in enumerate(grads, start=1):
+            opt.step(gs)
+            if t in trajectory:
+                for i, (p, q) in enumerate(zip(params, trajectory[t]["params"])):
+                    np.testing.assert_array_equal(p, q, err_msg=f"{name} {hyper}: params[{i}] after step {t}")
