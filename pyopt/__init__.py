@@ -24,6 +24,7 @@ from .config import from_config
 from .io import load, load_state_dict, save
 from .muon import Muon
 from .adafactor import Adafactor
+from .noisy_sgd import NoisySGD
 from .lbfgs import LBFGS
 from .lr_free import DAdaptAdam, DAdaptSGD, Prodigy
 from .sm3 import SM3
@@ -69,6 +70,7 @@ __all__ += [
     "AdamP", "CAME", "AdamMini", "NorMuon",
     "SOAP", "Shampoo", "Kron",
     "RowwiseAdagrad", "RowSparse",
+    "NoisySGD",
     "functional", "get_include", "info", "load", "load_state_dict", "memory_estimate", "save", "set_isa",
     "set_num_threads",
 ]

@@ -59,6 +59,7 @@ _MODULES = {
     "soap": ".soap",
     "shampoo": ".shampoo",
     "kron": ".kron",
+    "noisy_sgd": ".noisy_sgd",
 }
 PYTHON_OPTIMIZERS = tuple(_MODULES)  # their names, for the messages that list the optimizers
 

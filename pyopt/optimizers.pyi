@@ -118,10 +118,25 @@ class NovoGrad(Optimizer):
 class SparseAdam(Optimizer):
     def __init__(self, params: ParamsLike, lr: float = 0.001, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-08, *, maximize: bool = False, master_weights: bool = False, state_dtype: str = 'float32', stochastic_rounding: bool = False) -> None: ...
 
+class AdamaxW(Optimizer):
+    def __init__(self, params: ParamsLike, lr: float = 0.002, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-08, weight_decay: float = 0.0001, *, maximize: bool = False, master_weights: bool = False, state_dtype: str = 'float32', stochastic_rounding: bool = False) -> None: ...
+
+class OptaxNAdamW(Optimizer):
+    def __init__(self, params: ParamsLike, lr: float = 0.001, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-08, eps_root: float = 0.0, weight_decay: float = 0.0001, *, maximize: bool = False, master_weights: bool = False, state_dtype: str = 'float32', stochastic_rounding: bool = False) -> None: ...
+
+class OptimisticGradientDescent(Optimizer):
+    def __init__(self, params: ParamsLike, lr: float = 0.01, alpha: float = 1.0, beta: float = 1.0, *, maximize: bool = False, master_weights: bool = False, state_dtype: str = 'float32', stochastic_rounding: bool = False) -> None: ...
+
+class OptimisticAdam(Optimizer):
+    def __init__(self, params: ParamsLike, lr: float = 0.001, alpha: float = 1.0, beta: float = 1.0, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-08, eps_root: float = 0.0, nesterov: bool = True, *, maximize: bool = False, master_weights: bool = False, state_dtype: str = 'float32', stochastic_rounding: bool = False) -> None: ...
+
+class COCOB(Optimizer):
+    def __init__(self, params: ParamsLike, lr: float = 1.0, alpha: float = 100.0, eps: float = 1e-08, weight_decay: float = 0.0, *, maximize: bool = False, master_weights: bool = False, state_dtype: str = 'float32', stochastic_rounding: bool = False) -> None: ...
+
 
 Sophia = SophiaG
 CLASSES: dict[str, type[Optimizer]]
 
 def create(name: str, params: ParamsLike, **hyper: Any) -> Any: ...
 
-__all__ = ['SGD', 'Momentum', 'NAG', 'Adagrad', 'RMSprop', 'Adadelta', 'Adamax', 'Adam', 'AdamW', 'AMSGrad', 'NAdam', 'RAdam', 'Lion', 'Grams', 'Adan', 'SignSGD', 'Signum', 'Yogi', 'ADOPT', 'LaProp', 'ASGD', 'Rprop', 'AdaBelief', 'LAMB', 'LARS', 'SophiaG', 'ScheduleFreeAdamW', 'ScheduleFreeSGD', 'QHAdam', 'Tiger', 'AdEMAMix', 'StableAdamW', 'MADGRAD', 'NovoGrad', 'SparseAdam', 'Sophia', 'create']
+__all__ = ['SGD', 'Momentum', 'NAG', 'Adagrad', 'RMSprop', 'Adadelta', 'Adamax', 'Adam', 'AdamW', 'AMSGrad', 'NAdam', 'RAdam', 'Lion', 'Grams', 'Adan', 'SignSGD', 'Signum', 'Yogi', 'ADOPT', 'LaProp', 'ASGD', 'Rprop', 'AdaBelief', 'LAMB', 'LARS', 'SophiaG', 'ScheduleFreeAdamW', 'ScheduleFreeSGD', 'QHAdam', 'Tiger', 'AdEMAMix', 'StableAdamW', 'MADGRAD', 'NovoGrad', 'SparseAdam', 'AdamaxW', 'OptaxNAdamW', 'OptimisticGradientDescent', 'OptimisticAdam', 'COCOB', 'Sophia', 'create']

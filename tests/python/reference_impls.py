@@ -2,9 +2,11 @@
 
 Each reference is a function ``run(hyper, params, grads, checkpoints) -> trajectory``: it steps
 copies of ``params`` through ``grads`` and returns, for each checkpoint step t, ``{"params": [...],
-"state": [{slot: array, ...}, ...]}``. Three kinds:
+"state": [{slot: array, ...}, ...]}``. Four kinds:
   - ``torch_optim(cls)``: torch.optim's single-tensor path (foreach=False), in the params' dtype;
   - ``torch_package(make, slots)``: another torch optimizer package, in the params' dtype;
+  - ``optax_package(make, slots)``: an optax 0.2.8 transformation on jax's CPU backend, in the
+    params' dtype (jax_enable_x64 on for float64, off for float32, restored afterwards);
   - ``numpy_model(init, step)``: a float64 numpy model, which runs without torch.
 torch is imported only when a torch reference runs, so the numpy models need no torch.
 """
@@ -184,6 +186,83 @@ def schedulefree_package(cls_name: str) -> Callable[[list, dict], Any]:
         return opt
 
     return make
+
+
+# ----- optax ------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def jax_x64(enabled: bool):
+    """jax with 64-bit types on (float64 params) or off (float32: Python scalars in optax's
+    formulas, e.g. the bias corrections' β^t, are then float32 too), restored afterwards."""
+    jax = pytest.importorskip("jax")
+    saved = bool(jax.config.jax_enable_x64)
+    jax.config.update("jax_enable_x64", enabled)
+    try:
+        yield jax
+    finally:
+        jax.config.update("jax_enable_x64", saved)
+
+
+def optax_module() -> Any:
+    return _versioned("optax", "optax", "0.2.8")
+
+
+def optax_package(make: Callable[[dict], Any], slots: dict[str, tuple[int, str]]) -> Reference:
+    """The optax transformation ``make(hyper)`` (a chain), run op by op (unjitted) on jax's CPU
+    backend in the params' dtype and applied with optax.apply_updates: each operation of optax's
+    formulas rounded once, as written (jit lets XLA contract a·b + c into an FMA, which moves the
+    last bit; pyopt's optax rules round as written on every ISA path). ``slots`` maps pyopt's state names to
+    (index in the chain's state tuple, field name). maximize is applied by negating the gradient."""
+
+    def run(hyper: dict, params: list[np.ndarray], grads: list[list[np.ndarray]], checkpoints: tuple) -> Trajectory:
+        optax = optax_module()
+        out: Trajectory = {}
+        with jax_x64(params[0].dtype == np.float64) as jax:
+            tx = make({k: v for k, v in hyper.items() if k != "maximize"})
+
+            def step(ps: list, state: Any, gs: list) -> tuple[list, Any]:
+                with jax.disable_jit():  # op by op: XLA would fuse multiply-adds into FMAs under jit
+                    updates, state = tx.update(gs, state, ps)
+                    return optax.apply_updates(ps, updates), state
+
+            jparams = [jax.numpy.asarray(p) for p in params]
+            state = tx.init(jparams)
+            sign = -1.0 if hyper.get("maximize") else 1.0
+            for t, gs in enumerate(grads, start=1):
+                jparams, state = step(jparams, state, [jax.numpy.asarray(g * g.dtype.type(sign)) for g in gs])
+                if t in checkpoints:
+                    fields = {mine: getattr(state[index], field) for mine, (index, field) in slots.items()}
+                    out[t] = {"params": [np.array(p) for p in jparams],
+                              "state": [{mine: np.array(v[i]) for mine, v in fields.items()} for i in range(len(params))]}
+        return out
+
+    return run
+
+
+def optax_adamaxw(h: dict) -> Any:
+    (b1, b2) = h["betas"]
+    return optax_module().adamaxw(h["lr"], b1, b2, h["eps"], weight_decay=h["weight_decay"])
+
+
+def optax_nadamw(h: dict) -> Any:
+    (b1, b2) = h["betas"]
+    return optax_module().nadamw(h["lr"], b1, b2, h["eps"], h["eps_root"], weight_decay=h["weight_decay"])
+
+
+def optax_optimistic_gradient_descent(h: dict) -> Any:
+    return optax_module().optimistic_gradient_descent(h["lr"], alpha=h["alpha"], beta=h["beta"])
+
+
+def optax_optimistic_adam(h: dict) -> Any:
+    (b1, b2) = h["betas"]
+    return optax_module().optimistic_adam_v2(h["lr"], alpha=h["alpha"], beta=h["beta"], b1=b1, b2=b2, eps=h["eps"],
+                                             eps_root=h["eps_root"], nesterov=h["nesterov"])
+
+
+def optax_cocob(h: dict) -> Any:
+    import optax.contrib
+
+    optax_module()
+    return optax.contrib.cocob(h["lr"], alpha=h["alpha"], eps=h["eps"], weight_decay=h["weight_decay"])
 
 
 # ----- float64 numpy models ----------------------------------------------------------------------

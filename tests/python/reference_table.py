@@ -80,6 +80,15 @@ PACKAGE_SQRT = Tolerance(PACKAGE_SQRT_ULP, MODEL)
 # A float64 model, or a package that sums a per-tensor norm in the param dtype (torch's pairwise
 # order) where pyopt sums in double: float rounding on every path.
 ROUNDING = Tolerance(MODEL, MODEL)
+# optax run op by op on jax's CPU backend (reference_impls.optax_package): the optax rules round
+# each operation as jax does (rules/optax.hpp: β^t by binary exponentiation in the params' dtype,
+# division by a scalar as a multiply by its reciprocal, no fused multiply-adds), so they match bit
+# for bit on every ISA path, float32 (jax without x64) and float64 (with x64), for tensors of two
+# elements or more (test_optax_rules.py). XLA divides a 1-element array by a scalar exactly (it
+# keeps no reciprocal there), so size-1 tensors are off by an ulp now and then: a few ulps here.
+OPTAX_ULPS: PerDtype = {"float64": dict(rtol=1e-14, atol_scale=1e-15, update=1e-13),
+                        "float32": dict(rtol=1e-5, atol_scale=1e-6, update=1e-5)}
+OPTAX = Tolerance(OPTAX_ULPS, OPTAX_ULPS)
 
 
 # ----- the two suites -----------------------------------------------------------------------------
@@ -171,6 +180,9 @@ class Row:
     # LaProp's coupled decay comes after the gradient was used: inert in the reference, and in pyopt.
     coupled_decay_inert: bool = False
     needs: tuple[str, ...] = field(default=("torch",))
+    # The hyperparameter test_wrong_hyperparameter_fails multiplies by 1.1 (lr, unless the rule is
+    # invariant to it).
+    teeth: str = "lr"
 
     def draw(self, seed: int) -> dict[str, Any]:
         """The hyperparameters of case ``seed`` (0: optional features off, 1: all on, else random)."""
@@ -198,6 +210,11 @@ def package(make: Callable, *slots: str) -> ref.Reference:
 
 def model_row(name: str, index: int, reference: ref.Reference, draws: dict[str, Draw], **kw: Any) -> Row:
     return Row(name, PACKAGES, index, reference, draws, ROUNDING, needs=(), **kw)
+
+
+def optax_row(name: str, index: int, make: Callable[[dict], Any], slots: dict[str, tuple[int, str]],
+              draws: dict[str, Draw], **kw: Any) -> Row:
+    return Row(name, PACKAGES, index, ref.optax_package(make, slots), draws, OPTAX, needs=("jax", "optax"), **kw)
 
 
 def _nesterov(d: Any) -> bool:
@@ -330,6 +347,24 @@ ROWS: list[Row] = [
     # given to torch.optim.SparseAdam as sparse tensors; its RowSparse path: test_row_sparse.py.
     torch_row("sparse_adam", 14, ref.torch_sparse_adam, {
         "lr": ADAM_LR, "betas": BETAS, "eps": ADAM_EPS}, TORCH_SQRT),
+    # ---- optax 0.2.8 (jax CPU, jit; x64 for float64): the optimizers of optax's namespace torch lacks ----
+    optax_row("adamaxw", 19, ref.optax_adamaxw, {"mu": (0, "mu"), "nu": (0, "nu")}, {
+        "lr": ADAM_LR, "betas": BETAS, "eps": ADAM_EPS, "weight_decay": DECAY}),
+    optax_row("optax_nadamw", 20, ref.optax_nadamw, {"mu": (0, "mu"), "nu": (0, "nu")}, {
+        "lr": ADAM_LR, "betas": BETAS, "eps": ADAM_EPS, "eps_root": Optional(Log(1e-16, 1e-8)),
+        "weight_decay": DECAY}),
+    optax_row("optimistic_gradient_descent", 21, ref.optax_optimistic_gradient_descent,
+              {"previous_gradient": (0, "previous_gradient")}, {
+                  "lr": Log(1e-3, 1e-1), "alpha": Uniform(0.2, 2.0), "beta": Uniform(0.0, 1.5)}),
+    optax_row("optimistic_adam", 22, ref.optax_optimistic_adam,
+              {"mu": (0, "mu"), "nu": (0, "nu"), "previous_gradient": (1, "previous_gradient")}, {
+                  "lr": ADAM_LR, "alpha": Uniform(0.2, 2.0), "beta": Uniform(0.0, 1.5), "betas": BETAS,
+                  "eps": ADAM_EPS, "eps_root": Optional(Log(1e-16, 1e-8))}),
+    # COCOB is invariant to a rescaled gradient, so lr (which only rescales it) is no teeth: alpha is.
+    optax_row("cocob", 23, ref.optax_cocob, {k: (2, k) for k in (
+        "init_particles", "cumulative_gradients", "scale", "subgradients", "reward")}, {
+        "lr": When(Log(0.1, 10.0), 1.0), "alpha": Uniform(10.0, 200.0), "eps": Log(1e-8, 1e-4),
+        "weight_decay": DECAY}, teeth="alpha"),
 ]
 BY_NAME = {row.name: row for row in ROWS}
 # C++ rules tested in their own files: sophia (test_sophia.py; its reference also needs

@@ -26,7 +26,8 @@ def test_schema():
     assert [n for n, d in RECORDS.items() if d["rule"] is None] == ["muon", "adafactor", "rowwise_adagrad", "lbfgs",
                                                                   "prodigy", "dadapt_adam",
                                                                   "dadapt_sgd", *OPTAX_FAMILY, "adamp", "came",
-                                                                  "adam_mini", "normuon", "soap", "shampoo", "kron"]
+                                                                  "adam_mini", "normuon", "soap", "shampoo", "kron",
+                                                                  "noisy_sgd"]
     assert RECORDS["adamw"]["alias_of"] == "adam" and RECORDS["adam"]["alias_of"] is None
     assert set(_core.hyper_tuples()) >= {"betas", "etas", "step_sizes", "nus"}
 
@@ -48,7 +49,7 @@ def test_per_tensor_optimizers_are_those_with_reductions_and_the_python_ones():
     per_tensor = [name for name, d in RECORDS.items() if d["per_tensor"]]
     assert per_tensor == ["lamb", "lars", "stableadamw", "novograd", "muon", "adafactor", "rowwise_adagrad", "lbfgs",
                           "prodigy", "dadapt_adam", "dadapt_sgd", *OPTAX_FAMILY, "adamp", "came", "adam_mini",
-                          "normuon", "soap", "shampoo", "kron"]
+                          "normuon", "soap", "shampoo", "kron", "noisy_sgd"]
     for name in per_tensor:  # their reduction pass keeps the states float32
         assert RECORDS[name]["state_dtypes"] == ["float32"], name
 

@@ -81,10 +81,10 @@ def test_every_optimizer_is_covered() -> None:
 
 
 def wrong_hyperparameters(row: Row, hyper: dict[str, Any], seed: int) -> list[tuple[str, dict[str, Any]]]:
-    """Mutations the comparison must catch: a 10% larger lr, any boolean flag flipped (every one at
+    """Mutations the comparison must catch: a 10% larger lr (or the row's ``teeth``), any boolean flag flipped (every one at
     seed 1, where every optional feature is on, else maximize), and for the package suite a
     changed beta, momentum or weight decay."""
-    wrongs = [("lr * 1.1", {**hyper, "lr": hyper["lr"] * 1.1})]
+    wrongs = [(f"{row.teeth} * 1.1", {**hyper, row.teeth: hyper[row.teeth] * 1.1})]
     if row.suite.value_teeth:
         if "betas" in hyper:
             betas = list(hyper["betas"])

@@ -8,7 +8,7 @@
 
 namespace pyopt {
 
-constexpr int kMaxSlots = 4;    // state arrays per tensor (exp_avg, exp_avg_sq, ...)
+constexpr int kMaxSlots = 5;    // state arrays per tensor (exp_avg, exp_avg_sq, ...; cocob has five)
 constexpr int kMaxScalars = 2;  // scalar state per tensor besides the step (e.g. NAdam's mu_product)
 
 enum class DType : int { Float32 = 0, Float64 = 1 };

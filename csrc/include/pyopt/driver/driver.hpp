@@ -178,6 +178,7 @@ PYOPT_KERNEL_BODY void update_range(const TensorArgs& a, const typename Rule::te
   S* __restrict s1 = static_cast<S*>(a.slots[1]);
   S* __restrict s2 = static_cast<S*>(a.slots[2]);
   S* __restrict s3 = static_cast<S*>(a.slots[3]);
+  S* __restrict s4 = static_cast<S*>(a.slots[4]);
   const T clip = T(a.grad_clip), scale = T(a.grad_scale);
   const Policies<T> pol = policies;
   PYOPT_VECTORIZE_LOOP
@@ -187,6 +188,7 @@ PYOPT_KERNEL_BODY void update_range(const TensorArgs& a, const typename Rule::te
     if constexpr (mask & 2u) s[1] = widen(s1[i]);
     if constexpr (mask & 4u) s[2] = widen(s2[i]);
     if constexpr (mask & 8u) s[3] = widen(s3[i]);
+    if constexpr (mask & 16u) s[4] = widen(s4[i]);
     T param = widen(p[i]);
     T grad = clipped_grad(T(widen(g[i])), clip, scale);
     apply_policies<Rule, decay_step>(pol, param, grad);
@@ -197,6 +199,7 @@ PYOPT_KERNEL_BODY void update_range(const TensorArgs& a, const typename Rule::te
     if constexpr (mask & 2u) s1[i] = narrow<S>(s[1]);
     if constexpr (mask & 4u) s2[i] = narrow<S>(s[2]);
     if constexpr (mask & 8u) s3[i] = narrow<S>(s[3]);
+    if constexpr (mask & 16u) s4[i] = narrow<S>(s[4]);
   }
 }
 
@@ -263,7 +266,7 @@ void update_stored(int variant, const TensorArgs& a, const typename Rule::templa
                    const Policies<T>& policies, int64_t begin, int64_t end, Variants variants) {
   static_assert(std::is_same<T, float>::value, "only float32 steps have other storage");
   alignas(64) float buffer[2 + kMaxSlots][kStorageTile];
-  const TileBuffers buffers{buffer[0], buffer[1], {buffer[2], buffer[3], buffer[4], buffer[5]}};
+  const TileBuffers buffers{buffer[0], buffer[1], {buffer[2], buffer[3], buffer[4], buffer[5], buffer[6]}};
   for (int64_t first = begin; first < end; first += kStorageTile) {
     const int64_t n = end - first < kStorageTile ? end - first : kStorageTile;
     const int64_t next = first + kStorageTile;
@@ -303,6 +306,7 @@ PYOPT_KERNEL_BODY void reduce_block(const TensorArgs& a, const typename Rule::te
   T* __restrict s1 = static_cast<T*>(a.slots[1]);
   T* __restrict s2 = static_cast<T*>(a.slots[2]);
   T* __restrict s3 = static_cast<T*>(a.slots[3]);
+  T* __restrict s4 = static_cast<T*>(a.slots[4]);
   const T clip = T(a.grad_clip), scale = T(a.grad_scale);
   const Policies<T> pol = policies;
   double lanes[R][kReduceLanes] = {};
@@ -312,6 +316,7 @@ PYOPT_KERNEL_BODY void reduce_block(const TensorArgs& a, const typename Rule::te
     if constexpr (mask & 2u) s[1] = s1[i];
     if constexpr (mask & 4u) s[2] = s2[i];
     if constexpr (mask & 8u) s[3] = s3[i];
+    if constexpr (mask & 16u) s[4] = s4[i];
     T r[R];
     T param = p[i];  // not stored: the reduction pass leaves p alone
     T grad = clipped_grad(g[i], clip, scale);
@@ -321,6 +326,7 @@ PYOPT_KERNEL_BODY void reduce_block(const TensorArgs& a, const typename Rule::te
     if constexpr (mask & 2u) s1[i] = s[1];
     if constexpr (mask & 4u) s2[i] = s[2];
     if constexpr (mask & 8u) s3[i] = s[3];
+    if constexpr (mask & 16u) s4[i] = s[4];
     for (int q = 0; q < R; ++q) lanes[q][lane] += double(r[q]);
   };
   int64_t i = begin;

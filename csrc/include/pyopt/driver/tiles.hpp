@@ -15,7 +15,7 @@ PYOPT_KERNEL_NAMESPACE_BEGIN
 namespace driver {
 
 // Elements per tile: whole blocks of an 8-bit state, and small enough that the buffers of a tile
-// (param, grad, four slots: 12 KiB) stay in L1.
+// (param, grad, up to five slots: 14 KiB) stay in L1.
 constexpr int64_t kStorageTile = 512;
 static_assert(kStorageTile % kQuantBlock == 0, "a tile holds whole quantization blocks");
 
