@@ -141,9 +141,21 @@ class _AdEMAMix(Optimizer):
         super().__init__(params, **hyper)
 
 
+class _SimplifiedAdEMAMix(Optimizer):
+    """``beta1_warmup=None`` (the reference's default) is 0: no warmup."""
+
+    _annotations = {"beta1_warmup": "float | None"}
+
+    def __init__(self, params: ParamsLike, **hyper: Any) -> None:
+        if hyper.get("beta1_warmup") is None:
+            hyper["beta1_warmup"] = 0.0  # the reference's None
+        super().__init__(params, **hyper)
+
+
 # The hand-written bases of the optimizers that need more than the record says.
 _BASES: dict[str, type[Optimizer]] = {"sophia": _SophiaG, "schedulefree_adamw": _ScheduleFree,
-                                      "schedulefree_sgd": _ScheduleFree, "ademamix": _AdEMAMix}
+                                      "schedulefree_sgd": _ScheduleFree, "ademamix": _AdEMAMix,
+                                      "simplified_ademamix": _SimplifiedAdEMAMix}
 
 _RANGES = {"number": "not NaN", "finite": "finite", "nonnegative": ">= 0", "nonnegative_finite": ">= 0, finite",
            "positive": "> 0", "greater_than_one": "> 1", "(0,1)": "in (0, 1)", "[0,1)": "in [0, 1)",

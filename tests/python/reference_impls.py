@@ -55,6 +55,7 @@ def torch_optim(cls_name: str, **fixed: Any) -> Reference:
         out: Trajectory = {}
         with torch_settings(tdtype), torch.no_grad():
             tparams = [torch.from_numpy(p.copy()) for p in params]
+            hyper = {k: v for k, v in hyper.items() if k != "cautious"}  # pinned off: torch.optim has none
             opt = getattr(torch.optim, cls_name)(tparams, **{**hyper, **fixed, "foreach": False})
             for t, gs in enumerate(grads, start=1):
                 for tp, g in zip(tparams, gs):
@@ -138,7 +139,8 @@ def _versioned(module: str, distribution: str, version: str) -> Any:
 
 
 def lion_package(tparams: list, hyper: dict[str, Any]):
-    return pytest.importorskip("lion_pytorch").Lion(tparams, **hyper)
+    assert not hyper.get("cautious"), "lion-pytorch has no cautious steps (test_cautious.py)"
+    return pytest.importorskip("lion_pytorch").Lion(tparams, **{k: v for k, v in hyper.items() if k != "cautious"})
 
 
 def grams_package(tparams: list, hyper: dict[str, Any]):
@@ -167,6 +169,43 @@ def ademamix_package(tparams: list, hyper: dict[str, Any]):
     hyper = dict(hyper)
     hyper["t_alpha_beta3"] = hyper["t_alpha_beta3"] or None
     return pytorch_optimizer("AdEMAMix")(tparams, hyper)
+
+
+def mars_package(tparams: list, hyper: dict[str, Any]):
+    """MARS on every tensor (optimize_1d=True: pyopt has no shapes); pyopt's lion flag (pinned by
+    the mars_lion alias) is the reference's mars_type."""
+    hyper = dict(hyper)
+    lion = hyper.pop("lion", True)  # absent under mars_lion, which pins it on
+    return pytorch_optimizer("MARS", optimize_1d=True, mars_type="lion" if lion else "adamw")(tparams, hyper)
+
+
+def simplified_ademamix_package(tparams: list, hyper: dict[str, Any]):
+    """pyopt's beta1_warmup = 0 (no warmup) is the reference's None."""
+    hyper = dict(hyper)
+    hyper["beta1_warmup"] = int(hyper["beta1_warmup"]) or None
+    return pytorch_optimizer("SimplifiedAdEMAMix")(tparams, hyper)
+
+
+def spam_package(tparams: list, hyper: dict[str, Any]):
+    """SPAM takes its step counts as ints."""
+    hyper = dict(hyper)
+    for key in ("warmup_epoch", "grad_accu_steps", "update_proj_gap"):
+        hyper[key] = int(hyper[key])
+    return pytorch_optimizer("SPAM")(tparams, hyper)
+
+
+def spam_reference(slots: dict[str, str]) -> Reference:
+    """SPAM keeps the moments of 2-D params flat (its update mask selects every entry at density
+    1, row-major): given back in the params' shapes."""
+    run_package = torch_package(spam_package, slots)
+
+    def run(hyper: dict, params: list[np.ndarray], grads: list[list[np.ndarray]], checkpoints: tuple) -> Trajectory:
+        out = run_package(hyper, params, grads, checkpoints)
+        for entry in out.values():
+            entry["state"] = [{k: v.reshape(p.shape) for k, v in st.items()} for st, p in zip(entry["state"], params)]
+        return out
+
+    return run
 
 
 def adabelief_package(tparams: list, hyper: dict[str, Any]):
@@ -333,6 +372,30 @@ def lamb_step(h: dict, t: int, p: np.ndarray, g: np.ndarray, st: dict) -> None:
     param_norm, update_norm = np.linalg.norm(p), np.linalg.norm(u)
     trust = 1.0 if param_norm == 0 or update_norm == 0 else param_norm / update_norm
     p -= lr * trust * u
+
+
+def adam_cautious_step(h: dict, t: int, p: np.ndarray, g: np.ndarray, st: dict) -> None:
+    """torch.optim.Adam's single-tensor step with the cautious mask of C-Optim's c_adamw.py
+    (kyleliang919/C-Optim, AdamW.step): m masked where m·g <= 0 and divided by max(mean(mask), 1e-3)."""
+    lr, (b1, b2), eps, wd = h["lr"], h["betas"], h["eps"], h["weight_decay"]
+    if wd != 0:
+        if h["decoupled_weight_decay"]:
+            p *= 1 - lr * wd
+        else:
+            g = g + wd * p
+    m, v = st["exp_avg"], st["exp_avg_sq"]
+    m += (g - m) * (1 - b1)
+    v[...] = v * b2 + (1 - b2) * g * g
+    second = v
+    if h["amsgrad"]:
+        np.maximum(st["max_exp_avg_sq"], v, out=st["max_exp_avg_sq"])
+        second = st["max_exp_avg_sq"]
+    denom = np.sqrt(second) / np.sqrt(1 - b2 ** t) + eps
+    u = m
+    if h["cautious"]:
+        mask = (m * g > 0).astype(np.float64)
+        u = m * (mask / max(mask.mean(), 1e-3)) if mask.size else m
+    p -= (lr / (1 - b1 ** t)) * u / denom
 
 
 def lars_init(p: np.ndarray, h: dict) -> dict:

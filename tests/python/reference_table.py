@@ -6,6 +6,10 @@ and choices per hyperparameter, in draw order; the boolean hyperparameters a row
 ``maximize`` among them, are drawn after those as flags, in the record's order) and its tolerance. ``index`` seeds the row's draws and data: never renumber,
 append. The generic tests of test_reference.py run every row on every ISA path, dtype and seed.
 
+cautious=True (rules/base.hpp): drawn as a flag where the row's reference has it (ademamix, laprop,
+mars, mars_lion: pytorch-optimizer 4.1.0); pinned off where it has not (adam, adamw, amsgrad against
+torch.optim, lion against lion-pytorch), whose cautious steps test_cautious.py checks.
+
 Two suites share the rows:
   - TORCH_OPTIM: torch.optim 2.13's single-tensor path (foreach=False), dense random gradients,
     every state entry torch keeps (and its scalar state, to the bit);
@@ -31,8 +35,9 @@ may flip: ``sign_flips`` rows allow a handful of elements that far off.
 References (RULES.md, "Modern"): lion-pytorch 0.2.5; grams: a float64 numpy model of the official
 Gunale0926/Grams grams.py, and grams-pytorch 0.0.2 bit for bit with an IEEE sqrt; adan: a float64
 model of sail-sg/Adan's _single_tensor_adan; adabelief-pytorch 0.2.0; pytorch-optimizer 4.1.0
-(SignSGD, Yogi, ADOPT, LaProp, QHAdam, Tiger, AdEMAMix, StableAdamW, MADGRAD, NovoGrad; per-param
-path); schedulefree 1.4.1; lamb and lars: float64 models of optax.lamb and optax.lars. sophia is
+(SignSGD, Yogi, ADOPT, LaProp, QHAdam, Tiger, AdEMAMix, StableAdamW, MADGRAD, NovoGrad, MARS,
+SimplifiedAdEMAMix, SPAM; per-param path); schedulefree 1.4.1; lamb and lars: float64 models of
+optax.lamb and optax.lars. sophia is
 tested in test_sophia.py (its reference also needs update_hessian calls).
 """
 from __future__ import annotations
@@ -259,12 +264,13 @@ ROWS: list[Row] = [
     torch_row("adamax", 6, ref.torch_optim("Adamax"), {
         **ADAM_DRAWS, "weight_decay": TORCH_DECAY}, TORCH_EXACT, large_lerp_weight="betas"),
     torch_row("adam", 7, ref.torch_optim("Adam"), {
-        **ADAM_DRAWS, "weight_decay": TORCH_DECAY, "decoupled_weight_decay": Flag(), "amsgrad": Flag()},
+        **ADAM_DRAWS, "weight_decay": TORCH_DECAY, "decoupled_weight_decay": Flag(), "amsgrad": Flag(),
+        "cautious": Fixed(False)},
         TORCH_SQRT, large_lerp_weight="betas"),
     torch_row("adamw", 8, ref.torch_optim("AdamW"), {
-        **ADAM_DRAWS, "weight_decay": UnlessOff(Log(1e-4, 1e-1))}, TORCH_SQRT),
+        **ADAM_DRAWS, "weight_decay": UnlessOff(Log(1e-4, 1e-1)), "cautious": Fixed(False)}, TORCH_SQRT),
     torch_row("amsgrad", 9, ref.torch_optim("Adam", amsgrad=True), {
-        **ADAM_DRAWS, "weight_decay": TORCH_DECAY}, TORCH_SQRT),
+        **ADAM_DRAWS, "weight_decay": TORCH_DECAY, "cautious": Fixed(False)}, TORCH_SQRT),
     torch_row("nadam", 10, ref.torch_optim("NAdam"), {
         **ADAM_DRAWS, "weight_decay": TORCH_DECAY, "momentum_decay": Log(1e-3, 3e-2)}, TORCH_SQRT,
         large_lerp_weight="betas"),
@@ -305,7 +311,7 @@ ROWS: list[Row] = [
         "trust_coefficient": Log(1e-4, 1e-2), "eps": Optional(Log(1e-9, 1e-3))}),
     Row("lion", PACKAGES, 7, package(ref.lion_package, "exp_avg"), {
         "lr": Log(1e-4, 1e-2), "betas": Tuple(Uniform(0.5, 0.99), Uniform(0.9, 0.999)),
-        "weight_decay": Optional(Log(1e-2, 1.0))}, PACKAGE_EXACT, sign_flips=flips_in_params),
+        "weight_decay": Optional(Log(1e-2, 1.0)), "cautious": Fixed(False)}, PACKAGE_EXACT, sign_flips=flips_in_params),
     Row("schedulefree_adamw", PACKAGES, 8, package(ref.schedulefree_package("AdamWScheduleFree"), "exp_avg_sq", "z"), {
         "lr": Log(1e-3, 3e-2, 1), **SCHEDULEFREE, "betas": Tuple(Uniform(0.5, 0.95), Uniform(0.95, 0.9995)),
         "eps": ADAM_EPS}, PACKAGE_SQRT,
@@ -365,6 +371,28 @@ ROWS: list[Row] = [
         "init_particles", "cumulative_gradients", "scale", "subgradients", "reward")}, {
         "lr": When(Log(0.1, 10.0), 1.0), "alpha": Uniform(10.0, 200.0), "eps": Log(1e-8, 1e-4),
         "weight_decay": DECAY}, teeth="alpha"),
+    # The norm of c is summed in the param dtype by the reference, in double by pyopt: ROUNDING.
+    Row("mars", PACKAGES, 24, package(ref.mars_package, "exp_avg", "exp_avg_sq", "last_grad", "max_exp_avg_sq"), {
+        "lr": ADAM_LR, "betas": Tuple(Uniform(0.3, 0.99), Uniform(0.9, 0.9995)), "gamma": Uniform(0.0, 0.1),
+        "eps": ADAM_EPS, "weight_decay": DECAY, "lion": Fixed(False)}, ROUNDING),
+    Row("mars_lion", PACKAGES, 25, package(ref.mars_package, "exp_avg", "last_grad"), {
+        "lr": Log(1e-4, 1e-2), "betas": Tuple(Uniform(0.3, 0.99), Uniform(0.9, 0.9995)), "gamma": Uniform(0.0, 0.1),
+        "eps": ADAM_EPS, "weight_decay": Optional(Log(1e-2, 1.0))}, ROUNDING, sign_flips=flips_through_coupled_decay),
+    Row("simplified_ademamix", PACKAGES, 26, package(ref.simplified_ademamix_package, "exp_avg", "exp_avg_sq"), {
+        "lr": Log(1e-4, 3e-3), "betas": Tuple(Uniform(0.3, 0.99), Uniform(0.5, 0.999)),
+        "alpha": Optional(Uniform(0.0, 20.0)),
+        "beta1_warmup": When(Integer(1, 150)), "min_beta1": Uniform(0.0, 0.95), "eps": ADAM_EPS,
+        "weight_decay": DECAY}, PACKAGE_SQRT,
+        ieee_sqrt=package(ref.simplified_ademamix_package, "exp_avg", "exp_avg_sq")),
+    # Resets every 5-40 steps and clipping at a low threshold, so both happen within the 100 steps.
+    # The reference rounds 2-D params' steps as p.add_(m/d, alpha) (its mask path): ROUNDING.
+    # grad_accu_steps >= 2: clipping while v = 0 (from step 1 when it is 0 or 1) sets every g to 0
+    # and keeps v = 0 until the next reset, in the reference and in pyopt alike: nothing to compare.
+    Row("spam", PACKAGES, 27, ref.spam_reference({"exp_avg": "exp_avg", "exp_avg_sq": "exp_avg_sq"}), {
+        "lr": ADAM_LR, "betas": BETAS, "density": Fixed(1.0), "warmup_epoch": Integer(0, 30),
+        "threshold": When(Log(1.0, 100.0)),
+        "grad_accu_steps": Integer(2, 20), "update_proj_gap": Integer(5, 40), "eps": ADAM_EPS,
+        "weight_decay": DECAY}, ROUNDING),
 ]
 BY_NAME = {row.name: row for row in ROWS}
 # C++ rules tested in their own files: sophia (test_sophia.py; its reference also needs

@@ -47,8 +47,8 @@ def test_8bit_slots_are_the_issues_list_with_second_moments_unsigned():
 
 def test_per_tensor_optimizers_are_those_with_reductions_and_the_python_ones():
     per_tensor = [name for name, d in RECORDS.items() if d["per_tensor"]]
-    assert per_tensor == ["lamb", "lars", "stableadamw", "novograd", "muon", "adafactor", "rowwise_adagrad", "lbfgs",
-                          "prodigy", "dadapt_adam", "dadapt_sgd", *OPTAX_FAMILY, "adamp", "came", "adam_mini",
+    assert per_tensor == ["lamb", "lars", "stableadamw", "novograd", "mars", "mars_lion", "muon", "adafactor",
+                          "rowwise_adagrad", "lbfgs", "prodigy", "dadapt_adam", "dadapt_sgd", *OPTAX_FAMILY, "adamp", "came", "adam_mini",
                           "normuon", "soap", "shampoo", "kron", "noisy_sgd"]
     for name in per_tensor:  # their reduction pass keeps the states float32
         assert RECORDS[name]["state_dtypes"] == ["float32"], name

@@ -107,7 +107,8 @@ def _by_name_rules(name: str, budget: str) -> list[space.Dimension]:
     """The search space as it was derived by hyperparameter name before the records declared it:
     betas/beta/momentum/rho/alpha (not ASGD's) in (0, 1) as 1 - value on a log scale around the
     default, weight_decay on/off + log-uniform, eps > 0 log-uniform over default/100 .. ·100, and
-    the flags nesterov (when the default momentum is > 0), amsgrad and centered."""
+    the flags nesterov (when the default momentum is > 0), amsgrad and centered (and cautious, the
+    driver policy added since)."""
     d = space.defaults(name)
     out = [space.Dimension("lr", None, "log", *space.lr_range(name))]
     if budget == "lr":
@@ -123,7 +124,7 @@ def _by_name_rules(name: str, budget: str) -> list[space.Dimension]:
             out.append(space.Dimension(key, None, "weight_decay", 1e-6, 0.3))
         elif budget == "full" and key == "eps" and isinstance(value, float) and value > 0:
             out.append(space.Dimension(key, None, "log", value / 100.0, value * 100.0))
-        elif budget == "full" and key in ("nesterov", "amsgrad", "centered"):
+        elif budget == "full" and key in ("nesterov", "amsgrad", "centered", "cautious"):
             if key != "nesterov" or float(d.get("momentum", 0.0)) > 0.0:
                 out.append(space.Dimension(key, None, "flag"))
     return out

@@ -68,8 +68,15 @@ struct has_fixed_decay : std::false_type {};
 template <class Rule>
 struct has_fixed_decay<Rule, std::void_t<decltype(Rule::fixed_decay)>> : std::true_type {};
 
+template <class Rule, class = void>
+struct has_cautious : std::false_type {};
+template <class Rule>
+struct has_cautious<Rule, std::void_t<decltype(Rule::cautious)>> : std::true_type {};
+
 template <class Rule>
 constexpr void check_rule_table() {
+  static_assert(has_cautious<Rule>::value == Rule::cautious_policy,
+                "a rule with a `cautious` hyperparameter declares cautious_policy = true (the driver applies it)");
   static_assert(Rule::num_variants > 0 && Rule::num_variants <= kMaxRuleVariants,
                 "a rule's variant table must have between 1 and kMaxRuleVariants entries");
   static_assert(has_maximize<Rule>::value == Rule::maximize_policy,
@@ -371,11 +378,112 @@ void reduce_tensor(int variant, const TensorArgs& a, const typename Rule::templa
   reduce_variant<Rule, T>(variant, a, k, policies, begin, end, out, variants);
 }
 
+// ---- Cautious updates (rules/base.hpp: cautious_policy) ----
+// The mask of pytorch-optimizer's apply_cautious: u·(u·g > 0 ? scale : 0), a multiply (not a
+// select) as its update.mul_(mask), so an infinite u the mask drops is NaN there and here.
+template <class T>
+PYOPT_INLINE T cautious_mask(T u, T g, T scale) {
+  return u * (u * g > T(0) ? scale : T(0));
+}
+
+// The elements of [begin, end) whose direction agrees with the gradient: the rule's direction
+// on copies of the states (nothing is stored), after the same policies the update pass applies.
+template <class Rule, int V, class T>
+PYOPT_KERNEL_BODY int64_t cautious_count_range(const TensorArgs& a, const typename Rule::template Coeffs<T>& k,
+                                               const Policies<T>& policies, int64_t begin, int64_t end) {
+  constexpr int rule_variant = V % Rule::num_variants, decay_step = V / Rule::num_variants;
+  constexpr unsigned mask = Rule::slot_mask(rule_variant);
+  const T* __restrict p = static_cast<const T*>(a.param);
+  const T* __restrict g = static_cast<const T*>(a.grad);
+  const T* __restrict s0 = static_cast<const T*>(a.slots[0]);
+  const T* __restrict s1 = static_cast<const T*>(a.slots[1]);
+  const T* __restrict s2 = static_cast<const T*>(a.slots[2]);
+  const T* __restrict s3 = static_cast<const T*>(a.slots[3]);
+  const T clip = T(a.grad_clip), scale = T(a.grad_scale);
+  const Policies<T> pol = policies;
+  int64_t agree = 0;
+  PYOPT_VECTORIZE_LOOP
+  for (int64_t i = begin; i < end; ++i) {
+    T s[kMaxSlots] = {};
+    if constexpr (mask & 1u) s[0] = s0[i];
+    if constexpr (mask & 2u) s[1] = s1[i];
+    if constexpr (mask & 4u) s[2] = s2[i];
+    if constexpr (mask & 8u) s[3] = s3[i];
+    T param = p[i];
+    T grad = clipped_grad(g[i], clip, scale);
+    apply_policies<Rule, decay_step>(pol, param, grad);
+    const T u = Rule::template direction<rule_variant>(k, param, grad, s);
+    agree += (u * grad > T(0)) ? 1 : 0;
+  }
+  return agree;
+}
+
+// update_range with the direction masked: direction, cautious_mask, apply.
+template <class Rule, int V, class T>
+PYOPT_KERNEL_BODY void cautious_update_range(const TensorArgs& a, const typename Rule::template Coeffs<T>& k,
+                                             const Policies<T>& policies, T cautious_scale, int64_t begin,
+                                             int64_t end) {
+  constexpr int rule_variant = V % Rule::num_variants, decay_step = V / Rule::num_variants;
+  constexpr unsigned mask = Rule::slot_mask(rule_variant);
+  T* __restrict p = static_cast<T*>(a.param);
+  const T* __restrict g = static_cast<const T*>(a.grad);
+  T* __restrict s0 = static_cast<T*>(a.slots[0]);
+  T* __restrict s1 = static_cast<T*>(a.slots[1]);
+  T* __restrict s2 = static_cast<T*>(a.slots[2]);
+  T* __restrict s3 = static_cast<T*>(a.slots[3]);
+  const T clip = T(a.grad_clip), scale = T(a.grad_scale), agree_scale = cautious_scale;
+  const Policies<T> pol = policies;
+  PYOPT_VECTORIZE_LOOP
+  for (int64_t i = begin; i < end; ++i) {
+    T s[kMaxSlots] = {};
+    if constexpr (mask & 1u) s[0] = s0[i];
+    if constexpr (mask & 2u) s[1] = s1[i];
+    if constexpr (mask & 4u) s[2] = s2[i];
+    if constexpr (mask & 8u) s[3] = s3[i];
+    T param = p[i];
+    T grad = clipped_grad(g[i], clip, scale);
+    apply_policies<Rule, decay_step>(pol, param, grad);
+    const T u = Rule::template direction<rule_variant>(k, param, grad, s);
+    Rule::template apply<rule_variant>(k, param, grad, s, cautious_mask(u, grad, agree_scale));
+    p[i] = param;
+    if constexpr (mask & 1u) s0[i] = s[0];
+    if constexpr (mask & 2u) s1[i] = s[1];
+    if constexpr (mask & 4u) s2[i] = s[2];
+    if constexpr (mask & 8u) s3[i] = s[3];
+  }
+}
+
+template <class Rule, class T, int... Vs>
+PYOPT_INLINE int64_t cautious_count_variant(int variant, const TensorArgs& a,
+                                            const typename Rule::template Coeffs<T>& k, const Policies<T>& policies,
+                                            int64_t begin, int64_t end, std::integer_sequence<int, Vs...>) {
+  int64_t agree = 0;
+  auto run_kernel = [&](auto v) {
+    if constexpr (kernel_exists<Rule, decltype(v)::value>)
+      agree = cautious_count_range<Rule, decltype(v)::value, T>(a, k, policies, begin, end);
+  };
+  ((variant == Vs ? (run_kernel(std::integral_constant<int, Vs>{}), 0) : 0), ...);
+  return agree;
+}
+
+template <class Rule, class T, int... Vs>
+PYOPT_INLINE void cautious_update_variant(int variant, const TensorArgs& a, const typename Rule::template Coeffs<T>& k,
+                                          const Policies<T>& policies, T cautious_scale, int64_t begin, int64_t end,
+                                          std::integer_sequence<int, Vs...>) {
+  auto run_kernel = [&](auto v) {
+    if constexpr (kernel_exists<Rule, decltype(v)::value>)
+      cautious_update_range<Rule, decltype(v)::value, T>(a, k, policies, cautious_scale, begin, end);
+  };
+  ((variant == Vs ? (run_kernel(std::integral_constant<int, Vs>{}), 0) : 0), ...);
+}
+
 template <class Rule, class T>
 struct Prepared {
   typename Rule::template Coeffs<T> coeffs;
   Policies<T> policies;
   int variant;  // the kernel variant: rule variant + Rule::num_variants · decay step
+  bool cautious = false;  // h[cautious] set: the update masks the rule's direction (cautious_scale)
+  T cautious_scale = T(0);
 };
 
 inline int team_size(int64_t total, int num_threads) {
@@ -453,12 +561,67 @@ struct Blocks {
   }
 };
 
+// A step with cautious tensors (rules/base.hpp): a counting pass over fixed blocks (integer
+// counts: the same for any thread count), each cautious tensor's scale (Rule::cautious_scale,
+// rounded as the reference's torch ops), then the update pass. Tensors without
+// cautious take their usual kernels in the same pass.
+template <class Rule, class T, class Variants>
+void run_cautious(const TensorArgs* tensors, int64_t count, Prepared<Rule, T>* prepared, int64_t total,
+                  int num_threads, Variants variants) {
+  const Blocks blocks(tensors, count);
+  std::vector<int64_t> agree(size_t(blocks.size()), 0);
+  auto count_blocks = [&](int64_t b_lo, int64_t b_hi) {
+    blocks.visit(tensors, b_lo, b_hi, [&](int64_t i, int64_t begin, int64_t end, int64_t b) {
+      if (prepared[i].cautious)
+        agree[b] = cautious_count_variant<Rule, T>(prepared[i].variant, tensors[i], prepared[i].coeffs,
+                                                   prepared[i].policies, begin, end, variants);
+    });
+  };
+  auto update_piece = [&](int64_t i, int64_t begin, int64_t end) {
+    if (prepared[i].cautious)
+      cautious_update_variant<Rule, T>(prepared[i].variant, tensors[i], prepared[i].coeffs, prepared[i].policies,
+                                       prepared[i].cautious_scale, begin, end, variants);
+    else
+      update_tensor<Rule, T>(prepared[i].variant, tensors[i], prepared[i].coeffs, prepared[i].policies, begin, end,
+                             variants);
+  };
+  const bool serial = num_threads <= 1 || total < kSerialThreshold || omp_in_parallel();
+  if (serial) {
+    count_blocks(0, blocks.size());
+  } else {
+#pragma omp parallel num_threads(team_size(total, num_threads))
+    {
+      int64_t b_lo, b_hi;
+      blocks.my_share(b_lo, b_hi);
+      count_blocks(b_lo, b_hi);
+    }
+  }
+  for (int64_t i = 0; i < count; ++i) {
+    if (!prepared[i].cautious) continue;
+    int64_t agreeing = 0;
+    for (int64_t b = blocks.first[i]; b < blocks.first[i + 1]; ++b) agreeing += agree[b];
+    const T n = T(double(tensors[i].size)), agreeing_t = T(double(agreeing));
+    if constexpr (Rule::cautious_scale == rules::CautiousScale::CountPlusOne)
+      prepared[i].cautious_scale = (T(1) / (agreeing_t + T(1))) * n;  // numel / (sum + 1): reciprocal() · numel
+    else
+      prepared[i].cautious_scale = T(1) / std::max(agreeing_t / n, T(1e-3));  // mask.div_(mask.mean().clamp_(1e-3))
+  }
+  if (serial) {
+    for (int64_t i = 0; i < count; ++i) update_piece(i, 0, tensors[i].size);
+    return;
+  }
+#pragma omp parallel num_threads(team_size(total, num_threads))
+  for_my_chunk(
+      count, total, [&](int64_t i) { return tensors[i].size; }, update_piece,
+      [&](int64_t i) { return has_int8_slot(tensors[i]) ? kQuantBlock : int64_t(1); });
+}
+
 // Rules with per-tensor reductions (LAMB's and LARS's norms): a reduction pass over fixed blocks,
 // Rule::finish turning each tensor's sums into its coefficients, then the update pass, all in one
 // parallel region (two barriers).
 template <class Rule, class T>
 void run_reduced(const TensorArgs* tensors, int64_t count, Prepared<Rule, T>* prepared, int64_t total,
-                 int num_threads) {
+                 int num_threads, bool any_cautious) {
   using Variants = std::make_integer_sequence<int, Rule::num_variants>;  // no decay steps (check_rule_table)
   constexpr int R = Rule::num_reductions;
   const Blocks blocks(tensors, count);
@@ -478,6 +641,23 @@ void run_reduced(const TensorArgs* tensors, int64_t count, Prepared<Rule, T>* pr
     }
   };
 
+  if constexpr (Rule::cautious_policy) {
+    if (any_cautious) {  // reduce, finish, then the cautious passes (which need the finished coefficients)
+      if (num_threads <= 1 || total < kSerialThreshold || omp_in_parallel()) {
+        reduce_blocks(0, blocks.size());
+      } else {
+#pragma omp parallel num_threads(team_size(total, num_threads))
+        {
+          int64_t b_lo, b_hi;
+          blocks.my_share(b_lo, b_hi);
+          reduce_blocks(b_lo, b_hi);
+        }
+      }
+      finish_all();
+      run_cautious<Rule, T>(tensors, count, prepared, total, num_threads, Variants{});
+      return;
+    }
+  }
   if (num_threads <= 1 || total < kSerialThreshold || omp_in_parallel()) {
     reduce_blocks(0, blocks.size());
     finish_all();
@@ -528,9 +708,18 @@ void run(const TensorArgs* tensors, int64_t count, int num_threads) {
   }
 
   // Every variant and storage is checked before the first prepare(), which may advance scalar state.
+  bool any_cautious = false;
   for (int64_t i = 0; i < count; ++i) {
     prepared[i].variant = checked_variant<Rule>(tensors[i].hyper);
     check_storage<Rule, T>(tensors[i]);
+    if constexpr (Rule::cautious_policy) {
+      prepared[i].cautious = tensors[i].hyper[Rule::cautious] != 0.0;
+      if (prepared[i].cautious && !stored_as_computed(tensors[i]))
+        throw std::invalid_argument(std::string("rule ") + Rule::name +
+                                    ": cautious updates need float32 or float64 params and states (no 16-bit or "
+                                    "8-bit storage)");
+      any_cautious = any_cautious || prepared[i].cautious;
+    }
   }
 
   // Per-step scalars, once per tensor, in double. Tensors of the same group at the same step share
@@ -539,7 +728,7 @@ void run(const TensorArgs* tensors, int64_t count, int num_threads) {
   for (int64_t i = 0; i < count; ++i) {
     const TensorArgs& a = tensors[i];
     if (Rule::num_scalars == 0 && i > 0 && a.hyper == tensors[i - 1].hyper && a.step == tensors[i - 1].step) {
-      prepared[i] = prepared[i - 1];
+      prepared[i] = prepared[i - 1];  // the same hyperparameters: the same cautious flag too
     } else {
       int decay_step = kNoDecay;
       prepared[i].coeffs = Rule::template prepare<T>(a.hyper, a.step, a.scalars);
@@ -550,8 +739,14 @@ void run(const TensorArgs* tensors, int64_t count, int num_threads) {
   }
 
   if constexpr (Rule::num_reductions > 0) {
-    run_reduced<Rule, T>(tensors, count, prepared, total, num_threads);
+    run_reduced<Rule, T>(tensors, count, prepared, total, num_threads, any_cautious);
     return;
+  }
+  if constexpr (Rule::cautious_policy) {
+    if (any_cautious) {
+      run_cautious<Rule, T>(tensors, count, prepared, total, num_threads, KernelVariants<Rule>{});
+      return;
+    }
   }
   const bool serial = num_threads <= 1 || total < kSerialThreshold || omp_in_parallel();
   if (serial) {

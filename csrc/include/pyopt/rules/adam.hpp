@@ -11,12 +11,15 @@ PYOPT_RULES_BEGIN
 
 struct Adam : RuleBase {
   static constexpr const char* name = "adam";
-  enum Hyper { lr, beta1, beta2, eps, weight_decay, amsgrad, decoupled_weight_decay, maximize, kNumHyper };
+  enum Hyper { lr, beta1, beta2, eps, weight_decay, amsgrad, decoupled_weight_decay, maximize, cautious, kNumHyper };
   static constexpr const char* slot_names[] = {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"};
   static constexpr unsigned int8_slots = 0b111, nonnegative_slots = 0b110;
   static constexpr bool fused_bfloat16 = true;  // bfloat16 params/states in its own loop (driver.hpp)
   static constexpr bool maximize_policy = true;
   static constexpr Decay decay_policy = Decay::TorchFlag;
+  // cautious: u = m masked where m·g ≤ 0, normalised as C-Optim's c_adamw.py (no package has it).
+  static constexpr bool cautious_policy = true;
+  static constexpr CautiousScale cautious_scale = CautiousScale::MeanClamped;
 
   enum Variant { kAmsgrad = 1, kLerpFromEnd = 2 };
   static constexpr int num_variants = 4;
@@ -41,18 +44,22 @@ struct Adam : RuleBase {
             T(-(h[lr] / bc1))};
   }
 
-  template <int V, class T> static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
+  // The moments' update; the direction is m (what a cautious step masks).
+  template <int V, class T> static PYOPT_INLINE T direction(const Coeffs<T>& k, T, T g, T* s) {
     T& m = s[0];
     T& v = s[1];
     m = lerp<(V & kLerpFromEnd) != 0>(m, g, k.beta1_weight);
     v = fmadd(k.one_minus_beta2 * g, g, v * k.beta2);  // .mul_(β2).addcmul_(g, g, value=1 − β2)
-    T second = v;
-    if constexpr (V & kAmsgrad) {
-      s[2] = nan_max(s[2], v);
-      second = s[2];
-    }
+    if constexpr (V & kAmsgrad) s[2] = nan_max(s[2], v);
+    return m;
+  }
+  template <int V, class T> static PYOPT_INLINE void apply(const Coeffs<T>& k, T& p, T, T* s, T u) {
+    const T second = (V & kAmsgrad) ? s[2] : s[1];
     const T denom = std::sqrt(second) / k.bc2_sqrt + k.eps;
-    p = p + (k.neg_step_size * m) / denom;  // param.addcdiv_(exp_avg, denom, value=−step_size)
+    p = p + (k.neg_step_size * u) / denom;  // param.addcdiv_(exp_avg, denom, value=−step_size)
+  }
+  template <int V, class T> static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
+    apply<V>(k, p, g, s, direction<V>(k, p, g, s));
   }
 };
 

@@ -14,7 +14,8 @@
 //
 // Rounding: exp_avg.div(bc1) then update.add_(exp_avg_slow, alpha=α(t)) = fmadd(α, m2, m1/bc1);
 // de_nom = exp_avg_sq.sqrt().div_(√bc2).add_(ε); p.addcdiv_(update, de_nom, value=−lr).
-// The reference's undocumented **kwargs flags `cautious` and `stable_adamw` are not supported.
+// cautious (the reference's **kwargs flag): m masked where m·g ≤ 0 before the division by bc1.
+// Its undocumented stable_adamw flag is not supported.
 #include "pyopt/rules/base.hpp"
 
 PYOPT_RULES_BEGIN
@@ -23,12 +24,13 @@ struct AdEMAMix : RuleBase {
   static constexpr const char* name = "ademamix";
   enum Hyper {
     lr, beta1, beta2, beta3, weight_decay, weight_decouple, fixed_decay, alpha, t_alpha_beta3, eps, maximize,
-    kNumHyper
+    cautious, kNumHyper
   };
   static constexpr const char* slot_names[] = {"exp_avg", "exp_avg_sq", "exp_avg_slow"};
   static constexpr unsigned int8_slots = 0b111, nonnegative_slots = 0b10;
   static constexpr bool maximize_policy = true;
   static constexpr Decay decay_policy = Decay::WeightDecouple;
+  static constexpr bool cautious_policy = true;
 
   enum Variant { kLerpFromEnd = 1 };
   static constexpr int num_variants = 2;
@@ -69,16 +71,23 @@ struct AdEMAMix : RuleBase {
             T(bc2_sqrt), T(alpha_at(h, t)), T(h[eps]), T(-h[lr]), lerp_from_end(w3)};
   }
 
-  template <int V, class T> static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
+  // The moments' update; the direction is m (what a cautious step masks).
+  template <int V, class T> static PYOPT_INLINE T direction(const Coeffs<T>& k, T, T g, T* s) {
     T& m = s[0];
     T& v = s[1];
     T& slow = s[2];
     m = lerp<(V & kLerpFromEnd) != 0>(m, g, k.beta1_weight);  // exp_avg.lerp_(grad, 1 − β1)
     v = fmadd(k.one_minus_beta2 * g, g, v * k.beta2);         // exp_avg_sq.mul_(β2).addcmul_(g, g, 1 − β2)
     slow = lerp_step(slow, g, k.slow_weight, k.slow_from_end);  // exp_avg_slow.lerp_(grad, 1 − β3(t))
-    const T denom = std::sqrt(v) / k.bc2_sqrt + k.eps;
-    const T u = fmadd(k.alpha, slow, m / k.bc1);              // exp_avg.div(bc1).add_(slow, alpha=α(t))
+    return m;
+  }
+  template <int V, class T> static PYOPT_INLINE void apply(const Coeffs<T>& k, T& p, T, T* s, T m) {
+    const T denom = std::sqrt(s[1]) / k.bc2_sqrt + k.eps;
+    const T u = fmadd(k.alpha, s[2], m / k.bc1);              // exp_avg.div(bc1).add_(slow, alpha=α(t))
     p = p + (k.neg_lr * u) / denom;                           // p.addcdiv_(update, de_nom, value=−lr)
+  }
+  template <int V, class T> static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
+    apply<V>(k, p, g, s, direction<V>(k, p, g, s));
   }
 };
 

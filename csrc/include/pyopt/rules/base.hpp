@@ -26,6 +26,14 @@
 //     template <class T> static void finish(Coeffs<T>&, const double* h, const double* sums);
 // The driver runs reduce over every element, sums r per tensor in double, calls finish, then update.
 //
+// A rule that offers cautious updates (Liang et al., 2024) declares cautious_policy = true, a
+// `cautious` hyperparameter, and splits its update in two, update = apply(direction):
+//     template <int V, class T> static T direction(const Coeffs<T>&, T p, T g, T* s);  // advance s, return u
+//     template <int V, class T> static void apply(const Coeffs<T>&, T& p, T g, T* s, T u);  // step p with u
+// where u is what the reference masks. With h[cautious] set the driver counts, per tensor, the
+// elements with u·g > 0 in a pass of its own, then runs direction, u ← u·(u·g > 0 ? scale : 0), apply,
+// with the scale of the rule's cautious_scale (CautiousScale below). Without it, update runs as before.
+//
 // The driver (driver/driver.hpp) does everything else: tiling, threads, tails, dtypes, dispatch,
 // and the shared policies, applied to each element before Rule::update in this order:
 //   g ← g·(−1 if h[maximize] else 1);  p ← p·decay (decoupled);  g ← fmadd(wd, p, g) (coupled).
@@ -45,6 +53,12 @@ enum class Decay {
                    // else Coupled (a rule without a fixed_decay hyperparameter scales by lr)
 };
 
+// How the cautious mask is normalised over a tensor of n elements, count of which agree:
+enum class CautiousScale {
+  CountPlusOne,  // n / (count + 1): pytorch-optimizer's apply_cautious (and C-Optim's first version)
+  MeanClamped,   // 1 / max(count / n, 1e-3): C-Optim's c_adamw.py now (mask.div_(mask.mean().clamp_(min=1e-3)))
+};
+
 struct RuleBase {
   static constexpr bool maximize_policy = false;        // true: the rule has a `maximize` hyperparameter
   static constexpr Decay decay_policy = Decay::None;
@@ -52,6 +66,8 @@ struct RuleBase {
   static int variant(const double* /*h*/) { return 0; }
   static constexpr int num_scalars = 0;                 // per-tensor scalar state (beyond the step)
   static constexpr int num_reductions = 0;              // per-tensor sums: see rules/lamb.hpp
+  static constexpr bool cautious_policy = false;        // true: a `cautious` hyperparameter, direction/apply
+  static constexpr CautiousScale cautious_scale = CautiousScale::CountPlusOne;
   static constexpr const char* const* scalar_names = nullptr;
   // Slots that may be stored as 8-bit block-quantized states (state_dtype="int8"; 0: the rule does
   // not support it), and of those the nonnegative ones, which use the unsigned dynamic map.

@@ -29,10 +29,12 @@ struct Laprop : RuleBase {
   static constexpr const char* name = "laprop";
   enum Hyper {
     lr, beta1, beta2, centered, steps_before_using_centered, weight_decay, weight_decouple, fixed_decay, ams_bound,
-    eps, maximize, kNumHyper
+    eps, maximize, cautious, kNumHyper
   };
   static constexpr const char* slot_names[] = {"exp_avg", "exp_avg_sq", "exp_mean_avg_beta2", "max_exp_avg_sq"};
   static constexpr bool maximize_policy = true;
+  // cautious (pytorch-optimizer 4.1.0 LaProp(cautious=True)): m masked where m·g ≤ 0 for the step only.
+  static constexpr bool cautious_policy = true;
   static constexpr int num_scalars = 2;
   static constexpr const char* scalar_name_list[] = {"exp_avg_lr_1", "exp_avg_lr_2"};
   static constexpr const char* const* scalar_names = scalar_name_list;
@@ -92,7 +94,8 @@ struct Laprop : RuleBase {
             T(1.0 - h[weight_decay] * (h[fixed_decay] != 0.0 ? 1.0 : h[lr]))};
   }
 
-  template <int V, class T> static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
+  // The moments' update; the direction is m (what a cautious step masks).
+  template <int V, class T> static PYOPT_INLINE T direction(const Coeffs<T>& k, T, T g, T* s) {
     T& m = s[0];
     T& v = s[1];
     v = fmadd(k.one_minus_beta2 * g, g, v * k.beta2);  // exp_avg_sq.mul_(β2).addcmul_(g, g, 1 − β2)
@@ -109,8 +112,14 @@ struct Laprop : RuleBase {
     }
     const T denom = (std::sqrt(second + k.ams_eps) + k.eps) / k.bc2_sqrt;  // .add(1e-15).sqrt_().add_(eps).div_(bc2_sq)
     m = m * k.beta1 + (k.grad_coeff * g) / denom;  // exp_avg.mul_(β1).addcdiv_(g, de_nom, value=(1 − β1)·lr)
-    p = fmadd(k.neg_step_size, m, p);              // p.add_(exp_avg, alpha=−step_size)
+    return m;
+  }
+  template <int V, class T> static PYOPT_INLINE void apply(const Coeffs<T>& k, T& p, T, T*, T u) {
+    p = fmadd(k.neg_step_size, u, p);              // p.add_(exp_avg, alpha=−step_size)
     if constexpr (V & kDecoupledDecay) p = p * k.decay;
+  }
+  template <int V, class T> static PYOPT_INLINE void update(const Coeffs<T>& k, T& p, T g, T* s) {
+    apply<V>(k, p, g, s, direction<V>(k, p, g, s));
   }
 };
 
