@@ -167,6 +167,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("isa", &isa, "The instruction set the kernels run on.");
   m.def("isa_available", &isa_available, "Instruction sets compiled in and supported by this CPU, best last.");
   m.def("isa_compiled", &isa_compiled, "Instruction sets compiled in.");
+  m.def("have_blas", &have_blas, "Whether this build has a BLAS, so that C++ (pyopt::Optimizer) runs Muon.");
   m.def("set_isa", &set_isa, py::arg("name"), "Use the best instruction set up to `name`.");
   m.def("num_threads", &num_threads);
   m.def("set_num_threads", &set_num_threads, py::arg("n"));

@@ -12,7 +12,7 @@ RECORDS = _core.optimizers()
 def test_schema():
     keys = {"name", "rule", "alias_of", "class_name", "summary", "reference", "paper", "paper_url", "lr_range",
             "demo_lr", "fixed", "slots", "scalars", "hyper", "int8_slots", "nonnegative_slots",
-            "state_dtypes", "per_tensor"}
+            "state_dtypes", "per_tensor", "cxx"}
     hyper_keys = {"name", "default", "kind", "range", "search", "low", "high", "keyword_only", "doc", "range_note"}
     for name, d in RECORDS.items():
         assert set(d) == keys, name
@@ -21,6 +21,9 @@ def test_schema():
             assert h["kind"] in ("real", "bool", "int")
             assert h["search"] in ("fixed", "log", "one_minus_log", "flag", "weight_decay")
     assert [n for n, d in RECORDS.items() if d["rule"] is None] == ["muon", "adafactor", "lbfgs"]
+    # The C++ pyopt::Optimizer runs every rule, Adafactor, and Muon when the build found a BLAS.
+    assert [n for n, d in RECORDS.items() if not d["cxx"]] == ([] if _core.have_blas() else ["muon"]) + ["lbfgs"]
+    assert all(d["cxx"] for d in RECORDS.values() if d["rule"] is not None)
     assert RECORDS["adamw"]["alias_of"] == "adam" and RECORDS["adam"]["alias_of"] is None
     assert set(_core.hyper_tuples()) >= {"betas", "etas", "step_sizes", "nus"}
 
