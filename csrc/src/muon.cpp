@@ -83,7 +83,6 @@ void gemm(const float* a, const float* b, float* c, int64_t m, int64_t n, int64_
   const float one = 1.0f, zero = 0.0f;
   sgemm_(transpose_b ? "T" : "N", "N", &ni, &mi, &ki, &one, b, &ldb, a, &lda, &zero, c, &ldc, 1, 1);
 }
-#endif
 
 // torch's norm of a bfloat16 matrix (pyopt.muon._bf16_norm): float32 squares summed (in float64
 // here), the sum a float32, its square root rounded to bfloat16; one element: |x|.
@@ -93,6 +92,7 @@ float bf16_norm(const std::vector<float>& x) {
   for (float v : x) total += double(v * v);
   return bf16(std::sqrt(float(total)));
 }
+#endif
 
 // _zeropower_via_newtonschulz on a rows × cols matrix (row-major, bfloat16 values in float32), in place.
 void newton_schulz(std::vector<float>& x, int64_t rows, int64_t cols, const MuonHyper& h) {
