@@ -1,4 +1,5 @@
 // pyopt._core: a thin layer over the C++ library. The Python API lives in pyopt/.
+#include <algorithm>
 #include <cmath>
 
 #include <pybind11/pybind11.h>
@@ -59,7 +60,8 @@ py::object or_none(const std::string& s) { return s.empty() ? py::object(py::non
 
 py::dict describe(const OptimizerSpec& s) {
   py::list hyper;
-  for (const HyperSpec& h : s.hyper) {
+  for (std::size_t i = 0; i < s.record_hyper; ++i) {  // the record's (not Muon's C++ adjust_lr_fn)
+    const HyperSpec& h = s.hyper[i];
     py::dict d;
     d["name"] = h.name;
     d["default"] = h.default_value;
@@ -74,7 +76,9 @@ py::dict describe(const OptimizerSpec& s) {
     hyper.append(d);
   }
   py::list slots, scalars, int8_slots, nonnegative_slots;
-  if (const RuleInfo* r = s.rule) {
+  // The Python-written optimizers C++ runs too (adafactor, muon) show as Python's: rule None.
+  const RuleInfo* rule = s.rule && s.rule->engine == Engine::Rule ? s.rule : nullptr;
+  if (const RuleInfo* r = rule) {
     for (int j = 0; j < r->num_slots; ++j) {
       slots.append(r->slot_names[j]);
       if (r->int8_slots & (1u << j)) int8_slots.append(r->slot_names[j]);
@@ -84,7 +88,8 @@ py::dict describe(const OptimizerSpec& s) {
   }
   py::dict d;
   d["name"] = s.name;
-  d["rule"] = s.rule ? py::object(py::str(s.rule->name)) : py::object(py::none());
+  d["rule"] = rule ? py::object(py::str(rule->name)) : py::object(py::none());
+  d["cxx"] = s.rule != nullptr;  // pyopt::Optimizer (make_optimizer) runs it
   d["alias_of"] = or_none(s.alias_of);
   d["class_name"] = s.class_name;
   d["summary"] = s.summary;
@@ -103,12 +108,12 @@ py::dict describe(const OptimizerSpec& s) {
   // update pass reads) and the optimizers written in Python keep float32 states.
   py::list state_dtypes;
   state_dtypes.append("float32");
-  if (s.rule && s.rule->num_reductions == 0) state_dtypes.append("bfloat16");
-  if (s.rule && s.rule->int8_slots) state_dtypes.append("int8");
+  if (rule && rule->num_reductions == 0) state_dtypes.append("bfloat16");
+  if (rule && rule->int8_slots) state_dtypes.append("int8");
   d["state_dtypes"] = state_dtypes;
   // Whether a step reads whole tensors (norms, sums, matrix products), not each element alone: such
   // an optimizer cannot step flat partitions of several params (DeepSpeed ZeRO, pyopt.torch).
-  d["per_tensor"] = !s.rule || s.rule->num_reductions > 0;
+  d["per_tensor"] = !rule || rule->num_reductions > 0;
   return d;
 }
 
@@ -121,10 +126,18 @@ PYBIND11_MODULE(_core, m) {
 
   m.def("optimizers", [] {
     py::dict out;
-    for (const OptimizerSpec& s : optimizers()) out[py::str(s.name)] = describe(s);
-    for (const OptimizerSpec& s : python_only_optimizers()) out[py::str(s.name)] = describe(s);
+    // The rules, then the Python-written ones (some of which C++ runs too), in the records' order.
+    std::vector<const OptimizerSpec*> python_written;
+    for (const OptimizerSpec& s : optimizers()) {
+      if (s.rule->engine == Engine::Rule) out[py::str(s.name)] = describe(s);
+      else python_written.push_back(&s);
+    }
+    for (const OptimizerSpec& s : python_only_optimizers()) python_written.push_back(&s);
+    std::stable_sort(python_written.begin(), python_written.end(),
+                     [](const OptimizerSpec* a, const OptimizerSpec* b) { return a->record < b->record; });
+    for (const OptimizerSpec* s : python_written) out[py::str(s->name)] = describe(*s);
     return out;
-  }, "Every optimizer's record: rule (None: written in Python), alias_of, class_name, summary, reference, "
+  }, "Every optimizer's record: rule (None: written in Python), cxx (pyopt::Optimizer runs it), alias_of, class_name, summary, reference, "
      "paper, paper_url, lr_range, demo_lr, hyper (dicts: name, default, kind, range, search, low, high, "
      "keyword_only, doc, range_note), fixed, slots, scalars, int8_slots, nonnegative_slots, state_dtypes, "
      "per_tensor.");
@@ -154,6 +167,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("isa", &isa, "The instruction set the kernels run on.");
   m.def("isa_available", &isa_available, "Instruction sets compiled in and supported by this CPU, best last.");
   m.def("isa_compiled", &isa_compiled, "Instruction sets compiled in.");
+  m.def("have_blas", &have_blas, "Whether this build has a BLAS, so that C++ (pyopt::Optimizer) runs Muon.");
   m.def("set_isa", &set_isa, py::arg("name"), "Use the best instruction set up to `name`.");
   m.def("num_threads", &num_threads);
   m.def("set_num_threads", &set_num_threads, py::arg("n"));

@@ -5,6 +5,7 @@
 #include <set>
 #include <stdexcept>
 
+#include "pyopt/engines.hpp"
 #include "pyopt/factory.hpp"
 #include "pyopt/npz.hpp"
 
@@ -118,7 +119,7 @@ void Optimizer::save(const std::string& path) const {
       const Storage kind = p.slot_storage[j];
       npz::Array a;
       a.descr = kind == Storage::BFloat16 ? "<u2" : is_int8(kind) ? "|u1" : p.dtype == DType::Float32 ? "<f4" : "<f8";
-      a.shape = shape;
+      a.shape = rule.engine == Engine::Rule ? shape : engines::slot_shape(rule.engine, j, shape);
       a.data = p.slots[j];
       const std::string name = prefix + rule.slot_names[j];
       if (kind == Storage::BFloat16) bfloat16.set(name, json::Value("bfloat16"));
@@ -287,13 +288,19 @@ void Optimizer::load(const std::string& path) {
       if (!out.empty()) std::memcpy(out.data(), array.data.data(), array.data.size());
       continue;
     }
-    if (s < 0) throw std::invalid_argument(who + "param " + index + " has unknown state '" + slot + "' for " + spec_->name);
-    if (array.size() != p.size)
-      throw std::invalid_argument(what + " has " + std::to_string(array.size()) + " elements, the param has " +
-                                  std::to_string(p.size));
-    if (array.shape != param_shape)
-      throw std::invalid_argument(what + " has shape " + shape_text(array.shape) + ", the param has shape " +
-                                  shape_text(param_shape));
+    if (s < 0 || (rule.engine != Engine::Rule && !engines::has_slot(rule.engine, s, param_shape)))
+      throw std::invalid_argument(who + "param " + index + " has unknown state '" + slot + "' for " + spec_->name +
+                                  (s < 0 ? "" : " (a param of shape " + shape_text(param_shape) + " has none)"));
+    const std::vector<std::size_t> want_shape =
+        rule.engine == Engine::Rule ? param_shape : engines::slot_shape(rule.engine, s, param_shape);
+    const std::size_t want_size = slot_elements(p, s);
+    if (array.size() != want_size)
+      throw std::invalid_argument(what + " has " + std::to_string(array.size()) + " elements, " +
+                                  (rule.engine == Engine::Rule ? "the param has " : "expected ") + std::to_string(want_size));
+    if (array.shape != want_shape)
+      throw std::invalid_argument(what + " has shape " + shape_text(array.shape) +
+                                  (rule.engine == Engine::Rule ? ", the param has shape " : ", expected shape ") +
+                                  shape_text(want_shape));
     const Storage kind = loaded[i].slot_storage[s];
     if (kind != Storage::Compute) {  // bfloat16 bits or 8-bit codes, taken as they are
       const bool ok = kind == Storage::BFloat16 ? is_bfloat16 : array.descr == "|u1" && !is_bfloat16;
@@ -301,7 +308,7 @@ void Optimizer::load(const std::string& path) {
         throw std::invalid_argument(what + " has dtype " + dtype_text + ", stored as " +
                                     (kind == Storage::BFloat16 ? "bfloat16 (<u2 bits)" : "8-bit codes (|u1)") +
                                     " with state_dtype " + state_dtype_name(saved_storage.state_dtype));
-      if (array.data.size() != p.size * (kind == Storage::BFloat16 ? 2 : 1))
+      if (array.data.size() != want_size * (kind == Storage::BFloat16 ? 2 : 1))
         throw std::invalid_argument(what + ": truncated data");
       loaded[i].slots[s] = array.data;
       continue;

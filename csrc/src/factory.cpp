@@ -1,15 +1,43 @@
 #include "pyopt/factory.hpp"
 
 #include <cmath>
+#include <limits>
 #include <set>
 #include <stdexcept>
 #include <utility>
 #include <vector>
 
+#include "pyopt/muon.hpp"
+
 namespace pyopt {
 namespace {
 
-const std::vector<std::pair<std::string, std::vector<std::string>>>& tuples() { return hyper_tuples(); }
+using Tuples = std::vector<std::pair<std::string, std::vector<std::string>>>;
+
+bool is_engine(const OptimizerSpec& spec, Engine engine) { return spec.rule && spec.rule->engine == engine; }
+
+// The tuples of this optimizer: hyper_tuples(), and Adafactor's eps = (eps1, eps2), whose eps1 may
+// be None (null in JSON, NaN in C++: the dtype's machine epsilon).
+Tuples tuples(const OptimizerSpec& spec) {
+  Tuples out = hyper_tuples();
+  if (is_engine(spec, Engine::Adafactor)) out.push_back({"eps", {"eps1", "eps2"}});
+  return out;
+}
+bool may_be_none(const OptimizerSpec& spec, const std::string& member) {
+  return is_engine(spec, Engine::Adafactor) && member == "eps1";
+}
+
+// Muon's adjust_lr_fn: Python's None / "original" / "match_rms_adamw", C++'s 0 / 1 / 2.
+double adjust_lr_code(const std::string& where, const json::Value& v) {
+  if (v.is_null()) return double(MuonAdjustLr::None);
+  for (MuonAdjustLr a : {MuonAdjustLr::Original, MuonAdjustLr::MatchRmsAdamW})
+    if (v.is_string() && v.as_string() == muon_adjust_lr_name(a)) return double(a);
+  throw std::invalid_argument(where + " must be null, \"original\" or \"match_rms_adamw\", got " + json::dump(v));
+}
+json::Value adjust_lr_json(double code) {
+  const MuonAdjustLr a = MuonAdjustLr(int(code));
+  return a == MuonAdjustLr::None ? json::Value() : json::Value(muon_adjust_lr_name(a));
+}
 
 // The members of tuple `t` the rule has.
 std::vector<std::string> members_of(const RuleInfo& rule, const std::vector<std::string>& all) {
@@ -20,8 +48,8 @@ std::vector<std::string> members_of(const RuleInfo& rule, const std::vector<std:
 }
 
 // Tuple name and position of a flat member, or {"", -1}.
-std::pair<std::string, int> tuple_of(const std::string& key) {
-  for (const auto& [t, members] : tuples())
+std::pair<std::string, int> tuple_of(const Tuples& all, const std::string& key) {
+  for (const auto& [t, members] : all)
     for (std::size_t i = 0; i < members.size(); ++i)
       if (members[i] == key) return {t, int(i)};
   return {"", -1};
@@ -31,10 +59,11 @@ std::pair<std::string, int> tuple_of(const std::string& key) {
 std::vector<std::string> public_names(const OptimizerSpec& spec) {
   std::vector<std::string> out;
   const RuleInfo& rule = *spec.rule;
+  const Tuples all = tuples(spec);
   for (int i = 0; i < rule.num_hyper; ++i) {
     const std::string key = rule.hyper[i].name;
     if (spec.is_fixed(key)) continue;
-    const auto [t, index] = tuple_of(key);
+    const auto [t, index] = tuple_of(all, key);
     if (index < 0) out.push_back(key);
     else if (index == 0) out.push_back(t);
   }
@@ -62,11 +91,12 @@ std::map<std::string, double> flat_hyperparameters(const std::string& name, cons
   if (!hyper.is_object())
     throw std::invalid_argument(name + ": 'hyperparameters' must be an object, got " + json::type_name(hyper.type()));
   const std::vector<std::string> valid = public_names(spec);
+  const Tuples spec_tuples = tuples(spec);
   std::map<std::string, double> out;
   for (const auto& [key, value] : hyper.as_object()) {
     const std::string where = name + ": " + key;
     bool is_tuple = false;
-    for (const auto& [t, all] : tuples()) {
+    for (const auto& [t, all] : spec_tuples) {
       if (t != key) continue;
       const std::vector<std::string> members = members_of(rule, all);
       if (members.empty()) break;
@@ -76,16 +106,20 @@ std::map<std::string, double> flat_hyperparameters(const std::string& name, cons
                                     (members.size() == 2 ? std::string("a pair") : "a list of " + std::to_string(members.size())) +
                                     " of numbers, got " + json::dump(value));
       for (std::size_t i = 0; i < members.size(); ++i)
-        out[members[i]] = real_value(where + "[" + std::to_string(i) + "]", value[i]);
+        out[members[i]] = may_be_none(spec, members[i]) && value[i].is_null()
+                              ? std::numeric_limits<double>::quiet_NaN()
+                              : real_value(where + "[" + std::to_string(i) + "]", value[i]);
     }
     if (is_tuple) continue;
     const int index = rule.hyper_index(key);
-    if (index < 0 || tuple_of(key).second >= 0) {
+    if (index < 0 || tuple_of(spec_tuples, key).second >= 0) {
       throw std::invalid_argument(name + ": unknown hyperparameter '" + key + "'; valid: " + join(valid));
     }
     if (spec.is_fixed(key))
       throw std::invalid_argument(name + ": hyperparameter '" + key + "' is fixed by this optimizer; valid: " + join(valid));
-    if (rule.hyper[index].kind == HyperKind::Bool) {
+    if (is_engine(spec, Engine::Muon) && key == "adjust_lr_fn") {
+      out[key] = adjust_lr_code(where, value);
+    } else if (rule.hyper[index].kind == HyperKind::Bool) {
       if (!value.is_bool())
         throw std::invalid_argument(where + " must be a bool (true/false), got " + json::dump(value));
       out[key] = value.as_bool() ? 1.0 : 0.0;
@@ -107,16 +141,19 @@ json::Value public_hyperparameters(const std::string& name, const std::map<std::
   json::Value out = json::Value::object();
   for (const std::string& key : public_names(spec)) {
     bool is_tuple = false;
-    for (const auto& [t, all] : tuples()) {
+    for (const auto& [t, all] : tuples(spec)) {
       if (t != key) continue;
       is_tuple = true;
       json::Value::Array items;
-      for (const std::string& m : members_of(rule, all)) items.emplace_back(get(m));
+      for (const std::string& m : members_of(rule, all))
+        items.push_back(may_be_none(spec, m) && std::isnan(get(m)) ? json::Value() : json::Value(get(m)));
       out.set(key, json::Value(std::move(items)));
     }
     if (is_tuple) continue;
     const int index = rule.hyper_index(key);
-    if (rule.hyper[index].kind == HyperKind::Bool)
+    if (is_engine(spec, Engine::Muon) && key == "adjust_lr_fn")
+      out.set(key, adjust_lr_json(get(key)));
+    else if (rule.hyper[index].kind == HyperKind::Bool)
       out.set(key, json::Value(get(key) != 0.0));
     else
       out.set(key, json::Value(get(key)));

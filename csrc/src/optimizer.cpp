@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <cstring>
 #include <stdexcept>
+#include <type_traits>
 
 #include "pyopt/driver/storage.hpp"
+#include "pyopt/engines.hpp"
 #include "pyopt/kernels.hpp"
 
 namespace pyopt {
@@ -70,6 +72,10 @@ Optimizer::Optimizer(const std::string& name, const std::map<std::string, double
 }
 
 void Optimizer::check_storage(const StorageOptions& o, const std::string& who) const {
+  if (spec_->rule->engine != Engine::Rule &&
+      (o.master_weights || o.stochastic_rounding || o.state_dtype != StateDType::Float32))
+    throw std::invalid_argument(who + spec_->name + " keeps float32/float64 states of float32/float64 params only: "
+                                "no storage options (as pyopt." + spec_->class_name + ")");
   if (o.state_dtype != StateDType::Float32 && o.state_dtype != StateDType::BFloat16 && o.state_dtype != StateDType::Int8)
     throw std::invalid_argument(who + "state_dtype " + std::to_string(int(o.state_dtype)) + " is not a StateDType");
   if (o.state_dtype == StateDType::Int8 && spec_->rule->int8_slots == 0) {
@@ -89,6 +95,9 @@ std::size_t Optimizer::add_param(uint16_t* data, std::size_t size, Storage kind)
   if (!is_16bit(kind))
     throw std::invalid_argument(std::string("add_param: a uint16_t param is Storage::Float16 or Storage::BFloat16, not ") +
                                 storage_name(kind));
+  if (spec_->rule->engine != Engine::Rule)
+    throw std::invalid_argument("add_param: " + spec_->name + " steps float32 and float64 params only (as pyopt." +
+                                spec_->class_name + ")");
   return add(data, size, DType::Float32, kind);
 }
 
@@ -101,14 +110,10 @@ std::size_t product(const std::vector<std::size_t>& shape) {
 }  // namespace
 
 std::size_t Optimizer::add_param(float* data, const std::vector<std::size_t>& shape) {
-  const std::size_t i = add(data, product(shape), DType::Float32, Storage::Compute);
-  params_[i].shape = shape;
-  return i;
+  return add(data, product(shape), DType::Float32, Storage::Compute, &shape);
 }
 std::size_t Optimizer::add_param(double* data, const std::vector<std::size_t>& shape) {
-  const std::size_t i = add(data, product(shape), DType::Float64, Storage::Compute);
-  params_[i].shape = shape;
-  return i;
+  return add(data, product(shape), DType::Float64, Storage::Compute, &shape);
 }
 std::size_t Optimizer::add_param(uint16_t* data, const std::vector<std::size_t>& shape, Storage kind) {
   const std::size_t i = add_param(data, product(shape), kind);
@@ -128,14 +133,19 @@ Storage Optimizer::slot_storage_for(const StorageOptions& o, std::size_t size, D
   }
 }
 
-std::size_t Optimizer::add(void* data, std::size_t size, DType dtype, Storage storage) {
+std::size_t Optimizer::add(void* data, std::size_t size, DType dtype, Storage storage,
+                           const std::vector<std::size_t>* shape) {
   if (!data && size) throw std::invalid_argument("add_param: null buffer");
+  if (spec_->rule->engine == Engine::Muon && (!shape || shape->size() != 2))
+    throw std::invalid_argument("add_param: Muon takes only 2-D params (weight matrices; add_param(data, {rows, cols})), "
+                                "got " + (shape ? std::to_string(shape->size()) + "-D" : std::string("no shape")) +
+                                "; optimize the others (biases, norms, embeddings) with another optimizer, e.g. adamw");
   const char* begin = static_cast<const char*>(data);
   const Span span{begin, begin + size * element_size(dtype, storage), params_.size()};
   if (const Span* other = overlapping(span))
     throw std::invalid_argument("add_param: param " + std::to_string(span.param) + " overlaps param " +
                                 std::to_string(other->param));
-  Param p{data, size, dtype, storage, {}, {}, 0, {}, {}, {}, {}};
+  Param p{data, size, dtype, storage, {}, {}, 0, shape ? *shape : std::vector<std::size_t>{}, {}, {}, {}};
   for (int j = 0; j < spec_->rule->num_scalars; ++j) p.scalars[j] = spec_->rule->initial_scalar(j);
   for (int j = 0; j < kMaxSlots; ++j) p.slot_storage[j] = slot_storage_for(storage_, size, dtype, j);
   ensure_slots(p);
@@ -159,8 +169,27 @@ const Optimizer::Span* Optimizer::overlapping(const Span& s) const {
   return it->end > s.begin ? &*it : nullptr;
 }
 
+std::vector<std::size_t> Optimizer::numpy_shape(const Param& p) {
+  return p.shape.empty() ? std::vector<std::size_t>{p.size} : p.shape;
+}
+
+std::size_t Optimizer::slot_elements(const Param& p, int j) const {
+  const Engine engine = spec_->rule->engine;
+  if (engine == Engine::Rule) return p.size;
+  const std::vector<std::size_t> shape = numpy_shape(p);
+  return engines::has_slot(engine, j, shape) ? product(engines::slot_shape(engine, j, shape)) : 0;
+}
+
 void Optimizer::ensure_slots(Param& p) {
   const unsigned mask = spec_->rule->slots_needed(hyper_.data());
+  if (spec_->rule->engine != Engine::Rule) {  // zeros, shaped by the engine (Adafactor's factors)
+    for (int j = 0; j < spec_->rule->num_slots; ++j) {
+      const std::size_t n = slot_elements(p, j);
+      if (!p.slots[j].empty() || p.size == 0 || n == 0) continue;
+      p.slots[j].assign(n * dtype_size(p.dtype), 0);
+    }
+    return;
+  }
   for (int j = 0; j < spec_->rule->num_slots; ++j) {
     if (!(mask & (1u << j)) || !p.slots[j].empty() || p.size == 0) continue;
     const double init = spec_->rule->initial_state(j, hyper_.data());
@@ -217,6 +246,10 @@ bool Optimizer::step(const std::vector<GradRef>& grads, const StepOptions& optio
       throw std::invalid_argument("step: gradient " + std::to_string(i) + " overlaps " +
                                   (other->param == i ? std::string("its param") : "param " + std::to_string(other->param)));
   }
+  if (spec_->rule->engine != Engine::Rule) {
+    step_engine(grads, options);
+    return true;
+  }
   StepPipeline pipeline;
   for (std::size_t i = 0; i < grads.size(); ++i) {
     if (!grads[i].data) continue;
@@ -245,6 +278,75 @@ bool Optimizer::step(const std::vector<GradRef>& grads, const StepOptions& optio
   });
   last_grad_norm_ = outcome.grad_norm;
   return outcome.applied;
+}
+
+// Adafactor and Muon: each param on its own (their steps read whole tensors), as the Python
+// optimizers step them. Clipping and skipping belong to the element-wise pipeline.
+void Optimizer::step_engine(const std::vector<GradRef>& grads, const StepOptions& options) {
+  const StepOptions none;
+  if (options.clip_norm != none.clip_norm || options.clip_value != none.clip_value || options.skip_nonfinite)
+    throw std::invalid_argument("step: " + spec_->name + " takes no StepOptions (clip_norm, clip_value, "
+                                "skip_nonfinite: as pyopt." + spec_->class_name + ".step)");
+  const Engine engine = spec_->rule->engine;
+  const AdafactorHyper adafactor = engine == Engine::Adafactor ? engines::adafactor_hyper(hyper_.data()) : AdafactorHyper{};
+  const MuonHyper muon = engine == Engine::Muon ? engines::muon_hyper(hyper_.data()) : MuonHyper{};
+  last_grad_norm_ = std::numeric_limits<double>::quiet_NaN();
+  for (Param& p : params_) ensure_slots(p);
+  for (std::size_t i = 0; i < grads.size(); ++i) {
+    if (!grads[i].data) continue;
+    Param& p = params_[i];
+    const int64_t step = ++p.step;
+    if (p.size == 0) continue;  // an empty param: nothing to update (its state stays as it is)
+    auto run = [&](auto* param) {
+      using T = std::remove_pointer_t<decltype(param)>;
+      const T* grad = static_cast<const T*>(grads[i].data);
+      auto slot = [&](int j) { return p.slots[j].empty() ? nullptr : reinterpret_cast<T*>(p.slots[j].data()); };
+      if (engine == Engine::Adafactor) {
+        const engines::Factoring f = engines::adafactor_factoring(numpy_shape(p));
+        adafactor_step<T>(param, grad, slot(engines::kRowVar), slot(engines::kColVar), slot(engines::kVariance), f.batch,
+                          f.rows, f.cols, int64_t(p.size), step, adafactor);
+      } else {
+        muon_step<T>(param, grad, slot(0), int64_t(p.shape[0]), int64_t(p.shape[1]), muon);
+      }
+    };
+    if (p.dtype == DType::Float32) run(static_cast<float*>(p.data));
+    else run(static_cast<double*>(p.data));
+  }
+}
+
+void Optimizer::update_hessian(const std::vector<GradRef>& estimates) {
+  const int slot = spec_->rule->engine == Engine::Rule ? slot_index("hessian") : -1;
+  if (slot < 0) throw std::invalid_argument("update_hessian: " + spec_->name + " keeps no Hessian (SophiaG does)");
+  if (estimates.size() != params_.size())
+    throw std::invalid_argument("update_hessian: expected " + std::to_string(params_.size()) + " estimates, got " +
+                                std::to_string(estimates.size()));
+  for (std::size_t i = 0; i < estimates.size(); ++i) {
+    const Param& p = params_[i];
+    if (!estimates[i].data) continue;
+    if (p.storage != Storage::Compute || p.slot_storage[slot] != Storage::Compute)
+      throw std::invalid_argument("update_hessian: param " + std::to_string(i) +
+                                  ": the Hessian of float32/float64 params with float32/float64 states only (as pyopt)");
+    if (estimates[i].dtype != p.dtype || estimates[i].storage != Storage::Compute)
+      throw std::invalid_argument("update_hessian: estimate " + std::to_string(i) + " is " +
+                                  element_name(estimates[i].dtype, estimates[i].storage) + " but its param is " +
+                                  dtype_name(p.dtype));
+  }
+  const double beta2 = get("beta2");
+  for (Param& p : params_) ensure_slots(p);
+  std::vector<MapArgs> by_dtype[kNumDTypes];
+  for (std::size_t i = 0; i < estimates.size(); ++i) {
+    Param& p = params_[i];
+    if (estimates[i].data && p.size)
+      by_dtype[int(p.dtype)].push_back(MapArgs{p.slots[slot].data(), estimates[i].data, int64_t(p.size), beta2});
+  }
+  for (int d = 0; d < kNumDTypes; ++d)
+    if (!by_dtype[d].empty()) run_map(ElementMap::HessianEma, DType(d), by_dtype[d].data(), int64_t(by_dtype[d].size()));
+}
+
+int Optimizer::slot_index(const std::string& slot) const {
+  for (int j = 0; j < spec_->rule->num_slots; ++j)
+    if (slot == spec_->rule->slot_names[j]) return j;
+  return -1;
 }
 
 double Optimizer::get(const std::string& key) const {
@@ -277,7 +379,7 @@ RawState Optimizer::raw_state(std::size_t param, const std::string& slot) const 
     r.storage = p.slot_storage[j];
     if (p.slots[j].empty()) return r;
     r.data = p.slots[j].data();
-    r.size = p.size;
+    r.size = slot_elements(p, j);
     r.absmax = p.absmax[j].empty() ? nullptr : p.absmax[j].data();
     r.absmax_size = p.absmax[j].size();
     return r;
@@ -289,7 +391,7 @@ std::vector<double> Optimizer::state(std::size_t param, const std::string& slot)
   const Param& p = params_.at(param);
   const RawState r = raw_state(param, slot);
   if (!r.data) return {};
-  std::vector<double> out(p.size);
+  std::vector<double> out(r.size);
   if (is_int8(r.storage)) {
     std::vector<float> values(p.size);
     run_dequantize8(static_cast<const unsigned char*>(r.data), r.absmax, int64_t(p.size),
@@ -297,7 +399,7 @@ std::vector<double> Optimizer::state(std::size_t param, const std::string& slot)
     std::copy(values.begin(), values.end(), out.begin());
     return out;
   }
-  for (std::size_t i = 0; i < p.size; ++i) {
+  for (std::size_t i = 0; i < r.size; ++i) {
     if (r.storage == Storage::BFloat16)
       out[i] = double(storage::bf16_to_float(static_cast<const uint16_t*>(r.data)[i]));
     else if (p.dtype == DType::Float32)

@@ -9,6 +9,9 @@
 #include <stdexcept>
 #include <type_traits>
 
+#include "pyopt/adafactor.hpp"
+#include "pyopt/engines.hpp"
+#include "pyopt/muon.hpp"
 #include "pyopt/record_check.hpp"
 #include "pyopt/rules/all.hpp"
 
@@ -78,11 +81,22 @@ void derive_search_bounds(HyperSpec& h, LrRange lr_range) {
   }
 }
 
+// The engine that runs a record written in Python in C++ too (Engine::Rule: none, C++ refuses it).
+Engine engine_of(const OptimizerRecord& r) {
+  const std::string name = r.name;
+  if (name == "adafactor") return Engine::Adafactor;
+  if (name == "muon" && have_blas()) return Engine::Muon;
+  return Engine::Rule;
+}
+
 struct Catalogue {
   std::deque<std::vector<HyperSpec>> tables;  // each rule's record hyperparameters (stable addresses)
   std::vector<RuleInfo> rule_infos;           // kernel-table order
+  std::deque<RuleInfo> engine_infos;          // the Python-written optimizers C++ runs (no kernel table)
   std::vector<OptimizerSpec> optimizers;      // public, run by C++
+  std::vector<OptimizerSpec> engine_specs;    // run by C++, appended to `optimizers` after the rules
   std::vector<OptimizerSpec> python_only;
+  int records = 0;                            // records seen so far
 
   template <class Rule>
   const RuleInfo& add_rule(const OptimizerRecord& r) {
@@ -120,7 +134,9 @@ struct Catalogue {
     s.paper_url = alias ? alias->paper_url : r.paper_url;
     s.lr_range = alias ? alias->lr_range : r.lr_range;
     s.demo_lr = alias ? alias->demo_lr : r.demo_lr;
-    s.hyper.assign(r.hyper.begin(), r.hyper.end());
+    if (rule) s.hyper.assign(rule->hyper, rule->hyper + rule->num_hyper);  // the record's, then an engine's own
+    else s.hyper.assign(r.hyper.begin(), r.hyper.end());
+    s.record_hyper = r.hyper.size();
     if (alias) {
       for (const DefaultOverride& o : alias->defaults) s.hyper[std::size_t(find_hyper(s.hyper, o.name))].default_value = o.value;
       for (const SearchOverride& o : alias->search) s.hyper[std::size_t(find_hyper(s.hyper, o.name))].search = o.search;
@@ -145,10 +161,27 @@ struct Catalogue {
     const RuleInfo& rule = add_rule<Rule>(r);
     optimizers.push_back(make_spec(r, nullptr, &rule));
     for (const AliasRecord& a : r.aliases) optimizers.push_back(make_spec(r, &a, &rule));
+    for (std::size_t k = optimizers.size() - 1 - r.aliases.size(); k < optimizers.size(); ++k) optimizers[k].record = records;
+    ++records;
   }
   void add_python_only(const OptimizerRecord& r) {
     check_record(r);
-    python_only.push_back(make_spec(r, nullptr, nullptr));
+    const Engine engine = engine_of(r);
+    if (engine == Engine::Rule) {
+      python_only.push_back(make_spec(r, nullptr, nullptr));
+      python_only.back().record = records++;
+      return;
+    }
+    std::vector<HyperSpec> table(r.hyper);
+    for (const HyperSpec& h : engines::extra_hyper(engine)) table.push_back(h);
+    const std::vector<HyperSpec>& stored = tables.emplace_back(std::move(table));
+    const engines::Layout layout = engines::layout(engine);
+    engine_infos.push_back(RuleInfo{r.name, -1, stored.data(), int(stored.size()), layout.slot_names, layout.num_slots,
+                                    nullptr, 0, +[](const double*) { return 0; },
+                                    layout.slot_mask, 0u, 0u, 0, layout.check,
+                                    +[](int, const double*) { return 0.0; }, +[](int) { return 0.0; }, engine});
+    engine_specs.push_back(make_spec(r, nullptr, &engine_infos.back()));
+    engine_specs.back().record = records++;
   }
 
   Catalogue() {
@@ -159,6 +192,8 @@ struct Catalogue {
 #include "pyopt/records.def"
 #undef PYOPT_RULE
 #undef PYOPT_PYTHON_ONLY
+    for (OptimizerSpec& s : engine_specs) optimizers.push_back(std::move(s));
+    engine_specs.clear();
     std::vector<std::string> names;
     for (const auto* list : {&optimizers, &python_only})
       for (const OptimizerSpec& s : *list) {
@@ -286,7 +321,10 @@ const OptimizerSpec& find_optimizer(const std::string& name) {
   for (const OptimizerSpec& s : c.python_only)
     if (s.name == name)
       throw std::invalid_argument("optimizer '" + name + "' is written in Python (pyopt." + s.class_name +
-                                  ") and has no C++ Optimizer; available in C++: " + valid);
+                                  ") and has no C++ Optimizer" +
+                                  (name == "muon" ? " in this build (it needs a BLAS; CMake's find_package(BLAS) found none)"
+                                                  : "") +
+                                  "; available in C++: " + valid);
   throw std::invalid_argument("unknown optimizer '" + name + "'; available: " + valid);
 }
 

@@ -10,6 +10,8 @@
 //    "load": "ckpt.npz" (optional, Optimizer::load before stepping),
 //    "save": "ckpt.npz" (optional, Optimizer::save after stepping),
 //    "step_options": {"clip_norm": x, "clip_value": x, "skip_nonfinite": bool} (optional, each key too)}
+// and, for SophiaG, hessian/<t>/<i> (optional, the param's dtype): when step t has any, they go to
+// Optimizer::update_hessian (a missing i skips that param) before step t.
 // The optimizer is built with pyopt::make_optimizer (the best.json path, storage options included). OUT.npz gets the
 // params after the steps, as param/<i>, and per step whether it was applied and last_grad_norm()
 // (float64 arrays "applied" and "grad_norm"). Errors: message on stderr, exit code 1.
@@ -97,6 +99,16 @@ int run(const std::string& in_path, const std::string& out_path) {
       else
         refs.emplace_back(static_cast<const double*>(data));
     }
+    std::vector<pyopt::GradRef> estimates;
+    bool any_estimate = false;
+    for (std::size_t i = 0; i < params.size(); ++i) {
+      const pyopt::npz::Array* h = pyopt::npz::find(in, "hessian/" + std::to_string(t) + "/" + std::to_string(i));
+      any_estimate |= h != nullptr;
+      if (!h) estimates.emplace_back(nullptr);
+      else if (h->descr == "<f4") estimates.emplace_back(reinterpret_cast<const float*>(h->data.data()));
+      else estimates.emplace_back(reinterpret_cast<const double*>(h->data.data()));
+    }
+    if (any_estimate) opt.update_hessian(estimates);
     applied.push_back(opt.step(refs, options) ? 1.0 : 0.0);
     grad_norms.push_back(opt.last_grad_norm());
   }

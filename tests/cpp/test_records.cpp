@@ -143,11 +143,28 @@ PYOPT_TEST(catalogue_comes_from_the_records) {
   const HyperSpec& mu = momentum.hyper[std::size_t(momentum.rule->hyper_index("momentum"))];
   CHECK(mu.search == Search::OneMinusLog && mu.default_value == 0.9);
   CHECK(find_optimizer("sgd").hyper[std::size_t(momentum.rule->hyper_index("momentum"))].search == Search::Fixed);
-  // Written in Python: listed apart, refused by name with where to find it.
-  CHECK(python_only_optimizers().size() == 4 && python_only_optimizers()[0].rule == nullptr);
-  CHECK(python_only_optimizers()[2].name == "rowwise_adagrad" && python_only_optimizers()[2].rule == nullptr);
-  CHECK(python_only_optimizers()[3].name == "lbfgs" && python_only_optimizers()[3].rule == nullptr);
-  const std::string msg = CHECK_THROWS(std::invalid_argument, find_optimizer("muon"));
-  CHECK_MSG(contains(msg, "'muon' is written in Python (pyopt.Muon)"), msg);
+  // Written in Python and not run by C++: listed apart, refused by name with where to find it.
+  // Adafactor (and Muon, given a BLAS) are written in Python and run by C++ too: after the rules.
+  auto python_only_has = [](const std::string& name) {
+    for (const auto& s : python_only_optimizers())
+      if (s.name == name) return true;
+    return false;
+  };
+  for (const auto& s : python_only_optimizers()) CHECK_MSG(s.rule == nullptr, s.name);
+  CHECK(python_only_has("lbfgs") && python_only_has("rowwise_adagrad") && python_only_has("prodigy"));
+  CHECK(!python_only_has("adafactor"));
+  CHECK(python_only_has("muon") == !have_blas());
+  const std::string msg = CHECK_THROWS(std::invalid_argument, find_optimizer("lbfgs"));
+  CHECK_MSG(contains(msg, "'lbfgs' is written in Python (pyopt.LBFGS)"), msg);
   for (const OptimizerSpec& s : optimizers()) CHECK_MSG(s.rule != nullptr && !s.class_name.empty(), s.name);
+  std::vector<std::string> engines;
+  for (const OptimizerSpec& s : optimizers())
+    if (s.rule->engine != Engine::Rule) engines.push_back(s.name);
+  CHECK(engines == (have_blas() ? std::vector<std::string>{"muon", "adafactor"} : std::vector<std::string>{"adafactor"}));
+  CHECK(optimizers().back().name == "adafactor" && find_optimizer("adafactor").rule->index == -1);
+  CHECK(find_optimizer("adafactor").record_hyper == find_optimizer("adafactor").hyper.size());
+  if (have_blas()) {  // C++ keeps Muon's adjust_lr_fn (a string in Python) after the record's hyperparameters
+    const OptimizerSpec& muon = find_optimizer("muon");
+    CHECK(muon.hyper.size() == muon.record_hyper + 1 && std::string(muon.hyper.back().name) == "adjust_lr_fn");
+  }
 }

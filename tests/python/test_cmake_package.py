@@ -232,6 +232,183 @@ def test_cpp_refuses_what_it_cannot_read(cpp_build, tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------
+# The Python-written optimizers pyopt::Optimizer runs too (Adafactor; Muon when the build has a
+# BLAS), and SophiaG's update_hessian, against the Python optimizers.
+
+ADAFACTOR_SHAPES = [((7,), np.float32), ((3, 5), np.float64), ((2, 3, 4), np.float32), ((1, 17), np.float64),
+                    ((9, 1), np.float32), ((33, 20), np.float32), ((), np.float64), ((4, 0), np.float32)]
+
+
+def engine_data(rng, shapes, steps, scales=(1.0,)):
+    params = [rng.standard_normal(shape).astype(dtype) for shape, dtype in shapes]
+    grads = [[(scales[t % len(scales)] * rng.standard_normal(shape)).astype(dtype) for shape, dtype in shapes]
+             for t in range(steps)]
+    return params, grads
+
+
+def adafactor_hyper(rng, case):
+    """Defaults (case 0), then random valid hyperparameters, extremes included (eps1 = 0, eps2 = 0)."""
+    if case == 0:
+        return {}
+    return {"lr": float(10 ** rng.uniform(-3, 0)), "beta2_decay": float(-rng.uniform(0.1, 1.0)),
+            "eps": [None if case == 1 else 0.0 if case == 2 else float(10 ** rng.uniform(-40, -20)),
+                    0.0 if case == 2 else float(10 ** rng.uniform(-5, -2))],
+            "d": float(rng.uniform(1.0, 3.0)), "weight_decay": float(rng.uniform(0.0, 0.1)),
+            "maximize": bool(case % 2)}
+
+
+@pytest.mark.parametrize("case", range(4))
+def test_cpp_adafactor_equals_python(cpp_build, tmp_path, case):
+    """pyopt::Optimizer("adafactor") and pyopt.Adafactor (the same kernel) give equal bits over 12
+    steps on vectors, matrices, batches of matrices, 1 x N, N x 1, 0-d and empty params, float32
+    and float64, with gradients of 1, 1e-20 and 1e20."""
+    rng = np.random.default_rng(100 + case)
+    hyper = adafactor_hyper(rng, case)
+    params, grads = engine_data(rng, ADAFACTOR_SHAPES, 12, scales=(1.0, 1e-20, 1.0, 1e20))
+    expected, _ = python_steps("adafactor", hyper, params, grads)
+    got = cpp_steps(cpp_build, tmp_path, "adafactor", hyper, params, grads)
+    for e, g in zip(expected, got):
+        assert g.dtype == e.dtype and g.shape == e.shape
+        np.testing.assert_array_equal(g, e)
+    assert not np.array_equal(got[3], params[3])
+
+
+def test_adafactor_checkpoints_cross_languages(cpp_build, tmp_path):
+    """A C++-written Adafactor checkpoint gives pyopt.load a pyopt.Adafactor that continues with the
+    bits of never stopping (its factors in Python's shapes), and the other way round."""
+    rng = np.random.default_rng(7)
+    hyper = adafactor_hyper(rng, 3)
+    params, grads = engine_data(rng, ADAFACTOR_SHAPES[:6], 6)
+    full, _ = python_steps("adafactor", hyper, params, grads)
+
+    ckpt = tmp_path / "cpp.npz"
+    middle = cpp_steps(cpp_build, tmp_path, "adafactor", hyper, params, grads[:3], save=ckpt, tag="first")
+    _, py_opt = python_steps("adafactor", hyper, params, grads[:3])
+    pyopt.save(py_opt, tmp_path / "py.npz")
+    cpp_meta, cpp_arrays = checkpoint_state(ckpt)
+    py_meta, py_arrays = checkpoint_state(tmp_path / "py.npz")
+    assert cpp_meta == py_meta and cpp_arrays.keys() == py_arrays.keys()
+    for key in py_arrays:
+        assert cpp_arrays[key].shape == py_arrays[key].shape, key
+        np.testing.assert_array_equal(cpp_arrays[key], py_arrays[key], err_msg=key)
+    resumed, opt = python_steps("adafactor", None, middle, grads[3:], checkpoint=ckpt)
+    assert type(opt) is pyopt.Adafactor and opt.param_groups[0]["eps"] == tuple(hyper["eps"])
+    for e, g in zip(full, resumed):
+        np.testing.assert_array_equal(g, e)
+
+    cpp_resumed = cpp_steps(cpp_build, tmp_path, "adafactor", {}, middle, grads[3:], load=tmp_path / "py.npz",
+                            tag="second")
+    for e, g in zip(full, cpp_resumed):
+        np.testing.assert_array_equal(g, e)
+
+
+def test_cpp_sophia_update_hessian_equals_python(cpp_build, tmp_path):
+    """pyopt::Optimizer::update_hessian and pyopt.SophiaG.update_hessian (the same map) between
+    steps, a param skipped once: equal params and states, bit for bit."""
+    rng = np.random.default_rng(11)
+    hyper = {"lr": 1e-2, "betas": [0.9, 0.95], "rho": 0.05, "weight_decay": 0.1}
+    params, grads = make_data(rng, 9)
+    estimates = {t: [np.square(rng.standard_normal(p.shape)).astype(p.dtype) for p in params] for t in (0, 3, 6)}
+    estimates[3][1] = None
+    expected = [p.copy() for p in params]
+    opt = pyopt.from_config({"optimizer": "sophia", "hyperparameters": hyper}, expected)
+    for t, g in enumerate(grads):
+        if t in estimates:
+            opt.update_hessian([None if e is None else e.copy() for e in estimates[t]])
+        opt.step([x.copy() for x in g])
+    pyopt.save(opt, tmp_path / "py.npz")
+    # Through the driver: hessian/<t>/<i> entries go to update_hessian before step t.
+    driver = cpp_build / "tests" / "cpp" / "pyopt_step_driver"
+    spec = {"optimizer": "sophia", "hyperparameters": hyper, "steps": len(grads), "save": str(tmp_path / "cpp.npz")}
+    arrays = {"__driver__": np.array(json.dumps(spec))}
+    arrays.update({f"param/{i}": p for i, p in enumerate(params)})
+    arrays.update({f"grad/{t}/{i}": x for t, g in enumerate(grads) for i, x in enumerate(g)})
+    arrays.update({f"hessian/{t}/{i}": e for t, es in estimates.items() for i, e in enumerate(es) if e is not None})
+    np.savez(tmp_path / "in.npz", **arrays)
+    result = subprocess.run([str(driver), str(tmp_path / "in.npz"), str(tmp_path / "out.npz")], capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr
+    with np.load(tmp_path / "out.npz") as data:
+        for i, e in enumerate(expected):
+            np.testing.assert_array_equal(data[f"param/{i}"], e)
+    _, py_arrays = checkpoint_state(tmp_path / "py.npz")
+    _, cpp_arrays = checkpoint_state(tmp_path / "cpp.npz")
+    assert py_arrays.keys() == cpp_arrays.keys() and "state/1/hessian" in py_arrays
+    for key in py_arrays:
+        np.testing.assert_array_equal(cpp_arrays[key], py_arrays[key], err_msg=key)
+
+
+MUON_SHAPES = [(5, 3), (3, 5), (8, 8), (1, 17), (17, 1), (40, 24), (24, 40), (1, 1), (130, 70), (70, 130)]
+# Muon's C++ GEMMs sum in the BLAS's order, not numpy's: a float32 GEMM result a few ulps away can
+# round to the neighbouring bfloat16 (2^-8 relative), so an element of the orthogonalized update
+# may differ by one bfloat16 rounding, and that difference feeds the following Newton-Schulz
+# iterations. Measured (Debian's OpenBLAS 0.3.21 vs numpy's bundled OpenBLAS, 8 steps): equal bits
+# up to 64 x 64, then at most 5.3e-3 of the largest update element (256 x 512); `pytest -s -k muon`
+# prints each case's error.
+MUON_TOLERANCE = 5e-2
+needs_blas = pytest.mark.skipif(not pyopt._core.have_blas(), reason="built without a BLAS: C++ has no Muon")
+
+
+def muon_relative_error(expected, got, start):
+    """max |C++ − Python| over the largest |Python − start| (the size of the update)."""
+    worst = 0.0
+    for e, g, p in zip(expected, got, start):
+        scale = float(np.max(np.abs(e.astype(np.float64) - p))) if e.size else 0.0
+        if scale:
+            worst = max(worst, float(np.max(np.abs(g.astype(np.float64) - e))) / scale)
+    return worst
+
+
+@needs_blas
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("hyper", [{}, {"nesterov": False, "adjust_lr_fn": "match_rms_adamw", "weight_decay": 0.1},
+                                   {"ns_coefficients": [2.0, -1.5, 0.5], "ns_steps": 3, "momentum": 0.5,
+                                    "adjust_lr_fn": "original", "eps": 0.0, "lr": 0.1}])
+def test_cpp_muon_matches_python(cpp_build, tmp_path, dtype, hyper):
+    """pyopt::Optimizer("muon") vs pyopt.Muon (torch.optim.Muon's semantics) over 8 steps on tall,
+    wide, square, 1 x N, N x 1 and 1 x 1 params: within MUON_TOLERANCE of the update's size; the
+    momentum buffers (no GEMM) are bit-identical."""
+    rng = np.random.default_rng(len(json.dumps(hyper)) + (dtype == np.float64))
+    shapes = [(s, dtype) for s in MUON_SHAPES]
+    params, grads = engine_data(rng, shapes, 8, scales=(1.0, 1e-3, 1e3))
+    expected, opt = python_steps("muon", hyper, params, grads)
+    pyopt.save(opt, tmp_path / "py.npz")
+    got = cpp_steps(cpp_build, tmp_path, "muon", hyper, params, grads, save=tmp_path / "cpp.npz")
+    error = muon_relative_error(expected, got, params)
+    print(f"muon {np.dtype(dtype).name} {hyper}: max relative error {error:.3g}")
+    assert error <= MUON_TOLERANCE
+    for e, g in zip(expected, got):
+        assert g.dtype == e.dtype and g.shape == e.shape and np.all(np.isfinite(g))
+    py_meta, py_arrays = checkpoint_state(tmp_path / "py.npz")
+    cpp_meta, cpp_arrays = checkpoint_state(tmp_path / "cpp.npz")
+    assert py_meta == cpp_meta and py_arrays.keys() == cpp_arrays.keys()
+    for key in py_arrays:
+        np.testing.assert_array_equal(cpp_arrays[key], py_arrays[key], err_msg=key)
+    with np.load(tmp_path / "cpp.npz") as data:
+        group = json.loads(str(data["__pyopt_meta__"]))["param_groups"][0]
+    assert group["adjust_lr_fn"] == hyper.get("adjust_lr_fn") and isinstance(group["ns_steps"], int)
+
+
+@needs_blas
+def test_muon_checkpoints_cross_languages(cpp_build, tmp_path):
+    """C++ save -> pyopt.load (a pyopt.Muon) -> continue, and Python save -> C++ load -> continue,
+    both within MUON_TOLERANCE of never stopping."""
+    rng = np.random.default_rng(5)
+    hyper = {"lr": 0.05, "adjust_lr_fn": "match_rms_adamw", "weight_decay": 0.01}
+    shapes = [((6, 4), np.float32), ((3, 9), np.float64)]
+    params, grads = engine_data(rng, shapes, 6)
+    full, _ = python_steps("muon", hyper, params, grads)
+    middle = cpp_steps(cpp_build, tmp_path, "muon", hyper, params, grads[:3], save=tmp_path / "cpp.npz", tag="a")
+    resumed, opt = python_steps("muon", None, middle, grads[3:], checkpoint=tmp_path / "cpp.npz")
+    assert type(opt) is pyopt.Muon and opt.param_groups[0]["adjust_lr_fn"] == "match_rms_adamw"
+    assert muon_relative_error(full, resumed, params) <= MUON_TOLERANCE
+    half, opt = python_steps("muon", hyper, params, grads[:3])
+    pyopt.save(opt, tmp_path / "py.npz")
+    cpp_resumed = cpp_steps(cpp_build, tmp_path, "muon", {}, half, grads[3:], load=tmp_path / "py.npz", tag="b")
+    assert muon_relative_error(full, cpp_resumed, params) <= MUON_TOLERANCE
+
+
+# ----------------------------------------------------------------------------------------------
 # Consumers: a tiny outside project links pyopt::pyopt.
 
 CONSUMER_MAIN = r"""

@@ -15,7 +15,7 @@ RECORDS = _core.optimizers()
 def test_schema():
     keys = {"name", "rule", "alias_of", "class_name", "summary", "reference", "paper", "paper_url", "lr_range",
             "demo_lr", "fixed", "slots", "scalars", "hyper", "int8_slots", "nonnegative_slots",
-            "state_dtypes", "per_tensor"}
+            "state_dtypes", "per_tensor", "cxx"}
     hyper_keys = {"name", "default", "kind", "range", "search", "low", "high", "keyword_only", "doc", "range_note"}
     for name, d in RECORDS.items():
         assert set(d) == keys, name
@@ -28,6 +28,9 @@ def test_schema():
                                                                   "dadapt_sgd", *OPTAX_FAMILY, "adamp", "came",
                                                                   "adam_mini", "normuon", "soap", "shampoo", "kron",
                                                                   "noisy_sgd"]
+    # The C++ pyopt::Optimizer runs every rule, Adafactor, and Muon when the build found a BLAS.
+    assert {n for n, d in RECORDS.items() if d["cxx"]} == {*pyopt._spec.rule_optimizers(), "adafactor",
+                                                           *(["muon"] if _core.have_blas() else [])}
     assert RECORDS["adamw"]["alias_of"] == "adam" and RECORDS["adam"]["alias_of"] is None
     assert set(_core.hyper_tuples()) >= {"betas", "etas", "step_sizes", "nus"}
 

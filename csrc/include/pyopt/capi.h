@@ -23,7 +23,8 @@
  * optimizer's own state only.
  *
  * The optimizers are pyopt::Optimizer (C++, <pyopt/optimizer.hpp>): same kernels, same bits as
- * the Python optimizers' step. Plain C/C++ programs that link pyopt::kernels instead take the
+ * the Python optimizers' step. Params carry no shape here: Adafactor's are vectors (a full
+ * variance, not factored), and Muon (2-D params only) is refused by add_param. Plain C/C++ programs that link pyopt::kernels instead take the
  * table with pyopt_import_capi_from(pyopt_capi_table()).
  */
 #ifndef PYOPT_CAPI_H

@@ -5,7 +5,8 @@
 //
 // Format (format 1): an uncompressed .npz (a zip of .npy files, as np.savez writes) holding
 //   state/<i>/<slot>   one array per allocated state slot of param i (e.g. state/0/exp_avg), in
-//                      the param's dtype and shape
+//                      the param's dtype and shape (Adafactor's factors in pyopt.Adafactor's:
+//                      row_var (..., rows, 1), col_var (..., 1, cols))
 //   __pyopt_meta__     a 0-d numpy string (dtype <U) with a JSON object:
 //     {"format": 1, "optimizer": "adamw",
 //      "state": {"0": {"step": 10, <scalar state, e.g. "mu_product": 0.9>}, ...},

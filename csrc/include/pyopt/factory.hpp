@@ -13,8 +13,9 @@
 //
 // Hyperparameters use the Python (torch) spelling: tuples travel as JSON arrays and map onto the
 // flat C++ names — betas -> beta1, beta2 (, beta3); etas -> etaminus, etaplus;
-// step_sizes -> step_size_min, step_size_max; nus -> nu1, nu2 — and flags are JSON true/false
-// (0/1 in C++). Exactly what Python accepts is accepted: an unknown optimizer or hyperparameter,
+// step_sizes -> step_size_min, step_size_max; nus -> nu1, nu2; Muon's ns_coefficients -> ns_a,
+// ns_b, ns_c; Adafactor's eps -> eps1, eps2, eps1 null (None) being NaN — flags are JSON true/false
+// (0/1 in C++), and Muon's adjust_lr_fn is null, "original" or "match_rms_adamw" (0, 1, 2 in C++). Exactly what Python accepts is accepted: an unknown optimizer or hyperparameter,
 // a pinned one (adamw's decoupled_weight_decay), a wrong type or tuple length, or an out-of-range
 // value throws std::invalid_argument with a message naming it.
 #include <map>

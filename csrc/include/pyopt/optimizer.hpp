@@ -22,6 +22,19 @@
 //
 // Every step computes in float32 and writes the param back rounded to nearest even (or
 // stochastically); see StorageOptions for the state.
+//
+// Besides the element-wise rules, two optimizers whose state or step is per tensor (pyopt's
+// Python-written pyopt.Adafactor and pyopt.Muon, with the same results):
+//   "adafactor"  register params with their shape (add_param(data, {rows, cols}); a param of two
+//                or more axes keeps the factors row_var (..., rows, 1) and col_var (..., 1, cols),
+//                one without a shape or of one axis a full variance). Bit-identical to
+//                pyopt.Adafactor (the same kernel, pyopt/adafactor.hpp).
+//   "muon"       2-D params only (add_param(data, {rows, cols})); only when the library was built
+//                with a BLAS (have_blas(); see pyopt/muon.hpp for how close it is to pyopt.Muon).
+//                Its adjust_lr_fn is the number hyperparameter "adjust_lr_fn" (0: None,
+//                1: "original", 2: "match_rms_adamw"; configs and checkpoints spell the string).
+// Both take float32/float64 params, no storage options and no StepOptions. SophiaG's Hessian EMA
+// is update_hessian().
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -107,6 +120,12 @@ class Optimizer {
   std::size_t add_param(uint16_t* data, std::size_t size, Storage kind);
   std::size_t add_param(uint16_t* data, const std::vector<std::size_t>& shape, Storage kind);
 
+  // SophiaG (any optimizer with a "hessian" state): h ← beta2·h + (1 − beta2)·estimate for each
+  // param, as pyopt.SophiaG.update_hessian (one estimate per param, its dtype; nullptr skips a
+  // param). Does not count as a step. std::invalid_argument (nothing changed) for other optimizers,
+  // a wrong count or dtype, and 16-bit params or states.
+  void update_hessian(const std::vector<GradRef>& estimates);
+
   // One step: a gradient per registered param, in registration order (nullptr skips a param).
   // Everything is checked before any buffer is written.
   void step(const std::vector<GradRef>& grads);
@@ -125,7 +144,8 @@ class Optimizer {
   // The state array `slot` (e.g. "exp_avg") of a param; empty when this configuration has no such
   // slot. bfloat16 and 8-bit states are returned dequantized (their float32 values).
   std::vector<double> state(std::size_t param, const std::string& slot) const;
-  // How that slot is stored and its bytes (valid until the next step, load, set or add_param).
+  // How that slot is stored and its bytes (valid until the next step, load, set or add_param);
+  // `size` is the param's, but Adafactor's factors (the product of their shapes above).
   RawState raw_state(std::size_t param, const std::string& slot) const;
   // The float32 master copy of a 16-bit param (master_weights); empty before its first step and
   // for params without one.
@@ -162,7 +182,12 @@ class Optimizer {
     const char* end;
     std::size_t param;
   };
-  std::size_t add(void* data, std::size_t size, DType dtype, Storage storage);
+  std::size_t add(void* data, std::size_t size, DType dtype, Storage storage,
+                  const std::vector<std::size_t>* shape = nullptr);
+  void step_engine(const std::vector<GradRef>& grads, const StepOptions& options);  // Adafactor, Muon
+  int slot_index(const std::string& slot) const;  // -1: the rule has no such slot
+  std::size_t slot_elements(const Param& p, int slot) const;  // elements of that slot of p (0: none)
+  static std::vector<std::size_t> numpy_shape(const Param& p);  // the shape, or (size,)
   void ensure_slots(Param& p);
   void ensure_master(Param& p);
   // std::invalid_argument (prefixed by who) for options this optimizer's rule cannot have.

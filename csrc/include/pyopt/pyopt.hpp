@@ -3,6 +3,7 @@
 #include "pyopt/adafactor.hpp"
 #include "pyopt/ema.hpp"
 #include "pyopt/grad_norm.hpp"
+#include "pyopt/muon.hpp"
 #include "pyopt/optimizer.hpp"
 #include "pyopt/registry.hpp"
 #include "pyopt/step_pipeline.hpp"

@@ -3,6 +3,7 @@
 // rule ("adamw" is the adam rule with decoupled weight decay and weight_decay = 1e-2), all read
 // from the records (csrc/src/records.def, types in record.hpp), plus the runtime pieces: ISA
 // dispatch and the thread count.
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -11,6 +12,12 @@
 #include "pyopt/types.hpp"
 
 namespace pyopt {
+
+// How pyopt::Optimizer steps an optimizer: an element-wise rule through the kernel tables, or one
+// of the optimizers written in Python whose state or step is per tensor, which C++ runs too:
+// Adafactor (factored state, its per-ISA kernel) and Muon (Newton-Schulz GEMMs through the BLAS
+// CMake found; absent from optimizers() without one).
+enum class Engine : uint8_t { Rule = 0, Adafactor = 1, Muon = 2 };
 
 struct RuleInfo {
   const char* name;
@@ -29,6 +36,7 @@ struct RuleInfo {
   void (*check)(const double* hyper);  // the rule's cross-field check, or null
   double (*initial_state)(int slot, const double* hyper);
   double (*initial_scalar)(int index);
+  Engine engine = Engine::Rule;  // not Rule: no kernel (index -1), slots not shaped like the param
 
   // Throws std::invalid_argument naming the first hyperparameter out of its record range, then
   // whatever the rule's check throws.
@@ -39,7 +47,7 @@ struct RuleInfo {
 
 struct OptimizerSpec {
   std::string name;                 // public name, e.g. "adamw"
-  const RuleInfo* rule;             // the rule it runs (null for the optimizers written in Python)
+  const RuleInfo* rule;             // the rule it runs (null for the optimizers C++ does not run)
   std::vector<double> defaults;     // a full hyperparameter vector in the rule's order
   std::vector<std::string> fixed;   // hyperparameters this name pins (e.g. adamw: decoupled_weight_decay)
   std::string summary;              // one line
@@ -53,17 +61,24 @@ struct OptimizerSpec {
   // The hyperparameters as this name has them: its defaults and search kinds, with the derived
   // search bounds filled in (see Search in record.hpp).
   std::vector<HyperSpec> hyper;
+  std::size_t record_hyper = 0;  // how many of `hyper` the record has (Muon's C++ adjust_lr_fn follows)
+  int record = -1;               // position of its record in records.def
 
   bool is_fixed(const std::string& hyper_name) const;
 };
 
 const std::vector<RuleInfo>& all_rules();
-// The optimizers C++ runs, in the records' order (pyopt list's order).
+// Every optimizer pyopt::Optimizer (and make_optimizer) runs: the rules in the records' order
+// (pyopt list's order), then the Python-written ones C++ runs too (adafactor; muon when CMake
+// found a BLAS), each with a non-null rule.
 const std::vector<OptimizerSpec>& optimizers();
-// The optimizers written in Python (muon, adafactor): records without a rule.
+// The optimizers written in Python that C++ does not run (lbfgs; muon without a BLAS): records
+// without a rule (OptimizerSpec::rule null).
 const std::vector<OptimizerSpec>& python_only_optimizers();
-// Throws std::invalid_argument naming the valid optimizers (or, for muon and adafactor, saying
-// they are written in Python).
+// Whether this build has a BLAS (CMake's find_package(BLAS)), which Muon's Newton-Schulz needs.
+bool have_blas();
+// Throws std::invalid_argument naming the valid optimizers (or, for python_only_optimizers(),
+// saying they are written in Python).
 const OptimizerSpec& find_optimizer(const std::string& name);
 
 // Hyperparameters C++ keeps flat and Python (and configs) show as one tuple, torch-style:
