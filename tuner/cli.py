@@ -31,7 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="memory, journal:PATH, sqlite:///PATH or a database URL (default: sqlite in --out; "
                         "a journal file in --out with --jobs > 1)")
     p.add_argument("--study", default=None, help="study name (default: pyopt-TASK); same storage + name resumes")
-    p.add_argument("--jobs", type=int, default=1, help="worker processes sharing the study (default 1)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="worker processes sharing the study (default 1; phased: each phase of at least 2 trials "
+                        "per process runs on all of them)")
     p.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
     p.add_argument("--out", default=None, help="output folder (default: pyopt-tune-TASK)")
     p.add_argument("--pruner", default="hyperband", choices=["hyperband", "median", "none"])

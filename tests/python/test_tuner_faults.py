@@ -319,3 +319,26 @@ def test_best_line_says_what_its_times_are(tmp_path, task, capsys) -> None:
                      "--no-progress", "--strategy", "tpe"]) == 0
     best = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("best:"))
     assert "(trial " in best and "trained in " in best and "s; this run took " in best, best
+
+
+def test_ctrl_c_in_the_phased_strategy_and_the_rerun_goes_on_where_it_stopped(tmp_path, task) -> None:
+    out = tmp_path / "out"
+    common = [task, "--optimizers", "sgd,adam", "--out", str(out), "--strategy", "phased"]
+    proc = start(tmp_path, *common, "--trials", "10", hang_at=2)  # phase 1's second config
+    wait_for_hangs(tmp_path, proc, 1)
+    os.killpg(proc.pid, signal.SIGINT)
+    code, text, err = finish(proc)
+    before = rows(out)
+    check_interrupted(code, err, before, hung=1)
+    assert {r["phase"] for r in before} == {"1"}  # no later phase started
+
+    code, text, err = finish(start(tmp_path, *common, "--trials", "10"))
+    assert code == 0, err
+    after = rows(out)
+    done = [r for r in after if r["state"] in ("COMPLETE", "PRUNED")]
+    assert len(finished_new(before, after)) <= 10
+    # every phase-1 run once (the interrupted one again), none twice
+    runs = [(r["hyperparameters"], r["planned_epochs"], r["seed"]) for r in done if r["phase"] == "1"]
+    assert len(runs) == len(set(runs)) == 6
+    assert {r["phase"] for r in done} == {"1", "2", "3", "4"}
+    assert "phase 4 finalists" in text
