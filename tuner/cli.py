@@ -17,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="phased (default): (1) every optimizer's defaults + an lr sweep at low fidelity, "
                         "(2) successive halving at equal fidelity, (3) TPE around the survivors at full "
                         "fidelity, (4) the finalists on 3 seeds, ranked by the mean; tpe: one TPE study over "
-                        "all optimizers with Hyperband pruning (the pre-0.x behaviour)")
+                        "all optimizers with warm starts and Hyperband pruning (the earlier default)")
     p.add_argument("--trials", type=int, default=40,
                    help="new trials to run, on a rerun too (default 40). A trial is one training run: one "
                         "config, one fidelity, one seed. Phased: at most N, every phase counted (low-fidelity "
