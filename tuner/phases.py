@@ -25,7 +25,9 @@ and ``seed`` in its user attrs; a trial stopped at its low fidelity ends PRUNED 
 below the full-fidelity ones) with ``low_fidelity`` set. Resume: a rerun recomputes the same plan
 and reuses every finished trial with the same params, epochs and seed (no new trial), so an
 interrupted run continues where it stopped and a finished one spends its new ``--trials`` on
-phase 3 (and seeds for new finalists).
+phase 3 (and seeds for new finalists). Queued trials a stopped run did not start are failed
+("not run: ...") at the end of a run and at the start of the next: Optuna pops queued trials
+oldest first, so they would run inside the wrong phase.
 
 Edge-of-range winners are flagged (``edge_flags``), not widened: a record's range is part of
 its spec, shared by every trial of the study, and Optuna cannot change a distribution inside

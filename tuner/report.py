@@ -68,7 +68,8 @@ def phased_best(study: Any, summaries: Sequence[tuple[Any, dict[str, Any]]], res
     trial = study.trials[numbers[summary["seeds"][0]]]
     config_dict = {"optimizer": config.optimizer, "hyperparameters": trial.user_attrs.get("hyperparameters", {}),
                    "value": float(summary["mean"]), "std": float(summary["std"]), "seeds": summary["seeds"],
-                   "values": [float(v) for v in summary["values"]], "epochs": epochs, "full_fidelity": epochs == levels[-1],
+                   "values": [float(v) for v in summary["values"]], "epochs": epochs,
+                   "full_fidelity": epochs == levels[-1],
                    "edge": phases.edge_flags(config, budget), "strategy": "phased", "task": task,
                    "study": study.study_name, "trial": trial.number,
                    "trials": [numbers[s] for s in summary["seeds"]], "pyopt_version": pyopt.__version__}

@@ -334,6 +334,7 @@ def _tune_phased(task: Any, task_spec: str | None, function: Callable[..., float
     st = create_study(task, names, storage=storage, study_name=name, sampler=sampler, pruner=pruner, seed=seed,
                       budget=chosen, parallel=jobs > 1, warm_starts=False)
     st.set_user_attr("strategy", "phased")
+    _drop_queued(st)
     result = TuneResult(best=None, studies=[st], epochs=full if full > 0 else None)
     objective = make_phased_objective(task, names, chosen, full if full > 0 else 1 << 30, precision=precision,
                                       function=function)
@@ -379,7 +380,8 @@ def _tune_phased(task: Any, task_spec: str | None, function: Callable[..., float
         return ran, stopped
 
     def finished() -> int:
-        return sum(1 for t in st.get_trials(deepcopy=False) if t.state.is_finished() and not t.user_attrs.get("surplus"))
+        return sum(1 for t in st.get_trials(deepcopy=False)
+                   if t.state.is_finished() and not t.user_attrs.get("surplus"))
 
     def processes(todo: int) -> int:
         """More processes only for phases with at least 2 trials each: starting one takes seconds."""
@@ -405,7 +407,12 @@ def _tune_phased(task: Any, task_spec: str | None, function: Callable[..., float
          f"{'epochs' if function is None else 'steps'}, {ran} new trials; best: "
          + ", ".join(f"{n} {v:.4g}" for n, v in best_each.items())
          + (f"; not evaluated (too few trials): {', '.join(skipped)}" if skipped else ""))
-    if not stopped and not out_of_time() and len(levels) > 1:
+    def why() -> str:
+        return "interrupted" if stopped else "out of time" if out_of_time() else "no trials left"
+
+    if len(levels) > 1 and (stopped or out_of_time()):
+        tell(f"phase 2 successive halving: skipped ({why()})")
+    elif len(levels) > 1:
         # Phase 2: successive halving, compared at equal fidelity only.
         counts = phases.halving_counts(len([r for r in ranked if not r["diverged"]]), len(levels))
         steps = []
@@ -415,6 +422,7 @@ def _tune_phased(task: Any, task_spec: str | None, function: Callable[..., float
             ran, stopped = run([(c, level_to, 0, 2) for c in promoted], max(0, room))
             steps.append(f"{len(promoted)} -> {level_to} epochs ({', '.join(phases.describe(c) for c in promoted)})")
             if stopped or out_of_time():
+                steps.append(f"stopped ({why()})")
                 break
         tell("phase 2 successive halving: " + "; ".join(steps))
     full_level = levels[-1]
@@ -439,24 +447,44 @@ def _tune_phased(task: Any, task_spec: str | None, function: Callable[..., float
         pruned = sum(1 for t in new if t.state == optuna.trial.TrialState.PRUNED)
         tell(f"phase 3 TPE on {', '.join(alive)} at {full_level} {'epochs' if function is None else 'steps'}: "
              f"{len(new)} trials, {pruned} pruned")
-    elif alive:
-        tell(f"phase 3 TPE: skipped ({'interrupted' if stopped else 'out of time' if out_of_time() else 'no trials left'})"
-             f"; survivors {', '.join(alive)}")
+    else:
+        tell(f"phase 3 TPE: skipped ({why()}){'; survivors ' + ', '.join(alive) if alive else ''}")
     final = phases.finalists(results(), full_level, plan.finalists or 1)
     if not stopped and not out_of_time() and plan.finalists and final:
         # Phase 4: the finalists on more seeds.
         final = phases.finalists(results(), full_level, plan.finalists)
         ran, stopped = run([(c, full_level, s, 4) for c in final for s in phases.SEEDS[1:plan.seeds]],
                            max(0, trials - used))
+        skipped_seeds = ""
+    else:
+        skipped_seeds = f" skipped ({why() if plan.finalists else 'too few trials'})" + ("; " if final else "")
     summaries = [(c, phases.seed_summary(results(), c, full_level)) for c in final]
     summaries.sort(key=lambda item: (-len(item[1]["seeds"]), item[1]["mean"]))
-    if plan.finalists:
-        tell("phase 4 finalists on seeds " + ", ".join(map(str, phases.SEEDS[:plan.seeds])) + ": "
-             + "; ".join(f"{phases.describe(c)} {s['mean']:.4g} +- {s['std']:.2g} ({len(s['seeds'])} seeds)"
-                         for c, s in summaries))
+    tell("phase 4 finalists on seeds " + ", ".join(map(str, phases.SEEDS[:max(1, plan.seeds)])) + ":"
+         + skipped_seeds + ("" if skipped_seeds else " ")
+         + "; ".join(f"{phases.describe(c)} {s['mean']:.4g} +- {s['std']:.2g} ({len(s['seeds'])} seeds)"
+                     for c, s in summaries))
+    _drop_queued(st)
     result.interrupted = stopped
     result.seconds = time.perf_counter() - start
     result.best = report.phased_best(st, summaries, results(), task.name, levels, chosen)
     for flag in (result.best or {}).get("edge", []):
         say(f"edge of range: {flag} (flagged, not widened: the record's range is part of the study)")
     return result
+
+
+def _drop_queued(study: Any) -> None:
+    """FAIL the queued (WAITING) trials of the phased strategy that a stopped run left (Ctrl-C,
+    timeout, a killed process): Optuna runs queued trials oldest first, so a rerun would run them
+    in its own first phase. The rerun plans again and queues what is still needed."""
+    import optuna
+
+    storage = study._storage
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
+        if "planned_epochs" not in t.user_attrs:
+            continue
+        try:
+            storage.set_trial_user_attr(t._trial_id, "error", "not run: the run that queued it stopped")
+            storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # another process took it meanwhile

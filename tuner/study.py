@@ -43,8 +43,9 @@ def train(task: Task, optimizer: str, hyper: dict[str, Any], seed: int = 0,
           report: Callable[[float, int], bool] | None = None, precision: str = "f32",
           epochs: int | None = None) -> tuple[float, dict[str, Any]]:
     """Train ``task`` with ``optimizer`` (``pyopt.create(optimizer, params, **hyper)``) for its
-    epochs (or the first ``epochs`` of them: a lower fidelity, the same run cut short); returns (final validation loss, info). ``report(val_loss, epoch)`` is called after each
-    epoch and returns True to stop (pruning): then optuna.TrialPruned is raised. ``precision``
+    epochs (or the first ``epochs`` of them: a lower fidelity, the same run cut short); returns
+    (final validation loss, info). ``report(val_loss, epoch)`` is called after each epoch and
+    returns True to stop (pruning): then optuna.TrialPruned is raised. ``precision``
     (``pyopt.storage.parse_precision``, e.g. "bf16+master+int8"): the params are stored as
     f16/bf16 and the optimizer gets those storage options; the task computes on float32 copies."""
     space.check_tunable(optimizer)

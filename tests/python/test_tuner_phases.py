@@ -68,6 +68,19 @@ def test_rungs_end_at_the_task_epochs() -> None:
     assert phases.rungs(50) == [5, 16, 50]
 
 
+def test_the_default_portfolio_is_small_and_tunable() -> None:
+    from pyopt.tuner.run import check_arguments
+
+    assert check_arguments((), 40, 1, None, "auto", "tpe", "hyperband") == list(phases.DEFAULT_PORTFOLIO)
+    assert check_arguments((), 40, 1, None, "auto", "tpe", "hyperband", strategy="tpe") == \
+        list(tuner.DEFAULT_OPTIMIZERS)
+    assert {"prodigy", "dadapt_adam", "schedulefree_adamw"} <= set(phases.DEFAULT_PORTFOLIO)
+    for name in phases.DEFAULT_PORTFOLIO:
+        space.check_tunable(name)
+    with pytest.raises(ValueError, match="unknown strategy 'grid'"):
+        check_arguments((), 40, 1, None, "auto", "tpe", "hyperband", strategy="grid")
+
+
 def test_plan_for_the_default_portfolio_and_40_trials() -> None:
     plan = phases.plan(phases.DEFAULT_PORTFOLIO, 40, 20)
     assert plan.optimizers == list(phases.DEFAULT_PORTFOLIO)
@@ -284,3 +297,38 @@ def test_two_processes_run_the_phases(task_file, tmp_path) -> None:
     assert not result.interrupted and len(trials) <= 12
     assert [line.split(" ")[1] for line in result.phases] == ["1", "2", "3", "4"]
     assert result.best is not None and result.best["seeds"] == [0, 1, 2]
+
+
+class _Slow:
+    """Each validation takes at least 0.2 s (a lower bound, so the test does not depend on speed)."""
+
+    name = "slow-quadratic"
+    epochs = 3
+
+    def init_params(self, seed):
+        return {"w": np.zeros(4)}
+
+    def train_batches(self, epoch, rng):
+        yield None
+
+    def loss_and_grads(self, params, batch):
+        d = params["w"] - 1.0
+        return float(d @ d), {"w": 2 * d}
+
+    def validation_loss(self, params):
+        import time
+
+        time.sleep(0.2)
+        d = params["w"] - 1.0
+        return float(d @ d)
+
+
+def test_timeout_stops_starting_trials_and_best_says_what_it_has() -> None:
+    result = tuner.tune(_Slow(), ["sgd", "adam"], trials=10, timeout=1.0, progress=False)
+    trials = [t for t in _trials(result) if t.state.name in ("COMPLETE", "PRUNED")]
+    assert 1 <= len(trials) < 6  # each takes >= 0.4 s: phase 1 (6 runs) could not finish
+    dropped = [t for t in _trials(result) if t.state.name == "FAIL"]  # queued, never started: not left WAITING
+    assert len(trials) + len(dropped) == 6 and all(t.user_attrs["error"].startswith("not run") for t in dropped)
+    assert {t.user_attrs["phase"] for t in trials} == {1}
+    assert result.phases[0].startswith("phase 1") and "out of time" in result.phases[-1]
+    assert result.best["full_fidelity"] is False and result.best["seeds"] == [0] and result.best["epochs"] == 1
