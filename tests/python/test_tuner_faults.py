@@ -346,3 +346,26 @@ def test_ctrl_c_in_the_phased_strategy_and_the_rerun_goes_on_where_it_stopped(tm
     assert len(runs) == len(set(runs)) == 6
     assert {r["phase"] for r in done} == {"1", "2", "3", "4"}
     assert "phase 4 finalists" in text
+
+
+def test_sigkill_phased_two_jobs_and_the_rerun_finishes_every_phase(tmp_path, task) -> None:
+    out = tmp_path / "out"
+    common = [task, "--optimizers", "sgd,adam", "--out", str(out), "--jobs", "2", "--strategy", "phased"]
+    proc = start(tmp_path, *common, "--trials", "12", hang_at=2)  # phase 1 (6 runs) on both processes
+    killed = wait_for_hangs(tmp_path, proc, 2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = study_rows(f"journal:{out / 'study.journal'}", tmp_path)
+    assert sum(r["state"] == "RUNNING" for r in before) == 2
+
+    code, text, err = finish(start(tmp_path, *common, "--trials", "12"))
+    assert code == 0, err
+    after = rows(out)
+    dead = [r for r in after if r["state"] == "FAIL" and r["error"].startswith("worker gone")]
+    assert sorted(int(r["error"].split("pid ")[1].split()[0]) for r in dead) == killed
+    assert not [r for r in after if r["state"] in ("RUNNING", "WAITING")]
+    done = [r for r in after if r["state"] in ("COMPLETE", "PRUNED") and r["phase"]]
+    runs = [(r["hyperparameters"], r["planned_epochs"], r["seed"]) for r in done if r["phase"] == "1"]
+    assert len(runs) == len(set(runs)) == 6  # the killed runs again, the finished ones not
+    assert {r["phase"] for r in done} == {"1", "2", "3", "4"} and "phase 4 finalists" in text
+    assert len([r for r in finished_new(before, after) if r["phase"]]) <= 12  # surplus trials (no phase) end at once
