@@ -191,7 +191,16 @@ def survivors(results: Sequence[Result], levels: Sequence[int], count: int) -> l
 
 
 def finalists(results: Sequence[Result], full: int, count: int) -> list[Config]:
-    return promote(results, full, count)
+    """The ``count`` configs phase 4 re-runs on more seeds: the best full-fidelity config of each
+    optimizer first (best first), then the next best configs: two near-copies of one config would
+    spend the seeds on a comparison that says little."""
+    ranked = promote(results, full, len(results) + 1)
+    out: list[Config] = []
+    for config in ranked:
+        if config.optimizer not in {c.optimizer for c in out}:
+            out.append(config)
+    out += [c for c in ranked if c not in out]
+    return out[:count]
 
 
 def seed_summary(results: Sequence[Result], config: Config, full: int) -> dict[str, Any]:

@@ -152,6 +152,16 @@ def test_survivors_are_those_that_got_furthest() -> None:
     assert phases.survivors(results, [2, 6, 20], 5) == ["nag", "sgd", "adamw"]
 
 
+def test_finalists_are_the_best_of_each_optimizer_first() -> None:
+    results = [_r("adamw", 1e-3, 20, 0.1, number=0), _r("adamw", 2e-3, 20, 0.11, number=1),
+               _r("sgd", 0.1, 20, 0.2, number=2), _r("lion", 1e-4, 20, 0.05, diverged=True, number=3),
+               _r("nag", 1e-3, 6, 0.01, number=4)]
+    assert [describe for describe in map(phases.describe, phases.finalists(results, 20, 2))] == \
+        ["adamw lr=0.001", "sgd lr=0.1"]
+    assert len(phases.finalists(results, 20, 3)) == 3 and phases.finalists(results, 20, 3)[2].optimizer == "adamw"
+    assert phases.finalists(results, 20, 9) == phases.finalists(results, 20, 3)  # never a diverged one
+
+
 def test_seed_summary_is_the_mean_and_sample_std_over_seeds() -> None:
     c = Config.of({"optimizer": "adamw", "adamw.lr": 1e-3})
     results = [_r("adamw", 1e-3, 20, v, seed=s) for s, v in [(0, 0.1), (1, 0.3), (2, 0.2)]]
