@@ -232,8 +232,10 @@ def tune(task: Task | str | Callable[..., float], optimizers: Sequence[str] | No
          strategy: str = "phased") -> TuneResult:
     """Search the optimizer and its hyperparameters for ``task`` (a Task, a built-in name or
     ``path/file.py:OBJECT``, or a plain objective ``fn(make_optimizer, report) -> float`` for a loop
-    a Task cannot express). ``trials`` new trials run (per optimizer when ``fair``), whatever the
-    study already holds; with ``jobs`` > 1, up to jobs - 1 more may start at the end. Writes
+    a Task cannot express). ``strategy``: "phased" (the default; ``tuner/phases.py``: portfolio at
+    low fidelity, successive halving, TPE around the survivors, finalists on 3 seeds; at most
+    ``trials`` new training runs, every phase counted) or "tpe" (one study: ``trials`` new trials,
+    per optimizer when ``fair``; with ``jobs`` > 1, up to jobs - 1 more may start at the end). Writes
     best.json, trials.csv and plots to ``out`` when given. ``precision`` (e.g. "bf16+master+int8",
     see ``pyopt.storage.parse_precision``) trains every trial with 16-bit params and those storage
     options (Task objectives only). Returns a TuneResult."""
