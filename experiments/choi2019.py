@@ -26,7 +26,8 @@ def main(trials: int, seed: int) -> int:
     holds_everywhere = True
     start = time.perf_counter()
     for name in tuner.TASKS:
-        result = tuner.tune(name, OPTIMIZERS, trials=trials, fair=True, budget="full", seed=seed, progress=False)
+        result = tuner.tune(name, OPTIMIZERS, trials=trials, fair=True, budget="full", seed=seed, progress=False,
+                             strategy="tpe")
         best = {r["optimizer"]: r["best"] for r in tuner.report.summary_rows(result.studies)}
         values = [best[o] for o in OPTIMIZERS]
         # "Never worse", up to 1% (the tuning itself is noisy at this budget).

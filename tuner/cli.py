@@ -11,21 +11,37 @@ from typing import Any
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("task", nargs="?", help="a built-in task (see --list) or path/to/file.py:OBJECT")
     p.add_argument("--list", action="store_true", help="list the built-in tasks and each optimizer's search space")
-    p.add_argument("--optimizers", help="comma-separated optimizer names (default: a broad standard set)")
-    p.add_argument("--trials", type=int, default=40, help="new trials to run (on a rerun too; per optimizer with --fair); default 40")
-    p.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds")
+    p.add_argument("--optimizers", help="comma-separated optimizer names (default: phased: adamw, nag, lion, "
+                                        "schedulefree_adamw, prodigy, dadapt_adam; tpe: a broad set of 15)")
+    p.add_argument("--strategy", default="phased", choices=["phased", "tpe"],
+                   help="phased (default): (1) every optimizer's defaults + an lr sweep at low fidelity, "
+                        "(2) successive halving at equal fidelity, (3) TPE around the survivors at full "
+                        "fidelity, (4) the finalists on 3 seeds, ranked by the mean; tpe: one TPE study over "
+                        "all optimizers with warm starts and Hyperband pruning (the earlier default)")
+    p.add_argument("--trials", type=int, default=40,
+                   help="new trials to run, on a rerun too (default 40). A trial is one training run: one "
+                        "config, one fidelity, one seed. Phased: at most N, every phase counted (low-fidelity "
+                        "runs, promotions, which re-train from scratch, and the finalists' seed re-runs); "
+                        "a rerun reuses finished runs, so its N go to phase 3 and 4. tpe: exactly N (per "
+                        "optimizer with --fair; with --jobs K up to K-1 more)")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="seconds after which no new trial starts (running ones finish; phased: later phases, "
+                        "the seed re-runs too, are skipped, and best.json says which seeds it has)")
     p.add_argument("--storage", default=None,
                    help="memory, journal:PATH, sqlite:///PATH or a database URL (default: sqlite in --out; "
                         "a journal file in --out with --jobs > 1)")
     p.add_argument("--study", default=None, help="study name (default: pyopt-TASK); same storage + name resumes")
-    p.add_argument("--jobs", type=int, default=1, help="worker processes sharing the study (default 1)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="worker processes sharing the study (default 1; phased: each phase of at least 2 trials "
+                        "per process runs on all of them)")
     p.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
     p.add_argument("--out", default=None, help="output folder (default: pyopt-tune-TASK)")
     p.add_argument("--pruner", default="hyperband", choices=["hyperband", "median", "none"])
     p.add_argument("--sampler", default="tpe", choices=["tpe", "random"])
     p.add_argument("--budget", default="auto", choices=["auto", "lr", "core", "full"],
                    help="what to search besides the optimizer: lr only, + betas/momentum/weight decay, + eps/flags")
-    p.add_argument("--fair", action="store_true", help="one study per optimizer with the same number of trials")
+    p.add_argument("--fair", action="store_true", help="--strategy tpe: one study per optimizer with the same number "
+                                                       "of trials")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--precision", default="f32",
                    help="train every trial with 16-bit params and optimizer storage, e.g. bf16+master+int8 "
@@ -73,7 +89,9 @@ def _run(args: argparse.Namespace) -> int:
     try:
         task = load_task(args.task)
         check_arguments(optimizers or (), args.trials, args.jobs, args.storage, args.budget, args.sampler, args.pruner,
-                        args.precision)
+                        args.precision, args.strategy)
+        if args.fair and args.strategy != "tpe":
+            raise ValueError("--fair is for --strategy tpe")
     except (ValueError, ImportError, OSError) as exc:
         print(f"pyopt tune: error: {exc}", file=sys.stderr)
         return 2
@@ -86,7 +104,7 @@ def _run(args: argparse.Namespace) -> int:
         result = tune(args.task, optimizers, trials=args.trials, timeout=args.timeout, storage=storage,
                       study=args.study, jobs=args.jobs, seed=args.seed, out=out, pruner=args.pruner,
                       sampler=args.sampler, budget=args.budget, fair=args.fair, progress=not args.no_progress,
-                      precision=args.precision,
+                      precision=args.precision, strategy=args.strategy,
                       log=lambda msg: print(f"pyopt tune: {msg}", flush=True))
     except ValueError as exc:
         print(f"pyopt tune: error: {exc}", file=sys.stderr)
@@ -107,6 +125,13 @@ def best_line(result: Any) -> str:
     from .report import best_trial
 
     b = result.best
+    if b.get("strategy") == "phased":
+        spread = f"mean of {len(b['seeds'])} seeds {b['value']:.6g} +- {b['std']:.2g}" if len(b["seeds"]) > 1 else \
+            f"validation loss {b['value']:.6g} (seed 0 only)"
+        edge = f"; edge of range: {'; '.join(b['edge'])}" if b["edge"] else ""
+        low = "" if b["full_fidelity"] else f" at {b['epochs']} epochs only"
+        return (f"best: {b['optimizer']} {b['hyperparameters']} -> {spread}{low} (trials "
+                f"{', '.join(map(str, b['trials']))}; this run took {result.seconds:.1f} s){edge}")
     found = best_trial(result.studies)
     took = found[1].user_attrs.get("seconds") if found else None
     trained = f"trained in {took:.3g} s; " if isinstance(took, (int, float)) else ""

@@ -14,10 +14,13 @@ import pyopt
 from pyopt._pybase import python_optimizer
 from pyopt.storage import parse_precision
 
-from . import owners, report, space
-from .study import create_study, make_function_objective, make_objective
+from . import owners, phases, report, space
+from .phases import DEFAULT_PORTFOLIO
+from .study import create_study, make_function_objective, make_objective, make_phased_objective
 from .tasks import Task, load_task
 
+STRATEGIES = ("phased", "tpe")
+# --strategy tpe's default: the broad standard set (the phased strategy's is phases.DEFAULT_PORTFOLIO).
 DEFAULT_OPTIMIZERS = ("adamw", "adam", "sgd", "momentum", "nag", "rmsprop", "adagrad", "lion", "radam", "nadam",
                       "adan", "lamb", "schedulefree_adamw", "adabelief", "sophia")
 
@@ -31,9 +34,11 @@ class TuneResult:
     interrupted: bool = False
     seconds: float = 0.0                   # this run's wall time (every study of it)
     notes: list[str] = field(default_factory=list)
+    epochs: int | None = None              # the task's (full fidelity)
+    phases: list[str] = field(default_factory=list)  # the phased strategy's lines: what ran, what survived
 
     def table(self) -> str:
-        return report.table(self.studies)
+        return report.table(self.studies, self.epochs)
 
 
 class _FunctionTask:
@@ -73,10 +78,12 @@ def _watch_parent(parent: int) -> None:
 
 
 def _worker(task_spec: str, optimizers: list[str], storage: str, study_name: str, target: int, timeout: float | None,
-            seed: int, sampler: str, pruner: str, budget: str, parent: int, precision: str = "f32") -> None:
+            seed: int, sampler: str, pruner: str, budget: str, parent: int, precision: str = "f32",
+            phased: bool = False) -> None:
     """One extra process of a parallel study: the same storage and study, its own sampler seed,
     one kernel thread (the processes share the cores). Started with SIGINT ignored (a Ctrl-C
-    during its start-up would print a traceback); it takes Ctrl-C once it can fail its trial."""
+    during its start-up would print a traceback); it takes Ctrl-C once it can fail its trial.
+    ``phased``: it runs the queued trials of a phase and stops when none is left."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
     study = None
     try:
@@ -87,14 +94,86 @@ def _worker(task_spec: str, optimizers: list[str], storage: str, study_name: str
         task = load_task(task_spec)
         study = create_study(task, optimizers, storage=storage, study_name=study_name, sampler=sampler, pruner=pruner,
                              seed=seed, budget=budget, parallel=True, prepare=False)
-        stop = optuna.study.MaxTrialsCallback(target, states=None)
-        study.optimize(make_objective(task, optimizers, budget, seed=0, precision=precision), n_trials=None,
-                       timeout=timeout,
-                       callbacks=[stop], catch=(Exception,), gc_after_trial=False)
+        if phased:
+            from .study import make_phased_objective
+
+            objective = make_phased_objective(task, optimizers, budget, task.epochs, precision=precision)
+            stop: Any = QueueEmpty()
+        else:
+            objective = make_objective(task, optimizers, budget, seed=0, precision=precision)
+            stop = optuna.study.MaxTrialsCallback(target, states=None)
+        study.optimize(objective, n_trials=None, timeout=timeout, callbacks=[stop], catch=(Exception,),
+                       gc_after_trial=False)
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         if study is not None:
             owners.fail_unfinished(study, pids=[os.getpid()])
+
+
+class QueueEmpty:
+    """Stops a process of a phase once no queued (WAITING) trial is left."""
+
+    def __call__(self, study: Any, trial: Any) -> None:
+        import optuna
+
+        if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
+            study.stop()
+
+
+def _optimize(st: Any, objective: Callable[[Any], float], *, n_trials: int, target: int | None, jobs: int,
+              timeout: float | None, progress: bool, worker_args: tuple, say: Callable[[str], None],
+              phased: bool = False) -> bool:
+    """Run ``objective`` on ``st``: ``n_trials`` in this process, or with ``jobs`` > 1 that many
+    processes until ``target`` trials exist (phased: until the queue is empty). Returns True when
+    interrupted (Ctrl-C: the running trials are failed as "interrupted")."""
+    import optuna
+
+    procs: list[Any] = []
+    if jobs > 1:
+        ctx = multiprocessing.get_context("spawn")  # the OpenMP runtime is not fork-safe
+        # One kernel thread and one BLAS thread per process: N processes share the cores.
+        single = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+        saved_env = {k: os.environ.get(k) for k in single}
+        os.environ.update(single)
+        try:
+            for worker in range(1, jobs):
+                args = list(worker_args)
+                args[6] = worker_args[6] + worker  # its own sampler seed
+                p = ctx.Process(target=_worker, args=tuple(args), daemon=True)
+                with owners.sigint_ignored():  # inherited: see _worker
+                    p.start()
+                procs.append(p)
+        finally:
+            for key, value in saved_env.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+    try:
+        if jobs > 1:
+            pyopt.set_num_threads(1)
+            stop: Any = QueueEmpty() if phased else optuna.study.MaxTrialsCallback(target, states=None)
+            st.optimize(objective, n_trials=None, timeout=timeout, catch=(Exception,), show_progress_bar=False,
+                        callbacks=[stop])
+        else:
+            st.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(Exception,),
+                        show_progress_bar=progress)
+        for p in procs:
+            p.join()
+    except KeyboardInterrupt:
+        with owners.sigint_ignored():
+            _stop_workers(procs)
+            owners.fail_unfinished(st, pids=[os.getpid()] + [p.pid for p in procs])
+        say("interrupted: every finished trial is kept in the study; the running ones are failed "
+            "(\"interrupted\"); a rerun adds --trials new trials")
+        return True
+    finally:
+        if jobs > 1:
+            pyopt.set_num_threads(os.cpu_count() or 1)
+    gone = owners.fail_unfinished(st)  # of a worker that was killed
+    if gone:
+        say(f"trial(s) {', '.join(map(str, gone))} failed: their worker process is gone")
+    return False
 
 
 def _stop_workers(procs: list[Any]) -> None:
@@ -116,15 +195,19 @@ def _stop_workers(procs: list[Any]) -> None:
 
 
 def check_arguments(optimizers: Sequence[str], trials: int, jobs: int, storage: str | None, budget: str,
-                    sampler: str, pruner: str, precision: str = "f32") -> list[str]:
+                    sampler: str, pruner: str, precision: str = "f32", strategy: str = "phased") -> list[str]:
     """The checks ``tune`` makes before it touches anything; returns the optimizer names (without a
-    list, the default set minus those whose states cannot be stored as ``precision`` says)."""
+    list, the strategy's default set minus those whose states cannot be stored as ``precision`` says)."""
     from .study import PRUNERS, SAMPLERS, check_storage
+
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; one of {', '.join(STRATEGIES)}")
+    default = DEFAULT_PORTFOLIO if strategy == "phased" else DEFAULT_OPTIMIZERS
 
     stored = parse_precision(precision)  # ValueError naming the bad part
     state_dtype = stored.options.state_dtype
     names = _check_optimizers(list(optimizers) if optimizers else
-                              [n for n in DEFAULT_OPTIMIZERS if state_dtype in pyopt._core.optimizers()[n]["state_dtypes"]])
+                              [n for n in default if state_dtype in pyopt._core.optimizers()[n]["state_dtypes"]])
     unable = [n for n in names if state_dtype not in pyopt._core.optimizers()[n]["state_dtypes"]]
     if unable:
         raise ValueError(f"precision {precision!r}: {', '.join(unable)} cannot keep {state_dtype} states")
@@ -145,11 +228,14 @@ def check_arguments(optimizers: Sequence[str], trials: int, jobs: int, storage: 
 def tune(task: Task | str | Callable[..., float], optimizers: Sequence[str] | None = None, *, trials: int = 40, timeout: float | None = None,
          storage: str | None = None, study: str | None = None, jobs: int = 1, seed: int = 0, out: str | None = None,
          pruner: str = "hyperband", sampler: str = "tpe", budget: str = "auto", fair: bool = False,
-         progress: bool = True, log: Callable[[str], None] | None = None, precision: str = "f32") -> TuneResult:
+         progress: bool = True, log: Callable[[str], None] | None = None, precision: str = "f32",
+         strategy: str = "phased") -> TuneResult:
     """Search the optimizer and its hyperparameters for ``task`` (a Task, a built-in name or
     ``path/file.py:OBJECT``, or a plain objective ``fn(make_optimizer, report) -> float`` for a loop
-    a Task cannot express). ``trials`` new trials run (per optimizer when ``fair``), whatever the
-    study already holds; with ``jobs`` > 1, up to jobs - 1 more may start at the end. Writes
+    a Task cannot express). ``strategy``: "phased" (the default; ``tuner/phases.py``: portfolio at
+    low fidelity, successive halving, TPE around the survivors, finalists on 3 seeds; at most
+    ``trials`` new training runs, every phase counted) or "tpe" (one study: ``trials`` new trials,
+    per optimizer when ``fair``; with ``jobs`` > 1, up to jobs - 1 more may start at the end). Writes
     best.json, trials.csv and plots to ``out`` when given. ``precision`` (e.g. "bf16+master+int8",
     see ``pyopt.storage.parse_precision``) trains every trial with 16-bit params and those storage
     options (Task objectives only). Returns a TuneResult."""
@@ -162,19 +248,27 @@ def tune(task: Task | str | Callable[..., float], optimizers: Sequence[str] | No
     else:
         task_obj = load_task(task) if isinstance(task, str) else task
     task_spec = task if isinstance(task, str) else None
-    names = check_arguments(optimizers or (), trials, jobs, storage, budget, sampler, pruner, precision)
+    names = check_arguments(optimizers or (), trials, jobs, storage, budget, sampler, pruner, precision, strategy)
     if function is not None and precision != "f32":
         raise ValueError("precision is for Task objectives (a plain function creates its own params)")
     if jobs > 1 and task_spec is None:
         raise ValueError("jobs > 1 needs the task as a name or path/file.py:OBJECT (each process loads it)")
     if jobs > 1 and (storage is None or storage in ("memory", ":memory:")):
         raise ValueError("jobs > 1 needs a storage the processes share (journal:PATH, sqlite:///PATH or a database URL)")
-    per_optimizer = trials if fair else trials / len(names)
-    chosen_budget = space.auto_budget(per_optimizer) if budget == "auto" else budget
+    if strategy == "phased" and fair:
+        raise ValueError("fair (one study per optimizer) is for strategy 'tpe'")
     if out is not None:
         os.makedirs(out, exist_ok=True)  # only now: bad arguments leave no folder
     say = log or (lambda _msg: None)
     base_name = study or f"pyopt-{task_obj.name}"
+    if strategy == "phased":
+        result = _tune_phased(task_obj, task_spec, function, names, trials=trials, timeout=timeout, storage=storage,
+                              name=base_name, jobs=jobs, seed=seed, pruner=pruner, sampler=sampler, budget=budget,
+                              progress=progress, say=say, precision=precision)
+        result.out = out
+        return _write(result, out, say)
+    per_optimizer = trials if fair else trials / len(names)
+    chosen_budget = space.auto_budget(per_optimizer) if budget == "auto" else budget
     groups = [[n] for n in names] if fair else [names]
     result = TuneResult(best=None, out=out)
     start = time.perf_counter()
@@ -187,55 +281,21 @@ def tune(task: Task | str | Callable[..., float], optimizers: Sequence[str] | No
         target = already + trials
         say(f"study {name!r}: {already} finished trials; running {trials} more on {', '.join(group)} "
             f"(budget {chosen_budget}, {jobs} process{'es' if jobs > 1 else ''})")
-        procs: list[Any] = []
-        if jobs > 1:
-            ctx = multiprocessing.get_context("spawn")  # the OpenMP runtime is not fork-safe
-            # One kernel thread and one BLAS thread per process: N processes share the cores.
-            single = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
-            saved_env = {k: os.environ.get(k) for k in single}
-            os.environ.update(single)
-            try:
-                for worker in range(1, jobs):
-                    p = ctx.Process(target=_worker, args=(task_spec, group, storage, name, target, timeout, seed + worker,
-                                                          sampler, pruner, chosen_budget, os.getpid(), precision),
-                                    daemon=True)
-                    with owners.sigint_ignored():  # inherited: see _worker
-                        p.start()
-                    procs.append(p)
-            finally:
-                for key, value in saved_env.items():
-                    if value is None:
-                        os.environ.pop(key, None)
-                    else:
-                        os.environ[key] = value
-        import optuna
-
-        try:
-            if jobs > 1:
-                pyopt.set_num_threads(1)
-            objective = make_function_objective(function, group, chosen_budget) if function is not None else \
-                make_objective(task_obj, group, chosen_budget, seed=0, precision=precision)
-            st.optimize(objective, n_trials=None if jobs > 1 else trials,
-                        timeout=timeout, catch=(Exception,), show_progress_bar=progress and jobs == 1,
-                        callbacks=[optuna.study.MaxTrialsCallback(target, states=None)] if jobs > 1 else None)
-            for p in procs:
-                p.join()
-        except KeyboardInterrupt:
+        objective = make_function_objective(function, group, chosen_budget) if function is not None else \
+            make_objective(task_obj, group, chosen_budget, seed=0, precision=precision)
+        if _optimize(st, objective, n_trials=trials, target=target, jobs=jobs, timeout=timeout, progress=progress,
+                     worker_args=(task_spec, group, storage, name, target, timeout, seed, sampler, pruner,
+                                  chosen_budget, os.getpid(), precision, False), say=say):
             result.interrupted = True
-            with owners.sigint_ignored():
-                _stop_workers(procs)
-                owners.fail_unfinished(st, pids=[os.getpid()] + [p.pid for p in procs])
-            say("interrupted: every finished trial is kept in the study; the running ones are failed "
-                "(\"interrupted\"); a rerun adds --trials new trials")
             break
-        finally:
-            if jobs > 1:
-                pyopt.set_num_threads(os.cpu_count() or 1)
-        gone = owners.fail_unfinished(st)  # of a worker that was killed
-        if gone:
-            say(f"trial(s) {', '.join(map(str, gone))} failed: their worker process is gone")
     result.seconds = time.perf_counter() - start
     result.best = report.best_config(result.studies, task_obj.name)
+    result.epochs = task_obj.epochs
+    return _write(result, out, say)
+
+
+def _write(result: TuneResult, out: str | None, say: Callable[[str], None]) -> TuneResult:
+    """best.json, trials.csv and the plots into ``out``."""
     if out is not None:
         if result.best is not None:
             path = os.path.join(out, "best.json")
@@ -250,3 +310,183 @@ def tune(task: Task | str | Callable[..., float], optimizers: Sequence[str] | No
             result.notes.append(f"no plots: they need matplotlib (pip install matplotlib; {exc})")
             say(result.notes[-1])
     return result
+
+
+def _phase_budget(budget: str, plan: phases.Plan) -> str:
+    """``auto`` for the phased strategy: by the phase-3 trials per survivor (as ``space.auto_budget``)."""
+    if budget != "auto":
+        return budget
+    return space.auto_budget(plan.tpe / max(1, min(2, len(plan.optimizers))))
+
+
+def _tune_phased(task: Any, task_spec: str | None, function: Callable[..., float] | None, names: list[str], *,
+                 trials: int, timeout: float | None, storage: str | None, name: str, jobs: int, seed: int, pruner: str,
+                 sampler: str, budget: str, progress: bool, say: Callable[[str], None],
+                 precision: str) -> TuneResult:
+    """The four phases of ``tuner/phases.py`` on one study; ``trials`` new training runs at most."""
+    import optuna
+
+    full = task.epochs if function is None else int(getattr(function, "steps", 0) or 0)
+    seeded = function is None
+    levels = phases.rungs(full) if full > 0 else [0]
+    plan = phases.plan(names, trials, max(full, 1), seeded=seeded)
+    if full <= 0:  # a plain function without ``steps``: one fidelity (run to the end)
+        plan.halving, plan.tpe = 0, plan.tpe + plan.halving
+    chosen = _phase_budget(budget, plan)
+    st = create_study(task, names, storage=storage, study_name=name, sampler=sampler, pruner=pruner, seed=seed,
+                      budget=chosen, parallel=jobs > 1, warm_starts=False)
+    st.set_user_attr("strategy", "phased")
+    _drop_queued(st)
+    result = TuneResult(best=None, studies=[st], epochs=full if full > 0 else None)
+    objective = make_phased_objective(task, names, chosen, full if full > 0 else 1 << 30, precision=precision,
+                                      function=function)
+    start = time.perf_counter()
+    deadline = None if timeout is None else start + timeout
+    used = 0
+
+    def tell(line: str) -> None:
+        result.phases.append(line)
+        say(line)
+
+    already = sum(1 for t in st.trials if t.state.is_finished())
+    say(f"study {name!r}: {already} finished trials; phased search on {', '.join(names)} with {trials} new trials "
+        f"at most (budget {chosen}, fidelities {', '.join(map(str, levels))} "
+        f"{'epochs' if function is None else 'steps'}, {jobs} process{'es' if jobs > 1 else ''})")
+
+    def run(items: list[tuple[phases.Config, int, int, int]], limit: int) -> tuple[int, bool]:
+        """Queue the items (config, epochs, seed, phase) not yet done, up to ``limit``; run them."""
+        nonlocal used
+        trials_now = st.get_trials(deepcopy=False)
+        done = phases.done_keys(trials_now, full)
+        waiting = phases.waiting_keys(trials_now)
+        todo = 0
+        for config, epochs, s, phase in items:
+            key = (config.key(), epochs, s)
+            if key in done or todo >= limit:
+                continue
+            if key not in waiting:
+                st.enqueue_trial(config.as_dict(), user_attrs={"phase": phase, "planned_epochs": epochs, "seed": s})
+            todo += 1
+        if todo == 0:
+            return 0, False
+        left = None if deadline is None else deadline - time.perf_counter()
+        if left is not None and left <= 0:
+            return 0, False
+        n_before = finished()
+        stopped = _optimize(st, objective, n_trials=todo, target=None, jobs=processes(todo), timeout=left,
+                            progress=progress, worker_args=(task_spec, names, storage, name, None, left, seed, sampler,
+                                                            pruner, chosen, os.getpid(), precision, True),
+                            say=say, phased=True)
+        ran = finished() - n_before
+        used += ran
+        return ran, stopped
+
+    def finished() -> int:
+        return sum(1 for t in st.get_trials(deepcopy=False)
+                   if t.state.is_finished() and not t.user_attrs.get("surplus"))
+
+    def processes(todo: int) -> int:
+        """More processes only for phases with at least 2 trials each: starting one takes seconds."""
+        return jobs if todo >= 2 * jobs else 1
+
+    def results() -> list[dict]:
+        return phases.results_of(st.get_trials(deepcopy=False), full)
+
+    def out_of_time() -> bool:
+        return deadline is not None and time.perf_counter() >= deadline
+
+    # Phase 1: the portfolio at the lowest fidelity.
+    configs = phases.portfolio(plan.optimizers, plan.sweep, chosen)
+    low = levels[0]
+    ran, stopped = run([(c, low, 0, 1) for c in configs], trials)
+    ranked = phases.rank(results(), low)
+    best_each: dict[str, float] = {}
+    for r in ranked:
+        best_each.setdefault(r["config"].optimizer, r["value"])
+    skipped = [n for n in names if n not in plan.optimizers]
+    tell(f"phase 1 portfolio: {len(configs)} configs ({len(plan.optimizers)} optimizers x defaults"
+         f"{' + lr x 1/3, 3' if plan.sweep == 3 else ' + lr x 1/3' if plan.sweep == 2 else ''}) at {low} "
+         f"{'epochs' if function is None else 'steps'}, {ran} new trials; best: "
+         + ", ".join(f"{n} {v:.4g}" for n, v in best_each.items())
+         + (f"; not evaluated (too few trials): {', '.join(skipped)}" if skipped else ""))
+    def why() -> str:
+        return "interrupted" if stopped else "out of time" if out_of_time() else "no trials left"
+
+    if len(levels) > 1 and (stopped or out_of_time()):
+        tell(f"phase 2 successive halving: skipped ({why()})")
+    elif len(levels) > 1:
+        # Phase 2: successive halving, compared at equal fidelity only.
+        counts = phases.halving_counts(len([r for r in ranked if not r["diverged"]]), len(levels))
+        steps = []
+        for level_from, level_to, count in zip(levels, levels[1:], counts):
+            promoted = phases.promote(results(), level_from, count)
+            room = trials - used - plan.reruns
+            ran, stopped = run([(c, level_to, 0, 2) for c in promoted], max(0, room))
+            steps.append(f"{len(promoted)} -> {level_to} epochs ({', '.join(phases.describe(c) for c in promoted)})")
+            if stopped or out_of_time():
+                steps.append(f"stopped ({why()})")
+                break
+        tell("phase 2 successive halving: " + "; ".join(steps))
+    full_level = levels[-1]
+    keep = 3 if plan.tpe >= 15 else 2
+    alive = phases.survivors(results(), levels, keep)
+    room = trials - used - plan.reruns
+    if not stopped and not out_of_time() and alive and room > 0:
+        # Phase 3: TPE around the survivors, at full fidelity (round-robin over them).
+        items = [(phases.Config.of({"optimizer": alive[i % len(alive)]}), full_level, 0, 3) for i in range(room)]
+        before = {t.number for t in st.get_trials(deepcopy=False)}
+        for config, epochs, s, phase in items:
+            st.enqueue_trial(config.as_dict(), user_attrs={"phase": phase, "planned_epochs": epochs, "seed": s})
+        left = None if deadline is None else deadline - time.perf_counter()
+        n_before = finished()
+        stopped = _optimize(st, objective, n_trials=room, target=None, jobs=processes(room), timeout=left,
+                            progress=progress, worker_args=(task_spec, names, storage, name, None, left, seed, sampler,
+                                                            pruner, chosen, os.getpid(), precision, True),
+                            say=say, phased=True)
+        new = [t for t in st.get_trials(deepcopy=False) if t.number not in before and t.state.is_finished()
+               and not t.user_attrs.get("surplus")]
+        used += finished() - n_before
+        pruned = sum(1 for t in new if t.state == optuna.trial.TrialState.PRUNED)
+        tell(f"phase 3 TPE on {', '.join(alive)} at {full_level} {'epochs' if function is None else 'steps'}: "
+             f"{len(new)} trials, {pruned} pruned")
+    else:
+        tell(f"phase 3 TPE: skipped ({why()}){'; survivors ' + ', '.join(alive) if alive else ''}")
+    final = phases.finalists(results(), full_level, plan.finalists or 1)
+    if not stopped and not out_of_time() and plan.finalists and final:
+        # Phase 4: the finalists on more seeds.
+        final = phases.finalists(results(), full_level, plan.finalists)
+        ran, stopped = run([(c, full_level, s, 4) for c in final for s in phases.SEEDS[1:plan.seeds]],
+                           max(0, trials - used))
+        skipped_seeds = ""
+    else:
+        skipped_seeds = f" skipped ({why() if plan.finalists else 'too few trials'})" + ("; " if final else "")
+    summaries = [(c, phases.seed_summary(results(), c, full_level)) for c in final]
+    summaries.sort(key=lambda item: (-len(item[1]["seeds"]), item[1]["mean"]))
+    tell("phase 4 finalists on seeds " + ", ".join(map(str, phases.SEEDS[:max(1, plan.seeds)])) + ":"
+         + skipped_seeds + ("" if skipped_seeds else " ")
+         + "; ".join(f"{phases.describe(c)} {s['mean']:.4g} +- {s['std']:.2g} ({len(s['seeds'])} seeds)"
+                     for c, s in summaries))
+    _drop_queued(st)
+    result.interrupted = stopped
+    result.seconds = time.perf_counter() - start
+    result.best = report.phased_best(st, summaries, results(), task.name, levels, chosen)
+    for flag in (result.best or {}).get("edge", []):
+        say(f"edge of range: {flag} (flagged, not widened: the record's range is part of the study)")
+    return result
+
+
+def _drop_queued(study: Any) -> None:
+    """FAIL the queued (WAITING) trials of the phased strategy that a stopped run left (Ctrl-C,
+    timeout, a killed process): Optuna runs queued trials oldest first, so a rerun would run them
+    in its own first phase. The rerun plans again and queues what is still needed."""
+    import optuna
+
+    storage = study._storage
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
+        if "planned_epochs" not in t.user_attrs:
+            continue
+        try:
+            storage.set_trial_user_attr(t._trial_id, "error", "not run: the run that queued it stopped")
+            storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # another process took it meanwhile

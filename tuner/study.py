@@ -40,10 +40,12 @@ def _cap(initial: float) -> float:
 
 
 def train(task: Task, optimizer: str, hyper: dict[str, Any], seed: int = 0,
-          report: Callable[[float, int], bool] | None = None, precision: str = "f32") -> tuple[float, dict[str, Any]]:
+          report: Callable[[float, int], bool] | None = None, precision: str = "f32",
+          epochs: int | None = None) -> tuple[float, dict[str, Any]]:
     """Train ``task`` with ``optimizer`` (``pyopt.create(optimizer, params, **hyper)``) for its
-    epochs; returns (final validation loss, info). ``report(val_loss, epoch)`` is called after each
-    epoch and returns True to stop (pruning): then optuna.TrialPruned is raised. ``precision``
+    epochs (or the first ``epochs`` of them: a lower fidelity, the same run cut short); returns
+    (final validation loss, info). ``report(val_loss, epoch)`` is called after each epoch and
+    returns True to stop (pruning): then optuna.TrialPruned is raised. ``precision``
     (``pyopt.storage.parse_precision``, e.g. "bf16+master+int8"): the params are stored as
     f16/bf16 and the optimizer gets those storage options; the task computes on float32 copies."""
     space.check_tunable(optimizer)
@@ -65,7 +67,7 @@ def train(task: Task, optimizer: str, hyper: dict[str, Any], seed: int = 0,
     start = time.perf_counter()
     val = initial
     try:
-        for epoch in range(task.epochs):
+        for epoch in range(task.epochs if epochs is None else epochs):
             for batch in task.train_batches(epoch, rng):
                 loss, grads = task.loss_and_grads(computed(), batch)
                 if not math.isfinite(loss):
@@ -216,6 +218,93 @@ def make_function_objective(fn: Callable[..., float], optimizers: Sequence[str],
     return _owned(objective)
 
 
+class _FidelityReached(Exception):
+    """A plain function reached the steps of its trial's low fidelity."""
+
+
+def make_phased_objective(task: Any, optimizers: Sequence[str], budget: str, full: int, precision: str = "f32",
+                          function: Callable[..., float] | None = None) -> Callable[[Any], float]:
+    """The objective of the phased strategy (``tuner/phases.py``): the trial's queued user attrs
+    say its ``phase``, ``planned_epochs`` (its fidelity; steps for a plain function) and ``seed``.
+    Below full fidelity it stops there and ends PRUNED (``low_fidelity``); only phase 3 asks the
+    pruner. A trial nobody queued (a surplus one of a parallel phase) ends at once, ``surplus``."""
+    import optuna
+
+    def objective(trial: Any) -> float:
+        attrs = trial.user_attrs
+        if "planned_epochs" not in attrs:
+            trial.set_user_attr("surplus", True)
+            raise optuna.TrialPruned("surplus: no queued trial left in this phase")
+        epochs, seed, phase = int(attrs["planned_epochs"]), int(attrs.get("seed", 0)), int(attrs["phase"])
+        low = epochs < full
+        name, hyper = _draw(trial, optimizers, budget)
+        trial.set_user_attr("precision", precision)
+        if function is not None:
+            return _phased_function(trial, function, name, hyper, epochs, low, phase)
+
+        def report(val: float, epoch: int) -> bool:
+            trial.report(val, epoch)
+            return phase == 3 and bool(trial.should_prune())
+
+        try:
+            value, info = train(task, name, hyper, seed=seed, report=report, precision=precision, epochs=epochs)
+        except Exception as exc:
+            if type(exc).__name__ == "TrialPruned":
+                trial.set_user_attr("pruned", True)
+                raise
+            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
+            raise
+        for key in ("diverged", "seconds", "steps", "epochs"):
+            trial.set_user_attr(key, info[key])
+        if info["diverged"]:
+            trial.set_user_attr("diverged_reason", info["reason"])
+        if low:
+            if info["diverged"]:
+                trial.report(value, info["epochs"])  # the capped value is the trial's value
+            trial.set_user_attr("low_fidelity", True)
+            raise optuna.TrialPruned(f"low fidelity: {epochs} of {full} epochs (phase {phase})")
+        return value
+
+    return _owned(objective)
+
+
+def _phased_function(trial: Any, fn: Callable[..., float], name: str, hyper: dict[str, Any], steps: int, low: bool,
+                     phase: int) -> float:
+    import optuna
+
+    last: list[float] = []
+
+    def make_optimizer(params: Any) -> Any:
+        return pyopt.create(name, params, **hyper)
+
+    def report(value: float, step: int) -> None:
+        trial.report(float(value), int(step))
+        last[:] = [float(value)]
+        if phase == 3 and trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at step {step}: {value:.6g}")
+        if low and int(step) + 1 >= steps:
+            raise _FidelityReached
+
+    start = time.perf_counter()
+    try:
+        value = float(fn(make_optimizer, report))
+    except _FidelityReached:
+        trial.set_user_attr("seconds", time.perf_counter() - start)
+        trial.set_user_attr("low_fidelity", True)
+        raise optuna.TrialPruned(f"low fidelity: {steps} steps (phase {phase})") from None
+    except optuna.TrialPruned:
+        raise
+    except Exception as exc:
+        trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
+        raise
+    trial.set_user_attr("seconds", time.perf_counter() - start)
+    trial.set_user_attr("diverged", not math.isfinite(value))
+    if math.isfinite(value):
+        return value
+    done = [t.value for t in trial.study.get_trials(deepcopy=False) if t.value is not None and math.isfinite(t.value)]
+    return DIVERGED_FACTOR * max(map(abs, done)) if done else 1e10
+
+
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("hyperband", "median", "none")
 
@@ -339,7 +428,7 @@ def check_storage(url: str | None) -> None:
 
 def create_study(task: Task, optimizers: Sequence[str], *, storage: str | None = None, study_name: str | None = None,
                  sampler: str = "tpe", pruner: str = "hyperband", seed: int | None = 0, budget: str = "core",
-                 parallel: bool = False, prepare: bool = True) -> Any:
+                 parallel: bool = False, prepare: bool = True, warm_starts: bool = True) -> Any:
     """Create (or, with the same storage and name, resume) a study. With ``prepare`` (the first
     process of a run), fail the trials of this host whose process is gone (``owners``) and enqueue
     each optimizer's defaults as a warm start unless one ran, failed on its own or waits."""
@@ -355,17 +444,19 @@ def create_study(task: Task, optimizers: Sequence[str], *, storage: str | None =
             sampler=make_sampler(sampler, seed, parallel), pruner=make_pruner(pruner, task.epochs),
             load_if_exists=True)
         if prepare:
-            _prepare(study, task, optimizers, budget)
+            _prepare(study, task, optimizers, budget, warm_starts)
     return study
 
 
-def _prepare(study: Any, task: Task, optimizers: Sequence[str], budget: str) -> None:
+def _prepare(study: Any, task: Task, optimizers: Sequence[str], budget: str, warm_starts: bool = True) -> None:
     """The first process of a run: fail this host's trials whose process is gone and enqueue the
-    warm starts that have not run."""
+    warm starts that have not run (the phased strategy plans its own: ``warm_starts`` False)."""
     study.set_user_attr("task", task.name)
     study.set_user_attr("budget", budget)
     study.set_user_attr("optimizers", list(optimizers))
     owners.fail_unfinished(study)
+    if not warm_starts:
+        return
     tried = [t.system_attrs.get("fixed_params", t.params) for t in study.get_trials(deepcopy=False)
              if not t.user_attrs.get("unfinished")]
     for name in optimizers:

@@ -158,7 +158,7 @@ def test_train_reports_and_diverged_runs_are_capped(quad) -> None:
 
 def test_tune_in_memory_writes_outputs(quad, tmp_path) -> None:
     out = tmp_path / "out"
-    result = tuner.tune(quad, ["sgd", "adam"], trials=8, out=str(out), progress=False)
+    result = tuner.tune(quad, ["sgd", "adam"], trials=8, out=str(out), progress=False, strategy="tpe")
     assert len(result.studies[0].trials) == 8
     warm = [t for t in result.studies[0].trials if t.user_attrs.get("warm_start")]
     assert {t.params["optimizer"] for t in warm} == {"sgd", "adam"}  # defaults enqueued first
@@ -196,7 +196,7 @@ def test_failing_objective_is_recorded_and_the_study_goes_on(task_file) -> None:
     finally:
         sys.path.remove(str(task_file.parent))
     task = quad_task.Quadratic(fail_at=45)  # inside the second trial
-    result = tuner.tune(task, ["sgd"], trials=4, progress=False)
+    result = tuner.tune(task, ["sgd"], trials=4, progress=False, strategy="tpe")
     states = [t.state.name for t in result.studies[0].trials]
     assert states.count("FAIL") == 1 and states.count("COMPLETE") + states.count("PRUNED") == 3
     failed = next(t for t in result.studies[0].trials if t.state.name == "FAIL")
@@ -211,7 +211,8 @@ def test_ctrl_c_keeps_finished_trials(task_file, tmp_path) -> None:
         sys.path.remove(str(task_file.parent))
     task = quad_task.Quadratic(interrupt_at=95)  # in the third trial
     storage = f"sqlite:///{tmp_path / 'st.db'}"
-    result = tuner.tune(task, ["sgd"], trials=10, storage=storage, out=str(tmp_path / "o"), progress=False)
+    result = tuner.tune(task, ["sgd"], trials=10, storage=storage, out=str(tmp_path / "o"), progress=False,
+                        strategy="tpe")
     assert result.interrupted
     kept = optuna.load_study(study_name="pyopt-quadratic-test", storage=storage)
     assert sum(t.state.name == "COMPLETE" for t in kept.trials) == 2
@@ -220,21 +221,22 @@ def test_ctrl_c_keeps_finished_trials(task_file, tmp_path) -> None:
 
 def test_resume_adds_trials(quad, tmp_path) -> None:
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    tuner.tune(quad, ["sgd", "adam"], trials=4, storage=storage, progress=False)
-    result = tuner.tune(quad, ["sgd", "adam"], trials=3, storage=storage, progress=False)
+    tuner.tune(quad, ["sgd", "adam"], trials=4, storage=storage, progress=False, strategy="tpe")
+    result = tuner.tune(quad, ["sgd", "adam"], trials=3, storage=storage, progress=False, strategy="tpe")
     assert len(result.studies[0].trials) == 7
     assert sum(1 for t in result.studies[0].trials if t.user_attrs.get("warm_start")) == 2  # not enqueued twice
 
 
 def test_fair_mode_one_study_per_optimizer(quad) -> None:
-    result = tuner.tune(quad, ["sgd", "lion"], trials=3, fair=True, progress=False)
+    result = tuner.tune(quad, ["sgd", "lion"], trials=3, fair=True, progress=False, strategy="tpe")
     assert [s.study_name for s in result.studies] == ["pyopt-quadratic-test-sgd", "pyopt-quadratic-test-lion"]
     assert all(len(s.trials) == 3 for s in result.studies)
 
 
 def test_two_processes_share_a_journal(task_file, tmp_path) -> None:
     storage = f"journal:{tmp_path / 'study.journal'}"
-    result = tuner.tune(f"{task_file}:TASK", ["sgd", "adam"], trials=10, storage=storage, jobs=2, progress=False)
+    result = tuner.tune(f"{task_file}:TASK", ["sgd", "adam"], trials=10, storage=storage, jobs=2, progress=False,
+                        strategy="tpe")
     study = optuna.load_study(study_name="pyopt-quadratic-test",
                               storage=tuner.study.make_storage(storage))
     finished = [t for t in study.trials if t.state.is_finished()]
@@ -266,14 +268,14 @@ def test_cli(task_file, tmp_path, capsys) -> None:
 
     out = tmp_path / "cli-out"
     code = cli.main(["tune", f"{task_file}:TASK", "--optimizers", "sgd,adamw", "--trials", "5", "--out", str(out),
-                     "--no-progress"])
+                     "--no-progress", "--strategy", "tpe"])
     text = capsys.readouterr().out
     assert code == 0, text
     assert (out / "best.json").exists() and (out / "study.db").exists() and (out / "trials.csv").exists()
     assert "best:" in text and "from_config" in text
     # Re-running with the same storage and study resumes.
     assert cli.main(["tune", f"{task_file}:TASK", "--optimizers", "sgd,adamw", "--trials", "2", "--out", str(out),
-                     "--no-progress"]) == 0
+                     "--no-progress", "--strategy", "tpe"]) == 0
     assert "5 finished trials" in capsys.readouterr().out
     assert cli.main(["tune", "no-such-task"]) == 2
     assert "no-such-task" in capsys.readouterr().err
@@ -297,7 +299,8 @@ def test_plain_objective_function(tmp_path) -> None:
         calls.append(type(opt).__name__)
         return float("nan") if len(calls) == 2 else float(np.sum((w - 3.0) ** 2))
 
-    result = tuner.tune(fit, ["sgd", "adam"], trials=6, out=str(tmp_path), progress=False, pruner="none")
+    result = tuner.tune(fit, ["sgd", "adam"], trials=6, out=str(tmp_path), progress=False, pruner="none",
+                        strategy="tpe")
     trials = result.studies[0].trials
     assert result.studies[0].study_name == "pyopt-fit" and len(trials) == 6
     assert sum(bool(t.user_attrs.get("diverged")) for t in trials) == 1

@@ -75,6 +75,8 @@ def start(tmp_path: Path, *args: str, hang_at: int = 0, env: dict[str, str] | No
     markers = tmp_path / "markers"
     markers.mkdir(exist_ok=True)
     child_env = {**os.environ, "FAULTS_MARKERS": str(markers), "FAULTS_HANG_AT": str(hang_at), **(env or {})}
+    if "--strategy" not in args:  # these tests check the single study's warm starts and trial counts
+        args = (*args, "--strategy", "tpe")
     return subprocess.Popen([sys.executable, "-m", "pyopt", "tune", *args, "--no-progress"], cwd=tmp_path,
                             env=child_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
@@ -314,6 +316,56 @@ def test_best_line_says_what_its_times_are(tmp_path, task, capsys) -> None:
     from pyopt import cli
 
     assert cli.main(["tune", task, "--optimizers", "sgd", "--trials", "2", "--out", str(tmp_path / "o"),
-                     "--no-progress"]) == 0
+                     "--no-progress", "--strategy", "tpe"]) == 0
     best = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("best:"))
     assert "(trial " in best and "trained in " in best and "s; this run took " in best, best
+
+
+def test_ctrl_c_in_the_phased_strategy_and_the_rerun_goes_on_where_it_stopped(tmp_path, task) -> None:
+    out = tmp_path / "out"
+    common = [task, "--optimizers", "sgd,adam", "--out", str(out), "--strategy", "phased"]
+    proc = start(tmp_path, *common, "--trials", "10", hang_at=2)  # phase 1's second config
+    wait_for_hangs(tmp_path, proc, 1)
+    os.killpg(proc.pid, signal.SIGINT)
+    code, text, err = finish(proc)
+    before = rows(out)
+    assert code == 130 and "Traceback" not in err, err
+    assert [r["error"] for r in before if r["state"] == "FAIL" and r["error"] == "interrupted"] == ["interrupted"]
+    # the queued runs of phase 1 are not left waiting (a rerun would run them first)
+    assert not [r for r in before if r["state"] in ("RUNNING", "WAITING")], before
+    assert all(r["error"].startswith("not run") for r in before if r["state"] == "FAIL" and r["error"] != "interrupted")
+    assert {r["phase"] for r in before} == {"1"}  # no later phase started
+
+    code, text, err = finish(start(tmp_path, *common, "--trials", "10"))
+    assert code == 0, err
+    after = rows(out)
+    done = [r for r in after if r["state"] in ("COMPLETE", "PRUNED")]
+    assert len(finished_new(before, after)) <= 10
+    # every phase-1 run once (the interrupted one again), none twice
+    runs = [(r["hyperparameters"], r["planned_epochs"], r["seed"]) for r in done if r["phase"] == "1"]
+    assert len(runs) == len(set(runs)) == 6
+    assert {r["phase"] for r in done} == {"1", "2", "3", "4"}
+    assert "phase 4 finalists" in text
+
+
+def test_sigkill_phased_two_jobs_and_the_rerun_finishes_every_phase(tmp_path, task) -> None:
+    out = tmp_path / "out"
+    common = [task, "--optimizers", "sgd,adam", "--out", str(out), "--jobs", "2", "--strategy", "phased"]
+    proc = start(tmp_path, *common, "--trials", "12", hang_at=2)  # phase 1 (6 runs) on both processes
+    killed = wait_for_hangs(tmp_path, proc, 2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = study_rows(f"journal:{out / 'study.journal'}", tmp_path)
+    assert sum(r["state"] == "RUNNING" for r in before) == 2
+
+    code, text, err = finish(start(tmp_path, *common, "--trials", "12"))
+    assert code == 0, err
+    after = rows(out)
+    dead = [r for r in after if r["state"] == "FAIL" and r["error"].startswith("worker gone")]
+    assert sorted(int(r["error"].split("pid ")[1].split()[0]) for r in dead) == killed
+    assert not [r for r in after if r["state"] in ("RUNNING", "WAITING")]
+    done = [r for r in after if r["state"] in ("COMPLETE", "PRUNED") and r["phase"]]
+    runs = [(r["hyperparameters"], r["planned_epochs"], r["seed"]) for r in done if r["phase"] == "1"]
+    assert len(runs) == len(set(runs)) == 6  # the killed runs again, the finished ones not
+    assert {r["phase"] for r in done} == {"1", "2", "3", "4"} and "phase 4 finalists" in text
+    assert len([r for r in finished_new(before, after) if r["phase"]]) <= 12  # surplus trials (no phase) end at once

@@ -95,7 +95,8 @@ def start_worker(tmp_path: Path, url: str, out: str, trials: int, env: dict[str,
     child_env = {**os.environ, "PG_MARKERS": str(tmp_path / "markers"), "PYOPT_TUNE_HEARTBEAT": "1,3", **env}
     return subprocess.Popen(
         [sys.executable, "-m", "pyopt", "tune", f"{tmp_path / 'task.py'}:TASK", "--storage", url, "--study", "shared",
-         "--optimizers", OPTIMIZERS, "--trials", str(trials), "--out", out, "--no-progress"],
+         "--optimizers", OPTIMIZERS, "--trials", str(trials), "--out", out, "--no-progress",
+         "--strategy", "tpe"],
         cwd=tmp_path, env=child_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 

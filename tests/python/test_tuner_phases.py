@@ -1,0 +1,344 @@
+"""The phased strategy (tuner/phases.py): the planning as pure functions (which configs at which
+fidelity, promotion at equal fidelity, fairness, budget accounting, edge flags), then small
+end-to-end runs on a quick task: the phases, the table, best.json, resume and the CLI."""
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import textwrap
+
+import numpy as np
+import pytest
+
+optuna = pytest.importorskip("optuna")
+
+from pyopt import tuner  # noqa: E402
+from pyopt.tuner import phases, report, space  # noqa: E402
+from pyopt.tuner.phases import Config  # noqa: E402
+
+TASK_FILE = textwrap.dedent('''
+    import numpy as np
+
+    class Quadratic:
+        """f(w) = 0.5 * sum(s * (w - 1)^2), noisy gradients; the start depends on the seed."""
+        name = "quadratic-phases"
+        epochs = 4
+
+        def __init__(self):
+            self.s = np.logspace(-1, 1, 20)
+
+        def init_params(self, seed):
+            return {"w": np.random.default_rng(seed).standard_normal(20) * 0.1}
+
+        def train_batches(self, epoch, rng):
+            for _ in range(10):
+                yield rng.standard_normal(20) * 0.01
+
+        def loss_and_grads(self, params, batch):
+            d = params["w"] - 1.0
+            return float(0.5 * np.sum(self.s * d * d)), {"w": self.s * d + batch}
+
+        def validation_loss(self, params):
+            d = params["w"] - 1.0
+            return float(0.5 * np.sum(self.s * d * d))
+
+    TASK = Quadratic()
+''')
+
+
+@pytest.fixture
+def task_file(tmp_path):
+    path = tmp_path / "quad_phases.py"
+    path.write_text(TASK_FILE)
+    return path
+
+
+@pytest.fixture
+def quad(task_file):
+    return tuner.load_task(f"{task_file}:TASK")
+
+
+# --- planning, no training -------------------------------------------------------------------
+
+def test_rungs_end_at_the_task_epochs() -> None:
+    assert phases.rungs(20) == [2, 6, 20]
+    assert phases.rungs(4) == [1, 4]
+    assert phases.rungs(1) == [1]
+    assert phases.rungs(50) == [5, 16, 50]
+
+
+def test_the_default_portfolio_is_small_and_tunable() -> None:
+    from pyopt.tuner.run import check_arguments
+
+    assert check_arguments((), 40, 1, None, "auto", "tpe", "hyperband") == list(phases.DEFAULT_PORTFOLIO)
+    assert check_arguments((), 40, 1, None, "auto", "tpe", "hyperband", strategy="tpe") == \
+        list(tuner.DEFAULT_OPTIMIZERS)
+    assert {"prodigy", "dadapt_adam", "schedulefree_adamw"} <= set(phases.DEFAULT_PORTFOLIO)
+    for name in phases.DEFAULT_PORTFOLIO:
+        space.check_tunable(name)
+    with pytest.raises(ValueError, match="unknown strategy 'grid'"):
+        check_arguments((), 40, 1, None, "auto", "tpe", "hyperband", strategy="grid")
+
+
+def test_plan_for_the_default_portfolio_and_40_trials() -> None:
+    plan = phases.plan(phases.DEFAULT_PORTFOLIO, 40, 20)
+    assert plan.optimizers == list(phases.DEFAULT_PORTFOLIO)
+    assert (plan.sweep, plan.portfolio) == (3, 18)
+    assert plan.halving == 6 + 2  # 18 -> 6 at 6 epochs -> 2 at 20
+    assert (plan.finalists, plan.seeds) == (2, 3) and plan.reruns == 4
+    assert plan.tpe == 40 - 18 - 8 - 4
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 6, 15])
+@pytest.mark.parametrize("epochs", [1, 4, 20])
+def test_plan_never_exceeds_the_trials_and_evaluates_every_optimizer(k, epochs) -> None:
+    names = [f"opt{i}" for i in range(k)]
+    for trials in range(1, 90):
+        plan = phases.plan(names, trials, epochs)
+        assert plan.portfolio + plan.halving + plan.tpe + plan.reruns == trials, (trials, plan)
+        assert min(plan.portfolio, plan.halving, plan.tpe, plan.reruns) >= 0
+        if trials >= k:
+            assert plan.optimizers == names and plan.portfolio >= k  # everyone's defaults
+        else:
+            assert plan.optimizers == names[:trials]
+    assert phases.plan(names, 40, epochs, seeded=False).reruns == 0
+
+
+def test_halving_counts() -> None:
+    assert phases.halving_counts(18, 3) == [6, 2]
+    assert phases.halving_counts(18, 2) == [6]
+    assert phases.halving_counts(3, 2) == [2]  # two reach full fidelity, so they can be compared
+    assert phases.halving_counts(1, 3) == [1, 1]
+
+
+def test_portfolio_is_defaults_then_an_lr_sweep_inside_the_range() -> None:
+    configs = phases.portfolio(["adamw", "prodigy", "sgd"], 3, "lr")
+    by = {}
+    for c in configs:
+        by.setdefault(c.optimizer, []).append(c.as_dict()[f"{c.optimizer}.lr"])
+    assert by["adamw"] == pytest.approx([1e-3, 1e-3 / 3, 3e-3])
+    assert by["prodigy"] == pytest.approx([1.0, 1 / 3, 3.0])
+    for name, lrs in by.items():
+        low, high = space.lr_range(name)
+        assert all(low <= lr <= high for lr in lrs)
+        assert lrs[0] == pytest.approx(space.defaults(name)["lr"])  # the defaults come first
+    assert [c.optimizer for c in phases.portfolio(["adamw", "lion"], 1, "core")] == ["adamw", "lion"]
+    # "core" params reproduce the defaults in the other dimensions too
+    core = phases.portfolio(["adamw"], 1, "core")[0].as_dict()
+    assert core == {"optimizer": "adamw", **space.default_params("adamw", "core")}
+
+
+def _r(name, lr, epochs, value, seed=0, diverged=False, number=0):
+    return {"config": Config.of({"optimizer": name, f"{name}.lr": lr}), "epochs": epochs, "seed": seed,
+            "value": value, "diverged": diverged, "number": number}
+
+
+def test_promotion_compares_like_with_like() -> None:
+    results = [_r("adamw", 1e-3, 2, 0.5, number=0), _r("sgd", 0.1, 2, 0.4, number=1),
+               _r("lion", 1e-4, 2, 0.3, diverged=True, number=2), _r("nag", 1e-3, 2, 0.6, number=3),
+               _r("nag", 1e-3, 20, 0.01, number=4),  # a full-fidelity value does not count at 2 epochs
+               _r("adamw", 1e-3, 2, 0.1, seed=1, number=5)]  # nor another seed's
+    promoted = phases.promote(results, 2, 2)
+    assert [c.optimizer for c in promoted] == ["sgd", "adamw"]  # the diverged lion never
+    assert [c.optimizer for c in phases.promote(results, 20, 5)] == ["nag"]
+    assert phases.promote(results, 6, 3) == []
+
+
+def test_survivors_are_those_that_got_furthest() -> None:
+    results = [_r("adamw", 1e-3, 2, 0.01), _r("sgd", 0.1, 6, 0.9), _r("nag", 1e-3, 20, 0.8),
+               _r("lion", 1e-4, 20, 0.7, diverged=True)]
+    assert phases.survivors(results, [2, 6, 20], 2) == ["nag", "sgd"]
+    assert phases.survivors(results, [2, 6, 20], 5) == ["nag", "sgd", "adamw"]
+
+
+def test_finalists_are_the_best_of_each_optimizer_first() -> None:
+    results = [_r("adamw", 1e-3, 20, 0.1, number=0), _r("adamw", 2e-3, 20, 0.11, number=1),
+               _r("sgd", 0.1, 20, 0.2, number=2), _r("lion", 1e-4, 20, 0.05, diverged=True, number=3),
+               _r("nag", 1e-3, 6, 0.01, number=4)]
+    assert [describe for describe in map(phases.describe, phases.finalists(results, 20, 2))] == \
+        ["adamw lr=0.001", "sgd lr=0.1"]
+    assert len(phases.finalists(results, 20, 3)) == 3 and phases.finalists(results, 20, 3)[2].optimizer == "adamw"
+    assert phases.finalists(results, 20, 9) == phases.finalists(results, 20, 3)  # never a diverged one
+
+
+def test_seed_summary_is_the_mean_and_sample_std_over_seeds() -> None:
+    c = Config.of({"optimizer": "adamw", "adamw.lr": 1e-3})
+    results = [_r("adamw", 1e-3, 20, v, seed=s) for s, v in [(0, 0.1), (1, 0.3), (2, 0.2)]]
+    results.append(_r("adamw", 1e-3, 6, 9.0, seed=1))  # another fidelity: ignored
+    s = phases.seed_summary(results, c, 20)
+    assert s["seeds"] == [0, 1, 2] and s["values"] == [0.1, 0.3, 0.2]
+    assert s["mean"] == pytest.approx(0.2) and s["std"] == pytest.approx(statistics.stdev([0.1, 0.3, 0.2]))
+    assert phases.seed_summary(results[:1], c, 20)["std"] == 0.0
+
+
+def test_edge_flags() -> None:
+    low, high = space.lr_range("adamw")
+    assert phases.edge_flags(Config.of({"optimizer": "adamw", "adamw.lr": 1e-3}), "lr") == []
+    (flag,) = phases.edge_flags(Config.of({"optimizer": "adamw", "adamw.lr": high}), "lr")
+    assert flag.startswith("adamw.lr=0.1 at the upper edge")
+    (flag,) = phases.edge_flags(Config.of({"optimizer": "adamw", "adamw.lr": low * 1.2}), "lr")
+    assert "lower edge" in flag
+    # 1 - beta2 at its low end: flagged under "core", where it is searched
+    cfg = Config.of({"optimizer": "adamw", "adamw.lr": 1e-3, "adamw.1-betas[1]": 1.01e-4})
+    assert [f.split("=")[0] for f in phases.edge_flags(cfg, "core")] == ["adamw.1-betas[1]"]
+
+
+# --- end to end on a quick task ----------------------------------------------------------------
+
+def _trials(result):
+    return [t for t in result.studies[0].trials if not t.user_attrs.get("surplus")]
+
+
+def test_phased_run_on_a_quick_task(quad, tmp_path) -> None:
+    names = ["sgd", "adam", "lion"]
+    out = tmp_path / "out"
+    result = tuner.tune(quad, names, trials=20, out=str(out), progress=False)
+    trials = _trials(result)
+    assert len(trials) == 20
+    assert [line.split(" ")[1] for line in result.phases] == ["1", "2", "3", "4"]
+    by_phase = {p: [t for t in trials if t.user_attrs["phase"] == p] for p in (1, 2, 3, 4)}
+    # Phase 1: every optimizer at the low fidelity, before anything else ran.
+    assert {t.params["optimizer"] for t in by_phase[1]} == set(names)
+    assert all(t.user_attrs["planned_epochs"] == 1 and t.user_attrs["low_fidelity"] for t in by_phase[1])
+    assert max(t.number for t in by_phase[1]) < min(t.number for p in (2, 3, 4) for t in by_phase[p])
+    # Phase 2: the best third of phase 1 at 1 epoch, re-run at full fidelity.
+    low = sorted((t for t in by_phase[1] if not t.user_attrs["diverged"]), key=lambda t: (t.value, t.number))
+    assert [t.params for t in by_phase[2]] == [t.params for t in low[:len(by_phase[2])]]
+    assert all(t.user_attrs["planned_epochs"] == 4 and t.state.name == "COMPLETE" for t in by_phase[2])
+    # Phase 3: full fidelity, only the survivors.
+    survivors = result.phases[2].split(" on ")[1].split(" at ")[0].split(", ")
+    assert {t.params["optimizer"] for t in by_phase[3]} <= set(survivors)
+    assert all(t.user_attrs["planned_epochs"] == 4 for t in by_phase[3])
+    # Phase 4: two finalists on seeds 1 and 2.
+    assert sorted(t.user_attrs["seed"] for t in by_phase[4]) == [1, 1, 2, 2]
+    best = json.loads((out / "best.json").read_text())
+    assert best["strategy"] == "phased" and best["seeds"] == [0, 1, 2] and best["epochs"] == 4
+    assert best["value"] == pytest.approx(statistics.fmean(best["values"]))
+    assert best["std"] == pytest.approx(statistics.stdev(best["values"]))
+    for number, value in zip(best["trials"], best["values"]):
+        assert result.studies[0].trials[number].value == value
+    assert isinstance(best["edge"], list)
+    # The winner has the best mean of the finalists.
+    finalists = {json.dumps(t.params, sort_keys=True) for t in by_phase[4]}
+    means = []
+    for key in finalists:
+        vals = [t.value for t in trials if json.dumps(t.params, sort_keys=True) == key
+                and t.user_attrs["planned_epochs"] == 4 and t.state.name == "COMPLETE"]
+        means.append(statistics.fmean(vals))
+    assert best["value"] == pytest.approx(min(means))
+    # The table: <= 80 columns, per optimizer the best completed full-fidelity seed-0 value and
+    # how many trials reached each fidelity.
+    text = result.table()
+    assert all(len(line) <= 80 for line in text.splitlines()), text
+    assert "@1" in text and "@4" in text
+    for row in report.summary_rows(result.studies, 4):
+        full = [t.value for t in trials if t.params.get("optimizer") == row["optimizer"]
+                and t.state.name == "COMPLETE" and t.user_attrs["seed"] == 0]
+        assert row["best"] == (min(full) if full else math.inf)
+        mine = [t for t in trials if t.params.get("optimizer") == row["optimizer"] and t.state.is_finished()]
+        trained = [t.user_attrs.get("epochs", max(t.intermediate_values, default=-1) + 1) for t in mine]
+        assert row["reached"][1] == sum(1 for e in trained if e >= 1)
+        assert row["reached"][4] == sum(1 for e in trained if e >= 4)
+    rows = (out / "trials.csv").read_text().splitlines()
+    assert "phase,planned_epochs,seed" in rows[0]
+
+
+def test_a_rerun_reuses_finished_runs(quad, tmp_path) -> None:
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    first = tuner.tune(quad, ["sgd", "adam"], trials=12, storage=storage, progress=False)
+    before = len(_trials(first))
+    again = tuner.tune(quad, ["sgd", "adam"], trials=5, storage=storage, progress=False)
+    trials = _trials(again)
+    assert before == 12 and len(trials) == 17  # at most --trials new ones; phases 1-2 were reused
+    new = trials[before:]
+    assert not [t for t in new if t.user_attrs["phase"] in (1, 2)]
+    assert "0 new trials" in again.phases[0]
+
+
+def test_few_trials_still_evaluate_every_optimizer(quad) -> None:
+    names = ["sgd", "adam", "lion", "nag"]
+    result = tuner.tune(quad, names, trials=5, progress=False)
+    trials = _trials(result)
+    assert len(trials) <= 5
+    assert {t.params["optimizer"] for t in trials if t.user_attrs["phase"] == 1} == set(names)
+    assert result.best is not None
+
+
+def test_plain_function_fidelity_is_steps(tmp_path) -> None:
+    def fit(make_optimizer, report):
+        w = np.zeros(5)
+        opt = make_optimizer([w])
+        for step in range(9):
+            opt.step([w - 3.0])
+            report(float(np.sum((w - 3.0) ** 2)), step)
+        return float(np.sum((w - 3.0) ** 2))
+
+    fit.steps = 9
+    result = tuner.tune(fit, ["sgd", "adam"], trials=10, out=str(tmp_path), progress=False)
+    trials = _trials(result)
+    low = [t for t in trials if t.user_attrs["phase"] == 1]
+    assert low and all(max(t.intermediate_values) == 0 for t in low)  # 9 // 9 = 1 step
+    assert result.best["epochs"] == 9 and result.best["seeds"] == [0]  # a function takes no seed
+
+
+def test_cli_phased_and_tpe(task_file, tmp_path, capsys) -> None:
+    from pyopt import cli
+
+    out = tmp_path / "o"
+    assert cli.main(["tune", f"{task_file}:TASK", "--optimizers", "sgd,adam", "--trials", "12", "--out", str(out),
+                     "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert all(f"phase {p} " in text for p in (1, 2, 3, 4)), text
+    best = next(line for line in text.splitlines() if line.startswith("best:"))
+    assert "mean of 3 seeds" in best, best
+    assert cli.main(["tune", f"{task_file}:TASK", "--optimizers", "sgd", "--trials", "3", "--out", str(tmp_path / "t"),
+                     "--no-progress", "--strategy", "tpe"]) == 0
+    assert "phase 1" not in capsys.readouterr().out
+    assert cli.main(["tune", f"{task_file}:TASK", "--fair", "--out", str(tmp_path / "f")]) == 2
+    assert "--fair is for --strategy tpe" in capsys.readouterr().err
+    assert not (tmp_path / "f").exists()
+
+
+def test_two_processes_run_the_phases(task_file, tmp_path) -> None:
+    storage = f"journal:{tmp_path / 'study.journal'}"
+    result = tuner.tune(f"{task_file}:TASK", ["sgd", "adam"], trials=12, storage=storage, jobs=2, progress=False)
+    trials = _trials(result)
+    assert not result.interrupted and len(trials) <= 12
+    assert [line.split(" ")[1] for line in result.phases] == ["1", "2", "3", "4"]
+    assert result.best is not None and result.best["seeds"] == [0, 1, 2]
+
+
+class _Slow:
+    """Each validation takes at least 0.2 s (a lower bound, so the test does not depend on speed)."""
+
+    name = "slow-quadratic"
+    epochs = 3
+
+    def init_params(self, seed):
+        return {"w": np.zeros(4)}
+
+    def train_batches(self, epoch, rng):
+        yield None
+
+    def loss_and_grads(self, params, batch):
+        d = params["w"] - 1.0
+        return float(d @ d), {"w": 2 * d}
+
+    def validation_loss(self, params):
+        import time
+
+        time.sleep(0.2)
+        d = params["w"] - 1.0
+        return float(d @ d)
+
+
+def test_timeout_stops_starting_trials_and_best_says_what_it_has() -> None:
+    result = tuner.tune(_Slow(), ["sgd", "adam"], trials=10, timeout=1.0, progress=False)
+    trials = [t for t in _trials(result) if t.state.name in ("COMPLETE", "PRUNED")]
+    assert 1 <= len(trials) < 6  # each takes >= 0.4 s: phase 1 (6 runs) could not finish
+    dropped = [t for t in _trials(result) if t.state.name == "FAIL"]  # queued, never started: not left WAITING
+    assert len(trials) + len(dropped) == 6 and all(t.user_attrs["error"].startswith("not run") for t in dropped)
+    assert {t.user_attrs["phase"] for t in trials} == {1}
+    assert result.phases[0].startswith("phase 1") and "out of time" in result.phases[-1]
+    assert result.best["full_fidelity"] is False and result.best["seeds"] == [0] and result.best["epochs"] == 1

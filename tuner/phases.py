@@ -1,0 +1,282 @@
+"""The phased strategy of ``pyopt tune`` (the default; ``--strategy tpe`` is the single TPE study).
+
+Design (issue 15, "Phases with a purpose" and "Budgets"):
+
+1. **Portfolio** at low fidelity: each selected optimizer's defaults and a short lr sweep (the
+   default lr times 1/3 and 3, clipped into the record's ``lr_range``), all at the lowest rung.
+   Every optimizer is evaluated before any gets more epochs (``plan`` shrinks the sweep, never
+   the optimizers, when trials are few).
+2. **Successive halving** (reduction factor ``ETA``): at each rung the best 1/ETA of the configs
+   that ran at that rung (compared at that same number of epochs only) re-run at the next rung,
+   up to the task's full epochs. Rungs: epochs/9, epochs/3, epochs (``rungs``).
+3. **TPE around the survivors**: the optimizers that got furthest (best at their highest rung)
+   get the remaining trials, round-robin, at full fidelity; the optimizer is fixed by enqueuing
+   it, TPE draws the rest from the record-derived spaces (``tuner/space.py``); the pruner sees
+   intermediate values per epoch, so it compares only values at the same epoch.
+4. **Finalists on seeds**: the best full-fidelity configs re-run on seeds 1 and 2 (seed 0 is the
+   search's: ``task.init_params(seed)`` and the batch rng), ranked by the mean; best.json holds
+   mean, std, the seeds and each seed's value.
+
+All phases run in one Optuna study (the same storage and resume as ``--strategy tpe``). Every
+trial is one training run of one config at one fidelity on one seed, and counts against
+``--trials``: the sweep, the promotions (a promoted config trains again from scratch: identical
+for its first epochs, same seed) and the seed re-runs. A trial carries its ``phase``, ``epochs``
+and ``seed`` in its user attrs; a trial stopped at its low fidelity ends PRUNED (so TPE ranks it
+below the full-fidelity ones) with ``low_fidelity`` set. Resume: a rerun recomputes the same plan
+and reuses every finished trial with the same params, epochs and seed (no new trial), so an
+interrupted run continues where it stopped and a finished one spends its new ``--trials`` on
+phase 3 (and seeds for new finalists). Queued trials a stopped run did not start are failed
+("not run: ...") at the end of a run and at the start of the next: Optuna pops queued trials
+oldest first, so they would run inside the wrong phase.
+
+Edge-of-range winners are flagged (``edge_flags``), not widened: a record's range is part of
+its spec, shared by every trial of the study, and Optuna cannot change a distribution inside
+one study.
+
+With ``jobs`` > 1 every phase's queued trials are drained by all processes; a process that
+finds the queue empty between its check and its next trial gets a fresh trial, which ends at
+once (PRUNED, ``surplus``, no training; not counted).
+
+Not done yet: lr schedules (``--schedules``), Hyperband brackets (one successive-halving bracket
+only), and the experiments against baselines (docs/tuner-experiments.md).
+"""
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from . import space
+
+# Why these: Schmidt, Schneider & Hennig 2021 find that a few well-chosen optimizers at good
+# defaults do about as well as tuning one, and that the choice matters less than the tuning: so
+# a handful of strong, different ones rather than 15. AdamW (the standard), NAG (momentum SGD,
+# strong where Adam generalizes worse), Lion (sign-based), Schedule-Free AdamW (AlgoPerf's
+# self-tuning winner), and two learning-rate-free methods (Prodigy, D-Adapt Adam), which
+# remove most of the lr search.
+DEFAULT_PORTFOLIO = ("adamw", "nag", "lion", "schedulefree_adamw", "prodigy", "dadapt_adam")
+ETA = 3                       # successive halving keeps the best 1/ETA at each rung
+LR_FACTORS = (1.0, 1 / 3, 3.0)  # phase 1's sweep around the default lr
+SEEDS = (0, 1, 2)             # phase 4: the finalists' seeds (0 is the search's)
+EDGE = 0.05                   # a value in the outer 5% of its log range is flagged
+
+
+def rungs(epochs: int) -> list[int]:
+    """The fidelities (epochs) of successive halving: epochs/ETA^2, epochs/ETA, epochs (distinct, >= 1)."""
+    return sorted({max(1, epochs // ETA ** 2), max(1, epochs // ETA), epochs})
+
+
+@dataclass(frozen=True)
+class Config:
+    """One point: the Optuna params (``optimizer`` and the ``name.dim`` values) of a trial."""
+
+    params: tuple[tuple[str, Any], ...]
+
+    @staticmethod
+    def of(params: dict[str, Any]) -> "Config":
+        return Config(tuple(sorted(params.items())))
+
+    @property
+    def optimizer(self) -> str:
+        return dict(self.params)["optimizer"]
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.params)
+
+    def key(self) -> str:
+        return json.dumps(self.params)
+
+
+@dataclass
+class Plan:
+    """How ``trials`` split over the phases (before reuse of finished trials on a rerun)."""
+
+    sweep: int            # configs per optimizer in phase 1 (1: defaults only)
+    portfolio: int        # phase-1 trials
+    halving: int          # phase-2 trials at most (fewer when configs diverge or tie)
+    tpe: int              # phase-3 trials
+    finalists: int        # phase-4 configs
+    seeds: int            # phase-4 seeds per finalist (incl. seed 0)
+    optimizers: list[str] = field(default_factory=list)  # those phase 1 evaluates
+
+    @property
+    def reruns(self) -> int:
+        return self.finalists * (self.seeds - 1)
+
+
+def halving_counts(n: int, levels: int) -> list[int]:
+    """Configs at each rung after the first, when ``n`` ran at the first: ceil(n/ETA) each time,
+    at least 2 at the top when there are 2 (so the finalists can be compared)."""
+    out = []
+    for i in range(1, levels):
+        n = max(min(n, 2), math.ceil(n / ETA)) if i == levels - 1 else math.ceil(n / ETA)
+        out.append(n)
+    return out
+
+
+def plan(optimizers: Sequence[str], trials: int, epochs: int, seeded: bool = True) -> Plan:
+    """Split ``trials`` over the phases. Every optimizer's defaults first (all of them when
+    trials >= optimizers); the lr sweep as far as it leaves about 40% for the rest; seed re-runs
+    of 2 finalists (1 when trials are few, none for unseeded objectives); phase 3 the remainder."""
+    names = list(optimizers)
+    k = len(names)
+    if trials < k:
+        return Plan(1, trials, 0, 0, 0, 1, names[:trials])
+    sweep = 3 if trials >= 5 * k else 2 if trials >= 3 * k else 1
+    portfolio = k * sweep
+    levels = len(rungs(epochs))
+    halving = sum(halving_counts(portfolio, levels))
+    rest = trials - portfolio
+    halving = min(halving, rest)
+    rest -= halving
+    finalists, seeds = 0, 1
+    if seeded and rest >= 2 * (len(SEEDS) - 1) + 2:
+        finalists, seeds = 2, len(SEEDS)
+    elif seeded and rest >= len(SEEDS) - 1:
+        finalists, seeds = 1, len(SEEDS)
+    rest -= finalists * (seeds - 1)
+    return Plan(sweep, portfolio, halving, rest, finalists, seeds, names)
+
+
+def portfolio(optimizers: Sequence[str], sweep: int, budget: str) -> list[Config]:
+    """Phase 1's configs: per optimizer its defaults, then lr x LR_FACTORS[1:sweep] (clipped into
+    lr_range, duplicates dropped)."""
+    out: list[Config] = []
+    for name in optimizers:
+        base = {"optimizer": name, **space.default_params(name, budget)}
+        low, high = space.lr_range(name)
+        seen = set()
+        for factor in LR_FACTORS[:sweep]:
+            lr = min(max(base[f"{name}.lr"] * factor, low), high)
+            if lr in seen:
+                continue
+            seen.add(lr)
+            out.append(Config.of({**base, f"{name}.lr": lr}))
+    return out
+
+
+Result = dict  # {"config": Config, "epochs": int, "seed": int, "value": float, "diverged": bool, "number": int}
+
+
+def rank(results: Sequence[Result], epochs: int) -> list[Result]:
+    """The seed-0 results at exactly ``epochs`` (like with like), best first; ties by trial order."""
+    at = [r for r in results if r["epochs"] == epochs and r["seed"] == 0 and math.isfinite(r["value"])]
+    return sorted(at, key=lambda r: (r["diverged"], r["value"], r["number"]))
+
+
+def promote(results: Sequence[Result], epochs: int, count: int) -> list[Config]:
+    """The best ``count`` distinct configs at ``epochs`` (diverged ones never)."""
+    out: list[Config] = []
+    for r in rank(results, epochs):
+        if not r["diverged"] and r["config"] not in out:
+            out.append(r["config"])
+        if len(out) == count:
+            break
+    return out
+
+
+def survivors(results: Sequence[Result], levels: Sequence[int], count: int) -> list[str]:
+    """The optimizers that got furthest: by highest rung reached, then best value there."""
+    best: dict[str, tuple[int, float]] = {}
+    for r in results:
+        if r["seed"] != 0 or r["diverged"] or r["epochs"] not in levels:
+            continue
+        key = (-levels.index(r["epochs"]), r["value"])
+        name = r["config"].optimizer
+        if name not in best or key < best[name]:
+            best[name] = key
+    return [n for n, _ in sorted(best.items(), key=lambda item: item[1])][:count]
+
+
+def finalists(results: Sequence[Result], full: int, count: int) -> list[Config]:
+    """The ``count`` configs phase 4 re-runs on more seeds: the best full-fidelity config of each
+    optimizer first (best first), then the next best configs: two near-copies of one config would
+    spend the seeds on a comparison that says little."""
+    ranked = promote(results, full, len(results) + 1)
+    out: list[Config] = []
+    for config in ranked:
+        if config.optimizer not in {c.optimizer for c in out}:
+            out.append(config)
+    out += [c for c in ranked if c not in out]
+    return out[:count]
+
+
+def seed_summary(results: Sequence[Result], config: Config, full: int) -> dict[str, Any]:
+    """Mean, std (sample; 0 for one seed) and the per-seed values of ``config`` at full fidelity."""
+    by_seed: dict[int, float] = {}
+    for r in results:
+        if r["config"] == config and r["epochs"] == full and r["seed"] not in by_seed:
+            by_seed[r["seed"]] = r["value"]
+    seeds = sorted(by_seed)
+    values = [by_seed[s] for s in seeds]
+    return {"seeds": seeds, "values": values, "mean": statistics.fmean(values) if values else math.inf,
+            "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+
+
+def edge_flags(config: Config, budget: str) -> list[str]:
+    """The searched log-scale values of ``config`` in the outer EDGE of their range, e.g.
+    "adamw.lr=0.1 at the upper edge of [1e-05, 0.1]"."""
+    params = config.as_dict()
+    name = config.optimizer
+    out = []
+    for dim in space.dimensions(name, budget):
+        key = f"{name}.{dim.label}"
+        if dim.kind not in ("log", "one_minus_log", "weight_decay") or key not in params:
+            continue
+        value = float(params[key])
+        if not (dim.low > 0 and dim.high > dim.low and value > 0):
+            continue
+        where = (math.log(value) - math.log(dim.low)) / (math.log(dim.high) - math.log(dim.low))
+        if where <= EDGE or where >= 1 - EDGE:
+            side = "lower" if where <= EDGE else "upper"
+            out.append(f"{key}={value:.3g} at the {side} edge of [{dim.low:g}, {dim.high:g}]")
+    return out
+
+
+def results_of(trials: Sequence[Any], full: int) -> list[Result]:
+    """The finished trials of a study as results: COMPLETE ones at their epochs, low-fidelity
+    PRUNED ones (stopped by design at their rung) at theirs; pruned-by-the-pruner, failed and
+    surplus trials are not results."""
+    import optuna
+
+    S = optuna.trial.TrialState
+    out: list[Result] = []
+    for t in trials:
+        attrs = t.user_attrs
+        if "optimizer" not in t.params or t.value is None:
+            continue
+        low = t.state == S.PRUNED and attrs.get("low_fidelity")
+        if not (t.state == S.COMPLETE or low):
+            continue
+        epochs = attrs.get("planned_epochs", full)
+        out.append({"config": Config.of(t.params), "epochs": epochs, "seed": attrs.get("seed", 0),
+                    "value": float(t.value), "diverged": bool(attrs.get("diverged")), "number": t.number})
+    return out
+
+
+def done_keys(trials: Sequence[Any], full: int) -> set[tuple[str, int, int]]:
+    return {(r["config"].key(), r["epochs"], r["seed"]) for r in results_of(trials, full)}
+
+
+def waiting_keys(trials: Sequence[Any]) -> set[tuple[str, int, int]]:
+    import optuna
+
+    out = set()
+    for t in trials:
+        if t.state == optuna.trial.TrialState.WAITING and "planned_epochs" in t.user_attrs:
+            fixed = t.system_attrs.get("fixed_params", {})
+            out.add((Config.of(fixed).key(), t.user_attrs["planned_epochs"], t.user_attrs.get("seed", 0)))
+    return out
+
+
+def describe(config: Config) -> str:
+    """``adamw lr=0.003`` (the params that differ from nothing: every searched value, short)."""
+    name = config.optimizer
+    parts = [f"{k[len(name) + 1:]}={v:.3g}" if isinstance(v, float) else f"{k[len(name) + 1:]}={v}"
+             for k, v in config.params if k.startswith(name + ".") and k != f"{name}.weight_decay_on"]
+    return f"{name} " + " ".join(p for p in parts if p.startswith("lr=")) if parts else name
+
+
+Say = Callable[[str], None]
