@@ -180,7 +180,7 @@ def test_sparse_adam_and_rowwise_adagrad_are_tuned_from_their_records(quad) -> N
     """The embedding-table optimizers (dense gradients here): a space from the record, trials that train."""
     assert {d.label for d in space.dimensions("sparse_adam", "full")} >= {"lr", "1-betas[0]", "1-betas[1]", "eps"}
     assert {d.label for d in space.dimensions("rowwise_adagrad", "full")} == {"lr", "eps"}
-    result = tuner.tune(quad, ["sparse_adam", "rowwise_adagrad"], trials=4, progress=False)
+    result = tuner.tune(quad, ["sparse_adam", "rowwise_adagrad"], trials=4, progress=False, strategy="tpe")
     trials = result.studies[0].trials
     assert {t.params["optimizer"] for t in trials} == {"sparse_adam", "rowwise_adagrad"}
     initial = quad.validation_loss(quad.init_params(0))
