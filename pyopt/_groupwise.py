@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Mapping, Sequence
 import numpy as np
 
 from ._pybase import PyOptimizer
-from .optimizer import GradsLike, restore_schedules, save_schedules
+from .optimizer import GradsLike
 
 
 class GroupwiseOptimizer(PyOptimizer):
@@ -67,23 +67,9 @@ class GroupwiseOptimizer(PyOptimizer):
         moves nor counts in its group's norms this step). ``loss``: the loss at the current
         params (a real number), required by the optimizers that use it (``step_requires_loss``).
         All or nothing, as ``PyOptimizer.step``: everything is checked before anything changes."""
-        who = self._owner_label
         value = self._checked_loss(loss)
         with self._lock:
-            glist = self._grad_list(grads)
-            if len(glist) != len(self._params):
-                raise ValueError(f"{who}: expected {len(self._params)} gradients (one per param), got {len(glist)}")
-            hypers, checked = self._checked_step(glist)
-            self._check_group_states()
-            saved = save_schedules(self)
-            try:
-                for schedule in self._schedules:
-                    schedule._before_step(self)
-                if self._schedules:
-                    hypers = self._groups_checked()  # the lrs the schedules set
-            except BaseException:
-                restore_schedules(self, saved)
-                raise
+            hypers, checked = self._checked_and_scheduled(grads)
             stepped = dict(checked)
             start = 0
             for group, hyper in zip(self.param_groups, hypers):
@@ -111,6 +97,11 @@ class GroupwiseOptimizer(PyOptimizer):
         if isinstance(loss, (bool, np.bool_)) or not isinstance(loss, (numbers.Real, np.floating, np.integer)):
             raise TypeError(f"{who}: loss must be a real number, got {loss!r:.80}")
         return float(loss)
+
+    def _checked_step(self, glist: Sequence[Any]) -> tuple[list[dict[str, Any]], list[tuple[int, np.ndarray]]]:
+        checked = super()._checked_step(glist)
+        self._check_group_states()
+        return checked
 
     def _check_group_states(self) -> None:
         """Each group's scalars are all there or none is, 0-d arrays of its first param's dtype;

@@ -119,26 +119,33 @@ class PyOptimizer(OptimizerBase):
         schedules then set the lrs, which are checked in turn (a refused step puts them back).
         Thread-safe: concurrent calls on one optimizer run one after the other.
         """
-        who = self._owner_label
         with self._lock:
-            glist = self._grad_list(grads)
-            if len(glist) != len(self._params):
-                raise ValueError(f"{who}: expected {len(self._params)} gradients (one per param), got {len(glist)}")
-            hypers, checked = self._checked_step(glist)
-            saved = save_schedules(self)
-            try:
-                for schedule in self._schedules:
-                    schedule._before_step(self)
-                if self._schedules:
-                    hypers = self._groups_checked()  # the lrs the schedules set
-            except BaseException:
-                restore_schedules(self, saved)
-                raise
+            hypers, checked = self._checked_and_scheduled(grads)
             owner = [g for g, group in enumerate(self.param_groups) for _ in group["params"]]
             for i, g in checked:
                 state = self._state[i]
                 state["step"] = state.get("step", 0) + 1
                 self._update(self._params[i], g, state, hypers[owner[i]])
+
+    def _checked_and_scheduled(self, grads: GradsLike) -> tuple[list[dict[str, Any]], list[tuple[int, np.ndarray]]]:
+        """The first part of every step (``step``'s docstring): everything checked, changing
+        nothing, then the attached schedules run and their lrs checked (put back if refused).
+        Returns each group's hyperparameters and the (param index, gradient) pairs to update."""
+        who = self._owner_label
+        glist = self._grad_list(grads)
+        if len(glist) != len(self._params):
+            raise ValueError(f"{who}: expected {len(self._params)} gradients (one per param), got {len(glist)}")
+        hypers, checked = self._checked_step(glist)
+        saved = save_schedules(self)
+        try:
+            for schedule in self._schedules:
+                schedule._before_step(self)
+            if self._schedules:
+                hypers = self._groups_checked()  # the lrs the schedules set
+        except BaseException:
+            restore_schedules(self, saved)
+            raise
+        return hypers, checked
 
     def _checked_step(self, glist: Sequence[Any]) -> tuple[list[dict[str, Any]], list[tuple[int, np.ndarray]]]:
         """Checks everything a step uses, changing nothing: every group's hyperparameters, and each

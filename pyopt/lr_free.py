@@ -55,7 +55,7 @@ from typing import Any, Callable, ClassVar, Mapping, Sequence
 import numpy as np
 
 from ._pybase import PyOptimizer, real
-from .optimizer import ParamsLike, _locked, _saved_real, _saved_step, restore_schedules, save_schedules
+from .optimizer import ParamsLike, _locked, _saved_real, _saved_step
 
 __all__ = ["Prodigy", "DAdaptAdam", "DAdaptSGD", "step_together"]
 
@@ -126,20 +126,7 @@ class _DistanceAdapted(PyOptimizer):
         """Everything a step checks, and the attached schedules run (put back if their lrs are
         refused); nothing else changes. Returns each group's hyperparameters and the (param,
         gradient, state, its group's hyperparameters) of the params with a gradient."""
-        who = self._owner_label
-        glist = self._grad_list(grads)
-        if len(glist) != len(self._params):
-            raise ValueError(f"{who}: expected {len(self._params)} gradients (one per param), got {len(glist)}")
-        hypers, checked = self._checked_step(glist)
-        saved = save_schedules(self)
-        try:
-            for schedule in self._schedules:
-                schedule._before_step(self)
-            if self._schedules:
-                hypers = self._groups_checked()  # the lrs the schedules set
-        except BaseException:
-            restore_schedules(self, saved)
-            raise
+        hypers, checked = self._checked_and_scheduled(grads)
         owner = [g for g, group in enumerate(self.param_groups) for _ in group["params"]]
         return hypers, [(self._params[i], g, self._state[i], hypers[owner[i]]) for i, g in checked]
 
