@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 import uuid
 from pathlib import Path
@@ -29,46 +28,8 @@ if not ADMIN_URL:
     pytest.skip("no PostgreSQL server: set PYOPT_TEST_POSTGRES=postgresql://USER:PW@HOST/DB", allow_module_level=True)
 sqlalchemy = pytest.importorskip("sqlalchemy")
 
-TASK_FILE = textwrap.dedent('''
-    import os
-    import time
+from test_tuner_faults import TASK_FILE  # noqa: E402 (the quadratic that hangs or sleeps on demand)
 
-    import numpy as np
-
-
-    class Slow:
-        """A tiny quadratic whose trials each take PG_TRIAL_SECONDS. With PG_HANG_AT=N the N-th
-        trial of the process writes PG_MARKERS/hang-PID, then sleeps, to be killed there."""
-        name = "postgres-test"
-        epochs = 2
-
-        def __init__(self):
-            self.trials_started = 0
-            self.s = np.logspace(-1, 1, 10)
-
-        def init_params(self, seed):
-            self.trials_started += 1
-            if self.trials_started == int(os.environ.get("PG_HANG_AT", "0")):
-                open(os.path.join(os.environ["PG_MARKERS"], f"hang-{os.getpid()}"), "w").close()
-                time.sleep(300)
-            time.sleep(float(os.environ.get("PG_TRIAL_SECONDS", "0")))
-            return {"w": np.zeros(10)}
-
-        def train_batches(self, epoch, rng):
-            for _ in range(3):
-                yield rng.standard_normal(10) * 0.01
-
-        def loss_and_grads(self, params, batch):
-            d = params["w"] - 1.0
-            return float(0.5 * np.sum(self.s * d * d)), {"w": self.s * d + batch}
-
-        def validation_loss(self, params):
-            d = params["w"] - 1.0
-            return float(0.5 * np.sum(self.s * d * d))
-
-
-    TASK = Slow
-''')
 WAIT_LIMIT = 240.0  # a guard against hanging the suite, not a measurement
 OPTIMIZERS = "adamw,sgd,lion"
 
@@ -92,7 +53,7 @@ def database() -> str:
 def start_worker(tmp_path: Path, url: str, out: str, trials: int, env: dict[str, str]) -> subprocess.Popen:
     (tmp_path / "task.py").write_text(TASK_FILE)
     (tmp_path / "markers").mkdir(exist_ok=True)
-    child_env = {**os.environ, "PG_MARKERS": str(tmp_path / "markers"), "PYOPT_TUNE_HEARTBEAT": "1,3", **env}
+    child_env = {**os.environ, "FAULTS_MARKERS": str(tmp_path / "markers"), "PYOPT_TUNE_HEARTBEAT": "1,3", **env}
     return subprocess.Popen(
         [sys.executable, "-m", "pyopt", "tune", f"{tmp_path / 'task.py'}:TASK", "--storage", url, "--study", "shared",
          "--optimizers", OPTIMIZERS, "--trials", str(trials), "--out", out, "--no-progress",
@@ -121,8 +82,8 @@ def test_workers_started_together_on_a_fresh_database(tmp_path: Path, database: 
 def test_a_killed_workers_trial_is_failed_by_the_heartbeat_and_retried(tmp_path: Path, database: str) -> None:
     # The survivor's trials take 0.3 s each, so it keeps starting trials for several seconds after
     # the other is killed: longer than the 3 s grace period its heartbeat check waits.
-    victim = start_worker(tmp_path, database, "victim", trials=10, env={"PG_HANG_AT": "2"})
-    survivor = start_worker(tmp_path, database, "survivor", trials=40, env={"PG_TRIAL_SECONDS": "0.3"})
+    victim = start_worker(tmp_path, database, "victim", trials=10, env={"FAULTS_HANG_AT": "2"})
+    survivor = start_worker(tmp_path, database, "survivor", trials=40, env={"FAULTS_TRIAL_SECONDS": "0.3"})
     marker = tmp_path / "markers" / f"hang-{victim.pid}"
     deadline = time.monotonic() + WAIT_LIMIT
     while not marker.exists():
