@@ -304,7 +304,7 @@ def _torch_optimizer(name: str, mode: str, params: list[np.ndarray], grads: list
     for key, value in spec(name).defaults.items():
         if key not in accepted:
             # A pyopt hyperparameter torch lacks is only harmless at torch's implicit value.
-            if key == "decoupled_weight_decay" and not value:
+            if key in ("decoupled_weight_decay", "cautious") and not value:
                 continue
             raise Unavailable(f"unavailable: torch.optim.{cls_name} has no {key}")
         kwargs[key] = value

@@ -183,7 +183,7 @@ TORCHAO_CLASSES = {"adam": "Adam8bit", "adamw": "AdamW8bit"}
 def _hyper(name: str, keys: tuple[str, ...]) -> dict[str, Any]:
     """pyopt's defaults for ``keys``; n/a if another default would change the update."""
     defaults = dict(spec(name).defaults)
-    for key in ("amsgrad", "maximize", "decoupled_weight_decay"):
+    for key in ("amsgrad", "maximize", "decoupled_weight_decay", "cautious"):
         if defaults.pop(key, False):
             raise Unavailable(f"unavailable: the 8-bit peers have no {key}")
     extra = set(defaults) - set(keys)

@@ -65,6 +65,7 @@ PYOPT_PROBE_CLONES void probe_range(const Tensor& t, int64_t begin, int64_t end,
   T* __restrict w2 = w[2];
   T* __restrict w3 = w[3];
   T* __restrict w4 = w[4];
+  T* __restrict w5 = w[5];
   const T* __restrict r0 = r[0];
   const T* __restrict r1 = r[1];
   PYOPT_VECTORIZE_LOOP
@@ -78,6 +79,7 @@ PYOPT_PROBE_CLONES void probe_range(const Tensor& t, int64_t begin, int64_t end,
     if constexpr (A >= 3) w2[i] = w2[i] + z;
     if constexpr (A >= 4) w3[i] = w3[i] + z;
     if constexpr (A >= 5) w4[i] = w4[i] + z;
+    if constexpr (A >= 6) w5[i] = w5[i] + z;
   }
 }
 
@@ -108,7 +110,9 @@ void dispatch(int a, int b, const std::vector<Tensor>& tensors, int64_t total, i
       {probe_all<3, 0, T>, probe_all<3, 1, T>, probe_all<3, 2, T>},
       {probe_all<4, 0, T>, probe_all<4, 1, T>, probe_all<4, 2, T>},
       {probe_all<5, 0, T>, probe_all<5, 1, T>, probe_all<5, 2, T>},
+      {probe_all<6, 0, T>, probe_all<6, 1, T>, probe_all<6, 2, T>},
   };
+  static_assert(sizeof(table) / sizeof(table[0]) == kMaxReadWrite, "one row per read-write count");
   table[a - 1][b](tensors, total, threads);
 }
 

@@ -149,7 +149,7 @@ def _bits(a):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("nthreads", [1, 2])
 @pytest.mark.parametrize("sizes", [[5], [1000] * 3, [3, 70_000, 17, 0, 40_001]])
-@pytest.mark.parametrize("arrays", [(1, 0), (1, 1), (3, 1), (5, 2)])
+@pytest.mark.parametrize("arrays", [(1, 0), (1, 1), (3, 1), (5, 2), (6, 1)])
 def test_probe_copies_unchanged_and_reads_everything(dtype, nthreads, sizes, arrays, threads):
     threads(nthreads)
     a, b = arrays
@@ -212,7 +212,7 @@ def test_probe_errors_before_touching_anything():
     big = np.ones(20, np.float32)
     untouched(lambda x: probe([x, big[5:15]], [big[:10], nan], 2), ValueError, "share memory")
     untouched(lambda x: probe([x, good.copy(), good.copy()], [nan, nan], 2), ValueError, "do not split")
-    untouched(lambda x: probe([x] + [good.copy() for _ in range(5)], [nan]), ValueError, "at most")
+    untouched(lambda x: probe([x] + [good.copy() for _ in range(6)], [nan]), ValueError, "at most")  # 1 + 5 slots
     untouched(lambda x: probe([x], [nan, nan, nan]), ValueError, "at most")
     untouched(lambda x: probe([x], [nan], 0), ValueError, "tensors must be >= 1")
     with pytest.raises(ValueError):

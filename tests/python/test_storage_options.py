@@ -33,6 +33,10 @@ INT8_HYPER = {  # the issue's list, flags on so that every slot is in use
     "ademamix": {"lr": 0.01, "weight_decay": 0.1},
     "rmsprop": {"lr": 0.01, "momentum": 0.9, "centered": True},
     "adagrad": {"lr": 0.05, "initial_accumulator_value": 0.1},
+    # added since: the element-wise Adam-like rules of optax and pytorch-optimizer
+    "adamaxw": {"lr": 0.01, "weight_decay": 0.1},
+    "optax_nadamw": {"lr": 0.01, "weight_decay": 0.1},
+    "spam": {"lr": 0.01, "weight_decay": 0.1, "update_proj_gap": 7, "warmup_epoch": 3},
 }
 SIZES_8BIT = (4096, 5000, 100003)  # >= min_8bit_size: a whole number of blocks, a partial last block, large
 

@@ -17,6 +17,7 @@ struct Adamaxw : RuleBase {
   static constexpr const char* name = "adamaxw";
   enum Hyper { lr, beta1, beta2, eps, weight_decay, maximize, kNumHyper };
   static constexpr const char* slot_names[] = {"mu", "nu"};
+  static constexpr unsigned int8_slots = 0b11, nonnegative_slots = 0b10;
   static constexpr bool maximize_policy = true;
 
   // Own weight decay (optax adds wd·p to the update before the lr scaling; it skips a zero decay).

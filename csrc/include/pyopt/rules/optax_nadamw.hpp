@@ -21,6 +21,7 @@ struct OptaxNadamw : RuleBase {
   static constexpr const char* name = "optax_nadamw";
   enum Hyper { lr, beta1, beta2, eps, eps_root, weight_decay, maximize, kNumHyper };
   static constexpr const char* slot_names[] = {"mu", "nu"};
+  static constexpr unsigned int8_slots = 0b11, nonnegative_slots = 0b10;
   static constexpr bool maximize_policy = true;
 
   // Own weight decay (optax adds wd·p to the update before the lr scaling; it skips a zero decay).

@@ -31,6 +31,7 @@ struct Spam : RuleBase {
     maximize, kNumHyper
   };
   static constexpr const char* slot_names[] = {"exp_avg", "exp_avg_sq"};
+  static constexpr unsigned int8_slots = 0b11, nonnegative_slots = 0b10;
   static constexpr bool maximize_policy = true;
   // Own decoupled weight decay, after the step (the driver's comes before it).
   enum Variant { kLerpFromEnd = 1 };
