@@ -358,8 +358,8 @@ def test_create_errors_name_the_culprit(steps):
     assert message is not None and "float8" in message
     message = steps.try_create(b'{"optimizer": "adamw", ')
     assert message is not None and message.startswith("pyopt_create")
-    message = steps.try_create(config("muon"))
-    assert message is not None and "muon" in message and "Python" in message
+    message = steps.try_create(config("lbfgs"))  # written in Python only (C++ runs Muon when it has a BLAS)
+    assert message is not None and "lbfgs" in message and "Python" in message
     assert steps.try_create(config("adamw", lr=0.5)) is None
 
 

@@ -68,7 +68,10 @@ def test_cpp_optimizer_rejects_overlaps_and_nan(tmp_path):
     source = tmp_path / "check.cpp"
     source.write_text(PROGRAM)
     exe = tmp_path / "check"
-    build = subprocess.run([CXX, "-std=c++17", "-O1", "-I", str(include), str(source), str(library), "-fopenmp",
+    # A library built with a BLAS (Muon's GEMMs) needs one at link time: Debian's libblas.so is
+    # whichever BLAS is installed (OpenBLAS in CI).
+    blas = ["-lblas"] if pyopt._core.have_blas() else []
+    build = subprocess.run([CXX, "-std=c++17", "-O1", "-I", str(include), str(source), str(library), *blas, "-fopenmp",
                             "-o", str(exe)], capture_output=True, text=True, timeout=600)
     assert build.returncode == 0, build.stderr[-3000:]
     run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
