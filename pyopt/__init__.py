@@ -36,6 +36,7 @@ from .adamp import AdamP
 from .came import CAME
 from .adam_mini import AdamMini
 from .normuon import NorMuon
+from .adamuon import AdaMuon
 from .soap import SOAP
 from .shampoo import Shampoo
 from .kron import Kron
@@ -67,7 +68,7 @@ __all__ += [
     "from_config", "Muon", "Adafactor", "LBFGS", "EMA", "Lookahead", "hessian", "Optimizer", "ParamGroup", "available",
     "Prodigy", "DAdaptAdam", "DAdaptSGD",
     "SM3", "Fromage", "PolyakSGD", "DoG", "Momo",
-    "AdamP", "CAME", "AdamMini", "NorMuon",
+    "AdamP", "CAME", "AdamMini", "NorMuon", "AdaMuon",
     "SOAP", "Shampoo", "Kron",
     "RowwiseAdagrad", "RowSparse",
     "NoisySGD",

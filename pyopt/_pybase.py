@@ -56,6 +56,7 @@ _MODULES = {
     "came": ".came",
     "adam_mini": ".adam_mini",
     "normuon": ".normuon",
+    "adamuon": ".adamuon",
     "soap": ".soap",
     "shampoo": ".shampoo",
     "kron": ".kron",

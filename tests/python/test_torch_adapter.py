@@ -36,7 +36,7 @@ def torch_class(name):
 
 
 def shapes(name):
-    return [(6, 5), (7, 3)] if name in ("muon", "normuon") else [(7,), (17,), (5, 4)]
+    return [(6, 5), (7, 3)] if name in ("muon", "normuon", "adamuon") else [(7,), (17,), (5, 4)]
 
 
 def draws(name, steps=6, seed=0):
