@@ -29,8 +29,8 @@ TASK_FILE = textwrap.dedent('''
 
     class Hanging:
         """A tiny quadratic. With FAULTS_HANG_AT=N the N-th trial of each process writes
-        FAULTS_MARKERS/hang-PID, then sleeps, to be killed or interrupted there. Each other trial
-        takes FAULTS_TRIAL_SECONDS longer (default 0)."""
+        FAULTS_MARKERS/hang-PID, then sleeps, to be killed or interrupted there. With
+        FAULTS_WAIT_FOR=PATH every other trial waits until PATH exists."""
         name = "faults-test"
         epochs = 3
 
@@ -43,7 +43,8 @@ TASK_FILE = textwrap.dedent('''
             if self.trials_started == int(os.environ.get("FAULTS_HANG_AT", "0")):
                 open(os.path.join(os.environ["FAULTS_MARKERS"], f"hang-{os.getpid()}"), "w").close()
                 time.sleep(300)
-            time.sleep(float(os.environ.get("FAULTS_TRIAL_SECONDS", "0")))
+            while os.environ.get("FAULTS_WAIT_FOR") and not os.path.exists(os.environ["FAULTS_WAIT_FOR"]):
+                time.sleep(0.05)
             return {"w": np.zeros(10)}
 
         def train_batches(self, epoch, rng):

@@ -80,10 +80,11 @@ def test_workers_started_together_on_a_fresh_database(tmp_path: Path, database: 
 
 
 def test_a_killed_workers_trial_is_failed_by_the_heartbeat_and_retried(tmp_path: Path, database: str) -> None:
-    # The survivor's trials take 0.3 s each, so it keeps starting trials for several seconds after
-    # the other is killed: longer than the 3 s grace period its heartbeat check waits.
+    # The survivor's trials wait for the file `go`, made only once the victim has been dead for
+    # longer than the 3 s grace period: its next trial then finds the victim's stale heartbeat.
+    go = tmp_path / "go"
     victim = start_worker(tmp_path, database, "victim", trials=10, env={"FAULTS_HANG_AT": "2"})
-    survivor = start_worker(tmp_path, database, "survivor", trials=40, env={"FAULTS_TRIAL_SECONDS": "0.3"})
+    survivor = start_worker(tmp_path, database, "survivor", trials=6, env={"FAULTS_WAIT_FOR": str(go)})
     marker = tmp_path / "markers" / f"hang-{victim.pid}"
     deadline = time.monotonic() + WAIT_LIMIT
     while not marker.exists():
@@ -96,6 +97,8 @@ def test_a_killed_workers_trial_is_failed_by_the_heartbeat_and_retried(tmp_path:
     assert len(hung) == 1, [(t.number, t.state, t.user_attrs) for t in study.get_trials()]
     os.killpg(victim.pid, signal.SIGKILL)
     victim.communicate()
+    time.sleep(3 + 2)  # the grace period and a heartbeat interval: a lower bound, not a measurement
+    go.touch()
     finish(survivor)
 
     trials = {t.number: t for t in optuna.load_study(study_name="shared", storage=database).get_trials()}
