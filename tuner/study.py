@@ -113,6 +113,26 @@ def _draw(trial: Any, optimizers: Sequence[str], budget: str) -> tuple[str, dict
     return name, hyper
 
 
+def _train_recorded(trial: Any, task: Task, name: str, hyper: dict[str, Any], seed: int,
+                    report: Callable[[float, int], bool], precision: str,
+                    epochs: int | None = None) -> tuple[float, dict[str, Any]]:
+    """``train``, keeping in the trial's user attrs how it went: its error or pruning, and the
+    run's diverged / seconds / steps / epochs (and why it diverged)."""
+    try:
+        value, info = train(task, name, hyper, seed=seed, report=report, precision=precision, epochs=epochs)
+    except Exception as exc:
+        if type(exc).__name__ == "TrialPruned":
+            trial.set_user_attr("pruned", True)
+            raise
+        trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
+        raise
+    for key in ("diverged", "seconds", "steps", "epochs"):
+        trial.set_user_attr(key, info[key])
+    if info["diverged"]:
+        trial.set_user_attr("diverged_reason", info["reason"])
+    return value, info
+
+
 def make_objective(task: Task, optimizers: Sequence[str], budget: str, seed: int,
                    precision: str = "f32") -> Callable[[Any], float]:
     """The Optuna objective: choose an optimizer, draw its hyperparameters, train (in ``precision``),
@@ -126,18 +146,7 @@ def make_objective(task: Task, optimizers: Sequence[str], budget: str, seed: int
             trial.report(val, epoch)
             return bool(trial.should_prune())
 
-        try:
-            value, info = train(task, name, hyper, seed=seed, report=report, precision=precision)
-        except Exception as exc:
-            if type(exc).__name__ == "TrialPruned":
-                trial.set_user_attr("pruned", True)
-                raise
-            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
-            raise
-        for key in ("diverged", "seconds", "steps", "epochs"):
-            trial.set_user_attr(key, info[key])
-        if info["diverged"]:
-            trial.set_user_attr("diverged_reason", info["reason"])
+        value, info = _train_recorded(trial, task, name, hyper, seed, report, precision)
         return value
 
     return _owned(objective)
@@ -246,18 +255,7 @@ def make_phased_objective(task: Any, optimizers: Sequence[str], budget: str, ful
             trial.report(val, epoch)
             return phase == 3 and bool(trial.should_prune())
 
-        try:
-            value, info = train(task, name, hyper, seed=seed, report=report, precision=precision, epochs=epochs)
-        except Exception as exc:
-            if type(exc).__name__ == "TrialPruned":
-                trial.set_user_attr("pruned", True)
-                raise
-            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
-            raise
-        for key in ("diverged", "seconds", "steps", "epochs"):
-            trial.set_user_attr(key, info[key])
-        if info["diverged"]:
-            trial.set_user_attr("diverged_reason", info["reason"])
+        value, info = _train_recorded(trial, task, name, hyper, seed, report, precision, epochs)
         if low:
             if info["diverged"]:
                 trial.report(value, info["epochs"])  # the capped value is the trial's value
