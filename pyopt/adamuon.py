@@ -30,7 +30,7 @@ import numpy as np
 from ._pybase import PyOptimizer
 from ._pyhelpers import add_scaled, betas, flag, number, positive_int
 from .muon import _bf16, _bf16_norm, _lerp, _zeropower_via_newtonschulz
-from .normuon import NS_EPS, _adjusted_lr
+from .normuon import NS_EPS, _adjusted_lr, check_matrix_param
 from .optimizer import ParamsLike
 
 __all__ = ["AdaMuon"]
@@ -64,10 +64,7 @@ class AdaMuon(PyOptimizer):
                                       use_adjusted_lr=use_adjusted_lr, eps=eps, maximize=maximize))
 
     def _check_param_extra(self, p: np.ndarray, label: str) -> None:
-        if p.ndim < 2:
-            raise ValueError(f"{label}: AdaMuon takes only params of two or more dimensions (weight matrices, "
-                             f"conv kernels), got shape {p.shape}; optimize the others (biases, norms) with another "
-                             "optimizer, e.g. pyopt.AdamW (pyopt.param_groups(params) splits params by shape and name)")
+        check_matrix_param(p, label, type(self).__name__)
 
     def _state_shape(self, name: str, p: np.ndarray) -> tuple[int, ...] | None:
         return p.shape if name == "m" else (p.size,)  # v is flat, as pytorch-optimizer's

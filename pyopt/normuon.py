@@ -64,10 +64,7 @@ class NorMuon(PyOptimizer):
                                       use_adjusted_lr=use_adjusted_lr, eps=eps, maximize=maximize))
 
     def _check_param_extra(self, p: np.ndarray, label: str) -> None:
-        if p.ndim < 2:
-            raise ValueError(f"{label}: NorMuon takes only params of two or more dimensions (weight matrices, "
-                             f"conv kernels), got shape {p.shape}; optimize the others (biases, norms) with another "
-                             "optimizer, e.g. pyopt.AdamW (pyopt.param_groups(params) splits params by shape and name)")
+        check_matrix_param(p, label, type(self).__name__)
 
     def _state_shape(self, name: str, p: np.ndarray) -> tuple[int, ...] | None:
         return p.shape if name == "momentum_buffer" else (p.shape[0], 1)
@@ -129,6 +126,14 @@ class NorMuon(PyOptimizer):
 def _norm(x: np.ndarray) -> Any:
     """``x.norm()``, a scalar of x's dtype (summed in float64: torch's cascade sum is close to exact)."""
     return x.dtype.type(np.sqrt(np.sum(np.square(x, dtype=np.float64))))
+
+
+def check_matrix_param(p: np.ndarray, label: str, who: str) -> None:
+    """ValueError unless ``p`` has two or more dimensions (the Muon variants orthogonalize matrices)."""
+    if p.ndim < 2:
+        raise ValueError(f"{label}: {who} takes only params of two or more dimensions (weight matrices, "
+                         f"conv kernels), got shape {p.shape}; optimize the others (biases, norms) with another "
+                         "optimizer, e.g. pyopt.AdamW (pyopt.param_groups(params) splits params by shape and name)")
 
 
 def _adjusted_lr(lr: float, rows: int, cols: int, use_adjusted_lr: bool) -> float:
