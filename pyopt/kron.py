@@ -67,7 +67,6 @@ from string import ascii_lowercase
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
-from scipy.linalg import blas
 
 from ._precond import Layout, PreconditionedOptimizer, flag, integer, nonnegative, unit_interval
 from ._pybase import real
@@ -314,6 +313,8 @@ def _solve_along(x: np.ndarray, d: int, factor: np.ndarray) -> np.ndarray:
         if x.ndim == 0:
             return x / factor
         return x / factor.reshape((-1,) + (1,) * (x.ndim - 1 - d))
+    from scipy.linalg import blas  # (here, not at import: scipy is needed by Kron only, not by pyopt)
+
     moved = np.moveaxis(x, d, -1)
     rows = np.array(moved.reshape(-1, moved.shape[-1]), dtype=np.float32, order="F")
     solved = blas.strsm(1.0, np.asarray(factor, np.float32, order="F"), rows, side=1, lower=0, trans_a=0,
