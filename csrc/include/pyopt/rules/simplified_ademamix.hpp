@@ -27,6 +27,7 @@ struct SimplifiedAdEMAMix : RuleBase {
   static constexpr bool maximize_policy = true;
   static constexpr Decay decay_policy = Decay::WeightDecouple;
   static constexpr unsigned slot_mask(int) { return 0b11u; }
+  static constexpr unsigned int8_slots = 0b11, nonnegative_slots = 0b10;
   static constexpr int num_scalars = 1;
   static constexpr const char* scalar_name_list[] = {"den_sum"};
   static constexpr const char* const* scalar_names = scalar_name_list;
