@@ -49,8 +49,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "0 or 5%% of the steps, from --budget core on); each run gets a complete schedule over "
                         "its own steps, so a low-fidelity run of E epochs anneals over E epochs and successive "
                         "halving compares complete runs. Phased: each optimizer's defaults run at constant, its "
-                        "lr sweep under the first other schedule; schedule-free optimizers get none. Needs the "
-                        "task's steps per epoch (its steps_per_epoch, else epoch 0's batches are counted)")
+                        "lr sweep under the other schedules in turn (x 1/3 under the first, x 3 under the next). "
+                        "Schedule-free optimizers get none; the pruner never stops a decaying run. Needs the "
+                        "task's steps per epoch (its steps_per_epoch, else epoch 0's batches are counted); a "
+                        "resumed study keeps its schedules")
     p.add_argument("--precision", default="f32",
                    help="train every trial with 16-bit params and optimizer storage, e.g. bf16+master+int8 "
                         "(bf16 params, float32 master copy, 8-bit states); default f32")
