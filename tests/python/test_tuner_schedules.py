@@ -305,3 +305,25 @@ def test_tpe_strategy_and_two_processes(task_file, tmp_path) -> None:
     warm = [t for t in trials if t.user_attrs.get("warm_start")]
     assert {t.params["schedule"] for t in warm} == {"constant"}  # the defaults as shipped
     assert all(t.state.name == "COMPLETE" for t in trials if t.params["schedule"] == "cosine")
+
+
+class _AlwaysPrune(optuna.pruners.BasePruner):
+    def prune(self, study, trial) -> bool:
+        return True
+
+
+def test_the_pruner_never_stops_a_decaying_run(quad) -> None:
+    """Its loss drops most at the end, so a value at an epoch says little about the final one."""
+    from pyopt.tuner.study import make_objective, make_phased_objective
+
+    for phased in (False, True):
+        st = optuna.create_study(pruner=_AlwaysPrune())
+        attrs = {"phase": 3, "planned_epochs": 4, "seed": 0} if phased else {}
+        for schedule in ("constant", "cosine", "wsd"):
+            st.enqueue_trial({"optimizer": "sgd", "sgd.lr": 0.05, "schedule": schedule}, user_attrs=attrs)
+        schedules = ("constant", "cosine", "wsd")
+        objective = make_phased_objective(quad, ["sgd"], "lr", 4, schedules=schedules) if phased else \
+            make_objective(quad, ["sgd"], "lr", seed=0, schedules=schedules)
+        st.optimize(objective, n_trials=3)
+        assert [(t.params["schedule"], t.state.name) for t in st.trials] == \
+            [("constant", "PRUNED"), ("cosine", "COMPLETE"), ("wsd", "COMPLETE")]
