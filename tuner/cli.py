@@ -43,6 +43,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fair", action="store_true", help="--strategy tpe: one study per optimizer with the same number "
                                                        "of trials")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--schedules", default=None, metavar="LIST",
+                   help="lr schedules to search, comma-separated from constant, cosine, wsd (default: constant "
+                        "only, as without this option). The schedule becomes a searched choice (plus its warmup, "
+                        "0 or 5%% of the steps, from --budget core on); each run gets a complete schedule over "
+                        "its own steps, so a low-fidelity run of E epochs anneals over E epochs and successive "
+                        "halving compares complete runs. Phased: each optimizer's defaults run at constant, its "
+                        "lr sweep under the other schedules in turn (x 1/3 under the first, x 3 under the next). "
+                        "Schedule-free optimizers get none; the pruner never stops a decaying run. Needs the "
+                        "task's steps per epoch (its steps_per_epoch, else epoch 0's batches are counted); a "
+                        "resumed study keeps its schedules")
     p.add_argument("--precision", default="f32",
                    help="train every trial with 16-bit params and optimizer storage, e.g. bf16+master+int8 "
                         "(bf16 params, float32 master copy, 8-bit states); default f32")
@@ -104,7 +114,7 @@ def _run(args: argparse.Namespace) -> int:
         result = tune(args.task, optimizers, trials=args.trials, timeout=args.timeout, storage=storage,
                       study=args.study, jobs=args.jobs, seed=args.seed, out=out, pruner=args.pruner,
                       sampler=args.sampler, budget=args.budget, fair=args.fair, progress=not args.no_progress,
-                      precision=args.precision, strategy=args.strategy,
+                      precision=args.precision, strategy=args.strategy, schedules=args.schedules,
                       log=lambda msg: print(f"pyopt tune: {msg}", flush=True))
     except ValueError as exc:
         print(f"pyopt tune: error: {exc}", file=sys.stderr)
@@ -130,10 +140,17 @@ def best_line(result: Any) -> str:
             f"validation loss {b['value']:.6g} (seed 0 only)"
         edge = f"; edge of range: {'; '.join(b['edge'])}" if b["edge"] else ""
         low = "" if b["full_fidelity"] else f" at {b['epochs']} epochs only"
-        return (f"best: {b['optimizer']} {b['hyperparameters']} -> {spread}{low} (trials "
+        return (f"best: {b['optimizer']} {b['hyperparameters']}{_schedule(b)} -> {spread}{low} (trials "
                 f"{', '.join(map(str, b['trials']))}; this run took {result.seconds:.1f} s){edge}")
     found = best_trial(result.studies)
     took = found[1].user_attrs.get("seconds") if found else None
     trained = f"trained in {took:.3g} s; " if isinstance(took, (int, float)) else ""
-    return (f"best: {b['optimizer']} {b['hyperparameters']} -> validation loss {b['value']:.6g} "
+    return (f"best: {b['optimizer']} {b['hyperparameters']}{_schedule(b)} -> validation loss {b['value']:.6g} "
             f"(trial {b['trial']}: {trained}this run took {result.seconds:.1f} s)")
+
+
+def _schedule(best: dict) -> str:
+    """`` with cosine warmup=0.05 schedule`` for a study that searched schedules, else ""."""
+    from .space import describe_schedule
+
+    return f" with {describe_schedule(best['schedule'])} schedule" if "schedule" in best else ""

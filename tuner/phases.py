@@ -37,7 +37,11 @@ With ``jobs`` > 1 every phase's queued trials are drained by all processes; a pr
 finds the queue empty between its check and its next trial gets a fresh trial, which ends at
 once (PRUNED, ``surplus``, no training; not counted).
 
-Not done yet: lr schedules (``--schedules``), Hyperband brackets (one successive-halving bracket
+lr schedules (``--schedules``, off by default) are one more searched choice; see ``portfolio``
+for how they enter phase 1 and ``tuner/space.py`` for the schedules and their knobs. Each run
+gets a complete schedule over its own steps, so successive halving compares complete short runs.
+
+Not done yet: Hyperband brackets (one successive-halving bracket
 only), and the experiments against baselines (docs/tuner-experiments.md).
 """
 from __future__ import annotations
@@ -140,21 +144,46 @@ def plan(optimizers: Sequence[str], trials: int, epochs: int, seeded: bool = Tru
     return Plan(sweep, portfolio, halving, rest, finalists, seeds, names)
 
 
-def portfolio(optimizers: Sequence[str], sweep: int, budget: str) -> list[Config]:
+def portfolio(optimizers: Sequence[str], sweep: int, budget: str,
+              schedules: Sequence[str] = ("constant",)) -> list[Config]:
     """Phase 1's configs: per optimizer its defaults, then lr x LR_FACTORS[1:sweep] (clipped into
-    lr_range, duplicates dropped)."""
+    lr_range, duplicates dropped).
+
+    With lr schedules searched (``--schedules``): the defaults run at constant lr (the optimizer
+    as shipped, when "constant" is listed), the sweep points under the other listed schedules in
+    turn (lr x 1/3 under the first, lr x 3 under the next, ...; ``space.portfolio_schedules``), no
+    warmup; schedule-free optimizers at constant. So the portfolio costs the same trials as
+    without schedules, every optimizer is still seen as shipped, and with the default sweep every
+    schedule of "constant,cosine,wsd" is seen at least once per optimizer. That matters beyond
+    phase 1: TPE strongly prefers a category it has never seen (its prior mass is the same in the
+    good and the bad model, and the bad one has more trials), so a schedule missing from phase 1
+    would take most of phase 3. A sweep point pairs an lr with a schedule (a search, not an
+    ablation); phase 3 draws both, and the warmup, with the other dimensions."""
+    baseline, others = space.portfolio_schedules(schedules)
     out: list[Config] = []
     for name in optimizers:
         base = {"optimizer": name, **space.default_params(name, budget)}
         low, high = space.lr_range(name)
         seen = set()
-        for factor in LR_FACTORS[:sweep]:
+        for i, factor in enumerate(LR_FACTORS[:sweep]):
             lr = min(max(base[f"{name}.lr"] * factor, low), high)
-            if lr in seen:
+            chosen = baseline if i == 0 else others[(i - 1) % len(others)]
+            schedule = space.schedule_params(name, schedules, budget, chosen)
+            key = (lr, tuple(sorted(schedule.items())))
+            if key in seen:
                 continue
-            seen.add(lr)
-            out.append(Config.of({**base, f"{name}.lr": lr}))
+            seen.add(key)
+            out.append(Config.of({**base, f"{name}.lr": lr, **schedule}))
     return out
+
+
+def schedule_note(schedules: Sequence[str], sweep: int) -> str:
+    """For phase 1's line: which schedules its configs ran ("" without schedules)."""
+    if not space.searches_schedules(schedules):
+        return ""
+    baseline, others = space.portfolio_schedules(schedules)
+    swept = [others[i % len(others)] for i in range(sweep - 1)]
+    return f", defaults {baseline}" + (f", sweep {'/'.join(swept)}" if swept else "")
 
 
 Result = dict  # {"config": Config, "epochs": int, "seed": int, "value": float, "diverged": bool, "number": int}
@@ -276,7 +305,9 @@ def describe(config: Config) -> str:
     name = config.optimizer
     parts = [f"{k[len(name) + 1:]}={v:.3g}" if isinstance(v, float) else f"{k[len(name) + 1:]}={v}"
              for k, v in config.params if k.startswith(name + ".") and k != f"{name}.weight_decay_on"]
-    return f"{name} " + " ".join(p for p in parts if p.startswith("lr=")) if parts else name
+    schedule = dict(config.params).get("schedule")
+    tail = f" {schedule}" if schedule is not None else ""
+    return (f"{name} " + " ".join(p for p in parts if p.startswith("lr=")) if parts else name) + tail
 
 
 Say = Callable[[str], None]

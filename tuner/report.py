@@ -36,6 +36,8 @@ def best_config(studies: Sequence[Any], task: str) -> dict[str, Any] | None:
     config = {"optimizer": t.params.get("optimizer", t.user_attrs.get("optimizer")),
               "hyperparameters": t.user_attrs.get("hyperparameters", {}), "value": float(t.value), "task": task,
               "study": study.study_name, "trial": t.number, "pyopt_version": pyopt.__version__}
+    if "schedule" in t.user_attrs:  # a study that searched lr schedules (--schedules)
+        config["schedule"] = t.user_attrs["schedule"]
     precision = t.user_attrs.get("precision", "f32")
     if precision != "f32":  # how the params were stored, and the optimizer's storage options
         config["precision"] = precision
@@ -73,6 +75,8 @@ def phased_best(study: Any, summaries: Sequence[tuple[Any, dict[str, Any]]], res
                    "edge": phases.edge_flags(config, budget), "strategy": "phased", "task": task,
                    "study": study.study_name, "trial": trial.number,
                    "trials": [numbers[s] for s in summary["seeds"]], "pyopt_version": pyopt.__version__}
+    if "schedule" in trial.user_attrs:  # a study that searched lr schedules (--schedules)
+        config_dict["schedule"] = trial.user_attrs["schedule"]
     precision = trial.user_attrs.get("precision", "f32")
     if precision != "f32":
         config_dict["precision"] = precision
@@ -155,7 +159,7 @@ def table(studies: Sequence[Any], full: int | None = None) -> str:
 def write_csv(studies: Sequence[Any], path: str) -> None:
     fields = ["study", "number", "state", "value", "optimizer", "hyperparameters", "phase", "planned_epochs", "seed",
               "diverged", "warm_start",
-              "seconds", "epochs", "error", "datetime_start", "duration_s"]
+              "seconds", "epochs", "error", "datetime_start", "duration_s", "schedule"]
     tmp = path + ".tmp"
     with open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
@@ -173,6 +177,8 @@ def write_csv(studies: Sequence[Any], path: str) -> None:
                     "error": t.user_attrs.get("error", t.system_attrs.get("fail_reason", "")),
                     "datetime_start": t.datetime_start.isoformat() if t.datetime_start else "",
                     "duration_s": t.duration.total_seconds() if t.duration else "",
+                    "schedule": json.dumps(t.user_attrs["schedule"], sort_keys=True)
+                    if "schedule" in t.user_attrs else "",
                 })
     os.replace(tmp, path)
 

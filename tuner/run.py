@@ -16,7 +16,7 @@ from pyopt.storage import parse_precision
 
 from . import owners, phases, report, space
 from .phases import DEFAULT_PORTFOLIO
-from .study import create_study, make_function_objective, make_objective, make_phased_objective
+from .study import check_schedules, create_study, make_function_objective, make_objective, make_phased_objective
 from .tasks import Task, load_task
 
 STRATEGIES = ("phased", "tpe")
@@ -79,7 +79,7 @@ def _watch_parent(parent: int) -> None:
 
 def _worker(task_spec: str, optimizers: list[str], storage: str, study_name: str, target: int, timeout: float | None,
             seed: int, sampler: str, pruner: str, budget: str, parent: int, precision: str = "f32",
-            phased: bool = False) -> None:
+            phased: bool = False, schedules: tuple[str, ...] = ("constant",)) -> None:
     """One extra process of a parallel study: the same storage and study, its own sampler seed,
     one kernel thread (the processes share the cores). Started with SIGINT ignored (a Ctrl-C
     during its start-up would print a traceback); it takes Ctrl-C once it can fail its trial.
@@ -97,10 +97,11 @@ def _worker(task_spec: str, optimizers: list[str], storage: str, study_name: str
         if phased:
             from .study import make_phased_objective
 
-            objective = make_phased_objective(task, optimizers, budget, task.epochs, precision=precision)
+            objective = make_phased_objective(task, optimizers, budget, task.epochs, precision=precision,
+                                              schedules=schedules)
             stop: Any = QueueEmpty()
         else:
-            objective = make_objective(task, optimizers, budget, seed=0, precision=precision)
+            objective = make_objective(task, optimizers, budget, seed=0, precision=precision, schedules=schedules)
             stop = optuna.study.MaxTrialsCallback(target, states=None)
         study.optimize(objective, n_trials=None, timeout=timeout, callbacks=[stop], catch=(Exception,),
                        gc_after_trial=False)
@@ -229,7 +230,7 @@ def tune(task: Task | str | Callable[..., float], optimizers: Sequence[str] | No
          storage: str | None = None, study: str | None = None, jobs: int = 1, seed: int = 0, out: str | None = None,
          pruner: str = "hyperband", sampler: str = "tpe", budget: str = "auto", fair: bool = False,
          progress: bool = True, log: Callable[[str], None] | None = None, precision: str = "f32",
-         strategy: str = "phased") -> TuneResult:
+         strategy: str = "phased", schedules: str | Sequence[str] | None = None) -> TuneResult:
     """Search the optimizer and its hyperparameters for ``task`` (a Task, a built-in name or
     ``path/file.py:OBJECT``, or a plain objective ``fn(make_optimizer, report) -> float`` for a loop
     a Task cannot express). ``strategy``: "phased" (the default; ``tuner/phases.py``: portfolio at
@@ -238,7 +239,11 @@ def tune(task: Task | str | Callable[..., float], optimizers: Sequence[str] | No
     per optimizer when ``fair``; with ``jobs`` > 1, up to jobs - 1 more may start at the end). Writes
     best.json, trials.csv and plots to ``out`` when given. ``precision`` (e.g. "bf16+master+int8",
     see ``pyopt.storage.parse_precision``) trains every trial with 16-bit params and those storage
-    options (Task objectives only). Returns a TuneResult."""
+    options (Task objectives only). ``schedules`` (e.g. "constant,cosine,wsd"; default constant
+    only, the study as without it) makes the lr schedule a searched choice (``space.SCHEDULES``):
+    each run gets a complete schedule over its own steps, so low-fidelity runs compare complete
+    short runs; Task objectives only, and not for a task with ``schedules = False``. Returns a
+    TuneResult."""
     from .tasks import check_task
 
     function = None
@@ -251,6 +256,7 @@ def tune(task: Task | str | Callable[..., float], optimizers: Sequence[str] | No
     names = check_arguments(optimizers or (), trials, jobs, storage, budget, sampler, pruner, precision, strategy)
     if function is not None and precision != "f32":
         raise ValueError("precision is for Task objectives (a plain function creates its own params)")
+    schedules = check_schedules(schedules, task_obj, function)
     if jobs > 1 and task_spec is None:
         raise ValueError("jobs > 1 needs the task as a name or path/file.py:OBJECT (each process loads it)")
     if jobs > 1 and (storage is None or storage in ("memory", ":memory:")):
@@ -264,7 +270,7 @@ def tune(task: Task | str | Callable[..., float], optimizers: Sequence[str] | No
     if strategy == "phased":
         result = _tune_phased(task_obj, task_spec, function, names, trials=trials, timeout=timeout, storage=storage,
                               name=base_name, jobs=jobs, seed=seed, pruner=pruner, sampler=sampler, budget=budget,
-                              progress=progress, say=say, precision=precision)
+                              progress=progress, say=say, precision=precision, schedules=schedules)
         result.out = out
         return _write(result, out, say)
     per_optimizer = trials if fair else trials / len(names)
@@ -275,17 +281,17 @@ def tune(task: Task | str | Callable[..., float], optimizers: Sequence[str] | No
     for group in groups:
         name = f"{base_name}-{group[0]}" if fair else base_name
         st = create_study(task_obj, group, storage=storage, study_name=name, sampler=sampler, pruner=pruner,
-                          seed=seed, budget=chosen_budget, parallel=jobs > 1)
+                          seed=seed, budget=chosen_budget, parallel=jobs > 1, schedules=schedules)
         result.studies.append(st)
         already = sum(1 for t in st.trials if t.state.is_finished())
         target = already + trials
         say(f"study {name!r}: {already} finished trials; running {trials} more on {', '.join(group)} "
             f"(budget {chosen_budget}, {jobs} process{'es' if jobs > 1 else ''})")
         objective = make_function_objective(function, group, chosen_budget) if function is not None else \
-            make_objective(task_obj, group, chosen_budget, seed=0, precision=precision)
+            make_objective(task_obj, group, chosen_budget, seed=0, precision=precision, schedules=schedules)
         if _optimize(st, objective, n_trials=trials, target=target, jobs=jobs, timeout=timeout, progress=progress,
                      worker_args=(task_spec, group, storage, name, target, timeout, seed, sampler, pruner,
-                                  chosen_budget, os.getpid(), precision, False), say=say):
+                                  chosen_budget, os.getpid(), precision, False, schedules), say=say):
             result.interrupted = True
             break
     result.seconds = time.perf_counter() - start
@@ -322,7 +328,7 @@ def _phase_budget(budget: str, plan: phases.Plan) -> str:
 def _tune_phased(task: Any, task_spec: str | None, function: Callable[..., float] | None, names: list[str], *,
                  trials: int, timeout: float | None, storage: str | None, name: str, jobs: int, seed: int, pruner: str,
                  sampler: str, budget: str, progress: bool, say: Callable[[str], None],
-                 precision: str) -> TuneResult:
+                 precision: str, schedules: tuple[str, ...] = ("constant",)) -> TuneResult:
     """The four phases of ``tuner/phases.py`` on one study; ``trials`` new training runs at most."""
     import optuna
 
@@ -334,12 +340,12 @@ def _tune_phased(task: Any, task_spec: str | None, function: Callable[..., float
         plan.halving, plan.tpe = 0, plan.tpe + plan.halving
     chosen = _phase_budget(budget, plan)
     st = create_study(task, names, storage=storage, study_name=name, sampler=sampler, pruner=pruner, seed=seed,
-                      budget=chosen, parallel=jobs > 1, warm_starts=False)
+                      budget=chosen, parallel=jobs > 1, warm_starts=False, schedules=schedules)
     st.set_user_attr("strategy", "phased")
     _drop_queued(st)
     result = TuneResult(best=None, studies=[st], epochs=full if full > 0 else None)
     objective = make_phased_objective(task, names, chosen, full if full > 0 else 1 << 30, precision=precision,
-                                      function=function)
+                                      function=function, schedules=schedules)
     start = time.perf_counter()
     deadline = None if timeout is None else start + timeout
     used = 0
@@ -375,7 +381,8 @@ def _tune_phased(task: Any, task_spec: str | None, function: Callable[..., float
         n_before = finished()
         stopped = _optimize(st, objective, n_trials=todo, target=None, jobs=processes(todo), timeout=left,
                             progress=progress, worker_args=(task_spec, names, storage, name, None, left, seed, sampler,
-                                                            pruner, chosen, os.getpid(), precision, True),
+                                                            pruner, chosen, os.getpid(), precision, True,
+                                                            schedules),
                             say=say, phased=True)
         ran = finished() - n_before
         used += ran
@@ -396,7 +403,7 @@ def _tune_phased(task: Any, task_spec: str | None, function: Callable[..., float
         return deadline is not None and time.perf_counter() >= deadline
 
     # Phase 1: the portfolio at the lowest fidelity.
-    configs = phases.portfolio(plan.optimizers, plan.sweep, chosen)
+    configs = phases.portfolio(plan.optimizers, plan.sweep, chosen, schedules)
     low = levels[0]
     ran, stopped = run([(c, low, 0, 1) for c in configs], trials)
     ranked = phases.rank(results(), low)
@@ -405,7 +412,8 @@ def _tune_phased(task: Any, task_spec: str | None, function: Callable[..., float
         best_each.setdefault(r["config"].optimizer, r["value"])
     skipped = [n for n in names if n not in plan.optimizers]
     tell(f"phase 1 portfolio: {len(configs)} configs ({len(plan.optimizers)} optimizers x defaults"
-         f"{' + lr x 1/3, 3' if plan.sweep == 3 else ' + lr x 1/3' if plan.sweep == 2 else ''}) at {low} "
+         f"{' + lr x 1/3, 3' if plan.sweep == 3 else ' + lr x 1/3' if plan.sweep == 2 else ''}"
+         f"{phases.schedule_note(schedules, plan.sweep)}) at {low} "
          f"{'epochs' if function is None else 'steps'}, {ran} new trials; best: "
          + ", ".join(f"{n} {v:.4g}" for n, v in best_each.items())
          + (f"; not evaluated (too few trials): {', '.join(skipped)}" if skipped else ""))
@@ -441,7 +449,8 @@ def _tune_phased(task: Any, task_spec: str | None, function: Callable[..., float
         n_before = finished()
         stopped = _optimize(st, objective, n_trials=room, target=None, jobs=processes(room), timeout=left,
                             progress=progress, worker_args=(task_spec, names, storage, name, None, left, seed, sampler,
-                                                            pruner, chosen, os.getpid(), precision, True),
+                                                            pruner, chosen, os.getpid(), precision, True,
+                                                            schedules),
                             say=say, phased=True)
         new = [t for t in st.get_trials(deepcopy=False) if t.number not in before and t.state.is_finished()
                and not t.user_attrs.get("surplus")]

@@ -22,7 +22,7 @@ first, categorical choice).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import pyopt
 from pyopt._spec import record, spec
@@ -162,3 +162,129 @@ def describe(optimizer: str, budget: str = "full") -> str:
     return "; ".join(parts)
 
 
+
+
+# ----- lr schedules (``--schedules``) ------------------------------------------------------------
+# The schedule is one more searched dimension when ``--schedules`` names more than "constant" (the
+# default, which adds no parameter at all: a study without it is what it was before). Every run
+# gets a complete schedule over its own steps (``train``), so a low-fidelity run is a short run
+# that ends annealed, not the start of a long one.
+#
+# - ``constant``: the optimizer's lr throughout.
+# - ``cosine``: optional linear warmup, then cosine decay to 0 (Loshchilov & Hutter 2017; the
+#   usual default for fixed-length runs).
+# - ``wsd``: warmup-stable-decay: constant lr, then the last ``WSD_DECAY_FRACTION`` of the steps
+#   decay to 0 along 1 - sqrt. Hägele et al. 2024 ("Scaling Laws and Compute-Optimal Training
+#   Beyond Fixed Training Durations") find a 20% cooldown matches cosine and 1 - sqrt beats a
+#   linear one; fixed here rather than searched, so the dimension stays one choice.
+#
+# Knobs: only the warmup fraction, {0, 0.05} of the run's steps, and only from budget "core" on
+# (the second-order choices come after lr, as the optimizers' own). Two values: warmup mostly
+# matters for the first steps of Adam-like methods at high lr, where some warmup beats none and
+# its exact length matters little; a continuous range would spend trials on a flat dimension.
+#
+# Schedule-free optimizers (``train_mode``/``eval()``: schedulefree_adamw, schedulefree_sgd) get
+# no schedule: doing without one is their point (Defazio et al. 2024; the reference takes a
+# warmup only, its own ``warmup_steps``). The learning-rate-free ones (prodigy, dadapt_*, dog,
+# ...) do: their lr is a multiplier on the estimated step, and the reference codes recommend
+# a schedule on top (Prodigy's README: cosine annealing; D-Adaptation's: "use the same schedule
+# as for the base optimizer"), which is what scaling group["lr"] does.
+SCHEDULES = ("constant", "cosine", "wsd")
+WARMUP_FRACTIONS = (0.0, 0.05)
+WSD_DECAY_FRACTION = 0.2
+WSD_DECAY = "sqrt"
+
+
+def check_schedules(schedules: Any) -> tuple[str, ...]:
+    """``schedules`` (a comma-separated string or a sequence of names) as a tuple without
+    duplicates; ValueError naming the option for anything else. None: ("constant",)."""
+    if schedules is None:
+        return ("constant",)
+    names = [s.strip() for s in schedules.split(",")] if isinstance(schedules, str) else schedules
+    if isinstance(names, (bytes, dict)) or not hasattr(names, "__iter__"):
+        raise ValueError(f"schedules (--schedules) must be a comma-separated list of {', '.join(SCHEDULES)}, "
+                         f"got {schedules!r}")
+    names = list(names)
+    bad = [n for n in names if n not in SCHEDULES]
+    if bad:
+        raise ValueError(f"schedules (--schedules): unknown schedule(s) {', '.join(map(repr, bad))}; "
+                         f"one of {', '.join(SCHEDULES)}")
+    if not names:
+        raise ValueError(f"schedules (--schedules): empty; give some of {', '.join(SCHEDULES)}")
+    return tuple(dict.fromkeys(names))
+
+
+def searches_schedules(schedules: Sequence[str]) -> bool:
+    return tuple(schedules) != ("constant",)
+
+
+def schedule_free(optimizer: str) -> bool:
+    """True for the schedule-free optimizers (they average iterates; ``eval()`` swaps the average in)."""
+    return hasattr(getattr(pyopt, record(optimizer).class_name, None), "train_mode")
+
+
+def takes_schedule(optimizer: str, schedules: Sequence[str]) -> bool:
+    """Whether trials of ``optimizer`` draw a schedule (the study searches them and it is not schedule-free)."""
+    return searches_schedules(schedules) and not schedule_free(optimizer)
+
+
+def portfolio_schedules(schedules: Sequence[str]) -> tuple[str, list[str]]:
+    """(baseline, others): the schedule of each optimizer's defaults in the phased portfolio
+    ("constant" when listed: the optimizer as shipped, else the first) and those its lr sweep
+    points take in turn (the others, in the order given; the baseline alone if there is none)."""
+    baseline = "constant" if "constant" in schedules else schedules[0]
+    others = [s for s in schedules if s != baseline] or [baseline]
+    return baseline, others
+
+
+def schedule_params(optimizer: str, schedules: Sequence[str], budget: str, name: str,
+                    warmup: float = 0.0) -> dict[str, Any]:
+    """The Optuna params that fix schedule ``name`` (with ``warmup``) for an enqueued trial of
+    ``optimizer``; {} when it draws no schedule."""
+    if not takes_schedule(optimizer, schedules):
+        return {}
+    out: dict[str, Any] = {"schedule": name}
+    if name != "constant" and budget != "lr":
+        out["schedule.warmup"] = warmup
+    return out
+
+
+def suggest_schedule(trial: Any, optimizer: str, schedules: Sequence[str], budget: str) -> dict[str, Any] | None:
+    """Draw the trial's schedule: {"name", "warmup"} (warmup a fraction of the run's steps), or
+    None when the study searches none. Schedule-free optimizers get {"name": "constant"} and no
+    Optuna parameter."""
+    if not searches_schedules(schedules):
+        return None
+    if schedule_free(optimizer):
+        return {"name": "constant", "warmup": 0.0}
+    name = trial.suggest_categorical("schedule", list(schedules))
+    warmup = 0.0
+    if name != "constant" and budget != "lr":
+        warmup = float(trial.suggest_categorical("schedule.warmup", list(WARMUP_FRACTIONS)))
+    return {"name": name, "warmup": warmup}
+
+
+def make_schedule(spec: dict[str, Any], total_steps: int) -> Any:
+    """The ``pyopt.schedules`` multiplier schedule of ``spec`` ({"name", "warmup"}) over
+    ``total_steps`` steps (attach it with ``.attach(opt)``: group lr = its lr x the value)."""
+    from pyopt import schedules as sch
+
+    name = spec["name"]
+    warmup_steps = int(round(float(spec.get("warmup", 0.0)) * total_steps))
+    if name == "constant":
+        return sch.constant()
+    if name == "cosine":
+        return sch.cosine(total_steps, warmup_steps=min(warmup_steps, total_steps - 1))
+    if name == "wsd":
+        decay_steps = int(round(WSD_DECAY_FRACTION * total_steps))
+        return sch.wsd(total_steps, warmup_steps=min(warmup_steps, total_steps - decay_steps),
+                       decay_fraction=WSD_DECAY_FRACTION, decay=WSD_DECAY)
+    raise ValueError(f"schedules (--schedules): unknown schedule {name!r}; one of {', '.join(SCHEDULES)}")
+
+
+def describe_schedule(spec: dict[str, Any] | None) -> str:
+    """``cosine`` / ``cosine warmup=0.05`` / ``constant``."""
+    if not spec:
+        return "constant"
+    warmup = float(spec.get("warmup", 0.0))
+    return spec["name"] + (f" warmup={warmup:g}" if warmup else "")

@@ -41,13 +41,18 @@ def _cap(initial: float) -> float:
 
 def train(task: Task, optimizer: str, hyper: dict[str, Any], seed: int = 0,
           report: Callable[[float, int], bool] | None = None, precision: str = "f32",
-          epochs: int | None = None) -> tuple[float, dict[str, Any]]:
+          epochs: int | None = None, schedule: dict[str, Any] | None = None) -> tuple[float, dict[str, Any]]:
     """Train ``task`` with ``optimizer`` (``pyopt.create(optimizer, params, **hyper)``) for its
     epochs (or the first ``epochs`` of them: a lower fidelity, the same run cut short); returns
     (final validation loss, info). ``report(val_loss, epoch)`` is called after each epoch and
     returns True to stop (pruning): then optuna.TrialPruned is raised. ``precision``
     (``pyopt.storage.parse_precision``, e.g. "bf16+master+int8"): the params are stored as
-    f16/bf16 and the optimizer gets those storage options; the task computes on float32 copies."""
+    f16/bf16 and the optimizer gets those storage options; the task computes on float32 copies.
+    ``schedule`` ({"name": "cosine" | "wsd" | "constant", "warmup": fraction}, see
+    ``space.make_schedule``) scales the lr over the steps of *this* run: ``epochs`` x
+    ``steps_per_epoch(task, seed)``, so a run cut to fewer epochs gets a complete, shorter
+    schedule (not the first part of the full one); info["schedule"] records it with its
+    ``total_steps`` and ``warmup_steps``."""
     space.check_tunable(optimizer)
     stored = parse_precision(precision)
     if stored.param_dtype == "float32":
@@ -59,15 +64,19 @@ def train(task: Task, optimizer: str, hyper: dict[str, Any], seed: int = 0,
     # (only storage options that differ from the defaults: the Python-written optimizers take none)
     options = {k: v for k, v in stored.options.as_dict().items() if v != StorageOptions().as_dict()[k]}
     opt = pyopt.create(optimizer, params, **hyper, **options)
+    n_epochs = task.epochs if epochs is None else epochs
+    per_epoch, schedule_info = _attach_schedule(task, optimizer, opt, schedule, n_epochs, seed)
     evaluate_mode = getattr(opt, "eval", None)  # schedule-free: validate the averaged params
     rng = np.random.default_rng(seed)
     initial = float(task.validation_loss(computed()))
     cap = _cap(initial)
     info: dict[str, Any] = {"initial_val_loss": initial, "diverged": False, "steps": 0, "epochs": 0}
+    if schedule_info is not None:
+        info["schedule"] = schedule_info
     start = time.perf_counter()
     val = initial
     try:
-        for epoch in range(task.epochs if epochs is None else epochs):
+        for epoch in range(n_epochs):
             for batch in task.train_batches(epoch, rng):
                 loss, grads = task.loss_and_grads(computed(), batch)
                 if not math.isfinite(loss):
@@ -77,6 +86,10 @@ def train(task: Task, optimizer: str, hyper: dict[str, Any], seed: int = 0,
                 else:
                     opt.step(grads)
                 info["steps"] += 1
+            if per_epoch is not None and info["steps"] != (epoch + 1) * per_epoch:
+                raise ValueError(f"task {task.name!r}: epoch {epoch} had {info['steps'] - epoch * per_epoch} "
+                                 f"batches, but steps_per_epoch is {per_epoch}: the lr schedule's horizon "
+                                 "assumes every epoch has steps_per_epoch batches")
             if evaluate_mode:
                 evaluate_mode()
             val = float(task.validation_loss(computed()))
@@ -97,6 +110,72 @@ def train(task: Task, optimizer: str, hyper: dict[str, Any], seed: int = 0,
     return val, info
 
 
+def steps_per_epoch(task: Task, seed: int = 0) -> int:
+    """The optimizer steps (batches) in one epoch of ``task``: its ``steps_per_epoch`` attribute
+    (an int, or a method taking no arguments) when it has one, else the batches of epoch 0 counted
+    with a generator of its own (``np.random.default_rng(seed)``, so the run's draws are untouched).
+    ``train`` checks that every epoch of a scheduled run has exactly that many."""
+    declared = getattr(task, "steps_per_epoch", None)
+    if callable(declared):
+        declared = declared()
+    if declared is None:
+        declared = sum(1 for _ in task.train_batches(0, np.random.default_rng(seed)))
+    if isinstance(declared, bool) or not isinstance(declared, (int, np.integer)) or declared < 1:
+        raise ValueError(f"task {task.name!r}: steps_per_epoch must be an int >= 1 (the batches of one epoch, "
+                         f"for the lr schedule's horizon), got {declared!r}")
+    return int(declared)
+
+
+def prunable(schedule: dict[str, Any] | None) -> bool:
+    """Whether the pruner may stop a run with this schedule: not one that decays. Its loss drops
+    as the lr anneals, most at the end (WSD's in its last 20%), so its value at an epoch says
+    little about its final one, and the pruner, which compares runs at the same epoch, would stop
+    exactly the runs a schedule helps. (Pruning only saves time: a pruned trial counts as well.)"""
+    return schedule is None or schedule["name"] == "constant"
+
+
+def check_schedules(schedules: Any, task: Any, function: Callable[..., float] | None = None) -> tuple[str, ...]:
+    """``schedules`` checked (``space.check_schedules``) and allowed for this objective: a task
+    that says ``schedules = False`` and a plain objective function (its own loop: the tuner does
+    not know how many optimizer steps it takes) get ValueError when any schedule but constant is
+    asked for. Returns the normalized tuple."""
+    names = space.check_schedules(schedules)
+    if not space.searches_schedules(names):
+        return names
+    if function is not None:
+        raise ValueError("schedules (--schedules) need a Task: a plain objective function runs its own loop, so "
+                         "the tuner cannot know the steps of a run to fit a schedule to it (attach one inside "
+                         "the function)")
+    allowed = getattr(task, "schedules", True)
+    if allowed is not True:
+        raise ValueError(f"schedules (--schedules): task {task.name!r} does not take lr schedules "
+                         f"(its 'schedules' attribute is {allowed!r})")
+    return names
+
+
+def _attach_schedule(task: Task, optimizer: str, opt: Any, schedule: dict[str, Any] | None, epochs: int,
+                     seed: int) -> tuple[int | None, dict[str, Any] | None]:
+    """Attach ``schedule`` over ``epochs`` x steps_per_epoch steps; (steps per epoch, what info
+    records), (None, None) without a schedule, (None, the spec) for "constant"."""
+    if schedule is None:
+        return None, None
+    spec = {"name": schedule["name"], "warmup": float(schedule.get("warmup", 0.0))}
+    if spec["name"] not in space.SCHEDULES:
+        raise ValueError(f"schedules (--schedules): unknown schedule {spec['name']!r}; "
+                         f"one of {', '.join(space.SCHEDULES)}")
+    if spec["name"] == "constant":
+        return None, spec
+    if space.schedule_free(optimizer):
+        raise ValueError(f"schedules: {optimizer} is schedule-free (it averages its iterates instead of "
+                         "decaying the lr), the tuner gives it no schedule")
+    per_epoch = steps_per_epoch(task, seed)
+    total = epochs * per_epoch
+    spec["total_steps"] = total
+    spec["warmup_steps"] = int(round(spec["warmup"] * total))
+    space.make_schedule(spec, total).attach(opt)
+    return per_epoch, spec
+
+
 def jsonable(value: Any) -> Any:
     if isinstance(value, tuple):
         return [jsonable(v) for v in value]
@@ -105,21 +184,27 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def _draw(trial: Any, optimizers: Sequence[str], budget: str) -> tuple[str, dict[str, Any]]:
-    """The trial's optimizer and hyperparameters (kept in its user attrs for best.json)."""
+def _draw(trial: Any, optimizers: Sequence[str], budget: str,
+          schedules: Sequence[str] = ("constant",)) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
+    """The trial's optimizer, hyperparameters (kept in its user attrs for best.json) and lr
+    schedule (None unless the study searches ``schedules``; ``space.suggest_schedule``)."""
     name = trial.suggest_categorical("optimizer", list(optimizers))
     hyper = space.suggest(trial, name, budget)
     trial.set_user_attr("hyperparameters", {k: jsonable(v) for k, v in hyper.items()})
-    return name, hyper
+    schedule = space.suggest_schedule(trial, name, schedules, budget)
+    if schedule is not None:
+        trial.set_user_attr("schedule", schedule)
+    return name, hyper, schedule
 
 
 def _train_recorded(trial: Any, task: Task, name: str, hyper: dict[str, Any], seed: int,
                     report: Callable[[float, int], bool], precision: str,
-                    epochs: int | None = None) -> tuple[float, dict[str, Any]]:
+                    epochs: int | None = None, schedule: dict[str, Any] | None = None) -> tuple[float, dict[str, Any]]:
     """``train``, keeping in the trial's user attrs how it went: its error or pruning, and the
-    run's diverged / seconds / steps / epochs (and why it diverged)."""
+    run's diverged / seconds / steps / epochs (and why it diverged), and its schedule's horizon."""
     try:
-        value, info = train(task, name, hyper, seed=seed, report=report, precision=precision, epochs=epochs)
+        value, info = train(task, name, hyper, seed=seed, report=report, precision=precision, epochs=epochs,
+                            schedule=schedule)
     except Exception as exc:
         if type(exc).__name__ == "TrialPruned":
             trial.set_user_attr("pruned", True)
@@ -128,25 +213,28 @@ def _train_recorded(trial: Any, task: Task, name: str, hyper: dict[str, Any], se
         raise
     for key in ("diverged", "seconds", "steps", "epochs"):
         trial.set_user_attr(key, info[key])
+    if "schedule" in info:
+        trial.set_user_attr("schedule", info["schedule"])
     if info["diverged"]:
         trial.set_user_attr("diverged_reason", info["reason"])
     return value, info
 
 
 def make_objective(task: Task, optimizers: Sequence[str], budget: str, seed: int,
-                   precision: str = "f32") -> Callable[[Any], float]:
-    """The Optuna objective: choose an optimizer, draw its hyperparameters, train (in ``precision``),
-    return the final validation loss. Errors raised by the task are kept in the trial's ``error`` attr."""
+                   precision: str = "f32", schedules: Sequence[str] = ("constant",)) -> Callable[[Any], float]:
+    """The Optuna objective: choose an optimizer, draw its hyperparameters (and lr schedule, when
+    ``schedules`` lists more than "constant"), train (in ``precision``), return the final
+    validation loss. Errors raised by the task are kept in the trial's ``error`` attr."""
 
     def objective(trial: Any) -> float:
-        name, hyper = _draw(trial, optimizers, budget)
+        name, hyper, schedule = _draw(trial, optimizers, budget, schedules)
         trial.set_user_attr("precision", precision)
 
         def report(val: float, epoch: int) -> bool:
             trial.report(val, epoch)
-            return bool(trial.should_prune())
+            return prunable(schedule) and bool(trial.should_prune())
 
-        value, info = _train_recorded(trial, task, name, hyper, seed, report, precision)
+        value, info = _train_recorded(trial, task, name, hyper, seed, report, precision, schedule=schedule)
         return value
 
     return _owned(objective)
@@ -198,7 +286,7 @@ def make_function_objective(fn: Callable[..., float], optimizers: Sequence[str],
     import optuna
 
     def objective(trial: Any) -> float:
-        name, hyper = _draw(trial, optimizers, budget)
+        name, hyper, _ = _draw(trial, optimizers, budget)
 
         def make_optimizer(params: Any) -> Any:
             return pyopt.create(name, params, **hyper)
@@ -232,7 +320,8 @@ class _FidelityReached(Exception):
 
 
 def make_phased_objective(task: Any, optimizers: Sequence[str], budget: str, full: int, precision: str = "f32",
-                          function: Callable[..., float] | None = None) -> Callable[[Any], float]:
+                          function: Callable[..., float] | None = None,
+                          schedules: Sequence[str] = ("constant",)) -> Callable[[Any], float]:
     """The objective of the phased strategy (``tuner/phases.py``): the trial's queued user attrs
     say its ``phase``, ``planned_epochs`` (its fidelity; steps for a plain function) and ``seed``.
     Below full fidelity it stops there and ends PRUNED (``low_fidelity``); only phase 3 asks the
@@ -246,16 +335,16 @@ def make_phased_objective(task: Any, optimizers: Sequence[str], budget: str, ful
             raise optuna.TrialPruned("surplus: no queued trial left in this phase")
         epochs, seed, phase = int(attrs["planned_epochs"]), int(attrs.get("seed", 0)), int(attrs["phase"])
         low = epochs < full
-        name, hyper = _draw(trial, optimizers, budget)
+        name, hyper, schedule = _draw(trial, optimizers, budget, schedules)
         trial.set_user_attr("precision", precision)
         if function is not None:
             return _phased_function(trial, function, name, hyper, epochs, low, phase)
 
         def report(val: float, epoch: int) -> bool:
             trial.report(val, epoch)
-            return phase == 3 and bool(trial.should_prune())
+            return phase == 3 and prunable(schedule) and bool(trial.should_prune())
 
-        value, info = _train_recorded(trial, task, name, hyper, seed, report, precision, epochs)
+        value, info = _train_recorded(trial, task, name, hyper, seed, report, precision, epochs, schedule)
         if low:
             if info["diverged"]:
                 trial.report(value, info["epochs"])  # the capped value is the trial's value
@@ -426,10 +515,13 @@ def check_storage(url: str | None) -> None:
 
 def create_study(task: Task, optimizers: Sequence[str], *, storage: str | None = None, study_name: str | None = None,
                  sampler: str = "tpe", pruner: str = "hyperband", seed: int | None = 0, budget: str = "core",
-                 parallel: bool = False, prepare: bool = True, warm_starts: bool = True) -> Any:
+                 parallel: bool = False, prepare: bool = True, warm_starts: bool = True,
+                 schedules: Sequence[str] = ("constant",)) -> Any:
     """Create (or, with the same storage and name, resume) a study. With ``prepare`` (the first
     process of a run), fail the trials of this host whose process is gone (``owners``) and enqueue
-    each optimizer's defaults as a warm start unless one ran, failed on its own or waits."""
+    each optimizer's defaults as a warm start unless one ran, failed on its own or waits. A study
+    that has trials resumes only with the ``schedules`` it ran with (ValueError otherwise: the
+    schedule's choices are one distribution for the whole study)."""
     import logging
 
     import optuna
@@ -442,13 +534,19 @@ def create_study(task: Task, optimizers: Sequence[str], *, storage: str | None =
             sampler=make_sampler(sampler, seed, parallel), pruner=make_pruner(pruner, task.epochs),
             load_if_exists=True)
         if prepare:
-            _prepare(study, task, optimizers, budget, warm_starts)
+            _prepare(study, task, optimizers, budget, warm_starts, tuple(schedules))
     return study
 
 
-def _prepare(study: Any, task: Task, optimizers: Sequence[str], budget: str, warm_starts: bool = True) -> None:
+def _prepare(study: Any, task: Task, optimizers: Sequence[str], budget: str, warm_starts: bool = True,
+             schedules: tuple[str, ...] = ("constant",)) -> None:
     """The first process of a run: fail this host's trials whose process is gone and enqueue the
     warm starts that have not run (the phased strategy plans its own: ``warm_starts`` False)."""
+    before = tuple(study.user_attrs.get("schedules", ("constant",)))
+    if before != schedules and study.get_trials(deepcopy=False):
+        raise ValueError(f"schedules (--schedules): study {study.study_name!r} ran with schedules "
+                         f"{','.join(before)}; resume it with the same, or start a new --study")
+    study.set_user_attr("schedules", list(schedules))
     study.set_user_attr("task", task.name)
     study.set_user_attr("budget", budget)
     study.set_user_attr("optimizers", list(optimizers))
@@ -457,7 +555,9 @@ def _prepare(study: Any, task: Task, optimizers: Sequence[str], budget: str, war
         return
     tried = [t.system_attrs.get("fixed_params", t.params) for t in study.get_trials(deepcopy=False)
              if not t.user_attrs.get("unfinished")]
+    baseline, _ = space.portfolio_schedules(schedules)
     for name in optimizers:
-        params = {"optimizer": name, **space.default_params(name, budget)}
+        params = {"optimizer": name, **space.default_params(name, budget),
+                  **space.schedule_params(name, schedules, budget, baseline)}
         if params not in tried:
             study.enqueue_trial(params, user_attrs={"warm_start": True})

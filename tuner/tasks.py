@@ -68,6 +68,14 @@ class Task(Protocol):
         """The score the tuner minimizes; deterministic."""
         ...
 
+    # Optional, for lr schedules (``pyopt tune --schedules``; not part of the runtime check):
+    # ``steps_per_epoch: int`` -- the batches ``train_batches`` yields per epoch, the same every
+    #     epoch; a schedule spans epochs x steps_per_epoch optimizer steps. Without it the tuner
+    #     counts epoch 0's batches (with a generator of its own) once per scheduled run; either
+    #     way a scheduled run fails if an epoch has a different number of batches.
+    # ``schedules: bool`` -- False when lr schedules make no sense for the task: then asking for
+    #     any but "constant" is a ValueError before anything runs.
+
 
 _REQUIRED_METHODS = ("init_params", "train_batches", "loss_and_grads", "validation_loss")
 
@@ -304,6 +312,10 @@ class NoisyQuadratic:
         for idx in _minibatches(self.train_size, self.batch_size, rng, drop_last=True):
             yield self._x[idx], self._q[idx]
 
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.train_size // self.batch_size
+
     def _h(self, dtype: np.dtype) -> np.ndarray:
         return self._h32 if dtype == np.float32 else self._h64
 
@@ -356,6 +368,10 @@ class _Supervised:
     def train_batches(self, epoch: int, rng: np.random.Generator) -> Iterable[Any]:
         for idx in _minibatches(len(self.y_train), self.batch_size, rng):
             yield self.x_train[idx], self.y_train[idx]
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return -(-len(self.y_train) // self.batch_size)
 
 
 class _LinearModel(_Supervised):
