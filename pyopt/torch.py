@@ -254,7 +254,7 @@ class _GroupStepper:
         self.ids = frozenset(id(p) for p in params)
         self.synced: dict[str, Any] = {}  # the group's hyperparameter objects last handed to `inner`
         self.tensor_valued: set[str] = set()  # of those, the ones holding tensors (edited in place)
-        self.engine_seen: Any = None  # the C++ engine whose state arrays self.state views
+        self.engine_seen: Any = None  # (the C++ engine, arrays replaced) whose state arrays self.state views
         self.exposed: set[int] = set()  # params (by index) whose state is in self.state
         self.stale = False  # a param's entry of self.state was edited: rebuild from self.state
 
@@ -554,8 +554,9 @@ class Optimizer(torch.optim.Optimizer):
                 else:
                     entry["step"].fill_(float(inner._state[i]["step"]))
             return
-        engine = inner._engine
-        if engine is not stepper.engine_seen:
+        # (SPAM's masked path replaces state arrays without an engine: it counts them)
+        engine = (inner._engine, getattr(inner, "_arrays_replaced", 0))
+        if engine != stepper.engine_seen:
             stepper.engine_seen = engine
             stepper.exposed = {i for i, p in enumerate(stepper.params) if grads[i] is not None or self.state.get(p)}
             self._expose(stepper, stepper.exposed)
@@ -867,7 +868,7 @@ def _numpy_state_value(value: Any, where: str) -> Any:
     value = value.detach()
     if value.dim() == 0:
         return value.item()
-    if value.dtype == torch.uint8:  # the codes of an 8-bit state
+    if value.dtype in (torch.uint8, torch.bool):  # the codes of an 8-bit state, SPAM's update masks
         return value.cpu().contiguous().numpy()
     return numpy_view(value.cpu().contiguous(), where)
 
