@@ -73,6 +73,12 @@ class MaskedSPAM(Optimizer):
         if any(group["density"] < 1 for group in self.param_groups):
             self._refuse_storage(self._storage, "")
 
+    @staticmethod
+    def masks_whole_params(group: Mapping[str, Any]) -> bool:
+        """Whether a group's 2-D params are masked (pyopt.torch then refuses flat partitions)."""
+        density = group.get("density", 1.0)
+        return isinstance(density, (int, float)) and density < 1
+
     # ----- hyperparameters ---------------------------------------------------------------------
     def _checked_flat(self, group: Mapping[str, Any], where: str) -> list[float]:
         """The C++ rule steps whichever entries it is given: it gets density 1, checked here."""

@@ -366,15 +366,20 @@ class Optimizer(torch.optim.Optimizer):
             raise type(exc)(message) from None
 
     def _check_given(self, g: int) -> None:
-        if not self.per_tensor:
+        # (SPAM with density < 1 draws its update masks over each whole 2-D param)
+        masks = getattr(self.numpy_class, "masks_whole_params", None)
+        masked = masks is not None and masks({k: _plain(v) for k, v in self.param_groups[g].items()})
+        if not (self.per_tensor or masked):
             return
+        reads = ("draws random update masks over each whole 2-D param (density < 1)" if masked else
+                 "computes norms or matrix products over each whole param")
         for k, p in enumerate(self.param_groups[g]["params"]):
             known = self._given.get(id(p))
             if known is None or known() is not p:
                 raise ValueError(
                     f"{self._label}: param_groups[{g}]['params'][{k}] was not given to the optimizer (its param "
                     f"groups were replaced, as DeepSpeed ZeRO does with flat partitions of many params): "
-                    f"{self.name} computes norms or matrix products over each whole param, which a partition "
+                    f"{self.name} {reads}, which a partition "
                     "is not. Use an element-wise optimizer there (e.g. AdamW, Lion), or give this optimizer "
                     "the params themselves")
 

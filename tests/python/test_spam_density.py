@@ -367,3 +367,21 @@ def test_torch_twin_matches_and_resumes() -> None:
     st = again.state[again_params[0]]
     assert st["exp_avg"].shape == (int(st["mask"].sum()),)
     assert np.array_equal(st["mask"].numpy(), again.state_dict()["state"][0]["mask"].numpy())
+
+
+def test_torch_twin_refuses_flat_partitions_with_density_below_one() -> None:
+    """DeepSpeed ZeRO's flat partitions are 1-D: the masks of 2-D params cannot be drawn on them."""
+    import pyopt.torch as pt
+
+    w = torch.ones(4, 5, requires_grad=True)
+    for density, refused in ((0.5, True), (1.0, False)):
+        opt = pt.SPAM([w], density=density)
+        partition = torch.zeros(20, requires_grad=True)
+        partition.grad = torch.ones(20)
+        opt.param_groups[0]["params"] = [partition]
+        if refused:
+            with pytest.raises(ValueError, match="not given to the optimizer.*update masks"):
+                opt.step()
+            assert torch.equal(partition, torch.zeros(20))
+        else:
+            opt.step()
