@@ -385,3 +385,20 @@ def test_torch_twin_refuses_flat_partitions_with_density_below_one() -> None:
             assert torch.equal(partition, torch.zeros(20))
         else:
             opt.step()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_nonfinite_gradients_as_the_reference(dtype: type) -> None:
+    """NaN and ±Inf in some gradients: in masked entries they reach the moments and the param as
+    in the reference (until the next reset); outside the mask they are ignored, as there."""
+    hyper = hypers(4, 0.3)
+    params, grads = case(77, dtype)
+    rng = np.random.default_rng(5)
+    for step in (3, 4 + hyper["update_proj_gap"]):
+        for g in grads[step]:
+            g.flat[rng.integers(g.size, size=3)] = [np.nan, np.inf, -np.inf]
+    ours, opt, draws = run_pyopt(hyper, params, grads, seed=4)
+    theirs, _ = run_reference(hyper, params, grads, draws)
+    assert any(np.isnan(p).any() for p in theirs)
+    for p, q in zip(ours, theirs):
+        assert relative_error(p, q) <= TOLERANCE[dtype]
