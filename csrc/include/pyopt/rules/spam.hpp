@@ -16,11 +16,11 @@
 //
 // Differences: the reference counts steps per optimizer (a param without a gradient still advances
 // the clock); pyopt counts per tensor, the same when every param steps. density < 1 (random sparse
-// update masks on 2-D params) is pyopt's Python layer (pyopt/spam.py), which runs this rule on
-// the masked entries and their compact moments with density = 1 and draws the masks from `seed`;
-// the rule itself refuses density < 1 (it would update every entry). With density = 1 the reference writes
-// 2-D params through its mask path, p.add_(m/d, alpha=−s), 1-D ones with p.addcdiv_(m, d, −s);
-// pyopt rounds as addcdiv for every tensor.
+// update masks on 2-D params) is pyopt's Python layer (pyopt/spam.py): it draws the masks (from
+// `seed`, which this rule does not read) and runs this rule with density = 1 on the gathered masked
+// entries and their compact moments; the rule itself refuses density < 1 (it would update every
+// entry). The reference writes 2-D params through its mask path, p.add_(m/d, alpha=−s), 1-D ones
+// with p.addcdiv_(m, d, −s); pyopt rounds as addcdiv for every tensor.
 #include "pyopt/rules/base.hpp"
 #include "pyopt/rules/sign.hpp"
 
@@ -51,7 +51,8 @@ struct Spam : RuleBase {
         const char* names[] = {"warmup_epoch", "grad_accu_steps", "update_proj_gap", "seed"};
         const int which = i == warmup_epoch ? 0 : i == grad_accu_steps ? 1 : i == update_proj_gap ? 2 : 3;
         throw std::invalid_argument(std::string("invalid ") + names[which] + ": " + format_value(h[i]) +
-                                    " (must be a finite whole number of steps)");
+                                    (i == seed ? " (must be a finite whole number)"
+                                               : " (must be a finite whole number of steps)"));
       }
     }
   }
