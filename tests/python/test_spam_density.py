@@ -4,13 +4,13 @@ pytorch-optimizer 4.1.0's SPAM (per-param path), plus its checks, checkpoints an
 The masks are random: pyopt draws its own (numpy, from ``seed``); the test records them and the
 reference run replays them through ``torch.randperm`` (its first masks) and ``torch.rand_like``
 (its resamples), patched for that run only. Everything else, including how the reference carries
-its compact moments over a resample, is the reference's own code. Measured over the 18 cases
-(on every ISA path),
-max |pyopt − ref| / max |ref| per param and per moment: float64 4.0e-16, float32 2.1e-7 (params
-alone: 1.4e-16, 8.8e-8); relative to the largest change of the param instead: float64 7.8e-14,
-float32 4.6e-5 (baseline ISA; 2.0e-5 with FMA) (the reference
-writes p + (−s)·(m/d), pyopt's rule p + (−s·m)/d: an ulp per step). An lr 0.1 % off, a warmup one
-step longer or one entry of one mask flipped fails the test.
+its compact moments over a resample, is the reference's own code.
+
+Measured over the 18 cases on every ISA path, max |pyopt − ref| / max |ref| per param and per
+moment: float64 4.0e-16, float32 2.1e-7 (params alone: 1.4e-16, 8.8e-8); relative to the largest
+change of the param instead: float64 7.8e-14, float32 4.6e-5 (baseline ISA; 2.0e-5 with FMA).
+The reference writes p + (−s)·(m/d), pyopt's rule p + (−s·m)/d: an ulp per step. An lr 0.1 %
+off, a warmup one step longer or one entry of one mask flipped fails the test.
 """
 from __future__ import annotations
 
