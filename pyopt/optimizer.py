@@ -366,7 +366,7 @@ class Optimizer(OptimizerBase):
         for key, value in self.defaults.items():
             if key not in group:
                 dict.__setitem__(group, key, value)
-        self._spec.validate(self._spec.flat(group, where), where)
+        self._checked_flat(group, where)
         return group
 
     def _params_added(self, count: int) -> None:
@@ -445,12 +445,15 @@ class Optimizer(OptimizerBase):
                           stacklevel=4)  # step -> _update -> here
         return bool(applied)
 
+    def _checked_flat(self, group: Mapping[str, Any], where: str) -> list[float]:
+        """A group's hyperparameters as the rule's flat vector, checked (TypeError / ValueError
+        naming ``where``)."""
+        values = self._spec.flat(group, where)
+        self._spec.validate(values, where)
+        return values
+
     def _flat_hypers(self) -> list[list[float]]:
-        def flat(group: ParamGroup, where: str) -> list[float]:
-            values = self._spec.flat(group, where)
-            self._spec.validate(values, where)
-            return values
-        return self._each_group(flat)
+        return self._each_group(self._checked_flat)
 
     def _refresh_hypers(self) -> None:
         """Hand edited hyperparameters to the engine; rebuild only if they need new state slots."""
@@ -504,7 +507,7 @@ class Optimizer(OptimizerBase):
         values = {k: (tuple(v) if k in TUPLES and isinstance(v, list) else v)
                   for k, v in saved.items() if k in self.defaults}
         candidate = {**{k: v for k, v in group.items() if k != "params"}, **values}
-        self._spec.validate(self._spec.flat(candidate, where), where)
+        self._checked_flat(candidate, where)
         return values
 
     @property

@@ -18,6 +18,7 @@ import numpy as np
 from . import _core
 from ._spec import HyperSpec, Param, Spec, rule_optimizers, spec
 from .optimizer import GradsLike, Optimizer, ParamsLike, _locked
+from .spam import MaskedSPAM
 from .storage import StorageOptions
 
 STORAGE_OPTIONS = tuple(StorageOptions().as_dict())  # keyword-only options of every class (pyopt.storage)
@@ -155,7 +156,7 @@ class _SimplifiedAdEMAMix(Optimizer):
 # The hand-written bases of the optimizers that need more than the record says.
 _BASES: dict[str, type[Optimizer]] = {"sophia": _SophiaG, "schedulefree_adamw": _ScheduleFree,
                                       "schedulefree_sgd": _ScheduleFree, "ademamix": _AdEMAMix,
-                                      "simplified_ademamix": _SimplifiedAdEMAMix}
+                                      "simplified_ademamix": _SimplifiedAdEMAMix, "spam": MaskedSPAM}
 
 _RANGES = {"number": "not NaN", "finite": "finite", "nonnegative": ">= 0", "nonnegative_finite": ">= 0, finite",
            "positive": "> 0", "greater_than_one": "> 1", "(0,1)": "in (0, 1)", "[0,1)": "in [0, 1)",

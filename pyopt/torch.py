@@ -254,7 +254,7 @@ class _GroupStepper:
         self.ids = frozenset(id(p) for p in params)
         self.synced: dict[str, Any] = {}  # the group's hyperparameter objects last handed to `inner`
         self.tensor_valued: set[str] = set()  # of those, the ones holding tensors (edited in place)
-        self.engine_seen: Any = None  # the C++ engine whose state arrays self.state views
+        self.engine_seen: Any = None  # (the C++ engine, arrays replaced) whose state arrays self.state views
         self.exposed: set[int] = set()  # params (by index) whose state is in self.state
         self.stale = False  # a param's entry of self.state was edited: rebuild from self.state
 
@@ -366,15 +366,20 @@ class Optimizer(torch.optim.Optimizer):
             raise type(exc)(message) from None
 
     def _check_given(self, g: int) -> None:
-        if not self.per_tensor:
+        # (SPAM with density < 1 draws its update masks over each whole 2-D param)
+        masks = getattr(self.numpy_class, "masks_whole_params", None)
+        masked = masks is not None and masks({k: _plain(v) for k, v in self.param_groups[g].items()})
+        if not (self.per_tensor or masked):
             return
+        reads = ("draws random update masks over each whole 2-D param (density < 1)" if masked else
+                 "computes norms or matrix products over each whole param")
         for k, p in enumerate(self.param_groups[g]["params"]):
             known = self._given.get(id(p))
             if known is None or known() is not p:
                 raise ValueError(
                     f"{self._label}: param_groups[{g}]['params'][{k}] was not given to the optimizer (its param "
                     f"groups were replaced, as DeepSpeed ZeRO does with flat partitions of many params): "
-                    f"{self.name} computes norms or matrix products over each whole param, which a partition "
+                    f"{self.name} {reads}, which a partition "
                     "is not. Use an element-wise optimizer there (e.g. AdamW, Lion), or give this optimizer "
                     "the params themselves")
 
@@ -554,8 +559,9 @@ class Optimizer(torch.optim.Optimizer):
                 else:
                     entry["step"].fill_(float(inner._state[i]["step"]))
             return
-        engine = inner._engine
-        if engine is not stepper.engine_seen:
+        # (SPAM's masked path replaces state arrays without an engine: it counts them)
+        engine = (inner._engine, getattr(inner, "_arrays_replaced", 0))
+        if engine != stepper.engine_seen:
             stepper.engine_seen = engine
             stepper.exposed = {i for i, p in enumerate(stepper.params) if grads[i] is not None or self.state.get(p)}
             self._expose(stepper, stepper.exposed)
@@ -867,7 +873,7 @@ def _numpy_state_value(value: Any, where: str) -> Any:
     value = value.detach()
     if value.dim() == 0:
         return value.item()
-    if value.dtype == torch.uint8:  # the codes of an 8-bit state
+    if value.dtype in (torch.uint8, torch.bool):  # the codes of an 8-bit state, SPAM's update masks
         return value.cpu().contiguous().numpy()
     return numpy_view(value.cpu().contiguous(), where)
 

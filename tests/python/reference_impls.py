@@ -187,8 +187,9 @@ def simplified_ademamix_package(tparams: list, hyper: dict[str, Any]):
 
 
 def spam_package(tparams: list, hyper: dict[str, Any]):
-    """SPAM takes its step counts as ints."""
+    """SPAM takes its step counts as ints; pyopt's seed (of its own masks) is not the reference's."""
     hyper = dict(hyper)
+    hyper.pop("seed", None)
     for key in ("warmup_epoch", "grad_accu_steps", "update_proj_gap"):
         hyper[key] = int(hyper[key])
     return pytorch_optimizer("SPAM")(tparams, hyper)

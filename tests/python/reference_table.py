@@ -389,7 +389,7 @@ ROWS: list[Row] = [
     # grad_accu_steps >= 2: clipping while v = 0 (from step 1 when it is 0 or 1) sets every g to 0
     # and keeps v = 0 until the next reset, in the reference and in pyopt alike: nothing to compare.
     Row("spam", PACKAGES, 27, ref.spam_reference({"exp_avg": "exp_avg", "exp_avg_sq": "exp_avg_sq"}), {
-        "lr": ADAM_LR, "betas": BETAS, "density": Fixed(1.0), "warmup_epoch": Integer(0, 30),
+        "lr": ADAM_LR, "betas": BETAS, "density": Fixed(1.0), "seed": Fixed(0), "warmup_epoch": Integer(0, 30),
         "threshold": When(Log(1.0, 100.0)),
         "grad_accu_steps": Integer(2, 20), "update_proj_gap": Integer(5, 40), "eps": ADAM_EPS,
         "weight_decay": DECAY}, ROUNDING),

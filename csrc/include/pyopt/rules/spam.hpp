@@ -1,6 +1,6 @@
 #pragma once
 // SPAM, spike-aware Adam with momentum reset (Huang et al., 2025, arXiv:2501.06842). Reference:
-// pytorch-optimizer 4.1.0 SPAM (optimizer/spam.py, per-param path, density = 1).
+// pytorch-optimizer 4.1.0 SPAM (optimizer/spam.py, per-param path).
 //
 //   g ← −g if maximize
 //   t ≡ 0 (mod gap): m ← 0, v ← 0                                   (gap = update_proj_gap)
@@ -16,9 +16,11 @@
 //
 // Differences: the reference counts steps per optimizer (a param without a gradient still advances
 // the clock); pyopt counts per tensor, the same when every param steps. density < 1 (random sparse
-// update masks on 2-D params, torch.randperm) is refused. With density = 1 the reference writes
-// 2-D params through its mask path, p.add_(m/d, alpha=−s), 1-D ones with p.addcdiv_(m, d, −s);
-// pyopt rounds as addcdiv for every tensor.
+// update masks on 2-D params) is pyopt's Python layer (pyopt/spam.py): it draws the masks (from
+// `seed`, which this rule does not read) and runs this rule with density = 1 on the gathered masked
+// entries and their compact moments; the rule itself refuses density < 1 (it would update every
+// entry). The reference writes 2-D params through its mask path, p.add_(m/d, alpha=−s), 1-D ones
+// with p.addcdiv_(m, d, −s); pyopt rounds as addcdiv for every tensor.
 #include "pyopt/rules/base.hpp"
 #include "pyopt/rules/sign.hpp"
 
@@ -28,7 +30,7 @@ struct Spam : RuleBase {
   static constexpr const char* name = "spam";
   enum Hyper {
     lr, beta1, beta2, density, weight_decay, warmup_epoch, threshold, grad_accu_steps, update_proj_gap, eps,
-    maximize, kNumHyper
+    maximize, seed, kNumHyper
   };
   static constexpr const char* slot_names[] = {"exp_avg", "exp_avg_sq"};
   static constexpr unsigned int8_slots = 0b11, nonnegative_slots = 0b10;
@@ -42,13 +44,15 @@ struct Spam : RuleBase {
   static void check(const double* h) {
     if (h[density] != 1.0)
       throw std::invalid_argument("invalid density: " + format_value(h[density]) +
-                                  " (must be 1: the reference's random sparse update masks are not supported)");
-    for (int i : {int(warmup_epoch), int(grad_accu_steps), int(update_proj_gap)}) {
+                                  " (must be 1 here: the random sparse update masks of density < 1 are drawn "
+                                  "by pyopt's Python layer, pyopt.SPAM)");
+    for (int i : {int(warmup_epoch), int(grad_accu_steps), int(update_proj_gap), int(seed)}) {
       if (!std::isfinite(h[i]) || h[i] != std::floor(h[i])) {
-        const char* names[] = {"warmup_epoch", "grad_accu_steps", "update_proj_gap"};
-        const int which = i == warmup_epoch ? 0 : i == grad_accu_steps ? 1 : 2;
+        const char* names[] = {"warmup_epoch", "grad_accu_steps", "update_proj_gap", "seed"};
+        const int which = i == warmup_epoch ? 0 : i == grad_accu_steps ? 1 : i == update_proj_gap ? 2 : 3;
         throw std::invalid_argument(std::string("invalid ") + names[which] + ": " + format_value(h[i]) +
-                                    " (must be a finite whole number of steps)");
+                                    (i == seed ? " (must be a finite whole number)"
+                                               : " (must be a finite whole number of steps)"));
       }
     }
   }
