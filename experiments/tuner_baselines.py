@@ -223,8 +223,8 @@ def report(tasks: list[str], budgets: list[int], seeds: int, out: str) -> str:
                 for method in METHODS:
                     if method in data:
                         cells.setdefault((name, trials, method), []).append(data[method])
-    best_of_task = {name: min((r["score"] for (t, _, _), rs in cells.items() if t == name for r in rs), default=math.nan)
-                    for name in tasks}
+    best_of_task = {name: min((r["score"] for (t, _, _), rs in cells.items() if t == name for r in rs),
+                              default=math.nan) for name in tasks}
     lines = ["Score: the mean final validation loss over re-training seeds "
              f"{', '.join(map(str, RETRAIN_SEEDS))} of the configuration each method picked; a cell shows the "
              f"mean ± std of that score over {seeds} tuner seeds, then the regret (score minus the best "
@@ -261,7 +261,8 @@ def report(tasks: list[str], budgets: list[int], seeds: int, out: str) -> str:
                             wins[(trials, method, tolerant)] = wins.get((trials, method, tolerant), 0) + 1
         lines.append("")
     lines += ["### What each method picked", "",
-              "Per task and N, the configuration each tuner seed picked (seeds 0, 1, 2; lr and weight decay where searched).", "",
+              "Per task and N, the configuration each tuner seed picked (in seed order; lr and weight decay "
+              "where searched).", "",
               "| task | N | " + " | ".join(LABELS[m] for m in ("pyopt", "b", "c", "d")) + " |",
               "|---|---|" + "---|" * 4]
     for name in tasks:
@@ -274,7 +275,7 @@ def report(tasks: list[str], budgets: list[int], seeds: int, out: str) -> str:
     lines += ["", "### Summary", "",
               f"Tasks where pyopt's mean score ≤ the baseline's: strict, and tolerant (within "
               f"{TOLERANCE:.0%} of the baseline or {ABS_TOLERANCE:g}).", "",
-              "| N | tasks | ≤ (a) strict / tol. | ≤ (b) strict / tol. | ≤ (c) strict / tol. | ≤ (d) strict / tol. |",
+              "| N | tasks | " + " | ".join(f"≤ ({m}) strict / tol." for m in "abcd") + " |",
               "|---|---|---|---|---|---|"]
     for trials in budgets:
         row = [str(trials), str(counted.get(trials, 0))]
@@ -284,8 +285,8 @@ def report(tasks: list[str], budgets: list[int], seeds: int, out: str) -> str:
     lines += ["", "Search wall time per cell (seconds, mean over tasks and tuner seeds; re-training not included):", "",
               "| N | " + " | ".join(LABELS[m] for m in METHODS) + " |", "|---|" + "---|" * len(METHODS)]
     for trials in budgets:
-        lines.append(f"| {trials} | " + " | ".join(
-            f"{statistics.fmean(seconds[(m, trials)]):.2f}" if seconds.get((m, trials)) else "–" for m in METHODS) + " |")
+        times = [statistics.fmean(seconds[(m, trials)]) if seconds.get((m, trials)) else None for m in METHODS]
+        lines.append(f"| {trials} | " + " | ".join("–" if t is None else f"{t:.2f}" for t in times) + " |")
     lines += ["", "Re-training runs that diverged (scored as the task's initial loss): "
               + ", ".join(f"{LABELS[m]} {diverged_runs.get(m, 0)}" for m in METHODS) + "."]
     return "\n".join(lines) + "\n"
@@ -309,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     for m in methods:
         if m not in METHODS:
             parser.error(f"unknown method {m!r}; one of {', '.join(METHODS)}")
+    if args.report and not any(os.path.exists(cell_path(args.out, t, n, s))
+                               for t in tasks for n in budgets for s in range(args.seeds)):
+        parser.error(f"no results in {args.out!r} for these tasks, trials and seeds")
     if not args.report:
         start = time.perf_counter()
         run_grid(tasks, budgets, args.seeds, methods, args.out)
