@@ -49,7 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "0 or 5%% of the steps, from --budget core on); each run gets a complete schedule over "
                         "its own steps, so a low-fidelity run of E epochs anneals over E epochs and successive "
                         "halving compares complete runs. Phased: each optimizer's defaults run at constant, its "
-                        "lr sweep under the other schedules in turn (x 1/3 under the first, x 3 under the next). "
+                        "lr sweep under the other schedules in turn (x 10 under the first, x 1/10 under the next). "
                         "Schedule-free optimizers get none; the pruner never stops a decaying run. Needs the "
                         "task's steps per epoch (its steps_per_epoch, else epoch 0's batches are counted); a "
                         "resumed study keeps its schedules")

@@ -3,7 +3,7 @@
 Design (issue 15, "Phases with a purpose" and "Budgets"):
 
 1. **Portfolio** at low fidelity: each selected optimizer's defaults and a short lr sweep (the
-   default lr times 1/3 and 3, clipped into the record's ``lr_range``), all at the lowest rung.
+   default lr times 10, then 1/10, clipped into the record's ``lr_range``), all at the lowest rung.
    Every optimizer is evaluated before any gets more epochs (``plan`` shrinks the sweep, never
    the optimizers, when trials are few).
 2. **Successive halving** (reduction factor ``ETA``): at each rung the best 1/ETA of the configs
@@ -62,7 +62,15 @@ from . import space
 # remove most of the lr search.
 DEFAULT_PORTFOLIO = ("adamw", "nag", "lion", "schedulefree_adamw", "prodigy", "dadapt_adam")
 ETA = 3                       # successive halving keeps the best 1/ETA at each rung
-LR_FACTORS = (1.0, 1 / 3, 3.0)  # phase 1's sweep around the default lr
+# Phase 1's sweep around the default lr: two decades, the larger lr first (alone when trials
+# are few). Shipped lrs are safe ones, chosen not to diverge across many models, and the best lr
+# is usually close to the largest stable one (Bengio 2012, "Practical recommendations"), so the
+# optimum of a given task is more often above the default than below and can be a decade or more
+# away; a too-large lr is also cheap to refute (the run diverges and stops early). A one-decade
+# sweep (x 1/3, 3) left the lr-based optimizers untuned against the lr-free ones (Prodigy,
+# D-Adapt), which adapt their step by design: docs/tuner-experiments.md, "Against baselines".
+# Clipped into the record's lr_range (Prodigy's and D-Adapt's 0.3 .. 3: their multiplier).
+LR_FACTORS = (1.0, 10.0, 0.1)
 SEEDS = (0, 1, 2)             # phase 4: the finalists' seeds (0 is the search's)
 EDGE = 0.05                   # a value in the outer 5% of its log range is flagged
 
@@ -144,6 +152,12 @@ def plan(optimizers: Sequence[str], trials: int, epochs: int, seeded: bool = Tru
     return Plan(sweep, portfolio, halving, rest, finalists, seeds, names)
 
 
+def sweep_note(sweep: int) -> str:
+    """For phase 1's line: " + lr x 10, 1/10" (the factors of LR_FACTORS[1:sweep])."""
+    factors = [f"{f:g}" if f >= 1 else f"1/{1 / f:g}" for f in LR_FACTORS[1:sweep]]
+    return f" + lr x {', '.join(factors)}" if factors else ""
+
+
 def portfolio(optimizers: Sequence[str], sweep: int, budget: str,
               schedules: Sequence[str] = ("constant",)) -> list[Config]:
     """Phase 1's configs: per optimizer its defaults, then lr x LR_FACTORS[1:sweep] (clipped into
@@ -151,9 +165,9 @@ def portfolio(optimizers: Sequence[str], sweep: int, budget: str,
 
     With lr schedules searched (``--schedules``): the defaults run at constant lr (the optimizer
     as shipped, when "constant" is listed), the sweep points under the other listed schedules in
-    turn (lr x 1/3 under the first, lr x 3 under the next, ...; ``space.portfolio_schedules``), no
-    warmup; schedule-free optimizers at constant. So the portfolio costs the same trials as
-    without schedules, every optimizer is still seen as shipped, and with the default sweep every
+    turn (lr x LR_FACTORS[1] under the first, x LR_FACTORS[2] under the next, ...;
+    ``space.portfolio_schedules``), no warmup; schedule-free optimizers at constant. So the
+    portfolio costs the same trials as without schedules, every optimizer is still seen as shipped, and with the default sweep every
     schedule of "constant,cosine,wsd" is seen at least once per optimizer. That matters beyond
     phase 1: TPE strongly prefers a category it has never seen (its prior mass is the same in the
     good and the bad model, and the bad one has more trials), so a schedule missing from phase 1

@@ -412,7 +412,7 @@ def _tune_phased(task: Any, task_spec: str | None, function: Callable[..., float
         best_each.setdefault(r["config"].optimizer, r["value"])
     skipped = [n for n in names if n not in plan.optimizers]
     tell(f"phase 1 portfolio: {len(configs)} configs ({len(plan.optimizers)} optimizers x defaults"
-         f"{' + lr x 1/3, 3' if plan.sweep == 3 else ' + lr x 1/3' if plan.sweep == 2 else ''}"
+         f"{phases.sweep_note(plan.sweep)}"
          f"{phases.schedule_note(schedules, plan.sweep)}) at {low} "
          f"{'epochs' if function is None else 'steps'}, {ran} new trials; best: "
          + ", ".join(f"{n} {v:.4g}" for n, v in best_each.items())

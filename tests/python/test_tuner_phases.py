@@ -117,8 +117,8 @@ def test_portfolio_is_defaults_then_an_lr_sweep_inside_the_range() -> None:
     by = {}
     for c in configs:
         by.setdefault(c.optimizer, []).append(c.as_dict()[f"{c.optimizer}.lr"])
-    assert by["adamw"] == pytest.approx([1e-3, 1e-3 / 3, 3e-3])
-    assert by["prodigy"] == pytest.approx([1.0, 1 / 3, 3.0])
+    assert by["adamw"] == pytest.approx([1e-3, 1e-2, 1e-4])  # the larger lr first
+    assert by["prodigy"] == pytest.approx([1.0, 3.0, 0.3])  # clipped into its lr_range [0.3, 3]
     for name, lrs in by.items():
         low, high = space.lr_range(name)
         assert all(low <= lr <= high for lr in lrs)
