@@ -22,8 +22,9 @@ the reference's) plain AdamW with ``betas_1d``, ``weight_decay_1d`` and the lr t
 That ratio is the reference's ``lr_1d_factor``, taken when a param group is made (from its lr and
 lr_1d; a state_dict keeps it), so schedules that change lr change the 1-D params' lr in proportion.
 
-Where pyopt differs: a group's ``lr_1d_factor`` comes from its own lr and lr_1d (the reference's
-param groups inherit the constructor's ratio); an empty param is left alone (the reference cannot
+Where pyopt differs: a group's ``lr_1d_factor`` (a group entry, as the reference's; pyopt.torch
+keeps it in its param groups too) comes from its own lr and lr_1d (the reference's added param
+groups inherit the constructor's ratio); an empty param is left alone (the reference cannot
 reshape an empty matrix); ``mars_type`` and ``foreach`` are not arguments of this class (it is the
 shampoo type; pyopt.MARS takes ``mars_type``).
 """
@@ -64,6 +65,7 @@ class MARSShampoo(PyOptimizer):
     lr_range = (1e-4, 3e-2)  # searched by pyopt.tuner
     slots = ("exp_avg", "exp_avg_sq", "last_grad", "max_exp_avg_sq")
     tuples = frozenset({"betas", "betas_1d"})
+    derived_group_keys = ("lr_1d_factor",)  # (pyopt.torch keeps it in its param groups)
 
     def __init__(self, params: ParamsLike, lr: float = 3e-3, betas: tuple[float, float] = (0.95, 0.99),
                  gamma: float = 0.025, weight_decay: float = 0.0, weight_decouple: bool = True,

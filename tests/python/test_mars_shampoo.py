@@ -144,3 +144,182 @@ def test_matches_pytorch_optimizer(seed, dtype):
     print(f"seed {seed} {dtype.__name__}: max |pyopt - ref| / max |ref| = {max_error(params, ref):.3g}, "
           f"max relative update error {max(errors):.3g}")
     assert max(errors) < 5e-3, (h, dict(zip(SHAPES, errors)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_huge_tiny_nan_and_inf_gradients_as_the_reference(monkeypatch, dtype):
+    """Gradients whose float32 squares overflow or underflow (in the clip's norm and the
+    iteration's), and NaN, Inf and -Inf entries (a matrix's poisons it whole through the iteration):
+    the same values, and the same NaN and Inf, as the reference."""
+    monkeypatch.setattr(reference_module, "zero_power_via_newton_schulz_5", shared_ns)
+    shapes = [(7, 17), (17, 7), (4, 3, 5), (5, 5), (1, 9), (7,), (9,), (3,)]
+    params0, grads = data(7, dtype, steps=8, shapes=shapes)
+    huge = 1e20 if dtype == np.float32 else 1e30
+    for step in grads[:3]:
+        step[3] *= huge
+        step[4] /= huge
+        step[6] *= huge
+    grads[2][0][3, 1] = np.nan
+    grads[3][1][1, 2] = np.inf
+    grads[4][2][0, 0, 1] = -np.inf
+    grads[5][7][1] = np.nan
+    for h in ({}, {"eps": 0.0, "betas": (0.5, 0.9), "optimize_1d": True, "ams_bound": True},
+              {"weight_decouple": False, "weight_decay": 0.1, "cautious": True}):
+        params, ref, *_ = run(h, params0, grads, halve_lr_at=None)
+        for shape, p, r in zip(shapes, params, ref):
+            assert np.array_equal(np.isnan(p), np.isnan(r)) and np.array_equal(np.isinf(p), np.isinf(r)), (h, shape)
+            finite = np.isfinite(r)
+            np.testing.assert_allclose(p[finite], r[finite], rtol=1e-5,
+                                       atol=1e-5 * float(np.abs(r[finite]).max(initial=0)), err_msg=f"{h} {shape}")
+        assert all(np.isnan(p).all() for p in params[:3])
+
+
+def test_wrong_hyperparameter_fails(monkeypatch):
+    """The comparison can fail: each changed hyperparameter moves some param away from the reference."""
+    monkeypatch.setattr(reference_module, "zero_power_via_newton_schulz_5", shared_ns)
+    h = {**draw(1), "weight_decay": 0.1, "betas": (0.8, 0.9), "gamma": 0.1, "optimize_1d": False}
+    params0, grads = data(1, np.float64, steps=20)
+    _, ref, *_ = run(h, params0, grads)
+    # beta2 is read by MARS-AdamW only, the 1-D params' step with optimize_1d: here it changes nothing.
+    for change in ({"betas": (0.8, 0.5)}, {}, {"lr": h["lr"] * 1.01}, {"betas": (0.5, 0.9)}, {"gamma": 0.2},
+                   {"weight_decay": 0.2}, {"weight_decay_1d": h["weight_decay_1d"] + 0.1},
+                   {"lr_1d": h["lr_1d"] * 1.01}, {"betas_1d": (0.5, 0.9)}, {"optimize_1d": True}, {"eps": 1e-2},
+                   {"weight_decouple": False}, {"fixed_decay": not h["fixed_decay"]}, {"cautious": True},
+                   {"ams_bound": True, "optimize_1d": True}):
+        ps = [p.copy() for p in params0]
+        opt = pyopt.MARSShampoo(ps, **{**h, **change})
+        for step, g in enumerate(grads):
+            if step == STEPS // 2:
+                opt.param_groups[0]["lr"] *= 0.5
+            opt.step(g)
+        same = all(np.allclose(p, r, rtol=1e-9) for p, r in zip(ps, ref))
+        assert same == (change in ({"betas": (0.8, 0.5)}, {})), change
+
+
+def test_empty_and_one_element_params():
+    """An empty matrix is left alone (the reference cannot reshape it); its state is allocated."""
+    params = [np.zeros((0, 4)), np.zeros((3, 0)), np.zeros(0), np.ones((1, 1)), np.ones(())]
+    opt = pyopt.MARSShampoo(params, optimize_1d=True)
+    opt.step([np.zeros((0, 4)), np.zeros((3, 0)), np.zeros(0), np.ones((1, 1)), np.ones(())])
+    assert set(opt.state[0]) == {"step", "exp_avg", "last_grad"}
+    assert set(opt.state[2]) == {"step", "exp_avg", "exp_avg_sq", "last_grad"}
+    # a 1 x 1 matrix orthogonalizes to ±1: the step is -lr·sign(g)
+    assert params[3][0, 0] == pytest.approx(1 - 3e-3, rel=1e-2)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("optimize_1d", [False, True])
+def test_state_dict_and_save_resume_bit_identically(dtype, optimize_1d, tmp_path):
+    """Resumed from a state_dict or a pyopt.save file into an optimizer made with the defaults:
+    the hyperparameters come back, lr_1d_factor (lr_1d / lr of the group when made) included."""
+    h = {**draw(3), "lr": 0.01, "lr_1d": 0.002, "optimize_1d": optimize_1d, "ams_bound": True}
+    assert_resumes_bit_identically(lambda ps: pyopt.MARSShampoo(ps, **h), [(6, 5), (3, 2, 4), (7,), (0, 3), ()],
+                                   dtype, tmp_path)
+
+
+@pytest.mark.parametrize("bad, error, name", [
+    ({"lr": -1e-3}, ValueError, "lr"), ({"lr_1d": -1.0}, ValueError, "lr_1d"),
+    ({"betas": (1.0, 0.9)}, ValueError, r"betas\[0\]"), ({"betas": (0.9, -0.1)}, ValueError, r"betas\[1\]"),
+    ({"betas": 0.9}, TypeError, "betas"), ({"betas_1d": (0.9, 1.0)}, ValueError, r"betas_1d\[1\]"),
+    ({"betas_1d": (0.9,)}, TypeError, "betas_1d"), ({"gamma": -0.1}, ValueError, "gamma"),
+    ({"gamma": float("inf")}, ValueError, "gamma"), ({"weight_decay": -1.0}, ValueError, "weight_decay"),
+    ({"weight_decay_1d": float("nan")}, ValueError, "weight_decay_1d"), ({"eps": float("nan")}, ValueError, "eps"),
+    ({"weight_decouple": 1}, TypeError, "weight_decouple"), ({"fixed_decay": None}, TypeError, "fixed_decay"),
+    ({"ams_bound": "yes"}, TypeError, "ams_bound"), ({"optimize_1d": 0}, TypeError, "optimize_1d"),
+    ({"maximize": 0}, TypeError, "maximize"), ({"cautious": 1.0}, TypeError, "cautious"),
+    ({"lr_1d_factor": -1.0}, ValueError, "lr_1d_factor"),
+])
+def test_bad_hyperparameters_are_refused_before_anything_changes(bad, error, name):
+    def make():
+        params = [np.ones((3, 4)), np.ones(5)]
+        return pyopt.MARSShampoo(params, lr=0.01), params
+
+    if "lr_1d_factor" in bad:  # (set in a group, not a constructor argument)
+        opt, params = make()
+        opt.step([np.ones((3, 4)), np.ones(5)])
+        before = [p.copy() for p in params]
+        opt.param_groups[0]["lr_1d_factor"] = bad["lr_1d_factor"]
+        with pytest.raises(error, match=name):
+            opt.step([np.ones((3, 4)), np.ones(5)])
+        assert all(np.array_equal(p, b) for p, b in zip(params, before))
+        return
+    assert_refused_before_changes(make, bad, error, name)
+
+
+def test_lr_must_be_positive_when_a_group_is_made():
+    with pytest.raises(ValueError, match="invalid lr: 0.0 .*lr_1d"):
+        pyopt.MARSShampoo([np.ones((3, 4))], lr=0.0)
+    opt = pyopt.MARSShampoo([np.ones((3, 4))], lr=0.01, lr_1d=0.05)
+    assert opt.param_groups[0]["lr_1d_factor"] == pytest.approx(5.0)
+    opt.add_param_group({"params": [np.ones(4)], "lr": 0.1})  # its own lr_1d / lr
+    assert opt.param_groups[1]["lr_1d_factor"] == pytest.approx(0.5)
+    opt.param_groups[0]["lr"] = 0.0  # (an edit, as a schedule's, keeps the ratio)
+    opt.step([np.ones((3, 4)), np.ones(4)])
+
+
+def test_mars_type_selects_the_optimizer():
+    """pyopt.MARS and pyopt.create("mars") take pytorch-optimizer's mars_type: 'shampoo' builds a
+    MARSShampoo from the same arguments, 'lion' is lion=True; a bad one is refused naming it."""
+    ps = [np.ones((3, 4)), np.ones(5)]
+    opt = pyopt.MARS(ps, 0.01, (0.9, 0.98), 0.05, mars_type="shampoo", optimize_1d=True, lr_1d=0.02)
+    assert type(opt) is pyopt.MARSShampoo
+    group = opt.param_groups[0]
+    assert (group["lr"], group["betas"], group["gamma"], group["optimize_1d"]) == (0.01, (0.9, 0.98), 0.05, True)
+    assert type(pyopt.create("mars", ps, mars_type="shampoo", lr=0.02)) is pyopt.MARSShampoo
+    assert pyopt.MARS(ps, mars_type="lion").param_groups[0]["lion"] is True
+    assert pyopt.create("mars", ps, mars_type="adamw").param_groups[0]["lion"] is False
+    for bad, error in (({"mars_type": "muon"}, ValueError), ({"mars_type": None}, TypeError),
+                       ({"mars_type": "shampoo", "lion": True}, ValueError),
+                       ({"mars_type": "shampoo", "state_dtype": "bfloat16"}, ValueError)):
+        with pytest.raises(error, match="mars_type"):
+            pyopt.MARS(ps, **bad)
+        with pytest.raises(error, match="mars_type"):
+            pyopt.create("mars", ps, **bad)
+    with pytest.raises(TypeError, match="optimize_1d"):  # MARS-AdamW's is pinned (optimize_1d=True)
+        pyopt.MARS(ps, optimize_1d=True)
+
+
+def test_torch_twin_steps_as_the_numpy_class():
+    """pyopt.torch.MARS(mars_type="shampoo") is pyopt.torch.MARSShampoo, stepping as the numpy
+    class (a scheduled lr included), and its state_dict resumes it."""
+    import pyopt.torch as pt
+
+    h = {"lr": 0.01, "lr_1d": 0.002, "weight_decay": 0.05, "gamma": 0.1}
+    params0, grads = data(4, np.float32, steps=12, shapes=[(6, 5), (5,), (3, 2, 4)])
+    params = [p.copy() for p in params0]
+    opt = pyopt.MARSShampoo(params, **h)
+    tparams = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p in params0]
+    topt = pt.MARS(tparams, mars_type="shampoo", **h)
+    assert type(topt) is pt.MARSShampoo
+    sched = torch.optim.lr_scheduler.StepLR(topt, step_size=4, gamma=0.5)
+    for step, step_grads in enumerate(grads):
+        opt.param_groups[0]["lr"] = topt.param_groups[0]["lr"]
+        opt.step(step_grads)
+        for tp, g in zip(tparams, step_grads):
+            tp.grad = torch.from_numpy(g.copy())
+        topt.step()
+        sched.step()
+    for p, tp in zip(params, tparams):
+        np.testing.assert_array_equal(p, tp.detach().numpy())
+    # The group keeps lr_1d_factor (as the reference's): a resume after the schedule halved lr
+    # steps the 1-D params with the ratio of the first lr, not lr_1d / the current lr.
+    assert topt.param_groups[0]["lr_1d_factor"] == pytest.approx(0.2) and topt.param_groups[0]["lr"] < 0.01
+    resumed_params = [torch.nn.Parameter(tp.detach().clone()) for tp in tparams]
+    resumed = pt.MARSShampoo(resumed_params)
+    resumed.load_state_dict(topt.state_dict())
+    for step_grads in grads[:4]:
+        for opt_, ps in ((topt, tparams), (resumed, resumed_params)):
+            for tp, g in zip(ps, step_grads):
+                tp.grad = torch.from_numpy(g.copy())
+            opt_.step()
+    for tp, rp in zip(tparams, resumed_params):
+        assert torch.equal(tp, rp)
+    assert type(pt.MARS(tparams, mars_type="lion")) is pt.MARS
+    with pytest.raises(ValueError, match="mars_type"):
+        pt.MARS(tparams, mars_type="sophia")
+
+
+def test_created_by_name_and_tunable():
+    opt = pyopt.create("mars_shampoo", [np.ones((3, 4), np.float32), np.ones(3, np.float32)], lr=0.01)
+    assert isinstance(opt, pyopt.MARSShampoo) and opt.defaults["betas_1d"] == (0.9, 0.95)
+    run_one_tuning_trial("mars_shampoo")
