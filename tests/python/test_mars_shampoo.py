@@ -112,8 +112,10 @@ def max_error(params, ref) -> float:
 @pytest.mark.parametrize("seed", range(8))
 def test_rule_matches_with_shared_newton_schulz(monkeypatch, seed, dtype):
     """Everything around the iteration, both sides using pyopt's. Measured (seeds 0-7): max
-    relative update error per tensor float32 TBD, float64 TBD; max |pyopt − ref| / max |ref|
-    float32 TBD, float64 TBD."""
+    relative update error per tensor float32 1.5e-3, float64 1.6e-14; max |pyopt − ref| / max |ref|
+    float32 3.1e-5, float64 1.2e-16. float32 is looser: the reference sums the clip's ‖c‖ in another
+    order, and a one-ulp difference of the momentum now and then moves a bfloat16 rounding of the
+    iteration's input."""
     monkeypatch.setattr(reference_module, "zero_power_via_newton_schulz_5", shared_ns)
     h = draw(seed)
     params0, grads = data(seed, dtype)
@@ -136,7 +138,9 @@ def test_rule_matches_with_shared_newton_schulz(monkeypatch, seed, dtype):
 @pytest.mark.parametrize("seed", range(4))
 def test_matches_pytorch_optimizer(seed, dtype):
     """The plain trajectory, each side with its own bfloat16 iteration. Measured (seeds 0-3): max
-    relative update error per tensor TBD; max |pyopt − ref| / max |ref| float32 TBD, float64 TBD."""
+    relative update error per tensor float32 1.7e-3, float64 7.9e-4 (a one-ulp bfloat16 difference,
+    2^-8, now and then in the iteration's long dot products); max |pyopt − ref| / max |ref| float32
+    3.0e-5, float64 9.3e-6."""
     h = draw(seed)
     params0, grads = data(seed, dtype)
     params, ref, *_ = run(h, params0, grads)
