@@ -250,6 +250,15 @@ def test_bad_hyperparameters_are_refused_before_anything_changes(bad, error, nam
     assert_refused_before_changes(make, bad, error, name)
 
 
+def test_memory_counts_the_second_moments_of_the_1d_params_only():
+    params = [np.ones((6, 5), np.float32), np.ones(7, np.float32)]
+    opt = pyopt.MARSShampoo(params)
+    opt.step([np.ones((6, 5), np.float32), np.ones(7, np.float32)])
+    assert opt.memory() == {"params": 148, "exp_avg": 148, "last_grad": 148, "exp_avg_sq": 28, "total": 472}
+    with pytest.raises(ValueError, match="fewer than two dimensions"):
+        pyopt.memory_estimate("mars_shampoo", [30, 7])
+
+
 def test_lr_must_be_positive_when_a_group_is_made():
     with pytest.raises(ValueError, match="invalid lr: 0.0 .*lr_1d"):
         pyopt.MARSShampoo([np.ones((3, 4))], lr=0.0)
