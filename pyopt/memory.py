@@ -136,6 +136,9 @@ def _python_slots(name: str, storage_options: bool, hyper: dict[str, Any], where
     if name in ("soap", "shampoo", "kron"):
         raise ValueError(f"{where}: {name} keeps one matrix per dimension of each param (n_d x n_d), so tensor "
                          "sizes cannot give its bytes; build it and call its memory()")
+    if name == "mars_shampoo":
+        raise ValueError(f"{where}: {name} keeps exp_avg_sq (and max_exp_avg_sq) only for params of fewer than two "
+                         "dimensions, which tensor sizes do not tell; build it and call its memory()")
     cls = python_optimizer(name)
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "params"}
     unknown = sorted(set(hyper) - accepted)

@@ -273,6 +273,16 @@ class Optimizer(torch.optim.Optimizer):
     has_torch_twin: ClassVar[bool] = False
     state_has_step: ClassVar[bool] = True  # the numpy optimizer counts steps (LBFGS counts iterations)
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        # A numpy class whose arguments may name another optimizer (MARS's mars_type="shampoo")
+        # builds that one's twin instead.
+        routed = getattr(cls.numpy_class, "_routed", None)
+        kwargs = dict(kwargs)
+        target = routed(kwargs) if routed is not None else None
+        if target is None:
+            return super().__new__(cls)
+        return globals()[_core.optimizers()[target]["class_name"]](*args, **kwargs)
+
     def __init__(self, params: Any, *args: Any, **kwargs: Any) -> None:
         label = type(self).__name__
         flags = {**self.implementation_flags}
@@ -285,6 +295,9 @@ class Optimizer(torch.optim.Optimizer):
             raise TypeError(f"{label}: {exc}") from None
         bound.apply_defaults()
         hyper = dict(bound.arguments)
+        fold = getattr(self.numpy_class, "_fold", None)
+        if fold is not None:  # arguments that are not hyperparameters (MARS's mars_type) into those they set
+            fold(hyper)
         self._storage_options = {k: hyper.pop(k) for k in STORAGE_OPTIONS if k in hyper}
         _check_torch_arguments(label, hyper, flags)
         # torch.optim checks its hyperparameters before its params (torch's own error inputs pass
@@ -383,10 +396,24 @@ class Optimizer(torch.optim.Optimizer):
                     "is not. Use an element-wise optimizer there (e.g. AdamW, Lion), or give this optimizer "
                     "the params themselves")
 
-    def _numpy_optimizer(self, g: int, group: Mapping[str, Any], storage: Mapping[str, Any]) -> OptimizerBase:
+    def _numpy_optimizer(self, g: int, group: dict[str, Any], storage: Mapping[str, Any]) -> OptimizerBase:
         views = [numpy_view(p, f"{self._label}: param_groups[{g}]['params'][{k}]")
                  for k, p in enumerate(group["params"])]
-        return self.numpy_class([{"params": views, **{k: _plain(group[k]) for k in self._hyper_keys}}], **storage)
+        inner = self.numpy_class([{"params": views, **{k: _plain(group[k]) for k in self._group_keys(group)}}],
+                                 **storage)
+        for key in self._derived_keys:  # derived by the numpy optimizer when the group had none: kept in it
+            group.setdefault(key, inner.param_groups[0][key])
+        return inner
+
+    @property
+    def _derived_keys(self) -> tuple[str, ...]:
+        """Group entries the numpy optimizer derives when a group is made (MARSShampoo's
+        lr_1d_factor): kept in the torch group too, so its state_dict resumes them."""
+        return getattr(self.numpy_class, "derived_group_keys", ())
+
+    def _group_keys(self, group: Mapping[str, Any]) -> tuple[str, ...]:
+        """The entries of a torch group handed to its numpy optimizer."""
+        return self._hyper_keys + tuple(k for k in self._derived_keys if k in group)
 
     def _build_stepper(self, g: int, key: tuple) -> _GroupStepper:
         """A numpy optimizer for group g, carrying over the state its params have (copied from the
@@ -416,7 +443,7 @@ class Optimizer(torch.optim.Optimizer):
         same object is the same value, unless it holds a tensor, which may be edited in place)."""
         inner_group = stepper.inner.param_groups[0]
         synced, tensor_valued = stepper.synced, stepper.tensor_valued
-        for key in self._hyper_keys:
+        for key in self._group_keys(group):
             value = group[key]
             if key in synced and value is synced[key] and key not in tensor_valued:
                 continue
