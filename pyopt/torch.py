@@ -882,6 +882,34 @@ class _GlobalEstimate:
             self.param_groups[g]["global_state"] = stepper.inner.global_state  # type: ignore[attr-defined]
 
 
+class _OptimizerWideState:
+    """Python-written optimizers whose state_dict has an optimizer-wide ``"global_state"`` that
+    is not an estimate shared by the groups (Kron: its random generator and its step and update
+    counters; ``optimizer_wide_state`` on the numpy class). After each step every torch param
+    group holds its numpy optimizer's copy under ``"global_state"`` (torch's state_dict saves
+    it); a numpy optimizer built for a group that has one (after load_state_dict) gets it back
+    with the per-param state, so a resumed run draws what the uninterrupted one would have."""
+
+    def _numpy_optimizer(self, g: int, group: Mapping[str, Any], storage: Mapping[str, Any]) -> OptimizerBase:
+        inner = super()._numpy_optimizer(g, group, storage)  # type: ignore[misc]
+        inner._torch_group_global_state = group.get("global_state")
+        return inner
+
+    def _numpy_state_dict(self, inner: OptimizerBase, entries: Mapping[int, Mapping[str, Any]],
+                          storage: Mapping[str, Any] | None, train_mode: Any = True) -> dict[str, Any]:
+        out = super()._numpy_state_dict(inner, entries, storage, train_mode)  # type: ignore[misc]
+        saved = getattr(inner, "_torch_group_global_state", None)
+        if saved is not None:
+            out["global_state"] = saved
+        return out
+
+    def _step_groups(self, steppers: list[_GroupStepper], work: list[tuple[int, tuple, list[Any]]],
+                     loss: Any = None) -> None:
+        super()._step_groups(steppers, work, loss)  # type: ignore[misc]
+        for stepper, (g, _, _) in zip(steppers, work):
+            self.param_groups[g]["global_state"] = stepper.inner._state_dict_extras()["global_state"]  # type: ignore[attr-defined]
+
+
 def _torch_state_value(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return tensor_view(value)
@@ -969,7 +997,8 @@ def _make_class(name: str, record: Mapping[str, Any]) -> type:
     mixins = ((_ScheduleFreeModes,) if hasattr(numpy_class, "train_mode") else ()) + (
         (_HessianUpdates,) if hasattr(numpy_class, "update_hessian") else ()) + (
         (_ClosureSteps,) if numpy_class.step_requires_closure else ()) + (
-        (_GlobalEstimate,) if hasattr(numpy_class, "global_state") else ())
+        (_GlobalEstimate,) if hasattr(numpy_class, "global_state") else ()) + (
+        (_OptimizerWideState,) if getattr(numpy_class, "optimizer_wide_state", False) else ())
     cls = type(record["class_name"], mixins + (Optimizer,), {
         "name": name, "numpy_class": numpy_class, "implementation_flags": flags,
         "per_tensor": bool(record["per_tensor"]), "__doc__": doc, "__module__": __name__,
