@@ -380,7 +380,7 @@ class Optimizer(torch.optim.Optimizer):
 
     def _check_given(self, g: int) -> None:
         # (SPAM with density < 1 draws its update masks over each whole 2-D param)
-        masks = getattr(self.numpy_class, "masks_whole_params", None)
+        masks = getattr(self.numpy_class, "_masks_whole_params", None)
         masked = masks is not None and masks({k: _plain(v) for k, v in self.param_groups[g].items()})
         if not (self.per_tensor or masked):
             return
@@ -403,6 +403,9 @@ class Optimizer(torch.optim.Optimizer):
                                  **storage)
         for key in self._derived_keys:  # derived by the numpy optimizer when the group had none: kept in it
             group.setdefault(key, inner.param_groups[0][key])
+        # Random draws keyed by (seed, param index, step) (SPAM's masks, NoisySGD's noise): the
+        # index counts the params of all groups, as in the numpy optimizer over the same groups.
+        inner._draw_index_offset = sum(len(self.param_groups[k]["params"]) for k in range(g))
         return inner
 
     @property
