@@ -25,8 +25,8 @@ and ``step``; ``state_dict`` / ``load_state_dict`` (and ``pyopt.save`` / ``pyopt
 Randomness: each mask is drawn from a numpy ``Generator`` seeded with ``(seed, param index,
 step)`` (``seed``: a group hyperparameter, 0 by default), so it is a function of the checkpointed
 state: a resumed run draws the masks the uninterrupted run would have, without a generator state
-to save. (pyopt.torch builds one numpy optimizer per param group, so there the index counts
-within the group: give groups different seeds for independent masks.)
+to save. The index counts the params of all groups, in pyopt.torch too (which builds one numpy
+optimizer per group and gives each the offset of its first param).
 
 How pyopt differs: steps are counted per param, as in the rule (the reference counts
 ``step()`` calls; the same when every param has a gradient at every step); density is a group
