@@ -338,6 +338,12 @@ def create(name: str, params: ParamsLike, **hyper: Any) -> Any:
         return py_class(params, **hyper)
     if name not in CLASSES:
         raise ValueError(f"unknown optimizer {name!r}; available: {', '.join(available())}")
+    router = getattr(CLASSES[name], "_routed", None)  # (MARS: mars_type="shampoo" builds a MARSShampoo)
+    if router is not None:
+        hyper = dict(hyper)
+        routed = router(hyper)
+        if routed is not None:
+            return create(routed, params, **hyper)
     valid = [*spec(name).defaults, *getattr(CLASSES[name], "_extra_keywords", {}), *STORAGE_OPTIONS]
     unknown = sorted(set(hyper) - set(valid))
     if unknown:

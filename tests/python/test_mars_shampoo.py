@@ -279,6 +279,8 @@ def test_mars_type_selects_the_optimizer():
     group = opt.param_groups[0]
     assert (group["lr"], group["betas"], group["gamma"], group["optimize_1d"]) == (0.01, (0.9, 0.98), 0.05, True)
     assert type(pyopt.create("mars", ps, mars_type="shampoo", lr=0.02)) is pyopt.MARSShampoo
+    routed = pyopt.create("mars", ps, mars_type="shampoo", optimize_1d=True, lr_1d=0.02)  # its own keywords
+    assert type(routed) is pyopt.MARSShampoo and routed.param_groups[0]["optimize_1d"] is True
     assert pyopt.MARS(ps, mars_type="lion").param_groups[0]["lion"] is True
     assert pyopt.create("mars", ps, mars_type="adamw").param_groups[0]["lion"] is False
     for bad, error in (({"mars_type": "muon"}, ValueError), ({"mars_type": None}, TypeError),
