@@ -77,8 +77,9 @@ LR_FACTORS = (1.0, 10.0, 0.1)
 # Phase 3 starts with each survivor's best full-fidelity config at lr x sqrt(10) and / sqrt(10):
 # the midpoints (in log lr) between phase 1's grid points, a decade apart, are where the optimum
 # of a lr-sensitive optimizer most often lies, and two points say more there than TPE's first
-# draws, which are nearly random. Phase 3 gets at least REFINE trials (plan), so a small budget
-# does not end at a grid point, and a config ranked by its short run is checked at full length
+# draws, which are nearly random. Phase 3 gets at least REFINE trials (plan) whenever the
+# trials leave room for them after one config per rung and a finalist's seed re-runs (12 with
+# the default six optimizers), so a small budget does not end at a grid point, and a config ranked by its short run is checked at full length
 # near it (learning curves can cross: docs/tuner-experiments.md).
 REFINE_FACTORS = (10.0 ** 0.5, 10.0 ** -0.5)
 REFINE = len(REFINE_FACTORS)
@@ -240,6 +241,8 @@ def rank(results: Sequence[Result], epochs: int) -> list[Result]:
 def promote(results: Sequence[Result], epochs: int, count: int) -> list[Config]:
     """The best ``count`` distinct configs at ``epochs`` (diverged ones never)."""
     out: list[Config] = []
+    if count <= 0:
+        return out
     for r in rank(results, epochs):
         if not r["diverged"] and r["config"] not in out:
             out.append(r["config"])

@@ -427,6 +427,9 @@ def _tune_phased(task: Any, task_spec: str | None, function: Callable[..., float
         counts = phases.halving_counts(len([r for r in ranked if not r["diverged"]]), len(levels), room=plan.halving)
         steps = []
         for level_from, level_to, count in zip(levels, levels[1:], counts):
+            if count <= 0:
+                steps.append(f"none -> {level_to} epochs (no trials left)")
+                break
             promoted = phases.promote(results(), level_from, count)
             room = trials - used - plan.reruns
             ran, stopped = run([(c, level_to, 0, 2) for c in promoted], max(0, room))

@@ -120,6 +120,7 @@ def test_halving_leaves_room_for_phase_3_but_one_config_reaches_the_top() -> Non
     assert phases.halving_counts(12, 3, room=2) == [1, 1]
     assert phases.halving_counts(12, 3, room=1) == [1, 0]  # too few: the top goes unreached
     assert phases.halving_counts(12, 3, room=0) == [0, 0]
+    assert phases.promote([_r("adamw", 1e-3, 2, 0.5)], 2, 0) == []  # a rung with no room promotes none
     plan = phases.plan(phases.DEFAULT_PORTFOLIO, 20, 20)
     assert (plan.portfolio, plan.halving, plan.reruns, plan.tpe) == (12, 3 + 1, 2, phases.REFINE)
 
