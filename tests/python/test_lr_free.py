@@ -33,6 +33,7 @@ pytorch_optimizer = pytest.importorskip("pytorch_optimizer")
 from pytorch_optimizer.optimizer import dadapt as _dadapt  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
+from quadratic_task import Quadratic  # noqa: E402
 from torch_defaults import default_dtype  # noqa: E402
 
 import pyopt  # noqa: E402
@@ -470,26 +471,7 @@ def test_tuner_searches_it(name: str) -> None:
         hyper = space.suggest(optuna.trial.FixedTrial(params), name, budget)
         assert hyper["lr"] == 1.0 and CLASSES[name]([np.zeros(2)], **hyper)
 
-    class Quadratic:
-        name = "quadratic-lr-free"
-        epochs = 2
-
-        def init_params(self, seed):
-            return {"w": np.zeros(20)}
-
-        def train_batches(self, epoch, rng):
-            for _ in range(10):
-                yield rng.standard_normal(20) * 0.01
-
-        def loss_and_grads(self, params, batch):
-            d = params["w"] - 1.0
-            return float(0.5 * np.sum(d * d)), {"w": d + batch}
-
-        def validation_loss(self, params):
-            d = params["w"] - 1.0
-            return float(0.5 * np.sum(d * d))
-
-    task = Quadratic()
+    task = Quadratic("quadratic-lr-free", 2, curvature=(0.0, 0.0), random_start=False)
     val, info = tuner.train(task, name, space.defaults(name))
     assert val < info["initial_val_loss"] and not info["diverged"]
     result = tuner.tune(task, [name], trials=2, progress=False)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import pyopt
+from quadratic_task import Quadratic
 from refcheck import DTYPES, ISAS, isa_path
 from reference_table import BY_NAME, PACKAGES
 
@@ -56,26 +57,7 @@ def test_the_tuner_searches_it_from_its_record(name: str) -> None:
     hyper = space.suggest(optuna.trial.FixedTrial(params), name, "full")
     assert hyper["lr"] > 0
 
-    class Quadratic:
-        name, epochs = "quadratic-optax", 2
-        s = np.logspace(-1, 1, 20)
-
-        def init_params(self, seed):
-            return {"w": np.zeros(20)}
-
-        def train_batches(self, epoch, rng):
-            for _ in range(5):
-                yield rng.standard_normal(20) * 0.01
-
-        def loss_and_grads(self, params, batch):
-            d = params["w"] - 1.0
-            return float(0.5 * np.sum(self.s * d * d)), {"w": self.s * d + batch}
-
-        def validation_loss(self, params):
-            d = params["w"] - 1.0
-            return float(0.5 * np.sum(self.s * d * d))
-
-    value, info = tuner.train(Quadratic(), name, hyper)
+    value, info = tuner.train(Quadratic("quadratic-optax", 2, batches=5, random_start=False), name, hyper)
     assert np.isfinite(value) and info["epochs"] == 2
 
 

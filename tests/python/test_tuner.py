@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,54 +14,17 @@ optuna = pytest.importorskip("optuna")
 import pyopt  # noqa: E402
 from pyopt import tuner  # noqa: E402
 from pyopt.tuner import space  # noqa: E402
-
-TASK_FILE = textwrap.dedent('''
-    import numpy as np
-
-    class Quadratic:
-        """f(w) = 0.5 * sum(s * (w - 1)^2), noisy gradients: a tiny, fast task."""
-        name = "quadratic-test"
-        epochs = 4
-
-        def __init__(self, fail_at=None, interrupt_at=None):
-            self.s = np.logspace(-1, 1, 20)
-            self.calls = 0
-            self.fail_at, self.interrupt_at = fail_at, interrupt_at
-
-        def init_params(self, seed):
-            return {"w": np.zeros(20)}
-
-        def train_batches(self, epoch, rng):
-            for _ in range(10):
-                yield rng.standard_normal(20) * 0.01
-
-        def loss_and_grads(self, params, batch):
-            self.calls += 1
-            if self.fail_at is not None and self.calls == self.fail_at:
-                raise RuntimeError("task failed on purpose")
-            if self.interrupt_at is not None and self.calls == self.interrupt_at:
-                raise KeyboardInterrupt
-            d = params["w"] - 1.0
-            return float(0.5 * np.sum(self.s * d * d)), {"w": self.s * d + batch}
-
-        def validation_loss(self, params):
-            d = params["w"] - 1.0
-            return float(0.5 * np.sum(self.s * d * d))
-
-    TASK = Quadratic()
-''')
+import quadratic_task  # noqa: E402 (tests/python: the quick task, a loadable task file)
 
 
 @pytest.fixture
-def task_file(tmp_path):
-    path = tmp_path / "quad_task.py"
-    path.write_text(TASK_FILE)
-    return path
+def task_file():
+    return Path(quadratic_task.__file__)
 
 
 @pytest.fixture
 def quad(task_file):
-    return tuner.load_task(f"{task_file}:TASK")
+    return tuner.load_task(f"{task_file}:TUNER")
 
 
 def test_the_tuner_searches_every_optimizer_but_the_closure_based_one() -> None:
@@ -189,13 +151,8 @@ def test_sparse_adam_and_rowwise_adagrad_are_tuned_from_their_records(quad) -> N
         [(t.params, t.value, t.user_attrs) for t in trials]
 
 
-def test_failing_objective_is_recorded_and_the_study_goes_on(task_file) -> None:
-    sys.path.insert(0, str(task_file.parent))
-    try:
-        import quad_task
-    finally:
-        sys.path.remove(str(task_file.parent))
-    task = quad_task.Quadratic(fail_at=45)  # inside the second trial
+def test_failing_objective_is_recorded_and_the_study_goes_on() -> None:
+    task = quadratic_task.Quadratic("quadratic-test", random_start=False, fail_at=45)  # inside the second trial
     result = tuner.tune(task, ["sgd"], trials=4, progress=False, strategy="tpe")
     states = [t.state.name for t in result.studies[0].trials]
     assert states.count("FAIL") == 1 and states.count("COMPLETE") + states.count("PRUNED") == 3
@@ -203,13 +160,8 @@ def test_failing_objective_is_recorded_and_the_study_goes_on(task_file) -> None:
     assert "task failed on purpose" in failed.user_attrs["error"]
 
 
-def test_ctrl_c_keeps_finished_trials(task_file, tmp_path) -> None:
-    sys.path.insert(0, str(task_file.parent))
-    try:
-        import quad_task
-    finally:
-        sys.path.remove(str(task_file.parent))
-    task = quad_task.Quadratic(interrupt_at=95)  # in the third trial
+def test_ctrl_c_keeps_finished_trials(tmp_path) -> None:
+    task = quadratic_task.Quadratic("quadratic-test", random_start=False, interrupt_at=95)  # in the third trial
     storage = f"sqlite:///{tmp_path / 'st.db'}"
     result = tuner.tune(task, ["sgd"], trials=10, storage=storage, out=str(tmp_path / "o"), progress=False,
                         strategy="tpe")
@@ -235,7 +187,7 @@ def test_fair_mode_one_study_per_optimizer(quad) -> None:
 
 def test_two_processes_share_a_journal(task_file, tmp_path) -> None:
     storage = f"journal:{tmp_path / 'study.journal'}"
-    result = tuner.tune(f"{task_file}:TASK", ["sgd", "adam"], trials=10, storage=storage, jobs=2, progress=False,
+    result = tuner.tune(f"{task_file}:TUNER", ["sgd", "adam"], trials=10, storage=storage, jobs=2, progress=False,
                         strategy="tpe")
     study = optuna.load_study(study_name="pyopt-quadratic-test",
                               storage=tuner.study.make_storage(storage))
@@ -267,19 +219,19 @@ def test_cli(task_file, tmp_path, capsys) -> None:
     from pyopt import cli
 
     out = tmp_path / "cli-out"
-    code = cli.main(["tune", f"{task_file}:TASK", "--optimizers", "sgd,adamw", "--trials", "5", "--out", str(out),
+    code = cli.main(["tune", f"{task_file}:TUNER", "--optimizers", "sgd,adamw", "--trials", "5", "--out", str(out),
                      "--no-progress", "--strategy", "tpe"])
     text = capsys.readouterr().out
     assert code == 0, text
     assert (out / "best.json").exists() and (out / "study.db").exists() and (out / "trials.csv").exists()
     assert "best:" in text and "from_config" in text
     # Re-running with the same storage and study resumes.
-    assert cli.main(["tune", f"{task_file}:TASK", "--optimizers", "sgd,adamw", "--trials", "2", "--out", str(out),
+    assert cli.main(["tune", f"{task_file}:TUNER", "--optimizers", "sgd,adamw", "--trials", "2", "--out", str(out),
                      "--no-progress", "--strategy", "tpe"]) == 0
     assert "5 finished trials" in capsys.readouterr().out
     assert cli.main(["tune", "no-such-task"]) == 2
     assert "no-such-task" in capsys.readouterr().err
-    assert cli.main(["tune", f"{task_file}:TASK", "--optimizers", "bogus", "--out", str(out)]) == 2
+    assert cli.main(["tune", f"{task_file}:TUNER", "--optimizers", "bogus", "--out", str(out)]) == 2
     assert cli.main(["tune", "--list"]) == 0
     listing = capsys.readouterr().out
     assert "adamw" in listing and "1-betas[1]" in listing

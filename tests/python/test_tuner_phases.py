@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
-import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,47 +16,17 @@ optuna = pytest.importorskip("optuna")
 from pyopt import tuner  # noqa: E402
 from pyopt.tuner import phases, report, space  # noqa: E402
 from pyopt.tuner.phases import Config  # noqa: E402
-
-TASK_FILE = textwrap.dedent('''
-    import numpy as np
-
-    class Quadratic:
-        """f(w) = 0.5 * sum(s * (w - 1)^2), noisy gradients; the start depends on the seed."""
-        name = "quadratic-phases"
-        epochs = 4
-
-        def __init__(self):
-            self.s = np.logspace(-1, 1, 20)
-
-        def init_params(self, seed):
-            return {"w": np.random.default_rng(seed).standard_normal(20) * 0.1}
-
-        def train_batches(self, epoch, rng):
-            for _ in range(10):
-                yield rng.standard_normal(20) * 0.01
-
-        def loss_and_grads(self, params, batch):
-            d = params["w"] - 1.0
-            return float(0.5 * np.sum(self.s * d * d)), {"w": self.s * d + batch}
-
-        def validation_loss(self, params):
-            d = params["w"] - 1.0
-            return float(0.5 * np.sum(self.s * d * d))
-
-    TASK = Quadratic()
-''')
+import quadratic_task  # noqa: E402 (tests/python: the quick task, a loadable task file)
 
 
 @pytest.fixture
-def task_file(tmp_path):
-    path = tmp_path / "quad_phases.py"
-    path.write_text(TASK_FILE)
-    return path
+def task_file():
+    return Path(quadratic_task.__file__)
 
 
 @pytest.fixture
 def quad(task_file):
-    return tuner.load_task(f"{task_file}:TASK")
+    return tuner.load_task(f"{task_file}:PHASES")
 
 
 # --- planning, no training -------------------------------------------------------------------
@@ -316,23 +286,23 @@ def test_cli_phased_and_tpe(task_file, tmp_path, capsys) -> None:
     from pyopt import cli
 
     out = tmp_path / "o"
-    assert cli.main(["tune", f"{task_file}:TASK", "--optimizers", "sgd,adam", "--trials", "12", "--out", str(out),
+    assert cli.main(["tune", f"{task_file}:PHASES", "--optimizers", "sgd,adam", "--trials", "12", "--out", str(out),
                      "--no-progress"]) == 0
     text = capsys.readouterr().out
     assert all(f"phase {p} " in text for p in (1, 2, 3, 4)), text
     best = next(line for line in text.splitlines() if line.startswith("best:"))
     assert "mean of 3 seeds" in best, best
-    assert cli.main(["tune", f"{task_file}:TASK", "--optimizers", "sgd", "--trials", "3", "--out", str(tmp_path / "t"),
+    assert cli.main(["tune", f"{task_file}:PHASES", "--optimizers", "sgd", "--trials", "3", "--out", str(tmp_path / "t"),
                      "--no-progress", "--strategy", "tpe"]) == 0
     assert "phase 1" not in capsys.readouterr().out
-    assert cli.main(["tune", f"{task_file}:TASK", "--fair", "--out", str(tmp_path / "f")]) == 2
+    assert cli.main(["tune", f"{task_file}:PHASES", "--fair", "--out", str(tmp_path / "f")]) == 2
     assert "--fair is for --strategy tpe" in capsys.readouterr().err
     assert not (tmp_path / "f").exists()
 
 
 def test_two_processes_run_the_phases(task_file, tmp_path) -> None:
     storage = f"journal:{tmp_path / 'study.journal'}"
-    result = tuner.tune(f"{task_file}:TASK", ["sgd", "adam"], trials=12, storage=storage, jobs=2, progress=False)
+    result = tuner.tune(f"{task_file}:PHASES", ["sgd", "adam"], trials=12, storage=storage, jobs=2, progress=False)
     trials = _trials(result)
     assert not result.interrupted and len(trials) <= 12
     assert [line.split(" ")[1] for line in result.phases] == ["1", "2", "3", "4"]

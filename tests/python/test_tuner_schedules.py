@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
-import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,48 +16,17 @@ optuna = pytest.importorskip("optuna")
 from pyopt import schedules as sch  # noqa: E402
 from pyopt import tuner  # noqa: E402
 from pyopt.tuner import phases, space  # noqa: E402
-
-TASK_FILE = textwrap.dedent('''
-    import numpy as np
-
-    class Quadratic:
-        """f(w) = 0.5 * sum(s * (w - 1)^2), noisy gradients; the start depends on the seed."""
-        name = "quadratic-schedules"
-        epochs = 4
-        steps_per_epoch = 10
-
-        def __init__(self):
-            self.s = np.logspace(-1, 1, 20)
-
-        def init_params(self, seed):
-            return {"w": np.random.default_rng(seed).standard_normal(20) * 0.1}
-
-        def train_batches(self, epoch, rng):
-            for _ in range(10):
-                yield rng.standard_normal(20) * 0.01
-
-        def loss_and_grads(self, params, batch):
-            d = params["w"] - 1.0
-            return float(0.5 * np.sum(self.s * d * d)), {"w": self.s * d + batch}
-
-        def validation_loss(self, params):
-            d = params["w"] - 1.0
-            return float(0.5 * np.sum(self.s * d * d))
-
-    TASK = Quadratic()
-''')
+import quadratic_task  # noqa: E402 (tests/python: the quick task, a loadable task file)
 
 
 @pytest.fixture
-def task_file(tmp_path):
-    path = tmp_path / "quad_schedules.py"
-    path.write_text(TASK_FILE)
-    return path
+def task_file():
+    return Path(quadratic_task.__file__)
 
 
 @pytest.fixture
 def quad(task_file):
-    return tuner.load_task(f"{task_file}:TASK")
+    return tuner.load_task(f"{task_file}:SCHEDULES")
 
 
 class Ramp:
@@ -184,11 +153,11 @@ def test_cli(task_file, tmp_path, capsys) -> None:
     from pyopt import cli
 
     out = tmp_path / "o"
-    assert cli.main(["tune", f"{task_file}:TASK", "--optimizers", "sgd", "--schedules", "cosine,nope",
+    assert cli.main(["tune", f"{task_file}:SCHEDULES", "--optimizers", "sgd", "--schedules", "cosine,nope",
                      "--out", str(out), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "--schedules" in err and "'nope'" in err and not out.exists()
-    assert cli.main(["tune", f"{task_file}:TASK", "--optimizers", "sgd,adam", "--trials", "8", "--schedules",
+    assert cli.main(["tune", f"{task_file}:SCHEDULES", "--optimizers", "sgd,adam", "--trials", "8", "--schedules",
                      "constant,cosine", "--out", str(out), "--no-progress"]) == 0
     text = capsys.readouterr().out
     best = json.loads((out / "best.json").read_text())
@@ -294,13 +263,13 @@ def test_default_is_the_run_without_the_option(quad) -> None:
 
 def test_tpe_strategy_and_two_processes(task_file, tmp_path) -> None:
     storage = f"journal:{tmp_path / 'study.journal'}"
-    result = tuner.tune(f"{task_file}:TASK", ["sgd", "adam"], trials=12, storage=storage, jobs=2, progress=False,
+    result = tuner.tune(f"{task_file}:SCHEDULES", ["sgd", "adam"], trials=12, storage=storage, jobs=2, progress=False,
                         schedules="constant,cosine")
     trials = [t for t in _trials(result) if t.state.is_finished()]
     assert not result.interrupted and result.best is not None and "schedule" in result.best
     assert all(t.params["schedule"] == t.user_attrs["schedule"]["name"] for t in trials)
     assert {t.params["schedule"] for t in trials} == {"constant", "cosine"}
-    tpe = tuner.tune(f"{task_file}:TASK", ["sgd", "adam"], trials=8, storage=f"journal:{tmp_path / 'tpe.journal'}",
+    tpe = tuner.tune(f"{task_file}:SCHEDULES", ["sgd", "adam"], trials=8, storage=f"journal:{tmp_path / 'tpe.journal'}",
                      jobs=2, progress=False, schedules="constant,cosine", strategy="tpe")
     trials = [t for t in _trials(tpe) if t.state.is_finished()]
     assert len(trials) >= 8 and all("schedule" in t.params for t in trials)
