@@ -64,3 +64,14 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(saved)
+
+
+@pytest.fixture
+def quadratic_file():
+    """tests/python/quadratic_task.py: the tuner tests' quick task, loadable by path
+    (``f"{quadratic_file}:PHASES"``), also by the worker processes a test starts."""
+    from pathlib import Path
+
+    import quadratic_task
+
+    return Path(quadratic_task.__file__)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,13 +17,8 @@ import quadratic_task  # noqa: E402 (tests/python: the quick task, a loadable ta
 
 
 @pytest.fixture
-def task_file():
-    return Path(quadratic_task.__file__)
-
-
-@pytest.fixture
-def quad(task_file):
-    return tuner.load_task(f"{task_file}:TUNER")
+def quad(quadratic_file):
+    return tuner.load_task(f"{quadratic_file}:TUNER")
 
 
 def test_the_tuner_searches_every_optimizer_but_the_closure_based_one() -> None:
@@ -185,9 +179,9 @@ def test_fair_mode_one_study_per_optimizer(quad) -> None:
     assert all(len(s.trials) == 3 for s in result.studies)
 
 
-def test_two_processes_share_a_journal(task_file, tmp_path) -> None:
+def test_two_processes_share_a_journal(quadratic_file, tmp_path) -> None:
     storage = f"journal:{tmp_path / 'study.journal'}"
-    result = tuner.tune(f"{task_file}:TUNER", ["sgd", "adam"], trials=10, storage=storage, jobs=2, progress=False,
+    result = tuner.tune(f"{quadratic_file}:TUNER", ["sgd", "adam"], trials=10, storage=storage, jobs=2, progress=False,
                         strategy="tpe")
     study = optuna.load_study(study_name="pyopt-quadratic-test",
                               storage=tuner.study.make_storage(storage))
@@ -198,7 +192,7 @@ def test_two_processes_share_a_journal(task_file, tmp_path) -> None:
     assert len({t.datetime_start for t in finished}) == len(finished)
 
 
-def test_bad_input(quad, task_file, tmp_path) -> None:
+def test_bad_input(quad, quadratic_file, tmp_path) -> None:
     with pytest.raises(ValueError, match="unknown optimizer"):
         tuner.tune(quad, ["adamw", "nope"], trials=2)
     with pytest.raises(ValueError, match=r"lbfgs cannot be tuned: its step takes a closure .* step\(grads\)"):
@@ -212,26 +206,26 @@ def test_bad_input(quad, task_file, tmp_path) -> None:
     with pytest.raises((ValueError, OSError, ImportError)):
         tuner.load_task(f"{tmp_path / 'missing.py'}:TASK")
     with pytest.raises((ValueError, AttributeError)):
-        tuner.load_task(f"{task_file}:NOPE")
+        tuner.load_task(f"{quadratic_file}:NOPE")
 
 
-def test_cli(task_file, tmp_path, capsys) -> None:
+def test_cli(quadratic_file, tmp_path, capsys) -> None:
     from pyopt import cli
 
     out = tmp_path / "cli-out"
-    code = cli.main(["tune", f"{task_file}:TUNER", "--optimizers", "sgd,adamw", "--trials", "5", "--out", str(out),
+    code = cli.main(["tune", f"{quadratic_file}:TUNER", "--optimizers", "sgd,adamw", "--trials", "5", "--out", str(out),
                      "--no-progress", "--strategy", "tpe"])
     text = capsys.readouterr().out
     assert code == 0, text
     assert (out / "best.json").exists() and (out / "study.db").exists() and (out / "trials.csv").exists()
     assert "best:" in text and "from_config" in text
     # Re-running with the same storage and study resumes.
-    assert cli.main(["tune", f"{task_file}:TUNER", "--optimizers", "sgd,adamw", "--trials", "2", "--out", str(out),
+    assert cli.main(["tune", f"{quadratic_file}:TUNER", "--optimizers", "sgd,adamw", "--trials", "2", "--out", str(out),
                      "--no-progress", "--strategy", "tpe"]) == 0
     assert "5 finished trials" in capsys.readouterr().out
     assert cli.main(["tune", "no-such-task"]) == 2
     assert "no-such-task" in capsys.readouterr().err
-    assert cli.main(["tune", f"{task_file}:TUNER", "--optimizers", "bogus", "--out", str(out)]) == 2
+    assert cli.main(["tune", f"{quadratic_file}:TUNER", "--optimizers", "bogus", "--out", str(out)]) == 2
     assert cli.main(["tune", "--list"]) == 0
     listing = capsys.readouterr().out
     assert "adamw" in listing and "1-betas[1]" in listing

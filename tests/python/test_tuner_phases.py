@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,17 +15,11 @@ optuna = pytest.importorskip("optuna")
 from pyopt import tuner  # noqa: E402
 from pyopt.tuner import phases, report, space  # noqa: E402
 from pyopt.tuner.phases import Config  # noqa: E402
-import quadratic_task  # noqa: E402 (tests/python: the quick task, a loadable task file)
 
 
 @pytest.fixture
-def task_file():
-    return Path(quadratic_task.__file__)
-
-
-@pytest.fixture
-def quad(task_file):
-    return tuner.load_task(f"{task_file}:PHASES")
+def quad(quadratic_file):
+    return tuner.load_task(f"{quadratic_file}:PHASES")
 
 
 # --- planning, no training -------------------------------------------------------------------
@@ -282,27 +275,27 @@ def test_plain_function_fidelity_is_steps(tmp_path) -> None:
     assert result.best["epochs"] == 9 and result.best["seeds"] == [0]  # a function takes no seed
 
 
-def test_cli_phased_and_tpe(task_file, tmp_path, capsys) -> None:
+def test_cli_phased_and_tpe(quadratic_file, tmp_path, capsys) -> None:
     from pyopt import cli
 
     out = tmp_path / "o"
-    assert cli.main(["tune", f"{task_file}:PHASES", "--optimizers", "sgd,adam", "--trials", "12", "--out", str(out),
+    assert cli.main(["tune", f"{quadratic_file}:PHASES", "--optimizers", "sgd,adam", "--trials", "12", "--out", str(out),
                      "--no-progress"]) == 0
     text = capsys.readouterr().out
     assert all(f"phase {p} " in text for p in (1, 2, 3, 4)), text
     best = next(line for line in text.splitlines() if line.startswith("best:"))
     assert "mean of 3 seeds" in best, best
-    assert cli.main(["tune", f"{task_file}:PHASES", "--optimizers", "sgd", "--trials", "3", "--out", str(tmp_path / "t"),
+    assert cli.main(["tune", f"{quadratic_file}:PHASES", "--optimizers", "sgd", "--trials", "3", "--out", str(tmp_path / "t"),
                      "--no-progress", "--strategy", "tpe"]) == 0
     assert "phase 1" not in capsys.readouterr().out
-    assert cli.main(["tune", f"{task_file}:PHASES", "--fair", "--out", str(tmp_path / "f")]) == 2
+    assert cli.main(["tune", f"{quadratic_file}:PHASES", "--fair", "--out", str(tmp_path / "f")]) == 2
     assert "--fair is for --strategy tpe" in capsys.readouterr().err
     assert not (tmp_path / "f").exists()
 
 
-def test_two_processes_run_the_phases(task_file, tmp_path) -> None:
+def test_two_processes_run_the_phases(quadratic_file, tmp_path) -> None:
     storage = f"journal:{tmp_path / 'study.journal'}"
-    result = tuner.tune(f"{task_file}:PHASES", ["sgd", "adam"], trials=12, storage=storage, jobs=2, progress=False)
+    result = tuner.tune(f"{quadratic_file}:PHASES", ["sgd", "adam"], trials=12, storage=storage, jobs=2, progress=False)
     trials = _trials(result)
     assert not result.interrupted and len(trials) <= 12
     assert [line.split(" ")[1] for line in result.phases] == ["1", "2", "3", "4"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,17 +15,11 @@ optuna = pytest.importorskip("optuna")
 from pyopt import schedules as sch  # noqa: E402
 from pyopt import tuner  # noqa: E402
 from pyopt.tuner import phases, space  # noqa: E402
-import quadratic_task  # noqa: E402 (tests/python: the quick task, a loadable task file)
 
 
 @pytest.fixture
-def task_file():
-    return Path(quadratic_task.__file__)
-
-
-@pytest.fixture
-def quad(task_file):
-    return tuner.load_task(f"{task_file}:SCHEDULES")
+def quad(quadratic_file):
+    return tuner.load_task(f"{quadratic_file}:SCHEDULES")
 
 
 class Ramp:
@@ -149,15 +142,15 @@ def test_bad_schedules_are_refused_before_anything_runs(quad, tmp_path) -> None:
     assert not out.exists()
 
 
-def test_cli(task_file, tmp_path, capsys) -> None:
+def test_cli(quadratic_file, tmp_path, capsys) -> None:
     from pyopt import cli
 
     out = tmp_path / "o"
-    assert cli.main(["tune", f"{task_file}:SCHEDULES", "--optimizers", "sgd", "--schedules", "cosine,nope",
+    assert cli.main(["tune", f"{quadratic_file}:SCHEDULES", "--optimizers", "sgd", "--schedules", "cosine,nope",
                      "--out", str(out), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "--schedules" in err and "'nope'" in err and not out.exists()
-    assert cli.main(["tune", f"{task_file}:SCHEDULES", "--optimizers", "sgd,adam", "--trials", "8", "--schedules",
+    assert cli.main(["tune", f"{quadratic_file}:SCHEDULES", "--optimizers", "sgd,adam", "--trials", "8", "--schedules",
                      "constant,cosine", "--out", str(out), "--no-progress"]) == 0
     text = capsys.readouterr().out
     best = json.loads((out / "best.json").read_text())
@@ -261,15 +254,15 @@ def test_default_is_the_run_without_the_option(quad) -> None:
         assert runs[0].best["value"] == runs[1].best["value"] and "schedule" not in runs[1].best
 
 
-def test_tpe_strategy_and_two_processes(task_file, tmp_path) -> None:
+def test_tpe_strategy_and_two_processes(quadratic_file, tmp_path) -> None:
     storage = f"journal:{tmp_path / 'study.journal'}"
-    result = tuner.tune(f"{task_file}:SCHEDULES", ["sgd", "adam"], trials=12, storage=storage, jobs=2, progress=False,
+    result = tuner.tune(f"{quadratic_file}:SCHEDULES", ["sgd", "adam"], trials=12, storage=storage, jobs=2, progress=False,
                         schedules="constant,cosine")
     trials = [t for t in _trials(result) if t.state.is_finished()]
     assert not result.interrupted and result.best is not None and "schedule" in result.best
     assert all(t.params["schedule"] == t.user_attrs["schedule"]["name"] for t in trials)
     assert {t.params["schedule"] for t in trials} == {"constant", "cosine"}
-    tpe = tuner.tune(f"{task_file}:SCHEDULES", ["sgd", "adam"], trials=8, storage=f"journal:{tmp_path / 'tpe.journal'}",
+    tpe = tuner.tune(f"{quadratic_file}:SCHEDULES", ["sgd", "adam"], trials=8, storage=f"journal:{tmp_path / 'tpe.journal'}",
                      jobs=2, progress=False, schedules="constant,cosine", strategy="tpe")
     trials = [t for t in _trials(tpe) if t.state.is_finished()]
     assert len(trials) >= 8 and all("schedule" in t.params for t in trials)
