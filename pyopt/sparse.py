@@ -37,7 +37,7 @@ from .storage import StorageOptions
 
 __all__ = ["RowSparse"]
 
-# The C++ rules that take a RowSparse through the gather / step / scatter path.
+# The C++ rules that take a RowSparse through _core.apply_rows.
 _RULES = ("sparse_adam", "adagrad", "sgd", "momentum", "nag")
 ACCEPTED_BY = "sparse_adam, adagrad, rowwise_adagrad and sgd (momentum, nag)"
 
@@ -117,7 +117,7 @@ def refuse(optimizer_name: str, label: str) -> TypeError:
 def step(opt: Any, grads: Sequence[Any], plain: bool) -> bool:
     """One step of a C++-backed optimizer (``pyopt.Optimizer``, lock held, engine built) whose
     gradients include RowSparse ones: everything is checked first, then the dense gradients step
-    through the engine, then the row-sparse ones, row blocks through the rule's kernel."""
+    through the engine, then the row-sparse ones, their rows in place through the rule's kernel."""
     who, name = opt._owner_label, opt.name
     labels = [f"{who}: the gradient of {label}" for label in opt._labels]
     sparse_at = [i for i, g in enumerate(grads) if isinstance(g, RowSparse)]
@@ -154,11 +154,7 @@ def step(opt: Any, grads: Sequence[Any], plain: bool) -> bool:
         if not coalesced.indices.size:
             continue
         flat = flats[owner[i]]
-        p, entries, rows = opt._params[i], opt._slots[i], coalesced.indices
-        block = p[rows]
-        states = [entries[slot][rows] for slot, _ in _core.slots_needed(name, flat)]
-        _core.apply(name, block, coalesced.rows, states, int(opt._steps[i]), flat, scalars, None, -1)
-        p[rows] = block
-        for (slot, _), values in zip(_core.slots_needed(name, flat), states):
-            entries[slot][rows] = values
+        states = [opt._slots[i][slot] for slot, _ in _core.slots_needed(name, flat)]
+        _core.apply_rows(name, opt._params[i], coalesced.indices, coalesced.rows, states, int(opt._steps[i]), flat,
+                         scalars)
     return True
