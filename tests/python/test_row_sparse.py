@@ -161,7 +161,8 @@ def test_matches_torch_sparse_path(name: str, dtype_name: str, ncols: int, seed:
 
 
 def test_large_table_once(threads: int) -> None:
-    """A 100003-row table (SIMD tails of the gathered blocks), sparse_adam and adagrad, float32."""
+    """A 100003-row table of one column (rows of one element, runs of consecutive rows), sparse_adam and
+    adagrad, float32."""
     rng = np.random.default_rng(100003)
     param = rng.standard_normal((100003, 1)).astype(np.float32)
     steps = [(rng.integers(0, 100003, 30000), rng.standard_normal((30000, 1)).astype(np.float32)) for _ in range(8)]
