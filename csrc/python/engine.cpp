@@ -266,7 +266,10 @@ void apply_rows(const std::string& name, py::handle param_obj, py::handle indice
   if (indices.ndim() != 1 || !(indices.flags() & py::array::c_style))
     throw py::value_error("indices: must be a 1-D C-contiguous array");
   const int64_t count = indices.shape(0);
-  const int64_t* index = static_cast<const int64_t*>(indices.data());
+  // A checked copy: the kernels run without the GIL, and no other thread may move an index out of
+  // range (nor may the step itself, through a state array aliasing the indices) after the check.
+  const std::vector<int64_t> index(static_cast<const int64_t*>(indices.data()),
+                                   static_cast<const int64_t*>(indices.data()) + count);
   for (int64_t k = 0; k < count; ++k) {
     if (index[k] < 0 || index[k] >= table_rows)
       throw py::value_error("indices: row " + std::to_string(index[k]) + " is out of range for a param of " +
@@ -305,10 +308,8 @@ void apply_rows(const std::string& name, py::handle param_obj, py::handle indice
     written.push_back(py::reinterpret_borrow<py::array>(state));
     a.slots[j] = written.back().mutable_data();
   }
-  // The kernels read indices and rows while writing the param and the states: none may alias them
-  // (an index overwritten mid-step would write out of bounds).
+  // The kernels read the rows while writing the param and the states: they may not alias.
   for (std::size_t x = 0; x < written.size(); ++x) {
-    if (overlaps(indices, written[x])) throw py::value_error("indices share memory with an array the step writes");
     if (overlaps(rows, written[x])) throw py::value_error("rows share memory with an array the step writes");
     for (std::size_t y = x + 1; y < written.size(); ++y)
       if (overlaps(written[x], written[y]))
@@ -319,7 +320,7 @@ void apply_rows(const std::string& name, py::handle param_obj, py::handle indice
     throw std::invalid_argument("scalars must be a writeable float64 array of length " + std::to_string(kMaxScalars));
   a.scalars = scalars.mutable_data();
   py::gil_scoped_release release;
-  run_rows_kernel(rule, dtype, a, index, count, cols);
+  run_rows_kernel(rule, dtype, a, index.data(), count, cols);
 }
 
 }  // namespace pyopt::python
