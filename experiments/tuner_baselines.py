@@ -26,6 +26,7 @@ task's initial validation loss and is counted in the report.
     python experiments/tuner_baselines.py                    # run (resumes) and print the report
     python experiments/tuner_baselines.py --tasks beale --trials 20 --seeds 1
     python experiments/tuner_baselines.py --report           # the report from the saved results only
+    python experiments/tuner_baselines.py --tune budget=core --out /tmp/core   # a variant of pyopt's defaults
 
 Results go to ``--out`` (one JSON file per task, N and tuner seed, written after each method, so
 an interrupted run resumes and a finished cell is skipped); the report is printed and written to
@@ -75,8 +76,11 @@ def quiet() -> None:
 # The methods: each returns (optimizer, hyperparameters, what the search saw on seed 0, details)
 
 
+TUNE_OPTIONS: dict[str, Any] = {}  # --tune KEY=VALUE: more tuner.tune arguments for "pyopt" (variants)
+
+
 def run_pyopt(task: Any, trials: int, seed: int) -> dict[str, Any]:
-    result = tuner.tune(task, trials=trials, seed=seed, progress=False)
+    result = tuner.tune(task, trials=trials, seed=seed, progress=False, **TUNE_OPTIONS)
     best = result.best
     trials_run = [t for t in result.studies[0].trials if t.state.is_finished() and not t.user_attrs.get("surplus")]
     by_phase: dict[str, int] = {}
@@ -300,7 +304,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", default=",".join(METHODS), help=f"subset of {','.join(METHODS)}")
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"results folder ({DEFAULT_OUT})")
     parser.add_argument("--report", action="store_true", help="only render the report from the saved results")
+    parser.add_argument("--tune", action="append", default=[], metavar="KEY=VALUE",
+                        help="another tuner.tune argument for pyopt, e.g. pruner=none or budget=core (a variant: "
+                             "give it its own --out)")
     args = parser.parse_args(argv)
+    for option in args.tune:
+        key, sep, value = option.partition("=")
+        if not sep or key not in ("pruner", "budget", "sampler", "schedules", "strategy", "optimizers"):
+            parser.error(f"--tune {option!r}: expected KEY=VALUE with KEY one of pruner, budget, sampler, "
+                         "schedules, strategy, optimizers")
+        TUNE_OPTIONS[key] = value.split(",") if key == "optimizers" else value
     tasks = [t for t in args.tasks.split(",") if t]
     for t in tasks:
         if t not in tuner.TASKS:

@@ -40,6 +40,7 @@ from .adamuon import AdaMuon
 from .soap import SOAP
 from .shampoo import Shampoo
 from .kron import Kron
+from .mars_shampoo import MARSShampoo
 from .rowwise_adagrad import RowwiseAdagrad
 from .sparse import RowSparse
 from .ema import EMA
@@ -71,7 +72,7 @@ __all__ += [
     "AdamP", "CAME", "AdamMini", "NorMuon", "AdaMuon",
     "SOAP", "Shampoo", "Kron",
     "RowwiseAdagrad", "RowSparse",
-    "NoisySGD",
+    "NoisySGD", "MARSShampoo",
     "functional", "get_include", "info", "load", "load_state_dict", "memory_estimate", "save", "set_isa",
     "set_num_threads",
 ]

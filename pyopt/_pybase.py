@@ -61,6 +61,7 @@ _MODULES = {
     "shampoo": ".shampoo",
     "kron": ".kron",
     "noisy_sgd": ".noisy_sgd",
+    "mars_shampoo": ".mars_shampoo",
 }
 PYTHON_OPTIMIZERS = tuple(_MODULES)  # their names, for the messages that list the optimizers
 

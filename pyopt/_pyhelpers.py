@@ -37,11 +37,11 @@ def number(where: str, name: str, value: Any, low: float = -math.inf, high: floa
     return x
 
 
-def betas(where: str, value: Any, count: int, intervals: Sequence[str]) -> tuple[float, ...]:
+def betas(where: str, value: Any, count: int, intervals: Sequence[str], name: str = "betas") -> tuple[float, ...]:
     """A tuple of ``count`` decay rates in [0, 1] with the given closed/open ends per member."""
     if not isinstance(value, (tuple, list)) or len(value) != count:
-        raise TypeError(f"{where}: betas must be a tuple of {count} floats, got {value!r}")
-    return tuple(number(where, f"betas[{i}]", b, 0.0, 1.0, iv) for i, (b, iv) in enumerate(zip(value, intervals)))
+        raise TypeError(f"{where}: {name} must be a tuple of {count} floats, got {value!r}")
+    return tuple(number(where, f"{name}[{i}]", b, 0.0, 1.0, iv) for i, (b, iv) in enumerate(zip(value, intervals)))
 
 
 def positive_int(where: str, name: str, value: Any) -> int:

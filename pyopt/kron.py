@@ -93,6 +93,7 @@ class Kron(PreconditionedOptimizer):
 
     name = "kron"
     lr_range = (1e-4, 3e-2)  # searched by pyopt.tuner
+    optimizer_wide_state = True  # "global_state" in the state_dict; pyopt.torch keeps it per group
 
     def __init__(self, params: ParamsLike, lr: float = 1e-3, momentum: float = 0.9, weight_decay: float = 0.0,
                  weight_decouple: bool = True, pre_conditioner_update_probability: float | None = None,

@@ -76,6 +76,19 @@ def memory_estimate(name: str, n_params: int | Sequence[int], *, param_dtype: An
     states = _state_dtype(state_dtype, where)
     check_options(name, where, master_weights, states, stochastic_rounding,
                   state_dtypes=getattr(cls, "state_dtypes", STATE_DTYPES))
+    router = getattr(cls, "_routed", None)  # (MARS: mars_type="shampoo" is a MARSShampoo)
+    if router is not None:
+        hyper = dict(hyper)
+        routed = router(hyper)
+        if routed is not None:
+            return memory_estimate(routed, n_params, param_dtype=param_dtype, grad_dtype=grad_dtype,
+                                   state_dtype=state_dtype, master_weights=master_weights,
+                                   stochastic_rounding=stochastic_rounding, **hyper)
+        cls._fold(hyper)
+    masked = getattr(cls, "_masks_whole_params", None)  # (SPAM with density < 1)
+    if masked is not None and rec.rule is not None and masked({**spec(name).defaults, **hyper}):
+        raise ValueError(f"{where}: {name} with density < 1 keeps moments only for the masked entries of its "
+                         "2-D params, which sizes alone do not tell; opt.memory() gives a live optimizer's bytes")
     int8_slots = frozenset(_core.optimizers()[name]["int8_slots"])
     if rec.rule is None:
         slots = _python_slots(name, grad != param or bool(master_weights), hyper, where)
@@ -136,6 +149,9 @@ def _python_slots(name: str, storage_options: bool, hyper: dict[str, Any], where
     if name in ("soap", "shampoo", "kron"):
         raise ValueError(f"{where}: {name} keeps one matrix per dimension of each param (n_d x n_d), so tensor "
                          "sizes cannot give its bytes; build it and call its memory()")
+    if name == "mars_shampoo":
+        raise ValueError(f"{where}: {name} keeps exp_avg_sq (and max_exp_avg_sq) only for params of fewer than two "
+                         "dimensions, which tensor sizes do not tell; build it and call its memory()")
     cls = python_optimizer(name)
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "params"}
     unknown = sorted(set(hyper) - accepted)

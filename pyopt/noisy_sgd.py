@@ -48,6 +48,7 @@ class NoisySGD(PyOptimizer):
 
     name = "noisy_sgd"
     lr_range = (1e-4, 1.0)  # searched by pyopt.tuner
+    _draw_index_offset = 0  # added to the param index of the noise's key (pyopt.torch: earlier groups' params)
 
     def __init__(self, params: ParamsLike, lr: float = 1e-2, eta: float = 0.01, gamma: float = 0.55, seed: int = 0,
                  *, maximize: bool = False) -> None:
@@ -73,7 +74,7 @@ class NoisySGD(PyOptimizer):
 
     def _checked_step(self, glist: Sequence[Any]) -> tuple[list[dict[str, Any]], list[tuple[int, np.ndarray]]]:
         hypers, checked = super()._checked_step(glist)
-        self._noise_index = {id(self._state[i]): i for i, _ in checked}  # the param index keys the noise
+        self._noise_index = {id(self._state[i]): self._draw_index_offset + i for i, _ in checked}  # the param index keys the noise
         return hypers, checked
 
     def _update(self, p: np.ndarray, g: np.ndarray, state: dict[str, Any], group: Mapping[str, Any]) -> None:

@@ -153,10 +153,62 @@ class _SimplifiedAdEMAMix(Optimizer):
         super().__init__(params, **hyper)
 
 
+MARS_TYPES = ("adamw", "lion", "shampoo")
+
+
+class _MARS(Optimizer):
+    """``mars_type`` (keyword-only; pytorch-optimizer's): ``'adamw'`` (the default), ``'lion'``
+    (``lion=True``, as ``MARSLion``) or ``'shampoo'``: then a ``pyopt.MARSShampoo`` is returned
+    instead (matrices take the Newton–Schulz orthogonalized momentum, in numpy), built from the same
+    arguments and its own keyword-only ones (``optimize_1d``, ``lr_1d``, ``betas_1d``,
+    ``weight_decay_1d``)."""
+
+    _extra_keywords = {"mars_type": ("str", "adamw")}  # (in the generated signature; not a hyperparameter)
+
+    @staticmethod
+    def _routed(kwargs: dict[str, Any]) -> str | None:
+        """The optimizer that the keyword arguments' mars_type builds instead of MARS ("mars_shampoo",
+        with ``kwargs`` made its arguments, in place), or None. Checks mars_type."""
+        mars_type = kwargs.get("mars_type", "adamw")
+        if not isinstance(mars_type, str):
+            raise TypeError(f"MARS: mars_type must be a str, got {mars_type!r}")
+        if mars_type not in MARS_TYPES:
+            raise ValueError(f"MARS: invalid mars_type: {mars_type!r} (must be one of {', '.join(map(repr, MARS_TYPES))})")
+        if mars_type != "shampoo":
+            return None
+        del kwargs["mars_type"]
+        if kwargs.pop("lion", False):
+            raise ValueError("MARS: lion=True is mars_type='lion', not mars_type='shampoo'")
+        default_storage = StorageOptions().as_dict()
+        storage = {k: kwargs.pop(k) for k in STORAGE_OPTIONS if k in kwargs}
+        if any(value != default_storage[k] for k, value in storage.items()):
+            raise ValueError(f"MARS: mars_type='shampoo' (pyopt.MARSShampoo) has no storage options (its states are "
+                             f"its params' dtype), got {storage}")
+        return "mars_shampoo"
+
+    @staticmethod
+    def _fold(hyper: dict[str, Any]) -> None:
+        """mars_type 'adamw' or 'lion' into the record's lion flag (in place)."""
+        if hyper.pop("mars_type", "adamw") == "lion":
+            hyper["lion"] = True
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        if cls._routed(kwargs) is None:
+            return super().__new__(cls)
+        from .mars_shampoo import MARSShampoo  # (MARS's positional hyperparameters are its first ones)
+
+        return MARSShampoo(*args, **kwargs)
+
+    def __init__(self, params: ParamsLike, **hyper: Any) -> None:
+        self._fold(hyper)
+        super().__init__(params, **hyper)
+
+
 # The hand-written bases of the optimizers that need more than the record says.
 _BASES: dict[str, type[Optimizer]] = {"sophia": _SophiaG, "schedulefree_adamw": _ScheduleFree,
                                       "schedulefree_sgd": _ScheduleFree, "ademamix": _AdEMAMix,
-                                      "simplified_ademamix": _SimplifiedAdEMAMix, "spam": MaskedSPAM}
+                                      "simplified_ademamix": _SimplifiedAdEMAMix, "spam": MaskedSPAM,
+                                      "mars": _MARS}
 
 _RANGES = {"number": "not NaN", "finite": "finite", "nonnegative": ">= 0", "nonnegative_finite": ">= 0, finite",
            "positive": "> 0", "greater_than_one": "> 1", "(0,1)": "in (0, 1)", "[0,1)": "in [0, 1)",
@@ -241,13 +293,17 @@ def make_class(s: Spec, base: type[Optimizer] = Optimizer) -> type[Optimizer]:
         parts.append(f"{p.name}: {annotations.get(p.name, _annotation(p))} = _defaults[{p.name!r}]")
     if not keyword_only:
         parts.append("*")
+    # Keyword-only arguments of the hand-written base that are not hyperparameters (MARS's mars_type).
+    extras: dict[str, tuple[str, Any]] = getattr(base, "_extra_keywords", {})
+    parts += [f"{name}: {annotation} = _extras[{name!r}]" for name, (annotation, _) in extras.items()]
     parts += ["master_weights: bool = False", "state_dtype: str = 'float32'", "stochastic_rounding: bool = False"]
-    forward = ", ".join(f"{name}={name}" for name in [p.name for p in s.params] + list(STORAGE_OPTIONS))
+    forward = ", ".join(f"{name}={name}" for name in [p.name for p in s.params] + list(extras) + list(STORAGE_OPTIONS))
     source = (f"class {s.class_name}(_base):\n"
               f"    def __init__(self, params: ParamsLike, {', '.join(parts)}) -> None:\n"
               f"        super().__init__(params, {forward})\n")
     namespace: dict[str, Any] = {"__name__": __name__, "_base": base,
-                                 "_defaults": {p.name: _signature_default(p) for p in s.params}}
+                                 "_defaults": {p.name: _signature_default(p) for p in s.params},
+                                 "_extras": {name: default for name, (_, default) in extras.items()}}
     # Annotations stay strings, as in this module (never evaluated).
     exec(compile(source, f"<record {s.name}>", "exec", flags=__future__.annotations.compiler_flag,
                  dont_inherit=True), namespace)
@@ -282,7 +338,13 @@ def create(name: str, params: ParamsLike, **hyper: Any) -> Any:
         return py_class(params, **hyper)
     if name not in CLASSES:
         raise ValueError(f"unknown optimizer {name!r}; available: {', '.join(available())}")
-    valid = [*spec(name).defaults, *STORAGE_OPTIONS]
+    router = getattr(CLASSES[name], "_routed", None)  # (MARS: mars_type="shampoo" builds a MARSShampoo)
+    if router is not None:
+        hyper = dict(hyper)
+        routed = router(hyper)
+        if routed is not None:
+            return create(routed, params, **hyper)
+    valid = [*spec(name).defaults, *getattr(CLASSES[name], "_extra_keywords", {}), *STORAGE_OPTIONS]
     unknown = sorted(set(hyper) - set(valid))
     if unknown:
         raise TypeError(f"{name}: unknown hyperparameter {', '.join(map(repr, unknown))}; valid: {', '.join(valid)}")

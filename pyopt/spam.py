@@ -25,8 +25,8 @@ and ``step``; ``state_dict`` / ``load_state_dict`` (and ``pyopt.save`` / ``pyopt
 Randomness: each mask is drawn from a numpy ``Generator`` seeded with ``(seed, param index,
 step)`` (``seed``: a group hyperparameter, 0 by default), so it is a function of the checkpointed
 state: a resumed run draws the masks the uninterrupted run would have, without a generator state
-to save. (pyopt.torch builds one numpy optimizer per param group, so there the index counts
-within the group: give groups different seeds for independent masks.)
+to save. The index counts the params of all groups, in pyopt.torch too (which builds one numpy
+optimizer per group and gives each the offset of its first param).
 
 How pyopt differs: steps are counted per param, as in the rule (the reference counts
 ``step()`` calls; the same when every param has a gradient at every step); density is a group
@@ -65,6 +65,8 @@ class MaskedSPAM(Optimizer):
     masks; each is a function of (seed, param index, step), so resumed runs draw the same ones.
     With density < 1 the storage options and clip_norm / clip_value / skip_nonfinite are refused."""
 
+    _draw_index_offset = 0  # added to the param index of the masks' key (pyopt.torch: earlier groups' params)
+
     def __init__(self, params: ParamsLike, **hyper: Any) -> None:
         self._has_masks = False  # some param's state holds a mask (its layout is the masked one)
         # Bumped whenever state arrays are replaced (new masks): pyopt.torch re-exposes its views.
@@ -74,7 +76,7 @@ class MaskedSPAM(Optimizer):
             self._refuse_storage(self._storage, "")
 
     @staticmethod
-    def masks_whole_params(group: Mapping[str, Any]) -> bool:
+    def _masks_whole_params(group: Mapping[str, Any]) -> bool:
         """Whether a group's 2-D params are masked (pyopt.torch then refuses flat partitions)."""
         density = group.get("density", 1.0)
         return isinstance(density, (int, float)) and density < 1
@@ -155,7 +157,7 @@ class MaskedSPAM(Optimizer):
             gap = int(group["update_proj_gap"])
             if "mask" not in entries or (step >= 2 and step % gap == 0):
                 draw = self._draw_initial_mask if "mask" not in entries else self._draw_mask
-                mask = draw(int(group["seed"]), i, step, p.shape, float(group["density"]))
+                mask = draw(int(group["seed"]), self._draw_index_offset + i, step, p.shape, float(group["density"]))
                 count = int(np.count_nonzero(mask))
                 entries.update(mask=mask, **{s: np.full(count, initial, p.dtype) for s, initial in needed})
                 self._has_masks = True

@@ -273,6 +273,16 @@ class Optimizer(torch.optim.Optimizer):
     has_torch_twin: ClassVar[bool] = False
     state_has_step: ClassVar[bool] = True  # the numpy optimizer counts steps (LBFGS counts iterations)
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        # A numpy class whose arguments may name another optimizer (MARS's mars_type="shampoo")
+        # builds that one's twin instead.
+        routed = getattr(cls.numpy_class, "_routed", None)
+        kwargs = dict(kwargs)
+        target = routed(kwargs) if routed is not None else None
+        if target is None:
+            return super().__new__(cls)
+        return globals()[_core.optimizers()[target]["class_name"]](*args, **kwargs)
+
     def __init__(self, params: Any, *args: Any, **kwargs: Any) -> None:
         label = type(self).__name__
         flags = {**self.implementation_flags}
@@ -285,6 +295,9 @@ class Optimizer(torch.optim.Optimizer):
             raise TypeError(f"{label}: {exc}") from None
         bound.apply_defaults()
         hyper = dict(bound.arguments)
+        fold = getattr(self.numpy_class, "_fold", None)
+        if fold is not None:  # arguments that are not hyperparameters (MARS's mars_type) into those they set
+            fold(hyper)
         self._storage_options = {k: hyper.pop(k) for k in STORAGE_OPTIONS if k in hyper}
         _check_torch_arguments(label, hyper, flags)
         # torch.optim checks its hyperparameters before its params (torch's own error inputs pass
@@ -367,7 +380,7 @@ class Optimizer(torch.optim.Optimizer):
 
     def _check_given(self, g: int) -> None:
         # (SPAM with density < 1 draws its update masks over each whole 2-D param)
-        masks = getattr(self.numpy_class, "masks_whole_params", None)
+        masks = getattr(self.numpy_class, "_masks_whole_params", None)
         masked = masks is not None and masks({k: _plain(v) for k, v in self.param_groups[g].items()})
         if not (self.per_tensor or masked):
             return
@@ -383,10 +396,27 @@ class Optimizer(torch.optim.Optimizer):
                     "is not. Use an element-wise optimizer there (e.g. AdamW, Lion), or give this optimizer "
                     "the params themselves")
 
-    def _numpy_optimizer(self, g: int, group: Mapping[str, Any], storage: Mapping[str, Any]) -> OptimizerBase:
+    def _numpy_optimizer(self, g: int, group: dict[str, Any], storage: Mapping[str, Any]) -> OptimizerBase:
         views = [numpy_view(p, f"{self._label}: param_groups[{g}]['params'][{k}]")
                  for k, p in enumerate(group["params"])]
-        return self.numpy_class([{"params": views, **{k: _plain(group[k]) for k in self._hyper_keys}}], **storage)
+        inner = self.numpy_class([{"params": views, **{k: _plain(group[k]) for k in self._group_keys(group)}}],
+                                 **storage)
+        for key in self._derived_keys:  # derived by the numpy optimizer when the group had none: kept in it
+            group.setdefault(key, inner.param_groups[0][key])
+        # Random draws keyed by (seed, param index, step) (SPAM's masks, NoisySGD's noise): the
+        # index counts the params of all groups, as in the numpy optimizer over the same groups.
+        inner._draw_index_offset = sum(len(self.param_groups[k]["params"]) for k in range(g))
+        return inner
+
+    @property
+    def _derived_keys(self) -> tuple[str, ...]:
+        """Group entries the numpy optimizer derives when a group is made (MARSShampoo's
+        lr_1d_factor): kept in the torch group too, so its state_dict resumes them."""
+        return getattr(self.numpy_class, "derived_group_keys", ())
+
+    def _group_keys(self, group: Mapping[str, Any]) -> tuple[str, ...]:
+        """The entries of a torch group handed to its numpy optimizer."""
+        return self._hyper_keys + tuple(k for k in self._derived_keys if k in group)
 
     def _build_stepper(self, g: int, key: tuple) -> _GroupStepper:
         """A numpy optimizer for group g, carrying over the state its params have (copied from the
@@ -416,7 +446,7 @@ class Optimizer(torch.optim.Optimizer):
         same object is the same value, unless it holds a tensor, which may be edited in place)."""
         inner_group = stepper.inner.param_groups[0]
         synced, tensor_valued = stepper.synced, stepper.tensor_valued
-        for key in self._hyper_keys:
+        for key in self._group_keys(group):
             value = group[key]
             if key in synced and value is synced[key] and key not in tensor_valued:
                 continue
@@ -855,6 +885,34 @@ class _GlobalEstimate:
             self.param_groups[g]["global_state"] = stepper.inner.global_state  # type: ignore[attr-defined]
 
 
+class _OptimizerWideState:
+    """Python-written optimizers whose state_dict has an optimizer-wide ``"global_state"`` that
+    is not an estimate shared by the groups (Kron: its random generator and its step and update
+    counters; ``optimizer_wide_state`` on the numpy class). After each step every torch param
+    group holds its numpy optimizer's copy under ``"global_state"`` (torch's state_dict saves
+    it); a numpy optimizer built for a group that has one (after load_state_dict) gets it back
+    with the per-param state, so a resumed run draws what the uninterrupted one would have."""
+
+    def _numpy_optimizer(self, g: int, group: Mapping[str, Any], storage: Mapping[str, Any]) -> OptimizerBase:
+        inner = super()._numpy_optimizer(g, group, storage)  # type: ignore[misc]
+        inner._torch_group_global_state = group.get("global_state")
+        return inner
+
+    def _numpy_state_dict(self, inner: OptimizerBase, entries: Mapping[int, Mapping[str, Any]],
+                          storage: Mapping[str, Any] | None, train_mode: Any = True) -> dict[str, Any]:
+        out = super()._numpy_state_dict(inner, entries, storage, train_mode)  # type: ignore[misc]
+        saved = getattr(inner, "_torch_group_global_state", None)
+        if saved is not None:
+            out["global_state"] = saved
+        return out
+
+    def _step_groups(self, steppers: list[_GroupStepper], work: list[tuple[int, tuple, list[Any]]],
+                     loss: Any = None) -> None:
+        super()._step_groups(steppers, work, loss)  # type: ignore[misc]
+        for stepper, (g, _, _) in zip(steppers, work):
+            self.param_groups[g]["global_state"] = stepper.inner._state_dict_extras()["global_state"]  # type: ignore[attr-defined]
+
+
 def _torch_state_value(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return tensor_view(value)
@@ -942,7 +1000,8 @@ def _make_class(name: str, record: Mapping[str, Any]) -> type:
     mixins = ((_ScheduleFreeModes,) if hasattr(numpy_class, "train_mode") else ()) + (
         (_HessianUpdates,) if hasattr(numpy_class, "update_hessian") else ()) + (
         (_ClosureSteps,) if numpy_class.step_requires_closure else ()) + (
-        (_GlobalEstimate,) if hasattr(numpy_class, "global_state") else ())
+        (_GlobalEstimate,) if hasattr(numpy_class, "global_state") else ()) + (
+        (_OptimizerWideState,) if getattr(numpy_class, "optimizer_wide_state", False) else ())
     cls = type(record["class_name"], mixins + (Optimizer,), {
         "name": name, "numpy_class": numpy_class, "implementation_flags": flags,
         "per_tensor": bool(record["per_tensor"]), "__doc__": doc, "__module__": __name__,

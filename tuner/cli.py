@@ -15,8 +15,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                         "schedulefree_adamw, prodigy, dadapt_adam; tpe: a broad set of 15)")
     p.add_argument("--strategy", default="phased", choices=["phased", "tpe"],
                    help="phased (default): (1) every optimizer's defaults + an lr sweep at low fidelity, "
-                        "(2) successive halving at equal fidelity, (3) TPE around the survivors at full "
-                        "fidelity, (4) the finalists on 3 seeds, ranked by the mean; tpe: one TPE study over "
+                        "(2) successive halving at equal fidelity, (3) the survivors' best lr x, / sqrt(10), then "
+                        "TPE around them, at full fidelity, (4) the finalists on 3 seeds, ranked by the mean; tpe: one TPE study over "
                         "all optimizers with warm starts and Hyperband pruning (the earlier default)")
     p.add_argument("--trials", type=int, default=40,
                    help="new trials to run, on a rerun too (default 40). A trial is one training run: one "

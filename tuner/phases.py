@@ -9,10 +9,12 @@ Design (issue 15, "Phases with a purpose" and "Budgets"):
 2. **Successive halving** (reduction factor ``ETA``): at each rung the best 1/ETA of the configs
    that ran at that rung (compared at that same number of epochs only) re-run at the next rung,
    up to the task's full epochs. Rungs: epochs/9, epochs/3, epochs (``rungs``).
-3. **TPE around the survivors**: the optimizers that got furthest (best at their highest rung)
-   get the remaining trials, round-robin, at full fidelity; the optimizer is fixed by enqueuing
-   it, TPE draws the rest from the record-derived spaces (``tuner/space.py``); the pruner sees
-   intermediate values per epoch, so it compares only values at the same epoch.
+3. **Refinement, then TPE around the survivors**: the optimizers that got furthest (best at
+   their highest rung) get the remaining trials at full fidelity: first each one's best config
+   at lr x sqrt(10) and / sqrt(10) (``refinements``: between phase 1's grid points), then TPE,
+   round-robin over the survivors; the optimizer is fixed by enqueuing it, TPE draws the rest
+   from the record-derived spaces (``tuner/space.py``); the pruner sees intermediate values per
+   epoch, so it compares only values at the same epoch.
 4. **Finalists on seeds**: the best full-fidelity configs re-run on seeds 1 and 2 (seed 0 is the
    search's: ``task.init_params(seed)`` and the batch rng), ranked by the mean; best.json holds
    mean, std, the seeds and each seed's value.
@@ -41,8 +43,9 @@ lr schedules (``--schedules``, off by default) are one more searched choice; see
 for how they enter phase 1 and ``tuner/space.py`` for the schedules and their knobs. Each run
 gets a complete schedule over its own steps, so successive halving compares complete short runs.
 
-Not done yet: Hyperband brackets (one successive-halving bracket
-only), and the experiments against baselines (docs/tuner-experiments.md).
+Measured against baselines (default AdamW, TPE over AdamW's lr and weight decay, random search,
+the plain Optuna script): docs/tuner-experiments.md. Not done yet: Hyperband brackets (one
+successive-halving bracket only).
 """
 from __future__ import annotations
 
@@ -71,6 +74,15 @@ ETA = 3                       # successive halving keeps the best 1/ETA at each 
 # D-Adapt), which adapt their step by design: docs/tuner-experiments.md, "Against baselines".
 # Clipped into the record's lr_range (Prodigy's and D-Adapt's 0.3 .. 3: their multiplier).
 LR_FACTORS = (1.0, 10.0, 0.1)
+# Phase 3 starts with each survivor's best full-fidelity config at lr x sqrt(10) and / sqrt(10):
+# the midpoints (in log lr) between phase 1's grid points, a decade apart, are where the optimum
+# of a lr-sensitive optimizer most often lies, and two points say more there than TPE's first
+# draws, which are nearly random. Phase 3 gets at least REFINE trials (plan) whenever the
+# trials leave room for them after one config per rung and a finalist's seed re-runs (12 with
+# the default six optimizers), so a small budget does not end at a grid point, and a config ranked by its short run is checked at full length
+# near it (learning curves can cross: docs/tuner-experiments.md).
+REFINE_FACTORS = (10.0 ** 0.5, 10.0 ** -0.5)
+REFINE = len(REFINE_FACTORS)
 SEEDS = (0, 1, 2)             # phase 4: the finalists' seeds (0 is the search's)
 EDGE = 0.05                   # a value in the outer 5% of its log range is flagged
 
@@ -118,20 +130,37 @@ class Plan:
         return self.finalists * (self.seeds - 1)
 
 
-def halving_counts(n: int, levels: int) -> list[int]:
+def halving_counts(n: int, levels: int, room: int | None = None) -> list[int]:
     """Configs at each rung after the first, when ``n`` ran at the first: ceil(n/ETA) each time,
-    at least 2 at the top when there are 2 (so the finalists can be compared)."""
+    at least 2 at the top when there are 2 (so the finalists can be compared). With ``room``
+    (the trials phase 2 may use) fewer: first a single config at the top, then fewer at the
+    rungs below it (never fewer than the rung above), so that one config still reaches the top;
+    when even that does not fit, the top rungs go unreached."""
     out = []
     for i in range(1, levels):
         n = max(min(n, 2), math.ceil(n / ETA)) if i == levels - 1 else math.ceil(n / ETA)
         out.append(n)
+    if room is None:
+        return out
+    room = max(0, room)
+    while sum(out) > room:
+        if out[-1] > 1:
+            out[-1] -= 1
+            continue
+        above = [i for i in range(len(out) - 1) if out[i] > out[i + 1]]
+        if above:
+            out[above[-1]] -= 1
+            continue
+        return [1] * room + [0] * (len(out) - room)
     return out
 
 
 def plan(optimizers: Sequence[str], trials: int, epochs: int, seeded: bool = True) -> Plan:
     """Split ``trials`` over the phases. Every optimizer's defaults first (all of them when
-    trials >= optimizers); the lr sweep as far as it leaves about 40% for the rest; seed re-runs
-    of 2 finalists (1 when trials are few, none for unseeded objectives); phase 3 the remainder."""
+    trials >= optimizers); the lr sweep as far as it leaves about 40% for the rest; successive
+    halving as far as it leaves room for one finalist's seed re-runs and phase 3's REFINE trials
+    (but one config reaches full fidelity whenever the trials allow); seed re-runs of 2
+    finalists (1 when trials are few, none for unseeded objectives); phase 3 the remainder."""
     names = list(optimizers)
     k = len(names)
     if trials < k:
@@ -139,9 +168,9 @@ def plan(optimizers: Sequence[str], trials: int, epochs: int, seeded: bool = Tru
     sweep = 3 if trials >= 5 * k else 2 if trials >= 3 * k else 1
     portfolio = k * sweep
     levels = len(rungs(epochs))
-    halving = sum(halving_counts(portfolio, levels))
     rest = trials - portfolio
-    halving = min(halving, rest)
+    reserve = REFINE + (len(SEEDS) - 1 if seeded else 0)
+    halving = sum(halving_counts(portfolio, levels, room=max(rest - reserve, min(rest, levels - 1))))
     rest -= halving
     finalists, seeds = 0, 1
     if seeded and rest >= 2 * (len(SEEDS) - 1) + 2:
@@ -212,6 +241,8 @@ def rank(results: Sequence[Result], epochs: int) -> list[Result]:
 def promote(results: Sequence[Result], epochs: int, count: int) -> list[Config]:
     """The best ``count`` distinct configs at ``epochs`` (diverged ones never)."""
     out: list[Config] = []
+    if count <= 0:
+        return out
     for r in rank(results, epochs):
         if not r["diverged"] and r["config"] not in out:
             out.append(r["config"])
@@ -244,6 +275,27 @@ def finalists(results: Sequence[Result], full: int, count: int) -> list[Config]:
             out.append(config)
     out += [c for c in ranked if c not in out]
     return out[:count]
+
+
+def refinements(results: Sequence[Result], full: int, optimizers: Sequence[str]) -> list[Config]:
+    """Phase 3's first configs: for each of ``optimizers`` in turn, its best seed-0 config at
+    ``full`` epochs with the lr times each of REFINE_FACTORS (clipped into the record's
+    lr_range; points equal to the config or to one before are dropped)."""
+    ranked = rank(results, full)
+    out: list[Config] = []
+    for name in optimizers:
+        best = next((r["config"] for r in ranked if r["config"].optimizer == name and not r["diverged"]), None)
+        key = f"{name}.lr"
+        if best is None or key not in best.as_dict():
+            continue
+        params = best.as_dict()
+        low, high = space.lr_range(name)
+        for factor in REFINE_FACTORS:
+            lr = min(max(float(params[key]) * factor, low), high)
+            config = Config.of({**params, key: lr})
+            if lr != params[key] and config not in out:
+                out.append(config)
+    return out
 
 
 def seed_summary(results: Sequence[Result], config: Config, full: int) -> dict[str, Any]:

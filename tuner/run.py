@@ -234,8 +234,8 @@ def tune(task: Task | str | Callable[..., float], optimizers: Sequence[str] | No
     """Search the optimizer and its hyperparameters for ``task`` (a Task, a built-in name or
     ``path/file.py:OBJECT``, or a plain objective ``fn(make_optimizer, report) -> float`` for a loop
     a Task cannot express). ``strategy``: "phased" (the default; ``tuner/phases.py``: portfolio at
-    low fidelity, successive halving, TPE around the survivors, finalists on 3 seeds; at most
-    ``trials`` new training runs, every phase counted) or "tpe" (one study: ``trials`` new trials,
+    low fidelity, successive halving, lr refinement and TPE around the survivors, finalists on 3
+    seeds; at most ``trials`` new training runs, every phase counted) or "tpe" (one study: ``trials`` new trials,
     per optimizer when ``fair``; with ``jobs`` > 1, up to jobs - 1 more may start at the end). Writes
     best.json, trials.csv and plots to ``out`` when given. ``precision`` (e.g. "bf16+master+int8",
     see ``pyopt.storage.parse_precision``) trains every trial with 16-bit params and those storage
@@ -424,9 +424,12 @@ def _tune_phased(task: Any, task_spec: str | None, function: Callable[..., float
         tell(f"phase 2 successive halving: skipped ({why()})")
     elif len(levels) > 1:
         # Phase 2: successive halving, compared at equal fidelity only.
-        counts = phases.halving_counts(len([r for r in ranked if not r["diverged"]]), len(levels))
+        counts = phases.halving_counts(len([r for r in ranked if not r["diverged"]]), len(levels), room=plan.halving)
         steps = []
         for level_from, level_to, count in zip(levels, levels[1:], counts):
+            if count <= 0:
+                steps.append(f"none -> {level_to} epochs (no trials left)")
+                break
             promoted = phases.promote(results(), level_from, count)
             room = trials - used - plan.reruns
             ran, stopped = run([(c, level_to, 0, 2) for c in promoted], max(0, room))
@@ -440,24 +443,30 @@ def _tune_phased(task: Any, task_spec: str | None, function: Callable[..., float
     alive = phases.survivors(results(), levels, keep)
     room = trials - used - plan.reruns
     if not stopped and not out_of_time() and alive and room > 0:
-        # Phase 3: TPE around the survivors, at full fidelity (round-robin over them).
-        items = [(phases.Config.of({"optimizer": alive[i % len(alive)]}), full_level, 0, 3) for i in range(room)]
+        # Phase 3: the survivors' lr refinements, then TPE around them (round-robin), at full fidelity.
         before = {t.number for t in st.get_trials(deepcopy=False)}
-        for config, epochs, s, phase in items:
-            st.enqueue_trial(config.as_dict(), user_attrs={"phase": phase, "planned_epochs": epochs, "seed": s})
-        left = None if deadline is None else deadline - time.perf_counter()
         n_before = finished()
-        stopped = _optimize(st, objective, n_trials=room, target=None, jobs=processes(room), timeout=left,
-                            progress=progress, worker_args=(task_spec, names, storage, name, None, left, seed, sampler,
-                                                            pruner, chosen, os.getpid(), precision, True,
-                                                            schedules),
-                            say=say, phased=True)
+        refined = phases.refinements(results(), full_level, alive)[:room]
+        _, stopped = run([(c, full_level, 0, 3) for c in refined], room)
+        room = 0 if stopped or out_of_time() else trials - used - plan.reruns
+        if room > 0:
+            for i in range(room):
+                st.enqueue_trial({"optimizer": alive[i % len(alive)]},
+                                 user_attrs={"phase": 3, "planned_epochs": full_level, "seed": 0})
+            left = None if deadline is None else deadline - time.perf_counter()
+            tpe_before = finished()
+            stopped = _optimize(st, objective, n_trials=room, target=None, jobs=processes(room), timeout=left,
+                                progress=progress, worker_args=(task_spec, names, storage, name, None, left, seed,
+                                                                sampler, pruner, chosen, os.getpid(), precision, True,
+                                                                schedules),
+                                say=say, phased=True)
+            used += finished() - tpe_before
         new = [t for t in st.get_trials(deepcopy=False) if t.number not in before and t.state.is_finished()
                and not t.user_attrs.get("surplus")]
-        used += finished() - n_before
         pruned = sum(1 for t in new if t.state == optuna.trial.TrialState.PRUNED)
-        tell(f"phase 3 TPE on {', '.join(alive)} at {full_level} {'epochs' if function is None else 'steps'}: "
-             f"{len(new)} trials, {pruned} pruned")
+        tell(f"phase 3 lr refinement and TPE on {', '.join(alive)} at {full_level} "
+             f"{'epochs' if function is None else 'steps'}: {finished() - n_before} new trials, {pruned} pruned; "
+             f"refined: {', '.join(phases.describe(c) for c in refined) or 'none'}")
     else:
         tell(f"phase 3 TPE: skipped ({why()}){'; survivors ' + ', '.join(alive) if alive else ''}")
     final = phases.finalists(results(), full_level, plan.finalists or 1)

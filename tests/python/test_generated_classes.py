@@ -37,7 +37,10 @@ def test_class_is_generated_from_its_record(name: str) -> None:
     assert cls.name == name and cls.lr_range == s.lr_range
     params = list(inspect.signature(cls).parameters.values())
     assert params[0].name == "params"
-    shown, storage = params[1:-3], params[-3:]
+    # (a hand-written base's keyword-only arguments that are not hyperparameters: MARS's mars_type)
+    extras = list(getattr(cls, "_extra_keywords", {}))
+    shown, extra, storage = params[1:-3 - len(extras)], params[len(params) - 3 - len(extras):-3], params[-3:]
+    assert [(p.name, p.kind) for p in extra] == [(e, KW) for e in extras]
     assert [(p.name, p.default, p.kind) for p in storage] == [
         ("master_weights", False, KW), ("state_dtype", "float32", KW),
         ("stochastic_rounding", False, KW)]
@@ -96,11 +99,13 @@ def test_extra_methods_and_aliases() -> None:
 # adjust_lr_fn, LBFGS's line_search_fn (a name or None: no number), AdamMini's blocks (a name or an
 # int), NorMuon's update_scale, SOAP's data_format and Kron's dtypes, memory_save_mode and seed
 # (names, or None) are not in their records, and
-# Adafactor's eps pair is the record's eps1 (None there: NaN) and eps2.
+# Adafactor's eps pair is the record's eps1 (None there: NaN) and eps2, MARSShampoo's betas_1d its
+# beta1_1d and beta2_1d.
 SPELLED_APART = {"muon": {"adjust_lr_fn": ()}, "adafactor": {"eps": ("eps1", "eps2")},
                  "lbfgs": {"line_search_fn": ()}, "polyak_sgd": {"variant": ()}, "dog": {"init_step": ()},
                  "adam_mini": {"blocks": ()}, "normuon": {"update_scale": ()}, "soap": {"data_format": ()},
-                 "kron": {"memory_save_mode": (), "mu_dtype": (), "precondition_dtype": (), "seed": ()}}
+                 "kron": {"memory_save_mode": (), "mu_dtype": (), "precondition_dtype": (), "seed": ()},
+                 "mars_shampoo": {"betas_1d": ("beta1_1d", "beta2_1d")}}
 # Prodigy's beta3 stands apart from its betas pair (pytorch-optimizer's signature); its record holds
 # it as betas' third member (beta3 is one of the members of betas there).
 SPLIT_OFF = {"prodigy": ("betas", "beta3")}
@@ -125,7 +130,7 @@ def test_python_written_optimizers_agree_with_their_records(name: str) -> None:
     keyword_only = {p.name for p in s.params if p.keyword_only}
     for key, members in SPELLED_APART.get(name, {}).items():
         record_defaults[key] = tuple(record_defaults.pop(m) for m in members) if members else sig[key].default
-        keyword_only |= {key} if sig[key].kind == sig[key].KEYWORD_ONLY else set()
+        keyword_only = (keyword_only - set(members)) | ({key} if sig[key].kind == sig[key].KEYWORD_ONLY else set())
     if name in SPLIT_OFF:
         tup, single = SPLIT_OFF[name]
         *pair, record_defaults[single] = record_defaults[tup]

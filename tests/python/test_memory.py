@@ -240,3 +240,17 @@ def test_estimate_equals_opt_memory(name):
                         state_dtype, np.dtype(param_dtype).name, grad_dtype, master)
                     checked += 1
     assert checked >= 6
+
+
+def test_modes_that_change_the_optimizer_or_its_layout():
+    """MARS's mars_type is routed as create routes it (lion: Lion's slots; shampoo: MARSShampoo,
+    whose estimate is refused: its slots depend on the params' dimensions); SPAM with density < 1
+    keeps moments for its masked entries only, which sizes do not tell."""
+    sizes = [10000, 100]
+    lion = memory_estimate("mars", sizes, mars_type="lion")
+    assert lion == memory_estimate("mars", sizes, lion=True) != memory_estimate("mars", sizes)
+    with pytest.raises(ValueError, match="mars_shampoo"):
+        memory_estimate("mars", sizes, mars_type="shampoo")
+    with pytest.raises(ValueError, match="density < 1"):
+        memory_estimate("spam", sizes, density=0.1)
+    assert memory_estimate("spam", sizes, density=1.0) == memory_estimate("spam", sizes)

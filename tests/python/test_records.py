@@ -27,7 +27,7 @@ def test_schema():
                                                                   "prodigy", "dadapt_adam",
                                                                   "dadapt_sgd", *OPTAX_FAMILY, "adamp", "came",
                                                                   "adam_mini", "normuon", "adamuon", "soap", "shampoo", "kron",
-                                                                  "noisy_sgd"]
+                                                                  "noisy_sgd", "mars_shampoo"]
     # The C++ pyopt::Optimizer runs every rule, Adafactor, and Muon when the build found a BLAS.
     assert {n for n, d in RECORDS.items() if d["cxx"]} == {*pyopt._spec.rule_optimizers(), "adafactor",
                                                            *(["muon"] if _core.have_blas() else [])}
@@ -52,7 +52,7 @@ def test_per_tensor_optimizers_are_those_with_reductions_and_the_python_ones():
     per_tensor = [name for name, d in RECORDS.items() if d["per_tensor"]]
     assert per_tensor == ["lamb", "lars", "stableadamw", "novograd", "mars", "mars_lion", "muon", "adafactor",
                           "rowwise_adagrad", "lbfgs", "prodigy", "dadapt_adam", "dadapt_sgd", *OPTAX_FAMILY, "adamp", "came", "adam_mini",
-                          "normuon", "adamuon", "soap", "shampoo", "kron", "noisy_sgd"]
+                          "normuon", "adamuon", "soap", "shampoo", "kron", "noisy_sgd", "mars_shampoo"]
     for name in per_tensor:  # their reduction pass keeps the states float32
         assert RECORDS[name]["state_dtypes"] == ["float32"], name
 

@@ -352,9 +352,9 @@ def test_deepspeed_zero3_steps_each_sub_group_alone(name, groups):
 
 def test_the_per_tensor_optimizers_are_these():
     assert PER_TENSOR == ["adafactor", "adam_mini", "adamp", "adamuon", "came", "dadapt_adam", "dadapt_sgd", "dog",
-                          "fromage", "kron", "lamb", "lars", "lbfgs", "mars", "mars_lion", "momo", "muon", "noisy_sgd",
-                          "normuon", "novograd", "polyak_sgd", "prodigy", "rowwise_adagrad", "shampoo", "sm3",
-                          "soap", "stableadamw"]
+                          "fromage", "kron", "lamb", "lars", "lbfgs", "mars", "mars_lion", "mars_shampoo", "momo",
+                          "muon", "noisy_sgd", "normuon", "novograd", "polyak_sgd", "prodigy", "rowwise_adagrad",
+                          "shampoo", "sm3", "soap", "stableadamw"]
     assert all(torch_class(name).per_tensor for name in PER_TENSOR)
     assert not any(torch_class(name).per_tensor for name in ELEMENT_WISE)
 

@@ -112,6 +112,32 @@ def test_halving_counts() -> None:
     assert phases.halving_counts(1, 3) == [1, 1]
 
 
+def test_halving_leaves_room_for_phase_3_but_one_config_reaches_the_top() -> None:
+    assert phases.halving_counts(12, 3, room=100) == [4, 2]
+    assert phases.halving_counts(12, 3, room=6) == [4, 2]
+    assert phases.halving_counts(12, 3, room=5) == [4, 1]  # the top shrinks first
+    assert phases.halving_counts(12, 3, room=4) == [3, 1]
+    assert phases.halving_counts(12, 3, room=2) == [1, 1]
+    assert phases.halving_counts(12, 3, room=1) == [1, 0]  # too few: the top goes unreached
+    assert phases.halving_counts(12, 3, room=0) == [0, 0]
+    assert phases.promote([_r("adamw", 1e-3, 2, 0.5)], 2, 0) == []  # a rung with no room promotes none
+    plan = phases.plan(phases.DEFAULT_PORTFOLIO, 20, 20)
+    assert (plan.portfolio, plan.halving, plan.reruns, plan.tpe) == (12, 3 + 1, 2, phases.REFINE)
+
+
+def test_refinements_are_each_survivors_best_lr_between_the_grid_points() -> None:
+    root = 10 ** 0.5
+    results = [_r("adamw", 1e-3, 20, 0.5), _r("adamw", 1e-2, 20, 0.4, number=1),
+               _r("adamw", 1e-1, 6, 0.1, number=2),           # another fidelity: not a candidate
+               _r("adamw", 1e-4, 20, 0.3, seed=1, number=3),  # another seed: not a candidate
+               _r("prodigy", 3.0, 20, 0.3, number=4),         # at the top of its lr_range [0.3, 3]
+               _r("lion", 1e-4, 20, 0.2, diverged=True, number=5)]
+    got = [(c.optimizer, c.as_dict()[f"{c.optimizer}.lr"]) for c in
+           phases.refinements(results, 20, ["prodigy", "adamw", "lion"])]
+    assert [name for name, _ in got] == ["prodigy", "adamw", "adamw"]  # in the survivors' order
+    assert [lr for _, lr in got] == pytest.approx([3.0 / root, 1e-2 * root, 1e-2 / root])  # 3 x root: clipped, dropped
+
+
 def test_portfolio_is_defaults_then_an_lr_sweep_inside_the_range() -> None:
     configs = phases.portfolio(["adamw", "prodigy", "sgd"], 3, "lr")
     by = {}
@@ -206,10 +232,14 @@ def test_phased_run_on_a_quick_task(quad, tmp_path) -> None:
     low = sorted((t for t in by_phase[1] if not t.user_attrs["diverged"]), key=lambda t: (t.value, t.number))
     assert [t.params for t in by_phase[2]] == [t.params for t in low[:len(by_phase[2])]]
     assert all(t.user_attrs["planned_epochs"] == 4 and t.state.name == "COMPLETE" for t in by_phase[2])
-    # Phase 3: full fidelity, only the survivors.
+    # Phase 3: full fidelity, only the survivors; first the refinements of the survivors' best
+    # configs (from the results of phases 1 and 2), then TPE.
     survivors = result.phases[2].split(" on ")[1].split(" at ")[0].split(", ")
     assert {t.params["optimizer"] for t in by_phase[3]} <= set(survivors)
     assert all(t.user_attrs["planned_epochs"] == 4 for t in by_phase[3])
+    before_3 = phases.results_of([t for p in (1, 2) for t in by_phase[p]], 4)
+    refined = phases.refinements(before_3, 4, survivors)
+    assert refined and [Config.of(t.params) for t in by_phase[3][:len(refined)]] == refined[:len(by_phase[3])]
     # Phase 4: two finalists on seeds 1 and 2.
     assert sorted(t.user_attrs["seed"] for t in by_phase[4]) == [1, 1, 2, 2]
     best = json.loads((out / "best.json").read_text())

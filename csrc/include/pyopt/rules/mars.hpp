@@ -19,7 +19,8 @@
 // roundings). pyopt has no shapes: every tensor takes the MARS step, as the reference's
 // optimize_1d=True (its default sends 1-D params to AdamW with lr_1d, betas_1d, weight_decay_1d:
 // put them in a param group of pyopt's adamw for that). mars_type='shampoo' (a Newton–Schulz
-// orthogonalisation, matrix work) is not offered; nor is the undocumented foreach path.
+// orthogonalisation, matrix work) is pyopt/mars_shampoo.py, in numpy: pyopt.MARS(mars_type='shampoo')
+// builds it. The undocumented foreach path is not offered.
 #include "pyopt/rules/base.hpp"
 #include "pyopt/rules/sign.hpp"
 
