@@ -1,5 +1,5 @@
 """Time one step of an embedding table with a row-sparse gradient: pyopt.RowSparse (coalesce,
-gather, the rule's kernel, scatter: pyopt/sparse.py) against torch.optim's sparse path on the
+the rule's kernel on the rows in place: pyopt/sparse.py) against torch.optim's sparse path on the
 same table, and against a dense step of the whole table (what a dense gradient costs).
 
     python benchmarks/row_sparse.py [--rows 1000000] [--cols 64] [--batch 4096] [--threads 2]

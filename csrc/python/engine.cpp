@@ -244,4 +244,83 @@ void apply(const std::string& name, py::handle param_obj, py::handle grad_obj, p
   run_kernel(rule, dtype, &a, 1);
 }
 
+void apply_rows(const std::string& name, py::handle param_obj, py::handle indices_obj, py::handle rows_obj,
+                py::list slot_objs, int64_t step, std::vector<double> hyper, py::array_t<double> scalars) {
+  const OptimizerSpec& spec = find_optimizer(name);
+  const RuleInfo& rule = *spec.rule;
+  if (int(hyper.size()) != rule.num_hyper)
+    throw std::invalid_argument(name + ": expected " + std::to_string(rule.num_hyper) + " hyperparameters");
+  rule.validate(hyper.data());
+  if (step < 1) throw std::invalid_argument("step must be >= 1 (the count of this step), got " + std::to_string(step));
+  check_param(param_obj, "param");  // float32/float64, C-contiguous, writeable
+  auto param = py::reinterpret_borrow<py::array>(param_obj);
+  if (param.ndim() != 2)
+    throw py::value_error("param: row-sparse steps need a 2-D param, got " + std::to_string(param.ndim()) + "-D");
+  const DType dtype = param_dtype(param, "param");
+  const int64_t table_rows = param.shape(0), cols = param.shape(1);
+
+  if (!py::isinstance<py::array>(indices_obj)) throw py::type_error("indices: expected a numpy.ndarray");
+  auto indices = py::reinterpret_borrow<py::array>(indices_obj);
+  if (!indices.dtype().equal(py::dtype::of<int64_t>()))
+    throw py::type_error("indices: dtype must be int64, got " + std::string(py::str(indices.dtype())));
+  if (indices.ndim() != 1 || !(indices.flags() & py::array::c_style))
+    throw py::value_error("indices: must be a 1-D C-contiguous array");
+  const int64_t count = indices.shape(0);
+  // A checked copy: the kernels run without the GIL, and no other thread may move an index out of
+  // range (nor may the step itself, through a state array aliasing the indices) after the check.
+  const std::vector<int64_t> index(static_cast<const int64_t*>(indices.data()),
+                                   static_cast<const int64_t*>(indices.data()) + count);
+  for (int64_t k = 0; k < count; ++k) {
+    if (index[k] < 0 || index[k] >= table_rows)
+      throw py::value_error("indices: row " + std::to_string(index[k]) + " is out of range for a param of " +
+                            std::to_string(table_rows) + " rows");
+    if (k > 0 && index[k] <= index[k - 1])
+      throw py::value_error("indices: must be sorted and unique (" + std::to_string(index[k - 1]) + " then " +
+                            std::to_string(index[k]) + ")");
+  }
+
+  if (!py::isinstance<py::array>(rows_obj)) throw py::type_error("rows: expected a numpy.ndarray");
+  auto rows = py::reinterpret_borrow<py::array>(rows_obj);
+  if (!rows.dtype().equal(param.dtype()))
+    throw py::type_error("rows: dtype " + std::string(py::str(rows.dtype())) + " does not match the param's " +
+                         std::string(py::str(param.dtype())));
+  if (rows.ndim() != 2 || rows.shape(0) != count || rows.shape(1) != cols || !(rows.flags() & py::array::c_style))
+    throw py::value_error("rows: must be C-contiguous of shape (" + std::to_string(count) + ", " +
+                          std::to_string(cols) + "): one row of the param's columns per index");
+
+  const unsigned needed = rule.slots_needed(hyper.data());
+  int expected = 0;
+  for (int j = 0; j < rule.num_slots; ++j) expected += (needed >> j) & 1u;
+  if (int(slot_objs.size()) != expected)
+    throw std::invalid_argument(name + " with these hyperparameters takes " + std::to_string(expected) +
+                                " state arrays, got " + std::to_string(slot_objs.size()));
+  TensorArgs a{param.mutable_data(), rows.data(), {}, int64_t(param.size()), step, hyper.data(), nullptr};
+  std::vector<py::array> written{param};
+  int k = 0;
+  for (int j = 0; j < rule.num_slots; ++j) {
+    if (!(needed & (1u << j))) continue;
+    const std::string label = std::string("state '") + rule.slot_names[j] + "'";
+    py::handle state = slot_objs[k++];
+    if (!py::isinstance<py::array>(state))
+      throw py::type_error(label + ": row-sparse steps take float32/float64 state arrays");
+    if (check_state(state, param, label) != Storage::Compute)
+      throw py::type_error(label + ": row-sparse steps take states of the param's dtype (no bfloat16)");
+    written.push_back(py::reinterpret_borrow<py::array>(state));
+    a.slots[j] = written.back().mutable_data();
+  }
+  // The kernels read the rows while writing the param and the states: they may not alias.
+  for (std::size_t x = 0; x < written.size(); ++x) {
+    if (overlaps(rows, written[x])) throw py::value_error("rows share memory with an array the step writes");
+    for (std::size_t y = x + 1; y < written.size(); ++y)
+      if (overlaps(written[x], written[y]))
+        throw py::value_error("state arrays " + std::to_string(x - 1) + " and " + std::to_string(y - 1) +
+                              " share memory");
+  }
+  if (scalars.ndim() != 1 || scalars.shape(0) != kMaxScalars || !scalars.writeable())
+    throw std::invalid_argument("scalars must be a writeable float64 array of length " + std::to_string(kMaxScalars));
+  a.scalars = scalars.mutable_data();
+  py::gil_scoped_release release;
+  run_rows_kernel(rule, dtype, a, index.data(), count, cols);
+}
+
 }  // namespace pyopt::python

@@ -76,4 +76,11 @@ void apply(const std::string& name, py::handle param, py::handle grad, py::list 
            std::vector<double> hyper, py::array_t<double> scalars, py::object master = py::none(),
            int64_t rounding_seed = -1);
 
+// The row-sparse step under pyopt.RowSparse (pyopt/sparse.py): rows[k] is the gradient of row
+// indices[k] of the 2-D float32/float64 param; indices are int64, sorted and unique; slots are
+// the whole state arrays (the param's dtype and shape), as apply takes them. Only those rows of
+// the param and the states change, in place. Everything is checked before anything is written.
+void apply_rows(const std::string& name, py::handle param, py::handle indices, py::handle rows, py::list slots,
+                int64_t step, std::vector<double> hyper, py::array_t<double> scalars);
+
 }  // namespace pyopt::python

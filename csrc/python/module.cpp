@@ -184,6 +184,10 @@ PYBIND11_MODULE(_core, m) {
   m.def("apply", &python::apply, py::arg("name"), py::arg("param"), py::arg("grad"), py::arg("slots"),
         py::arg("step"), py::arg("hyper"), py::arg("scalars"), py::arg("master") = py::none(),
         py::arg("rounding_seed") = -1);
+  m.def("apply_rows", &python::apply_rows, py::arg("name"), py::arg("param"), py::arg("indices"), py::arg("rows"),
+        py::arg("slots"), py::arg("step"), py::arg("hyper"), py::arg("scalars"),
+        "A row-sparse step in place: rows[k] is the gradient of param row indices[k] (int64, sorted, unique); "
+        "slots are the whole state arrays. Threads over rows, the GIL released.");
   python::register_utilities(m);
   python::register_probe(m);
   python::register_quant8(m);

@@ -125,6 +125,12 @@ void run_kernel(const RuleInfo& rule, DType dtype, const TensorArgs* tensors, in
   fn(tensors, count, num_threads());
 }
 
+void run_rows_kernel(const RuleInfo& rule, DType dtype, const TensorArgs& table, const int64_t* rows, int64_t count,
+                     int64_t cols) {
+  const RowsKernelFn fn = selected().load()->kernels->rules[rule.index].rows_by_dtype[static_cast<int>(dtype)];
+  fn(table, rows, count, cols, num_threads());
+}
+
 void run_map(ElementMap map, DType dtype, const MapArgs* tensors, int64_t count) {
   selected().load()->kernels->maps[static_cast<int>(map)][static_cast<int>(dtype)](tensors, count, num_threads());
 }

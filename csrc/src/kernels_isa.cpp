@@ -9,7 +9,9 @@
 
 PYOPT_KERNEL_NAMESPACE_BEGIN
 
-#define PYOPT_RULE(Rule, ...) {{&driver::run<rules::Rule, float>, &driver::run<rules::Rule, double>}},
+#define PYOPT_RULE(Rule, ...)                                                       \
+  {{&driver::run<rules::Rule, float>, &driver::run<rules::Rule, double>},            \
+   {&driver::run_rows<rules::Rule, float>, &driver::run_rows<rules::Rule, double>}},
 #define PYOPT_PYTHON_ONLY(...)
 static const RuleKernels kernel_table[] = {
 #include "pyopt/records.def"

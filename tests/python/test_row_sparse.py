@@ -161,7 +161,8 @@ def test_matches_torch_sparse_path(name: str, dtype_name: str, ncols: int, seed:
 
 
 def test_large_table_once(threads: int) -> None:
-    """A 100003-row table (SIMD tails of the gathered blocks), sparse_adam and adagrad, float32."""
+    """A 100003-row table of one column (rows of one element, runs of consecutive rows), sparse_adam and
+    adagrad, float32."""
     rng = np.random.default_rng(100003)
     param = rng.standard_normal((100003, 1)).astype(np.float32)
     steps = [(rng.integers(0, 100003, 30000), rng.standard_normal((30000, 1)).astype(np.float32)) for _ in range(8)]
@@ -208,6 +209,143 @@ def test_duplicates_are_summed() -> None:
     oa.step([pyopt.RowSparse([1, 0, 1], [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])])
     ob.step([pyopt.RowSparse([0, 1], [[3.0, 4.0], [6.0, 8.0]])])
     assert np.array_equal(a, b) and np.array_equal(oa.state[0]["sum"], ob.state[0]["sum"])
+
+
+# ----- the in-place row step (_core.apply_rows) against gather -> _core.apply -> scatter -------------
+def bits(a: np.ndarray) -> np.ndarray:
+    return a.view(np.uint64 if a.dtype == np.float64 else np.uint32)
+
+
+def gather_apply_scatter(name: str, flat: list, p: np.ndarray, states: dict, grad: "pyopt.RowSparse",
+                         step: int) -> None:
+    """The row step as numpy gathers it: the present rows of the param and its states copied into
+    contiguous blocks, the rule's element kernel on them (_core.apply), copied back."""
+    from pyopt import _core
+
+    rows = grad.indices
+    if not rows.size:
+        return
+    slots = [slot for slot, _ in _core.slots_needed(name, flat)]
+    block, blocks = p[rows], [states[slot][rows] for slot in slots]
+    _core.apply(name, block, grad.rows, blocks, step, flat, np.zeros(_core.MAX_SCALARS), None, -1)
+    p[rows] = block
+    for slot, values in zip(slots, blocks):
+        states[slot][rows] = values
+
+
+@pytest.mark.parametrize("nthreads", [1, 2])
+@pytest.mark.parametrize("isa", ISAS, indirect=True)
+@pytest.mark.parametrize("ncols", NCOLS)
+@pytest.mark.parametrize("dtype_name", list(DTYPES))
+@pytest.mark.parametrize("name", ["sparse_adam", "adagrad", "sgd"])
+def test_in_place_rows_match_gather_step_scatter_bit_for_bit(name: str, dtype_name: str, ncols: int, isa: str,
+                                                               nthreads: int) -> None:
+    """opt.step(RowSparse) steps the listed rows in place, threaded over rows; every element gets
+    the bits of the element kernel on the gathered rows. Enough touched elements (> 2**15) that two
+    threads share the rows; runs of consecutive rows, duplicates, NaN/Inf, extreme hyperparameters."""
+    from pyopt import _core
+    from refcheck import num_threads
+
+    dtype = DTYPES[dtype_name]
+    rng = np.random.default_rng([ncols, list(TORCH_CLASS).index(name), np.dtype(dtype).itemsize, 1415])
+    nrows = max(40, 3 * 2**15 // ncols)
+    hyper = draw_hyper(name, rng, extreme=bool(rng.integers(2)))
+    if name == "sgd":  # with momentum torch's sparse SGD is dense SGD (pyopt/sparse.py)
+        hyper.update(momentum=0.0, nesterov=False, dampening=0.0)
+    param = rng.standard_normal((nrows, ncols)).astype(dtype)
+    model_p = param.copy()
+    with num_threads(nthreads):
+        opt = pyopt.create(name, [param], **hyper)
+        flat = opt._flat_hypers()[0]
+        model_states = {slot: np.full(param.shape, init, dtype) for slot, init in _core.slots_needed(name, flat)}
+        for t in range(1, 6):
+            count = 0 if t == 2 else int(rng.integers(nrows // 2, 2 * nrows))
+            idx = rng.integers(0, nrows, count)
+            if t == 3:
+                idx = np.concatenate([idx, np.arange(nrows // 3, nrows // 3 + 30)])  # a run of consecutive rows
+            rows = rng.standard_normal((idx.size, ncols)).astype(dtype)
+            if t == 4:
+                rows.flat[rng.integers(0, rows.size, 3)] = [np.nan, np.inf, -np.inf]
+            opt.step([pyopt.RowSparse(idx, rows)])
+            grad = pyopt.RowSparse(idx, rows).coalesced(model_p, "grad")
+            gather_apply_scatter(name, flat, model_p, model_states, grad, t)
+            assert np.array_equal(bits(param), bits(model_p)), f"{name} {hyper} param at step {t}"
+            for slot, values in model_states.items():
+                assert np.array_equal(bits(opt.state[0][slot]), bits(values)), f"{name} {hyper} {slot} at step {t}"
+
+
+def _apply_rows_args():
+    from pyopt import _core
+
+    p = np.arange(15, dtype=np.float64).reshape(5, 3)
+    states = [np.zeros_like(p), np.ones_like(p)]
+    return p, states, dict(step=1, hyper=pyopt.SparseAdam([p.copy()])._flat_hypers()[0],
+                           scalars=np.zeros(_core.MAX_SCALARS))
+
+
+@pytest.mark.parametrize("change, error, words", [
+    (dict(indices=np.array([1, 5])), ValueError, "row 5 is out of range"),
+    (dict(indices=np.array([-1, 2])), ValueError, "row -1 is out of range"),
+    (dict(indices=np.array([2, 1])), ValueError, "sorted and unique"),
+    (dict(indices=np.array([1, 1])), ValueError, "sorted and unique"),
+    (dict(indices=np.array([1, 2], np.int32)), TypeError, "int64"),
+    (dict(indices=np.array([[1, 2]])), ValueError, "1-D"),
+    (dict(indices=np.array([0, 1, 2, 3])[::2]), ValueError, "C-contiguous"),
+    (dict(rows=np.ones((2, 4))), ValueError, "shape (2, 3)"),
+    (dict(rows=np.ones((3, 3))), ValueError, "shape (2, 3)"),
+    (dict(rows=np.ones((2, 6))[:, ::2]), ValueError, "C-contiguous"),
+    (dict(rows=np.ones((2, 3), np.float32)), TypeError, "does not match"),
+    (dict(states=[np.zeros((5, 2)), np.ones((5, 3))]), ValueError, "shape"),
+    (dict(states=[np.zeros((5, 3), np.float32), np.ones((5, 3))]), TypeError, "dtype"),
+    (dict(states=[np.zeros((5, 3))]), ValueError, "takes 2 state arrays"),
+    (dict(step=0), ValueError, "step must be >= 1"),
+])
+def test_apply_rows_refuses_bad_input_before_writing(change: dict, error, words: str) -> None:
+    """The C++ entry checks on its own (bounds above all: an index out of range never writes)."""
+    from pyopt import _core
+
+    p, states, kw = _apply_rows_args()
+    args = dict(indices=np.array([1, 3]), rows=np.ones((2, 3)), states=states, **kw)
+    args.update(change)
+    before = p.copy(), [s.copy() for s in args["states"]]
+    with pytest.raises(error, match=re.escape(words)):
+        _core.apply_rows("sparse_adam", p, args["indices"], args["rows"], args["states"], args["step"],
+                         args["hyper"], args["scalars"])
+    assert np.array_equal(p, before[0]) and all(np.array_equal(s, b) for s, b in zip(args["states"], before[1]))
+
+
+def test_apply_rows_indices_aliasing_a_state_are_read_before_the_step() -> None:
+    """Indices in a state array the step overwrites: the entry steps the rows they held when checked."""
+    from pyopt import _core
+
+    p, states, kw = _apply_rows_args()
+    states[0][3, :2] = np.array([1, 3], np.int64).view(np.float64)  # in row 3 of exp_avg, which steps
+    idx = states[0].view(np.int64)[3, :2]
+    expected_p, expected_states = p.copy(), [s.copy() for s in states]
+    gather_apply_scatter("sparse_adam", kw["hyper"], expected_p, dict(zip(("exp_avg", "exp_avg_sq"), expected_states)),
+                         pyopt.RowSparse(np.array([1, 3]), np.ones((2, 3))).coalesced(p, "grad"), 1)
+    _core.apply_rows("sparse_adam", p, idx, np.ones((2, 3)), states, **kw)
+    assert not np.array_equal(states[0].view(np.int64)[3, :2], [1, 3])  # the step overwrote them
+    assert np.array_equal(p, expected_p) and all(np.array_equal(s, e) for s, e in zip(states, expected_states))
+
+
+def test_apply_rows_refuses_aliases_and_whole_tensor_rules() -> None:
+    from pyopt import _core
+
+    p, states, kw = _apply_rows_args()
+    before = p.copy()
+
+    def call(param, idx, rows, st, name="sparse_adam", **over):
+        _core.apply_rows(name, param, idx, rows, st, **{**kw, **over})
+
+    with pytest.raises(ValueError, match="rows share memory"):
+        call(p, np.array([0]), p[1:2], states)
+    with pytest.raises(ValueError, match="2-D"):
+        call(np.ones(4), np.array([0]), np.ones((1, 1)), [np.zeros(4), np.ones(4)])
+    with pytest.raises(ValueError, match="cannot step rows"):
+        call(p, np.array([1]), np.ones((1, 3)), [np.zeros_like(p), np.zeros_like(p)], name="lamb",
+             hyper=pyopt.create("lamb", [p.copy()])._flat_hypers()[0])
+    assert np.array_equal(p, before) and np.all(states[0] == 0) and np.all(states[1] == 1)
 
 
 # ----- rowwise_adagrad against a float64 model of FBGEMM's EXACT_ROWWISE_ADAGRAD ----------------------

@@ -94,6 +94,9 @@ void check_record(const OptimizerRecord& record);
 
 // Runs one step of `rule` over `count` tensors of one dtype on the selected ISA.
 void run_kernel(const RuleInfo& rule, DType dtype, const TensorArgs* tensors, int64_t count);
+// Runs one row-sparse step of `rule` (RowsKernelFn in types.hpp) on the selected ISA.
+void run_rows_kernel(const RuleInfo& rule, DType dtype, const TensorArgs& table, const int64_t* rows, int64_t count,
+                     int64_t cols);
 
 // ISA dispatch: the best path this CPU supports, capped by PYOPT_ISA or set_isa().
 std::string isa();

@@ -61,8 +61,15 @@ struct TensorArgs {
 // A compiled kernel: all tensors of one step of one rule in one dtype, in one parallel region.
 using KernelFn = void (*)(const TensorArgs* tensors, int64_t count, int num_threads);
 
+// A row-sparse step (pyopt.RowSparse): table.param and table.slots are whole 2-D tables of
+// rows × cols elements stored as computed; table.grad holds `count` rows of `cols` elements, row k
+// the gradient of table row rows[k]. rows: sorted, unique, in range (the caller checked them).
+using RowsKernelFn = void (*)(const TensorArgs& table, const int64_t* rows, int64_t count, int64_t cols,
+                              int num_threads);
+
 struct RuleKernels {
   KernelFn by_dtype[kNumDTypes];
+  RowsKernelFn rows_by_dtype[kNumDTypes];
 };
 
 }  // namespace pyopt

@@ -759,5 +759,63 @@ void run(const TensorArgs* tensors, int64_t count, int num_threads) {
   update_my_chunk<Rule, T>(tensors, count, prepared, total);
 }
 
+// A row-sparse step (RowsKernelFn, types.hpp): table row rows[k] steps with gradient row k. Each
+// row is a span of `cols` elements run by the same element kernel as a dense step, with the
+// per-step scalars prepared once as run() prepares them for one tensor, so every element gets the
+// bits a dense step of the gathered rows gives. Threads take contiguous slices of the rows, and
+// runs of consecutive rows go to the kernel as one span. Whole-tensor rules (reductions, cautious
+// masks) and stored (16-bit, 8-bit) arrays are refused: their step is not per row.
+template <class Rule, class T>
+void run_rows(const TensorArgs& table, const int64_t* rows, int64_t count, int64_t cols, int num_threads) {
+  check_rule_table<Rule>();
+  auto refuse = [](const char* why) {
+    throw std::invalid_argument(std::string("rule ") + Rule::name + " cannot step rows: " + why);
+  };
+  if constexpr (Rule::num_reductions > 0) {
+    refuse("its step reads whole tensors (norms)");
+  } else {
+    Prepared<Rule, T> prepared;
+    prepared.variant = checked_variant<Rule>(table.hyper);
+    if (!stored_as_computed(table)) refuse("its arrays must be stored as computed (no 16-bit or 8-bit storage)");
+    if constexpr (Rule::cautious_policy) {
+      if (table.hyper[Rule::cautious] != 0.0) refuse("cautious updates read whole tensors");
+    }
+    const int64_t total = count * cols;
+    if (total == 0) return;  // as a dense step of no elements: prepare() (and any scalar state) untouched
+    int decay_step = kNoDecay;
+    prepared.coeffs = Rule::template prepare<T>(table.hyper, table.step, table.scalars);
+    prepared.policies = prepare_policies<Rule, T>(table.hyper, decay_step);
+    prepared.variant += Rule::num_variants * decay_step;
+
+    auto step_rows = [&](int64_t k_lo, int64_t k_hi) {
+      for (int64_t k = k_lo; k < k_hi;) {
+        int64_t end = k + 1;
+        while (end < k_hi && rows[end] == rows[end - 1] + 1) ++end;
+        const int64_t offset = rows[k] * cols;
+        TensorArgs span = table;
+        span.param = static_cast<T*>(table.param) + offset;
+        span.grad = static_cast<const T*>(table.grad) + k * cols;
+        for (int j = 0; j < kMaxSlots; ++j)
+          if (table.slots[j]) span.slots[j] = static_cast<T*>(table.slots[j]) + offset;
+        span.size = (end - k) * cols;
+        update_variant<Rule, T>(prepared.variant, span, prepared.coeffs, prepared.policies, 0, span.size,
+                                KernelVariants<Rule>{});
+        k = end;
+      }
+    };
+    if (num_threads <= 1 || total < kSerialThreshold || omp_in_parallel()) {
+      step_rows(0, count);
+      return;
+    }
+#pragma omp parallel num_threads(team_size(total, num_threads))
+    {
+      const int64_t n = omp_get_num_threads(), rank = omp_get_thread_num();
+      const int64_t per = (count + n - 1) / n;
+      const int64_t lo = rank * per < count ? rank * per : count;
+      step_rows(lo, lo + per < count ? lo + per : count);
+    }
+  }
+}
+
 }  // namespace driver
 PYOPT_KERNEL_NAMESPACE_END
