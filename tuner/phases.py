@@ -352,12 +352,15 @@ def done_keys(trials: Sequence[Any], full: int) -> set[tuple[str, int, int]]:
     return {(r["config"].key(), r["epochs"], r["seed"]) for r in results_of(trials, full)}
 
 
-def waiting_keys(trials: Sequence[Any]) -> set[tuple[str, int, int]]:
+def waiting_keys(trials: Sequence[Any], state: Any = None) -> set[tuple[str, int, int]]:
+    """The (config, epochs, seed) keys of the queued trials (``state`` WAITING, the default) or of
+    those in ``state`` (RUNNING: taken by some process) that the phased strategy planned."""
     import optuna
 
+    state = optuna.trial.TrialState.WAITING if state is None else state
     out = set()
     for t in trials:
-        if t.state == optuna.trial.TrialState.WAITING and "planned_epochs" in t.user_attrs:
+        if t.state == state and "planned_epochs" in t.user_attrs:
             fixed = t.system_attrs.get("fixed_params", {})
             out.add((Config.of(fixed).key(), t.user_attrs["planned_epochs"], t.user_attrs.get("seed", 0)))
     return out

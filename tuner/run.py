@@ -2,19 +2,20 @@
 the results. ``pyopt tune`` is its command line."""
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import numbers
 import os
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import pyopt
 from pyopt._pybase import python_optimizer
 from pyopt.storage import parse_precision
 
-from . import owners, phases, report, space
+from . import coordinator, owners, phases, report, space
 from .phases import DEFAULT_PORTFOLIO
 from .study import check_schedules, create_study, make_function_objective, make_objective, make_phased_objective
 from .tasks import Task, load_task
@@ -36,6 +37,7 @@ class TuneResult:
     notes: list[str] = field(default_factory=list)
     epochs: int | None = None              # the task's (full fidelity)
     phases: list[str] = field(default_factory=list)  # the phased strategy's lines: what ran, what survived
+    role: str = "coordinator"              # phased on a shared study: "helper" when another process planned it
 
     def table(self) -> str:
         return report.table(self.studies, self.epochs)
@@ -103,8 +105,9 @@ def _worker(task_spec: str, optimizers: list[str], storage: str, study_name: str
         else:
             objective = make_objective(task, optimizers, budget, seed=0, precision=precision, schedules=schedules)
             stop = optuna.study.MaxTrialsCallback(target, states=None)
-        study.optimize(objective, n_trials=None, timeout=timeout, callbacks=[stop], catch=(Exception,),
-                       gc_after_trial=False)
+        with queued_only(study) if phased else contextlib.nullcontext():
+            study.optimize(objective, n_trials=None, timeout=timeout, callbacks=[stop], catch=(Exception,),
+                           gc_after_trial=False)
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         if study is not None:
@@ -119,6 +122,38 @@ class QueueEmpty:
 
         if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
             study.stop()
+
+
+class _QueueDrained(Exception):
+    """Raised out of ``Study.ask`` (see ``queued_only``) when no queued trial is left."""
+
+
+@contextlib.contextmanager
+def queued_only(study: Any) -> Iterator[None]:
+    """Within it, ``study.optimize`` runs queued (WAITING) trials only and returns when none is
+    left, instead of creating a fresh trial (which the phased objective would end at once as
+    ``surplus``): ``Study.ask`` pops a queued trial atomically or creates one, so checking the
+    queue before asking cannot avoid that when several processes take from one queue. Hooks
+    Optuna's ``Study._pop_waiting_trial_id`` on this study object only; without that method
+    (another Optuna) surplus trials remain the fallback."""
+    original = getattr(study, "_pop_waiting_trial_id", None)
+    if original is None:
+        yield
+        return
+
+    def pop() -> int:
+        found = original()
+        if found is None:
+            raise _QueueDrained
+        return found
+
+    study._pop_waiting_trial_id = pop
+    try:
+        yield
+    except _QueueDrained:
+        pass
+    finally:
+        del study._pop_waiting_trial_id
 
 
 def _optimize(st: Any, objective: Callable[[Any], float], *, n_trials: int, target: int | None, jobs: int,
@@ -154,11 +189,14 @@ def _optimize(st: Any, objective: Callable[[Any], float], *, n_trials: int, targ
         if jobs > 1:
             pyopt.set_num_threads(1)
             stop: Any = QueueEmpty() if phased else optuna.study.MaxTrialsCallback(target, states=None)
-            st.optimize(objective, n_trials=None, timeout=timeout, catch=(Exception,), show_progress_bar=False,
-                        callbacks=[stop])
+            with queued_only(st) if phased else contextlib.nullcontext():
+                st.optimize(objective, n_trials=None, timeout=timeout, catch=(Exception,), show_progress_bar=False,
+                            callbacks=[stop])
         else:
-            st.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(Exception,),
-                        show_progress_bar=progress)
+            # phased: helpers started separately may take queued trials too (then fewer are left)
+            with queued_only(st) if phased else contextlib.nullcontext():
+                st.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(Exception,),
+                            show_progress_bar=progress, callbacks=[QueueEmpty()] if phased else None)
         for p in procs:
             p.join()
     except KeyboardInterrupt:
@@ -329,26 +367,72 @@ def _tune_phased(task: Any, task_spec: str | None, function: Callable[..., float
                  trials: int, timeout: float | None, storage: str | None, name: str, jobs: int, seed: int, pruner: str,
                  sampler: str, budget: str, progress: bool, say: Callable[[str], None],
                  precision: str, schedules: tuple[str, ...] = ("constant",)) -> TuneResult:
-    """The four phases of ``tuner/phases.py`` on one study; ``trials`` new training runs at most."""
-    import optuna
+    """The four phases of ``tuner/phases.py`` on one study; ``trials`` new training runs at most.
+    On a storage other processes can reach, the first phased process on the study coordinates
+    (``tuner/coordinator.py``): it plans and queues the phases; a process that finds a live
+    coordinator helps it instead (``_help_phased``)."""
+    from .study import _prepare
 
     full = task.epochs if function is None else int(getattr(function, "steps", 0) or 0)
-    seeded = function is None
-    levels = phases.rungs(full) if full > 0 else [0]
-    plan = phases.plan(names, trials, max(full, 1), seeded=seeded)
+    plan = phases.plan(names, trials, max(full, 1), seeded=function is None)
     if full <= 0:  # a plain function without ``steps``: one fidelity (run to the end)
         plan.halving, plan.tpe = 0, plan.tpe + plan.halving
     chosen = _phase_budget(budget, plan)
+    shared = storage is not None and storage not in ("memory", ":memory:")
     st = create_study(task, names, storage=storage, study_name=name, sampler=sampler, pruner=pruner, seed=seed,
-                      budget=chosen, parallel=jobs > 1, warm_starts=False, schedules=schedules)
-    st.set_user_attr("strategy", "phased")
-    _drop_queued(st)
+                      budget=chosen, parallel=jobs > 1, warm_starts=False, schedules=schedules, prepare=not shared)
+    if not shared:
+        st.set_user_attr("strategy", "phased")
+        return _coordinate(st, None, task, task_spec, function, names, plan, chosen, full, trials=trials,
+                           timeout=timeout, storage=storage, name=name, jobs=jobs, seed=seed, pruner=pruner,
+                           sampler=sampler, progress=progress, say=say, precision=precision, schedules=schedules)
+    settings = {"task": task.name, "optimizers": names, "budget": chosen, "schedules": list(schedules),
+                "precision": precision, "full": full, "sampler": sampler, "pruner": pruner, "seed": seed}
+    leads, record = coordinator.elect(st, storage, settings)
+    if not leads:
+        return _help_phased(st, record, task, function, trials=trials, timeout=timeout, storage=storage, name=name,
+                            seed=seed, jobs=jobs, say=say)
+    beat = coordinator.Heartbeat(st, record)
+    ended = "error"
+    try:
+        _prepare(st, task, names, chosen, warm_starts=False, schedules=tuple(schedules))
+        st.set_user_attr("strategy", "phased")
+        result = _coordinate(st, record["run"], task, task_spec, function, names, plan, chosen, full, trials=trials,
+                             timeout=timeout, storage=storage, name=name, jobs=jobs, seed=seed, pruner=pruner,
+                             sampler=sampler, progress=progress, say=say, precision=precision, schedules=schedules)
+        if result.interrupted:
+            ended = "interrupted"
+        else:
+            with owners.sigint_ignored():
+                st.set_user_attr(coordinator.BEST, {"run": record["run"], "best": result.best})
+            ended = "finished"
+        return result
+    except KeyboardInterrupt:
+        ended = "interrupted"
+        raise
+    finally:
+        beat.end(ended)
+
+
+def _coordinate(st: Any, run_id: str | None, task: Any, task_spec: str | None, function: Callable[..., float] | None,
+                names: list[str], plan: phases.Plan, chosen: str, full: int, *, trials: int, timeout: float | None,
+                storage: str | None, name: str, jobs: int, seed: int, pruner: str, sampler: str, progress: bool,
+                say: Callable[[str], None], precision: str, schedules: tuple[str, ...]) -> TuneResult:
+    """Plan, queue and run the phases (``run_id``: this coordinator's, which tags its queued
+    trials; None on a storage only this process sees). Each phase ends with a barrier
+    (``drain``): no trial of it waits or runs anywhere, helpers' included, before it is ranked."""
+    import optuna
+
+    S = optuna.trial.TrialState
+    levels = phases.rungs(full) if full > 0 else [0]
+    _drop_queued(st, run_id)
     result = TuneResult(best=None, studies=[st], epochs=full if full > 0 else None)
     objective = make_phased_objective(task, names, chosen, full if full > 0 else 1 << 30, precision=precision,
                                       function=function, schedules=schedules)
     start = time.perf_counter()
     deadline = None if timeout is None else start + timeout
     used = 0
+    tag = {} if run_id is None else {coordinator.QUEUED_BY: run_id}
 
     def tell(line: str) -> None:
         result.phases.append(line)
@@ -359,34 +443,89 @@ def _tune_phased(task: Any, task_spec: str | None, function: Callable[..., float
         f"at most (budget {chosen}, fidelities {', '.join(map(str, levels))} "
         f"{'epochs' if function is None else 'steps'}, {jobs} process{'es' if jobs > 1 else ''})")
 
+    def enqueue(params: dict[str, Any], phase: int, epochs: int, s: int) -> None:
+        st.enqueue_trial(params, user_attrs={"phase": phase, "planned_epochs": epochs, "seed": s, **tag})
+
     def run(items: list[tuple[phases.Config, int, int, int]], limit: int) -> tuple[int, bool]:
-        """Queue the items (config, epochs, seed, phase) not yet done, up to ``limit``; run them."""
+        """Queue the items (config, epochs, seed, phase) not yet done, up to ``limit`` (those a
+        helper is running count, and are not queued again); run them."""
         nonlocal used
         trials_now = st.get_trials(deepcopy=False)
         done = phases.done_keys(trials_now, full)
         waiting = phases.waiting_keys(trials_now)
+        running = phases.waiting_keys(trials_now, S.RUNNING)
         todo = 0
+        pending = []
         for config, epochs, s, phase in items:
             key = (config.key(), epochs, s)
             if key in done or todo >= limit:
                 continue
-            if key not in waiting:
-                st.enqueue_trial(config.as_dict(), user_attrs={"phase": phase, "planned_epochs": epochs, "seed": s})
+            if key not in waiting and key not in running:
+                pending.append((config, epochs, s, phase))
             todo += 1
         if todo == 0:
             return 0, False
         left = None if deadline is None else deadline - time.perf_counter()
         if left is not None and left <= 0:
             return 0, False
+        for config, epochs, s, phase in pending:
+            enqueue(config.as_dict(), phase, epochs, s)
         n_before = finished()
-        stopped = _optimize(st, objective, n_trials=todo, target=None, jobs=processes(todo), timeout=left,
-                            progress=progress, worker_args=(task_spec, names, storage, name, None, left, seed, sampler,
-                                                            pruner, chosen, os.getpid(), precision, True,
-                                                            schedules),
-                            say=say, phased=True)
+        stopped = drain(items[0][3], todo)
         ran = finished() - n_before
         used += ran
         return ran, stopped
+
+    def drain(phase: int, todo: int) -> bool:
+        """Run the queued trials here (with --jobs also in worker processes), then wait until no
+        trial of ``phase`` waits or runs in any process. A helper's trial whose process is gone
+        is failed (``owners``, this host; Optuna's heartbeat on a database server, which also
+        queues a retry) and, the first time, queued again, so the wait ends. After the timeout
+        the queued trials are dropped and only the running ones are waited for. Returns True
+        when interrupted (Ctrl-C)."""
+        first = True
+        requeued: set[int] = set()
+        heartbeat = optuna.storages.fail_stale_trials if _has_heartbeat(st) else None
+        try:
+            while True:
+                mine = [t for t in st.get_trials(deepcopy=False, states=(S.WAITING, S.RUNNING))
+                        if t.user_attrs.get("phase") == phase and "planned_epochs" in t.user_attrs]
+                waiting = [t for t in mine if t.state == S.WAITING]
+                if waiting and not out_of_time():
+                    left = None if deadline is None else deadline - time.perf_counter()
+                    count = todo if first else len(waiting)
+                    if _optimize(st, objective, n_trials=count, target=None, jobs=processes(count) if first else 1,
+                                 timeout=left, progress=progress and first,
+                                 worker_args=(task_spec, names, storage, name, None, left, seed, sampler, pruner,
+                                              chosen, os.getpid(), precision, True, schedules),
+                                 say=say, phased=True):
+                        _drop_queued(st, run_id)
+                        return True
+                    first = False
+                    continue
+                if waiting:
+                    _drop_queued(st, run_id)  # out of time: helpers take none of them now
+                if not any(t.state == S.RUNNING for t in mine):
+                    return False
+                gone = owners.fail_unfinished(st)
+                if heartbeat is not None:
+                    heartbeat(st)
+                for number in gone:
+                    t = st._storage.get_trial(st._storage.get_trial_id_from_study_id_trial_number(st._study_id, number))
+                    if number in requeued or t.user_attrs.get("phase") != phase or out_of_time():
+                        continue
+                    requeued.add(number)
+                    say(f"trial {number} failed: its process ({coordinator.describe(t.user_attrs.get('owner') or {})}) "
+                        "is gone; queued again")
+                    enqueue(t.system_attrs.get("fixed_params", {}), phase, t.user_attrs["planned_epochs"],
+                            t.user_attrs.get("seed", 0))
+                time.sleep(coordinator.POLL)
+        except KeyboardInterrupt:
+            with owners.sigint_ignored():
+                _drop_queued(st, run_id)
+            say("interrupted: every finished trial is kept in the study; the running ones are failed "
+                "(\"interrupted\"); a rerun adds --trials new trials")
+            return True
 
     def finished() -> int:
         return sum(1 for t in st.get_trials(deepcopy=False)
@@ -448,19 +587,13 @@ def _tune_phased(task: Any, task_spec: str | None, function: Callable[..., float
         room = 0 if stopped or out_of_time() else trials - used - plan.reruns
         if room > 0:
             for i in range(room):
-                st.enqueue_trial({"optimizer": alive[i % len(alive)]},
-                                 user_attrs={"phase": 3, "planned_epochs": full_level, "seed": 0})
-            left = None if deadline is None else deadline - time.perf_counter()
+                enqueue({"optimizer": alive[i % len(alive)]}, 3, full_level, 0)
             tpe_before = finished()
-            stopped = _optimize(st, objective, n_trials=room, target=None, jobs=processes(room), timeout=left,
-                                progress=progress, worker_args=(task_spec, names, storage, name, None, left, seed,
-                                                                sampler, pruner, chosen, os.getpid(), precision, True,
-                                                                schedules),
-                                say=say, phased=True)
+            stopped = drain(3, room)
             used += finished() - tpe_before
         new = [t for t in st.get_trials(deepcopy=False) if t.number not in before and t.state.is_finished()
                and not t.user_attrs.get("surplus")]
-        pruned = sum(1 for t in new if t.state == optuna.trial.TrialState.PRUNED)
+        pruned = sum(1 for t in new if t.state == S.PRUNED)
         tell(f"phase 3 lr refinement and TPE on {', '.join(alive)} at {full_level} "
              f"{'epochs' if function is None else 'steps'}: {finished() - n_before} new trials, {pruned} pruned; "
              f"refined: {', '.join(phases.describe(c) for c in refined) or 'none'}")
@@ -481,7 +614,7 @@ def _tune_phased(task: Any, task_spec: str | None, function: Callable[..., float
          + skipped_seeds + ("" if skipped_seeds else " ")
          + "; ".join(f"{phases.describe(c)} {s['mean']:.4g} +- {s['std']:.2g} ({len(s['seeds'])} seeds)"
                      for c, s in summaries))
-    _drop_queued(st)
+    _drop_queued(st, run_id)
     result.interrupted = stopped
     result.seconds = time.perf_counter() - start
     result.best = report.phased_best(st, summaries, results(), task.name, levels, chosen)
@@ -490,15 +623,127 @@ def _tune_phased(task: Any, task_spec: str | None, function: Callable[..., float
     return result
 
 
-def _drop_queued(study: Any) -> None:
-    """FAIL the queued (WAITING) trials of the phased strategy that a stopped run left (Ctrl-C,
-    timeout, a killed process): Optuna runs queued trials oldest first, so a rerun would run them
-    in its own first phase. The rerun plans again and queues what is still needed."""
+def _has_heartbeat(study: Any) -> bool:
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+
+    return is_heartbeat_enabled(study._storage)
+
+
+def _help_phased(st: Any, record: dict[str, Any], task: Any, function: Callable[..., float] | None, *, trials: int,
+                 timeout: float | None, storage: str | None, name: str, seed: int, jobs: int,
+                 say: Callable[[str], None]) -> TuneResult:
+    """Help the live coordinator ``record`` of study ``name``: run its queued trials with the
+    settings it recorded (budget, schedules, precision, optimizers, fidelity, sampler, pruner; not
+    this process's arguments), one at a time in this process, polling while the queue is empty.
+    Stops when the coordinator ends or is gone, at ``timeout``, or after ``trials`` trials of its
+    own. It queues nothing and plans nothing, so it adds no trial to the coordinator's plan (a
+    surplus trial, ended at once, only when it and another process reach for the last queued
+    trial together, as with --jobs). best.json: the coordinator's, once it has finished."""
     import optuna
 
+    S = optuna.trial.TrialState
+    settings = st.user_attrs.get(coordinator.SETTINGS) or {}
+    if settings.get("run") != record.get("run"):
+        raise ValueError(f"study {name!r}: its phased coordinator ({coordinator.describe(record)}) recorded no "
+                         "settings; start this process again")
+    if settings.get("task") != task.name:
+        raise ValueError(f"study {name!r} is being tuned on task {settings.get('task')!r} by its coordinator "
+                         f"({coordinator.describe(record)}); this process was given task {task.name!r}: a helper "
+                         "runs the coordinator's trials, so the task must be the same (or use another --study)")
+    full = int(settings["full"])
+    study = create_study(task, settings["optimizers"], storage=storage, study_name=name, sampler=settings["sampler"],
+                         pruner=settings["pruner"], seed=seed + os.getpid(), budget=settings["budget"], parallel=True,
+                         prepare=False)
+    objective = make_phased_objective(task, settings["optimizers"], settings["budget"], full if full > 0 else 1 << 30,
+                                      precision=settings["precision"], function=function,
+                                      schedules=tuple(settings["schedules"]))
+    say(f"study {name!r}: helping its phased coordinator ({coordinator.describe(record)}): running its queued trials "
+        f"with its settings (budget {settings['budget']}, optimizers {', '.join(settings['optimizers'])}, "
+        f"precision {settings['precision']}, schedules {','.join(settings['schedules'])}); at most {trials} trials"
+        + ("; --jobs is for a coordinator: start more processes to help more" if jobs > 1 else ""))
+    start = time.perf_counter()
+    deadline = None if timeout is None else start + timeout
+    me = owners.me()
+
+    def current() -> dict[str, Any]:
+        found = study.user_attrs.get(coordinator.COORDINATOR)
+        return found if isinstance(found, dict) else {}
+
+    def stop_reason() -> str | None:
+        now = current()
+        if now.get("run") != record["run"] or now.get("ended"):
+            return f"the coordinator {now.get('ended') or 'ended'}" if now.get("run") == record["run"] else \
+                "the coordinator ended (another process coordinates now)"
+        if not coordinator.alive(now):
+            return f"the coordinator ({coordinator.describe(now)}) is gone"
+        if deadline is not None and time.perf_counter() >= deadline:
+            return "its --timeout"
+        if len(mine()) >= trials:
+            return f"its --trials {trials}"
+        return None
+
+    def mine() -> list[Any]:
+        return [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()
+                and not t.user_attrs.get("surplus") and t.user_attrs.get("owner") == me]
+
+    def stop_when_done(study_: Any, trial: Any) -> None:
+        if stop_reason() is not None or not study_.get_trials(deepcopy=False, states=(S.WAITING,)):
+            study_.stop()
+
+    interrupted = False
+    reason = None
+    try:
+        while (reason := stop_reason()) is None:
+            if not study.get_trials(deepcopy=False, states=(S.WAITING,)):
+                time.sleep(coordinator.POLL)
+                continue
+            left = None if deadline is None else deadline - time.perf_counter()
+            try:
+                with queued_only(study):
+                    study.optimize(objective, n_trials=trials - len(mine()), timeout=left, catch=(Exception,),
+                                   callbacks=[stop_when_done], show_progress_bar=False, gc_after_trial=False)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass  # a queued trial the coordinator dropped (its timeout) as this process took it
+    except KeyboardInterrupt:
+        with owners.sigint_ignored():
+            owners.fail_unfinished(study, pids=[me["pid"]])
+        interrupted, reason = True, "interrupted"
+    ran = mine()
+    by_phase: dict[int, int] = {}
+    for t in ran:
+        by_phase[t.user_attrs.get("phase", 0)] = by_phase.get(t.user_attrs.get("phase", 0), 0) + 1
+    result = TuneResult(best=None, studies=[study], epochs=full if full > 0 else None, interrupted=interrupted,
+                        role="helper")
+    line = (f"helper of {coordinator.describe(record)}: ran {len(ran)} trial{'s' if len(ran) != 1 else ''}"
+            + (" (" + ", ".join(f"phase {p}: {n}" for p, n in sorted(by_phase.items())) + ")" if by_phase else "")
+            + f"; stopped: {reason}")
+    result.phases.append(line)
+    say(line)
+    final = study.user_attrs.get(coordinator.BEST)
+    if isinstance(final, dict) and final.get("run") == record["run"] and final.get("best"):
+        result.best = final["best"]
+    else:
+        result.notes.append(f"no best.json from this helper: {reason}, and the coordinator "
+                            f"({coordinator.describe(record)}) has not finished; it writes best.json when it "
+                            f"does (or rerun pyopt tune on study {name!r})")
+        say(result.notes[-1])
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _drop_queued(study: Any, mine: str | None = None) -> None:
+    """FAIL the queued (WAITING) trials of the phased strategy that a stopped run left (Ctrl-C,
+    timeout, a killed process): Optuna runs queued trials oldest first, so a rerun would run them
+    in its own first phase. The rerun plans again and queues what is still needed. Only the
+    coordinator calls this; it keeps the queue of a live coordinator other than ``mine`` (its
+    run id; trials carry their queuer's in ``queued_by``), whose helpers are taking from it."""
+    import optuna
+
+    current = study.user_attrs.get(coordinator.COORDINATOR)
+    keep = current.get("run") if coordinator.alive(current) and current.get("run") != mine else None
     storage = study._storage
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
-        if "planned_epochs" not in t.user_attrs:
+        if "planned_epochs" not in t.user_attrs or (keep is not None and t.user_attrs.get(coordinator.QUEUED_BY) == keep):
             continue
         try:
             storage.set_trial_user_attr(t._trial_id, "error", "not run: the run that queued it stopped")
