@@ -8,6 +8,7 @@ Needs a server: $PYOPT_TEST_POSTGRES is a SQLAlchemy URL of a role that may crea
 it). Without it these tests skip, unless $PYOPT_REQUIRE_POSTGRES=1 (CI), where they fail."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -36,6 +38,12 @@ OPTIMIZERS = "adamw,sgd,lion"
 
 @pytest.fixture
 def database() -> str:
+    with fresh_database() as url:
+        yield url
+
+
+@contextlib.contextmanager
+def fresh_database() -> Iterator[str]:
     """A fresh, empty database on the server; dropped afterwards."""
     name = f"pyopt_test_{uuid.uuid4().hex[:12]}"
     admin = sqlalchemy.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
