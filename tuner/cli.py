@@ -22,7 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="new trials to run, on a rerun too (default 40). A trial is one training run: one "
                         "config, one fidelity, one seed. Phased: at most N, every phase counted (low-fidelity "
                         "runs, promotions, which re-train from scratch, and the finalists' seed re-runs); "
-                        "a rerun reuses finished runs, so its N go to phase 3 and 4. tpe: exactly N (per "
+                        "a rerun reuses finished runs, so its N go to phase 3 and 4; a process that helps a running "
+                        "coordinator of the study runs at most N of its planned trials. tpe: exactly N (per "
                         "optimizer with --fair; with --jobs K up to K-1 more)")
     p.add_argument("--timeout", type=float, default=None,
                    help="seconds after which no new trial starts (running ones finish; phased: later phases, "

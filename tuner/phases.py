@@ -36,8 +36,19 @@ its spec, shared by every trial of the study, and Optuna cannot change a distrib
 one study.
 
 With ``jobs`` > 1 every phase's queued trials are drained by all processes; a process that
-finds the queue empty between its check and its next trial gets a fresh trial, which ends at
-once (PRUNED, ``surplus``, no training; not counted).
+finds the queue empty stops (``run.queued_only``: no fresh trial is created for it; where that
+hook is unavailable, such a trial ends at once, PRUNED, ``surplus``, not counted).
+
+Processes started separately on one study (``tuner/coordinator.py``): the first phased process
+coordinates, that is, plans and queues every phase as above; the others, while it lives, help:
+they run its queued trials with the settings it recorded in the study and plan nothing. So
+``--trials N`` keeps its meaning: the coordinator's plan has at most N trials, whoever runs them
+(a helper's own ``--trials`` caps only what it runs). Each phase ends with a barrier: it is
+ranked only when none of its trials waits or runs in any process; a helper's trial whose process
+died is failed (this host: ``owners``; a database server: the trials' heartbeats) and queued once
+more, so the barrier cannot wait for ever. A coordinator drops (fails) only the queued trials it
+queued (each carries ``queued_by``) or that a dead coordinator left, never a live one's. When the
+coordinator dies, the next phased process started coordinates and resumes as a rerun does.
 
 lr schedules (``--schedules``, off by default) are one more searched choice; see ``portfolio``
 for how they enter phase 1 and ``tuner/space.py`` for the schedules and their knobs. Each run

@@ -81,6 +81,9 @@ def test_a_coordinator_and_a_helper_finish_one_plan(tmp_path: Path, task: str) -
     wait_until(lambda: coordinating(storage, lead.pid), lead, "the first process coordinates")
     helper = tune(tmp_path, task, storage, "helper", trials=10)
     wait_until(lambda: finished_by(storage, helper.pid), helper, "the helper ran a trial")
+    code, _, err = finish(start(tmp_path, "quadratic", "--storage", storage, "--study", STUDY, "--strategy", "phased",
+                                "--out", str(tmp_path / "other")))
+    assert code == 2 and "being tuned on task 'faults-test'" in err and "given task 'quadratic'" in err, err
     go.touch()
     code, lead_out, err = finish(lead)
     assert code == 0, err
