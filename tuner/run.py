@@ -636,9 +636,9 @@ def _help_phased(st: Any, record: dict[str, Any], task: Any, function: Callable[
     settings it recorded (budget, schedules, precision, optimizers, fidelity, sampler, pruner; not
     this process's arguments), one at a time in this process, polling while the queue is empty.
     Stops when the coordinator ends or is gone, at ``timeout``, or after ``trials`` trials of its
-    own. It queues nothing and plans nothing, so it adds no trial to the coordinator's plan (a
-    surplus trial, ended at once, only when it and another process reach for the last queued
-    trial together, as with --jobs). best.json: the coordinator's, once it has finished."""
+    own. It queues nothing and plans nothing, so it adds no trial to the coordinator's plan, and
+    takes queued trials only (``queued_only``: no surplus trial when another process took the
+    last one first). best.json: the coordinator's, once it has finished."""
     import optuna
 
     S = optuna.trial.TrialState
@@ -664,6 +664,7 @@ def _help_phased(st: Any, record: dict[str, Any], task: Any, function: Callable[
     start = time.perf_counter()
     deadline = None if timeout is None else start + timeout
     me = owners.me()
+    ran_here = [0]  # this process's trials (not surplus), counted as they end
 
     def current() -> dict[str, Any]:
         found = study.user_attrs.get(coordinator.COORDINATOR)
@@ -671,14 +672,16 @@ def _help_phased(st: Any, record: dict[str, Any], task: Any, function: Callable[
 
     def stop_reason() -> str | None:
         now = current()
-        if now.get("run") != record["run"] or now.get("ended"):
-            return f"the coordinator {now.get('ended') or 'ended'}" if now.get("run") == record["run"] else \
-                "the coordinator ended (another process coordinates now)"
+        if now.get("run") != record["run"]:
+            return "the coordinator ended (another process coordinates now)"
+        if now.get("ended"):
+            return "the coordinator finished" if now["ended"] == "finished" else \
+                f"the coordinator stopped ({now['ended']})"
         if not coordinator.alive(now):
             return f"the coordinator ({coordinator.describe(now)}) is gone"
         if deadline is not None and time.perf_counter() >= deadline:
             return "its --timeout"
-        if len(mine()) >= trials:
+        if ran_here[0] >= trials:
             return f"its --trials {trials}"
         return None
 
@@ -687,20 +690,26 @@ def _help_phased(st: Any, record: dict[str, Any], task: Any, function: Callable[
                 and not t.user_attrs.get("surplus") and t.user_attrs.get("owner") == me]
 
     def stop_when_done(study_: Any, trial: Any) -> None:
+        if not trial.user_attrs.get("surplus"):
+            ran_here[0] += 1
         if stop_reason() is not None or not study_.get_trials(deepcopy=False, states=(S.WAITING,)):
             study_.stop()
 
     interrupted = False
     reason = None
+    idle = 0
     try:
         while (reason := stop_reason()) is None:
             if not study.get_trials(deepcopy=False, states=(S.WAITING,)):
-                time.sleep(coordinator.POLL)
+                # waiting for the next phase: look often at first, then less (many helpers, one database)
+                time.sleep(min(coordinator.POLL * 2 ** idle, 2.0))
+                idle += 1
                 continue
+            idle = 0
             left = None if deadline is None else deadline - time.perf_counter()
             try:
                 with queued_only(study):
-                    study.optimize(objective, n_trials=trials - len(mine()), timeout=left, catch=(Exception,),
+                    study.optimize(objective, n_trials=trials - ran_here[0], timeout=left, catch=(Exception,),
                                    callbacks=[stop_when_done], show_progress_bar=False, gc_after_trial=False)
             except optuna.exceptions.UpdateFinishedTrialError:
                 pass  # a queued trial the coordinator dropped (its timeout) as this process took it
