@@ -468,9 +468,9 @@ def _coordinate(st: Any, run_id: str | None, task: Any, task_spec: str | None, f
         left = None if deadline is None else deadline - time.perf_counter()
         if left is not None and left <= 0:
             return 0, False
+        n_before = finished()  # before queuing: a helper may finish a trial at once
         for config, epochs, s, phase in pending:
             enqueue(config.as_dict(), phase, epochs, s)
-        n_before = finished()
         stopped = drain(items[0][3], todo)
         ran = finished() - n_before
         used += ran
@@ -586,9 +586,9 @@ def _coordinate(st: Any, run_id: str | None, task: Any, task_spec: str | None, f
         _, stopped = run([(c, full_level, 0, 3) for c in refined], room)
         room = 0 if stopped or out_of_time() else trials - used - plan.reruns
         if room > 0:
+            tpe_before = finished()
             for i in range(room):
                 enqueue({"optimizer": alive[i % len(alive)]}, 3, full_level, 0)
-            tpe_before = finished()
             stopped = drain(3, room)
             used += finished() - tpe_before
         new = [t for t in st.get_trials(deepcopy=False) if t.number not in before and t.state.is_finished()
