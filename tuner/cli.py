@@ -122,8 +122,9 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     print()
     print(result.table())
-    if result.best is None and result.role == "helper":  # it says why in its notes
-        print(f"wrote {', '.join(os.path.basename(f) for f in result.files)} to {out}/ (storage {storage})")
+    if result.role == "helper" and (result.best is None or result.out_shared):  # it says why in its notes
+        if result.files:
+            print(f"wrote {', '.join(os.path.basename(f) for f in result.files)} to {out}/ (storage {storage})")
         return 130 if result.interrupted else 0
     if result.best is None:
         print("\npyopt tune: no trial finished", file=sys.stderr)

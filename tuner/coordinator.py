@@ -56,29 +56,54 @@ def describe(record: dict[str, Any]) -> str:
     return f"pid {record.get('pid')} on {record.get('host')}"
 
 
-@contextlib.contextmanager
-def election_lock(url: str | None) -> Iterator[None]:
-    """The lock around reading and claiming the coordinator record (see the module doc)."""
-    path = None
+def _file_of(url: str | None) -> str | None:
+    """The file of a SQLite database or journal storage, else None."""
     if url is not None and url.startswith("journal:"):
-        path = url[len("journal:"):]
-    elif url is not None and url.startswith("sqlite:"):
+        return url[len("journal:"):]
+    if url is not None and url.startswith("sqlite:"):
         from sqlalchemy.engine import make_url
 
         database = make_url(url).database
-        path = database if database and database != ":memory:" else None
-    if path is None:
-        with setup_lock(url):  # PostgreSQL; a no-op for other URLs
-            yield
-        return
+        return database if database and database != ":memory:" else None
+    return None
+
+
+@contextlib.contextmanager
+def _flock(path: str) -> Iterator[None]:
     import fcntl
 
-    with open(f"{path}.coordinator.lock", "a") as handle:
+    with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def election_lock(url: str | None) -> Iterator[None]:
+    """The lock around reading and claiming the coordinator record (see the module doc)."""
+    path = _file_of(url)
+    if path is None:
+        with setup_lock(url):  # PostgreSQL; a no-op for other URLs
+            yield
+        return
+    with _flock(f"{path}.coordinator.lock"):
+        yield
+
+
+@contextlib.contextmanager
+def queue_lock(url: str | None) -> Iterator[None]:
+    """Held while a phased process takes a queued trial (or a coordinator drops one) on SQLite:
+    Optuna reads the trial's state and then updates it outside one transaction there (pysqlite
+    begins a transaction only at the update), so two processes could both take one trial. The
+    journal storage and PostgreSQL (SELECT ... FOR UPDATE) take a trial atomically: no lock."""
+    path = _file_of(url) if url is not None and url.startswith("sqlite:") else None
+    if path is None:
+        yield
+        return
+    with _flock(f"{path}.coordinator.lock"):
+        yield
 
 
 def elect(study: Any, url: str | None, settings: dict[str, Any]) -> tuple[bool, dict[str, Any]]:

@@ -38,6 +38,7 @@ class TuneResult:
     epochs: int | None = None              # the task's (full fidelity)
     phases: list[str] = field(default_factory=list)  # the phased strategy's lines: what ran, what survived
     role: str = "coordinator"              # phased on a shared study: "helper" when another process planned it
+    out_shared: bool = False               # a helper whose --out is its coordinator's: it writes nothing there
 
     def table(self) -> str:
         return report.table(self.studies, self.epochs)
@@ -105,7 +106,7 @@ def _worker(task_spec: str, optimizers: list[str], storage: str, study_name: str
         else:
             objective = make_objective(task, optimizers, budget, seed=0, precision=precision, schedules=schedules)
             stop = optuna.study.MaxTrialsCallback(target, states=None)
-        with queued_only(study) if phased else contextlib.nullcontext():
+        with queued_only(study, storage) if phased else contextlib.nullcontext():
             study.optimize(objective, n_trials=None, timeout=timeout, callbacks=[stop], catch=(Exception,),
                            gc_after_trial=False)
     except KeyboardInterrupt:
@@ -129,20 +130,23 @@ class _QueueDrained(Exception):
 
 
 @contextlib.contextmanager
-def queued_only(study: Any) -> Iterator[None]:
+def queued_only(study: Any, url: str | None = None) -> Iterator[None]:
     """Within it, ``study.optimize`` runs queued (WAITING) trials only and returns when none is
     left, instead of creating a fresh trial (which the phased objective would end at once as
-    ``surplus``): ``Study.ask`` pops a queued trial atomically or creates one, so checking the
-    queue before asking cannot avoid that when several processes take from one queue. Hooks
-    Optuna's ``Study._pop_waiting_trial_id`` on this study object only; without that method
-    (another Optuna) surplus trials remain the fallback."""
+    ``surplus``): ``Study.ask`` pops a queued trial or creates one, so checking the queue before
+    asking cannot avoid that when several processes take from one queue. Hooks Optuna's
+    ``Study._pop_waiting_trial_id`` on this study object only; without that method (another
+    Optuna) surplus trials remain the fallback. On SQLite (``url``) the pop holds
+    ``coordinator.queue_lock``: Optuna's read-then-update there is not atomic across processes
+    (two processes could take the same queued trial)."""
     original = getattr(study, "_pop_waiting_trial_id", None)
     if original is None:
         yield
         return
 
     def pop() -> int:
-        found = original()
+        with coordinator.queue_lock(url):
+            found = original()
         if found is None:
             raise _QueueDrained
         return found
@@ -189,12 +193,12 @@ def _optimize(st: Any, objective: Callable[[Any], float], *, n_trials: int, targ
         if jobs > 1:
             pyopt.set_num_threads(1)
             stop: Any = QueueEmpty() if phased else optuna.study.MaxTrialsCallback(target, states=None)
-            with queued_only(st) if phased else contextlib.nullcontext():
+            with queued_only(st, worker_args[2]) if phased else contextlib.nullcontext():
                 st.optimize(objective, n_trials=None, timeout=timeout, catch=(Exception,), show_progress_bar=False,
                             callbacks=[stop])
         else:
             # phased: helpers started separately may take queued trials too (then fewer are left)
-            with queued_only(st) if phased else contextlib.nullcontext():
+            with queued_only(st, worker_args[2]) if phased else contextlib.nullcontext():
                 st.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(Exception,),
                             show_progress_bar=progress, callbacks=[QueueEmpty()] if phased else None)
         for p in procs:
@@ -308,8 +312,10 @@ def tune(task: Task | str | Callable[..., float], optimizers: Sequence[str] | No
     if strategy == "phased":
         result = _tune_phased(task_obj, task_spec, function, names, trials=trials, timeout=timeout, storage=storage,
                               name=base_name, jobs=jobs, seed=seed, pruner=pruner, sampler=sampler, budget=budget,
-                              progress=progress, say=say, precision=precision, schedules=schedules)
+                              progress=progress, say=say, precision=precision, schedules=schedules, out=out)
         result.out = out
+        if result.role == "helper" and out is not None and result.out_shared:
+            return result  # the coordinator writes this folder: two processes writing one file garble it
         return _write(result, out, say)
     per_optimizer = trials if fair else trials / len(names)
     chosen_budget = space.auto_budget(per_optimizer) if budget == "auto" else budget
@@ -366,7 +372,7 @@ def _phase_budget(budget: str, plan: phases.Plan) -> str:
 def _tune_phased(task: Any, task_spec: str | None, function: Callable[..., float] | None, names: list[str], *,
                  trials: int, timeout: float | None, storage: str | None, name: str, jobs: int, seed: int, pruner: str,
                  sampler: str, budget: str, progress: bool, say: Callable[[str], None],
-                 precision: str, schedules: tuple[str, ...] = ("constant",)) -> TuneResult:
+                 precision: str, schedules: tuple[str, ...] = ("constant",), out: str | None = None) -> TuneResult:
     """The four phases of ``tuner/phases.py`` on one study; ``trials`` new training runs at most.
     On a storage other processes can reach, the first phased process on the study coordinates
     (``tuner/coordinator.py``): it plans and queues the phases; a process that finds a live
@@ -387,11 +393,12 @@ def _tune_phased(task: Any, task_spec: str | None, function: Callable[..., float
                            timeout=timeout, storage=storage, name=name, jobs=jobs, seed=seed, pruner=pruner,
                            sampler=sampler, progress=progress, say=say, precision=precision, schedules=schedules)
     settings = {"task": task.name, "optimizers": names, "budget": chosen, "schedules": list(schedules),
-                "precision": precision, "full": full, "sampler": sampler, "pruner": pruner, "seed": seed}
+                "precision": precision, "full": full, "sampler": sampler, "pruner": pruner, "seed": seed,
+                "out": None if out is None else os.path.abspath(out), "host": owners.HOST}
     leads, record = coordinator.elect(st, storage, settings)
     if not leads:
         return _help_phased(st, record, task, function, trials=trials, timeout=timeout, storage=storage, name=name,
-                            seed=seed, jobs=jobs, say=say)
+                            seed=seed, jobs=jobs, say=say, out=out)
     beat = coordinator.Heartbeat(st, record)
     ended = "error"
     try:
@@ -425,7 +432,7 @@ def _coordinate(st: Any, run_id: str | None, task: Any, task_spec: str | None, f
 
     S = optuna.trial.TrialState
     levels = phases.rungs(full) if full > 0 else [0]
-    _drop_queued(st, run_id)
+    _drop_queued(st, run_id, storage)
     result = TuneResult(best=None, studies=[st], epochs=full if full > 0 else None)
     objective = make_phased_objective(task, names, chosen, full if full > 0 else 1 << 30, precision=precision,
                                       function=function, schedules=schedules)
@@ -499,12 +506,12 @@ def _coordinate(st: Any, run_id: str | None, task: Any, task_spec: str | None, f
                                  worker_args=(task_spec, names, storage, name, None, left, seed, sampler, pruner,
                                               chosen, os.getpid(), precision, True, schedules),
                                  say=say, phased=True):
-                        _drop_queued(st, run_id)
+                        _drop_queued(st, run_id, storage)
                         return True
                     first = False
                     continue
                 if waiting:
-                    _drop_queued(st, run_id)  # out of time: helpers take none of them now
+                    _drop_queued(st, run_id, storage)  # out of time: helpers take none of them now
                 if not any(t.state == S.RUNNING for t in mine):
                     return False
                 gone = owners.fail_unfinished(st)
@@ -522,7 +529,7 @@ def _coordinate(st: Any, run_id: str | None, task: Any, task_spec: str | None, f
                 time.sleep(coordinator.POLL)
         except KeyboardInterrupt:
             with owners.sigint_ignored():
-                _drop_queued(st, run_id)
+                _drop_queued(st, run_id, storage)
             say("interrupted: every finished trial is kept in the study; the running ones are failed "
                 "(\"interrupted\"); a rerun adds --trials new trials")
             return True
@@ -614,7 +621,7 @@ def _coordinate(st: Any, run_id: str | None, task: Any, task_spec: str | None, f
          + skipped_seeds + ("" if skipped_seeds else " ")
          + "; ".join(f"{phases.describe(c)} {s['mean']:.4g} +- {s['std']:.2g} ({len(s['seeds'])} seeds)"
                      for c, s in summaries))
-    _drop_queued(st, run_id)
+    _drop_queued(st, run_id, storage)
     result.interrupted = stopped
     result.seconds = time.perf_counter() - start
     result.best = report.phased_best(st, summaries, results(), task.name, levels, chosen)
@@ -631,7 +638,7 @@ def _has_heartbeat(study: Any) -> bool:
 
 def _help_phased(st: Any, record: dict[str, Any], task: Any, function: Callable[..., float] | None, *, trials: int,
                  timeout: float | None, storage: str | None, name: str, seed: int, jobs: int,
-                 say: Callable[[str], None]) -> TuneResult:
+                 say: Callable[[str], None], out: str | None = None) -> TuneResult:
     """Help the live coordinator ``record`` of study ``name``: run its queued trials with the
     settings it recorded (budget, schedules, precision, optimizers, fidelity, sampler, pruner; not
     this process's arguments), one at a time in this process, polling while the queue is empty.
@@ -708,11 +715,11 @@ def _help_phased(st: Any, record: dict[str, Any], task: Any, function: Callable[
             idle = 0
             left = None if deadline is None else deadline - time.perf_counter()
             try:
-                with queued_only(study):
+                with queued_only(study, storage):
                     study.optimize(objective, n_trials=trials - ran_here[0], timeout=left, catch=(Exception,),
                                    callbacks=[stop_when_done], show_progress_bar=False, gc_after_trial=False)
             except optuna.exceptions.UpdateFinishedTrialError:
-                pass  # a queued trial the coordinator dropped (its timeout) as this process took it
+                pass  # defensive: a trial finished elsewhere while this process ran it
     except KeyboardInterrupt:
         with owners.sigint_ignored():
             owners.fail_unfinished(study, pids=[me["pid"]])
@@ -736,11 +743,15 @@ def _help_phased(st: Any, record: dict[str, Any], task: Any, function: Callable[
                             f"({coordinator.describe(record)}) has not finished; it writes best.json when it "
                             f"does (or rerun pyopt tune on study {name!r})")
         say(result.notes[-1])
+    if out is not None and settings.get("host") == owners.HOST and settings.get("out") == os.path.abspath(out):
+        result.out_shared = True
+        result.notes.append(f"outputs: the coordinator writes them to {out}/ (this process's --out too)")
+        say(result.notes[-1])
     result.seconds = time.perf_counter() - start
     return result
 
 
-def _drop_queued(study: Any, mine: str | None = None) -> None:
+def _drop_queued(study: Any, mine: str | None = None, url: str | None = None) -> None:
     """FAIL the queued (WAITING) trials of the phased strategy that a stopped run left (Ctrl-C,
     timeout, a killed process): Optuna runs queued trials oldest first, so a rerun would run them
     in its own first phase. The rerun plans again and queues what is still needed. Only the
@@ -751,11 +762,15 @@ def _drop_queued(study: Any, mine: str | None = None) -> None:
     current = study.user_attrs.get(coordinator.COORDINATOR)
     keep = current.get("run") if coordinator.alive(current) and current.get("run") != mine else None
     storage = study._storage
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
+    S = optuna.trial.TrialState
+    for t in study.get_trials(deepcopy=False, states=(S.WAITING,)):
         if "planned_epochs" not in t.user_attrs or (keep is not None and t.user_attrs.get(coordinator.QUEUED_BY) == keep):
             continue
         try:
+            with coordinator.queue_lock(url):  # taken as a process takes a queued trial: never one it took
+                if not storage.set_trial_state_values(t._trial_id, S.RUNNING):
+                    continue  # another process took it meanwhile
             storage.set_trial_user_attr(t._trial_id, "error", "not run: the run that queued it stopped")
-            storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+            storage.set_trial_state_values(t._trial_id, S.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
-            pass  # another process took it meanwhile
+            pass
