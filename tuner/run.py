@@ -3,6 +3,7 @@ the results. ``pyopt tune`` is its command line."""
 from __future__ import annotations
 
 import contextlib
+import json
 import multiprocessing
 import numbers
 import os
@@ -485,13 +486,16 @@ def _coordinate(st: Any, run_id: str | None, task: Any, task_spec: str | None, f
 
     def drain(phase: int, todo: int) -> bool:
         """Run the queued trials here (with --jobs also in worker processes), then wait until no
-        trial of ``phase`` waits or runs in any process. A helper's trial whose process is gone
-        is failed (``owners``, this host; Optuna's heartbeat on a database server, which also
-        queues a retry) and, the first time, queued again, so the wait ends. After the timeout
+        trial of ``phase`` waits or runs in any process. A trial whose process is gone (a
+        helper's or a --jobs worker's) is failed (``owners``, this host; a trial that never
+        recorded its process, after the grace period; Optuna's heartbeat on a database server,
+        which queues a retry itself) and queued again, once per run, so the wait ends and the
+        phase is ranked complete. After the timeout
         the queued trials are dropped and only the running ones are waited for. Returns True
         when interrupted (Ctrl-C)."""
         first = True
-        requeued: set[int] = set()
+        requeued: set[str] = set()  # (params, epochs, seed) of the trials queued again
+        failed_before = {t.number for t in st.get_trials(deepcopy=False, states=(S.FAIL,))}
         heartbeat = optuna.storages.fail_stale_trials if _has_heartbeat(st) else None
         try:
             while True:
@@ -512,21 +516,32 @@ def _coordinate(st: Any, run_id: str | None, task: Any, task_spec: str | None, f
                     continue
                 if waiting:
                     _drop_queued(st, run_id, storage)  # out of time: helpers take none of them now
-                if not any(t.state == S.RUNNING for t in mine):
-                    return False
-                gone = owners.fail_unfinished(st)
-                if heartbeat is not None:
-                    heartbeat(st)
-                for number in gone:
-                    t = st._storage.get_trial(st._storage.get_trial_id_from_study_id_trial_number(st._study_id, number))
-                    if number in requeued or t.user_attrs.get("phase") != phase or out_of_time():
+                running = [t for t in mine if t.state == S.RUNNING]
+                if running:
+                    owners.fail_unfinished(st)
+                    _fail_ownerless(running, st)
+                    if heartbeat is not None:
+                        heartbeat(st)  # (queues a retry itself)
+                again = False
+                for t in st.get_trials(deepcopy=False, states=(S.FAIL,)):
+                    if t.number in failed_before or t.user_attrs.get("phase") != phase \
+                            or not str(t.user_attrs.get("error", "")).startswith("worker gone"):
                         continue
-                    requeued.add(number)
-                    say(f"trial {number} failed: its process ({coordinator.describe(t.user_attrs.get('owner') or {})}) "
-                        "is gone; queued again")
+                    failed_before.add(t.number)
+                    key = json.dumps([t.system_attrs.get("fixed_params", {}), t.user_attrs.get("planned_epochs"),
+                                      t.user_attrs.get("seed", 0)], sort_keys=True)
+                    if key in requeued or out_of_time():
+                        continue
+                    requeued.add(key)
+                    say(f"trial {t.number} failed: its process ({coordinator.describe(t.user_attrs.get('owner') or {})})"
+                        " is gone; queued again")
                     enqueue(t.system_attrs.get("fixed_params", {}), phase, t.user_attrs["planned_epochs"],
                             t.user_attrs.get("seed", 0))
-                time.sleep(coordinator.POLL)
+                    again = True
+                if not running and not again:
+                    return False
+                if not again:
+                    time.sleep(coordinator.POLL)
         except KeyboardInterrupt:
             with owners.sigint_ignored():
                 _drop_queued(st, run_id, storage)
@@ -628,6 +643,32 @@ def _coordinate(st: Any, run_id: str | None, task: Any, task_spec: str | None, f
     for flag in (result.best or {}).get("edge", []):
         say(f"edge of range: {flag} (flagged, not widened: the record's range is part of the study)")
     return result
+
+
+def _fail_ownerless(running: list[Any], study: Any) -> list[int]:
+    """FAIL the RUNNING trials that never recorded their process (``owner``: a process killed
+    between taking the trial and stamping it) once they are older than the heartbeat grace
+    period: nothing else would end them, and a phase's barrier waits for every running trial."""
+    import datetime
+
+    import optuna
+
+    from .study import heartbeat_settings
+
+    grace = heartbeat_settings()[1]
+    failed = []
+    for t in running:
+        if "owner" in t.user_attrs or t.datetime_start is None:
+            continue
+        if (datetime.datetime.now() - t.datetime_start).total_seconds() <= grace:
+            continue
+        try:
+            study._storage.set_trial_user_attr(t._trial_id, "error", "worker gone (no process recorded)")
+            if study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL):
+                failed.append(t.number)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass
+    return failed
 
 
 def _has_heartbeat(study: Any) -> bool:
@@ -764,7 +805,9 @@ def _drop_queued(study: Any, mine: str | None = None, url: str | None = None) ->
     storage = study._storage
     S = optuna.trial.TrialState
     for t in study.get_trials(deepcopy=False, states=(S.WAITING,)):
-        if "planned_epochs" not in t.user_attrs or (keep is not None and t.user_attrs.get(coordinator.QUEUED_BY) == keep):
+        if "planned_epochs" not in t.user_attrs:
+            continue
+        if keep is not None and t.user_attrs.get(coordinator.QUEUED_BY) == keep:
             continue
         try:
             with coordinator.queue_lock(url):  # taken as a process takes a queued trial: never one it took

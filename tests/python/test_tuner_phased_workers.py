@@ -68,7 +68,8 @@ def check_one_plan(trials: list, total: int) -> None:
     assert not [t.number for t in trials if t.state not in (S.COMPLETE, S.PRUNED)], \
         [(t.number, t.state, t.user_attrs.get("error")) for t in trials]
     assert all("phase" in t.user_attrs and not t.user_attrs.get("surplus") for t in trials)
-    runs = [(json.dumps(t.params, sort_keys=True), t.user_attrs["planned_epochs"], t.user_attrs["seed"]) for t in trials]
+    runs = [(json.dumps(t.params, sort_keys=True), t.user_attrs["planned_epochs"], t.user_attrs["seed"])
+            for t in trials]
     assert len(runs) == len(set(runs)) == total
     assert {t.user_attrs["phase"] for t in trials} == {1, 2, 3, 4}
 
@@ -153,3 +154,25 @@ def test_postgres_coordinator_killed_mid_phase_a_new_process_finishes_the_plan(t
         assert not [t for t in trials if t.state == S.FAIL and not (
             t.user_attrs.get("error", "").startswith(("not run", "worker gone")))]
         assert json.loads((tmp_path / "second" / "best.json").read_text())["study"] == STUDY
+
+
+def test_a_helper_killed_mid_trial_its_trial_is_run_again_and_the_phase_ends(tmp_path: Path, task: str) -> None:
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    go = tmp_path / "go"
+    lead = tune(tmp_path, task, storage, "lead", trials=12, wait_for=go)  # holds its first trial
+    wait_until(lambda: coordinating(storage, lead.pid), lead, "the first process coordinates")
+    helper = tune(tmp_path, task, storage, "helper", trials=12, hang_at=1)  # hangs in its first trial
+    (killed,) = wait_for_hangs(tmp_path, helper, 1)
+    os.killpg(helper.pid, signal.SIGKILL)
+    helper.wait()
+    go.touch()  # the coordinator finishes its trial, runs the queue, then waits for the killed helper's
+    code, text, err = finish(lead)
+    assert code == 0, err
+    assert "is gone; queued again" in text, text
+    trials = load(storage).get_trials()
+    (dead,) = [t for t in trials if t.state == S.FAIL]
+    assert dead.user_attrs["owner"]["pid"] == killed and dead.user_attrs["error"].startswith("worker gone")
+    # the failed run counts against --trials, as any failed trial (it ran, if not to the end)
+    check_one_plan([t for t in trials if t.state != S.FAIL], total=11)
+    assert (dead.system_attrs["fixed_params"], dead.user_attrs["planned_epochs"]) in [
+        (t.system_attrs.get("fixed_params"), t.user_attrs["planned_epochs"]) for t in trials if t.state != S.FAIL]
