@@ -44,9 +44,9 @@ coordinates, that is, plans and queues every phase as above; the others, while i
 they run its queued trials with the settings it recorded in the study and plan nothing. So
 ``--trials N`` keeps its meaning: the coordinator's plan has at most N trials, whoever runs them
 (a helper's own ``--trials`` caps only what it runs). Each phase ends with a barrier: it is
-ranked only when none of its trials waits or runs in any process; a helper's trial whose process
-died is failed (this host: ``owners``; a database server: the trials' heartbeats) and queued once
-more, so the barrier cannot wait for ever. A coordinator drops (fails) only the queued trials it
+ranked only when none of its trials waits or runs in any process; a trial whose process died (a
+helper's or a --jobs worker's) is failed (this host: ``owners``; a database server: the trials'
+heartbeats) and queued once more, so the barrier cannot wait for ever and the phase is complete. A coordinator drops (fails) only the queued trials it
 queued (each carries ``queued_by``) or that a dead coordinator left, never a live one's. When the
 coordinator dies, the next phased process started coordinates and resumes as a rerun does.
 
