@@ -479,20 +479,20 @@ def _coordinate(st: Any, run_id: str | None, task: Any, task_spec: str | None, f
         n_before = finished()  # before queuing: a helper may finish a trial at once
         for config, epochs, s, phase in pending:
             enqueue(config.as_dict(), phase, epochs, s)
-        stopped = drain(items[0][3], todo)
+        stopped = drain(items[0][3], todo, n_before)
         ran = finished() - n_before
         used += ran
         return ran, stopped
 
-    def drain(phase: int, todo: int) -> bool:
+    def drain(phase: int, todo: int, since: int) -> bool:
         """Run the queued trials here (with --jobs also in worker processes), then wait until no
         trial of ``phase`` waits or runs in any process. A trial whose process is gone (a
         helper's or a --jobs worker's) is failed (``owners``, this host; a trial that never
         recorded its process, after the grace period; Optuna's heartbeat on a database server,
-        which queues a retry itself) and queued again, once per run, so the wait ends and the
-        phase is ranked complete. After the timeout
-        the queued trials are dropped and only the running ones are waited for. Returns True
-        when interrupted (Ctrl-C)."""
+        which queues a retry itself) and queued again, once per run and while the trials allow
+        (``since``: the finished trials before this phase queued its own), so the wait ends and
+        the phase is ranked complete. After the timeout the queued trials are dropped and only
+        the running ones are waited for. Returns True when interrupted (Ctrl-C)."""
         first = True
         requeued: set[str] = set()  # (params, epochs, seed) of the trials queued again
         failed_before = {t.number for t in st.get_trials(deepcopy=False, states=(S.FAIL,))}
@@ -522,6 +522,8 @@ def _coordinate(st: Any, run_id: str | None, task: Any, task_spec: str | None, f
                     _fail_ownerless(running, st)
                     if heartbeat is not None:
                         heartbeat(st)  # (queues a retry itself)
+                    running = [t for t in st.get_trials(deepcopy=False, states=(S.RUNNING,))
+                               if t.user_attrs.get("phase") == phase and "planned_epochs" in t.user_attrs]
                 again = False
                 for t in st.get_trials(deepcopy=False, states=(S.FAIL,)):
                     if t.number in failed_before or t.user_attrs.get("phase") != phase \
@@ -530,8 +532,8 @@ def _coordinate(st: Any, run_id: str | None, task: Any, task_spec: str | None, f
                     failed_before.add(t.number)
                     key = json.dumps([t.system_attrs.get("fixed_params", {}), t.user_attrs.get("planned_epochs"),
                                       t.user_attrs.get("seed", 0)], sort_keys=True)
-                    if key in requeued or out_of_time():
-                        continue
+                    if key in requeued or out_of_time() or used + finished() - since + len(running) >= trials:
+                        continue  # (``--trials``: this run's trials so far, finished or running)
                     requeued.add(key)
                     say(f"trial {t.number} failed: its process ({coordinator.describe(t.user_attrs.get('owner') or {})})"
                         " is gone; queued again")
@@ -611,7 +613,7 @@ def _coordinate(st: Any, run_id: str | None, task: Any, task_spec: str | None, f
             tpe_before = finished()
             for i in range(room):
                 enqueue({"optimizer": alive[i % len(alive)]}, 3, full_level, 0)
-            stopped = drain(3, room)
+            stopped = drain(3, room, tpe_before)
             used += finished() - tpe_before
         new = [t for t in st.get_trials(deepcopy=False) if t.number not in before and t.state.is_finished()
                and not t.user_attrs.get("surplus")]
