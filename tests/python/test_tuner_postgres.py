@@ -103,6 +103,13 @@ def test_a_killed_workers_trial_is_failed_by_the_heartbeat_and_retried(tmp_path:
     hung = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.RUNNING
             and t.user_attrs.get("owner", {}).get("pid") == victim.pid]
     assert len(hung) == 1, [(t.number, t.state, t.user_attrs) for t in study.get_trials()]
+    # the survivor set up before the kill (it holds a trial until `go`): else its start-up fails the
+    # dead trial by the owner check, before any heartbeat is stale
+    while not [t for t in study.get_trials() if t.state == optuna.trial.TrialState.RUNNING
+               and t.user_attrs.get("owner", {}).get("pid") == survivor.pid]:
+        assert survivor.poll() is None, survivor.communicate()
+        assert time.monotonic() < deadline, "the survivor never started a trial"
+        time.sleep(0.05)
     os.killpg(victim.pid, signal.SIGKILL)
     victim.communicate()
     time.sleep(3 + 2)  # the grace period and a heartbeat interval: a lower bound, not a measurement
