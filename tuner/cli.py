@@ -22,7 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="new trials to run, on a rerun too (default 40). A trial is one training run: one "
                         "config, one fidelity, one seed. Phased: at most N, every phase counted (low-fidelity "
                         "runs, promotions, which re-train from scratch, and the finalists' seed re-runs); "
-                        "a rerun reuses finished runs, so its N go to phase 3 and 4. tpe: exactly N (per "
+                        "a rerun reuses finished runs, so its N go to phase 3 and 4; a process that helps a running "
+                        "coordinator of the study runs at most N of its planned trials. tpe: exactly N (per "
                         "optimizer with --fair; with --jobs K up to K-1 more)")
     p.add_argument("--timeout", type=float, default=None,
                    help="seconds after which no new trial starts (running ones finish; phased: later phases, "
@@ -121,6 +122,10 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     print()
     print(result.table())
+    if result.role == "helper" and (result.best is None or result.out_shared):  # it says why in its notes
+        if result.files:
+            print(f"wrote {', '.join(os.path.basename(f) for f in result.files)} to {out}/ (storage {storage})")
+        return 130 if result.interrupted else 0
     if result.best is None:
         print("\npyopt tune: no trial finished", file=sys.stderr)
         return 130 if result.interrupted else 1

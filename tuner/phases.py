@@ -36,8 +36,19 @@ its spec, shared by every trial of the study, and Optuna cannot change a distrib
 one study.
 
 With ``jobs`` > 1 every phase's queued trials are drained by all processes; a process that
-finds the queue empty between its check and its next trial gets a fresh trial, which ends at
-once (PRUNED, ``surplus``, no training; not counted).
+finds the queue empty stops (``run.queued_only``: no fresh trial is created for it; where that
+hook is unavailable, such a trial ends at once, PRUNED, ``surplus``, not counted).
+
+Processes started separately on one study (``tuner/coordinator.py``): the first phased process
+coordinates, that is, plans and queues every phase as above; the others, while it lives, help:
+they run its queued trials with the settings it recorded in the study and plan nothing. So
+``--trials N`` keeps its meaning: the coordinator's plan has at most N trials, whoever runs them
+(a helper's own ``--trials`` caps only what it runs). Each phase ends with a barrier: it is
+ranked only when none of its trials waits or runs in any process; a trial whose process died (a
+helper's or a --jobs worker's) is failed (this host: ``owners``; a database server: the trials'
+heartbeats) and queued once more, so the barrier cannot wait for ever and the phase is complete. A coordinator drops (fails) only the queued trials it
+queued (each carries ``queued_by``) or that a dead coordinator left, never a live one's. When the
+coordinator dies, the next phased process started coordinates and resumes as a rerun does.
 
 lr schedules (``--schedules``, off by default) are one more searched choice; see ``portfolio``
 for how they enter phase 1 and ``tuner/space.py`` for the schedules and their knobs. Each run
@@ -355,12 +366,15 @@ def done_keys(trials: Sequence[Any], full: int) -> set[tuple[str, int, int]]:
     return {(r["config"].key(), r["epochs"], r["seed"]) for r in results_of(trials, full)}
 
 
-def waiting_keys(trials: Sequence[Any]) -> set[tuple[str, int, int]]:
+def waiting_keys(trials: Sequence[Any], state: Any = None) -> set[tuple[str, int, int]]:
+    """The (config, epochs, seed) keys of the queued trials (``state`` WAITING, the default) or of
+    those in ``state`` (RUNNING: taken by some process) that the phased strategy planned."""
     import optuna
 
+    state = optuna.trial.TrialState.WAITING if state is None else state
     out = set()
     for t in trials:
-        if t.state == optuna.trial.TrialState.WAITING and "planned_epochs" in t.user_attrs:
+        if t.state == state and "planned_epochs" in t.user_attrs:
             fixed = t.system_attrs.get("fixed_params", {})
             out.add((Config.of(fixed).key(), t.user_attrs["planned_epochs"], t.user_attrs.get("seed", 0)))
     return out

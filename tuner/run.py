@@ -2,19 +2,21 @@
 the results. ``pyopt tune`` is its command line."""
 from __future__ import annotations
 
+import contextlib
+import json
 import multiprocessing
 import numbers
 import os
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import pyopt
 from pyopt._pybase import python_optimizer
 from pyopt.storage import parse_precision
 
-from . import owners, phases, report, space
+from . import coordinator, owners, phases, report, space
 from .phases import DEFAULT_PORTFOLIO
 from .study import check_schedules, create_study, make_function_objective, make_objective, make_phased_objective
 from .tasks import Task, load_task
@@ -36,6 +38,8 @@ class TuneResult:
     notes: list[str] = field(default_factory=list)
     epochs: int | None = None              # the task's (full fidelity)
     phases: list[str] = field(default_factory=list)  # the phased strategy's lines: what ran, what survived
+    role: str = "coordinator"              # phased on a shared study: "helper" when another process planned it
+    out_shared: bool = False               # a helper whose --out is its coordinator's: it writes nothing there
 
     def table(self) -> str:
         return report.table(self.studies, self.epochs)
@@ -103,8 +107,9 @@ def _worker(task_spec: str, optimizers: list[str], storage: str, study_name: str
         else:
             objective = make_objective(task, optimizers, budget, seed=0, precision=precision, schedules=schedules)
             stop = optuna.study.MaxTrialsCallback(target, states=None)
-        study.optimize(objective, n_trials=None, timeout=timeout, callbacks=[stop], catch=(Exception,),
-                       gc_after_trial=False)
+        with queued_only(study, storage) if phased else contextlib.nullcontext():
+            study.optimize(objective, n_trials=None, timeout=timeout, callbacks=[stop], catch=(Exception,),
+                           gc_after_trial=False)
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         if study is not None:
@@ -119,6 +124,41 @@ class QueueEmpty:
 
         if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
             study.stop()
+
+
+class _QueueDrained(Exception):
+    """Raised out of ``Study.ask`` (see ``queued_only``) when no queued trial is left."""
+
+
+@contextlib.contextmanager
+def queued_only(study: Any, url: str | None = None) -> Iterator[None]:
+    """Within it, ``study.optimize`` runs queued (WAITING) trials only and returns when none is
+    left, instead of creating a fresh trial (which the phased objective would end at once as
+    ``surplus``): ``Study.ask`` pops a queued trial or creates one, so checking the queue before
+    asking cannot avoid that when several processes take from one queue. Hooks Optuna's
+    ``Study._pop_waiting_trial_id`` on this study object only; without that method (another
+    Optuna) surplus trials remain the fallback. On SQLite (``url``) the pop holds
+    ``coordinator.queue_lock``: Optuna's read-then-update there is not atomic across processes
+    (two processes could take the same queued trial)."""
+    original = getattr(study, "_pop_waiting_trial_id", None)
+    if original is None:
+        yield
+        return
+
+    def pop() -> int:
+        with coordinator.queue_lock(url):
+            found = original()
+        if found is None:
+            raise _QueueDrained
+        return found
+
+    study._pop_waiting_trial_id = pop
+    try:
+        yield
+    except _QueueDrained:
+        pass
+    finally:
+        del study._pop_waiting_trial_id
 
 
 def _optimize(st: Any, objective: Callable[[Any], float], *, n_trials: int, target: int | None, jobs: int,
@@ -154,11 +194,14 @@ def _optimize(st: Any, objective: Callable[[Any], float], *, n_trials: int, targ
         if jobs > 1:
             pyopt.set_num_threads(1)
             stop: Any = QueueEmpty() if phased else optuna.study.MaxTrialsCallback(target, states=None)
-            st.optimize(objective, n_trials=None, timeout=timeout, catch=(Exception,), show_progress_bar=False,
-                        callbacks=[stop])
+            with queued_only(st, worker_args[2]) if phased else contextlib.nullcontext():
+                st.optimize(objective, n_trials=None, timeout=timeout, catch=(Exception,), show_progress_bar=False,
+                            callbacks=[stop])
         else:
-            st.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(Exception,),
-                        show_progress_bar=progress)
+            # phased: helpers started separately may take queued trials too (then fewer are left)
+            with queued_only(st, worker_args[2]) if phased else contextlib.nullcontext():
+                st.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(Exception,),
+                            show_progress_bar=progress, callbacks=[QueueEmpty()] if phased else None)
         for p in procs:
             p.join()
     except KeyboardInterrupt:
@@ -270,8 +313,10 @@ def tune(task: Task | str | Callable[..., float], optimizers: Sequence[str] | No
     if strategy == "phased":
         result = _tune_phased(task_obj, task_spec, function, names, trials=trials, timeout=timeout, storage=storage,
                               name=base_name, jobs=jobs, seed=seed, pruner=pruner, sampler=sampler, budget=budget,
-                              progress=progress, say=say, precision=precision, schedules=schedules)
+                              progress=progress, say=say, precision=precision, schedules=schedules, out=out)
         result.out = out
+        if result.role == "helper" and out is not None and result.out_shared:
+            return result  # the coordinator writes this folder: two processes writing one file garble it
         return _write(result, out, say)
     per_optimizer = trials if fair else trials / len(names)
     chosen_budget = space.auto_budget(per_optimizer) if budget == "auto" else budget
@@ -328,27 +373,74 @@ def _phase_budget(budget: str, plan: phases.Plan) -> str:
 def _tune_phased(task: Any, task_spec: str | None, function: Callable[..., float] | None, names: list[str], *,
                  trials: int, timeout: float | None, storage: str | None, name: str, jobs: int, seed: int, pruner: str,
                  sampler: str, budget: str, progress: bool, say: Callable[[str], None],
-                 precision: str, schedules: tuple[str, ...] = ("constant",)) -> TuneResult:
-    """The four phases of ``tuner/phases.py`` on one study; ``trials`` new training runs at most."""
-    import optuna
+                 precision: str, schedules: tuple[str, ...] = ("constant",), out: str | None = None) -> TuneResult:
+    """The four phases of ``tuner/phases.py`` on one study; ``trials`` new training runs at most.
+    On a storage other processes can reach, the first phased process on the study coordinates
+    (``tuner/coordinator.py``): it plans and queues the phases; a process that finds a live
+    coordinator helps it instead (``_help_phased``)."""
+    from .study import _prepare
 
     full = task.epochs if function is None else int(getattr(function, "steps", 0) or 0)
-    seeded = function is None
-    levels = phases.rungs(full) if full > 0 else [0]
-    plan = phases.plan(names, trials, max(full, 1), seeded=seeded)
+    plan = phases.plan(names, trials, max(full, 1), seeded=function is None)
     if full <= 0:  # a plain function without ``steps``: one fidelity (run to the end)
         plan.halving, plan.tpe = 0, plan.tpe + plan.halving
     chosen = _phase_budget(budget, plan)
+    shared = storage is not None and storage not in ("memory", ":memory:")
     st = create_study(task, names, storage=storage, study_name=name, sampler=sampler, pruner=pruner, seed=seed,
-                      budget=chosen, parallel=jobs > 1, warm_starts=False, schedules=schedules)
-    st.set_user_attr("strategy", "phased")
-    _drop_queued(st)
+                      budget=chosen, parallel=jobs > 1, warm_starts=False, schedules=schedules, prepare=not shared)
+    if not shared:
+        st.set_user_attr("strategy", "phased")
+        return _coordinate(st, None, task, task_spec, function, names, plan, chosen, full, trials=trials,
+                           timeout=timeout, storage=storage, name=name, jobs=jobs, seed=seed, pruner=pruner,
+                           sampler=sampler, progress=progress, say=say, precision=precision, schedules=schedules)
+    settings = {"task": task.name, "optimizers": names, "budget": chosen, "schedules": list(schedules),
+                "precision": precision, "full": full, "sampler": sampler, "pruner": pruner, "seed": seed,
+                "out": None if out is None else os.path.abspath(out), "host": owners.HOST}
+    leads, record = coordinator.elect(st, storage, settings)
+    if not leads:
+        return _help_phased(st, record, task, function, trials=trials, timeout=timeout, storage=storage, name=name,
+                            seed=seed, jobs=jobs, say=say, out=out)
+    beat = coordinator.Heartbeat(st, record)
+    ended = "error"
+    try:
+        _prepare(st, task, names, chosen, warm_starts=False, schedules=tuple(schedules))
+        st.set_user_attr("strategy", "phased")
+        result = _coordinate(st, record["run"], task, task_spec, function, names, plan, chosen, full, trials=trials,
+                             timeout=timeout, storage=storage, name=name, jobs=jobs, seed=seed, pruner=pruner,
+                             sampler=sampler, progress=progress, say=say, precision=precision, schedules=schedules)
+        if result.interrupted:
+            ended = "interrupted"
+        else:
+            with owners.sigint_ignored():
+                st.set_user_attr(coordinator.BEST, {"run": record["run"], "best": result.best})
+            ended = "finished"
+        return result
+    except KeyboardInterrupt:
+        ended = "interrupted"
+        raise
+    finally:
+        beat.end(ended)
+
+
+def _coordinate(st: Any, run_id: str | None, task: Any, task_spec: str | None, function: Callable[..., float] | None,
+                names: list[str], plan: phases.Plan, chosen: str, full: int, *, trials: int, timeout: float | None,
+                storage: str | None, name: str, jobs: int, seed: int, pruner: str, sampler: str, progress: bool,
+                say: Callable[[str], None], precision: str, schedules: tuple[str, ...]) -> TuneResult:
+    """Plan, queue and run the phases (``run_id``: this coordinator's, which tags its queued
+    trials; None on a storage only this process sees). Each phase ends with a barrier
+    (``drain``): no trial of it waits or runs anywhere, helpers' included, before it is ranked."""
+    import optuna
+
+    S = optuna.trial.TrialState
+    levels = phases.rungs(full) if full > 0 else [0]
+    _drop_queued(st, run_id, storage)
     result = TuneResult(best=None, studies=[st], epochs=full if full > 0 else None)
     objective = make_phased_objective(task, names, chosen, full if full > 0 else 1 << 30, precision=precision,
                                       function=function, schedules=schedules)
     start = time.perf_counter()
     deadline = None if timeout is None else start + timeout
     used = 0
+    tag = {} if run_id is None else {coordinator.QUEUED_BY: run_id}
 
     def tell(line: str) -> None:
         result.phases.append(line)
@@ -359,34 +451,105 @@ def _tune_phased(task: Any, task_spec: str | None, function: Callable[..., float
         f"at most (budget {chosen}, fidelities {', '.join(map(str, levels))} "
         f"{'epochs' if function is None else 'steps'}, {jobs} process{'es' if jobs > 1 else ''})")
 
+    def enqueue(params: dict[str, Any], phase: int, epochs: int, s: int) -> None:
+        st.enqueue_trial(params, user_attrs={"phase": phase, "planned_epochs": epochs, "seed": s, **tag})
+
     def run(items: list[tuple[phases.Config, int, int, int]], limit: int) -> tuple[int, bool]:
-        """Queue the items (config, epochs, seed, phase) not yet done, up to ``limit``; run them."""
+        """Queue the items (config, epochs, seed, phase) not yet done, up to ``limit`` (those a
+        helper is running count, and are not queued again); run them."""
         nonlocal used
         trials_now = st.get_trials(deepcopy=False)
         done = phases.done_keys(trials_now, full)
         waiting = phases.waiting_keys(trials_now)
+        running = phases.waiting_keys(trials_now, S.RUNNING)
         todo = 0
+        pending = []
         for config, epochs, s, phase in items:
             key = (config.key(), epochs, s)
             if key in done or todo >= limit:
                 continue
-            if key not in waiting:
-                st.enqueue_trial(config.as_dict(), user_attrs={"phase": phase, "planned_epochs": epochs, "seed": s})
+            if key not in waiting and key not in running:
+                pending.append((config, epochs, s, phase))
             todo += 1
         if todo == 0:
             return 0, False
         left = None if deadline is None else deadline - time.perf_counter()
         if left is not None and left <= 0:
             return 0, False
-        n_before = finished()
-        stopped = _optimize(st, objective, n_trials=todo, target=None, jobs=processes(todo), timeout=left,
-                            progress=progress, worker_args=(task_spec, names, storage, name, None, left, seed, sampler,
-                                                            pruner, chosen, os.getpid(), precision, True,
-                                                            schedules),
-                            say=say, phased=True)
+        n_before = finished()  # before queuing: a helper may finish a trial at once
+        for config, epochs, s, phase in pending:
+            enqueue(config.as_dict(), phase, epochs, s)
+        stopped = drain(items[0][3], todo, n_before)
         ran = finished() - n_before
         used += ran
         return ran, stopped
+
+    def drain(phase: int, todo: int, since: int) -> bool:
+        """Run the queued trials here (with --jobs also in worker processes), then wait until no
+        trial of ``phase`` waits or runs in any process. A trial whose process is gone (a
+        helper's or a --jobs worker's) is failed (``owners``, this host; a trial that never
+        recorded its process, after the grace period; Optuna's heartbeat on a database server,
+        which queues a retry itself) and queued again, once per run and while the trials allow
+        (``since``: the finished trials before this phase queued its own), so the wait ends and
+        the phase is ranked complete. After the timeout the queued trials are dropped and only
+        the running ones are waited for. Returns True when interrupted (Ctrl-C)."""
+        first = True
+        requeued: set[str] = set()  # (params, epochs, seed) of the trials queued again
+        failed_before = {t.number for t in st.get_trials(deepcopy=False, states=(S.FAIL,))}
+        heartbeat = optuna.storages.fail_stale_trials if _has_heartbeat(st) else None
+        try:
+            while True:
+                mine = [t for t in st.get_trials(deepcopy=False, states=(S.WAITING, S.RUNNING))
+                        if t.user_attrs.get("phase") == phase and "planned_epochs" in t.user_attrs]
+                waiting = [t for t in mine if t.state == S.WAITING]
+                if waiting and not out_of_time():
+                    left = None if deadline is None else deadline - time.perf_counter()
+                    count = todo if first else len(waiting)
+                    if _optimize(st, objective, n_trials=count, target=None, jobs=processes(count) if first else 1,
+                                 timeout=left, progress=progress and first,
+                                 worker_args=(task_spec, names, storage, name, None, left, seed, sampler, pruner,
+                                              chosen, os.getpid(), precision, True, schedules),
+                                 say=say, phased=True):
+                        _drop_queued(st, run_id, storage)
+                        return True
+                    first = False
+                    continue
+                if waiting:
+                    _drop_queued(st, run_id, storage)  # out of time: helpers take none of them now
+                running = [t for t in mine if t.state == S.RUNNING]
+                if running:
+                    owners.fail_unfinished(st)
+                    _fail_ownerless(running, st)
+                    if heartbeat is not None:
+                        heartbeat(st)  # (queues a retry itself)
+                    running = [t for t in st.get_trials(deepcopy=False, states=(S.RUNNING,))
+                               if t.user_attrs.get("phase") == phase and "planned_epochs" in t.user_attrs]
+                again = False
+                for t in st.get_trials(deepcopy=False, states=(S.FAIL,)):
+                    if t.number in failed_before or t.user_attrs.get("phase") != phase \
+                            or not str(t.user_attrs.get("error", "")).startswith("worker gone"):
+                        continue
+                    failed_before.add(t.number)
+                    key = json.dumps([t.system_attrs.get("fixed_params", {}), t.user_attrs.get("planned_epochs"),
+                                      t.user_attrs.get("seed", 0)], sort_keys=True)
+                    if key in requeued or out_of_time() or used + finished() - since + len(running) >= trials:
+                        continue  # (``--trials``: this run's trials so far, finished or running)
+                    requeued.add(key)
+                    say(f"trial {t.number} failed: its process ({coordinator.describe(t.user_attrs.get('owner') or {})})"
+                        " is gone; queued again")
+                    enqueue(t.system_attrs.get("fixed_params", {}), phase, t.user_attrs["planned_epochs"],
+                            t.user_attrs.get("seed", 0))
+                    again = True
+                if not running and not again:
+                    return False
+                if not again:
+                    time.sleep(coordinator.POLL)
+        except KeyboardInterrupt:
+            with owners.sigint_ignored():
+                _drop_queued(st, run_id, storage)
+            say("interrupted: every finished trial is kept in the study; the running ones are failed "
+                "(\"interrupted\"); a rerun adds --trials new trials")
+            return True
 
     def finished() -> int:
         return sum(1 for t in st.get_trials(deepcopy=False)
@@ -450,20 +613,14 @@ def _tune_phased(task: Any, task_spec: str | None, function: Callable[..., float
         _, stopped = run([(c, full_level, 0, 3) for c in refined], room)
         room = 0 if stopped or out_of_time() else trials - used - plan.reruns
         if room > 0:
-            for i in range(room):
-                st.enqueue_trial({"optimizer": alive[i % len(alive)]},
-                                 user_attrs={"phase": 3, "planned_epochs": full_level, "seed": 0})
-            left = None if deadline is None else deadline - time.perf_counter()
             tpe_before = finished()
-            stopped = _optimize(st, objective, n_trials=room, target=None, jobs=processes(room), timeout=left,
-                                progress=progress, worker_args=(task_spec, names, storage, name, None, left, seed,
-                                                                sampler, pruner, chosen, os.getpid(), precision, True,
-                                                                schedules),
-                                say=say, phased=True)
+            for i in range(room):
+                enqueue({"optimizer": alive[i % len(alive)]}, 3, full_level, 0)
+            stopped = drain(3, room, tpe_before)
             used += finished() - tpe_before
         new = [t for t in st.get_trials(deepcopy=False) if t.number not in before and t.state.is_finished()
                and not t.user_attrs.get("surplus")]
-        pruned = sum(1 for t in new if t.state == optuna.trial.TrialState.PRUNED)
+        pruned = sum(1 for t in new if t.state == S.PRUNED)
         tell(f"phase 3 lr refinement and TPE on {', '.join(alive)} at {full_level} "
              f"{'epochs' if function is None else 'steps'}: {finished() - n_before} new trials, {pruned} pruned; "
              f"refined: {', '.join(phases.describe(c) for c in refined) or 'none'}")
@@ -484,7 +641,7 @@ def _tune_phased(task: Any, task_spec: str | None, function: Callable[..., float
          + skipped_seeds + ("" if skipped_seeds else " ")
          + "; ".join(f"{phases.describe(c)} {s['mean']:.4g} +- {s['std']:.2g} ({len(s['seeds'])} seeds)"
                      for c, s in summaries))
-    _drop_queued(st)
+    _drop_queued(st, run_id, storage)
     result.interrupted = stopped
     result.seconds = time.perf_counter() - start
     result.best = report.phased_best(st, summaries, results(), task.name, levels, chosen)
@@ -493,18 +650,175 @@ def _tune_phased(task: Any, task_spec: str | None, function: Callable[..., float
     return result
 
 
-def _drop_queued(study: Any) -> None:
-    """FAIL the queued (WAITING) trials of the phased strategy that a stopped run left (Ctrl-C,
-    timeout, a killed process): Optuna runs queued trials oldest first, so a rerun would run them
-    in its own first phase. The rerun plans again and queues what is still needed."""
+def _fail_ownerless(running: list[Any], study: Any) -> list[int]:
+    """FAIL the RUNNING trials that never recorded their process (``owner``: a process killed
+    between taking the trial and stamping it) once they are older than the heartbeat grace
+    period: nothing else would end them, and a phase's barrier waits for every running trial."""
+    import datetime
+
     import optuna
 
-    storage = study._storage
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
-        if "planned_epochs" not in t.user_attrs:
+    from .study import heartbeat_settings
+
+    grace = heartbeat_settings()[1]
+    failed = []
+    for t in running:
+        if "owner" in t.user_attrs or t.datetime_start is None:
+            continue
+        if (datetime.datetime.now() - t.datetime_start).total_seconds() <= grace:
             continue
         try:
-            storage.set_trial_user_attr(t._trial_id, "error", "not run: the run that queued it stopped")
-            storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+            study._storage.set_trial_user_attr(t._trial_id, "error", "worker gone (no process recorded)")
+            if study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL):
+                failed.append(t.number)
         except optuna.exceptions.UpdateFinishedTrialError:
-            pass  # another process took it meanwhile
+            pass
+    return failed
+
+
+def _has_heartbeat(study: Any) -> bool:
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+
+    return is_heartbeat_enabled(study._storage)
+
+
+def _help_phased(st: Any, record: dict[str, Any], task: Any, function: Callable[..., float] | None, *, trials: int,
+                 timeout: float | None, storage: str | None, name: str, seed: int, jobs: int,
+                 say: Callable[[str], None], out: str | None = None) -> TuneResult:
+    """Help the live coordinator ``record`` of study ``name``: run its queued trials with the
+    settings it recorded (budget, schedules, precision, optimizers, fidelity, sampler, pruner; not
+    this process's arguments), one at a time in this process, polling while the queue is empty.
+    Stops when the coordinator ends or is gone, at ``timeout``, or after ``trials`` trials of its
+    own. It queues nothing and plans nothing, so it adds no trial to the coordinator's plan, and
+    takes queued trials only (``queued_only``: no surplus trial when another process took the
+    last one first). best.json: the coordinator's, once it has finished."""
+    import optuna
+
+    S = optuna.trial.TrialState
+    settings = st.user_attrs.get(coordinator.SETTINGS) or {}
+    if settings.get("run") != record.get("run"):
+        raise ValueError(f"study {name!r}: its phased coordinator ({coordinator.describe(record)}) recorded no "
+                         "settings; start this process again")
+    if settings.get("task") != task.name:
+        raise ValueError(f"study {name!r} is being tuned on task {settings.get('task')!r} by its coordinator "
+                         f"({coordinator.describe(record)}); this process was given task {task.name!r}: a helper "
+                         "runs the coordinator's trials, so the task must be the same (or use another --study)")
+    full = int(settings["full"])
+    study = create_study(task, settings["optimizers"], storage=storage, study_name=name, sampler=settings["sampler"],
+                         pruner=settings["pruner"], seed=seed + os.getpid(), budget=settings["budget"], parallel=True,
+                         prepare=False)
+    objective = make_phased_objective(task, settings["optimizers"], settings["budget"], full if full > 0 else 1 << 30,
+                                      precision=settings["precision"], function=function,
+                                      schedules=tuple(settings["schedules"]))
+    say(f"study {name!r}: helping its phased coordinator ({coordinator.describe(record)}): running its queued trials "
+        f"with its settings (budget {settings['budget']}, optimizers {', '.join(settings['optimizers'])}, "
+        f"precision {settings['precision']}, schedules {','.join(settings['schedules'])}); at most {trials} trials"
+        + ("; --jobs is for a coordinator: start more processes to help more" if jobs > 1 else ""))
+    start = time.perf_counter()
+    deadline = None if timeout is None else start + timeout
+    me = owners.me()
+    ran_here = [0]  # this process's trials (not surplus), counted as they end
+
+    def current() -> dict[str, Any]:
+        found = study.user_attrs.get(coordinator.COORDINATOR)
+        return found if isinstance(found, dict) else {}
+
+    def stop_reason() -> str | None:
+        now = current()
+        if now.get("run") != record["run"]:
+            return "the coordinator ended (another process coordinates now)"
+        if now.get("ended"):
+            return "the coordinator finished" if now["ended"] == "finished" else \
+                f"the coordinator stopped ({now['ended']})"
+        if not coordinator.alive(now):
+            return f"the coordinator ({coordinator.describe(now)}) is gone"
+        if deadline is not None and time.perf_counter() >= deadline:
+            return "its --timeout"
+        if ran_here[0] >= trials:
+            return f"its --trials {trials}"
+        return None
+
+    def mine() -> list[Any]:
+        return [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()
+                and not t.user_attrs.get("surplus") and t.user_attrs.get("owner") == me]
+
+    def stop_when_done(study_: Any, trial: Any) -> None:
+        if not trial.user_attrs.get("surplus"):
+            ran_here[0] += 1
+        if stop_reason() is not None or not study_.get_trials(deepcopy=False, states=(S.WAITING,)):
+            study_.stop()
+
+    interrupted = False
+    reason = None
+    idle = 0
+    try:
+        while (reason := stop_reason()) is None:
+            if not study.get_trials(deepcopy=False, states=(S.WAITING,)):
+                # waiting for the next phase: look often at first, then less (many helpers, one database)
+                time.sleep(min(coordinator.POLL * 2 ** idle, 2.0))
+                idle += 1
+                continue
+            idle = 0
+            left = None if deadline is None else deadline - time.perf_counter()
+            try:
+                with queued_only(study, storage):
+                    study.optimize(objective, n_trials=trials - ran_here[0], timeout=left, catch=(Exception,),
+                                   callbacks=[stop_when_done], show_progress_bar=False, gc_after_trial=False)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass  # defensive: a trial finished elsewhere while this process ran it
+    except KeyboardInterrupt:
+        with owners.sigint_ignored():
+            owners.fail_unfinished(study, pids=[me["pid"]])
+        interrupted, reason = True, "interrupted"
+    ran = mine()
+    by_phase: dict[int, int] = {}
+    for t in ran:
+        by_phase[t.user_attrs.get("phase", 0)] = by_phase.get(t.user_attrs.get("phase", 0), 0) + 1
+    result = TuneResult(best=None, studies=[study], epochs=full if full > 0 else None, interrupted=interrupted,
+                        role="helper")
+    line = (f"helper of {coordinator.describe(record)}: ran {len(ran)} trial{'s' if len(ran) != 1 else ''}"
+            + (" (" + ", ".join(f"phase {p}: {n}" for p, n in sorted(by_phase.items())) + ")" if by_phase else "")
+            + f"; stopped: {reason}")
+    result.phases.append(line)
+    say(line)
+    final = study.user_attrs.get(coordinator.BEST)
+    if isinstance(final, dict) and final.get("run") == record["run"] and final.get("best"):
+        result.best = final["best"]
+    else:
+        result.notes.append(f"no best.json from this helper: {reason}, and the coordinator "
+                            f"({coordinator.describe(record)}) has not finished; it writes best.json when it "
+                            f"does (or rerun pyopt tune on study {name!r})")
+        say(result.notes[-1])
+    if out is not None and settings.get("host") == owners.HOST and settings.get("out") == os.path.abspath(out):
+        result.out_shared = True
+        result.notes.append(f"outputs: the coordinator writes them to {out}/ (this process's --out too)")
+        say(result.notes[-1])
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _drop_queued(study: Any, mine: str | None = None, url: str | None = None) -> None:
+    """FAIL the queued (WAITING) trials of the phased strategy that a stopped run left (Ctrl-C,
+    timeout, a killed process): Optuna runs queued trials oldest first, so a rerun would run them
+    in its own first phase. The rerun plans again and queues what is still needed. Only the
+    coordinator calls this; it keeps the queue of a live coordinator other than ``mine`` (its
+    run id; trials carry their queuer's in ``queued_by``), whose helpers are taking from it."""
+    import optuna
+
+    current = study.user_attrs.get(coordinator.COORDINATOR)
+    keep = current.get("run") if coordinator.alive(current) and current.get("run") != mine else None
+    storage = study._storage
+    S = optuna.trial.TrialState
+    for t in study.get_trials(deepcopy=False, states=(S.WAITING,)):
+        if "planned_epochs" not in t.user_attrs:
+            continue
+        if keep is not None and t.user_attrs.get(coordinator.QUEUED_BY) == keep:
+            continue
+        try:
+            with coordinator.queue_lock(url):  # taken as a process takes a queued trial: never one it took
+                if not storage.set_trial_state_values(t._trial_id, S.RUNNING):
+                    continue  # another process took it meanwhile
+            storage.set_trial_user_attr(t._trial_id, "error", "not run: the run that queued it stopped")
+            storage.set_trial_state_values(t._trial_id, S.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass

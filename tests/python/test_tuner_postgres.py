@@ -8,6 +8,7 @@ Needs a server: $PYOPT_TEST_POSTGRES is a SQLAlchemy URL of a role that may crea
 it). Without it these tests skip, unless $PYOPT_REQUIRE_POSTGRES=1 (CI), where they fail."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -36,6 +38,12 @@ OPTIMIZERS = "adamw,sgd,lion"
 
 @pytest.fixture
 def database() -> str:
+    with fresh_database() as url:
+        yield url
+
+
+@contextlib.contextmanager
+def fresh_database() -> Iterator[str]:
     """A fresh, empty database on the server; dropped afterwards."""
     name = f"pyopt_test_{uuid.uuid4().hex[:12]}"
     admin = sqlalchemy.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
@@ -95,6 +103,13 @@ def test_a_killed_workers_trial_is_failed_by_the_heartbeat_and_retried(tmp_path:
     hung = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.RUNNING
             and t.user_attrs.get("owner", {}).get("pid") == victim.pid]
     assert len(hung) == 1, [(t.number, t.state, t.user_attrs) for t in study.get_trials()]
+    # the survivor set up before the kill (it holds a trial until `go`): else its start-up fails the
+    # dead trial by the owner check, before any heartbeat is stale
+    while not [t for t in study.get_trials() if t.state == optuna.trial.TrialState.RUNNING
+               and t.user_attrs.get("owner", {}).get("pid") == survivor.pid]:
+        assert survivor.poll() is None, survivor.communicate()
+        assert time.monotonic() < deadline, "the survivor never started a trial"
+        time.sleep(0.05)
     os.killpg(victim.pid, signal.SIGKILL)
     victim.communicate()
     time.sleep(3 + 2)  # the grace period and a heartbeat interval: a lower bound, not a measurement
