@@ -176,14 +176,21 @@ bool Engine::set_hyper(std::size_t group, std::vector<double> hyper) {
   return true;
 }
 
-void apply(const std::string& name, py::handle param_obj, py::handle grad_obj, py::list slot_objs, int64_t step,
-           std::vector<double> hyper, py::array_t<double> scalars, py::object master_obj, int64_t rounding_seed) {
-  const OptimizerSpec& spec = find_optimizer(name);
+// The rule of a one-off step (apply, apply_rows), its hyperparameters and step count checked.
+static const RuleInfo& checked_rule(const OptimizerSpec& spec, const std::string& name,
+                                    const std::vector<double>& hyper, int64_t step) {
   const RuleInfo& rule = *spec.rule;
   if (int(hyper.size()) != rule.num_hyper)
     throw std::invalid_argument(name + ": expected " + std::to_string(rule.num_hyper) + " hyperparameters");
   rule.validate(hyper.data());
   if (step < 1) throw std::invalid_argument("step must be >= 1 (the count of this step), got " + std::to_string(step));
+  return rule;
+}
+
+void apply(const std::string& name, py::handle param_obj, py::handle grad_obj, py::list slot_objs, int64_t step,
+           std::vector<double> hyper, py::array_t<double> scalars, py::object master_obj, int64_t rounding_seed) {
+  const OptimizerSpec& spec = find_optimizer(name);
+  const RuleInfo& rule = checked_rule(spec, name, hyper, step);
   check_param(param_obj, "param", true);
   auto param = py::reinterpret_borrow<py::array>(param_obj);
   const StoredType type = stored_param_type(param, "param");
@@ -247,11 +254,7 @@ void apply(const std::string& name, py::handle param_obj, py::handle grad_obj, p
 void apply_rows(const std::string& name, py::handle param_obj, py::handle indices_obj, py::handle rows_obj,
                 py::list slot_objs, int64_t step, std::vector<double> hyper, py::array_t<double> scalars) {
   const OptimizerSpec& spec = find_optimizer(name);
-  const RuleInfo& rule = *spec.rule;
-  if (int(hyper.size()) != rule.num_hyper)
-    throw std::invalid_argument(name + ": expected " + std::to_string(rule.num_hyper) + " hyperparameters");
-  rule.validate(hyper.data());
-  if (step < 1) throw std::invalid_argument("step must be >= 1 (the count of this step), got " + std::to_string(step));
+  const RuleInfo& rule = checked_rule(spec, name, hyper, step);
   check_param(param_obj, "param");  // float32/float64, C-contiguous, writeable
   auto param = py::reinterpret_borrow<py::array>(param_obj);
   if (param.ndim() != 2)
