@@ -73,8 +73,15 @@ def task(tmp_path: Path) -> str:
     return f"{path}:TASK"
 
 
+def interruptible() -> None:
+    """In the child before exec: SIGINT back to its default. A shell's background job (a CI
+    script run with ``&``, say) starts with SIGINT ignored, every child inherits that, and Python
+    then leaves it ignored, so the Ctrl-C these tests send would never arrive."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(tmp_path: Path, *args: str, hang_at: int = 0, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """`python -m pyopt tune ARGS` in its own session (process group), from tmp_path."""
+    """`python -m pyopt tune ARGS` in its own session (process group), from tmp_path, taking Ctrl-C."""
     markers = tmp_path / "markers"
     markers.mkdir(exist_ok=True)
     child_env = {**os.environ, "FAULTS_MARKERS": str(markers), "FAULTS_HANG_AT": str(hang_at), **(env or {})}
@@ -82,7 +89,7 @@ def start(tmp_path: Path, *args: str, hang_at: int = 0, env: dict[str, str] | No
         args = (*args, "--strategy", "tpe")
     return subprocess.Popen([sys.executable, "-m", "pyopt", "tune", *args, "--no-progress"], cwd=tmp_path,
                             env=child_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=interruptible)
 
 
 def finish(proc: subprocess.Popen) -> tuple[int, str, str]:
