@@ -97,6 +97,13 @@ class PyOptimizer(OptimizerBase):
         """The shape of state array ``name`` of param ``p`` (None: this param has no such state)."""
         return p.shape
 
+    def _new_state(self, p: np.ndarray, state: dict[str, Any], skip: Sequence[str] = ()) -> None:
+        """Zeros for the slots ``p`` has (``_state_shape`` not None) and ``state`` lacks, but ``skip``."""
+        for name in self.slots:
+            shape = self._state_shape(name, p)
+            if shape is not None and name not in state and name not in skip:
+                state[name] = np.zeros(shape, p.dtype)
+
     def _update(self, p: np.ndarray, g: np.ndarray, state: dict[str, Any], group: Mapping[str, Any]) -> None:
         raise NotImplementedError  # pragma: no cover
 

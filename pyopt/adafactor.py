@@ -71,10 +71,7 @@ class Adafactor(PyOptimizer):
         return out
 
     def _update(self, p: np.ndarray, g: np.ndarray, state: dict[str, Any], group: Mapping[str, Any]) -> None:
-        for name in self.slots:
-            shape = self._state_shape(name, p)
-            if shape is not None and name not in state:
-                state[name] = np.zeros(shape, p.dtype)
+        self._new_state(p, state)
         eps1, eps2 = group["eps"]
         _core.adafactor_step(p, g, state.get("row_var"), state.get("col_var"), state.get("variance"), state["step"],
                              group["lr"], group["beta2_decay"], eps1, eps2, group["d"], group["weight_decay"],

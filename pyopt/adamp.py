@@ -71,9 +71,7 @@ class AdamP(PyOptimizer):
         return out
 
     def _update(self, p: np.ndarray, g: np.ndarray, state: dict[str, Any], group: Mapping[str, Any]) -> None:
-        for name in self.slots:
-            if name not in state:
-                state[name] = np.zeros_like(p)
+        self._new_state(p, state)
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
         dtype = p.dtype.type
         beta1, beta2 = group["betas"]

@@ -30,7 +30,7 @@ import numpy as np
 from ._pybase import PyOptimizer
 from ._pyhelpers import add_scaled, betas, flag, number, positive_int
 from .muon import _bf16, _bf16_norm, _lerp, _zeropower_via_newtonschulz
-from .normuon import NS_EPS, _adjusted_lr, check_matrix_param
+from .normuon import NS_EPS, _adjusted_lr, check_matrix_param, checked_ns_coefficients
 from .optimizer import ParamsLike
 
 __all__ = ["AdaMuon"]
@@ -77,19 +77,13 @@ class AdaMuon(PyOptimizer):
         out["eps"] = number(where, "eps", group["eps"], 0.0)
         for key in ("weight_decouple", "use_adjusted_lr", "maximize"):
             out[key] = flag(where, key, group[key])
-        coeffs = group["ns_coefficients"]
-        if not isinstance(coeffs, (tuple, list)) or len(coeffs) != 3:
-            raise TypeError(f"{where}: ns_coefficients must be a tuple of 3 floats (a, b, c), got {coeffs!r} "
-                            "(pytorch-optimizer's presets and schedules are not taken)")
-        out["ns_coefficients"] = tuple(number(where, f"ns_coefficients[{k}]", c, -math.inf, math.inf, "()")
-                                       for k, c in enumerate(coeffs))
+        out["ns_coefficients"] = checked_ns_coefficients(
+            where, group["ns_coefficients"], " (pytorch-optimizer's presets and schedules are not taken)")
         out["ns_steps"] = positive_int(where, "ns_steps", group["ns_steps"])
         return out
 
     def _update(self, p: np.ndarray, g: np.ndarray, state: dict[str, Any], group: Mapping[str, Any]) -> None:
-        for name in self.slots:
-            if name not in state:
-                state[name] = np.zeros(self._state_shape(name, p), p.dtype)
+        self._new_state(p, state)
         if not p.size:
             return
         dtype = p.dtype.type

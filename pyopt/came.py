@@ -82,10 +82,7 @@ class CAME(PyOptimizer):
         return out
 
     def _update(self, p: np.ndarray, g: np.ndarray, state: dict[str, Any], group: Mapping[str, Any]) -> None:
-        for name in self.slots:
-            shape = self._state_shape(name, p)
-            if shape is not None and name not in state and (name != "exp_avg_sq_hat" or group["ams_bound"]):
-                state[name] = np.zeros(shape, p.dtype)
+        self._new_state(p, state, skip=() if group["ams_bound"] else ("exp_avg_sq_hat",))
         dtype = p.dtype.type
         beta1, beta2, beta3 = group["betas"]
         lr, weight_decay = group["lr"], group["weight_decay"]

@@ -108,10 +108,7 @@ class MARSShampoo(PyOptimizer):
         return out
 
     def _update(self, p: np.ndarray, g: np.ndarray, state: dict[str, Any], group: Mapping[str, Any]) -> None:
-        for name in self.slots:
-            shape = self._state_shape(name, p)
-            if name not in state and shape is not None and (name != "max_exp_avg_sq" or group["ams_bound"]):
-                state[name] = np.zeros(shape, p.dtype)
+        self._new_state(p, state, skip=() if group["ams_bound"] else ("max_exp_avg_sq",))
         if not p.size:
             return
         dtype = p.dtype.type

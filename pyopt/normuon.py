@@ -78,11 +78,7 @@ class NorMuon(PyOptimizer):
         out["eps"] = number(where, "eps", group["eps"], 0.0)
         for key in ("weight_decouple", "nesterov", "use_adjusted_lr", "maximize"):
             out[key] = flag(where, key, group[key])
-        coeffs = group["ns_coefficients"]
-        if not isinstance(coeffs, (tuple, list)) or len(coeffs) != 3:
-            raise TypeError(f"{where}: ns_coefficients must be a tuple of 3 floats (a, b, c), got {coeffs!r}")
-        out["ns_coefficients"] = tuple(number(where, f"ns_coefficients[{k}]", c, -math.inf, math.inf, "()")
-                                       for k, c in enumerate(coeffs))
+        out["ns_coefficients"] = checked_ns_coefficients(where, group["ns_coefficients"])
         out["ns_steps"] = positive_int(where, "ns_steps", group["ns_steps"])
         if group["update_scale"] not in UPDATE_SCALES:
             raise ValueError(f"{where}: invalid update_scale: {group['update_scale']!r} "
@@ -90,9 +86,7 @@ class NorMuon(PyOptimizer):
         return out
 
     def _update(self, p: np.ndarray, g: np.ndarray, state: dict[str, Any], group: Mapping[str, Any]) -> None:
-        for name in self.slots:
-            if name not in state:
-                state[name] = np.zeros(self._state_shape(name, p), p.dtype)
+        self._new_state(p, state)
         if not p.size:
             return
         dtype = p.dtype.type
@@ -126,6 +120,14 @@ class NorMuon(PyOptimizer):
 def _norm(x: np.ndarray) -> Any:
     """``x.norm()``, a scalar of x's dtype (summed in float64: torch's cascade sum is close to exact)."""
     return x.dtype.type(np.sqrt(np.sum(np.square(x, dtype=np.float64))))
+
+
+def checked_ns_coefficients(where: str, coeffs: Any, note: str = "") -> tuple[float, float, float]:
+    """The Newton–Schulz coefficients (a, b, c) as finite floats; TypeError/ValueError naming them."""
+    if not isinstance(coeffs, (tuple, list)) or len(coeffs) != 3:
+        raise TypeError(f"{where}: ns_coefficients must be a tuple of 3 floats (a, b, c), got {coeffs!r}{note}")
+    return tuple(number(where, f"ns_coefficients[{k}]", c, -math.inf, math.inf, "()")  # type: ignore[return-value]
+                 for k, c in enumerate(coeffs))
 
 
 def check_matrix_param(p: np.ndarray, label: str, who: str) -> None:
