@@ -520,8 +520,9 @@ def create_study(task: Task, optimizers: Sequence[str], *, storage: str | None =
     """Create (or, with the same storage and name, resume) a study. With ``prepare`` (the first
     process of a run), fail the trials of this host whose process is gone (``owners``) and enqueue
     each optimizer's defaults as a warm start unless one ran, failed on its own or waits. A study
-    that has trials resumes only with the ``schedules`` it ran with (ValueError otherwise: the
-    schedule's choices are one distribution for the whole study)."""
+    that has trials resumes only with the ``optimizers`` and ``schedules`` it ran with (ValueError
+    otherwise: each choice is one distribution for the whole study, and a new trial drawn from
+    another would fail)."""
     import logging
 
     import optuna
@@ -546,6 +547,11 @@ def _prepare(study: Any, task: Task, optimizers: Sequence[str], budget: str, war
     if before != schedules and study.get_trials(deepcopy=False):
         raise ValueError(f"schedules (--schedules): study {study.study_name!r} ran with schedules "
                          f"{','.join(before)}; resume it with the same, or start a new --study")
+    ran_with = next((tuple(t.distributions["optimizer"].choices) for t in study.get_trials(deepcopy=False)
+                     if "optimizer" in t.distributions), None)
+    if ran_with is not None and ran_with != tuple(optimizers):  # (Optuna: one distribution per study)
+        raise ValueError(f"optimizers (--optimizers): study {study.study_name!r} ran with optimizers "
+                         f"{','.join(ran_with)}; resume it with the same, or start a new --study")
     study.set_user_attr("schedules", list(schedules))
     study.set_user_attr("task", task.name)
     study.set_user_attr("budget", budget)

@@ -257,3 +257,17 @@ def test_plain_objective_function(tmp_path) -> None:
 def test_sgd_space_has_no_nesterov_without_momentum() -> None:
     assert "nesterov" not in {d.label for d in space.dimensions("sgd", "full")}
     assert "nesterov" in {d.label for d in space.dimensions("momentum", "full")}
+
+
+def test_a_resumed_study_keeps_its_optimizers(quad, tmp_path) -> None:
+    """The optimizer is one categorical distribution for the whole study: a rerun with other
+    optimizers is refused, naming the option, before a trial runs (each one failed before)."""
+    storage = f"sqlite:///{tmp_path / 'st.db'}"
+    tuner.tune(quad, ["sgd", "adam"], trials=2, storage=storage, progress=False, strategy="tpe")
+    study = optuna.load_study(study_name="pyopt-quadratic-test", storage=storage)
+    before = [t.state.name for t in study.trials]
+    for strategy in ("tpe", "phased"):
+        with pytest.raises(ValueError, match=r"optimizers \(--optimizers\): .* ran with optimizers sgd,adam"):
+            tuner.tune(quad, ["sgd", "lion"], trials=2, storage=storage, progress=False, strategy=strategy)
+    assert [t.state.name for t in study.trials] == before and "FAIL" not in before
+    tuner.tune(quad, ["sgd", "adam"], trials=1, storage=storage, progress=False, strategy="tpe")  # the same: resumes
