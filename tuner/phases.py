@@ -9,12 +9,22 @@ Design (issue 15, "Phases with a purpose" and "Budgets"):
 2. **Successive halving** (reduction factor ``ETA``): at each rung the best 1/ETA of the configs
    that ran at that rung (compared at that same number of epochs only) re-run at the next rung,
    up to the task's full epochs. Rungs: epochs/9, epochs/3, epochs (``rungs``).
-3. **Refinement, then TPE around the survivors**: the optimizers that got furthest (best at
-   their highest rung) get the remaining trials at full fidelity: first each one's best config
-   at lr x sqrt(10) and / sqrt(10) (``refinements``: between phase 1's grid points), then TPE,
-   round-robin over the survivors; the optimizer is fixed by enqueuing it, TPE draws the rest
-   from the record-derived spaces (``tuner/space.py``); the pruner sees intermediate values per
-   epoch, so it compares only values at the same epoch.
+   **The rank check**: halving assumes that a lower fidelity ranks configs as the full one
+   does; learning curves that cross break that (a slow lr trails for most of a run and ends
+   best). So the configs that reached full fidelity are compared with their order one rung below,
+   and for each pair ranked the other way round (``discordant_pairs``) one more optimizer, the
+   next in the halving's order, gets its best config run at full fidelity (``second_chances``).
+   This is PASHA's criterion (Bohdal et al. 2023: more resources only while the top two rungs
+   disagree) applied to the decision halving just made; it costs trials only when the low
+   fidelity has been shown wrong on this task.
+3. **lr line search, then TPE around the survivors**: the optimizers that got furthest (best at
+   their highest rung) get the remaining trials at full fidelity: first a line search in log lr
+   from each one's best config (``line_search_round``: lr x sqrt(10) and / sqrt(10), between
+   phase 1's grid points, then parabolic or golden-section steps until the best lr is bracketed
+   to LINE_RESOLUTION), unpruned; then TPE, round-robin over the survivors; the optimizer is
+   fixed by enqueuing it, TPE draws the rest from the record-derived spaces
+   (``tuner/space.py``); the pruner sees intermediate values per epoch, so it compares only
+   values at the same epoch.
 4. **Finalists on seeds**: the best full-fidelity configs re-run on seeds 1 and 2 (seed 0 is the
    search's: ``task.init_params(seed)`` and the batch rng), ranked by the mean; best.json holds
    mean, std, the seeds and each seed's value.
@@ -55,8 +65,9 @@ for how they enter phase 1 and ``tuner/space.py`` for the schedules and their kn
 gets a complete schedule over its own steps, so successive halving compares complete short runs.
 
 Measured against baselines (default AdamW, TPE over AdamW's lr and weight decay, random search,
-the plain Optuna script): docs/tuner-experiments.md. Not done yet: Hyperband brackets (one
-successive-halving bracket only).
+the plain Optuna script): docs/tuner-experiments.md. One successive-halving bracket, not
+Hyperband's several: with 20-40 trials a second bracket would cost most of phase 3, and the rank
+check spends full-fidelity runs only where the one bracket is shown to mislead.
 """
 from __future__ import annotations
 
@@ -94,6 +105,15 @@ LR_FACTORS = (1.0, 10.0, 0.1)
 # near it (learning curves can cross: docs/tuner-experiments.md).
 REFINE_FACTORS = (10.0 ** 0.5, 10.0 ** -0.5)
 REFINE = len(REFINE_FACTORS)
+# After those two, phase 3 goes on with a line search in log lr (``line_search_step``) until the
+# best lr is known to LINE_RESOLUTION decades (the lr within a factor of about 1.26), unpruned:
+# a lower lr often trails for most of a run and ends best (crossing learning curves, which is
+# why a pruner comparing epoch by epoch must not judge these runs), and a one-dimensional
+# search needs few points where TPE's first draws are nearly random.
+LINE_STEP = 0.5               # decades: log10(sqrt(10)), the refinement's step
+LINE_RESOLUTION = 0.1         # decades
+GOLDEN = (3 - 5 ** 0.5) / 2   # 0.382: the golden-section fraction
+LINE_SEARCH = "line_search"   # the user attr of the line search's trials (the pruner leaves them)
 SEEDS = (0, 1, 2)             # phase 4: the finalists' seeds (0 is the search's)
 EDGE = 0.05                   # a value in the outer 5% of its log range is flagged
 
@@ -262,6 +282,39 @@ def promote(results: Sequence[Result], epochs: int, count: int) -> list[Config]:
     return out
 
 
+def discordant_pairs(results: Sequence[Result], lower: int, upper: int, configs: Sequence[Config]) -> int:
+    """How many pairs of ``configs`` the seed-0 runs at ``lower`` and at ``upper`` epochs rank in
+    opposite orders (Kendall's discordant pairs; diverged runs rank last, ties are no pair)."""
+    def values(epochs: int) -> dict[Config, tuple[bool, float]]:
+        out: dict[Config, tuple[bool, float]] = {}
+        for r in rank(results, epochs):
+            if r["config"] in configs:
+                out.setdefault(r["config"], (r["diverged"], r["value"]))
+        return out
+
+    low, high = values(lower), values(upper)
+    both = [c for c in configs if c in low and c in high]
+    return sum(1 for i, a in enumerate(both) for b in both[i + 1:]
+               if low[a] != low[b] and high[a] != high[b] and (low[a] < low[b]) != (high[a] < high[b]))
+
+
+def second_chances(results: Sequence[Result], below: Sequence[int], promoted: Sequence[Config],
+                   count: int) -> list[Config]:
+    """The rank check's extra promotions: the ``count`` next optimizers in the halving's order
+    (those none of ``promoted`` is of, by the highest of the fidelities ``below`` they reached,
+    then the value there), each with its best config there (diverged ones never)."""
+    taken = {c.optimizer for c in promoted}
+    out: list[Config] = []
+    for epochs in sorted(below, reverse=True):
+        for r in rank(results, epochs):
+            if len(out) >= count:
+                return out
+            if not r["diverged"] and r["config"].optimizer not in taken:
+                taken.add(r["config"].optimizer)
+                out.append(r["config"])
+    return out
+
+
 def survivors(results: Sequence[Result], levels: Sequence[int], count: int) -> list[str]:
     """The optimizers that got furthest: by highest rung reached, then best value there."""
     best: dict[str, tuple[int, float]] = {}
@@ -306,6 +359,69 @@ def refinements(results: Sequence[Result], full: int, optimizers: Sequence[str])
             config = Config.of({**params, key: lr})
             if lr != params[key] and config not in out:
                 out.append(config)
+    return out
+
+
+def line_search_step(results: Sequence[Result], full: int, name: str) -> Config | None:
+    """The next lr to try for ``name``: a bracketing line search in log10(lr) around its best
+    seed-0 config at ``full`` epochs, over the full-fidelity runs that differ from it in lr only.
+    Where the best has no evaluated neighbour on a side, a step of LINE_STEP decades that way
+    (clipped into lr_range); once it is bracketed, the vertex of the parabola through the best
+    and its two neighbours (successive parabolic interpolation, as in Brent's method), or a
+    golden-section step into the wider side when the vertex is not usable. None when the best
+    lies at an end of lr_range or both neighbours are within LINE_RESOLUTION decades."""
+    ranked = [r for r in rank(results, full) if r["config"].optimizer == name]
+    key = f"{name}.lr"
+    best = next((r for r in ranked if not r["diverged"] and key in r["config"].as_dict()), None)
+    if best is None:
+        return None
+    params = best["config"].as_dict()
+    others = {k: v for k, v in params.items() if k != key}
+    line: dict[float, tuple[float, bool]] = {}
+    for r in ranked:
+        p = r["config"].as_dict()
+        if {k: v for k, v in p.items() if k != key} == others and key in p:
+            line.setdefault(math.log10(float(p[key])), (r["value"], r["diverged"]))
+    u = math.log10(float(params[key]))
+    low, high = (math.log10(x) for x in space.lr_range(name))
+    left = max((x for x in line if x < u), default=None)
+    right = min((x for x in line if x > u), default=None)
+
+    def at(x: float) -> Config:
+        return Config.of({**params, key: 10.0 ** x})
+
+    for side, neighbour, edge in ((1, right, high), (-1, left, low)):
+        if neighbour is None and abs(edge - u) >= LINE_RESOLUTION / 2:
+            return at(min(max(u + side * LINE_STEP, low), high))
+    if left is None or right is None:
+        return None  # the best is at an end of lr_range (edge_flags flags it)
+    if max(u - left, right - u) < LINE_RESOLUTION:
+        return None
+    (f_left, d_left), f_best, (f_right, d_right) = line[left], best["value"], line[right]
+    x = None
+    if not (d_left or d_right):
+        # The parabola's vertex through (left, f_left), (u, f_best), (right, f_right).
+        num = (u - left) ** 2 * (f_best - f_right) - (u - right) ** 2 * (f_best - f_left)
+        den = (u - left) * (f_best - f_right) - (u - right) * (f_best - f_left)
+        if den != 0 and math.isfinite(num / den):
+            x = u - 0.5 * num / den
+    if x is None or not (left < x < right) or min(abs(x - y) for y in (left, u, right)) < LINE_RESOLUTION / 2:
+        wider = right if right - u >= u - left else left
+        x = u + GOLDEN * (wider - u)
+    return at(x)
+
+
+def line_search_round(results: Sequence[Result], full: int, optimizers: Sequence[str], first: bool) -> list[Config]:
+    """The configs of one round of phase 3's line search: the first round is ``refinements``
+    (both sides of each survivor's best at once), later rounds one ``line_search_step`` per
+    survivor (none for one whose search has converged)."""
+    if first:
+        return refinements(results, full, optimizers)
+    out = []
+    for name in optimizers:
+        step = line_search_step(results, full, name)
+        if step is not None and step not in out:
+            out.append(step)
     return out
 
 

@@ -17,7 +17,7 @@ from pyopt._pybase import python_optimizer
 from pyopt.storage import parse_precision
 
 from . import coordinator, owners, phases, report, space
-from .phases import DEFAULT_PORTFOLIO
+from .phases import DEFAULT_PORTFOLIO, LINE_SEARCH
 from .study import check_schedules, create_study, make_function_objective, make_objective, make_phased_objective
 from .tasks import Task, load_task
 
@@ -277,7 +277,7 @@ def tune(task: Task | str | Callable[..., float], optimizers: Sequence[str] | No
     """Search the optimizer and its hyperparameters for ``task`` (a Task, a built-in name or
     ``path/file.py:OBJECT``, or a plain objective ``fn(make_optimizer, report) -> float`` for a loop
     a Task cannot express). ``strategy``: "phased" (the default; ``tuner/phases.py``: portfolio at
-    low fidelity, successive halving, lr refinement and TPE around the survivors, finalists on 3
+    low fidelity, successive halving, lr line search and TPE around the survivors, finalists on 3
     seeds; at most ``trials`` new training runs, every phase counted) or "tpe" (one study: ``trials`` new trials,
     per optimizer when ``fair``; with ``jobs`` > 1, up to jobs - 1 more may start at the end). Writes
     best.json, trials.csv and plots to ``out`` when given. ``precision`` (e.g. "bf16+master+int8",
@@ -451,12 +451,14 @@ def _coordinate(st: Any, run_id: str | None, task: Any, task_spec: str | None, f
         f"at most (budget {chosen}, fidelities {', '.join(map(str, levels))} "
         f"{'epochs' if function is None else 'steps'}, {jobs} process{'es' if jobs > 1 else ''})")
 
-    def enqueue(params: dict[str, Any], phase: int, epochs: int, s: int) -> None:
-        st.enqueue_trial(params, user_attrs={"phase": phase, "planned_epochs": epochs, "seed": s, **tag})
+    def enqueue(params: dict[str, Any], phase: int, epochs: int, s: int, attrs: dict[str, Any] | None = None) -> None:
+        st.enqueue_trial(params, user_attrs={"phase": phase, "planned_epochs": epochs, "seed": s, **tag, **(attrs or {})})
 
-    def run(items: list[tuple[phases.Config, int, int, int]], limit: int) -> tuple[int, bool]:
+    def run(items: list[tuple[phases.Config, int, int, int]], limit: int,
+            attrs: dict[str, Any] | None = None) -> tuple[int, bool]:
         """Queue the items (config, epochs, seed, phase) not yet done, up to ``limit`` (those a
-        helper is running count, and are not queued again); run them."""
+        helper is running count, and are not queued again), with ``attrs`` as more user attrs;
+        run them."""
         nonlocal used
         trials_now = st.get_trials(deepcopy=False)
         done = phases.done_keys(trials_now, full)
@@ -478,7 +480,7 @@ def _coordinate(st: Any, run_id: str | None, task: Any, task_spec: str | None, f
             return 0, False
         n_before = finished()  # before queuing: a helper may finish a trial at once
         for config, epochs, s, phase in pending:
-            enqueue(config.as_dict(), phase, epochs, s)
+            enqueue(config.as_dict(), phase, epochs, s, attrs)
         stopped = drain(items[0][3], todo, n_before)
         ran = finished() - n_before
         used += ran
@@ -538,7 +540,7 @@ def _coordinate(st: Any, run_id: str | None, task: Any, task_spec: str | None, f
                     say(f"trial {t.number} failed: its process ({coordinator.describe(t.user_attrs.get('owner') or {})})"
                         " is gone; queued again")
                     enqueue(t.system_attrs.get("fixed_params", {}), phase, t.user_attrs["planned_epochs"],
-                            t.user_attrs.get("seed", 0))
+                            t.user_attrs.get("seed", 0), {LINE_SEARCH: True} if t.user_attrs.get(LINE_SEARCH) else None)
                     again = True
                 if not running and not again:
                     return False
@@ -600,18 +602,34 @@ def _coordinate(st: Any, run_id: str | None, task: Any, task_spec: str | None, f
             if stopped or out_of_time():
                 steps.append(f"stopped ({why()})")
                 break
+        else:
+            # The rank check: configs the full fidelity orders otherwise than the rung below.
+            inverted = phases.discordant_pairs(results(), levels[-2], levels[-1], promoted)
+            room = trials - used - plan.reruns - phases.REFINE
+            extra = phases.second_chances(results(), levels[:-1], promoted, min(inverted, room))
+            if extra:
+                ran, stopped = run([(c, levels[-1], 0, 2) for c in extra], len(extra))
+                steps.append(f"{inverted} pair{'s' if inverted > 1 else ''} ranked otherwise at {levels[-1]} "
+                             f"than at {levels[-2]} epochs: {len(extra)} more -> {levels[-1]} epochs "
+                             f"({', '.join(phases.describe(c) for c in extra)})")
         tell("phase 2 successive halving: " + "; ".join(steps))
     full_level = levels[-1]
     keep = 3 if plan.tpe >= 15 else 2
     alive = phases.survivors(results(), levels, keep)
     room = trials - used - plan.reruns
     if not stopped and not out_of_time() and alive and room > 0:
-        # Phase 3: the survivors' lr refinements, then TPE around them (round-robin), at full fidelity.
+        # Phase 3: the survivors' lr line search, then TPE around them (round-robin), at full fidelity.
         before = {t.number for t in st.get_trials(deepcopy=False)}
         n_before = finished()
-        refined = phases.refinements(results(), full_level, alive)[:room]
-        _, stopped = run([(c, full_level, 0, 3) for c in refined], room)
-        room = 0 if stopped or out_of_time() else trials - used - plan.reruns
+        refined: list[phases.Config] = []
+        while room > 0:
+            batch = [c for c in phases.line_search_round(results(), full_level, alive, first=not refined)
+                     if c not in refined][:room]  # (a config proposed again: its run failed)
+            if not batch:
+                break
+            _, stopped = run([(c, full_level, 0, 3) for c in batch], room, {LINE_SEARCH: True})
+            refined += batch
+            room = 0 if stopped or out_of_time() else trials - used - plan.reruns
         if room > 0:
             tpe_before = finished()
             for i in range(room):
@@ -621,9 +639,9 @@ def _coordinate(st: Any, run_id: str | None, task: Any, task_spec: str | None, f
         new = [t for t in st.get_trials(deepcopy=False) if t.number not in before and t.state.is_finished()
                and not t.user_attrs.get("surplus")]
         pruned = sum(1 for t in new if t.state == S.PRUNED)
-        tell(f"phase 3 lr refinement and TPE on {', '.join(alive)} at {full_level} "
+        tell(f"phase 3 lr line search and TPE on {', '.join(alive)} at {full_level} "
              f"{'epochs' if function is None else 'steps'}: {finished() - n_before} new trials, {pruned} pruned; "
-             f"refined: {', '.join(phases.describe(c) for c in refined) or 'none'}")
+             f"line search: {', '.join(phases.describe(c) for c in refined) or 'none'}")
     else:
         tell(f"phase 3 TPE: skipped ({why()}){'; survivors ' + ', '.join(alive) if alive else ''}")
     final = phases.finalists(results(), full_level, plan.finalists or 1)

@@ -19,6 +19,7 @@ import pyopt
 from pyopt.storage import StorageOptions, parse_precision
 
 from . import owners, space
+from .phases import LINE_SEARCH
 from .tasks import Task
 
 DIVERGED_FACTOR = 10.0
@@ -324,8 +325,8 @@ def make_phased_objective(task: Any, optimizers: Sequence[str], budget: str, ful
                           schedules: Sequence[str] = ("constant",)) -> Callable[[Any], float]:
     """The objective of the phased strategy (``tuner/phases.py``): the trial's queued user attrs
     say its ``phase``, ``planned_epochs`` (its fidelity; steps for a plain function) and ``seed``.
-    Below full fidelity it stops there and ends PRUNED (``low_fidelity``); only phase 3 asks the
-    pruner. A trial nobody queued (a surplus one of a parallel phase) ends at once, ``surplus``."""
+    Below full fidelity it stops there and ends PRUNED (``low_fidelity``); only phase 3's TPE trials
+    ask the pruner (not its line search's). A trial nobody queued (a surplus one of a parallel phase) ends at once, ``surplus``."""
     import optuna
 
     def objective(trial: Any) -> float:
@@ -337,12 +338,13 @@ def make_phased_objective(task: Any, optimizers: Sequence[str], budget: str, ful
         low = epochs < full
         name, hyper, schedule = _draw(trial, optimizers, budget, schedules)
         trial.set_user_attr("precision", precision)
+        prune = phase == 3 and not attrs.get(LINE_SEARCH) and prunable(schedule)
         if function is not None:
-            return _phased_function(trial, function, name, hyper, epochs, low, phase)
+            return _phased_function(trial, function, name, hyper, epochs, low, prune)
 
         def report(val: float, epoch: int) -> bool:
             trial.report(val, epoch)
-            return phase == 3 and prunable(schedule) and bool(trial.should_prune())
+            return prune and bool(trial.should_prune())
 
         value, info = _train_recorded(trial, task, name, hyper, seed, report, precision, epochs, schedule)
         if low:
@@ -356,7 +358,7 @@ def make_phased_objective(task: Any, optimizers: Sequence[str], budget: str, ful
 
 
 def _phased_function(trial: Any, fn: Callable[..., float], name: str, hyper: dict[str, Any], steps: int, low: bool,
-                     phase: int) -> float:
+                     prune: bool) -> float:
     import optuna
 
     last: list[float] = []
@@ -367,7 +369,7 @@ def _phased_function(trial: Any, fn: Callable[..., float], name: str, hyper: dic
     def report(value: float, step: int) -> None:
         trial.report(float(value), int(step))
         last[:] = [float(value)]
-        if phase == 3 and trial.should_prune():
+        if prune and trial.should_prune():
             raise optuna.TrialPruned(f"pruned at step {step}: {value:.6g}")
         if low and int(step) + 1 >= steps:
             raise _FidelityReached
@@ -378,7 +380,7 @@ def _phased_function(trial: Any, fn: Callable[..., float], name: str, hyper: dic
     except _FidelityReached:
         trial.set_user_attr("seconds", time.perf_counter() - start)
         trial.set_user_attr("low_fidelity", True)
-        raise optuna.TrialPruned(f"low fidelity: {steps} steps (phase {phase})") from None
+        raise optuna.TrialPruned(f"low fidelity: {steps} steps") from None
     except optuna.TrialPruned:
         raise
     except Exception as exc:

@@ -101,6 +101,85 @@ def test_refinements_are_each_survivors_best_lr_between_the_grid_points() -> Non
     assert [lr for _, lr in got] == pytest.approx([3.0 / root, 1e-2 * root, 1e-2 / root])  # 3 x root: clipped, dropped
 
 
+def _line_search(value, start, epochs=20, name="adamw", others=()):
+    """Run phase 3's line search (phases.line_search_round) for ``name`` from ``start`` (a
+    full-fidelity result) on ``value(log10 lr)`` until it stops; returns the lrs it tried, in
+    order, and the results."""
+    results = [_r(name, start, epochs, value(math.log10(start)))] + list(others)
+    tried = []
+    for _ in range(30):
+        steps = phases.line_search_round(results, epochs, [name], first=not tried)
+        if not steps:
+            return tried, results
+        for step in steps:
+            lr = step.as_dict()[f"{name}.lr"]
+            assert lr not in tried, (lr, tried)
+            tried.append(lr)
+            results.append(_r(name, lr, epochs, value(math.log10(lr)), number=len(results)))
+    raise AssertionError(f"no end after 30 steps: {tried}")
+
+
+@pytest.mark.parametrize("best", [2.2e-3, 3e-4, 0.05, 1.3e-3])
+@pytest.mark.parametrize("shape", ["parabola", "v", "skewed"])
+def test_line_search_finds_the_best_lr_to_its_resolution(best, shape) -> None:
+    u0 = math.log10(best)
+    value = {"parabola": lambda u: (u - u0) ** 2, "v": lambda u: abs(u - u0),
+             "skewed": lambda u: (u - u0) ** 2 * (4 if u > u0 else 1)}[shape]
+    tried, results = _line_search(value, 1e-3)
+    assert tried[:2] == pytest.approx([1e-3 * 10 ** 0.5, 1e-3 / 10 ** 0.5])  # the refinements' points first
+    found = min(results, key=lambda r: r["value"])["config"].as_dict()["adamw.lr"]
+    assert abs(math.log10(found) - u0) <= phases.LINE_RESOLUTION, (found, tried)
+    assert len(tried) <= 9, tried
+
+
+def test_line_search_stops_at_the_range_and_walks_out_of_a_divergence() -> None:
+    low, high = space.lr_range("adamw")
+    tried, results = _line_search(lambda u: -u, 1e-2)  # better and better towards the top
+    assert tried[-1] == pytest.approx(high) and max(tried) == pytest.approx(high)
+    assert phases.line_search_step(results, 20, "adamw") is None
+    tried, _ = _line_search(lambda u: u, 1e-4)
+    assert min(tried) == pytest.approx(low)
+    # A diverged neighbour (value capped) bounds the bracket; the search still narrows the other way.
+    diverged = [_r("adamw", 2e-3, 20, 1e9, diverged=True, number=7)]
+    tried, results = _line_search(lambda u: (u + 3.5) ** 2, 1e-3, others=diverged)
+    assert not [lr for lr in tried[2:] if lr > 1e-3]
+    found = min(results, key=lambda r: r["value"])["config"].as_dict()["adamw.lr"]
+    assert abs(math.log10(found) + 3.5) <= phases.LINE_RESOLUTION
+
+
+def test_line_search_moves_only_the_lr_of_the_best_config() -> None:
+    def r(lr, value, wd, number):
+        return {"config": Config.of({"optimizer": "adamw", "adamw.lr": lr, "adamw.weight_decay": wd}),
+                "epochs": 20, "seed": 0, "value": value, "diverged": False, "number": number}
+
+    # The best has weight decay 0.1; the runs at weight decay 0 are not its neighbours.
+    results = [r(1e-3, 0.1, 0.1, 0), r(1e-2, 0.5, 0.0, 1), r(1e-4, 0.5, 0.0, 2)]
+    step = phases.line_search_step(results, 20, "adamw").as_dict()
+    assert step["adamw.weight_decay"] == 0.1 and step["adamw.lr"] == pytest.approx(1e-3 * 10 ** 0.5)
+    assert phases.line_search_step(results, 20, "lion") is None  # no full-fidelity run: no search
+    assert phases.line_search_step(results, 6, "adamw") is None  # nor at another fidelity
+    first = phases.line_search_round(results, 20, ["adamw"], first=True)
+    assert first == phases.refinements(results, 20, ["adamw"])
+
+
+def test_the_rank_check_counts_inversions_and_gives_other_optimizers_a_chance() -> None:
+    results = [_r("adamw", 1e-3, 6, 0.1, number=0), _r("nag", 1e-2, 6, 0.2, number=1),
+               _r("lion", 1e-4, 6, 0.3, number=2), _r("adamw", 1e-2, 6, 0.35, number=3),
+               _r("prodigy", 1.0, 6, 0.4, number=4), _r("sgd", 0.1, 6, 0.45, diverged=True, number=5),
+               _r("adamw", 1e-3, 20, 0.05, number=6), _r("nag", 1e-2, 20, 0.01, number=7)]
+    top = [Config.of({"optimizer": "adamw", "adamw.lr": 1e-3}), Config.of({"optimizer": "nag", "nag.lr": 1e-2})]
+    assert phases.discordant_pairs(results, 6, 20, top) == 1
+    assert phases.discordant_pairs(results[:-1] + [_r("nag", 1e-2, 20, 0.06, number=7)], 6, 20, top) == 0
+    assert phases.discordant_pairs(results[:-1] + [_r("nag", 1e-2, 20, 0.05, number=7)], 6, 20, top) == 0  # a tie
+    chances = phases.second_chances(results, [2, 6], top, 3)
+    assert [c.optimizer for c in chances] == ["lion", "prodigy"]  # one per optimizer; never the diverged sgd
+    assert phases.second_chances(results, [2, 6], top, 1) == chances[:1]
+    assert phases.second_chances(results, [2, 6], top, 0) == []
+    # Then those that stopped lower: by the highest fidelity they reached.
+    results += [_r("lamb", 1e-3, 2, 0.01, number=8), _r("sgd", 0.1, 2, 0.02, number=9)]
+    assert [c.optimizer for c in phases.second_chances(results, [2, 6], top, 5)] == ["lion", "prodigy", "lamb", "sgd"]
+
+
 def test_portfolio_is_defaults_then_an_lr_sweep_inside_the_range() -> None:
     configs = phases.portfolio(["adamw", "prodigy", "sgd"], 3, "lr")
     by = {}
@@ -273,6 +352,29 @@ def test_plain_function_fidelity_is_steps(tmp_path) -> None:
     low = [t for t in trials if t.user_attrs["phase"] == 1]
     assert low and all(max(t.intermediate_values) == 0 for t in low)  # 9 // 9 = 1 step
     assert result.best["epochs"] == 9 and result.best["seeds"] == [0]  # a function takes no seed
+
+
+def test_when_the_full_fidelity_reverses_the_order_below_another_optimizer_gets_a_full_run(tmp_path) -> None:
+    # Below the last step the function reports its loss upside down: the slowest runs look best,
+    # so the halving's two full-fidelity runs end in the opposite order (a discordant pair).
+    def fit(make_optimizer, report):
+        w = np.zeros(5)
+        opt = make_optimizer([w])
+        for step in range(9):
+            opt.step([w - 3.0])
+            loss = float(np.sum((w - 3.0) ** 2))
+            report(loss if step == 8 else 1e3 - loss, step)
+        return loss
+
+    fit.steps = 9
+    result = tuner.tune(fit, ["sgd", "adam", "lion"], trials=27, progress=False)
+    trials = _trials(result)
+    full_2 = [t for t in trials if t.user_attrs["phase"] == 2 and t.user_attrs["planned_epochs"] == 9]
+    assert "ranked otherwise at 9 than at 3 epochs: 1 more -> 9 epochs" in result.phases[1], result.phases[1]
+    assert len(full_2) == 3 and full_2[2].params["optimizer"] not in {t.params["optimizer"] for t in full_2[:2]}
+    line = [t for t in trials if t.user_attrs.get(phases.LINE_SEARCH)]
+    assert line and all(t.user_attrs["phase"] == 3 and t.state.name == "COMPLETE" for t in line)
+    assert len(trials) == 27
 
 
 def test_cli_phased_and_tpe(quadratic_file, tmp_path, capsys) -> None:
