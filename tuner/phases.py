@@ -36,7 +36,9 @@ for its first epochs, same seed) and the seed re-runs. A trial carries its ``pha
 and ``seed`` in its user attrs; a trial stopped at its low fidelity ends PRUNED (so TPE ranks it
 below the full-fidelity ones) with ``low_fidelity`` set. Resume: a rerun recomputes the same plan
 and reuses every finished trial with the same params, epochs and seed (no new trial), so an
-interrupted run continues where it stopped and a finished one spends its new ``--trials`` on
+interrupted run continues where it stopped (phase 3's line search from the points it has: each
+step is a function of the runs so far, so none is run twice, and one made unnecessary by a run
+that finished before the interrupt is skipped) and a finished one spends its new ``--trials`` on
 phase 3 (and seeds for new finalists). Queued trials a stopped run did not start are failed
 ("not run: ...") at the end of a run and at the start of the next: Optuna pops queued trials
 oldest first, so they would run inside the wrong phase.
@@ -103,8 +105,7 @@ LR_FACTORS = (1.0, 10.0, 0.1)
 # trials leave room for them after one config per rung and a finalist's seed re-runs (12 with
 # the default six optimizers), so a small budget does not end at a grid point, and a config ranked by its short run is checked at full length
 # near it (learning curves can cross: docs/tuner-experiments.md).
-REFINE_FACTORS = (10.0 ** 0.5, 10.0 ** -0.5)
-REFINE = len(REFINE_FACTORS)
+REFINE = 2                    # those two trials
 # After those two, phase 3 goes on with a line search in log lr (``line_search_step``) until the
 # best lr is known to LINE_RESOLUTION decades (the lr within a factor of about 1.26), unpruned:
 # a lower lr often trails for most of a run and ends best (crossing learning curves, which is
@@ -112,6 +113,7 @@ REFINE = len(REFINE_FACTORS)
 # search needs few points where TPE's first draws are nearly random.
 LINE_STEP = 0.5               # decades: log10(sqrt(10)), the refinement's step
 LINE_RESOLUTION = 0.1         # decades
+SAME_POINT = 1e-9             # decades: lrs this close are one point (a float round trip apart)
 GOLDEN = (3 - 5 ** 0.5) / 2   # 0.382: the golden-section fraction
 LINE_SEARCH = "line_search"   # the user attr of the line search's trials (the pruner leaves them)
 SEEDS = (0, 1, 2)             # phase 4: the finalists' seeds (0 is the search's)
@@ -302,14 +304,16 @@ def second_chances(results: Sequence[Result], below: Sequence[int], promoted: Se
                    count: int) -> list[Config]:
     """The rank check's extra promotions: the ``count`` next optimizers in the halving's order
     (those none of ``promoted`` is of, by the highest of the fidelities ``below`` they reached,
-    then the value there), each with its best config there (diverged ones never)."""
+    then the value there), each with its best config there (never one that diverged at any
+    fidelity)."""
     taken = {c.optimizer for c in promoted}
+    diverged = {r["config"] for r in results if r["diverged"]}
     out: list[Config] = []
     for epochs in sorted(below, reverse=True):
         for r in rank(results, epochs):
             if len(out) >= count:
                 return out
-            if not r["diverged"] and r["config"].optimizer not in taken:
+            if r["config"] not in diverged and r["config"].optimizer not in taken:
                 taken.add(r["config"].optimizer)
                 out.append(r["config"])
     return out
@@ -341,66 +345,58 @@ def finalists(results: Sequence[Result], full: int, count: int) -> list[Config]:
     return out[:count]
 
 
-def refinements(results: Sequence[Result], full: int, optimizers: Sequence[str]) -> list[Config]:
-    """Phase 3's first configs: for each of ``optimizers`` in turn, its best seed-0 config at
-    ``full`` epochs with the lr times each of REFINE_FACTORS (clipped into the record's
-    lr_range; points equal to the config or to one before are dropped)."""
-    ranked = rank(results, full)
-    out: list[Config] = []
-    for name in optimizers:
-        best = next((r["config"] for r in ranked if r["config"].optimizer == name and not r["diverged"]), None)
-        key = f"{name}.lr"
-        if best is None or key not in best.as_dict():
-            continue
-        params = best.as_dict()
-        low, high = space.lr_range(name)
-        for factor in REFINE_FACTORS:
-            lr = min(max(float(params[key]) * factor, low), high)
-            config = Config.of({**params, key: lr})
-            if lr != params[key] and config not in out:
-                out.append(config)
-    return out
-
-
-def line_search_step(results: Sequence[Result], full: int, name: str) -> Config | None:
-    """The next lr to try for ``name``: a bracketing line search in log10(lr) around its best
-    seed-0 config at ``full`` epochs, over the full-fidelity runs that differ from it in lr only.
-    Where the best has no evaluated neighbour on a side, a step of LINE_STEP decades that way
-    (clipped into lr_range); once it is bracketed, the vertex of the parabola through the best
+def line_search_step(results: Sequence[Result], full: int, name: str,
+                     failed: Sequence[Config] = ()) -> list[Config]:
+    """The next lrs to try for ``name``: a bracketing line search in log10(lr) around its best
+    seed-0 config at ``full`` epochs, over the full-fidelity runs that differ from it in lr only
+    (and ``failed``: configs whose runs failed, which bound the search like a divergence). Where
+    the best has no evaluated neighbour on a side, a step of LINE_STEP decades that way, clipped
+    into lr_range (both sides at once when it has none: lr x sqrt(10) and / sqrt(10), between
+    phase 1's grid points); once it is bracketed, the vertex of the parabola through the best
     and its two neighbours (successive parabolic interpolation, as in Brent's method), or a
-    golden-section step into the wider side when the vertex is not usable. None when the best
-    lies at an end of lr_range or both neighbours are within LINE_RESOLUTION decades."""
+    golden-section step into the wider side when the vertex is not usable. Nothing when the best
+    lies at an end of lr_range or both neighbours are within LINE_RESOLUTION decades.
+
+    A function of the runs so far only, so a rerun of an interrupted search proposes the same
+    points, and points are always built as 10 ** x (then clipped), so they compare equal to the
+    ones a first run stored."""
     ranked = [r for r in rank(results, full) if r["config"].optimizer == name]
     key = f"{name}.lr"
     best = next((r for r in ranked if not r["diverged"] and key in r["config"].as_dict()), None)
     if best is None:
-        return None
+        return []
     params = best["config"].as_dict()
     others = {k: v for k, v in params.items() if k != key}
-    line: dict[float, tuple[float, bool]] = {}
-    for r in ranked:
-        p = r["config"].as_dict()
-        if {k: v for k, v in p.items() if k != key} == others and key in p:
-            line.setdefault(math.log10(float(p[key])), (r["value"], r["diverged"]))
     u = math.log10(float(params[key]))
-    low, high = (math.log10(x) for x in space.lr_range(name))
+    line: dict[float, tuple[float, bool]] = {}
+    points = [(r["config"], r["value"], r["diverged"]) for r in ranked] + [(c, math.inf, True) for c in failed]
+    for config, value, diverged in points:
+        p = config.as_dict()
+        if key in p and {k: v for k, v in p.items() if k != key} == others and float(p[key]) > 0:
+            x = math.log10(float(p[key]))
+            if abs(x - u) > SAME_POINT:  # (the best itself, or a float round trip away from it)
+                line.setdefault(x, (value, diverged))
+    lr_low, lr_high = space.lr_range(name)
+    low, high = math.log10(lr_low), math.log10(lr_high)
     left = max((x for x in line if x < u), default=None)
     right = min((x for x in line if x > u), default=None)
 
     def at(x: float) -> Config:
-        return Config.of({**params, key: 10.0 ** x})
+        return Config.of({**params, key: min(max(10.0 ** x, lr_low), lr_high)})
 
-    for side, neighbour, edge in ((1, right, high), (-1, left, low)):
-        if neighbour is None and abs(edge - u) >= LINE_RESOLUTION / 2:
-            return at(min(max(u + side * LINE_STEP, low), high))
+    outward = [at(min(max(u + side * LINE_STEP, low), high))
+               for side, neighbour, edge in ((1, right, high), (-1, left, low))
+               if neighbour is None and abs(edge - u) >= LINE_RESOLUTION / 2]
+    if outward:
+        return outward
     if left is None or right is None:
-        return None  # the best is at an end of lr_range (edge_flags flags it)
+        return []  # the best is at an end of lr_range (edge_flags flags it)
     if max(u - left, right - u) < LINE_RESOLUTION:
-        return None
+        return []
     (f_left, d_left), f_best, (f_right, d_right) = line[left], best["value"], line[right]
     x = None
     if not (d_left or d_right):
-        # The parabola's vertex through (left, f_left), (u, f_best), (right, f_right).
+        # The vertex of the parabola through (left, f_left), (u, f_best), (right, f_right).
         num = (u - left) ** 2 * (f_best - f_right) - (u - right) ** 2 * (f_best - f_left)
         den = (u - left) * (f_best - f_right) - (u - right) * (f_best - f_left)
         if den != 0 and math.isfinite(num / den):
@@ -408,20 +404,16 @@ def line_search_step(results: Sequence[Result], full: int, name: str) -> Config 
     if x is None or not (left < x < right) or min(abs(x - y) for y in (left, u, right)) < LINE_RESOLUTION / 2:
         wider = right if right - u >= u - left else left
         x = u + GOLDEN * (wider - u)
-    return at(x)
+    return [at(x)]
 
 
-def line_search_round(results: Sequence[Result], full: int, optimizers: Sequence[str], first: bool) -> list[Config]:
-    """The configs of one round of phase 3's line search: the first round is ``refinements``
-    (both sides of each survivor's best at once), later rounds one ``line_search_step`` per
-    survivor (none for one whose search has converged)."""
-    if first:
-        return refinements(results, full, optimizers)
-    out = []
+def line_search_round(results: Sequence[Result], full: int, optimizers: Sequence[str],
+                      failed: Sequence[Config] = ()) -> list[Config]:
+    """One round of phase 3's line search: ``line_search_step`` for each of ``optimizers``, in
+    turn (the first round gives each survivor its two points around its best config)."""
+    out: list[Config] = []
     for name in optimizers:
-        step = line_search_step(results, full, name)
-        if step is not None and step not in out:
-            out.append(step)
+        out += [c for c in line_search_step(results, full, name, failed) if c not in out]
     return out
 
 

@@ -621,15 +621,20 @@ def _coordinate(st: Any, run_id: str | None, task: Any, task_spec: str | None, f
         # Phase 3: the survivors' lr line search, then TPE around them (round-robin), at full fidelity.
         before = {t.number for t in st.get_trials(deepcopy=False)}
         n_before = finished()
-        refined: list[phases.Config] = []
+        proposed: list[phases.Config] = []
+        failed: list[phases.Config] = []  # (their runs failed in this run: they bound the search)
         while room > 0:
-            batch = [c for c in phases.line_search_round(results(), full_level, alive, first=not refined)
-                     if c not in refined][:room]  # (a config proposed again: its run failed)
-            if not batch:
+            batch = phases.line_search_round(results(), full_level, alive, failed)[:room]
+            if not batch or all(c in proposed for c in batch):
                 break
             _, stopped = run([(c, full_level, 0, 3) for c in batch], room, {LINE_SEARCH: True})
-            refined += batch
+            proposed += [c for c in batch if c not in proposed]
             room = 0 if stopped or out_of_time() else trials - used - plan.reruns
+            if not stopped:
+                done = phases.done_keys(st.get_trials(deepcopy=False), full)
+                failed += [c for c in batch if (c.key(), full_level, 0) not in done and c not in failed]
+        searched = phases.done_keys(st.get_trials(deepcopy=False), full)
+        refined = [c for c in proposed if (c.key(), full_level, 0) in searched]
         if room > 0:
             tpe_before = finished()
             for i in range(room):

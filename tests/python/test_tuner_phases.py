@@ -88,7 +88,7 @@ def test_halving_leaves_room_for_phase_3_but_one_config_reaches_the_top() -> Non
     assert (plan.portfolio, plan.halving, plan.reruns, plan.tpe) == (12, 3 + 1, 2, phases.REFINE)
 
 
-def test_refinements_are_each_survivors_best_lr_between_the_grid_points() -> None:
+def test_the_line_search_starts_with_each_survivors_best_lr_between_the_grid_points() -> None:
     root = 10 ** 0.5
     results = [_r("adamw", 1e-3, 20, 0.5), _r("adamw", 1e-2, 20, 0.4, number=1),
                _r("adamw", 1e-1, 6, 0.1, number=2),           # another fidelity: not a candidate
@@ -96,9 +96,14 @@ def test_refinements_are_each_survivors_best_lr_between_the_grid_points() -> Non
                _r("prodigy", 3.0, 20, 0.3, number=4),         # at the top of its lr_range [0.3, 3]
                _r("lion", 1e-4, 20, 0.2, diverged=True, number=5)]
     got = [(c.optimizer, c.as_dict()[f"{c.optimizer}.lr"]) for c in
-           phases.refinements(results, 20, ["prodigy", "adamw", "lion"])]
-    assert [name for name, _ in got] == ["prodigy", "adamw", "adamw"]  # in the survivors' order
-    assert [lr for _, lr in got] == pytest.approx([3.0 / root, 1e-2 * root, 1e-2 / root])  # 3 x root: clipped, dropped
+           phases.line_search_round(results, 20, ["prodigy", "adamw", "lion"])]
+    assert [name for name, _ in got] == ["prodigy", "adamw"]  # in the survivors' order; lion has no run
+    # prodigy: only downwards (3 x root is out of its range); adamw: its best, 1e-2, already has
+    # a run below it (1e-3), so only the step up.
+    assert [lr for _, lr in got] == pytest.approx([3.0 / root, 1e-2 * root])
+    results = results[1:]  # adamw at 1e-2 alone: both sides at once
+    got = [c.as_dict()["adamw.lr"] for c in phases.line_search_round(results, 20, ["adamw"])]
+    assert got == pytest.approx([1e-2 * root, 1e-2 / root])
 
 
 def _line_search(value, start, epochs=20, name="adamw", others=()):
@@ -108,7 +113,7 @@ def _line_search(value, start, epochs=20, name="adamw", others=()):
     results = [_r(name, start, epochs, value(math.log10(start)))] + list(others)
     tried = []
     for _ in range(30):
-        steps = phases.line_search_round(results, epochs, [name], first=not tried)
+        steps = phases.line_search_round(results, epochs, [name])
         if not steps:
             return tried, results
         for step in steps:
@@ -126,7 +131,7 @@ def test_line_search_finds_the_best_lr_to_its_resolution(best, shape) -> None:
     value = {"parabola": lambda u: (u - u0) ** 2, "v": lambda u: abs(u - u0),
              "skewed": lambda u: (u - u0) ** 2 * (4 if u > u0 else 1)}[shape]
     tried, results = _line_search(value, 1e-3)
-    assert tried[:2] == pytest.approx([1e-3 * 10 ** 0.5, 1e-3 / 10 ** 0.5])  # the refinements' points first
+    assert tried[:2] == pytest.approx([1e-3 * 10 ** 0.5, 1e-3 / 10 ** 0.5])  # both sides of the start first
     found = min(results, key=lambda r: r["value"])["config"].as_dict()["adamw.lr"]
     assert abs(math.log10(found) - u0) <= phases.LINE_RESOLUTION, (found, tried)
     assert len(tried) <= 9, tried
@@ -136,7 +141,7 @@ def test_line_search_stops_at_the_range_and_walks_out_of_a_divergence() -> None:
     low, high = space.lr_range("adamw")
     tried, results = _line_search(lambda u: -u, 1e-2)  # better and better towards the top
     assert tried[-1] == pytest.approx(high) and max(tried) == pytest.approx(high)
-    assert phases.line_search_step(results, 20, "adamw") is None
+    assert phases.line_search_step(results, 20, "adamw") == []
     tried, _ = _line_search(lambda u: u, 1e-4)
     assert min(tried) == pytest.approx(low)
     # A diverged neighbour (value capped) bounds the bracket; the search still narrows the other way.
@@ -154,12 +159,40 @@ def test_line_search_moves_only_the_lr_of_the_best_config() -> None:
 
     # The best has weight decay 0.1; the runs at weight decay 0 are not its neighbours.
     results = [r(1e-3, 0.1, 0.1, 0), r(1e-2, 0.5, 0.0, 1), r(1e-4, 0.5, 0.0, 2)]
-    step = phases.line_search_step(results, 20, "adamw").as_dict()
-    assert step["adamw.weight_decay"] == 0.1 and step["adamw.lr"] == pytest.approx(1e-3 * 10 ** 0.5)
-    assert phases.line_search_step(results, 20, "lion") is None  # no full-fidelity run: no search
-    assert phases.line_search_step(results, 6, "adamw") is None  # nor at another fidelity
-    first = phases.line_search_round(results, 20, ["adamw"], first=True)
-    assert first == phases.refinements(results, 20, ["adamw"])
+    steps = [c.as_dict() for c in phases.line_search_step(results, 20, "adamw")]
+    assert [c["adamw.weight_decay"] for c in steps] == [0.1, 0.1]
+    assert [c["adamw.lr"] for c in steps] == pytest.approx([1e-3 * 10 ** 0.5, 1e-3 / 10 ** 0.5])
+    assert phases.line_search_step(results, 20, "lion") == []  # no full-fidelity run: no search
+    assert phases.line_search_step(results, 6, "adamw") == []  # nor at another fidelity
+
+
+def test_a_bracketed_line_search_steps_to_the_parabolas_vertex() -> None:
+    # Three points of (u + 2.37)^2 bracket the minimum: the next point is its vertex exactly.
+    results = [_r("adamw", 10 ** u, 20, (u + 2.37) ** 2, number=i) for i, u in enumerate((-2.5, -2.0, -3.0))]
+    (step,) = phases.line_search_step(results, 20, "adamw")
+    assert math.log10(step.as_dict()["adamw.lr"]) == pytest.approx(-2.37)
+    # The vertex too close to the best: a golden-section step into the wider side instead.
+    results = [_r("adamw", 10 ** u, 20, (u + 2.49) ** 2, number=i) for i, u in enumerate((-2.5, -2.0, -3.5))]
+    (step,) = phases.line_search_step(results, 20, "adamw")
+    assert math.log10(step.as_dict()["adamw.lr"]) == pytest.approx(-2.5 - phases.GOLDEN * 1.0)
+
+
+def test_line_search_points_stay_inside_the_range() -> None:
+    # From 2e-2 the step up would be 6.3e-2, then 0.2: clipped to 0.1, the top of adamw's range.
+    tried, _ = _line_search(lambda u: -u, 2e-2)
+    assert max(tried) == space.lr_range("adamw")[1] and all(lr <= 0.1 for lr in tried)
+    # Prodigy's multiplier at the bottom of its range: 10 ** log10(0.3) is 0.29999999999999993.
+    tried, _ = _line_search(lambda u: u, 0.5, name="prodigy")
+    assert min(tried) == 0.3
+
+
+def test_a_failed_line_search_run_bounds_the_search_like_a_divergence() -> None:
+    results = [_r("adamw", 1e-2, 20, 0.5), _r("adamw", 10 ** -1.5, 20, 0.4, number=1),
+               _r("adamw", 10 ** -2.5, 20, 0.6, number=2)]
+    (up,) = phases.line_search_step(results, 20, "adamw")  # the best, 10 ** -1.5, has no run above it
+    assert up.as_dict()["adamw.lr"] == pytest.approx(10 ** -1.0)
+    (inside,) = phases.line_search_step(results, 20, "adamw", failed=[up])  # its run failed
+    assert 10 ** -2 < inside.as_dict()["adamw.lr"] < 10 ** -1.0 and inside != up
 
 
 def test_the_rank_check_counts_inversions_and_gives_other_optimizers_a_chance() -> None:
@@ -175,9 +208,12 @@ def test_the_rank_check_counts_inversions_and_gives_other_optimizers_a_chance() 
     assert [c.optimizer for c in chances] == ["lion", "prodigy"]  # one per optimizer; never the diverged sgd
     assert phases.second_chances(results, [2, 6], top, 1) == chances[:1]
     assert phases.second_chances(results, [2, 6], top, 0) == []
-    # Then those that stopped lower: by the highest fidelity they reached.
-    results += [_r("lamb", 1e-3, 2, 0.01, number=8), _r("sgd", 0.1, 2, 0.02, number=9)]
-    assert [c.optimizer for c in phases.second_chances(results, [2, 6], top, 5)] == ["lion", "prodigy", "lamb", "sgd"]
+    # Then those that stopped lower: by the highest fidelity they reached; never a config that
+    # diverged at a higher one (sgd lr 0.1), but another config of its optimizer.
+    results += [_r("lamb", 1e-3, 2, 0.01, number=8), _r("sgd", 0.1, 2, 0.005, number=9),
+                _r("sgd", 0.01, 2, 0.02, number=10)]
+    chances = phases.second_chances(results, [2, 6], top, 5)
+    assert [phases.describe(c) for c in chances] == ["lion lr=0.0001", "prodigy lr=1", "lamb lr=0.001", "sgd lr=0.01"]
 
 
 def test_portfolio_is_defaults_then_an_lr_sweep_inside_the_range() -> None:
@@ -274,14 +310,15 @@ def test_phased_run_on_a_quick_task(quad, tmp_path) -> None:
     low = sorted((t for t in by_phase[1] if not t.user_attrs["diverged"]), key=lambda t: (t.value, t.number))
     assert [t.params for t in by_phase[2]] == [t.params for t in low[:len(by_phase[2])]]
     assert all(t.user_attrs["planned_epochs"] == 4 and t.state.name == "COMPLETE" for t in by_phase[2])
-    # Phase 3: full fidelity, only the survivors; first the refinements of the survivors' best
-    # configs (from the results of phases 1 and 2), then TPE.
+    # Phase 3: full fidelity, only the survivors; first the line search's first round (both
+    # sides of each survivor's best config, from the results of phases 1 and 2), unpruned.
     survivors = result.phases[2].split(" on ")[1].split(" at ")[0].split(", ")
     assert {t.params["optimizer"] for t in by_phase[3]} <= set(survivors)
     assert all(t.user_attrs["planned_epochs"] == 4 for t in by_phase[3])
     before_3 = phases.results_of([t for p in (1, 2) for t in by_phase[p]], 4)
-    refined = phases.refinements(before_3, 4, survivors)
+    refined = phases.line_search_round(before_3, 4, survivors)
     assert refined and [Config.of(t.params) for t in by_phase[3][:len(refined)]] == refined[:len(by_phase[3])]
+    assert all(t.user_attrs.get(phases.LINE_SEARCH) for t in by_phase[3][:len(refined)])
     # Phase 4: two finalists on seeds 1 and 2.
     assert sorted(t.user_attrs["seed"] for t in by_phase[4]) == [1, 1, 2, 2]
     best = json.loads((out / "best.json").read_text())
@@ -375,6 +412,53 @@ def test_when_the_full_fidelity_reverses_the_order_below_another_optimizer_gets_
     line = [t for t in trials if t.user_attrs.get(phases.LINE_SEARCH)]
     assert line and all(t.user_attrs["phase"] == 3 and t.state.name == "COMPLETE" for t in line)
     assert len(trials) == 27
+
+
+def test_an_interrupted_line_search_resumes_where_it_stopped(tmp_path) -> None:
+    calls = {"full runs": 0, "interrupt at": 0}
+
+    def fit(make_optimizer, report):
+        w = np.zeros(5)
+        opt = make_optimizer([w])
+        for step in range(9):
+            opt.step([w - 0.06])
+            report(float(np.sum((w - 0.06) ** 2)), step)
+        calls["full runs"] += 1
+        if calls["full runs"] == calls["interrupt at"]:
+            raise KeyboardInterrupt
+        return float(np.sum((w - 0.06) ** 2))
+
+    fit.steps = 9
+
+    def line_searched(result):
+        trials = [t for t in result.studies[0].trials if t.user_attrs.get(phases.LINE_SEARCH)]
+        return [(Config.of(t.params).key(), t.state.name) for t in trials]
+
+    def best_of_each(result):
+        ranked = phases.rank(phases.results_of(result.studies[0].trials, 9), 9)
+        return {name: next(r["config"] for r in ranked if r["config"].optimizer == name) for name in ("adam", "lion")}
+
+    whole = tuner.tune(fit, ["adam", "lion"], trials=24, storage=f"sqlite:///{tmp_path / 'whole.db'}", progress=False)
+    expected = line_searched(whole)
+    assert len(expected) >= 6 and all(state == "COMPLETE" for _, state in expected)
+    before = sum(1 for t in whole.studies[0].trials if t.user_attrs.get("phase") in (1, 2)
+                 and t.user_attrs["planned_epochs"] == 9)
+    calls.update({"full runs": 0, "interrupt at": before + 4})  # in the line search's second round
+    storage = f"sqlite:///{tmp_path / 'cut.db'}"
+    cut = tuner.tune(fit, ["adam", "lion"], trials=24, storage=storage, progress=False)
+    assert cut.interrupted and 0 < len([k for k, s in line_searched(cut) if s == "COMPLETE"]) < len(expected)
+    calls["interrupt at"] = 0
+    again = tuner.tune(fit, ["adam", "lion"], trials=24, storage=storage, progress=False)
+    # The rerun goes on from what the first run learnt: the points it ran are reused, the one
+    # interrupted is run only if the search still needs it, and no point is run twice.
+    full = [(t.params["optimizer"], round(math.log10(t.params[t.params["optimizer"] + ".lr"]), 6), t.user_attrs["seed"])
+            for t in again.studies[0].trials if t.state.name == "COMPLETE" and t.user_attrs.get("planned_epochs") == 9]
+    assert len(full) == len(set(full))
+    assert {k for k, s in line_searched(cut) if s == "COMPLETE"} <= {k for k, s in line_searched(again)}
+    assert "0 new trials" in again.phases[0]
+    line_whole, line_again = ({k for k, s in line_searched(r) if s == "COMPLETE"} for r in (whole, again))
+    assert len(line_again - line_whole) <= 1 and len(line_whole - line_again) <= 1
+    assert best_of_each(again)["adam"] == best_of_each(whole)["adam"]
 
 
 def test_cli_phased_and_tpe(quadratic_file, tmp_path, capsys) -> None:
