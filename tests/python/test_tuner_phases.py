@@ -461,6 +461,27 @@ def test_an_interrupted_line_search_resumes_where_it_stopped(tmp_path) -> None:
     assert best_of_each(again)["adam"] == best_of_each(whole)["adam"]
 
 
+def test_a_line_search_run_that_fails_bounds_the_search_and_it_goes_on() -> None:
+    def fit(make_optimizer, report):
+        w = np.zeros(5)
+        opt = make_optimizer([w])
+        for step in range(9):
+            opt.step([w - 0.06])
+            if step == 0 and abs(w[0]) > 0.05:
+                raise FloatingPointError("step too large")  # an objective refusing a too-large lr
+            report(float(np.sum((w - 0.06) ** 2)), step)
+        return float(np.sum((w - 0.06) ** 2))
+
+    fit.steps = 9
+    result = tuner.tune(fit, ["adam", "lion"], trials=24, progress=False)
+    line = [t for t in result.studies[0].trials if t.user_attrs.get(phases.LINE_SEARCH) and t.params["optimizer"] == "adam"]
+    failed = [t for t in line if t.state.name == "FAIL"]
+    assert len(failed) == 1 and failed[0].params["adam.lr"] == pytest.approx(0.1)
+    after = [t.params["adam.lr"] for t in line if t.number > failed[0].number]
+    assert len(after) >= 2 and all(lr < 0.1 for lr in after)  # it searches below the failure
+    assert "adam lr=0.1," not in result.phases[2]  # the phase line lists the points that ran
+
+
 def test_cli_phased_and_tpe(quadratic_file, tmp_path, capsys) -> None:
     from pyopt import cli
 
