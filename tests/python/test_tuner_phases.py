@@ -374,17 +374,25 @@ def test_few_trials_still_evaluate_every_optimizer(quad) -> None:
     assert result.best is not None
 
 
-def test_plain_function_fidelity_is_steps(tmp_path) -> None:
+def _descent(target: float, shown=lambda loss, step: loss, check=lambda w, step: None, done=lambda: None):
+    """A plain objective for ``tuner.tune``: 9 steps of the optimizer on |w - target|^2 (w in R^5),
+    reporting ``shown(loss, step)``; ``check(w, step)`` may raise after a step, ``done()`` at the end."""
     def fit(make_optimizer, report):
         w = np.zeros(5)
         opt = make_optimizer([w])
         for step in range(9):
-            opt.step([w - 3.0])
-            report(float(np.sum((w - 3.0) ** 2)), step)
-        return float(np.sum((w - 3.0) ** 2))
+            opt.step([w - target])
+            check(w, step)
+            report(shown(float(np.sum((w - target) ** 2)), step), step)
+        done()
+        return float(np.sum((w - target) ** 2))
 
     fit.steps = 9
-    result = tuner.tune(fit, ["sgd", "adam"], trials=10, out=str(tmp_path), progress=False)
+    return fit
+
+
+def test_plain_function_fidelity_is_steps(tmp_path) -> None:
+    result = tuner.tune(_descent(3.0), ["sgd", "adam"], trials=10, out=str(tmp_path), progress=False)
     trials = _trials(result)
     low = [t for t in trials if t.user_attrs["phase"] == 1]
     assert low and all(max(t.intermediate_values) == 0 for t in low)  # 9 // 9 = 1 step
@@ -394,16 +402,7 @@ def test_plain_function_fidelity_is_steps(tmp_path) -> None:
 def test_when_the_full_fidelity_reverses_the_order_below_another_optimizer_gets_a_full_run(tmp_path) -> None:
     # Below the last step the function reports its loss upside down: the slowest runs look best,
     # so the halving's two full-fidelity runs end in the opposite order (a discordant pair).
-    def fit(make_optimizer, report):
-        w = np.zeros(5)
-        opt = make_optimizer([w])
-        for step in range(9):
-            opt.step([w - 3.0])
-            loss = float(np.sum((w - 3.0) ** 2))
-            report(loss if step == 8 else 1e3 - loss, step)
-        return loss
-
-    fit.steps = 9
+    fit = _descent(3.0, shown=lambda loss, step: loss if step == 8 else 1e3 - loss)
     result = tuner.tune(fit, ["sgd", "adam", "lion"], trials=27, progress=False)
     trials = _trials(result)
     full_2 = [t for t in trials if t.user_attrs["phase"] == 2 and t.user_attrs["planned_epochs"] == 9]
@@ -417,18 +416,12 @@ def test_when_the_full_fidelity_reverses_the_order_below_another_optimizer_gets_
 def test_an_interrupted_line_search_resumes_where_it_stopped(tmp_path) -> None:
     calls = {"full runs": 0, "interrupt at": 0}
 
-    def fit(make_optimizer, report):
-        w = np.zeros(5)
-        opt = make_optimizer([w])
-        for step in range(9):
-            opt.step([w - 0.06])
-            report(float(np.sum((w - 0.06) ** 2)), step)
+    def count_and_interrupt():
         calls["full runs"] += 1
         if calls["full runs"] == calls["interrupt at"]:
             raise KeyboardInterrupt
-        return float(np.sum((w - 0.06) ** 2))
 
-    fit.steps = 9
+    fit = _descent(0.06, done=count_and_interrupt)
 
     def line_searched(result):
         trials = [t for t in result.studies[0].trials if t.user_attrs.get(phases.LINE_SEARCH)]
@@ -462,18 +455,11 @@ def test_an_interrupted_line_search_resumes_where_it_stopped(tmp_path) -> None:
 
 
 def test_a_line_search_run_that_fails_bounds_the_search_and_it_goes_on() -> None:
-    def fit(make_optimizer, report):
-        w = np.zeros(5)
-        opt = make_optimizer([w])
-        for step in range(9):
-            opt.step([w - 0.06])
-            if step == 0 and abs(w[0]) > 0.05:
-                raise FloatingPointError("step too large")  # an objective refusing a too-large lr
-            report(float(np.sum((w - 0.06) ** 2)), step)
-        return float(np.sum((w - 0.06) ** 2))
+    def refuse_a_large_step(w, step):  # an objective refusing a too-large lr
+        if step == 0 and abs(w[0]) > 0.05:
+            raise FloatingPointError("step too large")
 
-    fit.steps = 9
-    result = tuner.tune(fit, ["adam", "lion"], trials=24, progress=False)
+    result = tuner.tune(_descent(0.06, check=refuse_a_large_step), ["adam", "lion"], trials=24, progress=False)
     line = [t for t in result.studies[0].trials if t.user_attrs.get(phases.LINE_SEARCH) and t.params["optimizer"] == "adam"]
     failed = [t for t in line if t.state.name == "FAIL"]
     assert len(failed) == 1 and failed[0].params["adam.lr"] == pytest.approx(0.1)
