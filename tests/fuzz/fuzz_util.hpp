@@ -4,7 +4,12 @@
 #include <cstdlib>
 #include <stdexcept>
 
+#include <pyopt/npz.hpp>
+
 namespace pyopt_fuzz {
+
+// The fuzz targets skip the zip CRC-32 check (pyopt/npz.hpp), from before the first input on.
+inline const bool crc32_skipped = (pyopt::npz::fuzzing_skips_crc32 = true);
 
 // Runs f. A std::runtime_error or std::invalid_argument is the readers' documented answer to bad
 // input and is swallowed (returns false); any other exception escapes and libFuzzer reports it.
