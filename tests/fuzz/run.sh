@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (clang++, ASan + UBSan, baseline kernels only) and runs each for
-# DURATION seconds (default 60; the targets side by side, one core each) from its seed corpus. Exits non-zero on the first crash, sanitizer
-# report, leak, timeout or out-of-memory; the input that caused it is saved in
-# $PYOPT_FUZZ_BUILD/crashes/<target>/ (reproduce: see docs/fuzzing.md).
+# DURATION seconds (default 60) from its seed corpus, the targets side by side (one core each).
+# Exits non-zero when a target hits a crash, sanitizer report, leak, timeout or out-of-memory; the
+# input that caused it is saved in $PYOPT_FUZZ_BUILD/crashes/<target>/ (reproduce: docs/fuzzing.md).
 #
 #   tests/fuzz/run.sh [DURATION] [TARGET...]      TARGET: json, checkpoint (default: both)
 #   PYOPT_FUZZ_BUILD=dir  build folder (default build/fuzz); new corpus entries go to dir/corpus/
