@@ -9,43 +9,16 @@ from typing import Any, Callable
 from pyopt.tuner import tasks
 
 
-class MLPDigitsWide(tasks.MLPDigits):
-    name = "mlp-digits-wide"
-    hidden = 128
-    batch_size = 32
-    epochs = 12
-
-
-class SoftmaxDigitsLong(tasks.SoftmaxDigits):
-    name = "softmax-digits-long"
-    batch_size = 16
-    epochs = 40
-
-
-class LinearDiabetesShort(tasks.LinearDiabetes):
-    name = "linear-diabetes-short"
-    batch_size = 16
-    epochs = 9
-
-
-class LogisticCancerBigBatch(tasks.LogisticCancer):
-    name = "logistic-cancer-bigbatch"
-    batch_size = 128
-    epochs = 30
-
-
-class RosenbrockFar(tasks.Rosenbrock):
-    name = "rosenbrock-far"
-    start = (-2.0, 3.0)
-    epochs = 10
-
-
-class QuadraticNoisy(tasks.NoisyQuadratic):
-    name = "quadratic-noisy"
-    noise = 1.2
-    batch_size = 32
-    epochs = 15
+def variant(base: type, name: str, **changes: Any) -> type:
+    """A subclass of the built-in task ``base`` named ``name``, with ``changes`` to its class attributes."""
+    return type(base.__name__ + "Variant", (base,), {"name": name, **changes})
 
 
 HELDOUT: dict[str, Callable[[], Any]] = {cls.name: cls for cls in (
-    RosenbrockFar, QuadraticNoisy, LogisticCancerBigBatch, SoftmaxDigitsLong, MLPDigitsWide, LinearDiabetesShort)}
+    variant(tasks.Rosenbrock, "rosenbrock-far", start=(-2.0, 3.0), epochs=10),
+    variant(tasks.NoisyQuadratic, "quadratic-noisy", noise=1.2, batch_size=32, epochs=15),
+    variant(tasks.LogisticCancer, "logistic-cancer-bigbatch", batch_size=128, epochs=30),
+    variant(tasks.SoftmaxDigits, "softmax-digits-long", batch_size=16, epochs=40),
+    variant(tasks.MLPDigits, "mlp-digits-wide", hidden=128, batch_size=32, epochs=12),
+    variant(tasks.LinearDiabetes, "linear-diabetes-short", batch_size=16, epochs=9),
+)}
